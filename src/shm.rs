@@ -1,0 +1,235 @@
+//! Shared memory beside the database file, and futex waits on it.
+//!
+//! Every process that opens a store maps the same small files next to the database. Words in
+//! them are updated only with atomic operations, so a process killed at any instruction leaves
+//! them consistent, and waiting on a word is a futex (Linux) on a shared file mapping: the kernel
+//! keys it by inode and offset, so a wake in one process reaches sleepers in every other, with no
+//! polling and no CPU while idle.
+//!
+//! On platforms without futexes, waits fall back to short sleeps.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use memmap2::MmapMut;
+
+use crate::error::{Error, Result};
+
+/// A fixed-size file mapped shared into this process.
+#[derive(Debug)]
+pub struct SharedRegion {
+    map: MmapMut,
+    path: PathBuf,
+}
+
+impl SharedRegion {
+    /// Maps `path`, creating it (zero-filled) or growing it to `len` bytes as needed.
+    ///
+    /// Zero is therefore every word's initial value; layouts are designed so that all-zero is a
+    /// valid state.
+    pub fn open(path: impl AsRef<Path>, len: usize) -> Result<SharedRegion> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        let cur = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if cur < len as u64 {
+            // Racing processes all extend to the same length; extension zero-fills.
+            file.set_len(len as u64).map_err(|e| Error::io(path, e))?;
+        }
+        // SAFETY: the file is only ever accessed through atomics by cooperating processes, and
+        // it is never truncated below `len` (we only grow it), so the mapping stays valid.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }
+            .map_err(|e| Error::io(path, e))?;
+        Ok(SharedRegion {
+            map,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file behind the mapping.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The mapping's length in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the mapping is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The 32-bit atomic at `offset` (4-byte aligned, inside the mapping).
+    pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.map.len(),
+            "bad offset"
+        );
+        // SAFETY: in bounds and aligned (the mapping is page-aligned); the memory is shared and
+        // only accessed atomically; the reference lives no longer than `self`, which owns the map.
+        unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU32) }
+    }
+
+    /// The 64-bit atomic at `offset` (8-byte aligned, inside the mapping).
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(
+            offset % 8 == 0 && offset + 8 <= self.map.len(),
+            "bad offset"
+        );
+        // SAFETY: as in `atomic_u32`, with 8-byte alignment.
+        unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
+    }
+}
+
+/// Sleeps while `word` holds `expected`, for at most `timeout`. Returns early when woken by
+/// [`futex_wake`] (from any process mapping the same file) or if the word already differs.
+/// Spurious returns are possible; callers re-check their condition.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a valid, aligned u32 for the duration of the call; FUTEX_WAIT (not
+        // the private variant) because the mapping is shared between processes.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &ts as *const libc::timespec,
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        if word.load(Ordering::Acquire) == expected {
+            std::thread::sleep(timeout.min(Duration::from_millis(1)));
+        }
+    }
+}
+
+/// Wakes every sleeper in [`futex_wait`] on `word`, in every process.
+pub fn futex_wake(word: &AtomicU32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `word` is a valid, aligned u32; waking has no memory effects.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = word;
+}
+
+/// The store's change signal: a counter in shared memory that every committed append bumps.
+///
+/// Writers bump it *after* their commit; readers read it *before* looking at the database. So a
+/// reader that then sleeps on the value it read is woken by any commit it did not see.
+#[derive(Debug)]
+pub struct ChangeSignal {
+    region: SharedRegion,
+}
+
+const SIGNAL_LEN: usize = 4096;
+const SEQ_OFFSET: usize = 64;
+const COMMITS_OFFSET: usize = 128;
+
+impl ChangeSignal {
+    /// Maps the signal file for the database at `db_path`.
+    pub fn open(db_path: &Path) -> Result<ChangeSignal> {
+        let mut p = db_path.as_os_str().to_owned();
+        p.push("-lmsrt-signal");
+        Ok(ChangeSignal {
+            region: SharedRegion::open(PathBuf::from(p), SIGNAL_LEN)?,
+        })
+    }
+
+    /// The current value of the change counter.
+    pub fn current(&self) -> u32 {
+        self.region.atomic_u32(SEQ_OFFSET).load(Ordering::Acquire)
+    }
+
+    /// Announces a commit to every process; returns how many commits the host has announced
+    /// since the file was created.
+    pub fn bump(&self) -> u64 {
+        let w = self.region.atomic_u32(SEQ_OFFSET);
+        w.fetch_add(1, Ordering::AcqRel);
+        let commits = self
+            .region
+            .atomic_u64(COMMITS_OFFSET)
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        futex_wake(w);
+        commits
+    }
+
+    /// Wakes sleepers without announcing a commit (used to stop a watcher).
+    pub fn nudge(&self) {
+        futex_wake(self.region.atomic_u32(SEQ_OFFSET));
+    }
+
+    /// Sleeps until the counter differs from `seen` or `timeout` passes.
+    pub fn wait_change(&self, seen: u32, timeout: Duration) {
+        futex_wait(self.region.atomic_u32(SEQ_OFFSET), seen, timeout);
+    }
+
+    /// The path of the signal file.
+    pub fn path(&self) -> &Path {
+        self.region.path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn two_mappings_share_words_and_wake_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let a = ChangeSignal::open(&db).unwrap();
+        let b = ChangeSignal::open(&db).unwrap();
+        let seen = b.current();
+        let t = std::thread::spawn(move || {
+            let start = Instant::now();
+            while b.current() == seen && start.elapsed() < Duration::from_secs(10) {
+                b.wait_change(seen, Duration::from_secs(10));
+            }
+            b.current()
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        a.bump();
+        assert_eq!(t.join().unwrap(), seen.wrapping_add(1));
+    }
+
+    #[test]
+    fn wait_returns_at_once_when_the_value_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChangeSignal::open(&dir.path().join("y.db")).unwrap();
+        let seen = s.current();
+        s.bump();
+        // Would sleep for an hour if the stale value were not noticed.
+        s.wait_change(seen, Duration::from_secs(3600));
+    }
+}

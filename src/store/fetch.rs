@@ -1,0 +1,527 @@
+//! Batch assembly: which events a fetch returns, the new cursor, and gap detection.
+//!
+//! A fetch runs in one read transaction, so it sees one snapshot. SQLite commits one writer at
+//! a time and ids are assigned inside the write transaction, so every id at or below the
+//! snapshot's head is committed: a lane with nothing left to deliver can move its position to
+//! the head without skipping anything.
+//!
+//! It works in three steps:
+//!
+//! 1. **Candidates.** For each lane, the ids of the next live matching events after the lane's
+//!    position. When the cursor is near the head (the live tail), one query reads every
+//!    matching row after the lowest lane position, including expired ones (so expiry gaps
+//!    are found for free). Otherwise (catch-up) each (channel, lane) is read index-only with a
+//!    limit, so the work is bounded by the batch size, not by how far behind the client is.
+//! 2. **Selection** in memory, by the request's order (see [`select_priority`]).
+//! 3. **Rows** for the selected ids, and the gap checks for the ranges the cursor moved over.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, Row, params};
+
+use super::conn::map_sqlite_error;
+use super::{Batch, FetchRequest, Order};
+use crate::cursor::Cursor;
+use crate::error::Result;
+use crate::event::{Event, Priority};
+
+/// Below this many ids between the lowest lane position and the head, a fetch reads the whole
+/// window in one query (the live-tail path).
+const WINDOW_FACTOR: i64 = 4;
+const MIN_WINDOW: i64 = 256;
+
+const COLUMNS: &str = "id, event_type, priority, channel_id, message_id, thread_id, user_id, data, timestamp, expires_at";
+
+/// The id of the newest event ever appended (0 for an empty log), purged or not.
+pub(crate) fn head_id(c: &Connection) -> Result<i64> {
+    let mut s = c
+        .prepare_cached(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'lmsrt_events'), 0)",
+        )
+        .map_err(map_sqlite_error)?;
+    s.query_row([], |r| r.get(0)).map_err(map_sqlite_error)
+}
+
+fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
+    let p: i64 = r.get(2)?;
+    Ok(Event {
+        id: r.get(0)?,
+        event_type: r.get(1)?,
+        // The CHECK constraint keeps stored priorities in range.
+        priority: Priority::from_i64(p).unwrap_or(Priority::Normal),
+        channel_id: r.get(3)?,
+        message_id: r.get(4)?,
+        thread_id: r.get(5)?,
+        user_id: r.get(6)?,
+        data: r.get(7)?,
+        timestamp: r.get(8)?,
+        expires_at: r.get(9)?,
+    })
+}
+
+/// Candidate ids of one lane, ascending, all after the lane's position.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Lane {
+    pub(crate) ids: Vec<i64>,
+    /// True when `ids` holds every pending live event of the lane up to the head.
+    pub(crate) complete: bool,
+}
+
+/// The per-request SQL filter pieces shared by every query of a fetch.
+struct Filter {
+    channels: Rc<Vec<Value>>,
+    thread: Option<i64>,
+    types: Option<Rc<Vec<Value>>>,
+}
+
+impl Filter {
+    fn new(req: &FetchRequest) -> Filter {
+        Filter {
+            channels: Rc::new(req.channels.iter().map(|c| Value::Integer(*c)).collect()),
+            thread: req.thread_id,
+            types: (!req.types.is_empty())
+                .then(|| Rc::new(req.types.iter().map(|t| Value::Text(t.clone())).collect())),
+        }
+    }
+
+    /// SQL conditions for thread and type, using parameters `?8` and `?9`.
+    fn extra_sql(&self) -> &'static str {
+        match (self.thread.is_some(), self.types.is_some()) {
+            (false, false) => "",
+            (true, false) => " AND thread_id = ?8",
+            (false, true) => " AND event_type IN rarray(?9)",
+            (true, true) => " AND thread_id = ?8 AND event_type IN rarray(?9)",
+        }
+    }
+
+    fn bind_extra(&self, s: &mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<()> {
+        if let Some(t) = self.thread {
+            s.raw_bind_parameter(8, t)?;
+        }
+        if let Some(ty) = &self.types {
+            s.raw_bind_parameter(9, ty.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// Fetches one batch. `now` is the expiry reference time in ms.
+pub(crate) fn fetch(c: &Connection, req: &FetchRequest, epoch: u32, now: i64) -> Result<Batch> {
+    // One snapshot for every query below.
+    let tx = c.unchecked_transaction().map_err(map_sqlite_error)?;
+    let head = head_id(&tx)?;
+    let mut cursor = req.cursor;
+    let mut gap = false;
+    if cursor.epoch.is_some_and(|e| e != epoch) {
+        // A cursor from another database file: its ids mean nothing here.
+        gap = true;
+        cursor = Cursor::START;
+    }
+    let old = cursor.lanes;
+    let floor = *old.iter().min().unwrap_or(&0);
+    if floor >= head {
+        return Ok(Batch {
+            events: Vec::new(),
+            cursor: Cursor {
+                epoch: Some(epoch),
+                lanes: old,
+            },
+            gap,
+            has_more: false,
+        });
+    }
+    let filter = Filter::new(req);
+    let n = req.limit;
+    let window = (n as i64 * WINDOW_FACTOR).max(MIN_WINDOW);
+
+    let mut rows_by_id: HashMap<i64, Event> = HashMap::new();
+    let mut expired_in_window: Option<Vec<(usize, i64)>> = None;
+    let lanes: [Lane; 4] = if head - floor <= window {
+        let (lanes, rows, expired) = window_candidates(&tx, &filter, &old, now)?;
+        rows_by_id = rows;
+        expired_in_window = Some(expired);
+        lanes
+    } else {
+        let per_arm = match req.order {
+            Order::Priority => n + 1,
+            Order::Sequential => n + 1,
+        };
+        catch_up_candidates(&tx, &filter, &old, head, now, per_arm)?
+    };
+
+    let (take, new) = match req.order {
+        Order::Priority => select_priority(&lanes, &old, head, n),
+        Order::Sequential => select_sequential(&lanes, &old, head, n),
+    };
+    let has_more = (0..4).any(|l| take[l] < lanes[l].ids.len() || !lanes[l].complete);
+
+    let mut selected: Vec<i64> = (0..4)
+        .flat_map(|l| lanes[l].ids[..take[l]].iter().copied())
+        .collect();
+    selected.sort_unstable();
+    let mut events = if rows_by_id.is_empty() {
+        load_rows(&tx, &selected)?
+    } else {
+        selected
+            .iter()
+            .filter_map(|id| rows_by_id.remove(id))
+            .collect()
+    };
+    // Priority first, then append order; for sequential batches this is the in-batch sort.
+    events.sort_by_key(|e| (e.priority, e.id));
+
+    let moved: Vec<usize> = (0..4).filter(|l| new[*l] > old[*l]).collect();
+    if !moved.is_empty() {
+        gap |= match &expired_in_window {
+            Some(expired) => expired
+                .iter()
+                .any(|(l, id)| *id > old[*l] && *id <= new[*l]),
+            None => expired_gap(&tx, &filter, &old, &new, &moved, now)?,
+        };
+        gap = gap || purged_gap(&tx, &filter, &old, &new, &moved)?;
+    }
+    tx.finish().map_err(map_sqlite_error)?;
+    Ok(Batch {
+        events,
+        cursor: Cursor {
+            epoch: Some(epoch),
+            lanes: new,
+        },
+        gap,
+        has_more,
+    })
+}
+
+/// Live tail: every row of the requested channels after the lowest lane position, in one query.
+/// Returns the lanes (complete), the live rows by id, and the expired (lane, id) pairs.
+#[allow(clippy::type_complexity)]
+fn window_candidates(
+    c: &Connection,
+    f: &Filter,
+    old: &[i64; 4],
+    now: i64,
+) -> Result<([Lane; 4], HashMap<i64, Event>, Vec<(usize, i64)>)> {
+    let floor = *old.iter().min().unwrap_or(&0);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM lmsrt_events
+         WHERE channel_id IN rarray(?1) AND priority IN (1, 2, 3, 4) AND id > ?2{}
+         ORDER BY id",
+        f.extra_sql()
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    s.raw_bind_parameter(1, f.channels.clone())
+        .and_then(|_| s.raw_bind_parameter(2, floor))
+        .and_then(|_| f.bind_extra(&mut s))
+        .map_err(map_sqlite_error)?;
+    let mut lanes: [Lane; 4] = Default::default();
+    let mut rows = HashMap::new();
+    let mut expired = Vec::new();
+    let mut q = s.raw_query();
+    while let Some(r) = q.next().map_err(map_sqlite_error)? {
+        let e = row_to_event(r).map_err(map_sqlite_error)?;
+        let l = e.priority.lane();
+        if e.id <= old[l] {
+            continue;
+        }
+        if e.expires_at <= now {
+            expired.push((l, e.id));
+        } else {
+            lanes[l].ids.push(e.id);
+            rows.insert(e.id, e);
+        }
+    }
+    for lane in lanes.iter_mut() {
+        lane.complete = true;
+    }
+    Ok((lanes, rows, expired))
+}
+
+/// Catch-up: for each lane behind the head and each channel, the first `per_arm` live ids,
+/// read from the index alone; merged per lane.
+fn catch_up_candidates(
+    c: &Connection,
+    f: &Filter,
+    old: &[i64; 4],
+    head: i64,
+    now: i64,
+    per_arm: usize,
+) -> Result<[Lane; 4]> {
+    let sql = format!(
+        "SELECT id FROM lmsrt_events
+         WHERE channel_id = ?1 AND priority = ?2 AND id > ?3 AND expires_at > ?4{}
+         ORDER BY id LIMIT ?5",
+        f.extra_sql()
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    let mut lanes: [Lane; 4] = Default::default();
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        lane.complete = true;
+        if old[l] >= head {
+            continue;
+        }
+        for ch in f.channels.iter() {
+            let Value::Integer(ch) = ch else { continue };
+            s.raw_bind_parameter(1, *ch)
+                .and_then(|_| s.raw_bind_parameter(2, l as i64 + 1))
+                .and_then(|_| s.raw_bind_parameter(3, old[l]))
+                .and_then(|_| s.raw_bind_parameter(4, now))
+                .and_then(|_| s.raw_bind_parameter(5, per_arm as i64))
+                .and_then(|_| f.bind_extra(&mut s))
+                .map_err(map_sqlite_error)?;
+            let mut got = 0;
+            let mut q = s.raw_query();
+            while let Some(r) = q.next().map_err(map_sqlite_error)? {
+                lane.ids.push(r.get(0).map_err(map_sqlite_error)?);
+                got += 1;
+            }
+            if got >= per_arm {
+                lane.complete = false;
+            }
+        }
+        lane.ids.sort_unstable();
+        if !lane.complete {
+            // Past the first `per_arm` ids, other arms may hold smaller ids we did not read.
+            lane.ids.truncate(per_arm);
+        }
+    }
+    Ok(lanes)
+}
+
+/// Priority order: each lane with pending events first gets a share of the batch
+/// (`max(1, n / 8)`), so a flood in one lane cannot starve another; the rest fills from the most
+/// urgent lane down. When the batch is too small for every pending lane to get a slot, the lanes
+/// whose oldest pending event is oldest go first, so every lane still makes progress.
+///
+/// Returns how many candidates to take per lane, and the new lane positions.
+pub(crate) fn select_priority(
+    lanes: &[Lane; 4],
+    old: &[i64; 4],
+    head: i64,
+    n: usize,
+) -> ([usize; 4], [i64; 4]) {
+    let share = (n / 8).max(1);
+    let mut take = [0usize; 4];
+    for l in 0..4 {
+        take[l] = share.min(lanes[l].ids.len());
+    }
+    if take.iter().sum::<usize>() > n {
+        let mut pending: Vec<usize> = (0..4).filter(|l| take[*l] > 0).collect();
+        pending.sort_by_key(|l| lanes[*l].ids[0]);
+        take = [0; 4];
+        for l in pending.into_iter().take(n) {
+            take[l] = 1;
+        }
+    }
+    let mut remaining = n - take.iter().sum::<usize>();
+    for l in 0..4 {
+        let extra = remaining.min(lanes[l].ids.len() - take[l]);
+        take[l] += extra;
+        remaining -= extra;
+    }
+    (take, new_positions(lanes, old, head, &take))
+}
+
+fn new_positions(lanes: &[Lane; 4], old: &[i64; 4], head: i64, take: &[usize; 4]) -> [i64; 4] {
+    let mut new = *old;
+    for l in 0..4 {
+        let lane = &lanes[l];
+        if lane.complete && take[l] == lane.ids.len() {
+            // Everything pending in this lane is delivered: all of it up to the head is done.
+            new[l] = old[l].max(head);
+        } else if take[l] > 0 {
+            new[l] = lane.ids[take[l] - 1];
+        }
+    }
+    new
+}
+
+/// Sequential order: the next `n` candidates by id across lanes. Every lane's position moves to
+/// the last id taken (or the head, when nothing is left), since every matching event up to that
+/// id has now been delivered.
+pub(crate) fn select_sequential(
+    lanes: &[Lane; 4],
+    old: &[i64; 4],
+    head: i64,
+    n: usize,
+) -> ([usize; 4], [i64; 4]) {
+    let mut all: Vec<(i64, usize)> = (0..4)
+        .flat_map(|l| lanes[l].ids.iter().map(move |id| (*id, l)))
+        .collect();
+    all.sort_unstable();
+    let complete = lanes.iter().all(|l| l.complete);
+    let mut take = [0usize; 4];
+    for (_, l) in all.iter().take(n) {
+        take[*l] += 1;
+    }
+    let mut new = *old;
+    if complete && all.len() <= n {
+        for p in new.iter_mut() {
+            *p = (*p).max(head);
+        }
+    } else if let Some((last, _)) = all.get(n.min(all.len()).saturating_sub(1)) {
+        for p in new.iter_mut() {
+            *p = (*p).max(*last);
+        }
+    }
+    (take, new)
+}
+
+fn load_rows(c: &Connection, ids: &[i64]) -> Result<Vec<Event>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut s = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM lmsrt_events WHERE id IN rarray(?1)"
+        ))
+        .map_err(map_sqlite_error)?;
+    let v: Rc<Vec<Value>> = Rc::new(ids.iter().map(|i| Value::Integer(*i)).collect());
+    let rows = s
+        .query_map(params![v], row_to_event)
+        .map_err(map_sqlite_error)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_sqlite_error)?;
+    Ok(rows)
+}
+
+/// Whether an expired (not yet purged) matching event lies in a range the cursor moved over.
+fn expired_gap(
+    c: &Connection,
+    f: &Filter,
+    old: &[i64; 4],
+    new: &[i64; 4],
+    moved: &[usize],
+    now: i64,
+) -> Result<bool> {
+    // Cheap probe on the expiry index first: usually nothing at all has expired.
+    let any: bool = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM lmsrt_events WHERE expires_at <= ?1)")
+        .and_then(|mut s| s.query_row([now], |r| r.get(0)))
+        .map_err(map_sqlite_error)?;
+    if !any {
+        return Ok(false);
+    }
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM lmsrt_events
+         WHERE channel_id IN rarray(?1) AND priority = ?2 AND id > ?3 AND id <= ?4
+           AND expires_at <= ?5{})",
+        f.extra_sql()
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    for &l in moved {
+        s.raw_bind_parameter(1, f.channels.clone())
+            .and_then(|_| s.raw_bind_parameter(2, l as i64 + 1))
+            .and_then(|_| s.raw_bind_parameter(3, old[l]))
+            .and_then(|_| s.raw_bind_parameter(4, new[l]))
+            .and_then(|_| s.raw_bind_parameter(5, now))
+            .and_then(|_| f.bind_extra(&mut s))
+            .map_err(map_sqlite_error)?;
+        let mut q = s.raw_query();
+        if let Some(r) = q.next().map_err(map_sqlite_error)?
+            && r.get::<_, bool>(0).map_err(map_sqlite_error)?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a purged interval of a requested (channel, lane) meets a range the cursor moved
+/// over. Purge records are per channel and lane, not per thread or type, so a filtered client
+/// may be told of a gap in events it would not have matched: a spurious resync, never a loss.
+fn purged_gap(
+    c: &Connection,
+    f: &Filter,
+    old: &[i64; 4],
+    new: &[i64; 4],
+    moved: &[usize],
+) -> Result<bool> {
+    let mut s = c
+        .prepare_cached("SELECT priority, lo, hi FROM lmsrt_purged WHERE channel_id IN rarray(?1)")
+        .map_err(map_sqlite_error)?;
+    s.raw_bind_parameter(1, f.channels.clone())
+        .map_err(map_sqlite_error)?;
+    let mut q = s.raw_query();
+    while let Some(r) = q.next().map_err(map_sqlite_error)? {
+        let p: i64 = r.get(0).map_err(map_sqlite_error)?;
+        let lo: i64 = r.get(1).map_err(map_sqlite_error)?;
+        let hi: i64 = r.get(2).map_err(map_sqlite_error)?;
+        let l = (p - 1).clamp(0, 3) as usize;
+        if moved.contains(&l) && lo <= new[l] && hi > old[l] {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(ids: &[i64], complete: bool) -> Lane {
+        Lane {
+            ids: ids.to_vec(),
+            complete,
+        }
+    }
+
+    #[test]
+    fn priority_fills_urgent_first_but_keeps_a_share_for_others() {
+        let flood: Vec<i64> = (100..200).collect();
+        let lanes = [
+            lane(&flood, true),
+            lane(&[], true),
+            lane(&[], true),
+            lane(&[5, 6], true),
+        ];
+        let (take, new) = select_priority(&lanes, &[0; 4], 300, 16);
+        // share = 2: lane 4 gets both of its events, lane 1 the remaining 14.
+        assert_eq!(take, [14, 0, 0, 2]);
+        assert_eq!(new, [113, 300, 300, 300]);
+    }
+
+    #[test]
+    fn tiny_batches_still_move_every_lane() {
+        let lanes = [
+            lane(&[10, 11, 12], true),
+            lane(&[], true),
+            lane(&[], true),
+            lane(&[3], true),
+        ];
+        // One slot: the lane whose oldest event is older goes first.
+        let (take, new) = select_priority(&lanes, &[0; 4], 20, 1);
+        assert_eq!(take, [0, 0, 0, 1]);
+        assert_eq!(new, [0, 20, 20, 20]);
+    }
+
+    #[test]
+    fn incomplete_lane_stops_at_the_last_taken_id() {
+        let lanes = [
+            lane(&[1, 2, 3], false),
+            lane(&[], true),
+            lane(&[], true),
+            lane(&[], true),
+        ];
+        let (take, new) = select_priority(&lanes, &[0; 4], 99, 3);
+        assert_eq!(take, [3, 0, 0, 0]);
+        assert_eq!(new, [3, 99, 99, 99]);
+    }
+
+    #[test]
+    fn sequential_moves_all_lanes_to_the_last_id() {
+        let lanes = [
+            lane(&[4, 9], true),
+            lane(&[2], true),
+            lane(&[], true),
+            lane(&[7], true),
+        ];
+        let (take, new) = select_sequential(&lanes, &[1; 4], 10, 3);
+        assert_eq!(take, [1, 1, 0, 1]);
+        assert_eq!(new, [7; 4]);
+        let (take, new) = select_sequential(&lanes, &[1; 4], 10, 10);
+        assert_eq!(take, [2, 1, 0, 1]);
+        assert_eq!(new, [10; 4]);
+    }
+}

@@ -1,0 +1,596 @@
+//! [`EventStore`]: the event log over one SQLite file, shared by threads and processes.
+
+mod conn;
+mod fetch;
+mod schema;
+mod tail;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+pub use conn::Durability;
+pub use schema::SCHEMA_VERSION;
+
+use crate::clock::{Clock, SystemClock};
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::event::{Event, NewEvent, validate_data, validate_event_type};
+use crate::shm::ChangeSignal;
+
+/// Most channels one fetch may name.
+pub const MAX_CHANNELS: usize = 1024;
+/// Most event types one fetch may filter on.
+pub const MAX_TYPES: usize = 64;
+/// Largest batch one fetch may ask for.
+pub const MAX_LIMIT: usize = 1000;
+/// Longest consumer name for [`EventStore::commit_cursor`].
+pub const MAX_CONSUMER_LEN: usize = 255;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// Most events in one [`EventStore::append_batch`].
+pub const MAX_BATCH: usize = 10_000;
+
+/// Settings for [`EventStore::open`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What an acknowledged append survives.
+    pub durability: Durability,
+    /// Largest `data` accepted, in bytes (default 64 KiB).
+    pub max_data_bytes: usize,
+    /// Time to live of events appended without one (default 1 hour).
+    pub default_ttl: Duration,
+    /// Shortest TTL accepted (default 1 s).
+    pub min_ttl: Duration,
+    /// Longest TTL accepted (default 30 days).
+    pub max_ttl: Duration,
+    /// When set, a background thread purges expired events at this interval.
+    pub purge_interval: Option<Duration>,
+    /// Rows deleted per purge transaction: small enough that the write lock is held briefly.
+    pub purge_chunk: usize,
+    /// The source of time for timestamps and expiry.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            durability: Durability::default(),
+            max_data_bytes: 64 * 1024,
+            default_ttl: Duration::from_secs(3600),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(30 * 86_400),
+            purge_interval: None,
+            purge_chunk: 500,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Order of events in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Urgent lanes first, every pending lane gets a share (no starvation), append order within
+    /// a lane; each lane keeps its own position in the cursor.
+    #[default]
+    Priority,
+    /// The next N events by id, sorted by priority inside the batch only.
+    Sequential,
+}
+
+impl std::str::FromStr for Order {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Order> {
+        match s {
+            "priority" => Ok(Order::Priority),
+            "sequential" => Ok(Order::Sequential),
+            _ => Err(Error::InvalidArgument(format!(
+                "order must be \"priority\" or \"sequential\", not {s:?}"
+            ))),
+        }
+    }
+}
+
+/// What to fetch: channels, optional filters, where to start, how many, in which order.
+///
+/// A cursor belongs to its request: resuming with other channels or filters may skip events
+/// that the new filters match but the old ones did not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// Channels to read (1 to [`MAX_CHANNELS`], each > 0).
+    pub channels: Vec<i64>,
+    /// Only events of this thread.
+    pub thread_id: Option<i64>,
+    /// Only events of these types (empty: all).
+    pub types: Vec<String>,
+    /// Where to start.
+    pub cursor: Cursor,
+    /// Most events to return (1 to [`MAX_LIMIT`], default 50).
+    pub limit: usize,
+    /// Batch order.
+    pub order: Order,
+}
+
+impl FetchRequest {
+    /// A request for `channels` from the start of the log, 50 events, priority order.
+    pub fn new(channels: impl IntoIterator<Item = i64>) -> FetchRequest {
+        FetchRequest {
+            channels: channels.into_iter().collect(),
+            thread_id: None,
+            types: Vec::new(),
+            cursor: Cursor::START,
+            limit: 50,
+            order: Order::Priority,
+        }
+    }
+
+    /// Sets the cursor.
+    pub fn cursor(mut self, cursor: Cursor) -> Self {
+        self.cursor = cursor;
+        self
+    }
+
+    /// Sets the limit.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Sets the order.
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Only events of `thread_id`.
+    pub fn thread(mut self, thread_id: i64) -> Self {
+        self.thread_id = Some(thread_id);
+        self
+    }
+
+    /// Only events of these types.
+    pub fn types<S: Into<String>>(mut self, types: impl IntoIterator<Item = S>) -> Self {
+        self.types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks the request and returns it with channels and types sorted and de-duplicated.
+    pub(crate) fn normalized(&self) -> Result<FetchRequest> {
+        if self.channels.is_empty() || self.channels.len() > MAX_CHANNELS {
+            return Err(Error::InvalidArgument(format!(
+                "a fetch names 1 to {MAX_CHANNELS} channels, not {}",
+                self.channels.len()
+            )));
+        }
+        if let Some(c) = self.channels.iter().find(|c| **c <= 0) {
+            return Err(Error::InvalidChannel(*c));
+        }
+        if self.limit == 0 || self.limit > MAX_LIMIT {
+            return Err(Error::InvalidArgument(format!(
+                "limit must be 1 to {MAX_LIMIT}, not {}",
+                self.limit
+            )));
+        }
+        if self.types.len() > MAX_TYPES {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_TYPES} event types per fetch"
+            )));
+        }
+        for t in &self.types {
+            validate_event_type(t)?;
+        }
+        let mut r = self.clone();
+        r.channels.sort_unstable();
+        r.channels.dedup();
+        r.types.sort_unstable();
+        r.types.dedup();
+        Ok(r)
+    }
+}
+
+/// One fetch's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Batch {
+    /// The events, in the request's order.
+    pub events: Vec<Event>,
+    /// Pass this back to get what comes next.
+    pub cursor: Cursor,
+    /// True when an event this client would have received expired or was purged before it
+    /// was fetched (or the cursor came from another database): resynchronise from the source
+    /// of truth.
+    pub gap: bool,
+    /// True when more matching events are waiting: fetch again without waiting.
+    pub has_more: bool,
+}
+
+/// State shared with the background threads (tail watcher, purger).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) path: PathBuf,
+    pub(crate) durability: Durability,
+    pub(crate) signal: ChangeSignal,
+    pub(crate) closed: AtomicBool,
+}
+
+/// The event log: append, fetch, wait, purge. `Send + Sync`; share it between threads with an
+/// `Arc`. Any number of processes may open the same file at once.
+#[derive(Debug)]
+pub struct EventStore {
+    shared: Arc<Shared>,
+    config: Config,
+    epoch: u32,
+    writer: writer::Writer,
+    readers: Mutex<Vec<Connection>>,
+    tail: tail::Tail,
+    purger: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl EventStore {
+    /// Opens (creating or migrating) the store at `path`.
+    ///
+    /// Beside the file it keeps `<path>-lmsrt-writer` (the writer lock) and
+    /// `<path>-lmsrt-signal` (the cross-process wake-up counter), plus SQLite's `-wal` and
+    /// `-shm`. A file written by a newer schema is refused with [`Error::SchemaTooNew`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use lms_realtime::{Config, EventStore};
+    /// let store = EventStore::open(dir.path().join("events.db"), Config::default()).unwrap();
+    /// assert!(store.head_cursor().unwrap().lanes().iter().all(|p| *p == 0));
+    /// ```
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<EventStore> {
+        let path = path.as_ref().to_path_buf();
+        if config.min_ttl > config.max_ttl || config.default_ttl < config.min_ttl {
+            return Err(Error::InvalidArgument(
+                "config: expected min_ttl <= default_ttl <= max_ttl".into(),
+            ));
+        }
+        if config.max_data_bytes == 0 || config.purge_chunk == 0 {
+            return Err(Error::InvalidArgument(
+                "config: max_data_bytes and purge_chunk must be positive".into(),
+            ));
+        }
+        let lock = conn::WriterLock::open(&path)?;
+        let signal = ChangeSignal::open(&path)?;
+        let wconn = conn::open_connection(&path, config.durability)?;
+        let epoch = {
+            let _g = lock.lock()?;
+            if schema::version(&wconn)? == SCHEMA_VERSION {
+                schema::read_epoch(&wconn)?
+            } else {
+                let tx = wconn
+                    .unchecked_transaction()
+                    .map_err(conn::map_sqlite_error)?;
+                let epoch = schema::migrate(&tx)?;
+                tx.commit().map_err(conn::map_sqlite_error)?;
+                epoch
+            }
+        };
+        let shared = Arc::new(Shared {
+            path,
+            durability: config.durability,
+            signal,
+            closed: AtomicBool::new(false),
+        });
+        let store = EventStore {
+            writer: writer::Writer::new(wconn, lock),
+            readers: Mutex::new(Vec::new()),
+            tail: tail::Tail::new(shared.clone()),
+            shared,
+            config,
+            epoch,
+            purger: Mutex::new(None),
+        };
+        if let Some(every) = store.config.purge_interval {
+            store.start_purger(every)?;
+        }
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Appends one event and returns its id once it is committed.
+    ///
+    /// Concurrent appends from threads of one process share transactions (group commit);
+    /// each caller returns only after its own event is durable.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lms_realtime::EventStore::open(dir.path().join("e.db"), Default::default()).unwrap();
+    /// use lms_realtime::NewEvent;
+    /// let a = store.append(NewEvent::new("message_create", 1).idempotency_key("msg-9"))?;
+    /// // A retry with the same key (say, after a PHP timeout) returns the same id.
+    /// let b = store.append(NewEvent::new("message_create", 1).idempotency_key("msg-9"))?;
+    /// assert_eq!(a, b);
+    /// # Ok::<(), lms_realtime::Error>(())
+    /// ```
+    pub fn append(&self, event: NewEvent) -> Result<i64> {
+        let ids = self.append_batch(vec![event])?;
+        Ok(ids[0])
+    }
+
+    /// Appends events in one transaction, all or nothing, and returns their ids in order.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lms_realtime::EventStore::open(dir.path().join("e.db"), Default::default()).unwrap();
+    /// use lms_realtime::NewEvent;
+    /// let ids = store.append_batch(vec![NewEvent::new("badge_update", 1), NewEvent::new("badge_update", 2)])?;
+    /// assert_eq!(ids[1], ids[0] + 1);
+    /// // One bad event refuses the whole batch.
+    /// assert!(store.append_batch(vec![NewEvent::new("ok", 1), NewEvent::new("Bad!", 1)]).is_err());
+    /// # Ok::<(), lms_realtime::Error>(())
+    /// ```
+    pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<i64>> {
+        self.check_open()?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if events.len() > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_BATCH} events per batch, not {}",
+                events.len()
+            )));
+        }
+        let now = self.config.clock.now_ms();
+        let rows = events
+            .into_iter()
+            .map(|e| self.validate(e, now))
+            .collect::<Result<Vec<_>>>()?;
+        let ids = self.writer.submit(rows)?;
+        let commits = self.shared.signal.bump();
+        self.maybe_checkpoint(commits);
+        Ok(ids)
+    }
+
+    fn validate(&self, e: NewEvent, now: i64) -> Result<writer::Row> {
+        validate_event_type(&e.event_type)?;
+        if e.channel_id <= 0 {
+            return Err(Error::InvalidChannel(e.channel_id));
+        }
+        validate_data(&e.data, self.config.max_data_bytes)?;
+        let ttl = e.ttl.unwrap_or(self.config.default_ttl);
+        if ttl < self.config.min_ttl || ttl > self.config.max_ttl {
+            return Err(Error::InvalidTtl {
+                ttl_ms: ttl.as_millis().min(i64::MAX as u128) as i64,
+                min_ms: self.config.min_ttl.as_millis() as i64,
+                max_ms: self.config.max_ttl.as_millis() as i64,
+            });
+        }
+        if let Some(k) = &e.idempotency_key
+            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"
+            )));
+        }
+        let priority = e.effective_priority();
+        Ok(writer::Row {
+            expires_at: now.saturating_add(ttl.as_millis() as i64),
+            timestamp: now,
+            priority,
+            event: e,
+        })
+    }
+
+    /// Fetches the next batch for `request` without waiting.
+    pub fn fetch(&self, request: &FetchRequest) -> Result<Batch> {
+        self.check_open()?;
+        let req = request.normalized()?;
+        let now = self.config.clock.now_ms();
+        self.with_reader(|c| fetch::fetch(c, &req, self.epoch, now))
+    }
+
+    /// Like [`fetch`](Self::fetch), but when nothing is pending, blocks until a matching event
+    /// is appended (by any thread or process) or `timeout` passes; then returns an empty batch
+    /// whose cursor is still valid.
+    ///
+    /// Blocking costs no CPU: waiters sleep on a condition variable, woken by one tail reader
+    /// per store, which a futex in shared memory wakes on every commit on the host.
+    pub fn wait(&self, request: &FetchRequest, timeout: Duration) -> Result<Batch> {
+        let deadline = Instant::now() + timeout;
+        let mut req = request.normalized()?;
+        self.check_open()?;
+        let registration = self.tail.register(&req, || self.head_id())?;
+        loop {
+            let now = self.config.clock.now_ms();
+            let batch = self.with_reader(|c| fetch::fetch(c, &req, self.epoch, now))?;
+            if !batch.events.is_empty() || batch.gap || batch.has_more {
+                return Ok(batch);
+            }
+            registration.set_lanes(batch.cursor.lanes());
+            req.cursor = batch.cursor;
+            if !registration.sleep_until(deadline) {
+                self.check_open()?;
+                return Ok(batch);
+            }
+            self.check_open()?;
+        }
+    }
+
+    /// A cursor at the current end of the log: a page that renders state and then starts
+    /// polling from here misses nothing committed after the render.
+    pub fn head_cursor(&self) -> Result<Cursor> {
+        self.check_open()?;
+        let head = self.head_id()?;
+        Ok(Cursor {
+            epoch: Some(self.epoch),
+            lanes: [head; 4],
+        })
+    }
+
+    fn head_id(&self) -> Result<i64> {
+        self.with_reader(fetch::head_id)
+    }
+
+    /// Deletes up to `max_rows` expired events, in transactions of at most
+    /// [`Config::purge_chunk`] rows so the write lock is never held for long. Returns how many
+    /// were deleted. Clients whose cursors had not passed a purged event get `gap: true`.
+    pub fn purge_expired(&self, max_rows: usize) -> Result<usize> {
+        self.check_open()?;
+        let mut total = 0;
+        while total < max_rows {
+            let chunk = self.config.purge_chunk.min(max_rows - total);
+            let now = self.config.clock.now_ms();
+            let n = self.writer.purge_chunk(now, chunk)?;
+            total += n;
+            if n < chunk {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Stores `cursor` as the position of `consumer`, durably (the plan's `processed_by`).
+    pub fn commit_cursor(&self, consumer: &str, cursor: &Cursor) -> Result<()> {
+        self.check_open()?;
+        check_consumer(consumer)?;
+        let now = self.config.clock.now_ms();
+        let text = cursor.to_string();
+        self.writer.with_write_tx(|tx| {
+            tx.execute(
+                "INSERT INTO lmsrt_cursors (consumer, cursor, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (consumer) DO UPDATE SET cursor = excluded.cursor,
+                                                      updated_at = excluded.updated_at",
+                params![consumer, text, now],
+            )
+            .map(|_| ())
+            .map_err(conn::map_sqlite_error)
+        })
+    }
+
+    /// The cursor last committed by `consumer`, if any.
+    pub fn load_cursor(&self, consumer: &str) -> Result<Option<Cursor>> {
+        self.check_open()?;
+        check_consumer(consumer)?;
+        let text: Option<String> = self.with_reader(|c| {
+            c.prepare_cached("SELECT cursor FROM lmsrt_cursors WHERE consumer = ?1")
+                .and_then(|mut s| s.query_row([consumer], |r| r.get(0)).optional())
+                .map_err(conn::map_sqlite_error)
+        })?;
+        text.map(|t| Cursor::parse(&t)).transpose()
+    }
+
+    /// Closes the store: waiters return [`Error::Closed`] at once, background threads stop, and
+    /// every later call fails with [`Error::Closed`]. Idempotent; dropping the store closes it.
+    pub fn close(&self) {
+        if self.shared.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.tail.shutdown();
+        if let Some(h) = self.purger.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Whether [`close`](Self::close) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` on a pooled read connection. Connections are created on demand, so concurrent
+    /// fetches from many threads never queue behind one another.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => conn::open_connection(&self.shared.path, self.config.durability)?,
+        };
+        let out = f(&conn);
+        if !self.is_closed() {
+            self.readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+        out
+    }
+
+    /// Every [`conn::CHECKPOINT_EVERY`] commits on the host, the committing process copies the
+    /// WAL back into the database with a passive checkpoint, outside the writer lock so other
+    /// writers carry on meanwhile. (SQLite's automatic checkpoint would run inside the commit.)
+    fn maybe_checkpoint(&self, commits: u64) {
+        if commits % conn::CHECKPOINT_EVERY == 0 {
+            let _ = self.with_reader(|c| {
+                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    .map_err(conn::map_sqlite_error)
+            });
+        }
+    }
+
+    fn start_purger(&self, every: Duration) -> Result<()> {
+        let shared = self.shared.clone();
+        let chunk = self.config.purge_chunk;
+        let clock = self.config.clock.clone();
+        let handle = std::thread::Builder::new()
+            .name("lmsrt-purger".into())
+            .spawn(move || {
+                let Ok(w) = writer::Writer::open(&shared.path, shared.durability) else {
+                    return;
+                };
+                let mut next = Instant::now() + every;
+                while !shared.closed.load(Ordering::SeqCst) {
+                    let now = Instant::now();
+                    if now < next {
+                        // Short naps so close() does not wait a whole interval.
+                        std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                    next = now + every;
+                    while !shared.closed.load(Ordering::SeqCst) {
+                        match w.purge_chunk(clock.now_ms(), chunk) {
+                            Ok(n) if n == chunk => continue,
+                            _ => break,
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io(&self.shared.path, e))?;
+        *self.purger.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(())
+    }
+}
+
+impl Drop for EventStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn check_consumer(consumer: &str) -> Result<()> {
+    if consumer.is_empty() || consumer.len() > MAX_CONSUMER_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "a consumer name is 1 to {MAX_CONSUMER_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

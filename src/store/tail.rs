@@ -1,0 +1,278 @@
+//! Waking waiters: one tail reader per store, and a registry of waiters by channel.
+//!
+//! Every committed append bumps a counter in shared memory and wakes its futex (see
+//! [`crate::shm::ChangeSignal`]). One watcher thread per store sleeps on that futex; when it
+//! moves, the watcher reads the new events' routing columns (id, channel, lane, thread, type)
+//! once, and signals only the waiters whose channels and filters match. A thousand idle waiters
+//! therefore cost one query per append, not a thousand, and a waiter on a quiet channel is not
+//! woken by traffic elsewhere.
+//!
+//! The futex wake is the fast path (microseconds). As a safety net against a writer that died
+//! between its commit and its wake-up, the watcher also looks at the head every
+//! [`SAFETY_NET`]; that costs one indexed read per interval per process.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::conn::{map_sqlite_error, open_connection};
+use super::{FetchRequest, Shared, fetch};
+use crate::error::{Error, Result};
+
+/// How often the watcher checks the head without having been woken.
+pub(crate) const SAFETY_NET: Duration = Duration::from_millis(250);
+
+/// Rows the watcher reads per query when many events arrive at once.
+const TAIL_CHUNK: i64 = 2048;
+
+#[derive(Debug)]
+struct Waiter {
+    thread: Option<i64>,
+    types: Vec<String>,
+    lanes: [i64; 4],
+    fired: bool,
+}
+
+#[derive(Debug)]
+struct WaiterSlot {
+    state: Mutex<Waiter>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    next_id: u64,
+    by_channel: HashMap<i64, Vec<(u64, Arc<WaiterSlot>)>>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+    /// Events at or below this id have been routed.
+    routed_head: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Tail {
+    shared: Arc<Shared>,
+    registry: Arc<Mutex<Registry>>,
+}
+
+/// A waiter's registration; unregisters on drop.
+pub(crate) struct Registration<'a> {
+    tail: &'a Tail,
+    id: u64,
+    channels: Vec<i64>,
+    slot: Arc<WaiterSlot>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Tail {
+    pub(crate) fn new(shared: Arc<Shared>) -> Tail {
+        Tail {
+            shared,
+            registry: Arc::new(Mutex::new(Registry::default())),
+        }
+    }
+
+    /// Registers a waiter for `req` and makes sure the watcher runs. Register *before* the
+    /// first fetch: any event committed after that fetch's snapshot is then routed to us.
+    pub(crate) fn register(
+        &self,
+        req: &FetchRequest,
+        head: impl FnOnce() -> Result<i64>,
+    ) -> Result<Registration<'_>> {
+        let slot = Arc::new(WaiterSlot {
+            state: Mutex::new(Waiter {
+                thread: req.thread_id,
+                types: req.types.clone(),
+                lanes: req.cursor.lanes(),
+                fired: false,
+            }),
+            cv: Condvar::new(),
+        });
+        let mut reg = lock(&self.registry);
+        if reg.watcher.is_none() {
+            // The watcher must start from a head read now, before our first fetch; starting
+            // from a later head could skip an event that fetch did not see.
+            reg.routed_head = head()?;
+            let shared = self.shared.clone();
+            let registry = self.registry.clone();
+            let h = std::thread::Builder::new()
+                .name("lmsrt-tail".into())
+                .spawn(move || watch(shared, registry))
+                .map_err(|e| Error::io(&self.shared.path, e))?;
+            reg.watcher = Some(h);
+        }
+        reg.next_id += 1;
+        let id = reg.next_id;
+        for ch in &req.channels {
+            reg.by_channel
+                .entry(*ch)
+                .or_default()
+                .push((id, slot.clone()));
+        }
+        Ok(Registration {
+            tail: self,
+            id,
+            channels: req.channels.clone(),
+            slot,
+        })
+    }
+
+    /// Stops the watcher and wakes every waiter (they then see the store closed).
+    pub(crate) fn shutdown(&self) {
+        let h = {
+            let mut reg = lock(&self.registry);
+            for slots in reg.by_channel.values() {
+                for (_, s) in slots {
+                    lock(&s.state).fired = true;
+                    s.cv.notify_all();
+                }
+            }
+            reg.watcher.take()
+        };
+        self.shared.signal.nudge();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Registration<'_> {
+    /// Updates the positions below which events do not concern this waiter.
+    pub(crate) fn set_lanes(&self, lanes: [i64; 4]) {
+        lock(&self.slot.state).lanes = lanes;
+    }
+
+    /// Sleeps until a matching event is routed to us or `deadline` passes. Returns whether we
+    /// were signalled (and clears the signal).
+    pub(crate) fn sleep_until(&self, deadline: Instant) -> bool {
+        let mut st = lock(&self.slot.state);
+        loop {
+            if st.fired {
+                st.fired = false;
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .slot
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut reg = lock(&self.tail.registry);
+        for ch in &self.channels {
+            if let Some(v) = reg.by_channel.get_mut(ch) {
+                v.retain(|(id, _)| *id != self.id);
+                if v.is_empty() {
+                    reg.by_channel.remove(ch);
+                }
+            }
+        }
+    }
+}
+
+/// Routing columns of one new event.
+struct Routed {
+    id: i64,
+    channel: i64,
+    lane: usize,
+    thread: Option<i64>,
+    event_type: String,
+}
+
+fn watch(shared: Arc<Shared>, registry: Arc<Mutex<Registry>>) {
+    let conn = match open_connection(&shared.path, shared.durability) {
+        Ok(c) => c,
+        Err(_) => return, // waiters still wake on their own deadlines
+    };
+    while !shared.closed.load(Ordering::SeqCst) {
+        // Read the counter before the database: a commit after this read changes the counter,
+        // so the futex wait below returns at once instead of sleeping through it.
+        let seen = shared.signal.current();
+        if route_new_events(&conn, &registry).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if shared.closed.load(Ordering::SeqCst) {
+            break;
+        }
+        shared.signal.wait_change(seen, SAFETY_NET);
+    }
+}
+
+fn route_new_events(conn: &Connection, registry: &Mutex<Registry>) -> Result<()> {
+    let from = lock(registry).routed_head;
+    let head = fetch::head_id(conn)?;
+    if head <= from {
+        return Ok(());
+    }
+    if lock(registry).by_channel.is_empty() {
+        lock(registry).routed_head = head;
+        return Ok(());
+    }
+    let mut s = conn
+        .prepare_cached(
+            "SELECT id, channel_id, priority, thread_id, event_type FROM lmsrt_events
+             WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+        )
+        .map_err(map_sqlite_error)?;
+    let mut pos = from;
+    while pos < head {
+        let batch: Vec<Routed> = s
+            .query_map(rusqlite::params![pos, head, TAIL_CHUNK], |r| {
+                let p: i64 = r.get(2)?;
+                Ok(Routed {
+                    id: r.get(0)?,
+                    channel: r.get(1)?,
+                    lane: (p - 1).clamp(0, 3) as usize,
+                    thread: r.get(3)?,
+                    event_type: r.get(4)?,
+                })
+            })
+            .map_err(map_sqlite_error)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(map_sqlite_error)?;
+        let reg = lock(registry);
+        for ev in &batch {
+            let Some(slots) = reg.by_channel.get(&ev.channel) else {
+                continue;
+            };
+            for (_, slot) in slots {
+                let mut w = lock(&slot.state);
+                if w.fired || ev.id <= w.lanes[ev.lane] {
+                    continue;
+                }
+                if w.thread.is_some_and(|t| ev.thread != Some(t)) {
+                    continue;
+                }
+                if !w.types.is_empty() && !w.types.iter().any(|t| *t == ev.event_type) {
+                    continue;
+                }
+                w.fired = true;
+                slot.cv.notify_all();
+            }
+        }
+        drop(reg);
+        // Purged ids leave holes: when a chunk comes back short, everything up to the head
+        // that still exists has been seen.
+        pos = if (batch.len() as i64) < TAIL_CHUNK {
+            head
+        } else {
+            batch.last().map_or(head, |e| e.id)
+        };
+    }
+    lock(registry).routed_head = head;
+    Ok(())
+}

@@ -1,0 +1,328 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::ErrorCode;
+use crate::clock::ManualClock;
+
+fn open_with_clock(dir: &tempfile::TempDir) -> (EventStore, ManualClock) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cfg = Config {
+        clock: Arc::new(clock.clone()),
+        ..Config::default()
+    };
+    (
+        EventStore::open(dir.path().join("t.db"), cfg).unwrap(),
+        clock,
+    )
+}
+
+fn ev(t: &str, ch: i64) -> NewEvent {
+    NewEvent::new(t, ch)
+}
+
+#[test]
+fn append_assigns_increasing_ids_and_fetch_returns_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open_with_clock(&dir);
+    let a = s
+        .append(ev("message_create", 1).data(r#"{"x":1}"#))
+        .unwrap();
+    let b = s.append(ev("badge_update", 1)).unwrap();
+    assert!(b > a);
+    let batch = s.fetch(&FetchRequest::new([1])).unwrap();
+    assert_eq!(
+        batch.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![a, b]
+    );
+    assert_eq!(batch.events[0].data, r#"{"x":1}"#);
+    assert!(!batch.gap && !batch.has_more);
+    let again = s
+        .fetch(&FetchRequest::new([1]).cursor(batch.cursor))
+        .unwrap();
+    assert!(again.events.is_empty());
+}
+
+#[test]
+fn every_validation_error_has_its_code_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open_with_clock(&dir);
+    let cases: Vec<(NewEvent, ErrorCode)> = vec![
+        (ev("Bad", 1), ErrorCode::InvalidEventType),
+        (ev("ok", 0), ErrorCode::InvalidChannel),
+        (ev("ok", -5), ErrorCode::InvalidChannel),
+        (ev("ok", 1).data("[1]"), ErrorCode::InvalidData),
+        (ev("ok", 1).data("{oops"), ErrorCode::InvalidData),
+        (
+            ev("ok", 1).data(format!(r#"{{"a":"{}"}}"#, "x".repeat(70_000))),
+            ErrorCode::DataTooLarge,
+        ),
+        (
+            ev("ok", 1).ttl(Duration::from_millis(10)),
+            ErrorCode::InvalidTtl,
+        ),
+        (
+            ev("ok", 1).ttl(Duration::from_secs(365 * 86_400)),
+            ErrorCode::InvalidTtl,
+        ),
+        (ev("ok", 1).idempotency_key(""), ErrorCode::InvalidArgument),
+    ];
+    for (e, code) in cases {
+        assert_eq!(s.append(e.clone()).unwrap_err().code(), code, "{e:?}");
+        // In a batch, one bad event refuses all.
+        let err = s.append_batch(vec![ev("fine", 1), e]).unwrap_err();
+        assert_eq!(err.code(), code);
+    }
+    assert_eq!(s.head_cursor().unwrap().lanes(), [0; 4]);
+    for bad in [
+        FetchRequest::new([]),
+        FetchRequest::new([0]),
+        FetchRequest::new([1]).limit(0),
+        FetchRequest::new([1]).limit(MAX_LIMIT + 1),
+        FetchRequest::new([1]).types(["Nope"]),
+        FetchRequest::new(1..=(MAX_CHANNELS as i64 + 1)),
+    ] {
+        assert!(s.fetch(&bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn idempotency_key_dedupes_and_detects_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open_with_clock(&dir);
+    let a = s
+        .append(ev("message_create", 1).idempotency_key("k"))
+        .unwrap();
+    let b = s
+        .append(ev("message_create", 1).idempotency_key("k"))
+        .unwrap();
+    assert_eq!(a, b);
+    let err = s
+        .append(ev("message_delete", 1).idempotency_key("k"))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::IdempotencyConflict);
+    // A conflicting batch leaves nothing behind.
+    assert!(
+        s.append_batch(vec![
+            ev("x", 1).idempotency_key("new"),
+            ev("message_delete", 1).idempotency_key("k"),
+        ])
+        .is_err()
+    );
+    let all = s.fetch(&FetchRequest::new([1])).unwrap();
+    assert_eq!(all.events.len(), 1);
+}
+
+#[test]
+fn priority_lanes_and_sequential_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open_with_clock(&dir);
+    let low = s.append(ev("statistics_update", 1)).unwrap();
+    let norm = s.append(ev("badge_update", 1)).unwrap();
+    let crit = s.append(ev("message_create", 1)).unwrap();
+    let b = s.fetch(&FetchRequest::new([1]).limit(2)).unwrap();
+    // share = 1 per lane; with 3 lanes pending and 2 slots, the oldest heads go first.
+    assert_eq!(
+        b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![norm, low]
+    );
+    assert!(b.has_more);
+    let b2 = s
+        .fetch(&FetchRequest::new([1]).limit(2).cursor(b.cursor))
+        .unwrap();
+    assert_eq!(
+        b2.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![crit]
+    );
+
+    let seq = s
+        .fetch(
+            &FetchRequest::new([1])
+                .order(Order::Sequential)
+                .cursor(Cursor::from_last_event_id(0)),
+        )
+        .unwrap();
+    // Sorted by priority inside the batch.
+    assert_eq!(
+        seq.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![crit, norm, low]
+    );
+    assert!(seq.cursor.is_sequential());
+    assert_eq!(seq.cursor.min_position(), crit);
+}
+
+#[test]
+fn filters_by_channel_thread_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open_with_clock(&dir);
+    s.append(ev("message_create", 1).thread_id(5)).unwrap();
+    s.append(ev("message_create", 2).thread_id(5)).unwrap();
+    let want = s.append(ev("reaction_update", 1).thread_id(5)).unwrap();
+    s.append(ev("reaction_update", 1).thread_id(6)).unwrap();
+    let b = s
+        .fetch(&FetchRequest::new([1]).thread(5).types(["reaction_update"]))
+        .unwrap();
+    assert_eq!(
+        b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![want]
+    );
+}
+
+#[test]
+fn expired_events_are_never_delivered_and_report_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, clock) = open_with_clock(&dir);
+    let start = s.head_cursor().unwrap();
+    s.append(ev("message_create", 1).ttl(Duration::from_secs(5)))
+        .unwrap();
+    let live = s.append(ev("message_create", 1)).unwrap();
+    clock.advance_ms(6_000);
+    let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
+    assert_eq!(
+        b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![live]
+    );
+    assert!(b.gap);
+    // Another channel's client saw nothing expire.
+    let other = s.fetch(&FetchRequest::new([2]).cursor(start)).unwrap();
+    assert!(!other.gap);
+    // Purged: still a gap for a client that had not passed it.
+    assert_eq!(s.purge_expired(100).unwrap(), 1);
+    let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
+    assert!(b.gap);
+    // Not for one that had.
+    let after = s.fetch(&FetchRequest::new([1]).cursor(b.cursor)).unwrap();
+    assert!(!after.gap);
+}
+
+#[test]
+fn cursor_from_another_database_reports_a_gap() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (s1, _) = open_with_clock(&d1);
+    let (s2, _) = open_with_clock(&d2);
+    s1.append(ev("a", 1)).unwrap();
+    s2.append(ev("a", 1)).unwrap();
+    let c1 = s1.head_cursor().unwrap();
+    let b = s2.fetch(&FetchRequest::new([1]).cursor(c1)).unwrap();
+    assert!(b.gap);
+    assert_eq!(b.events.len(), 1);
+}
+
+#[test]
+fn wait_returns_at_once_when_pending_and_wakes_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(EventStore::open(dir.path().join("w.db"), Config::default()).unwrap());
+    s.append(ev("a", 1)).unwrap();
+    let b = s
+        .wait(&FetchRequest::new([1]), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(b.events.len(), 1);
+    let cur = b.cursor;
+    let s2 = s.clone();
+    let t = std::thread::spawn(move || {
+        s2.wait(&FetchRequest::new([1]).cursor(cur), Duration::from_secs(30))
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    s.append(ev("b", 2)).unwrap(); // another channel: must not end the wait
+    let id = s.append(ev("c", 1)).unwrap();
+    let b = t.join().unwrap().unwrap();
+    assert_eq!(b.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
+}
+
+#[test]
+fn wait_times_out_with_an_empty_batch_and_a_valid_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EventStore::open(dir.path().join("w.db"), Config::default()).unwrap();
+    s.append(ev("a", 2)).unwrap();
+    let b = s
+        .wait(&FetchRequest::new([1]), Duration::from_millis(30))
+        .unwrap();
+    assert!(b.events.is_empty() && !b.gap);
+    assert_eq!(b.cursor.lanes(), [1; 4]);
+}
+
+#[test]
+fn close_wakes_waiters_and_refuses_later_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(EventStore::open(dir.path().join("c.db"), Config::default()).unwrap());
+    let s2 = s.clone();
+    let t = std::thread::spawn(move || s2.wait(&FetchRequest::new([1]), Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(50));
+    s.close();
+    assert_eq!(t.join().unwrap().unwrap_err().code(), ErrorCode::Closed);
+    assert_eq!(s.append(ev("a", 1)).unwrap_err().code(), ErrorCode::Closed);
+    assert_eq!(
+        s.fetch(&FetchRequest::new([1])).unwrap_err().code(),
+        ErrorCode::Closed
+    );
+    s.close(); // idempotent
+}
+
+#[test]
+fn consumer_cursors_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let c = {
+        let s = EventStore::open(&path, Config::default()).unwrap();
+        s.append(ev("a", 1)).unwrap();
+        let c = s.head_cursor().unwrap();
+        assert_eq!(s.load_cursor("php").unwrap(), None);
+        s.commit_cursor("php", &c).unwrap();
+        assert!(s.commit_cursor("", &c).is_err());
+        c
+    };
+    let s = EventStore::open(&path, Config::default()).unwrap();
+    assert_eq!(s.load_cursor("php").unwrap(), Some(c));
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.db");
+    drop(EventStore::open(&path, Config::default()).unwrap());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(c);
+    let err = EventStore::open(&path, Config::default()).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SchemaTooNew);
+}
+
+#[test]
+fn group_commit_from_many_threads_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(EventStore::open(dir.path().join("g.db"), Config::default()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|i| {
+                        s.append(ev("message_create", 1).data(format!(r#"{{"t":{t},"i":{i}}}"#)))
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1600);
+    let mut cur = Cursor::START;
+    let mut seen = 0;
+    loop {
+        let b = s
+            .fetch(&FetchRequest::new([1]).cursor(cur).limit(1000))
+            .unwrap();
+        if b.events.is_empty() {
+            break;
+        }
+        seen += b.events.len();
+        cur = b.cursor;
+    }
+    assert_eq!(seen, 1600);
+}
