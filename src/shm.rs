@@ -71,7 +71,7 @@ impl SharedRegion {
     /// The 32-bit atomic at `offset` (4-byte aligned, inside the mapping).
     pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         assert!(
-            offset % 4 == 0 && offset + 4 <= self.map.len(),
+            offset.is_multiple_of(4) && offset + 4 <= self.map.len(),
             "bad offset"
         );
         // SAFETY: in bounds and aligned (the mapping is page-aligned); the memory is shared and
@@ -82,7 +82,7 @@ impl SharedRegion {
     /// The 64-bit atomic at `offset` (8-byte aligned, inside the mapping).
     pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
         assert!(
-            offset % 8 == 0 && offset + 8 <= self.map.len(),
+            offset.is_multiple_of(8) && offset + 8 <= self.map.len(),
             "bad offset"
         );
         // SAFETY: as in `atomic_u32`, with 8-byte alignment.

@@ -27,11 +27,6 @@ use crate::cursor::Cursor;
 use crate::error::Result;
 use crate::event::{Event, Priority};
 
-/// Below this many ids between the lowest lane position and the head, a fetch reads the whole
-/// window in one query (the live-tail path).
-const WINDOW_FACTOR: i64 = 4;
-const MIN_WINDOW: i64 = 256;
-
 const COLUMNS: &str = "id, event_type, priority, channel_id, message_id, thread_id, user_id, data, timestamp, expires_at";
 
 /// The id of the newest event ever appended (0 for an empty log), purged or not.
@@ -107,8 +102,15 @@ impl Filter {
     }
 }
 
-/// Fetches one batch. `now` is the expiry reference time in ms.
-pub(crate) fn fetch(c: &Connection, req: &FetchRequest, epoch: u32, now: i64) -> Result<Batch> {
+/// Fetches one batch. `now` is the expiry reference time in ms; `window` is
+/// [`Config::live_tail_window`](super::Config::live_tail_window).
+pub(crate) fn fetch(
+    c: &Connection,
+    req: &FetchRequest,
+    epoch: u32,
+    now: i64,
+    window: i64,
+) -> Result<Batch> {
     // One snapshot for every query below.
     let tx = c.unchecked_transaction().map_err(map_sqlite_error)?;
     let head = head_id(&tx)?;
@@ -134,7 +136,6 @@ pub(crate) fn fetch(c: &Connection, req: &FetchRequest, epoch: u32, now: i64) ->
     }
     let filter = Filter::new(req);
     let n = req.limit;
-    let window = (n as i64 * WINDOW_FACTOR).max(MIN_WINDOW);
 
     let mut rows_by_id: HashMap<i64, Event> = HashMap::new();
     let mut expired_in_window: Option<Vec<(usize, i64)>> = None;
@@ -144,11 +145,9 @@ pub(crate) fn fetch(c: &Connection, req: &FetchRequest, epoch: u32, now: i64) ->
         expired_in_window = Some(expired);
         lanes
     } else {
-        let per_arm = match req.order {
-            Order::Priority => n + 1,
-            Order::Sequential => n + 1,
-        };
-        catch_up_candidates(&tx, &filter, &old, head, now, per_arm)?
+        // n + 1 per arm: the first n + 1 of the merged lane are then exact, which tells
+        // whether more remain after the n we may take.
+        catch_up_candidates(&tx, &filter, &old, head, now, n + 1)?
     };
 
     let (take, new) = match req.order {

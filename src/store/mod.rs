@@ -53,6 +53,11 @@ pub struct Config {
     pub purge_interval: Option<Duration>,
     /// Rows deleted per purge transaction: small enough that the write lock is held briefly.
     pub purge_chunk: usize,
+    /// When a cursor is at most this many ids behind the head (the live tail), a fetch reads
+    /// every row after it in one query; further behind (catch-up), it reads each channel and
+    /// lane from the index with a limit, so its cost is bounded by the batch size rather than
+    /// by how far behind the client is. Default 256 (see `benches/README.md`).
+    pub live_tail_window: i64,
     /// The source of time for timestamps and expiry.
     pub clock: Arc<dyn Clock>,
 }
@@ -67,6 +72,7 @@ impl Default for Config {
             max_ttl: Duration::from_secs(30 * 86_400),
             purge_interval: None,
             purge_chunk: 500,
+            live_tail_window: 256,
             clock: Arc::new(SystemClock),
         }
     }
@@ -392,7 +398,7 @@ impl EventStore {
         self.check_open()?;
         let req = request.normalized()?;
         let now = self.config.clock.now_ms();
-        self.with_reader(|c| fetch::fetch(c, &req, self.epoch, now))
+        self.with_reader(|c| fetch::fetch(c, &req, self.epoch, now, self.config.live_tail_window))
     }
 
     /// Like [`fetch`](Self::fetch), but when nothing is pending, blocks until a matching event
@@ -408,7 +414,9 @@ impl EventStore {
         let registration = self.tail.register(&req, || self.head_id())?;
         loop {
             let now = self.config.clock.now_ms();
-            let batch = self.with_reader(|c| fetch::fetch(c, &req, self.epoch, now))?;
+            let batch = self.with_reader(|c| {
+                fetch::fetch(c, &req, self.epoch, now, self.config.live_tail_window)
+            })?;
             if !batch.events.is_empty() || batch.gap || batch.has_more {
                 return Ok(batch);
             }
@@ -536,7 +544,7 @@ impl EventStore {
     /// WAL back into the database with a passive checkpoint, outside the writer lock so other
     /// writers carry on meanwhile. (SQLite's automatic checkpoint would run inside the commit.)
     fn maybe_checkpoint(&self, commits: u64) {
-        if commits % conn::CHECKPOINT_EVERY == 0 {
+        if commits.is_multiple_of(conn::CHECKPOINT_EVERY) {
             let _ = self.with_reader(|c| {
                 c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     .map_err(conn::map_sqlite_error)

@@ -257,7 +257,7 @@ fn route_new_events(conn: &Connection, registry: &Mutex<Registry>) -> Result<()>
                 if w.thread.is_some_and(|t| ev.thread != Some(t)) {
                     continue;
                 }
-                if !w.types.is_empty() && !w.types.iter().any(|t| *t == ev.event_type) {
+                if !w.types.is_empty() && !w.types.contains(&ev.event_type) {
                     continue;
                 }
                 w.fired = true;

@@ -176,7 +176,22 @@ fn expired_events_are_never_delivered_and_report_a_gap() {
     s.append(ev("message_create", 1).ttl(Duration::from_secs(5)))
         .unwrap();
     let live = s.append(ev("message_create", 1)).unwrap();
-    clock.advance_ms(6_000);
+    clock.advance_ms(4_999);
+    assert_eq!(
+        s.fetch(&FetchRequest::new([1]).cursor(start))
+            .unwrap()
+            .events
+            .len(),
+        2
+    );
+    // At exactly its expiry time an event is expired.
+    clock.advance_ms(1);
+    let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
+    assert_eq!(
+        b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![live]
+    );
+    clock.advance_ms(1_000);
     let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
     assert_eq!(
         b.events.iter().map(|e| e.id).collect::<Vec<_>>(),

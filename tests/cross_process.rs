@@ -1,0 +1,230 @@
+//! Several processes on one database file: concurrent appends, cross-process wake-up, and a
+//! writer killed with SIGKILL mid-stream.
+//!
+//! The test binary re-executes itself as the child processes: `child_entry` does nothing unless
+//! `LMSRT_CHILD_ROLE` is set, in which case it plays that role and exits.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lms_realtime::{Config, Cursor, EventStore, FetchRequest, NewEvent};
+
+fn spawn_child(role: &str, db: &Path, extra: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("LMSRT_CHILD_ROLE", role)
+        .env("LMSRT_CHILD_DB", db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn env_num(name: &str) -> i64 {
+    std::env::var(name).unwrap().parse().unwrap()
+}
+
+/// The child side. Prints `ACK <id>` for every append it has had acknowledged.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var("LMSRT_CHILD_ROLE") else {
+        return;
+    };
+    let db = std::env::var("LMSRT_CHILD_DB").unwrap();
+    let store = EventStore::open(&db, Config::default()).unwrap();
+    match role.as_str() {
+        "append" => {
+            let n = env_num("LMSRT_CHILD_N");
+            let ch = env_num("LMSRT_CHILD_CHANNEL");
+            for i in 0..n {
+                let id = store
+                    .append(NewEvent::new("message_create", ch).data(format!(r#"{{"i":{i}}}"#)))
+                    .unwrap();
+                println!("ACK {id}");
+            }
+        }
+        "append_forever" => {
+            for i in 0.. {
+                let id = store
+                    .append(NewEvent::new("message_create", 1).data(format!(r#"{{"i":{i}}}"#)))
+                    .unwrap();
+                println!("ACK {id}");
+            }
+        }
+        "append_after" => {
+            std::thread::sleep(Duration::from_millis(env_num("LMSRT_CHILD_DELAY_MS") as u64));
+            let id = store.append(NewEvent::new("message_create", 9)).unwrap();
+            println!("ACK {id}");
+        }
+        "wait" => {
+            let cursor = Cursor::parse(&std::env::var("LMSRT_CHILD_CURSOR").unwrap()).unwrap();
+            println!("WAITING");
+            let b = store
+                .wait(
+                    &FetchRequest::new([9]).cursor(cursor),
+                    Duration::from_secs(20),
+                )
+                .unwrap();
+            for e in b.events {
+                println!("GOT {}", e.id);
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// The value after `tag` on a line of child output. The test harness prints its own
+/// `test child_entry ... ` without a newline first, so the tag may sit mid-line.
+fn tagged(line: &str, tag: &str) -> Option<i64> {
+    line.split_once(tag).map(|(_, v)| v.trim().parse().unwrap())
+}
+
+fn acks(child: Child) -> Vec<i64> {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| tagged(l, "ACK "))
+        .collect()
+}
+
+#[test]
+fn concurrent_appends_from_four_processes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("multi.db");
+    drop(EventStore::open(&db, Config::default()).unwrap());
+    let children: Vec<Child> = (1..=4)
+        .map(|ch| {
+            spawn_child(
+                "append",
+                &db,
+                &[
+                    ("LMSRT_CHILD_N", "250".into()),
+                    ("LMSRT_CHILD_CHANNEL", ch.to_string()),
+                ],
+            )
+        })
+        .collect();
+    let mut all: Vec<i64> = children.into_iter().flat_map(acks).collect();
+    assert_eq!(all.len(), 1000);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 1000, "two appends got the same id");
+    let store = EventStore::open(&db, Config::default()).unwrap();
+    let mut cur = Cursor::START;
+    let mut seen = Vec::new();
+    loop {
+        let b = store
+            .fetch(&FetchRequest::new(1..=4).cursor(cur).limit(1000))
+            .unwrap();
+        if b.events.is_empty() {
+            break;
+        }
+        seen.extend(b.events.iter().map(|e| e.id));
+        cur = b.cursor;
+    }
+    seen.sort();
+    assert_eq!(seen, all);
+}
+
+#[test]
+fn an_append_in_another_process_wakes_a_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("wake.db");
+    let store = EventStore::open(&db, Config::default()).unwrap();
+    let head = store.head_cursor().unwrap();
+
+    // This process waits; a child appends.
+    let child = spawn_child(
+        "append_after",
+        &db,
+        &[("LMSRT_CHILD_DELAY_MS", "200".into())],
+    );
+    let b = store
+        .wait(
+            &FetchRequest::new([9]).cursor(head),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    let ids = acks(child);
+    assert_eq!(
+        b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids,
+        "woken with the child's event"
+    );
+
+    // A child waits; this process appends.
+    let head = store.head_cursor().unwrap();
+    let mut child = spawn_child("wait", &db, &[("LMSRT_CHILD_CURSOR", head.to_string())]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("WAITING") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child died");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let id = store.append(NewEvent::new("message_create", 9)).unwrap();
+    let mut got = Vec::new();
+    for l in out.lines() {
+        if let Some(x) = tagged(&l.unwrap(), "GOT ") {
+            got.push(x);
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(got, vec![id]);
+}
+
+#[test]
+fn a_writer_killed_mid_stream_loses_no_acknowledged_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    drop(EventStore::open(&db, Config::default()).unwrap());
+    for round in 0..3 {
+        let mut child = spawn_child("append_forever", &db, &[]);
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut acked = Vec::new();
+        let start = Instant::now();
+        for l in out.lines() {
+            let Ok(l) = l else { break };
+            if let Some(id) = tagged(&l, "ACK ") {
+                acked.push(id);
+                // Kill at a different point each round, while it is busy appending.
+                if acked.len() >= 200 + round * 137 || start.elapsed() > Duration::from_secs(20) {
+                    // SAFETY: plain kill(2) on our own child's pid.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                    break;
+                }
+            }
+        }
+        child.wait().unwrap();
+        assert!(!acked.is_empty());
+
+        let store = EventStore::open(&db, Config::default()).unwrap();
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let mut cur = Cursor::START;
+        let mut present = std::collections::HashSet::new();
+        loop {
+            let b = store
+                .fetch(&FetchRequest::new([1]).cursor(cur).limit(1000))
+                .unwrap();
+            if b.events.is_empty() {
+                break;
+            }
+            present.extend(b.events.iter().map(|e| e.id));
+            cur = b.cursor;
+        }
+        for id in &acked {
+            assert!(present.contains(id), "acknowledged append {id} lost");
+        }
+        // The file is still writable after the crash.
+        store.append(NewEvent::new("message_create", 1)).unwrap();
+    }
+}
