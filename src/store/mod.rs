@@ -222,6 +222,8 @@ pub(crate) struct Shared {
     pub(crate) durability: Durability,
     pub(crate) signal: ChangeSignal,
     pub(crate) closed: AtomicBool,
+    /// A background checkpoint is running.
+    pub(crate) checkpointing: AtomicBool,
 }
 
 /// The event log: append, fetch, wait, purge. `Send + Sync`; share it between threads with an
@@ -235,6 +237,7 @@ pub struct EventStore {
     readers: Mutex<Vec<Connection>>,
     tail: tail::Tail,
     purger: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl EventStore {
@@ -283,6 +286,7 @@ impl EventStore {
             durability: config.durability,
             signal,
             closed: AtomicBool::new(false),
+            checkpointing: AtomicBool::new(false),
         });
         let store = EventStore {
             writer: writer::Writer::new(wconn, lock),
@@ -292,6 +296,7 @@ impl EventStore {
             config,
             epoch,
             purger: Mutex::new(None),
+            checkpointer: Mutex::new(None),
         };
         if let Some(every) = store.config.purge_interval {
             store.start_purger(every)?;
@@ -357,10 +362,12 @@ impl EventStore {
             .into_iter()
             .map(|e| self.validate(e, now))
             .collect::<Result<Vec<_>>>()?;
-        let ids = self.writer.submit(rows)?;
-        let commits = self.shared.signal.bump();
-        self.maybe_checkpoint(commits);
-        Ok(ids)
+        self.writer.submit(rows, &|| {
+            let commits = self.shared.signal.bump();
+            if commits.is_multiple_of(conn::CHECKPOINT_EVERY) {
+                self.start_checkpoint();
+            }
+        })
     }
 
     fn validate(&self, e: NewEvent, now: i64) -> Result<writer::Row> {
@@ -454,11 +461,13 @@ impl EventStore {
         while total < max_rows {
             let chunk = self.config.purge_chunk.min(max_rows - total);
             let now = self.config.clock.now_ms();
+            let started = Instant::now();
             let n = self.writer.purge_chunk(now, chunk)?;
             total += n;
-            if n < chunk {
+            if n < chunk || total >= max_rows {
                 break;
             }
+            pause_after_chunk(started.elapsed());
         }
         Ok(total)
     }
@@ -500,8 +509,10 @@ impl EventStore {
             return;
         }
         self.tail.shutdown();
-        if let Some(h) = self.purger.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = h.join();
+        for t in [&self.purger, &self.checkpointer] {
+            if let Some(h) = t.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = h.join();
+            }
         }
         self.readers
             .lock()
@@ -541,14 +552,32 @@ impl EventStore {
     }
 
     /// Every [`conn::CHECKPOINT_EVERY`] commits on the host, the committing process copies the
-    /// WAL back into the database with a passive checkpoint, outside the writer lock so other
-    /// writers carry on meanwhile. (SQLite's automatic checkpoint would run inside the commit.)
-    fn maybe_checkpoint(&self, commits: u64) {
-        if commits.is_multiple_of(conn::CHECKPOINT_EVERY) {
-            let _ = self.with_reader(|c| {
-                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    .map_err(conn::map_sqlite_error)
+    /// WAL back into the database in a background thread, so no append waits for it.
+    ///
+    /// Two passes: a passive checkpoint outside the writer lock does the bulk of the copying
+    /// (and its fsyncs) while writers carry on; a second one under the writer lock then finishes
+    /// the few frames written meanwhile. Only a checkpoint that leaves the WAL fully copied lets
+    /// the next writer start the WAL over; without the second pass, under steady writes the WAL
+    /// would grow for ever (and every append would pay for the file system zeroing new blocks).
+    fn start_checkpoint(&self) {
+        if self.shared.checkpointing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lmsrt-checkpoint".into())
+            .spawn(move || {
+                let _ = checkpoint(&shared);
+                shared.checkpointing.store(false, Ordering::SeqCst);
             });
+        match spawned {
+            Ok(h) => {
+                let mut slot = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(old) = slot.replace(h) {
+                    let _ = old.join(); // finished: `checkpointing` was clear
+                }
+            }
+            Err(_) => self.shared.checkpointing.store(false, Ordering::SeqCst),
         }
     }
 
@@ -572,8 +601,9 @@ impl EventStore {
                     }
                     next = now + every;
                     while !shared.closed.load(Ordering::SeqCst) {
+                        let started = Instant::now();
                         match w.purge_chunk(clock.now_ms(), chunk) {
-                            Ok(n) if n == chunk => continue,
+                            Ok(n) if n == chunk => pause_after_chunk(started.elapsed()),
                             _ => break,
                         }
                     }
@@ -589,6 +619,43 @@ impl Drop for EventStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Between purge transactions, pause as long as the last one took (capped). `flock` is not
+/// fair: a purger that re-locks at once wins the race against writers the kernel has just woken,
+/// and an append could wait out many chunks (measured: 136 ms). Pausing caps the purge at half
+/// the write lock's time and lets every waiting append in between chunks.
+fn pause_after_chunk(took: Duration) {
+    std::thread::sleep(took.clamp(Duration::from_micros(200), Duration::from_millis(5)));
+}
+
+fn checkpoint(shared: &Shared) -> Result<()> {
+    /// Frames left for the locked pass: about a megabyte, a few milliseconds of copying.
+    const LOCKED_PASS_MAX_FRAMES: i64 = 256;
+    let c = conn::open_connection(&shared.path, shared.durability)?;
+    // Returns the frames not yet copied back.
+    let pass = || -> Result<i64> {
+        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok(r.get::<_, i64>(1)? - r.get::<_, i64>(2)?)
+        })
+        .map_err(conn::map_sqlite_error)
+    };
+    // Writers keep adding frames while we copy; a few unlocked passes catch up with them.
+    let mut left = pass()?;
+    for _ in 0..4 {
+        if left <= LOCKED_PASS_MAX_FRAMES {
+            break;
+        }
+        left = pass()?;
+    }
+    if left > LOCKED_PASS_MAX_FRAMES {
+        // A burst (a purge, a bulk append) is still running: try again at the next interval
+        // rather than stall every writer behind a long copy.
+        return Ok(());
+    }
+    let lock = conn::WriterLock::open(&shared.path)?;
+    let _g = lock.lock()?;
+    pass().map(|_| ())
 }
 
 fn check_consumer(consumer: &str) -> Result<()> {

@@ -6,7 +6,9 @@
 //! for the next round. One fsync-free WAL commit then serves many threads, and nobody is
 //! acknowledged before the transaction holding their rows has committed.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -24,15 +26,33 @@ pub(crate) struct Row {
     pub(crate) expires_at: i64,
 }
 
+/// Where a queued caller stands.
 #[derive(Debug)]
-struct Request {
-    rows: Vec<Row>,
-    result: Option<Result<Vec<i64>>>,
+enum Turn {
+    /// Queued behind a leader.
+    Waiting,
+    /// Promoted: commit everything queued.
+    Lead,
+    /// Committed (or failed) by a leader.
+    Done(Result<Vec<i64>>),
+}
+
+#[derive(Debug)]
+struct Caller {
+    turn: Mutex<Turn>,
+    cv: Condvar,
+}
+
+impl Caller {
+    fn set(&self, t: Turn) {
+        *self.turn.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        self.cv.notify_one();
+    }
 }
 
 #[derive(Debug, Default)]
 struct Queue {
-    pending: Vec<Arc<Mutex<Request>>>,
+    pending: VecDeque<(Arc<Caller>, Vec<Row>)>,
     leader_active: bool,
 }
 
@@ -41,7 +61,8 @@ pub(crate) struct Writer {
     conn: Mutex<Connection>,
     lock: WriterLock,
     queue: Mutex<Queue>,
-    done: Condvar,
+    /// Size of the last committed group.
+    last_group: AtomicUsize,
 }
 
 impl Writer {
@@ -50,7 +71,7 @@ impl Writer {
             conn: Mutex::new(conn),
             lock,
             queue: Mutex::new(Queue::default()),
-            done: Condvar::new(),
+            last_group: AtomicUsize::new(1),
         }
     }
 
@@ -62,45 +83,84 @@ impl Writer {
         ))
     }
 
-    /// Commits `rows` (with whatever else is queued) and returns their ids.
-    pub(crate) fn submit(&self, rows: Vec<Row>) -> Result<Vec<i64>> {
-        let me = Arc::new(Mutex::new(Request { rows, result: None }));
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.pending.push(me.clone());
-        loop {
-            if let Some(r) = lock(&me).result.take() {
-                return r;
-            }
+    /// Commits `rows` (with whatever else is queued) and returns their ids. `on_commit` runs
+    /// once per transaction, after it commits and before any of its callers is acknowledged.
+    ///
+    /// Each caller sleeps on its own condition variable, and a finishing leader wakes exactly
+    /// one successor: no thundering herd when many threads append at once.
+    pub(crate) fn submit(&self, rows: Vec<Row>, on_commit: &dyn Fn()) -> Result<Vec<i64>> {
+        let me = Arc::new(Caller {
+            turn: Mutex::new(Turn::Waiting),
+            cv: Condvar::new(),
+        });
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.pending.push_back((me.clone(), rows));
             if !q.leader_active {
                 q.leader_active = true;
-                let group = std::mem::take(&mut q.pending);
-                drop(q);
-                // A panic here would leave leader_active set forever; the guard clears it.
-                let guard = LeaderGuard(self);
-                self.commit_group(&group);
-                drop(guard);
-                q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                continue;
+                *me.turn.lock().unwrap_or_else(|p| p.into_inner()) = Turn::Lead;
             }
-            q = self.done.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+        let mut turn = me.turn.lock().unwrap_or_else(|p| p.into_inner());
+        while matches!(*turn, Turn::Waiting) {
+            turn = me.cv.wait(turn).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Turn::Done(_) = &*turn {
+            let Turn::Done(r) = std::mem::replace(&mut *turn, Turn::Waiting) else {
+                unreachable!()
+            };
+            return r;
+        }
+        drop(turn);
+        self.lead(&me, on_commit)
     }
 
-    fn commit_group(&self, group: &[Arc<Mutex<Request>>]) {
+    /// Commits everything queued, promotes the next leader, acknowledges the group.
+    fn lead(&self, me: &Arc<Caller>, on_commit: &dyn Fn()) -> Result<Vec<i64>> {
+        // The callers just acknowledged are about to append again; a new leader that commits
+        // at once would mostly commit alone while they are still being scheduled. When the
+        // last group was shared, give them one turn of the CPU to join this one.
+        if self.last_group.load(Ordering::Relaxed) > 1 {
+            std::thread::yield_now();
+        }
+        let group: Vec<(Arc<Caller>, Vec<Row>)> = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.pending.drain(..).collect()
+        };
+        // If committing panics, the next caller must still be promoted, or every later
+        // append would queue forever.
+        let promote = Promote(self);
+        self.last_group.store(group.len(), Ordering::Relaxed);
+        let results = self.commit_group(&group);
+        if results.iter().any(|r| r.is_ok()) {
+            on_commit();
+        }
+        drop(promote);
+        let mut mine = None;
+        for ((caller, _), r) in group.iter().zip(results) {
+            if Arc::ptr_eq(caller, me) {
+                mine = Some(r);
+            } else {
+                caller.set(Turn::Done(r));
+            }
+        }
+        mine.unwrap_or_else(|| Err(Error::Internal("leader lost its own request".into())))
+    }
+
+    fn commit_group(&self, group: &[(Arc<Caller>, Vec<Row>)]) -> Vec<Result<Vec<i64>>> {
         let outcome = self.with_write_tx(|tx| {
             let mut results = Vec::with_capacity(group.len());
-            for req in group {
-                let req = lock(req);
+            for (_, rows) in group {
                 // Only an idempotency conflict fails one caller alone; such callers get a
                 // savepoint so their rows can be undone without undoing the others'.
-                let keyed = req.rows.iter().any(|r| r.event.idempotency_key.is_some());
+                let keyed = rows.iter().any(|r| r.event.idempotency_key.is_some());
                 if !keyed {
-                    results.push(Ok(insert_rows(tx, &req.rows)?));
+                    results.push(Ok(insert_rows(tx, rows)?));
                     continue;
                 }
                 tx.execute_batch("SAVEPOINT lmsrt_caller")
                     .map_err(map_sqlite_error)?;
-                match insert_rows(tx, &req.rows) {
+                match insert_rows(tx, rows) {
                     Ok(ids) => {
                         tx.execute_batch("RELEASE lmsrt_caller")
                             .map_err(map_sqlite_error)?;
@@ -117,16 +177,8 @@ impl Writer {
             Ok(results)
         });
         match outcome {
-            Ok(results) => {
-                for (req, r) in group.iter().zip(results) {
-                    lock(req).result = Some(r);
-                }
-            }
-            Err(e) => {
-                for req in group {
-                    lock(req).result = Some(Err(clone_error(&e)));
-                }
-            }
+            Ok(results) => results,
+            Err(e) => group.iter().map(|_| Err(clone_error(&e))).collect(),
         }
     }
 
@@ -195,18 +247,17 @@ impl Writer {
     }
 }
 
-struct LeaderGuard<'a>(&'a Writer);
+/// Hands leadership to the first queued caller, or stands the leader down.
+struct Promote<'a>(&'a Writer);
 
-impl Drop for LeaderGuard<'_> {
+impl Drop for Promote<'_> {
     fn drop(&mut self) {
         let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.leader_active = false;
-        self.0.done.notify_all();
+        match q.pending.front() {
+            Some((next, _)) => next.set(Turn::Lead),
+            None => q.leader_active = false,
+        }
     }
-}
-
-fn lock(r: &Mutex<Request>) -> std::sync::MutexGuard<'_, Request> {
-    r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn insert_rows(tx: &Connection, rows: &[Row]) -> Result<Vec<i64>> {

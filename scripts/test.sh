@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test suite of the project on a fresh Debian machine, installing what it needs.
+# This is the README's test command; .ci/run calls it after the format and lint checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== Rust: unit, property, multi-process, integration and doc tests"
+cargo test --locked
+
+echo "== all suites passed"
