@@ -11,11 +11,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode as SqliteCode, OpenFlags};
 
 use crate::error::{Error, Result};
+use crate::shm::{SharedRegion, futex_wait, futex_wake};
 
 /// How many commits (by all processes) between the passive checkpoints this library runs.
 pub(crate) const CHECKPOINT_EVERY: u64 = 1000;
@@ -92,10 +95,38 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
 }
 
 /// The exclusive writer lock shared by every process that opens the database.
+///
+/// `flock` is robust (the kernel drops it with the holder's descriptor) but not fair: the
+/// process that just released it is on a CPU and re-takes it before the waiter the kernel woke
+/// gets scheduled, so a busy process could starve the others for tens of milliseconds. The lock
+/// file therefore also carries two words in shared memory: how many writers are blocked on the
+/// lock, and how many times it has been taken. A writer that released the lock moments ago
+/// while others were waiting first lets one of them take it (a futex wait on the take counter,
+/// at most [`HANDOFF_WAIT`]), then queues like everyone else.
+///
+/// A waiter killed while blocked leaves the waiting count too high. That costs at most one
+/// [`HANDOFF_WAIT`]: when nobody takes the lock during a courtesy wait, this process stops
+/// deferring for [`DISTRUST`].
 #[derive(Debug)]
 pub(crate) struct WriterLock {
     file: File,
     path: PathBuf,
+    shared: SharedRegion,
+    local: Mutex<Handoff>,
+}
+
+/// Longest a releasing writer defers to waiters before queueing again.
+const HANDOFF_WAIT: Duration = Duration::from_millis(2);
+/// How long to stop deferring after a courtesy wait that nobody used.
+const DISTRUST: Duration = Duration::from_secs(1);
+const WAITING_OFFSET: usize = 64;
+const TAKES_OFFSET: usize = 128;
+
+#[derive(Debug, Default)]
+struct Handoff {
+    /// When this lock was last released with other writers waiting, and the take count then.
+    released_to_waiters: Option<(Instant, u32)>,
+    distrust_until: Option<Instant>,
 }
 
 impl WriterLock {
@@ -110,12 +141,44 @@ impl WriterLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        Ok(WriterLock { file, path })
+        let shared = SharedRegion::open(&path, 4096)?;
+        Ok(WriterLock {
+            file,
+            path,
+            shared,
+            local: Mutex::new(Handoff::default()),
+        })
     }
 
     /// Blocks until this process holds the lock. Released when the guard drops.
     pub(crate) fn lock(&self) -> Result<WriterLockGuard<'_>> {
-        flock(&self.file, &self.path, true)?;
+        let takes = self.shared.atomic_u32(TAKES_OFFSET);
+        let waiting = self.shared.atomic_u32(WAITING_OFFSET);
+        {
+            let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let trusted = local.distrust_until.is_none_or(|t| now >= t);
+            if let Some((at, seen)) = local.released_to_waiters.take()
+                && trusted
+                && now < at + HANDOFF_WAIT
+            {
+                let deadline = at + HANDOFF_WAIT;
+                while takes.load(Ordering::Acquire) == seen {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        local.distrust_until = Some(now + DISTRUST);
+                        break;
+                    }
+                    futex_wait(takes, seen, deadline - now);
+                }
+            }
+        }
+        waiting.fetch_add(1, Ordering::AcqRel);
+        let locked = flock(&self.file, &self.path, true);
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        locked?;
+        takes.fetch_add(1, Ordering::AcqRel);
+        futex_wake(takes);
         Ok(WriterLockGuard(self))
     }
 }
@@ -124,7 +187,20 @@ pub(crate) struct WriterLockGuard<'a>(&'a WriterLock);
 
 impl Drop for WriterLockGuard<'_> {
     fn drop(&mut self) {
-        let _ = flock(&self.0.file, &self.0.path, false);
+        let lock = self.0;
+        if lock
+            .shared
+            .atomic_u32(WAITING_OFFSET)
+            .load(Ordering::Acquire)
+            > 0
+        {
+            let seen = lock.shared.atomic_u32(TAKES_OFFSET).load(Ordering::Acquire);
+            lock.local
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .released_to_waiters = Some((Instant::now(), seen));
+        }
+        let _ = flock(&lock.file, &lock.path, false);
     }
 }
 

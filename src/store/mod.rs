@@ -640,13 +640,18 @@ fn checkpoint(shared: &Shared) -> Result<()> {
         })
         .map_err(conn::map_sqlite_error)
     };
-    // Writers keep adding frames while we copy; a few unlocked passes catch up with them.
+    // Writers keep adding frames while we copy; a few more unlocked passes, a moment apart,
+    // usually catch a quiet instant and finish without taking the lock at all.
     let mut left = pass()?;
-    for _ in 0..4 {
-        if left <= LOCKED_PASS_MAX_FRAMES {
-            break;
+    for _ in 0..8 {
+        if left == 0 {
+            return Ok(());
         }
+        std::thread::sleep(Duration::from_millis(1));
         left = pass()?;
+    }
+    if left == 0 {
+        return Ok(());
     }
     if left > LOCKED_PASS_MAX_FRAMES {
         // A burst (a purge, a bulk append) is still running: try again at the next interval
