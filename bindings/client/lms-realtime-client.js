@@ -1236,9 +1236,12 @@
      * cohort allows it and its breaker admits the request (a half-open probe asks for an
      * immediate answer, timeout=0, so a hung daemon cannot stall the page); otherwise AJAX.
      */
+    _daemonAllowed() {
+      return !!this.daemonUrl && (!this.abTesting || this.abTesting.useUnified());
+    }
+
     _choosePlan() {
-      const daemonAllowed = !!this.daemonUrl && (!this.abTesting || this.abTesting.useUnified());
-      if (daemonAllowed) {
+      if (this._daemonAllowed()) {
         const probe = this.breaker.state === 'half-open';
         if (this.breaker.allowRequest()) {
           const plan = this.fallback.plan('daemon');
@@ -1266,6 +1269,10 @@
         }
         const interval = this.fallback.plan(transport).intervalMs || 0;
         wait = Math.max(0, interval - (this._now() - started), outcome.retryMs || 0);
+        if (transport === 'ajax' && this._daemonAllowed() && this.breaker.state === 'open') {
+          // Probe the daemon as soon as its breaker allows rather than at the next AJAX tick.
+          wait = Math.min(wait, this.breaker.msUntilHalfOpen());
+        }
       } else if (outcome.kind === 'rate_limited') {
         // Not a fault of the path: neither the breaker nor the tier moves, we just wait.
         this.monitor.recordError(outcome.code);

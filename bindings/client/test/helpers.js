@@ -130,6 +130,7 @@ class FakeBroadcastHub {
   constructor() {
     this.channels = new Set();
     this.sent = [];
+    this.held = null;
     this.factory = (name) => {
       const hub = this;
       const ch = {
@@ -142,9 +143,11 @@ class FakeBroadcastHub {
           hub.sent.push(data);
           for (const other of hub.channels) {
             if (other === this || other.name !== name) continue;
-            queueMicrotask(() => {
+            const deliver = () => {
               if (!other.closed && typeof other.onmessage === 'function') other.onmessage({ data: structuredClone(data) });
-            });
+            };
+            if (hub.held) hub.held.push(deliver);
+            else queueMicrotask(deliver);
           }
         },
         close() {
@@ -155,6 +158,18 @@ class FakeBroadcastHub {
       this.channels.add(ch);
       return ch;
     };
+  }
+
+  /** Queues messages instead of delivering them (a slow or partitioned bus). */
+  hold() {
+    this.held = [];
+  }
+
+  /** Delivers what was held, in order, and resumes normal delivery. */
+  release() {
+    const q = this.held || [];
+    this.held = null;
+    for (const d of q) queueMicrotask(d);
   }
 }
 
