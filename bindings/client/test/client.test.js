@@ -2,9 +2,8 @@
 // LMSUnifiedLongPoll against a fake daemon: what it sends (cursor, token, parameters) and how it
 // reacts to each answer (batches, gaps, 401, 429, 503, failures, stop).
 
-const test = require('node:test');
 const assert = require('node:assert/strict');
-const { setup, flush, query, batch, ev } = require('./helpers.js');
+const { test, setup, flush, query, batch, ev } = require('./helpers.js');
 
 test('cursor: the first poll sends the rendered head cursor, every later poll the cursor last returned', async () => {
   const { client, fetch, clock, seen, life } = setup({ cursor: 'v1.0000abcd.10.10.10.10', channels: [1, 2], thread: 5 });

@@ -2,9 +2,8 @@
 // Tier switches end to end: the daemon fails, the client falls back to admin-ajax.php, probes the
 // daemon again and climbs back to long-polling, showing every event exactly once on the way.
 
-const test = require('node:test');
 const assert = require('node:assert/strict');
-const { setup, flush, query, form, batch, ev, legacyEv, ajaxOk, lib } = require('./helpers.js');
+const { test, setup, flush, query, form, batch, ev, legacyEv, ajaxOk, lib } = require('./helpers.js');
 
 const AJAX = 'http://wp.test/wp-admin/admin-ajax.php';
 const isAjax = (call) => call.url === AJAX;

@@ -275,3 +275,9 @@ function setup(options = {}, env = {}) {
 
 module.exports.setup = setup;
 module.exports.lib = lib;
+
+/** node:test's test() with a timeout, so a hang (e.g. a stop() that never ends) fails fast. */
+function testWithTimeout(name, fn) {
+  return require('node:test').test(name, { timeout: 5000 }, fn);
+}
+module.exports.test = testWithTimeout;

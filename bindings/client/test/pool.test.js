@@ -2,9 +2,8 @@
 // LMSConnectionPool: the per-user cap of 3 (exact within a tab, census across tabs) and one shared
 // poll per subscription across the tabs of a browser, over a fake BroadcastChannel.
 
-const test = require('node:test');
 const assert = require('node:assert/strict');
-const { setup, flush, query, batch, ev, FakeClock, FakeFetch, FakeBroadcastHub, lib } = require('./helpers.js');
+const { test, setup, flush, query, batch, ev, FakeClock, FakeFetch, FakeBroadcastHub, lib } = require('./helpers.js');
 const { LMSConnectionPool } = lib;
 
 function pool(clock, extra = {}) {

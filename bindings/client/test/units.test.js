@@ -2,9 +2,8 @@
 // The pure building blocks, each on its own with a fake clock: breaker state machine, fallback
 // tiers and backoff, router ordering and de-duplication, monitor numbers, cohort, event mapping.
 
-const test = require('node:test');
 const assert = require('node:assert/strict');
-const { FakeClock, ev, legacyEv, lib } = require('./helpers.js');
+const { test, FakeClock, ev, legacyEv, lib } = require('./helpers.js');
 const {
   LMSCircuitBreaker,
   LMSFallbackManager,
