@@ -557,6 +557,8 @@
       this.handlers = handlers || {};
       this.role = 'candidate';
       this.leaderId = null;
+      this.leaderAt = 0;
+      this.claimedAt = 0;
       this.lastSeen = 0;
       this.electionTimer = null;
       this.left = false;
@@ -567,7 +569,7 @@
     /** Leader only: relays a batch state to the followers of this key. */
     publish(state) {
       if (!this.isLeader) return false;
-      this.pool._post({ t: 'batch', key: this.key, member: this.id, state });
+      this.pool._post({ t: 'batch', key: this.key, member: this.id, at: this.claimedAt, state });
       return true;
     }
     leave() {
@@ -587,8 +589,8 @@
    * one leader over the BroadcastChannel (and in-process for clients of the same tab); only the
    * leader polls, and it relays each batch with the cursor it got, so a follower that takes over
    * (leader's `bye`, or no heartbeat for `leaderTimeoutMs`) resumes from the last cursor. Claims
-   * collide harmlessly: the lower member id wins, the other steps down, and the event router's
-   * de-duplication hides any overlap. Without BroadcastChannel (`broadcastChannel: null`) tabs
+   * collide harmlessly: the newer claim wins (ties: the lower member id), the other steps down
+   * and aborts its request, and the event router's de-duplication hides any overlap. Without BroadcastChannel (`broadcastChannel: null`) tabs
    * poll on their own; clients inside one tab still share.
    */
   class LMSConnectionPool {
@@ -674,10 +676,12 @@
       if (local) {
         m.role = 'follower';
         m.leaderId = local.id;
+        m.leaderAt = local.claimedAt;
         m.lastSeen = this._now();
       } else if (!this._bc) {
         m.role = 'leader';
         m.leaderId = m.id;
+        m.claimedAt = this._now();
       } else {
         // Ask the other tabs who leads; claim if nobody answers within electionMs.
         m.electionTimer = this._setTimeout(() => {
@@ -764,7 +768,7 @@
     _heartbeat() {
       if (!this._bc) return;
       const leads = [];
-      for (const m of this._members) if (m.isLeader) leads.push([m.key, m.id]);
+      for (const m of this._members) if (m.isLeader) leads.push([m.key, m.id, m.claimedAt]);
       this._lastAnnounced = this._active;
       try {
         this._bc.postMessage({ v: 1, t: 'hb', from: this.tabId, active: this._active, leads });
@@ -799,7 +803,7 @@
           break;
         case 'hb':
           this._peers.set(msg.from, { active: Math.max(0, toInt(msg.active) || 0), seen: now });
-          for (const pair of Array.isArray(msg.leads) ? msg.leads : []) this._sawLeader(pair[0], pair[1]);
+          for (const l of Array.isArray(msg.leads) ? msg.leads : []) this._sawLeader(l[0], l[1], l[2]);
           this._drain();
           break;
         case 'gone':
@@ -807,7 +811,7 @@
           this._drain();
           break;
         case 'claim':
-          this._sawLeader(msg.key, msg.member);
+          this._sawLeader(msg.key, msg.member, msg.at);
           break;
         case 'bye':
           for (const m of Array.from(this._members)) {
@@ -815,7 +819,7 @@
           }
           break;
         case 'batch':
-          this._sawLeader(msg.key, msg.member);
+          this._sawLeader(msg.key, msg.member, msg.at);
           for (const m of Array.from(this._members)) {
             if (m.key !== msg.key || m.id === msg.member || m.role !== 'follower' || m.left) continue;
             if (typeof m.handlers.onBatch === 'function') m.handlers.onBatch(msg.state);
@@ -826,18 +830,29 @@
       }
     }
 
-    /** Someone (`id`) leads `key`: follow it, or resolve a double claim by the lower id. */
-    _sawLeader(key, id) {
+    /**
+     * Someone (`id`, claimed at `at`) leads `key`: follow it. Two leaders resolve to the newer
+     * claim (ties to the lower id). Newest-wins matters for background tabs: browsers throttle
+     * their timers, so a hidden leader's heartbeat can stall, a visible follower takes over,
+     * and when the old leader wakes up it must yield rather than take the lead back.
+     */
+    _sawLeader(key, id, at) {
       if (typeof key !== 'string' || typeof id !== 'string') return;
+      const claimed = Number(at) || 0;
       const now = this._now();
       for (const m of Array.from(this._members)) {
         if (m.key !== key || m.id === id || m.left) continue;
         if (m.role === 'leader') {
-          if (id < m.id) {
+          if (claimed > m.claimedAt || (claimed === m.claimedAt && id < m.id)) {
             this._setRole(m, 'follower', id);
+            m.leaderAt = claimed;
           } else {
-            this._post({ t: 'claim', key: m.key, member: m.id });
+            // Ours is newer: say so, and the other leader steps down when it hears it.
+            this._post({ t: 'claim', key: m.key, member: m.id, at: m.claimedAt });
           }
+        } else if (m.role === 'follower' && m.leaderId !== id && claimed < m.leaderAt) {
+          // A stale claim from a leader that has since been replaced: keep following the newer one.
+          continue;
         } else {
           if (m.electionTimer !== null) {
             this._clearTimeout(m.electionTimer);
@@ -845,6 +860,7 @@
           }
           m.role = 'follower';
           m.leaderId = id;
+          m.leaderAt = claimed;
           m.lastSeen = now;
         }
       }
@@ -856,8 +872,9 @@
         this._clearTimeout(m.electionTimer);
         m.electionTimer = null;
       }
+      m.claimedAt = this._now();
       this._setRole(m, 'leader', m.id);
-      this._post({ t: 'claim', key: m.key, member: m.id });
+      this._post({ t: 'claim', key: m.key, member: m.id, at: m.claimedAt });
     }
 
     _setRole(m, role, leaderId) {

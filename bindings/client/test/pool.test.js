@@ -218,6 +218,46 @@ test('two tabs claiming at once: the lower id keeps the lead, the other aborts i
   await B.client.stop();
 });
 
+test('a stalled leader (throttled background tab) is replaced and yields when it wakes, without flapping', async () => {
+  const clock = new FakeClock();
+  const hub = new FakeBroadcastHub();
+  const fa = new FakeFetch();
+  const fb = new FakeFetch();
+  const A = setup({ cursor: 'c0' }, { clock, fetch: fa, pool: pool(clock, { broadcastChannel: hub.factory, tabId: 'a' }) });
+  const B = setup({ cursor: 'c0' }, { clock, fetch: fb, pool: pool(clock, { broadcastChannel: hub.factory, tabId: 'b' }) });
+  A.client.start();
+  await clock.advance(300);
+  B.client.start();
+  await clock.advance(300);
+  assert.equal(A.client.isLeader, true);
+  assert.equal(B.client.isLeader, false);
+  // Nothing from A reaches B for longer than leaderTimeoutMs (6 s): B takes over.
+  hub.hold();
+  await clock.advance(8000);
+  assert.equal(B.client.isLeader, true);
+  assert.equal(fb.calls.length, 1);
+  // A wakes up and hears B's newer claim: A yields (although its id is lower) and aborts.
+  hub.release();
+  await flush();
+  assert.equal(A.client.isLeader, false);
+  assert.equal(B.client.isLeader, true);
+  assert.equal(fa.last.aborted, true);
+  assert.equal(fb.last.aborted, false);
+  // And it stays that way: no leadership ping-pong over the next minute (B's polls answered).
+  for (let i = 0; i < 6; i++) {
+    fb.respond(200, batch([ev(100 + i)], 'c' + (i + 1)));
+    await clock.advance(10000);
+    assert.equal(A.client.isLeader, false);
+    assert.equal(B.client.isLeader, true);
+  }
+  assert.equal(fa.calls.length, 1, 'A never polled again');
+  assert.equal(fb.calls.length, 7);
+  assert.deepEqual(A.seen, [100, 101, 102, 103, 104, 105], 'A gets the events as a follower');
+  assert.equal(A.client.cursor, 'c6');
+  await A.client.stop();
+  await B.client.stop();
+});
+
 test('two clients with the same subscription in one tab share one poll even without BroadcastChannel', async () => {
   const clock = new FakeClock();
   const fetch = new FakeFetch();
