@@ -1,0 +1,1758 @@
+/*!
+ * lms-realtime browser client.
+ *
+ * One file, no dependencies, no build step. Loaded as a classic <script> it defines
+ * window.LMSRealtime (the whole API) and the LMS* class names as globals; required from Node
+ * (the tests) it is a CommonJS module. Nothing here touches window, document, fetch, timers or
+ * BroadcastChannel at load time: every class takes them as options, and the defaults are looked
+ * up when an object is constructed.
+ *
+ * The delivery contract this client keeps (DESIGN.md, "The delivery contract"):
+ *   - the daemon always gets back exactly the cursor it last returned (or the head cursor the
+ *     page rendered), so nothing is lost or repeated;
+ *   - `gap: true` becomes a `resync` event so the app reloads from the source of truth;
+ *   - the legacy AJAX tier keeps one `last_event_id` per channel (the highest id received), and
+ *     the router drops any event this page has already seen, so a tier switch never shows an
+ *     event twice.
+ */
+(function (root, factory) {
+  'use strict';
+  const api = factory();
+  if (typeof module === 'object' && module && module.exports) {
+    module.exports = api;
+  } else if (root) {
+    root.LMSRealtime = api;
+    for (const name of Object.keys(api)) {
+      if (name.startsWith('LMS')) root[name] = api[name];
+    }
+  }
+})(typeof globalThis !== 'undefined' ? globalThis : this, function () {
+  'use strict';
+
+  const VERSION = '0.1.0';
+
+  /** Event priorities, as in the store: lower is more urgent. */
+  const PRIORITY = Object.freeze({ CRITICAL: 1, HIGH: 2, NORMAL: 3, LOW: 4 });
+
+  /** Fallback tiers, healthiest first. The index is the tier's severity. */
+  const TIERS = Object.freeze(['long', 'medium', 'short', 'emergency']);
+
+  /**
+   * How each tier polls. `waitSeconds` is the daemon's `timeout` parameter (how long it may hold
+   * the request); the interval is the least time from the start of one request to the start of
+   * the next after a success. The AJAX endpoint has no wait parameter, so on that transport a
+   * tier is a request cadence only, and `long` is not available (medium is the best AJAX tier).
+   */
+  const DEFAULT_TIMINGS = Object.freeze({
+    long: Object.freeze({ waitSeconds: 30, daemonIntervalMs: 0, ajaxIntervalMs: null }),
+    medium: Object.freeze({ waitSeconds: 10, daemonIntervalMs: 0, ajaxIntervalMs: 10000 }),
+    short: Object.freeze({ waitSeconds: 0, daemonIntervalMs: 3000, ajaxIntervalMs: 3000 }),
+    emergency: Object.freeze({ waitSeconds: 0, daemonIntervalMs: 1000, ajaxIntervalMs: 1000 }),
+  });
+
+  /** Client events that are about the connection rather than data events. */
+  const LIFECYCLE = Object.freeze(['connected', 'mode', 'resync', 'error']);
+
+  const LEGACY_ACTION = 'lms_unified_long_poll';
+  const TYPE_RE = /^[a-z][a-z0-9_]{0,63}$/;
+
+  // ---------------------------------------------------------------------------------------------
+  // Small helpers
+
+  function defaultNow() {
+    return Date.now();
+  }
+
+  function globalTimers() {
+    return {
+      setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+      clearTimeout: (id) => globalThis.clearTimeout(id),
+    };
+  }
+
+  function abortError() {
+    const e = new Error('aborted');
+    e.name = 'AbortError';
+    return e;
+  }
+
+  function toInt(v) {
+    if (v === null || v === undefined || v === '') return null;
+    const n = typeof v === 'number' ? v : Number(v);
+    return Number.isFinite(n) ? Math.trunc(n) : null;
+  }
+
+  /** A positive integer id or null (the legacy endpoint sends 0 or "" for "none"). */
+  function toId(v) {
+    const n = toInt(v);
+    return n !== null && n > 0 ? n : null;
+  }
+
+  /** Unix seconds or milliseconds to milliseconds (anything below 1e11 is taken as seconds). */
+  function toMillis(v) {
+    if (typeof v === 'string' && v !== '' && !/^-?\d+(\.\d+)?$/.test(v)) {
+      const t = Date.parse(v);
+      return Number.isFinite(t) ? t : null;
+    }
+    const n = toInt(v);
+    if (n === null) return null;
+    return Math.abs(n) < 1e11 ? n * 1000 : n;
+  }
+
+  function safeJson(text) {
+    if (typeof text !== 'string' || text === '') return undefined;
+    try {
+      return JSON.parse(text);
+    } catch (_) {
+      return undefined;
+    }
+  }
+
+  function modeOrNull(m) {
+    return typeof m === 'string' && TIERS.includes(m) ? m : null;
+  }
+
+  /**
+   * `Retry-After` as milliseconds from now: delta-seconds or an HTTP date. Null when absent or
+   * unreadable.
+   */
+  function parseRetryAfter(value, now) {
+    if (value === null || value === undefined || value === '') return null;
+    const s = String(value).trim();
+    if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1000);
+    const t = Date.parse(s);
+    return Number.isFinite(t) ? Math.max(0, t - now) : null;
+  }
+
+  /**
+   * Reads a cursor string. Cursors are opaque to clients and this client never builds or edits
+   * one it sends to the daemon; it reads them for two conservative decisions only: where the
+   * legacy AJAX tier starts (the lowest lane, which the store documents as the value to hand a
+   * legacy client) and which incoming events this page already has (an id at or below its lane).
+   * Returns null for a format it does not know, and callers then fall back to the safe choice.
+   */
+  function parseCursor(s) {
+    if (typeof s !== 'string') return null;
+    if (/^\d{1,15}$/.test(s)) {
+      const n = Number(s);
+      return { epoch: null, lanes: [n, n, n, n] };
+    }
+    const m = /^v1\.([0-9a-fA-F]{8})\.(\d{1,19})\.(\d{1,19})\.(\d{1,19})\.(\d{1,19})$/.exec(s);
+    if (!m) return null;
+    const lanes = m.slice(2, 6).map(Number);
+    if (!lanes.every(Number.isSafeInteger)) return null;
+    return { epoch: m[1].toLowerCase(), lanes };
+  }
+
+  /** The daemon's event shape, exactly these fields, numbers as numbers. */
+  function normalizeDaemonEvent(e) {
+    const src = e && typeof e === 'object' ? e : {};
+    const priority = toInt(src.priority);
+    return {
+      id: toInt(src.id),
+      event_type: typeof src.event_type === 'string' ? src.event_type : String(src.type ?? ''),
+      priority: priority >= 1 && priority <= 4 ? priority : PRIORITY.NORMAL,
+      channel_id: toId(src.channel_id),
+      message_id: toId(src.message_id),
+      thread_id: toId(src.thread_id),
+      user_id: toInt(src.user_id),
+      data: src.data && typeof src.data === 'object' ? src.data : {},
+      timestamp: toInt(src.timestamp),
+      expires_at: toInt(src.expires_at),
+    };
+  }
+
+  /**
+   * Maps a legacy AJAX event (`id, type, priority, message_id, thread_id, channel_id, user_id,
+   * data, timestamp` in unix seconds, numbers possibly as strings) to the daemon's shape.
+   */
+  function mapLegacyEvent(e) {
+    const src = e && typeof e === 'object' ? e : {};
+    let data = src.data;
+    if (typeof data === 'string') data = safeJson(data);
+    if (!data || typeof data !== 'object') data = {};
+    const priority = toInt(src.priority);
+    return {
+      id: toInt(src.id),
+      event_type: String(src.type ?? src.event_type ?? ''),
+      priority: priority >= 1 && priority <= 4 ? priority : PRIORITY.NORMAL,
+      channel_id: toId(src.channel_id),
+      message_id: toId(src.message_id),
+      thread_id: toId(src.thread_id),
+      user_id: toInt(src.user_id),
+      data,
+      timestamp: toMillis(src.timestamp),
+      expires_at: toMillis(src.expires_at),
+    };
+  }
+
+  /** A tiny event emitter whose handler errors never escape into the poll loop. */
+  class Emitter {
+    constructor(onHandlerError) {
+      this._map = new Map();
+      this._onHandlerError = onHandlerError;
+    }
+    on(type, fn) {
+      if (typeof fn !== 'function') throw new TypeError('handler must be a function');
+      if (!this._map.has(type)) this._map.set(type, []);
+      this._map.get(type).push(fn);
+      return () => this.off(type, fn);
+    }
+    off(type, fn) {
+      const list = this._map.get(type);
+      if (!list) return;
+      const i = list.indexOf(fn);
+      if (i >= 0) list.splice(i, 1);
+    }
+    emit(type, payload) {
+      const list = this._map.get(type);
+      if (!list || list.length === 0) return 0;
+      for (const fn of list.slice()) {
+        try {
+          fn(payload);
+        } catch (err) {
+          this._onHandlerError(err, type);
+        }
+      }
+      return list.length;
+    }
+  }
+
+  function defaultHandlerError(err, type) {
+    if (typeof console !== 'undefined' && console.error) {
+      console.error('[lms-realtime] handler for "' + type + '" threw', err);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LMSCircuitBreaker
+
+  /**
+   * closed → open after `failureThreshold` consecutive failures; open → half-open once the open
+   * period has passed; half-open admits one probe; the probe's success closes the breaker, its
+   * failure re-opens it with the period doubled (up to `maxOpenMs`). A close resets the period.
+   */
+  class LMSCircuitBreaker {
+    constructor(options = {}) {
+      this.failureThreshold = Math.max(1, options.failureThreshold ?? 3);
+      this.baseOpenMs = Math.max(1, options.openMs ?? 5000);
+      this.maxOpenMs = Math.max(this.baseOpenMs, options.maxOpenMs ?? 120000);
+      this._now = options.now || defaultNow;
+      this._state = 'closed';
+      this._failures = 0;
+      this._openMs = this.baseOpenMs;
+      this._openedAt = 0;
+      this._probeOut = false;
+      this.opens = 0;
+    }
+
+    /** 'closed', 'open' or 'half-open' (an open breaker turns half-open when its period ends). */
+    get state() {
+      if (this._state === 'open' && this._now() - this._openedAt >= this._openMs) {
+        this._state = 'half-open';
+        this._probeOut = false;
+      }
+      return this._state;
+    }
+
+    get failures() {
+      return this._failures;
+    }
+
+    /** The current open period in ms. */
+    get openPeriodMs() {
+      return this._openMs;
+    }
+
+    /** True if a request may go out now. In half-open this hands out the single probe. */
+    allowRequest() {
+      const s = this.state;
+      if (s === 'closed') return true;
+      if (s === 'half-open' && !this._probeOut) {
+        this._probeOut = true;
+        return true;
+      }
+      return false;
+    }
+
+    recordSuccess() {
+      this._state = 'closed';
+      this._failures = 0;
+      this._openMs = this.baseOpenMs;
+      this._probeOut = false;
+    }
+
+    recordFailure() {
+      const s = this.state;
+      if (s === 'half-open') {
+        this._openMs = Math.min(this.maxOpenMs, this._openMs * 2);
+        this._open();
+      } else if (s === 'closed') {
+        this._failures += 1;
+        if (this._failures >= this.failureThreshold) this._open();
+      }
+      // While open: a late failure of a request admitted earlier changes nothing.
+    }
+
+    /** A probe ended without a verdict (aborted): let the next request probe instead. */
+    releaseProbe() {
+      if (this._state === 'half-open') this._probeOut = false;
+    }
+
+    /** Milliseconds until an open breaker turns half-open; 0 when not open. */
+    msUntilHalfOpen() {
+      if (this.state !== 'open') return 0;
+      return Math.max(0, this._openedAt + this._openMs - this._now());
+    }
+
+    reset() {
+      this.recordSuccess();
+    }
+
+    snapshot() {
+      return { state: this.state, failures: this._failures, openPeriodMs: this._openMs, opens: this.opens };
+    }
+
+    _open() {
+      this._state = 'open';
+      this._openedAt = this._now();
+      this._probeOut = false;
+      this._failures = 0;
+      this.opens += 1;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LMSFallbackManager
+
+  /**
+   * Picks the polling tier and the delay after a failure.
+   *
+   * The tier is the most severe of: the server's latest mode hint for the transport in use, the
+   * client's own failure level, and (for AJAX) medium, the best tier AJAX can offer. The failure
+   * level rises to medium/short/emergency after `thresholds` consecutive failures and steps back
+   * one level after every `recoverAfter` consecutive successes, so a flaky path (a proxy that
+   * cuts 30 s requests) does not flap straight back to long-polling. The delay after the n-th
+   * consecutive failure is min(maxDelayMs, baseDelayMs * 2^(n-1)) less up to `jitter` of it:
+   * always within [exp * (1 - jitter), exp].
+   */
+  class LMSFallbackManager {
+    constructor(options = {}) {
+      this.thresholds = (options.thresholds || [2, 4, 6]).slice(0, 3);
+      this.recoverAfter = Math.max(1, options.recoverAfter ?? 3);
+      this.baseDelayMs = Math.max(1, options.baseDelayMs ?? 1000);
+      this.maxDelayMs = Math.max(this.baseDelayMs, options.maxDelayMs ?? 30000);
+      this.jitter = Math.min(1, Math.max(0, options.jitter ?? 0.5));
+      this._random = options.random || Math.random;
+      this.timings = Object.assign({}, DEFAULT_TIMINGS, options.timings || {});
+      this._hints = { daemon: 0, ajax: 0 };
+      this._level = 0;
+      this._failures = 0;
+      this._streak = 0;
+    }
+
+    get consecutiveFailures() {
+      return this._failures;
+    }
+
+    /** The level from failures alone, as a tier name. */
+    get failureTier() {
+      return TIERS[this._level];
+    }
+
+    /** The tier the daemon transport would use now. */
+    get tier() {
+      return this.tierFor('daemon');
+    }
+
+    tierFor(transport) {
+      let level = Math.max(this._level, this._hints[transport] || 0);
+      if (transport === 'ajax') level = Math.max(level, 1);
+      return TIERS[level];
+    }
+
+    /** `{tier, transport, waitSeconds, intervalMs}` for the next request on `transport`. */
+    plan(transport) {
+      const tier = this.tierFor(transport);
+      const t = this.timings[tier];
+      if (transport === 'daemon') {
+        return { tier, transport, waitSeconds: t.waitSeconds, intervalMs: t.daemonIntervalMs };
+      }
+      return { tier, transport, waitSeconds: null, intervalMs: t.ajaxIntervalMs ?? 0 };
+    }
+
+    /** Sets the server's hint for a transport; an unknown or missing mode means no constraint. */
+    setServerHint(transport, mode) {
+      const i = TIERS.indexOf(mode);
+      this._hints[transport] = i >= 0 ? i : 0;
+    }
+
+    recordSuccess({ transport = 'daemon', mode } = {}) {
+      this.setServerHint(transport, mode);
+      this._failures = 0;
+      this._streak += 1;
+      if (this._level > 0 && this._streak >= this.recoverAfter) {
+        this._level -= 1;
+        this._streak = 0;
+      }
+    }
+
+    /** Records a failure and returns the backoff delay in ms before the next attempt. */
+    recordFailure({ transport = 'daemon', mode } = {}) {
+      if (modeOrNull(mode)) this.setServerHint(transport, mode);
+      this._streak = 0;
+      this._failures += 1;
+      this._level = Math.max(this._level, this._levelFor(this._failures));
+      return this.backoffDelay(this._failures);
+    }
+
+    backoffDelay(n) {
+      const exp = Math.min(this.maxDelayMs, this.baseDelayMs * Math.pow(2, Math.max(0, n - 1)));
+      const r = Math.min(1, Math.max(0, Number(this._random()) || 0));
+      return Math.round(exp * (1 - this.jitter * r));
+    }
+
+    reset() {
+      this._hints = { daemon: 0, ajax: 0 };
+      this._level = 0;
+      this._failures = 0;
+      this._streak = 0;
+    }
+
+    _levelFor(failures) {
+      let level = 0;
+      for (const t of this.thresholds) if (failures >= t) level += 1;
+      return level;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LMSEventRouter
+
+  /**
+   * Delivers events to handlers by type, most urgent first, each event id at most once.
+   *
+   * A batch is dispatched in priority order (CRITICAL first), by id within a priority. For one
+   * event, its type's handlers and the '*' handlers run in order of the priority they registered
+   * with (`on(type, fn, {priority})`, default NORMAL), then registration order. Ids seen are kept
+   * in an LRU of `dedupCapacity` entries; an id seen again (another tier, another tab's relay, a
+   * replay after a reconnect) is dropped.
+   */
+  class LMSEventRouter {
+    constructor(options = {}) {
+      this.dedupCapacity = Math.max(1, options.dedupCapacity ?? 5000);
+      this._onHandlerError = options.onHandlerError || defaultHandlerError;
+      this._handlers = new Map();
+      this._seen = new Map();
+      this._seq = 0;
+      this.delivered = 0;
+      this.duplicates = 0;
+    }
+
+    on(type, handler, options = {}) {
+      if (typeof type !== 'string' || type === '') throw new TypeError('type must be a non-empty string');
+      if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+      const priority = toInt(options.priority) ?? PRIORITY.NORMAL;
+      if (!this._handlers.has(type)) this._handlers.set(type, []);
+      this._handlers.get(type).push({ handler, priority, seq: this._seq++ });
+      return () => this.off(type, handler);
+    }
+
+    off(type, handler) {
+      const list = this._handlers.get(type);
+      if (!list) return;
+      const i = list.findIndex((h) => h.handler === handler);
+      if (i >= 0) list.splice(i, 1);
+    }
+
+    /** Whether an id is in the recent-ids memory. */
+    hasSeen(id) {
+      return this._seen.has(id);
+    }
+
+    get seenCount() {
+      return this._seen.size;
+    }
+
+    /** Forgets every id (after the store was recreated and ids restarted). */
+    clearSeen() {
+      this._seen.clear();
+    }
+
+    /**
+     * Dispatches a batch; returns the events actually delivered (duplicates removed), in the
+     * order they were delivered.
+     */
+    dispatch(events) {
+      const list = Array.isArray(events) ? events : [events];
+      const order = list
+        .map((e, i) => ({ e, i }))
+        .filter((x) => x.e && typeof x.e === 'object')
+        .sort((a, b) => {
+          const pa = a.e.priority ?? PRIORITY.NORMAL;
+          const pb = b.e.priority ?? PRIORITY.NORMAL;
+          if (pa !== pb) return pa - pb;
+          if (a.e.id != null && b.e.id != null && a.e.id !== b.e.id) return a.e.id - b.e.id;
+          return a.i - b.i;
+        });
+      const out = [];
+      for (const { e } of order) {
+        if (e.id !== null && e.id !== undefined) {
+          if (this._seen.has(e.id)) {
+            // Refresh its place so a busy overlap keeps the id remembered.
+            this._seen.delete(e.id);
+            this._seen.set(e.id, true);
+            this.duplicates += 1;
+            continue;
+          }
+          this._remember(e.id);
+        }
+        out.push(e);
+        this.delivered += 1;
+        this._deliver(e);
+      }
+      return out;
+    }
+
+    _remember(id) {
+      this._seen.set(id, true);
+      while (this._seen.size > this.dedupCapacity) {
+        this._seen.delete(this._seen.keys().next().value);
+      }
+    }
+
+    _deliver(e) {
+      const own = this._handlers.get(e.event_type) || [];
+      const any = e.event_type === '*' ? [] : this._handlers.get('*') || [];
+      const hs = own.concat(any).sort((a, b) => a.priority - b.priority || a.seq - b.seq);
+      for (const h of hs) {
+        try {
+          h.handler(e);
+        } catch (err) {
+          this._onHandlerError(err, e.event_type);
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LMSConnectionPool
+
+  function defaultBroadcastFactory() {
+    return typeof BroadcastChannel === 'function' ? (name) => new BroadcastChannel(name) : null;
+  }
+
+  function randomId(random) {
+    let s = '';
+    for (let i = 0; i < 12; i++) s += Math.floor(random() * 36).toString(36);
+    return s;
+  }
+
+  /** One subscriber's place in the pool: leader (polls and relays) or follower (listens). */
+  class PoolMember {
+    constructor(pool, key, id, handlers) {
+      this.pool = pool;
+      this.key = key;
+      this.id = id;
+      this.handlers = handlers || {};
+      this.role = 'candidate';
+      this.leaderId = null;
+      this.leaderAt = 0;
+      this.claimedAt = 0;
+      this.lastSeen = 0;
+      this.electionTimer = null;
+      this.left = false;
+    }
+    get isLeader() {
+      return this.role === 'leader' && !this.left;
+    }
+    /** Leader only: relays a batch state to the followers of this key. */
+    publish(state) {
+      if (!this.isLeader) return false;
+      this.pool._post({ t: 'batch', key: this.key, member: this.id, at: this.claimedAt, state });
+      return true;
+    }
+    leave() {
+      this.pool._leave(this);
+    }
+  }
+
+  /**
+   * Caps concurrent requests and shares one poll between the tabs of a browser.
+   *
+   * Within a tab the cap is exact: `acquire()` hands out at most `maxConnections` slots (FIFO
+   * queue). Across tabs each pool broadcasts how many slots it holds and counts its peers' slots
+   * against the cap; that census is best-effort (two tabs can race), the daemon's per-user lease
+   * is the hard limit and answers 429, which the client honours.
+   *
+   * Sharing: every client joins with a key (its subscription). Members with the same key elect
+   * one leader over the BroadcastChannel (and in-process for clients of the same tab); only the
+   * leader polls, and it relays each batch with the cursor it got, so a follower that takes over
+   * (leader's `bye`, or no heartbeat for `leaderTimeoutMs`) resumes from the last cursor. Claims
+   * collide harmlessly: the newer claim wins (ties: the lower member id), the other steps down
+   * and aborts its request, and the event router's de-duplication hides any overlap. Without BroadcastChannel (`broadcastChannel: null`) tabs
+   * poll on their own; clients inside one tab still share.
+   */
+  class LMSConnectionPool {
+    constructor(options = {}) {
+      this.maxConnections = Math.max(1, options.maxConnections ?? 3);
+      this._bcFactory = options.broadcastChannel !== undefined ? options.broadcastChannel : defaultBroadcastFactory();
+      this.channelName = options.channelName || 'lms-realtime';
+      const timers = globalTimers();
+      this._setTimeout = options.setTimeout || timers.setTimeout;
+      this._clearTimeout = options.clearTimeout || timers.clearTimeout;
+      this._now = options.now || defaultNow;
+      this._random = options.random || Math.random;
+      this.tabId = options.tabId || randomId(this._random);
+      this.heartbeatMs = options.heartbeatMs ?? 2000;
+      this.leaderTimeoutMs = options.leaderTimeoutMs ?? 3 * this.heartbeatMs;
+      this.electionMs = options.electionMs ?? 300;
+      this._active = 0;
+      this._queue = [];
+      this._peers = new Map();
+      this._members = new Set();
+      this._seq = 0;
+      this._bc = null;
+      this._hbTimer = null;
+      this._lastAnnounced = -1;
+    }
+
+    /** Slots held by this tab. */
+    get active() {
+      return this._active;
+    }
+
+    /** Requests waiting for a slot in this tab. */
+    get queued() {
+      return this._queue.length;
+    }
+
+    /** Whether tabs can share (a BroadcastChannel is available). */
+    get shared() {
+      return !!this._bcFactory;
+    }
+
+    /** Slots other tabs reported holding (peers silent for `leaderTimeoutMs` are dropped). */
+    othersActive() {
+      const now = this._now();
+      let n = 0;
+      for (const [tab, p] of this._peers) {
+        if (now - p.seen > this.leaderTimeoutMs) this._peers.delete(tab);
+        else n += p.active;
+      }
+      return n;
+    }
+
+    /**
+     * Resolves with a release function once a slot is free. Rejects with an AbortError if
+     * `signal` aborts first. Call the release function exactly once (extra calls are ignored).
+     */
+    acquire(signal) {
+      return new Promise((resolve, reject) => {
+        if (signal && signal.aborted) {
+          reject(abortError());
+          return;
+        }
+        const w = { resolve, reject, signal, onAbort: null };
+        if (signal) {
+          w.onAbort = () => {
+            const i = this._queue.indexOf(w);
+            if (i >= 0) this._queue.splice(i, 1);
+            reject(abortError());
+          };
+          signal.addEventListener('abort', w.onAbort, { once: true });
+        }
+        this._queue.push(w);
+        this._drain();
+      });
+    }
+
+    /** Joins the group of members sharing `key`; see PoolMember. */
+    join(key, handlers) {
+      const m = new PoolMember(this, String(key), this.tabId + ':' + ++this._seq, handlers);
+      this._members.add(m);
+      this._open();
+      const local = this._localLeader(m.key);
+      if (local) {
+        m.role = 'follower';
+        m.leaderId = local.id;
+        m.leaderAt = local.claimedAt;
+        m.lastSeen = this._now();
+      } else if (!this._bc) {
+        m.role = 'leader';
+        m.leaderId = m.id;
+        m.claimedAt = this._now();
+      } else {
+        // Ask the other tabs who leads; claim if nobody answers within electionMs.
+        m.electionTimer = this._setTimeout(() => {
+          m.electionTimer = null;
+          if (!m.left && m.role === 'candidate') this._claim(m);
+        }, this.electionMs);
+        this._post({ t: 'hello', from: this.tabId });
+      }
+      return m;
+    }
+
+    /** Leaves every member and closes the channel. */
+    close() {
+      for (const m of Array.from(this._members)) this._leave(m);
+      this._shutdown();
+    }
+
+    // -- internals ---------------------------------------------------------------------------
+
+    _localLeader(key) {
+      for (const x of this._members) if (x.key === key && x.role === 'leader' && !x.left) return x;
+      return null;
+    }
+
+    _open() {
+      if (this._bc || !this._bcFactory) {
+        this._armHeartbeat();
+        return;
+      }
+      try {
+        this._bc = this._bcFactory(this.channelName);
+      } catch (_) {
+        this._bc = null;
+      }
+      if (this._bc) this._bc.onmessage = (ev) => this._receive(ev && ev.data, false);
+      this._armHeartbeat();
+    }
+
+    _armHeartbeat() {
+      if (this._hbTimer !== null || !this._bc) return;
+      this._hbTimer = this._setTimeout(() => {
+        this._hbTimer = null;
+        this._tick();
+        if (this._bc) this._armHeartbeat();
+      }, this.heartbeatMs);
+    }
+
+    _shutdown() {
+      if (this._hbTimer !== null) this._clearTimeout(this._hbTimer);
+      this._hbTimer = null;
+      if (this._bc) {
+        try {
+          this._bc.postMessage({ v: 1, t: 'gone', from: this.tabId });
+          this._bc.close();
+        } catch (_) {
+          /* closing is best-effort */
+        }
+      }
+      this._bc = null;
+      this._peers.clear();
+      this._lastAnnounced = -1;
+    }
+
+    _maybeShutdown() {
+      if (this._members.size === 0 && this._active === 0 && this._queue.length === 0) this._shutdown();
+    }
+
+    _post(msg) {
+      msg.v = 1;
+      if (!msg.from) msg.from = this.tabId;
+      if (this._bc) {
+        try {
+          this._bc.postMessage(msg);
+        } catch (_) {
+          /* a closed channel: peers will time us out */
+        }
+      }
+      // Members in this tab hear it too (a BroadcastChannel does not echo to its sender), on a
+      // copy, as another tab would.
+      const copy = typeof structuredClone === 'function' ? structuredClone(msg) : JSON.parse(JSON.stringify(msg));
+      Promise.resolve().then(() => this._receive(copy, true));
+    }
+
+    _heartbeat() {
+      if (!this._bc) return;
+      const leads = [];
+      for (const m of this._members) if (m.isLeader) leads.push([m.key, m.id, m.claimedAt]);
+      this._lastAnnounced = this._active;
+      try {
+        this._bc.postMessage({ v: 1, t: 'hb', from: this.tabId, active: this._active, leads });
+      } catch (_) {
+        /* see _post */
+      }
+    }
+
+    _tick() {
+      const now = this._now();
+      for (const m of this._members) {
+        if (m.role !== 'follower') continue;
+        if (this._localLeaderId(m.key) === m.leaderId) m.lastSeen = now;
+        else if (now - m.lastSeen > this.leaderTimeoutMs) this._claim(m);
+      }
+      this._heartbeat();
+      this._drain();
+    }
+
+    _localLeaderId(key) {
+      const l = this._localLeader(key);
+      return l ? l.id : null;
+    }
+
+    _receive(msg, local) {
+      if (!msg || msg.v !== 1) return;
+      if (!local && msg.from === this.tabId) return;
+      const now = this._now();
+      switch (msg.t) {
+        case 'hello':
+          if (!local) this._heartbeat();
+          break;
+        case 'hb':
+          this._peers.set(msg.from, { active: Math.max(0, toInt(msg.active) || 0), seen: now });
+          for (const l of Array.isArray(msg.leads) ? msg.leads : []) this._sawLeader(l[0], l[1], l[2]);
+          this._drain();
+          break;
+        case 'gone':
+          this._peers.delete(msg.from);
+          this._drain();
+          break;
+        case 'claim':
+          this._sawLeader(msg.key, msg.member, msg.at);
+          break;
+        case 'bye':
+          for (const m of Array.from(this._members)) {
+            if (m.key === msg.key && m.role === 'follower' && m.leaderId === msg.member) this._claim(m);
+          }
+          break;
+        case 'batch':
+          this._sawLeader(msg.key, msg.member, msg.at);
+          for (const m of Array.from(this._members)) {
+            if (m.key !== msg.key || m.id === msg.member || m.role !== 'follower' || m.left) continue;
+            if (typeof m.handlers.onBatch === 'function') m.handlers.onBatch(msg.state);
+          }
+          break;
+        default:
+          break;
+      }
+    }
+
+    /**
+     * Someone (`id`, claimed at `at`) leads `key`: follow it. Two leaders resolve to the newer
+     * claim (ties to the lower id). Newest-wins matters for background tabs: browsers throttle
+     * their timers, so a hidden leader's heartbeat can stall, a visible follower takes over,
+     * and when the old leader wakes up it must yield rather than take the lead back.
+     */
+    _sawLeader(key, id, at) {
+      if (typeof key !== 'string' || typeof id !== 'string') return;
+      const claimed = Number(at) || 0;
+      const now = this._now();
+      for (const m of Array.from(this._members)) {
+        if (m.key !== key || m.id === id || m.left) continue;
+        if (m.role === 'leader') {
+          if (claimed > m.claimedAt || (claimed === m.claimedAt && id < m.id)) {
+            this._setRole(m, 'follower', id);
+            m.leaderAt = claimed;
+          } else {
+            // Ours is newer: say so, and the other leader steps down when it hears it.
+            this._post({ t: 'claim', key: m.key, member: m.id, at: m.claimedAt });
+          }
+        } else if (m.role === 'follower' && m.leaderId !== id && claimed < m.leaderAt) {
+          // A stale claim from a leader that has since been replaced: keep following the newer one.
+          continue;
+        } else {
+          if (m.electionTimer !== null) {
+            this._clearTimeout(m.electionTimer);
+            m.electionTimer = null;
+          }
+          m.role = 'follower';
+          m.leaderId = id;
+          m.leaderAt = claimed;
+          m.lastSeen = now;
+        }
+      }
+    }
+
+    _claim(m) {
+      if (m.left) return;
+      if (m.electionTimer !== null) {
+        this._clearTimeout(m.electionTimer);
+        m.electionTimer = null;
+      }
+      m.claimedAt = this._now();
+      this._setRole(m, 'leader', m.id);
+      this._post({ t: 'claim', key: m.key, member: m.id, at: m.claimedAt });
+    }
+
+    _setRole(m, role, leaderId) {
+      const was = m.isLeader;
+      m.role = role;
+      m.leaderId = leaderId;
+      m.lastSeen = this._now();
+      if (was !== m.isLeader && typeof m.handlers.onLeadership === 'function') {
+        m.handlers.onLeadership(m.isLeader);
+      }
+    }
+
+    _leave(m) {
+      if (m.left) return;
+      const wasLeader = m.isLeader;
+      m.left = true;
+      if (m.electionTimer !== null) this._clearTimeout(m.electionTimer);
+      m.electionTimer = null;
+      this._members.delete(m);
+      if (wasLeader) this._post({ t: 'bye', key: m.key, member: m.id });
+      this._maybeShutdown();
+    }
+
+    _drain() {
+      while (this._queue.length > 0 && this._active + this.othersActive() < this.maxConnections) {
+        const w = this._queue.shift();
+        if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+        this._active += 1;
+        let released = false;
+        w.resolve(() => {
+          if (released) return;
+          released = true;
+          this._active -= 1;
+          this._drain();
+          this._announce();
+          this._maybeShutdown();
+        });
+      }
+      this._announce();
+    }
+
+    _announce() {
+      if (this._bc && this._lastAnnounced !== this._active) this._heartbeat();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LMSABTesting
+
+  /**
+   * The cohort the server assigned (bucketed by a stable hash on the server, so it never flips):
+   * `{cohort: 'unified'|'legacy', rollout_percent}` rendered into the page. Anything unexpected
+   * means legacy, the path that always works.
+   */
+  class LMSABTesting {
+    constructor(config = {}) {
+      const c = config || {};
+      this.cohort = c.cohort === 'unified' ? 'unified' : 'legacy';
+      const p = Number(c.rollout_percent ?? c.rolloutPercent ?? 0);
+      this.rolloutPercent = Number.isFinite(p) ? Math.min(100, Math.max(0, p)) : 0;
+    }
+
+    useUnified() {
+      return this.cohort === 'unified';
+    }
+
+    snapshot() {
+      return { cohort: this.cohort, rollout_percent: this.rolloutPercent };
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LMSPerformanceMonitor
+
+  function percentile(sorted, p) {
+    if (sorted.length === 0) return null;
+    const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+    return sorted[i];
+  }
+
+  /**
+   * Client-side numbers: delivery latency (event timestamp → receipt, over the last
+   * `maxSamples` events), request rate over a sliding `windowMs`, errors by code, reconnects.
+   */
+  class LMSPerformanceMonitor {
+    constructor(options = {}) {
+      this._now = options.now || defaultNow;
+      this.windowMs = Math.max(1000, options.windowMs ?? 60000);
+      this.maxSamples = Math.max(1, options.maxSamples ?? 500);
+      this.reset();
+    }
+
+    reset() {
+      this._latencies = [];
+      this._requestTimes = [];
+      this.requests = 0;
+      this.events = 0;
+      this.errors = 0;
+      this.errorsByCode = {};
+      this.reconnects = 0;
+    }
+
+    recordRequest() {
+      this.requests += 1;
+      this._requestTimes.push(this._now());
+      this._trim();
+    }
+
+    recordEvent(event, receivedAt) {
+      this.events += 1;
+      const ts = event && event.timestamp;
+      if (typeof ts !== 'number' || !Number.isFinite(ts)) return;
+      const at = receivedAt ?? this._now();
+      this._latencies.push(Math.max(0, at - ts));
+      if (this._latencies.length > this.maxSamples) this._latencies.shift();
+    }
+
+    recordError(code) {
+      this.errors += 1;
+      const k = code ? String(code) : 'unknown';
+      this.errorsByCode[k] = (this.errorsByCode[k] || 0) + 1;
+    }
+
+    recordReconnect() {
+      this.reconnects += 1;
+    }
+
+    snapshot() {
+      this._trim();
+      const lat = this._latencies.slice().sort((a, b) => a - b);
+      const sum = lat.reduce((a, b) => a + b, 0);
+      return {
+        requests: this.requests,
+        requestsPerMinute: Math.round((this._requestTimes.length * 60000) / this.windowMs),
+        events: this.events,
+        errors: this.errors,
+        errorsByCode: Object.assign({}, this.errorsByCode),
+        errorRate: this.requests ? this.errors / this.requests : 0,
+        reconnects: this.reconnects,
+        latency: {
+          count: lat.length,
+          avg: lat.length ? sum / lat.length : null,
+          p50: percentile(lat, 50),
+          p95: percentile(lat, 95),
+          p99: percentile(lat, 99),
+          max: lat.length ? lat[lat.length - 1] : null,
+        },
+      };
+    }
+
+    _trim() {
+      const cutoff = this._now() - this.windowMs;
+      let i = 0;
+      while (i < this._requestTimes.length && this._requestTimes[i] <= cutoff) i++;
+      if (i) this._requestTimes.splice(0, i);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // LMSUnifiedLongPoll
+
+  let sharedPool = null;
+
+  /**
+   * The client. Polls the daemon (`GET {daemonUrl}/v1/poll`) or, when the daemon is unavailable
+   * or the user is in the legacy cohort, the WordPress AJAX endpoint, and dispatches events.
+   * See README.md for the options, the transport per tier and the error handling.
+   */
+  class LMSUnifiedLongPoll {
+    constructor(options = {}) {
+      const o = options || {};
+      this.daemonUrl = o.daemonUrl ? String(o.daemonUrl).replace(/\/+$/, '') : null;
+      this.tokenProvider = typeof o.tokenProvider === 'function' ? o.tokenProvider : null;
+      this.ajaxUrl = o.ajaxUrl ? String(o.ajaxUrl) : null;
+      this.ajaxAction = o.ajaxAction || LEGACY_ACTION;
+      this._nonce = o.nonce;
+      this.nonceAction = o.nonceAction || null;
+      if (!this.daemonUrl && !this.ajaxUrl) throw new TypeError('daemonUrl or ajaxUrl is required');
+
+      const chans = Array.isArray(o.channels) ? o.channels : o.channels != null ? [o.channels] : [];
+      this.channels = Array.from(new Set(chans.map(toId).filter((c) => c !== null)));
+      if (this.channels.length === 0) throw new TypeError('channels must hold at least one positive id');
+      this.thread = toId(o.thread);
+      this.types = Array.isArray(o.types) && o.types.length ? o.types.filter((t) => TYPE_RE.test(t)) : null;
+      this._typeSet = this.types ? new Set(this.types) : null;
+      this.batchSize = toId(o.batchSize);
+      this.order = o.order === 'sequential' || o.order === 'priority' ? o.order : null;
+
+      this._cursor = o.cursor !== undefined && o.cursor !== null && o.cursor !== '' ? String(o.cursor) : null;
+      this._initialLastEventId = toInt(o.lastEventId);
+      this._legacyIds = new Map();
+      this._cover = null;
+      this._noteCursor(this._cursor);
+
+      const timers = globalTimers();
+      this._fetchImpl = o.fetch || ((url, init) => globalThis.fetch(url, init));
+      this._setTimeout = o.setTimeout || timers.setTimeout;
+      this._clearTimeout = o.clearTimeout || timers.clearTimeout;
+      this._now = o.now || defaultNow;
+      this._random = o.random || Math.random;
+      this.requestSlackMs = o.requestSlackMs ?? 10000;
+      this.ajaxTimeoutMs = o.ajaxTimeoutMs ?? 45000;
+      this.tokenSkewMs = o.tokenSkewMs ?? 30000;
+
+      const onHandlerError = o.onHandlerError || defaultHandlerError;
+      this.router = o.router || new LMSEventRouter({ dedupCapacity: o.dedupCapacity, onHandlerError });
+      this.fallback = o.fallback || new LMSFallbackManager({ random: this._random });
+      this.breaker = o.breaker || new LMSCircuitBreaker({ now: this._now });
+      this.monitor = o.monitor || new LMSPerformanceMonitor({ now: this._now });
+      this.abTesting = o.abTesting || null;
+      this.pool = o.pool || LMSUnifiedLongPoll.defaultPool();
+      this._life = new Emitter(onHandlerError);
+
+      this._token = null;
+      this._tokenPromise = null;
+      this._running = false;
+      this._gen = 0;
+      this._member = null;
+      this._ctrl = null;
+      this._wake = null;
+      this._loop = null;
+      this._mode = null;
+      this._connected = false;
+      this._failing = false;
+      this._rateStreak = 0;
+    }
+
+    /** The pool shared by clients that were not given one (created on first use). */
+    static defaultPool() {
+      if (!sharedPool) sharedPool = new LMSConnectionPool();
+      return sharedPool;
+    }
+
+    // -- public API -------------------------------------------------------------------------
+
+    /**
+     * `on(type, handler[, {priority}])`: a data event type, '*' for every data event, or a
+     * lifecycle event ('connected', 'mode', 'resync', 'error'). Returns an unsubscribe function.
+     */
+    on(type, handler, options) {
+      if (LIFECYCLE.includes(type)) return this._life.on(type, handler);
+      return this.router.on(type, handler, options);
+    }
+
+    off(type, handler) {
+      if (LIFECYCLE.includes(type)) this._life.off(type, handler);
+      else this.router.off(type, handler);
+    }
+
+    /** The cursor the daemon last returned (or the initial one). */
+    get cursor() {
+      return this._cursor;
+    }
+
+    /** `{channel_id: last_event_id}` for the legacy tier. */
+    get lastEventIds() {
+      const out = {};
+      for (const ch of this.channels) out[ch] = this._legacyPosition(ch);
+      return out;
+    }
+
+    /** `{tier, transport}` of the latest request, or null before the first. */
+    get mode() {
+      return this._mode ? Object.assign({}, this._mode) : null;
+    }
+
+    get running() {
+      return this._running;
+    }
+
+    /** Whether this client polls (true) or listens to another tab's poll (false). */
+    get isLeader() {
+      return !!(this._member && this._member.isLeader);
+    }
+
+    /**
+     * Replaces the position, e.g. with a fresh head cursor after the app resynchronised. The
+     * next request uses it; events at or below it are treated as already shown.
+     */
+    setCursor(cursor) {
+      this._cursor = cursor === undefined || cursor === null || cursor === '' ? null : String(cursor);
+      this._legacyIds.clear();
+      this._cover = null;
+      this._noteCursor(this._cursor);
+    }
+
+    start() {
+      if (this._running) return;
+      this._running = true;
+      const gen = ++this._gen;
+      this._member = this.pool.join(this._shareKey(), {
+        onBatch: (state) => this._onRelay(state),
+        onLeadership: (isLeader) => {
+          if (!isLeader && this._ctrl) this._ctrl.abort();
+          this._wakeUp();
+        },
+      });
+      this._loop = this._run(gen).catch((err) => {
+        this._emit('error', { code: 'internal', message: String((err && err.message) || err), error: err });
+      });
+    }
+
+    /** Stops polling and aborts the request in flight. Resolves when the loop has exited. */
+    stop() {
+      if (!this._running) return this._loop || Promise.resolve();
+      this._running = false;
+      if (this._ctrl) this._ctrl.abort();
+      this._wakeUp();
+      if (this._member) {
+        this._member.leave();
+        this._member = null;
+      }
+      return this._loop;
+    }
+
+    /** Monitor snapshot plus the connection state. */
+    stats() {
+      return Object.assign(this.monitor.snapshot(), {
+        mode: this.mode,
+        breaker: this.breaker.snapshot(),
+        leader: this.isLeader,
+        cohort: this.abTesting ? this.abTesting.cohort : null,
+      });
+    }
+
+    // -- the loop ---------------------------------------------------------------------------
+
+    _alive(gen) {
+      return this._running && gen === this._gen;
+    }
+
+    async _run(gen) {
+      while (this._alive(gen)) {
+        if (!this._member || !this._member.isLeader) {
+          await this._idle();
+          continue;
+        }
+        const plan = this._choosePlan();
+        if (!plan) {
+          // Daemon breaker open and no AJAX endpoint: wait for the probe window.
+          await this._sleep(Math.max(250, this.breaker.msUntilHalfOpen()));
+          continue;
+        }
+        this._announceMode(plan.tier, plan.transport);
+        const started = this._now();
+        const ctrl = new AbortController();
+        this._ctrl = ctrl;
+        let outcome = null;
+        let release = null;
+        try {
+          release = await this.pool.acquire(ctrl.signal);
+          if (this._alive(gen) && this._member && this._member.isLeader) {
+            if (this._failing) this.monitor.recordReconnect();
+            outcome = plan.transport === 'daemon' ? await this._pollDaemon(plan, ctrl.signal) : await this._pollAjax(ctrl.signal);
+          }
+        } catch (err) {
+          outcome = ctrl.signal.aborted
+            ? null
+            : { ok: false, kind: 'failure', code: (err && err.code) || 'network_error', message: String((err && err.message) || err), error: err };
+        } finally {
+          if (release) release();
+          if (this._ctrl === ctrl) this._ctrl = null;
+        }
+        if (outcome === null || ctrl.signal.aborted) {
+          // Stopped or stepped down: nothing was applied, the cursor is unchanged.
+          if (plan.probe) this.breaker.releaseProbe();
+          continue;
+        }
+        const delay = this._settle(plan, outcome, started);
+        if (delay > 0 && this._alive(gen)) await this._sleep(delay);
+      }
+    }
+
+    /**
+     * The transport and tier of the next request. The daemon is used when configured, the
+     * cohort allows it and its breaker admits the request (a half-open probe asks for an
+     * immediate answer, timeout=0, so a hung daemon cannot stall the page); otherwise AJAX.
+     */
+    _daemonAllowed() {
+      return !!this.daemonUrl && (!this.abTesting || this.abTesting.useUnified());
+    }
+
+    _choosePlan() {
+      if (this._daemonAllowed()) {
+        const probe = this.breaker.state === 'half-open';
+        if (this.breaker.allowRequest()) {
+          const plan = this.fallback.plan('daemon');
+          plan.probe = probe;
+          if (probe) plan.waitSeconds = 0;
+          return plan;
+        }
+      }
+      if (!this.ajaxUrl) return null;
+      return this.fallback.plan('ajax');
+    }
+
+    _settle(plan, outcome, started) {
+      const transport = plan.transport;
+      if (outcome.batch) this._applyBatch(outcome.batch, transport);
+      let wait;
+      if (outcome.ok) {
+        if (transport === 'daemon') this.breaker.recordSuccess();
+        this.fallback.recordSuccess({ transport, mode: outcome.batch ? outcome.batch.mode : null });
+        this._failing = false;
+        this._rateStreak = 0;
+        if (!this._connected) {
+          this._connected = true;
+          this._emit('connected', { transport, tier: plan.tier, shared: false });
+        }
+        const interval = this.fallback.plan(transport).intervalMs || 0;
+        wait = Math.max(0, interval - (this._now() - started), outcome.retryMs || 0);
+        if (transport === 'ajax' && this._daemonAllowed() && this.breaker.state === 'open') {
+          // Probe the daemon as soon as its breaker allows rather than at the next AJAX tick.
+          wait = Math.min(wait, this.breaker.msUntilHalfOpen());
+        }
+      } else if (outcome.kind === 'rate_limited') {
+        // Not a fault of the path: neither the breaker nor the tier moves, we just wait.
+        this.monitor.recordError(outcome.code);
+        this._rateStreak += 1;
+        wait = outcome.retryAfterMs ?? this.fallback.backoffDelay(this._rateStreak);
+        this._emit('error', this._errorPayload(outcome, transport, wait));
+      } else {
+        this.monitor.recordError(outcome.code);
+        if (transport === 'daemon') this.breaker.recordFailure();
+        const backoff = this.fallback.recordFailure({ transport, mode: outcome.mode });
+        this._failing = true;
+        this._connected = false;
+        wait = Math.max(backoff, outcome.retryAfterMs || 0);
+        this._emit('error', this._errorPayload(outcome, transport, wait));
+      }
+      if (outcome.batch && this._member && this._member.isLeader) {
+        // Followers get what was applied here, with the position it leads to.
+        this._member.publish({
+          events: outcome.batch.events,
+          cursor: this._cursor,
+          legacyIds: Object.fromEntries(this._legacyIds),
+          gap: !!outcome.batch.gap,
+          tier: this.fallback.plan(transport).tier,
+          transport,
+        });
+      }
+      return wait;
+    }
+
+    _errorPayload(outcome, transport, retryInMs) {
+      return {
+        transport,
+        status: outcome.status ?? null,
+        code: outcome.code || 'error',
+        message: outcome.message || '',
+        retryInMs,
+        consecutiveFailures: this.fallback.consecutiveFailures,
+        breaker: this.breaker.state,
+        error: outcome.error,
+      };
+    }
+
+    _announceMode(tier, transport) {
+      const prev = this._mode;
+      if (prev && prev.tier === tier && prev.transport === transport) return;
+      if (prev && prev.transport !== transport) this._connected = false;
+      this._mode = { tier, transport };
+      this._emit('mode', { tier, transport, previous: prev ? Object.assign({}, prev) : null });
+    }
+
+    _emit(type, payload) {
+      this._life.emit(type, payload);
+    }
+
+    _idle() {
+      return new Promise((resolve) => {
+        this._wake = resolve;
+      });
+    }
+
+    _sleep(ms) {
+      return new Promise((resolve) => {
+        let id = null;
+        const done = () => {
+          if (id !== null) this._clearTimeout(id);
+          if (this._wake === done) this._wake = null;
+          resolve();
+        };
+        this._wake = done;
+        id = this._setTimeout(done, ms);
+      });
+    }
+
+    _wakeUp() {
+      const w = this._wake;
+      this._wake = null;
+      if (w) w();
+    }
+
+    // -- applying batches -------------------------------------------------------------------
+
+    /** Dispatches a batch and takes its position, in that order. */
+    _applyBatch(batch, source) {
+      const events = Array.isArray(batch.events) ? batch.events : [];
+      const cursor = typeof batch.cursor === 'string' ? batch.cursor : null;
+      if (batch.gap) {
+        const next = parseCursor(cursor);
+        if (next && this._cover && next.epoch && this._cover.epoch && next.epoch !== this._cover.epoch) {
+          // A new store: ids restarted, so remembered ids mean nothing any more.
+          this.router.clearSeen();
+        }
+        this._cover = null;
+        this._emit('resync', { cursor, source });
+      }
+      const fresh = events.filter((e) => !this._isCovered(e) && (!this._typeSet || this._typeSet.has(e.event_type)));
+      const delivered = this.router.dispatch(fresh);
+      const at = this._now();
+      for (const e of delivered) this.monitor.recordEvent(e, at);
+      if (cursor !== null) {
+        this._cursor = cursor;
+        this._noteCursor(cursor);
+      }
+      if (batch.legacyIds && typeof batch.legacyIds === 'object') {
+        for (const k of Object.keys(batch.legacyIds)) {
+          const ch = toId(k);
+          const id = toInt(batch.legacyIds[k]);
+          if (ch === null || id === null) continue;
+          this._legacyIds.set(ch, Math.max(this._legacyIds.get(ch) ?? id, id));
+        }
+      }
+    }
+
+    /** Keeps the highest lane positions of every cursor held since the last reset. */
+    _noteCursor(cursor) {
+      const c = parseCursor(cursor);
+      if (!c) return;
+      const cover = this._cover;
+      if (!cover || (c.epoch && cover.epoch && c.epoch !== cover.epoch)) {
+        this._cover = { epoch: c.epoch, lanes: c.lanes.slice() };
+        return;
+      }
+      cover.lanes = cover.lanes.map((v, i) => Math.max(v, c.lanes[i]));
+      cover.epoch = cover.epoch || c.epoch;
+    }
+
+    /** True if the page already has this event: its id is at or below its lane in a cursor held. */
+    _isCovered(e) {
+      if (!this._cover || typeof e.id !== 'number') return false;
+      const p = e.priority;
+      const lane = p >= 1 && p <= 4 ? this._cover.lanes[p - 1] : Math.min.apply(null, this._cover.lanes);
+      return e.id <= lane;
+    }
+
+    _onRelay(state) {
+      if (!this._running || !state || (this._member && this._member.isLeader)) return;
+      this._applyBatch(
+        { events: Array.isArray(state.events) ? state.events : [], cursor: state.cursor, legacyIds: state.legacyIds, gap: !!state.gap },
+        'relay'
+      );
+      const tier = modeOrNull(state.tier);
+      const transport = state.transport === 'daemon' || state.transport === 'ajax' ? state.transport : null;
+      if (tier && transport) this._announceMode(tier, transport);
+      if (!this._connected) {
+        this._connected = true;
+        this._emit('connected', { transport, tier, shared: true });
+      }
+    }
+
+    // -- positions --------------------------------------------------------------------------
+
+    /** Where the legacy tier starts for a channel: the safe floor from the cursor, or further. */
+    _legacyPosition(ch) {
+      const c = parseCursor(this._cursor);
+      const floor = c ? Math.min.apply(null, c.lanes) : this._initialLastEventId ?? 0;
+      return Math.max(this._legacyIds.get(ch) ?? floor, floor);
+    }
+
+    /**
+     * The cursor for the daemon: the one it last returned (or the page's head cursor). Only a
+     * client that never held one sends the legacy integer it has (accepted by the daemon as a
+     * sequential cursor), or nothing.
+     */
+    _daemonCursor() {
+      if (this._cursor !== null) return this._cursor;
+      if (this._legacyIds.size > 0 || this._initialLastEventId !== null) {
+        return String(Math.min.apply(null, this.channels.map((ch) => this._legacyPosition(ch))));
+      }
+      return null;
+    }
+
+    _shareKey() {
+      return JSON.stringify({
+        d: this.daemonUrl,
+        a: this.ajaxUrl,
+        c: this.channels.slice().sort((x, y) => x - y),
+        t: this.thread,
+        y: this.types ? this.types.slice().sort() : null,
+        o: this.order,
+      });
+    }
+
+    // -- transports -------------------------------------------------------------------------
+
+    _pollUrl(waitSeconds) {
+      let q = 'channels=' + this.channels.join(',');
+      const cursor = this._daemonCursor();
+      if (cursor !== null) q += '&cursor=' + encodeURIComponent(cursor);
+      q += '&timeout=' + waitSeconds;
+      if (this.thread !== null) q += '&thread=' + this.thread;
+      if (this.types) q += '&types=' + this.types.join(',');
+      if (this.order) q += '&order=' + this.order;
+      if (this.batchSize !== null) q += '&limit=' + this.batchSize;
+      return this.daemonUrl + '/v1/poll?' + q;
+    }
+
+    async _getToken(force) {
+      if (!this.tokenProvider) return null;
+      const t = this._token;
+      if (!force && t && (t.expiresAt === null || t.expiresAt - this._now() > this.tokenSkewMs)) return t.token;
+      if (!this._tokenPromise) {
+        this._tokenPromise = Promise.resolve()
+          .then(() => this.tokenProvider({ force: !!force }))
+          .then((r) => {
+            if (!r || typeof r.token !== 'string' || r.token === '') throw new Error('token provider returned no token');
+            this._token = { token: r.token, expiresAt: toMillis(r.expires_at) };
+            return r.token;
+          })
+          .finally(() => {
+            this._tokenPromise = null;
+          });
+      }
+      return this._tokenPromise;
+    }
+
+    /** fetch with a watchdog; resolves with `{status, headers, text}`. */
+    async _fetch(url, init, timeoutMs, outer) {
+      const ctrl = new AbortController();
+      const onAbort = () => ctrl.abort();
+      if (outer.aborted) ctrl.abort();
+      else outer.addEventListener('abort', onAbort, { once: true });
+      let timedOut = false;
+      const timer = this._setTimeout(() => {
+        timedOut = true;
+        ctrl.abort();
+      }, timeoutMs);
+      try {
+        const res = await this._fetchImpl(url, Object.assign({}, init, { signal: ctrl.signal }));
+        const text = await res.text();
+        return { status: res.status, headers: res.headers, text };
+      } catch (err) {
+        if (timedOut && !outer.aborted) {
+          const e = new Error('request timed out after ' + timeoutMs + ' ms');
+          e.code = 'timeout';
+          throw e;
+        }
+        throw err;
+      } finally {
+        this._clearTimeout(timer);
+        outer.removeEventListener('abort', onAbort);
+      }
+    }
+
+    async _pollDaemon(plan, signal) {
+      let refreshed = false;
+      for (;;) {
+        let token;
+        try {
+          token = await this._getToken(refreshed);
+        } catch (err) {
+          if (signal.aborted) throw abortError();
+          return { ok: false, kind: 'failure', code: 'token_unavailable', message: String((err && err.message) || err), error: err };
+        }
+        if (signal.aborted) throw abortError();
+        const headers = { Accept: 'application/json' };
+        if (token) headers.Authorization = 'Bearer ' + token;
+        this.monitor.recordRequest();
+        const r = await this._fetch(
+          this._pollUrl(plan.waitSeconds),
+          { method: 'GET', headers, cache: 'no-store', credentials: 'omit' },
+          plan.waitSeconds * 1000 + this.requestSlackMs,
+          signal
+        );
+        if (r.status === 401 && !refreshed && this.tokenProvider) {
+          // The token expired or was revoked: fetch a fresh one and retry, once.
+          refreshed = true;
+          this._token = null;
+          continue;
+        }
+        return this._classifyDaemon(r);
+      }
+    }
+
+    _classifyDaemon(r) {
+      const body = safeJson(r.text);
+      if (r.status >= 200 && r.status < 300) {
+        if (!body || typeof body !== 'object' || !Array.isArray(body.events) || typeof body.cursor !== 'string') {
+          return { ok: false, kind: 'failure', status: r.status, code: 'invalid_response', message: 'malformed poll response' };
+        }
+        return {
+          ok: true,
+          batch: {
+            events: body.events.map(normalizeDaemonEvent),
+            cursor: body.cursor,
+            gap: body.gap === true,
+            mode: modeOrNull(body.mode),
+          },
+          retryMs: Math.max(0, toInt(body.retry_ms) || 0),
+        };
+      }
+      const err = body && typeof body === 'object' && body.error && typeof body.error === 'object' ? body.error : {};
+      const header = (name) => (r.headers && typeof r.headers.get === 'function' ? r.headers.get(name) : null);
+      const retryAfterMs = parseRetryAfter(header('Retry-After'), this._now()) ?? (toInt(body && body.retry_ms) || null);
+      const base = {
+        ok: false,
+        status: r.status,
+        code: typeof err.code === 'string' ? err.code : 'http_' + r.status,
+        message: typeof err.message === 'string' ? err.message : '',
+        retryAfterMs,
+      };
+      if (r.status === 429) return Object.assign(base, { kind: 'rate_limited' });
+      const mode = modeOrNull(body && body.mode) || modeOrNull(err.mode) || modeOrNull(header('X-LMS-Mode'));
+      return Object.assign(base, { kind: 'failure', mode });
+    }
+
+    /**
+     * One AJAX poll: one POST per channel (the legacy endpoint takes one `channel_id`), in
+     * sequence. Channels answered before a failure keep their events and positions.
+     */
+    async _pollAjax(signal) {
+      const events = [];
+      const legacyIds = {};
+      let mode = null;
+      let gap = false;
+      const partial = () => (events.length || Object.keys(legacyIds).length ? { events, legacyIds, mode, gap } : null);
+      for (const ch of this.channels) {
+        const last = this._legacyPosition(ch);
+        const nonce = typeof this._nonce === 'function' ? await this._nonce() : this._nonce;
+        if (signal.aborted) throw abortError();
+        const form = new URLSearchParams();
+        form.set('action', this.ajaxAction);
+        form.set('channel_id', String(ch));
+        form.set('thread_id', String(this.thread ?? 0));
+        form.set('last_event_id', String(last));
+        form.set('nonce', nonce == null ? '' : String(nonce));
+        if (this.nonceAction) form.set('nonce_action', this.nonceAction);
+        this.monitor.recordRequest();
+        let r;
+        try {
+          r = await this._fetch(
+            this.ajaxUrl,
+            {
+              method: 'POST',
+              headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=UTF-8', Accept: 'application/json' },
+              body: form.toString(),
+              credentials: 'same-origin',
+              cache: 'no-store',
+            },
+            this.ajaxTimeoutMs,
+            signal
+          );
+        } catch (err) {
+          if (signal.aborted) throw err;
+          return { ok: false, kind: 'failure', code: err.code || 'network_error', message: String(err.message || err), error: err, batch: partial() };
+        }
+        const c = this._classifyAjax(r);
+        if (!c.ok) return Object.assign(c, { batch: partial() });
+        let max = last;
+        for (const e of c.events) {
+          if (typeof e.id === 'number' && e.id > max) max = e.id;
+          events.push(e);
+        }
+        legacyIds[ch] = max;
+        mode = c.mode || mode;
+        gap = gap || c.gap;
+      }
+      return { ok: true, batch: { events, legacyIds, mode, gap } };
+    }
+
+    _classifyAjax(r) {
+      const body = safeJson(r.text);
+      const ok = r.status >= 200 && r.status < 300;
+      if (ok && body && body.success === true && body.data && Array.isArray(body.data.events)) {
+        return {
+          ok: true,
+          events: body.data.events.map(mapLegacyEvent),
+          mode: modeOrNull(body.data.mode),
+          gap: body.data.gap === true,
+        };
+      }
+      const data = body && typeof body === 'object' && body.data && typeof body.data === 'object' ? body.data : {};
+      let code = typeof data.code === 'string' ? data.code : null;
+      // admin-ajax.php answers a bare -1 when check_ajax_referer fails and 0 for an unknown action.
+      if (!code && (body === -1 || r.text === '-1')) code = 'invalid_nonce';
+      if (!code && (body === 0 || r.text === '0')) code = 'unknown_action';
+      if (!code) code = ok ? 'invalid_response' : 'http_' + r.status;
+      const header = (name) => (r.headers && typeof r.headers.get === 'function' ? r.headers.get(name) : null);
+      const retryAfterMs = parseRetryAfter(header('Retry-After'), this._now()) ?? (data.retry_after != null ? parseRetryAfter(data.retry_after, this._now()) : null);
+      const base = { ok: false, status: r.status, code, message: typeof data.message === 'string' ? data.message : '', retryAfterMs };
+      if (r.status === 429 || code === 'rate_limit_exceeded' || code === 'connection_limit_exceeded') {
+        return Object.assign(base, { kind: 'rate_limited' });
+      }
+      return Object.assign(base, { kind: 'failure', mode: modeOrNull(data.mode) });
+    }
+
+    // -- configuration from the page --------------------------------------------------------
+
+    /**
+     * Builds a client from the configuration the WordPress plugin renders into the page
+     * (snake_case keys; see README.md). `overrides` wins over the page values.
+     */
+    static fromConfig(config, overrides = {}) {
+      const c = config || {};
+      const ab = new LMSABTesting(c.ab || { cohort: c.cohort, rollout_percent: c.rollout_percent });
+      const tokenProvider = c.token_url
+        ? createTokenProvider({ url: c.token_url, action: c.token_action, nonce: c.token_nonce ?? c.nonce, fetch: overrides.fetch })
+        : undefined;
+      return new LMSUnifiedLongPoll(
+        Object.assign(
+          {
+            daemonUrl: c.daemon_url || null,
+            tokenProvider,
+            ajaxUrl: c.ajax_url || null,
+            nonce: c.nonce,
+            nonceAction: c.nonce_action,
+            channels: c.channels ?? (c.channel_id != null ? [c.channel_id] : []),
+            thread: c.thread_id,
+            types: c.types,
+            cursor: c.cursor,
+            lastEventId: c.last_event_id,
+            batchSize: c.batch_size,
+            abTesting: ab,
+          },
+          overrides
+        )
+      );
+    }
+  }
+
+  /**
+   * A token provider for a WordPress endpoint: POSTs `action` (if given) and `nonce` as a form
+   * and accepts either `{token, expires_at}` or WordPress's `{success, data: {token, expires_at}}`.
+   */
+  function createTokenProvider({ url, action, nonce, fetch } = {}) {
+    if (!url) throw new TypeError('url is required');
+    const doFetch = fetch || ((u, init) => globalThis.fetch(u, init));
+    return async function tokenProvider() {
+      const form = new URLSearchParams();
+      if (action) form.set('action', action);
+      if (nonce != null) form.set('nonce', typeof nonce === 'function' ? await nonce() : String(nonce));
+      const res = await doFetch(url, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=UTF-8', Accept: 'application/json' },
+        body: form.toString(),
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+      const body = safeJson(await res.text());
+      const data = body && body.success === true && body.data ? body.data : body;
+      if (!res.ok || !data || typeof data.token !== 'string') {
+        const e = new Error('token endpoint answered ' + res.status);
+        e.status = res.status;
+        throw e;
+      }
+      return { token: data.token, expires_at: data.expires_at ?? null };
+    };
+  }
+
+  return {
+    VERSION,
+    PRIORITY,
+    TIERS,
+    DEFAULT_TIMINGS,
+    LMSUnifiedLongPoll,
+    LMSConnectionPool,
+    LMSEventRouter,
+    LMSFallbackManager,
+    LMSCircuitBreaker,
+    LMSABTesting,
+    LMSPerformanceMonitor,
+    parseCursor,
+    parseRetryAfter,
+    mapLegacyEvent,
+    normalizeDaemonEvent,
+    createTokenProvider,
+  };
+});
