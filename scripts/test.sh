@@ -7,4 +7,10 @@ cd "$(dirname "$0")/.."
 echo "== Rust: unit, property, multi-process, integration and doc tests"
 cargo test --locked
 
+echo "== Browser client: node's built-in test runner"
+if ! command -v node >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs >/dev/null
+fi
+node --test bindings/client/test/
+
 echo "== all suites passed"
