@@ -47,7 +47,9 @@ pub mod store;
 pub use cursor::Cursor;
 pub use error::{Error, ErrorCode, Result};
 pub use event::{Event, NewEvent, Priority};
-pub use store::{Batch, Config, Durability, EventStore, FetchRequest, Order};
+pub use store::{
+    Batch, Config, Durability, EventStore, FetchRequest, Order, Subscription, TailBatch,
+};
 
 /// The README's Rust example, compiled and run as a doc test so it cannot go stale.
 #[doc = include_str!("../README.md")]

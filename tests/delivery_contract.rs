@@ -436,3 +436,110 @@ fn catch_up_and_live_tail_agree() {
         assert_eq!(seen.len(), 1200, "{order:?}");
     }
 }
+
+/// `assemble` over the events a tail subscription handed over gives exactly the batch `fetch`
+/// gives, for random requests, cursors and limits (the daemon serves waiters this way).
+#[test]
+fn assemble_from_subscription_equals_fetch() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(5_000_000);
+    let cfg = Config {
+        clock: Arc::new(clock.clone()),
+        ..Config::default()
+    };
+    let store = EventStore::open(dir.path().join("a.db"), cfg.clone()).unwrap();
+    let other_process = EventStore::open(dir.path().join("a.db"), cfg).unwrap();
+    let seen: Arc<Mutex<(Vec<lms_realtime::Event>, i64)>> = Arc::default();
+    let sink = seen.clone();
+    let sub = store
+        .subscribe(move |b| {
+            let mut s = sink.lock().unwrap();
+            s.0.extend(b.events.iter().cloned());
+            s.1 = b.head;
+        })
+        .unwrap();
+    assert_eq!(sub.start(), 0);
+    let mut rng = proptest::test_runner::TestRng::deterministic_rng(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+    );
+    use rand_like::Below;
+    let mut heads = vec![0i64];
+    for round in 0..40 {
+        let n = 1 + rng.below(20);
+        let batch: Vec<NewEvent> = (0..n)
+            .map(|_| {
+                let mut e = NewEvent::new(TYPES[rng.below(3) as usize], 1 + rng.below(4) as i64)
+                    .priority(Priority::from_i64(1 + rng.below(4) as i64).unwrap())
+                    .ttl(Duration::from_millis(1_000 + rng.below(9_000)));
+                if rng.below(2) == 0 {
+                    e.thread_id = Some(1 + rng.below(2) as i64);
+                }
+                e
+            })
+            .collect();
+        let writer = if round % 2 == 0 {
+            &store
+        } else {
+            &other_process
+        };
+        writer.append_batch(batch).unwrap();
+        clock.advance_ms(rng.below(1_500) as i64);
+        heads.push(store.head_cursor().unwrap().lanes()[0]);
+    }
+    let head = *heads.last().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().1 < head {
+        assert!(std::time::Instant::now() < deadline, "subscription stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (events, sub_head) = seen.lock().unwrap().clone();
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        (1..=head).collect::<Vec<_>>(),
+        "each event handed over once, in order"
+    );
+    for _ in 0..500 {
+        let from = heads[rng.below(heads.len() as u64) as usize];
+        let channels: Vec<i64> = (1..=4).filter(|_| rng.below(2) == 0).collect();
+        let mut req = FetchRequest::new(if channels.is_empty() {
+            vec![2]
+        } else {
+            channels
+        })
+        .cursor(Cursor::from_last_event_id(from))
+        .limit(1 + rng.below(12) as usize)
+        .order(if rng.below(2) == 0 {
+            Order::Priority
+        } else {
+            Order::Sequential
+        });
+        if rng.below(3) == 0 {
+            req.thread_id = Some(1 + rng.below(2) as i64);
+        }
+        if rng.below(3) == 0 {
+            req.types = vec![TYPES[rng.below(3) as usize].to_owned()];
+        }
+        // Follow the request for a few batches, as a waiter would.
+        for _ in 0..3 {
+            let fetched = store.fetch(&req).unwrap();
+            let assembled = store.assemble(&req, &events, sub_head).unwrap().unwrap();
+            assert_eq!(assembled, fetched, "{req:?}");
+            req.cursor = fetched.cursor;
+        }
+    }
+}
+
+/// A tiny deterministic random helper over proptest's RNG.
+mod rand_like {
+    pub trait Below {
+        fn below(&mut self, n: u64) -> u64;
+    }
+    impl Below for proptest::test_runner::TestRng {
+        fn below(&mut self, n: u64) -> u64 {
+            use proptest::prelude::Rng as _;
+            self.next_u64() % n
+        }
+    }
+}

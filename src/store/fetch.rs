@@ -193,6 +193,75 @@ pub(crate) fn fetch(
     })
 }
 
+/// Builds a batch from events held in memory (the daemon's fan-out), exactly as a fetch would.
+///
+/// `events` must hold, ascending by id, every event of the log with an id in
+/// `(floor, head]` where `floor` is the lowest lane position of the request's cursor — at least
+/// those of the requested channels; others are ignored. Returns `None` when the cursor comes
+/// from another database (the caller then fetches from the store, which reports the gap).
+pub(crate) fn assemble(
+    req: &FetchRequest,
+    events: &[Event],
+    head: i64,
+    epoch: u32,
+    now: i64,
+) -> Option<Batch> {
+    let cursor = req.cursor;
+    if cursor.epoch.is_some_and(|e| e != epoch) {
+        return None;
+    }
+    let old = cursor.lanes;
+    let mut lanes: [Lane; 4] = Default::default();
+    let mut rows: HashMap<i64, &Event> = HashMap::new();
+    let mut expired = Vec::new();
+    for e in events {
+        if e.id > head || req.channels.binary_search(&e.channel_id).is_err() {
+            continue;
+        }
+        if req.thread_id.is_some_and(|t| e.thread_id != Some(t)) {
+            continue;
+        }
+        if !req.types.is_empty() && req.types.binary_search(&e.event_type).is_err() {
+            continue;
+        }
+        let l = e.priority.lane();
+        if e.id <= old[l] {
+            continue;
+        }
+        if e.expires_at <= now {
+            expired.push((l, e.id));
+        } else {
+            lanes[l].ids.push(e.id);
+            rows.insert(e.id, e);
+        }
+    }
+    for lane in lanes.iter_mut() {
+        lane.complete = true;
+    }
+    let (take, new) = match req.order {
+        Order::Priority => select_priority(&lanes, &old, head, req.limit),
+        Order::Sequential => select_sequential(&lanes, &old, head, req.limit),
+    };
+    let has_more = (0..4).any(|l| take[l] < lanes[l].ids.len());
+    let mut out: Vec<Event> = (0..4)
+        .flat_map(|l| lanes[l].ids[..take[l]].iter())
+        .filter_map(|id| rows.get(id).map(|e| (*e).clone()))
+        .collect();
+    out.sort_by_key(|e| (e.priority, e.id));
+    let gap = expired
+        .iter()
+        .any(|(l, id)| *id > old[*l] && *id <= new[*l]);
+    Some(Batch {
+        events: out,
+        cursor: Cursor {
+            epoch: Some(epoch),
+            lanes: new,
+        },
+        gap,
+        has_more,
+    })
+}
+
 /// Live tail: every row of the requested channels after the lowest lane position, in one query.
 /// Returns the lanes (complete), the live rows by id, and the expired (lane, id) pairs.
 #[allow(clippy::type_complexity)]
@@ -365,6 +434,24 @@ pub(crate) fn select_sequential(
         }
     }
     (take, new)
+}
+
+/// Every event with an id in `(after, upto]`, ascending, at most `limit`.
+pub(crate) fn events_between(
+    c: &Connection,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<Event>> {
+    let mut s = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM lmsrt_events WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
+        ))
+        .map_err(map_sqlite_error)?;
+    s.query_map(params![after, upto, limit], row_to_event)
+        .map_err(map_sqlite_error)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_sqlite_error)
 }
 
 fn load_rows(c: &Connection, ids: &[i64]) -> Result<Vec<Event>> {

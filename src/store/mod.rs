@@ -16,6 +16,7 @@ use serde::Serialize;
 
 pub use conn::Durability;
 pub use schema::SCHEMA_VERSION;
+pub use tail::{Subscription, TailBatch};
 
 use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
@@ -435,6 +436,49 @@ impl EventStore {
             }
             self.check_open()?;
         }
+    }
+
+    /// Calls `f` with every event appended from now on (by any process), in id order, from the
+    /// store's tail-reader thread: the building block of a fan-out that serves many waiters from
+    /// memory (the daemon). `f` must be quick and must not call back into the store. Dropping
+    /// the returned [`Subscription`] removes it.
+    ///
+    /// Pair it with [`assemble`](Self::assemble) to build batches from the events received.
+    pub fn subscribe(
+        &self,
+        f: impl Fn(&TailBatch<'_>) + Send + Sync + 'static,
+    ) -> Result<Subscription> {
+        self.check_open()?;
+        self.tail.subscribe(Arc::new(f), || self.head_id())
+    }
+
+    /// Builds the batch a [`fetch`](Self::fetch) of `request` would return, from events held in
+    /// memory instead of the database.
+    ///
+    /// `events` must hold, ascending by id, every event with an id in `(floor, head]` of the
+    /// requested channels, where `floor` is the lowest lane position of the request's cursor
+    /// (a [`subscribe`](Self::subscribe) callback sees each such event exactly once; `head` is
+    /// the last [`TailBatch::head`] received). Returns `None` when the cursor comes from another
+    /// database file: fetch from the store instead, which reports the gap.
+    pub fn assemble(
+        &self,
+        request: &FetchRequest,
+        events: &[Event],
+        head: i64,
+    ) -> Result<Option<Batch>> {
+        let req = request.normalized()?;
+        Ok(fetch::assemble(
+            &req,
+            events,
+            head,
+            self.epoch,
+            self.config.clock.now_ms(),
+        ))
+    }
+
+    /// This database file's epoch (a random number chosen at creation, carried in cursors).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// A cursor at the current end of the log: a page that renders state and then starts

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::conn::{map_sqlite_error, open_connection};
+use super::conn::open_connection;
 use super::{FetchRequest, Shared, fetch};
 use crate::error::{Error, Result};
+use crate::event::Event;
 
 /// How often the watcher checks the head without having been woken.
 pub(crate) const SAFETY_NET: Duration = Duration::from_millis(250);
@@ -42,19 +43,78 @@ struct WaiterSlot {
     cv: Condvar,
 }
 
-#[derive(Debug, Default)]
+/// What a tail subscriber is handed: every event with an id in `(after, head]` that still
+/// exists, in id order.
+#[derive(Debug)]
+pub struct TailBatch<'a> {
+    /// The events, ascending by id.
+    pub events: &'a [Event],
+    /// The head of the previous batch handed to this subscriber (or the subscription's start).
+    pub after: i64,
+    /// Every event with an id at or below this has now been handed over (or had been purged).
+    pub head: i64,
+}
+
+/// A subscriber's callback. It runs on the store's tail-reader thread, so it must be quick
+/// (hand the events to a queue) and must not call back into the store.
+pub type TailCallback = Arc<dyn Fn(&TailBatch<'_>) + Send + Sync>;
+
+#[derive(Default)]
 struct Registry {
     next_id: u64,
     by_channel: HashMap<i64, Vec<(u64, Arc<WaiterSlot>)>>,
+    subscribers: Vec<(u64, TailCallback)>,
     watcher: Option<std::thread::JoinHandle<()>>,
     /// Events at or below this id have been routed.
     routed_head: i64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("channels", &self.by_channel.len())
+            .field("subscribers", &self.subscribers.len())
+            .field("routed_head", &self.routed_head)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct Tail {
     shared: Arc<Shared>,
     registry: Arc<Mutex<Registry>>,
+}
+
+/// A tail subscription (see [`EventStore::subscribe`](super::EventStore::subscribe)); the
+/// callback is removed when this is dropped.
+pub struct Subscription {
+    registry: Arc<Mutex<Registry>>,
+    id: u64,
+    start: i64,
+}
+
+impl Subscription {
+    /// The subscription hands over every event with an id above this.
+    pub fn start(&self) -> i64 {
+        self.start
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("start", &self.start)
+            .finish()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        lock(&self.registry)
+            .subscribers
+            .retain(|(i, _)| *i != self.id);
+    }
 }
 
 /// A waiter's registration; unregisters on drop.
@@ -94,18 +154,7 @@ impl Tail {
             cv: Condvar::new(),
         });
         let mut reg = lock(&self.registry);
-        if reg.watcher.is_none() {
-            // The watcher must start from a head read now, before our first fetch; starting
-            // from a later head could skip an event that fetch did not see.
-            reg.routed_head = head()?;
-            let shared = self.shared.clone();
-            let registry = self.registry.clone();
-            let h = std::thread::Builder::new()
-                .name("lmsrt-tail".into())
-                .spawn(move || watch(shared, registry))
-                .map_err(|e| Error::io(&self.shared.path, e))?;
-            reg.watcher = Some(h);
-        }
+        self.ensure_watcher(&mut reg, head)?;
         reg.next_id += 1;
         let id = reg.next_id;
         for ch in &req.channels {
@@ -119,6 +168,42 @@ impl Tail {
             id,
             channels: req.channels.clone(),
             slot,
+        })
+    }
+
+    /// Starts the watcher if it is not running. It must start from a head read now, before
+    /// the caller's first fetch; starting from a later head could skip an event that fetch did
+    /// not see.
+    fn ensure_watcher(&self, reg: &mut Registry, head: impl FnOnce() -> Result<i64>) -> Result<()> {
+        if reg.watcher.is_none() {
+            reg.routed_head = head()?;
+            let shared = self.shared.clone();
+            let registry = self.registry.clone();
+            let h = std::thread::Builder::new()
+                .name("lmsrt-tail".into())
+                .spawn(move || watch(shared, registry))
+                .map_err(|e| Error::io(&self.shared.path, e))?;
+            reg.watcher = Some(h);
+        }
+        Ok(())
+    }
+
+    /// Adds a tail subscriber; returns its id and the head it starts after: it will be handed
+    /// every event with a larger id.
+    pub(crate) fn subscribe(
+        &self,
+        f: TailCallback,
+        head: impl FnOnce() -> Result<i64>,
+    ) -> Result<Subscription> {
+        let mut reg = lock(&self.registry);
+        self.ensure_watcher(&mut reg, head)?;
+        reg.next_id += 1;
+        let id = reg.next_id;
+        reg.subscribers.push((id, f));
+        Ok(Subscription {
+            registry: self.registry.clone(),
+            id,
+            start: reg.routed_head,
         })
     }
 
@@ -184,15 +269,6 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// Routing columns of one new event.
-struct Routed {
-    id: i64,
-    channel: i64,
-    lane: usize,
-    thread: Option<i64>,
-    event_type: String,
-}
-
 fn watch(shared: Arc<Shared>, registry: Arc<Mutex<Registry>>) {
     let conn = match open_connection(&shared.path, shared.durability) {
         Ok(c) => c,
@@ -218,61 +294,57 @@ fn route_new_events(conn: &Connection, registry: &Mutex<Registry>) -> Result<()>
     if head <= from {
         return Ok(());
     }
-    if lock(registry).by_channel.is_empty() {
-        lock(registry).routed_head = head;
-        return Ok(());
+    {
+        let mut reg = lock(registry);
+        if reg.subscribers.is_empty() && reg.by_channel.is_empty() {
+            reg.routed_head = head;
+            return Ok(());
+        }
     }
-    let mut s = conn
-        .prepare_cached(
-            "SELECT id, channel_id, priority, thread_id, event_type FROM lmsrt_events
-             WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
-        )
-        .map_err(map_sqlite_error)?;
     let mut pos = from;
     while pos < head {
-        let batch: Vec<Routed> = s
-            .query_map(rusqlite::params![pos, head, TAIL_CHUNK], |r| {
-                let p: i64 = r.get(2)?;
-                Ok(Routed {
-                    id: r.get(0)?,
-                    channel: r.get(1)?,
-                    lane: (p - 1).clamp(0, 3) as usize,
-                    thread: r.get(3)?,
-                    event_type: r.get(4)?,
-                })
-            })
-            .map_err(map_sqlite_error)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(map_sqlite_error)?;
-        let reg = lock(registry);
-        for ev in &batch {
-            let Some(slots) = reg.by_channel.get(&ev.channel) else {
-                continue;
-            };
-            for (_, slot) in slots {
-                let mut w = lock(&slot.state);
-                if w.fired || ev.id <= w.lanes[ev.lane] {
-                    continue;
-                }
-                if w.thread.is_some_and(|t| ev.thread != Some(t)) {
-                    continue;
-                }
-                if !w.types.is_empty() && !w.types.contains(&ev.event_type) {
-                    continue;
-                }
-                w.fired = true;
-                slot.cv.notify_all();
-            }
-        }
-        drop(reg);
+        let batch = fetch::events_between(conn, pos, head, TAIL_CHUNK)?;
         // Purged ids leave holes: when a chunk comes back short, everything up to the head
-        // that still exists has been seen.
-        pos = if (batch.len() as i64) < TAIL_CHUNK {
+        // that still exists has been read.
+        let upto = if (batch.len() as i64) < TAIL_CHUNK {
             head
         } else {
             batch.last().map_or(head, |e| e.id)
         };
+        let subscribers = {
+            let mut reg = lock(registry);
+            for ev in &batch {
+                let Some(slots) = reg.by_channel.get(&ev.channel_id) else {
+                    continue;
+                };
+                for (_, slot) in slots {
+                    let mut w = lock(&slot.state);
+                    if w.fired || ev.id <= w.lanes[ev.priority.lane()] {
+                        continue;
+                    }
+                    if w.thread.is_some_and(|t| ev.thread_id != Some(t)) {
+                        continue;
+                    }
+                    if !w.types.is_empty() && !w.types.contains(&ev.event_type) {
+                        continue;
+                    }
+                    w.fired = true;
+                    slot.cv.notify_all();
+                }
+            }
+            // Moving the head in the same critical section as taking the subscriber list
+            // means a new subscriber starts exactly after the last chunk it was not part of.
+            reg.routed_head = upto;
+            reg.subscribers.clone()
+        };
+        for (_, f) in &subscribers {
+            f(&TailBatch {
+                events: &batch,
+                after: pos,
+                head: upto,
+            });
+        }
+        pos = upto;
     }
-    lock(registry).routed_head = head;
     Ok(())
 }
