@@ -13,8 +13,11 @@ use crate::error::{Error, ErrorCode};
 /// The result of every fallible `lmsrt_*` function: `LMSRT_STATUS_OK` (0) or a negative,
 /// stable error code (the core's `ErrorCode` table). On failure,
 /// `lmsrt_last_error_message` explains it; out-parameters are written only on success.
+///
+/// A plain C enum (an `int`, 32 bits on every supported target) rather than a sized one: PHP's FFI
+/// parser reads the constants of a plain enum, and cbindgen would wrap a sized one in C23 `#if`s.
 #[allow(non_camel_case_types)]
-#[repr(i32)]
+#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum lmsrt_status {
     /// Success.
@@ -63,33 +66,8 @@ pub enum lmsrt_status {
     Internal = -99,
 }
 
-impl lmsrt_status {
-    /// Every status, in table order.
-    pub const ALL: [lmsrt_status; 22] = [
-        lmsrt_status::Ok,
-        lmsrt_status::InvalidArgument,
-        lmsrt_status::InvalidEventType,
-        lmsrt_status::InvalidPriority,
-        lmsrt_status::InvalidChannel,
-        lmsrt_status::InvalidData,
-        lmsrt_status::DataTooLarge,
-        lmsrt_status::InvalidTtl,
-        lmsrt_status::InvalidCursor,
-        lmsrt_status::Closed,
-        lmsrt_status::Busy,
-        lmsrt_status::Storage,
-        lmsrt_status::SchemaTooNew,
-        lmsrt_status::Io,
-        lmsrt_status::RateLimited,
-        lmsrt_status::CircuitOpen,
-        lmsrt_status::SlotsExhausted,
-        lmsrt_status::Panic,
-        lmsrt_status::NullPointer,
-        lmsrt_status::InvalidUtf8,
-        lmsrt_status::IdempotencyConflict,
-        lmsrt_status::Internal,
-    ];
-}
+// The header promises 32-bit status codes.
+const _: () = assert!(std::mem::size_of::<lmsrt_status>() == 4);
 
 impl From<ErrorCode> for lmsrt_status {
     fn from(c: ErrorCode) -> lmsrt_status {
@@ -241,6 +219,32 @@ pub unsafe extern "C" fn lmsrt_last_error_message(
 mod tests {
     use super::*;
 
+    /// Every status, in table order.
+    const ALL: [lmsrt_status; 22] = [
+        lmsrt_status::Ok,
+        lmsrt_status::InvalidArgument,
+        lmsrt_status::InvalidEventType,
+        lmsrt_status::InvalidPriority,
+        lmsrt_status::InvalidChannel,
+        lmsrt_status::InvalidData,
+        lmsrt_status::DataTooLarge,
+        lmsrt_status::InvalidTtl,
+        lmsrt_status::InvalidCursor,
+        lmsrt_status::Closed,
+        lmsrt_status::Busy,
+        lmsrt_status::Storage,
+        lmsrt_status::SchemaTooNew,
+        lmsrt_status::Io,
+        lmsrt_status::RateLimited,
+        lmsrt_status::CircuitOpen,
+        lmsrt_status::SlotsExhausted,
+        lmsrt_status::Panic,
+        lmsrt_status::NullPointer,
+        lmsrt_status::InvalidUtf8,
+        lmsrt_status::IdempotencyConflict,
+        lmsrt_status::Internal,
+    ];
+
     #[test]
     fn every_error_code_has_a_status_of_the_same_value_and_name() {
         let codes: Vec<ErrorCode> = ErrorCode::ALL
@@ -252,14 +256,14 @@ mod tests {
             let s = lmsrt_status::from(*c);
             assert_eq!(s as i32, c.as_i32(), "{c:?}");
             assert_eq!(format!("{s:?}"), format!("{c:?}"));
-            assert!(lmsrt_status::ALL.contains(&s));
+            assert!(ALL.contains(&s));
         }
-        assert_eq!(codes.len(), lmsrt_status::ALL.len());
+        assert_eq!(codes.len(), ALL.len());
     }
 
     #[test]
     fn every_status_is_an_error_code() {
-        for s in lmsrt_status::ALL {
+        for s in ALL {
             let c =
                 ErrorCode::from_i32(s as i32).unwrap_or_else(|| panic!("{s:?} has no ErrorCode"));
             assert_eq!(format!("{s:?}"), format!("{c:?}"));

@@ -38,7 +38,7 @@ fn to_json(value: &impl serde::Serialize) -> FfiResult<lmsrt_buf> {
 /// optional: `durability` (`"process_crash"`, the default, or `"power_loss"`: an fsync per
 /// commit), `max_data_bytes` (default 65536), `default_ttl_ms` (default 3600000),
 /// `min_ttl_ms` (default 1000), `max_ttl_ms` (default 2592000000), `purge_interval_ms`
-/// (a background thread purges expired events at this interval; 0 or absent: none) and
+/// (a background thread purges expired events at this interval; 0 or absent: none),
 /// `purge_chunk` (rows per purge transaction, default 500) and `live_tail_window` (see the
 /// crate's `Config`; default 256). Unknown fields are refused with
 /// `LMSRT_STATUS_INVALID_ARGUMENT`, so a typo is not silently ignored.
