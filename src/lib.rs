@@ -41,6 +41,7 @@ pub mod clock;
 pub mod cursor;
 pub mod error;
 pub mod event;
+pub mod ffi;
 pub mod shm;
 pub mod store;
 

@@ -1,0 +1,467 @@
+<?php
+
+declare(strict_types=1);
+
+namespace LmsRealtime;
+
+use LmsRealtime\Exception\InvalidArgumentException;
+use LmsRealtime\Exception\InvalidDataException;
+use LmsRealtime\Exception\InvalidUtf8Exception;
+use LmsRealtime\Exception\LmsRealtimeException;
+use LmsRealtime\Exception\StoreClosedException;
+
+/**
+ * The event log over one SQLite file, shared by every PHP worker (and the daemon) on the host.
+ *
+ * ```php
+ * $store = EventStore::open('/var/lib/lms/events.db');
+ * $cursor = $store->headCursor();               // render the page, then poll from here
+ * $store->append('message_create', channelId: 7, data: ['text' => 'hi'], messageId: 42, userId: 3);
+ * $batch = $store->wait([7], $cursor, timeout: 25.0);
+ * foreach ($batch as $event) { ... $event->data['text'] ... }
+ * $cursor = $batch->cursor;                     // pass it back next time
+ * ```
+ *
+ * Every failure is an exception implementing `Exception\LmsRealtimeException`, whose
+ * `getCode()` is the library's status (`Status::*`). `close()` is idempotent and runs on
+ * destruction; any call after it throws `StoreClosedException`.
+ */
+final class EventStore
+{
+    private const JSON_FLAGS = JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE
+        | JSON_PRESERVE_ZERO_FRACTION;
+    /** The longest wait the ABI takes (a `uint32_t` of milliseconds), in seconds. */
+    public const MAX_TIMEOUT = 4294967.295;
+
+    private mixed $handle;
+
+    private function __construct(private readonly Native $native, private readonly string $path, mixed $handle)
+    {
+        $this->handle = $handle;
+    }
+
+    /**
+     * Opens (creating if needed) the store at `$path`.
+     *
+     * `$options` (all optional): `durability` ('process_crash' default, or 'power_loss'),
+     * `max_data_bytes` (65536), `default_ttl_ms` (3600000), `min_ttl_ms` (1000),
+     * `max_ttl_ms` (2592000000), `purge_interval_ms` (0: no background purge), `purge_chunk`
+     * (500), `live_tail_window` (256). Unknown keys are refused.
+     *
+     * `$library` is the path of `liblms_realtime.so` when it is neither preloaded, nor in
+     * `LMSRT_LIBRARY`, nor in the crate's build output (see `Library`).
+     *
+     * @param array<string, int|string> $options
+     * @throws LmsRealtimeException
+     */
+    public static function open(string $path, array $options = [], ?string $library = null): self
+    {
+        return self::openWith(new FfiNative(Library::ffi($library)), $path, $options);
+    }
+
+    /**
+     * `open()` over a given `Native` (tests use a fake).
+     *
+     * @internal
+     * @param array<string, int|string> $options
+     */
+    public static function openWith(Native $native, string $path, array $options = []): self
+    {
+        $json = $options === [] ? null : self::encode($options, 'options');
+        $handle = null;
+        self::check($native, $native->open($path, $json, $handle));
+        return new self($native, $path, $handle);
+    }
+
+    /**
+     * Appends one event and returns its id once it is committed and visible to every process.
+     *
+     * @param string $type       `[a-z][a-z0-9_]{0,63}`, e.g. 'message_create'
+     * @param int    $channelId  > 0
+     * @param array<array-key, mixed>|object|string $data a JSON object: an associative array
+     *        (`[]` is `{}`), an object, or JSON text
+     * @param int|null $priority `Priority::*`, or null for the type's default
+     * @param int|null $ttlMs    time to live in milliseconds, or null for the store's default
+     * @param string|null $idempotencyKey a retry with the same key returns the first id
+     * @throws LmsRealtimeException
+     */
+    public function append(
+        string $type,
+        int $channelId,
+        array|object|string $data = [],
+        ?int $messageId = null,
+        ?int $threadId = null,
+        int $userId = 0,
+        ?int $priority = null,
+        ?int $ttlMs = null,
+        ?string $idempotencyKey = null,
+    ): int {
+        $handle = $this->handle();
+        $dataJson = self::dataJson($data);
+        if ($priority !== null && ($priority < 1 || $priority > 4)) {
+            // 0 would mean "default" to the ABI; only null means that here.
+            throw Status::toException(Status::INVALID_PRIORITY, "invalid priority $priority: expected 1 (critical) to 4 (low)");
+        }
+        if ($ttlMs !== null && $ttlMs <= 0) {
+            throw Status::toException(Status::INVALID_TTL, "invalid ttl $ttlMs ms: expected a positive number of milliseconds");
+        }
+        $id = 0;
+        self::check($this->native, $this->native->append(
+            $handle,
+            $type,
+            $priority ?? 0,
+            $channelId,
+            $messageId ?? 0,
+            $threadId ?? 0,
+            $userId,
+            $dataJson,
+            $ttlMs ?? 0,
+            $idempotencyKey,
+            $id
+        ));
+        return $id;
+    }
+
+    /**
+     * Appends several events in one transaction, all or nothing; returns their ids in order.
+     *
+     * Each event is an array with the keys of `append()` in snake_case: `type` (or
+     * `event_type`) and `channel_id` required; `data`, `message_id`, `thread_id`, `user_id`,
+     * `priority`, `ttl_ms`, `idempotency_key` optional. Unknown keys are refused.
+     *
+     * @param list<array<string, mixed>> $events
+     * @return list<int>
+     * @throws LmsRealtimeException
+     */
+    public function appendBatch(array $events): array
+    {
+        $handle = $this->handle();
+        $rows = [];
+        foreach ($events as $i => $event) {
+            if (!is_array($event)) {
+                throw new InvalidArgumentException(
+                    sprintf('event %s: expected an array, got %s', (string) $i, get_debug_type($event)),
+                    Status::INVALID_ARGUMENT
+                );
+            }
+            if (array_key_exists('data', $event)) {
+                $event['data'] = self::dataObject($event['data'], (string) $i);
+            }
+            $rows[] = $event;
+        }
+        $json = self::encode(array_values($rows), 'events');
+        $ids = '';
+        self::check($this->native, $this->native->appendBatch($handle, $json, $ids));
+        /** @var list<int> */
+        return self::decode($ids);
+    }
+
+    /**
+     * The next batch for `$channels` after `$cursor`, without waiting.
+     *
+     * @param list<int> $channels 1 to 1024 channel ids
+     * @param string|int|null $cursor the cursor of the previous batch, a legacy `last_event_id`
+     *        integer, or null/'' for the start of the log
+     * @param string $order 'priority' (urgent lanes first, no starvation) or 'sequential'
+     * @param list<string> $types only these event types (empty: all)
+     * @throws LmsRealtimeException
+     */
+    public function fetch(
+        array $channels,
+        string|int|null $cursor = null,
+        int $limit = 50,
+        string $order = 'priority',
+        ?int $threadId = null,
+        array $types = [],
+    ): Batch {
+        $handle = $this->handle();
+        $request = self::request($channels, $cursor, $limit, $order, $threadId, $types);
+        $json = '';
+        self::check($this->native, $this->native->fetch($handle, $request, $json));
+        return self::batch($json);
+    }
+
+    /**
+     * Like `fetch()`, but when nothing is pending, blocks until a matching event is appended by
+     * any process on the host (waking within milliseconds, using no CPU meanwhile) or
+     * `$timeout` seconds pass; then returns an empty batch whose cursor is still valid.
+     *
+     * @param list<int> $channels
+     * @param list<string> $types
+     * @throws LmsRealtimeException
+     */
+    public function wait(
+        array $channels,
+        string|int|null $cursor = null,
+        float $timeout = 30.0,
+        int $limit = 50,
+        string $order = 'priority',
+        ?int $threadId = null,
+        array $types = [],
+    ): Batch {
+        $handle = $this->handle();
+        if (!($timeout >= 0.0 && $timeout <= self::MAX_TIMEOUT)) {
+            throw new InvalidArgumentException(
+                sprintf('timeout must be 0 to %.3f seconds, not %s', self::MAX_TIMEOUT, var_export($timeout, true)),
+                Status::INVALID_ARGUMENT
+            );
+        }
+        $request = self::request($channels, $cursor, $limit, $order, $threadId, $types);
+        $json = '';
+        self::check($this->native, $this->native->wait($handle, $request, (int) ceil($timeout * 1000), $json));
+        return self::batch($json);
+    }
+
+    /**
+     * A cursor at the current end of the log: render the page, then poll from here, and
+     * nothing committed after the render is missed.
+     *
+     * @throws LmsRealtimeException
+     */
+    public function headCursor(): string
+    {
+        $handle = $this->handle();
+        $cursor = '';
+        self::check($this->native, $this->native->headCursor($handle, $cursor));
+        return $cursor;
+    }
+
+    /**
+     * Deletes up to `$maxRows` expired events (in short transactions) and returns how many.
+     *
+     * @throws LmsRealtimeException
+     */
+    public function purgeExpired(int $maxRows = PHP_INT_MAX): int
+    {
+        $handle = $this->handle();
+        if ($maxRows < 0) {
+            throw new InvalidArgumentException("maxRows must not be negative, got $maxRows", Status::INVALID_ARGUMENT);
+        }
+        $deleted = 0;
+        self::check($this->native, $this->native->purgeExpired($handle, $maxRows, $deleted));
+        return $deleted;
+    }
+
+    /**
+     * Stores `$cursor` durably as the position of `$consumer` (1 to 255 bytes).
+     *
+     * @throws LmsRealtimeException
+     */
+    public function commitCursor(string $consumer, string $cursor): void
+    {
+        $handle = $this->handle();
+        self::check($this->native, $this->native->commitCursor($handle, $consumer, $cursor));
+    }
+
+    /**
+     * The cursor `$consumer` last committed, or null if it has none.
+     *
+     * @throws LmsRealtimeException
+     */
+    public function loadCursor(string $consumer): ?string
+    {
+        $handle = $this->handle();
+        $cursor = null;
+        self::check($this->native, $this->native->loadCursor($handle, $consumer, $cursor));
+        return $cursor;
+    }
+
+    /**
+     * Closes the store. Idempotent; runs on destruction. Afterwards every method throws
+     * `StoreClosedException`.
+     */
+    public function close(): void
+    {
+        if ($this->handle === null) {
+            return;
+        }
+        $status = $this->native->close($this->handle);
+        $this->handle = null;
+        // Closing a handle the library already closed is not worth an exception here.
+        if ($status !== Status::OK && $status !== Status::CLOSED) {
+            self::check($this->native, $status);
+        }
+    }
+
+    public function isClosed(): bool
+    {
+        return $this->handle === null;
+    }
+
+    /** The database file this store was opened on. */
+    public function path(): string
+    {
+        return $this->path;
+    }
+
+    public function __destruct()
+    {
+        try {
+            $this->close();
+        } catch (\Throwable) {
+            // A destructor must not throw; close() failing leaves nothing to clean up.
+        }
+    }
+
+    /** A store handle cannot be duplicated: two objects would close one store twice. */
+    private function __clone()
+    {
+    }
+
+    /** @return never */
+    public function __serialize(): array
+    {
+        throw new \LogicException('an EventStore cannot be serialized; open it again instead');
+    }
+
+    /** @param array<mixed> $data */
+    public function __unserialize(array $data): void
+    {
+        throw new \LogicException('an EventStore cannot be unserialized; open it instead');
+    }
+
+    private function handle(): mixed
+    {
+        if ($this->handle === null) {
+            throw new StoreClosedException('the store is closed', Status::CLOSED);
+        }
+        return $this->handle;
+    }
+
+    /** @throws LmsRealtimeException */
+    private static function check(Native $native, int $status): void
+    {
+        if ($status !== Status::OK) {
+            throw Status::toException($status, $native->lastError());
+        }
+    }
+
+    /**
+     * @param array<array-key, mixed>|object|string $data
+     */
+    private static function dataJson(array|object|string $data): string
+    {
+        if (is_string($data)) {
+            return $data;
+        }
+        if ($data === []) {
+            return '{}';
+        }
+        if (is_array($data) && array_is_list($data)) {
+            throw new InvalidDataException(
+                'event data must be a JSON object: an associative array or an object, not a list',
+                Status::INVALID_DATA
+            );
+        }
+        return self::encode($data, 'data');
+    }
+
+    /**
+     * The `data` of one batch event as a value that encodes to a JSON object: PHP's `[]` and
+     * JSON text `{}` become `{}` (not `[]`).
+     */
+    private static function dataObject(mixed $data, string $index): array|object
+    {
+        if (is_string($data)) {
+            try {
+                $data = json_decode($data, false, 512, JSON_THROW_ON_ERROR);
+            } catch (\JsonException $e) {
+                throw self::jsonError($e, "event $index: data");
+            }
+            if (!is_object($data)) {
+                throw new InvalidDataException("event $index: data must be a JSON object", Status::INVALID_DATA);
+            }
+            return $data;
+        }
+        if (is_array($data)) {
+            if ($data === []) {
+                return new \stdClass();
+            }
+            if (array_is_list($data)) {
+                throw new InvalidDataException(
+                    "event $index: data must be a JSON object: an associative array or an object, not a list",
+                    Status::INVALID_DATA
+                );
+            }
+            return $data;
+        }
+        if (is_object($data)) {
+            return $data;
+        }
+        throw new InvalidDataException(
+            sprintf('event %s: data must be an array, an object or JSON text, got %s', $index, get_debug_type($data)),
+            Status::INVALID_DATA
+        );
+    }
+
+    /**
+     * @param list<mixed> $channels
+     * @param list<mixed> $types
+     */
+    private static function request(
+        array $channels,
+        string|int|null $cursor,
+        int $limit,
+        string $order,
+        ?int $threadId,
+        array $types,
+    ): string {
+        foreach ($channels as $c) {
+            if (!is_int($c)) {
+                throw new InvalidArgumentException(
+                    'channel ids must be integers, got ' . get_debug_type($c),
+                    Status::INVALID_ARGUMENT
+                );
+            }
+        }
+        foreach ($types as $t) {
+            if (!is_string($t)) {
+                throw new InvalidArgumentException(
+                    'event types must be strings, got ' . get_debug_type($t),
+                    Status::INVALID_ARGUMENT
+                );
+            }
+        }
+        $r = ['channels' => array_values($channels), 'limit' => $limit, 'order' => $order];
+        if ($cursor !== null && $cursor !== '') {
+            $r['cursor'] = $cursor;
+        }
+        if ($threadId !== null) {
+            $r['thread_id'] = $threadId;
+        }
+        if ($types !== []) {
+            $r['types'] = array_values($types);
+        }
+        return self::encode($r, 'request');
+    }
+
+    private static function encode(mixed $value, string $what): string
+    {
+        try {
+            return json_encode($value, self::JSON_FLAGS);
+        } catch (\JsonException $e) {
+            throw self::jsonError($e, $what);
+        }
+    }
+
+    private static function jsonError(\JsonException $e, string $what): LmsRealtimeException
+    {
+        if ($e->getCode() === JSON_ERROR_UTF8) {
+            return new InvalidUtf8Exception("$what: a string is not valid UTF-8", Status::INVALID_UTF8, $e);
+        }
+        $code = str_ends_with($what, 'data') ? Status::INVALID_DATA : Status::INVALID_ARGUMENT;
+        return Status::toException($code, "$what is not valid JSON: " . $e->getMessage());
+    }
+
+    private static function decode(string $json): mixed
+    {
+        return json_decode($json, true, 512, JSON_THROW_ON_ERROR);
+    }
+
+    private static function batch(string $json): Batch
+    {
+        /** @var array{events: list<array<string, mixed>>, cursor: string, gap: bool, has_more: bool} $b */
+        $b = self::decode($json);
+        return Batch::fromArray($b);
+    }
+}

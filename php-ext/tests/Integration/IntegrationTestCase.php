@@ -1,0 +1,74 @@
+<?php
+
+declare(strict_types=1);
+
+namespace LmsRealtime\Tests\Integration;
+
+use LmsRealtime\EventStore;
+use PHPUnit\Framework\TestCase;
+
+/**
+ * Integration tests load the real library (LMSRT_LIBRARY, or the crate's target/) and work in a
+ * fresh temporary directory each.
+ */
+abstract class IntegrationTestCase extends TestCase
+{
+    protected string $dir;
+    /** @var list<EventStore> */
+    private array $stores = [];
+
+    protected function setUp(): void
+    {
+        $this->dir = sys_get_temp_dir() . '/lmsrt-php-' . getmypid() . '-' . bin2hex(random_bytes(4));
+        mkdir($this->dir, 0777);
+        chmod($this->dir, 0777); // child processes may run as another user (preload test)
+    }
+
+    protected function tearDown(): void
+    {
+        foreach ($this->stores as $s) {
+            $s->close();
+        }
+        $this->stores = [];
+        self::removeTree($this->dir);
+    }
+
+    private static function removeTree(string $dir): void
+    {
+        foreach (scandir($dir) ?: [] as $f) {
+            if ($f === '.' || $f === '..') {
+                continue;
+            }
+            $p = "$dir/$f";
+            is_dir($p) ? self::removeTree($p) : unlink($p);
+        }
+        rmdir($dir);
+    }
+
+    /** @param array<string, int|string> $options */
+    protected function open(array $options = [], string $name = 'events.db'): EventStore
+    {
+        $s = EventStore::open($this->dir . '/' . $name, $options);
+        $this->stores[] = $s;
+        return $s;
+    }
+
+    /** The PHP binary running the tests, for child processes. */
+    protected static function php(): string
+    {
+        return PHP_BINARY;
+    }
+
+    /** Environment for child processes: the library the parent found. */
+    protected static function childEnv(): array
+    {
+        $env = getenv();
+        $env['LMSRT_LIBRARY'] = \LmsRealtime\Library::resolvePath();
+        return $env;
+    }
+
+    protected static function fixture(string $name): string
+    {
+        return dirname(__DIR__) . '/fixtures/' . $name;
+    }
+}

@@ -1,0 +1,50 @@
+//! The C ABI: what PHP (through FFI) and C programs call.
+//!
+//! Conventions (the header, `include/lms_realtime.h`, is generated from these doc comments):
+//!
+//! * Every fallible function returns an `lmsrt_status`: `LMSRT_STATUS_OK` (0) or a negative,
+//!   stable code from the core's [`ErrorCode`](crate::ErrorCode) table. Out-parameters are
+//!   written only on success. `lmsrt_last_error_message` explains the latest failure of the
+//!   calling thread.
+//! * Strings cross as `(const char *ptr, size_t len)`: UTF-8 checked, size-bounded, never kept.
+//! * Documents (batches, id lists, cursors) come back as owned `lmsrt_buf`s, released with
+//!   `lmsrt_buf_free`.
+//! * No panic crosses the boundary: each entry point catches it and returns
+//!   `LMSRT_STATUS_PANIC`.
+//! * NULL pointers, invalid UTF-8, oversized input and closed handles are errors, never crashes.
+
+mod args;
+pub mod buf;
+pub mod handle;
+pub(crate) mod panic;
+pub mod status;
+pub mod store;
+
+use std::ffi::c_char;
+
+pub use buf::lmsrt_buf;
+pub use handle::lmsrt_store;
+pub use status::lmsrt_status;
+
+/// The ABI version this library implements. It changes whenever a signature or the meaning of a
+/// function changes; a binding checks `lmsrt_abi_version()` against the version it was written
+/// for. Until 1.0 of the crate there is no ABI stability between versions.
+pub const LMSRT_ABI_VERSION: u32 = 1;
+
+/// The ABI version of the loaded library (`LMSRT_ABI_VERSION` of the header it was built with).
+/// Compare it with the header's `LMSRT_ABI_VERSION` before calling anything else.
+///
+/// Infallible and thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn lmsrt_abi_version() -> u32 {
+    LMSRT_ABI_VERSION
+}
+
+/// The library's version (the crate version, e.g. `"0.1.0"`) as a static NUL-terminated string.
+/// The caller must not free it.
+///
+/// Infallible and thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn lmsrt_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
