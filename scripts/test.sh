@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 echo "== Rust: unit, property, multi-process, integration and doc tests"
 cargo test --locked
 
+echo "== C ABI under valgrind, then PHPUnit (installs php-cli, phpunit, valgrind if missing)"
+bash php-ext/run-tests.sh
+
 echo "== Browser client: node's built-in test runner"
 if ! command -v node >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs >/dev/null
