@@ -42,6 +42,8 @@ pub mod cursor;
 pub mod error;
 pub mod event;
 pub mod ffi;
+pub mod guards;
+pub mod metrics;
 pub mod shm;
 pub mod store;
 
