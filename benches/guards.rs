@@ -17,6 +17,8 @@
 //! shared-limiter decisions at the same time (paced at 500,000/s, then flat out), in alternating
 //! rounds of the same run; prints per phase the pooled p50/p99 and its ratio to the phase
 //! without limiter traffic, and the median over rounds of the same ratio taken round by round.
+//! A control phase spins a thread with the paced phase's duty cycle but makes no decisions, to
+//! separate plain CPU competition (two cores) from anything specific to the limiter.
 //!
 //! Run: `cargo bench --bench guards` (a filter argument selects criterion benches by name;
 //! `append_p99` selects the custom part).
@@ -156,9 +158,15 @@ const PACE_BATCH: usize = 50;
 /// How hard the limiter thread works during a phase.
 #[derive(Clone, Copy)]
 enum Load {
+    /// No second thread.
     None,
+    /// Limiter decisions at this rate per second.
     Paced(u64),
+    /// Limiter decisions as fast as one thread can.
     FlatOut,
+    /// The control: the same duty cycle as `Paced(rate)`, spinning for the given ns per
+    /// "decision" instead of deciding, to tell CPU competition from anything the limiter does.
+    Spin(u64, u64),
 }
 
 /// Appends `n` events, timing each, while the limiter thread (if any) makes decisions.
@@ -173,20 +181,28 @@ fn phase(
     let done = Arc::new(AtomicU64::new(0));
     let hammer = match load {
         Load::None => None,
-        Load::Paced(_) | Load::FlatOut => {
+        Load::Paced(_) | Load::FlatOut | Load::Spin(..) => {
             let (l, stop, done) = (limiter.clone(), stop.clone(), done.clone());
             Some(std::thread::spawn(move || {
                 let keys = keys(KEYS, "poller-");
                 let start = Instant::now();
                 let mut count = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..PACE_BATCH {
-                        count += 1;
-                        std::hint::black_box(
-                            l.check("poll", &keys[count as usize % KEYS]).unwrap(),
-                        );
+                    if let Load::Spin(_, ns) = load {
+                        let t = Instant::now();
+                        while t.elapsed().as_nanos() < (ns * PACE_BATCH as u64) as u128 {
+                            std::hint::spin_loop();
+                        }
+                        count += PACE_BATCH as u64;
+                    } else {
+                        for _ in 0..PACE_BATCH {
+                            count += 1;
+                            std::hint::black_box(
+                                l.check("poll", &keys[count as usize % KEYS]).unwrap(),
+                            );
+                        }
                     }
-                    if let Load::Paced(rate) = load {
+                    if let Load::Paced(rate) | Load::Spin(rate, _) = load {
                         let due = Duration::from_secs_f64(count as f64 / rate as f64);
                         if let Some(ahead) = due.checked_sub(start.elapsed()) {
                             std::thread::sleep(ahead);
@@ -223,13 +239,19 @@ fn append_p99() {
     let store = EventStore::open(&db, Config::default()).unwrap();
     let limiter = Arc::new(RateLimiter::open(&db, LimiterConfig::default()).unwrap());
     const N: usize = 10_000;
-    const ROUNDS: usize = 30;
+    const ROUNDS: usize = 24;
     // Warm up the store and the page cache.
     phase(&store, &limiter, Load::None, 5_000);
+    // The cost of one decision on this table, for the CPU-only control.
+    let ns = {
+        let (_, rate) = phase(&store, &limiter, Load::FlatOut, 2_000);
+        (1e9 / rate) as u64
+    };
     let loads = [
         ("alone", Load::None),
         ("limiter 500k/s", Load::Paced(500_000)),
         ("limiter flat out", Load::FlatOut),
+        ("spin control", Load::Spin(500_000, ns)),
     ];
     // Per phase: all latencies, each round's p99, each round's decision rate.
     type Results = (Vec<Duration>, Vec<Duration>, Vec<f64>);
@@ -243,7 +265,9 @@ fn append_p99() {
             results[i].2.push(rate);
         }
     }
-    println!("\nappend_p99: {ROUNDS} rounds x {N} appends per phase, phases interleaved");
+    println!(
+        "\nappend_p99: {ROUNDS} rounds x {N} appends per phase, phases interleaved; one decision = {ns} ns"
+    );
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     // Round by round, each phase's p99 over the same round's phase without limiter traffic:
     // pairs phases that ran seconds apart, so slower drift in the machine's load cancels out.
