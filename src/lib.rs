@@ -41,6 +41,8 @@ pub mod clock;
 pub mod cursor;
 pub mod error;
 pub mod event;
+pub mod guards;
+pub mod metrics;
 pub mod shm;
 pub mod store;
 
