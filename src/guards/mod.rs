@@ -31,8 +31,10 @@
 //! * A table that is full (no free or stale record within a key's probe window) fails open for
 //!   rate limits and breakers and closed for connection slots; each module says why.
 
+pub mod breaker;
 pub mod rate_limit;
 
+pub use breaker::{BreakerConfig, BreakerState, BreakerStatus, Breakers, ClientMode};
 pub use rate_limit::{ActionLimit, Decision, LimiterConfig, RateLimiter};
 
 use std::path::{Path, PathBuf};
