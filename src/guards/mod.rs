@@ -33,9 +33,11 @@
 
 pub mod breaker;
 pub mod rate_limit;
+pub mod slots;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStatus, Breakers, ClientMode};
 pub use rate_limit::{ActionLimit, Decision, LimiterConfig, RateLimiter};
+pub use slots::{Lease, OnFull, Slots, SlotsConfig};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
