@@ -49,6 +49,8 @@ pub mod store;
 pub use cursor::Cursor;
 pub use error::{Error, ErrorCode, Result};
 pub use event::{Event, NewEvent, Priority};
+pub use guards::{Breakers, RateLimiter, Rollout, Slots};
+pub use metrics::Metrics;
 pub use store::{Batch, Config, Durability, EventStore, FetchRequest, Order};
 
 /// The README's Rust example, compiled and run as a doc test so it cannot go stale.

@@ -33,10 +33,12 @@
 
 pub mod breaker;
 pub mod rate_limit;
+pub mod rollout;
 pub mod slots;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStatus, Breakers, ClientMode};
 pub use rate_limit::{ActionLimit, Decision, LimiterConfig, RateLimiter};
+pub use rollout::{Cohort, Rollout};
 pub use slots::{Lease, OnFull, Slots, SlotsConfig};
 
 use std::path::{Path, PathBuf};
