@@ -401,6 +401,16 @@ mod tests {
         );
     }
 
+    #[test]
+    fn publish_signature_vector() {
+        // Pinned, and checked against PHP's hash_hmac in php-ext/tests/Unit/TokenTest.php.
+        let k = TokenKey::new("k1", b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
+        assert_eq!(
+            sign_publish(&k, 1_700_000_000, br#"{"a":1}"#),
+            "k1:E9Nw3qXs7TUhXbRMmcNTa1aZotTRGCTUf0bkh_s8HUg"
+        );
+    }
+
     proptest! {
         #[test]
         fn verify_never_panics(s in "\\PC{0,300}") {
