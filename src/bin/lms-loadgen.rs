@@ -402,8 +402,11 @@ async fn client(
         seen.polls += 1;
         let (status, headers, body) = match r {
             Ok(x) => x,
-            Err(_) => {
+            Err(e) => {
                 seen.errors += 1;
+                if seen.errors <= 1 {
+                    eprintln!("client {i}: {e}");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 match Conn::open(addr).await {
                     Ok(c) => conn = c,
@@ -418,6 +421,12 @@ async fn client(
             Target::Daemon => {
                 if status != 200 {
                     seen.errors += 1;
+                    if seen.errors <= 1 {
+                        eprintln!(
+                            "client {i}: HTTP {status}: {}",
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -997,6 +1006,7 @@ async fn run(a: Arc<Args>) {
     }
     lat.sort_unstable();
     let delivered = lat.len() as u64;
+    println!("clients: {polls} polls, {errors} errors");
     if n_clients > 0 && a.scenario != Scenario::Idle {
         println!(
             "delivery latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({delivered} deliveries)",

@@ -42,45 +42,95 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Entry point of every request.
-pub(crate) async fn handle(
-    state: Arc<State>,
+/// What the response needs from the request, kept instead of the request itself.
+struct Meta {
+    started: Instant,
+    rid: String,
+    origin: Option<HeaderValue>,
+    gzip: bool,
+    method: Method,
+    path: String,
     peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Resp, Infallible> {
-    let started = Instant::now();
-    let rid = request_id(&state, req.headers());
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let gzip = accepts_gzip(req.headers());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let result = route(&state, peer, req).await;
-    let resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            match &e {
-                ApiError::Internal(m) => {
-                    tracing::error!(request_id = %rid, %method, %path, error = %m, "internal error")
-                }
-                ApiError::Unavailable { .. } => {
-                    tracing::warn!(request_id = %rid, %method, %path, error = %e, "unavailable")
-                }
-                _ => tracing::debug!(request_id = %rid, %method, %path, error = %e, "refused"),
-            }
-            error_response(&e)
+}
+
+impl Meta {
+    fn new(state: &State, peer: SocketAddr, req: &Request<Incoming>) -> Meta {
+        Meta {
+            started: Instant::now(),
+            rid: request_id(state, req.headers()),
+            origin: req.headers().get(header::ORIGIN).cloned(),
+            gzip: accepts_gzip(req.headers()),
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            peer,
         }
-    };
-    let resp = finish(&state, resp, &rid, origin.as_ref(), gzip);
-    tracing::debug!(
-        request_id = %rid,
-        %method,
-        %path,
-        %peer,
-        status = resp.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    Ok(resp)
+    }
+
+    /// Turns a handler's result into the response: error bodies, logs, common headers.
+    fn respond(self, state: &State, result: Result<Resp, ApiError>) -> Result<Resp, Infallible> {
+        let Meta {
+            started,
+            rid,
+            origin,
+            gzip,
+            method,
+            path,
+            peer,
+        } = self;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                match &e {
+                    ApiError::Internal(m) => {
+                        tracing::error!(request_id = %rid, %method, %path, error = %m, "internal error")
+                    }
+                    ApiError::Unavailable { .. } => {
+                        tracing::warn!(request_id = %rid, %method, %path, error = %e, "unavailable")
+                    }
+                    _ => tracing::debug!(request_id = %rid, %method, %path, error = %e, "refused"),
+                }
+                error_response(&e)
+            }
+        };
+        let resp = finish(state, resp, &rid, origin.as_ref(), gzip);
+        tracing::debug!(
+            request_id = %rid,
+            %method,
+            %path,
+            %peer,
+            status = resp.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        Ok(resp)
+    }
+}
+
+/// The future of one request.
+pub(crate) type HandlerFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Resp, Infallible>> + Send>>;
+
+/// Entry point of every request.
+///
+/// A poll is checked synchronously (limits, token, query, slot) and only a compact job is kept
+/// for the wait: thousands of polls wait at once, and each one's future is allocated for as
+/// long as it waits. Everything else runs in [`route`].
+pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> HandlerFuture {
+    let meta = Meta::new(&state, peer, &req);
+    if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
+        let prepared = prepare_poll(&state, peer, req);
+        return match prepared {
+            Ok(job) => Box::pin(async move {
+                let r = run_poll(&state, job).await;
+                meta.respond(&state, r)
+            }),
+            Err(e) => Box::pin(std::future::ready(meta.respond(&state, Err(e)))),
+        };
+    }
+    Box::pin(async move {
+        let r = route(&state, peer, req).await;
+        meta.respond(&state, r)
+    })
 }
 
 async fn route(
@@ -94,13 +144,12 @@ async fn route(
         return preflight(state, req.headers());
     }
     match path {
-        "/v1/poll" => {
-            only(method, &Method::GET, "GET")?;
-            poll(state, peer, req).await
-        }
+        "/v1/poll" => Err(ApiError::MethodNotAllowed("GET")),
         "/v1/events" => {
             only(method, &Method::POST, "POST")?;
-            publish(state, peer, req).await
+            // Boxed, like every branch but the poll: a waiting poll's future is as large as
+            // the largest branch, and there are thousands of them.
+            Box::pin(publish(state, peer, req)).await
         }
         "/healthz" => {
             only(method, &Method::GET, "GET")?;
@@ -111,7 +160,7 @@ async fn route(
             Ok(metrics(state))
         }
         p if state.config.demo && (p == "/" || p == "/demo" || p.starts_with("/demo/")) => {
-            super::demo::route(state, req).await
+            Box::pin(super::demo::route(state, req)).await
         }
         _ => Err(ApiError::NotFound),
     }
@@ -307,9 +356,9 @@ struct PollResponse<'a> {
 }
 
 /// A slot held for the length of one poll.
-struct SlotGuard<'a>(&'a State, crate::guards::Lease);
+pub(crate) struct SlotGuard(Arc<State>, crate::guards::Lease);
 
-impl Drop for SlotGuard<'_> {
+impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.0.slots.release(&self.1);
     }
@@ -346,11 +395,18 @@ fn check_ip(state: &State, peer: SocketAddr, headers: &HeaderMap) -> Result<(), 
     }
 }
 
-async fn poll(
+/// A poll that passed every check and holds one of the user's slots.
+pub(crate) struct PollJob {
+    params: PollParams,
+    slot: SlotGuard,
+}
+
+/// The checks of a poll, cheapest first: IP limit, token, query, channels, user limit, slot.
+fn prepare_poll(
     state: &Arc<State>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+) -> Result<PollJob, ApiError> {
     check_ip(state, peer, req.headers())?;
     let claims = auth::bearer(req.headers(), &state.keys, now_ms() / 1000)?;
     let cfg = &state.config;
@@ -361,6 +417,9 @@ async fn poll(
         cfg.max_batch,
         cfg.max_channels,
     )?;
+    // The request (its head shares hyper's read buffer) is not needed any more: dropping it
+    // now lets hyper reuse that buffer while the poll waits.
+    drop(req);
     if let Some(c) = params.req.channels.iter().find(|c| !claims.allows(**c)) {
         return Err(ApiError::Forbidden(format!(
             "the token does not allow channel {c}"
@@ -383,13 +442,21 @@ async fn poll(
         message: e.to_string(),
         retry_after_ms: 1000,
     })?;
-    let _slot = SlotGuard(state, lease);
+    Ok(PollJob {
+        params,
+        slot: SlotGuard(state.clone(), lease),
+    })
+}
+
+async fn run_poll(state: &Arc<State>, job: PollJob) -> Result<Resp, ApiError> {
+    let PollJob { params, slot } = job;
     state.metrics.incr(Counter::Waits);
     let n = state.waiting.fetch_add(1, Ordering::Relaxed) + 1;
     state.metrics.set_gauge(Gauge::ActiveWaits, n as i64);
     let _wait = WaitGuard(state);
     let started = Instant::now();
     let result = wait_for_batch(state, params).await;
+    drop(slot);
     state.metrics.record(Histogram::Wait, started.elapsed());
     match result {
         Ok((batch, timed_out)) => {
@@ -424,8 +491,9 @@ async fn wait_for_batch(state: &Arc<State>, params: PollParams) -> Result<(Batch
             FromRing::Batch(b) => b,
             FromRing::Miss => {
                 let r = req.clone();
-                state
-                    .store_call(&state.read_sem, Counter::Fetches, move |s| s.fetch(&r))
+                // Boxed: the store call is the rare path, and its state would otherwise make
+                // every waiting poll's future larger.
+                Box::pin(state.store_call(&state.read_sem, Counter::Fetches, move |s| s.fetch(&r)))
                     .await?
             }
         };

@@ -187,7 +187,17 @@ pub async fn run(
         ..LimiterConfig::default()
     })?
     .with_metrics(metrics.clone());
+    let fd_soft = nofile_soft_limit();
+    let capacity = config
+        .max_connections
+        .min(fd_soft.saturating_sub(FD_RESERVE).max(1) as usize);
+    // The slot table fails closed when a user finds no free record near its hash: keep it at
+    // most two-thirds full even when every connection is a different user.
+    let slot_records = capacity
+        .saturating_add(capacity / 2)
+        .clamp(16_384, crate::guards::MAX_CAPACITY);
     let slots = Slots::in_process(SlotsConfig {
+        capacity: slot_records,
         max_per_key: config.slots_per_user,
         // A poll holds its slot for at most its wait plus a slow response; the lease outlives
         // that, and a poll releases it as soon as it ends.
@@ -211,10 +221,6 @@ pub async fn run(
     };
     hub.start_at(subscription.start());
 
-    let fd_soft = nofile_soft_limit();
-    let capacity = config
-        .max_connections
-        .min(fd_soft.saturating_sub(FD_RESERVE).max(1) as usize);
     tracing::info!(
         open_file_limit = fd_soft,
         connection_capacity = capacity,
