@@ -116,9 +116,10 @@ struct Args {
     /// use `--token-key k1:<the loadgen secret>` and `--db` must name its store.
     #[arg(long)]
     url: Option<SocketAddr>,
-    /// The running server's pid (for RSS and CPU), with --url.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// The running server's pids (for memory and CPU, summed), with --url: e.g. nginx's
+    /// master and workers.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
     /// The store of a running daemon (with --url), or where to create one.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -143,7 +144,7 @@ fn now_us() -> i64 {
 
 struct Server {
     addr: SocketAddr,
-    pid: Option<u32>,
+    pids: Vec<u32>,
     child: Option<Child>,
     db: PathBuf,
     /// A temporary directory of ours, removed on drop.
@@ -177,7 +178,7 @@ async fn start_server(a: &Args) -> Server {
                 .unwrap_or_else(|| PathBuf::from("lms-realtime.db"));
         return Server {
             addr,
-            pid: a.pid,
+            pids: a.pid.clone(),
             child: None,
             db,
             dir: None,
@@ -233,11 +234,34 @@ async fn start_server(a: &Args) -> Server {
     }
     Server {
         addr,
-        pid: Some(child.id()),
+        pids: vec![child.id()],
         child: Some(child),
         db,
         dir: Some(dir),
     }
+}
+
+/// (RSS in KiB, CPU seconds) of processes, summed, from /proc; with the PSS in KiB (shared
+/// pages divided among their sharers, so processes sharing memory are not double-counted).
+fn procs_usage(pids: &[u32]) -> Option<(u64, f64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = (0, 0.0, 0);
+    for &pid in pids {
+        let (rss, cpu) = proc_usage(pid)?;
+        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .unwrap_or(rss);
+        total = (total.0 + rss, total.1 + cpu, total.2 + pss);
+    }
+    Some(total)
 }
 
 /// (RSS in KiB, CPU seconds) of a process, from /proc.
@@ -626,28 +650,32 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 }
 
 struct Usage {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     cpu0: f64,
     t0: Instant,
 }
 
 impl Usage {
-    fn start(pid: Option<u32>) -> Usage {
-        let cpu0 = pid.and_then(proc_usage).map_or(0.0, |u| u.1);
+    fn start(pids: &[u32]) -> Usage {
+        let cpu0 = procs_usage(pids).map_or(0.0, |u| u.1);
         Usage {
-            pid,
+            pids: pids.to_vec(),
             cpu0,
             t0: Instant::now(),
         }
     }
 
-    /// (RSS MiB now, CPU % of one core since start).
-    fn now(&self) -> (f64, f64) {
-        let Some((rss, cpu)) = self.pid.and_then(proc_usage) else {
-            return (0.0, 0.0);
+    /// (RSS MiB now, PSS MiB now, CPU % of one core since start).
+    fn now(&self) -> (f64, f64, f64) {
+        let Some((rss, cpu, pss)) = procs_usage(&self.pids) else {
+            return (0.0, 0.0, 0.0);
         };
         let secs = self.t0.elapsed().as_secs_f64();
-        (rss as f64 / 1024.0, (cpu - self.cpu0) / secs * 100.0)
+        (
+            rss as f64 / 1024.0,
+            pss as f64 / 1024.0,
+            (cpu - self.cpu0) / secs * 100.0,
+        )
     }
 }
 
@@ -733,7 +761,7 @@ async fn run(a: Arc<Args>) {
         "scenario {:?}: {} clients over {} channels, target {:?} at {}, publisher {:?}, poll timeout {} s",
         a.scenario, n_clients, a.channels, a.target, server.addr, a.publish, a.poll_timeout
     );
-    if let Some((rss, _)) = server.pid.and_then(proc_usage) {
+    if let Some((rss, _, _)) = procs_usage(&server.pids) {
         println!(
             "server RSS before the clients connect: {:.1} MiB",
             rss as f64 / 1024.0
@@ -761,7 +789,7 @@ async fn run(a: Arc<Args>) {
             t_connect.elapsed().as_secs_f64()
         );
     }
-    let usage = Usage::start(server.pid);
+    let usage = Usage::start(&server.pids);
     let mut summary = serde_json::json!({
         "scenario": format!("{:?}", a.scenario).to_lowercase(),
         "target": format!("{:?}", a.target).to_lowercase(),
@@ -785,6 +813,8 @@ async fn run(a: Arc<Args>) {
             for round in 0..a.rounds as u64 {
                 shared.last_receipt.store(0, Ordering::Relaxed);
                 let before = shared.delivered.load(Ordering::Relaxed);
+                let cpu_server0 = procs_usage(&server.pids).map_or(0.0, |u| u.1);
+                let cpu_self0 = proc_usage(std::process::id()).map_or(0.0, |u| u.1);
                 let t = now_us();
                 let req = match a.target {
                     Target::Daemon => {
@@ -822,7 +852,14 @@ async fn run(a: Arc<Args>) {
                 let got = shared.delivered.load(Ordering::Relaxed) - before;
                 let last_ms =
                     (shared.last_receipt.load(Ordering::Relaxed) as i64 - t) as f64 / 1000.0;
-                println!("round {round}: {got}/{n_clients} delivered, last after {last_ms:.1} ms");
+                let cpu_server = procs_usage(&server.pids).map_or(0.0, |u| u.1) - cpu_server0;
+                let cpu_self = proc_usage(std::process::id()).map_or(0.0, |u| u.1) - cpu_self0;
+                println!(
+                    "round {round}: {got}/{n_clients} delivered, last after {last_ms:.1} ms \
+                     (CPU meanwhile: server {:.0} ms, loadgen {:.0} ms)",
+                    cpu_server * 1000.0,
+                    cpu_self * 1000.0
+                );
                 lasts.push(last_ms);
                 // Let every client re-poll before the next round.
                 wait_registered(&server, &shared, n_clients, a.target).await;
@@ -951,7 +988,7 @@ async fn run(a: Arc<Args>) {
             }
         }
     }
-    let (rss_mb, cpu_pct) = usage.now();
+    let (rss_mb, pss_mb, cpu_pct) = usage.now();
     // Drain: give the last deliveries time to arrive.
     if n_clients > 0 && a.scenario != Scenario::Idle {
         let want: u64 = published.len() as u64 * n_clients as u64 / a.channels as u64;
@@ -1041,8 +1078,11 @@ async fn run(a: Arc<Args>) {
         summary["errors"] = serde_json::json!(errors);
     }
     summary["server_rss_mb"] = serde_json::json!(rss_mb);
+    summary["server_pss_mb"] = serde_json::json!(pss_mb);
     summary["server_cpu_pct"] = serde_json::json!(cpu_pct);
-    println!("server: RSS {rss_mb:.1} MiB, CPU {cpu_pct:.0}% of one core during the run");
+    println!(
+        "server: RSS {rss_mb:.1} MiB (PSS {pss_mb:.1} MiB), CPU {cpu_pct:.0}% of one core during the run"
+    );
     if let Some((rss, _)) = proc_usage(std::process::id()) {
         println!("loadgen: RSS {:.1} MiB", rss as f64 / 1024.0);
     }

@@ -3,17 +3,18 @@
 //!
 //! The store's tail reader (one thread, woken by the cross-process futex on every commit from
 //! any process) hands every new event to [`Hub::on_tail`] in id order. The hub appends them to
-//! the ring and, per event, looks up the waiters of its channel and notifies those whose lane
-//! position, thread and types match: O(matching waiters) per event, no database query per
-//! waiter. A woken waiter builds its batch with [`EventStore::assemble`] from the ring — the same
+//! the ring and kicks a dispatcher task, which, per new event, looks up the waiters of its
+//! channel and notifies those whose lane position, thread and types match: O(matching waiters)
+//! per event, no database query per waiter. (Waking from a runtime thread queues the woken
+//! polls locally; from the tail thread each wake would cross into the runtime.) A woken waiter builds its batch with [`EventStore::assemble`] from the ring — the same
 //! batch a fetch would return — and only reads the database when the ring no longer reaches back
 //! to its cursor (a client far behind, or the first poll with an old cursor).
 //!
 //! ## Why no wake-up is lost
 //!
 //! A waiter registers *before* it builds its first batch, and it always builds from the ring or
-//! the store *after* registering. An event is pushed into the ring before the waiters are looked
-//! up (two locks, taken in that order). So an event is either in the ring when the waiter reads
+//! the store *after* registering. An event is pushed into the ring before the dispatcher looks
+//! the waiters up (it reads the events from the ring, then takes the waiters' lock). So an event is either in the ring when the waiter reads
 //! it, or pushed after the registration, and then the waiter is notified. For a batch read from
 //! the store the same holds: the tail reader only routes events committed after it read them,
 //! which is after the fetch's snapshot began, which is after the registration. `Notify` keeps a
@@ -23,11 +24,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::cursor::Cursor;
 use crate::event::Event;
-use crate::store::{Batch, EventStore, FetchRequest, TailBatch};
+use crate::guards::ClientMode;
+use crate::store::{Batch, EventStore, FetchRequest, Order, TailBatch};
 
 /// A waiting poll as the hub sees it.
 #[derive(Debug)]
@@ -81,10 +86,70 @@ impl Ring {
     }
 }
 
+/// A poll response, rendered once and shared by every waiter that would get the same one.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    /// The JSON body.
+    pub(crate) body: Bytes,
+    /// The delivered events' append times (ms), for the delivery-latency metric.
+    pub(crate) stamps: Vec<i64>,
+    /// The mode advertised in the body.
+    pub(crate) mode: ClientMode,
+}
+
+/// What makes two polls' responses identical at one head: the request (with its cursor) and
+/// the advertised mode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    channels: Vec<i64>,
+    thread: Option<i64>,
+    types: Vec<String>,
+    cursor: Cursor,
+    limit: usize,
+    sequential: bool,
+    mode: ClientMode,
+    retry_ms: u64,
+}
+
+impl Key {
+    fn new(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> Key {
+        Key {
+            channels: req.channels.clone(),
+            thread: req.thread_id,
+            types: req.types.clone(),
+            cursor: req.cursor,
+            limit: req.limit,
+            sequential: req.order == Order::Sequential,
+            mode,
+            retry_ms,
+        }
+    }
+}
+
+/// Responses rendered at one head. When one event wakes 10,000 waiters of a channel, they all
+/// hold the same cursor: the batch is assembled and serialized once, not 10,000 times.
+#[derive(Debug, Default)]
+struct Responses {
+    head: i64,
+    made: Option<Instant>,
+    map: HashMap<Key, Arc<Rendered>>,
+}
+
+/// Longest a rendered response is reused: expiry is judged when a batch is assembled, so a
+/// response is only shared while it is fresh (and never one holding an event close to expiry).
+const RESPONSE_TTL: Duration = Duration::from_millis(200);
+/// Most distinct responses kept per head.
+const RESPONSES_MAX: usize = 4096;
+
 /// The fan-out hub of one store.
 #[derive(Debug)]
 pub(crate) struct Hub {
     ring: RwLock<Ring>,
+    responses: Mutex<Responses>,
+    /// Wakes the dispatcher task.
+    kick: Notify,
+    /// Events at or below this id have been dispatched to the waiters.
+    dispatched: Mutex<i64>,
     waiters: Mutex<HashMap<i64, HashMap<u64, Arc<Waiter>>>>,
     capacity: usize,
     next_id: AtomicU64,
@@ -96,10 +161,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The answer of [`Hub::assemble`].
+#[cfg(test)]
 pub(crate) enum FromRing {
     /// The batch, as a fetch would have returned it.
     Batch(Batch),
     /// The ring does not reach back to the cursor (or the cursor is from another store): fetch.
+    Miss,
+}
+
+/// The answer of [`Hub::respond`].
+pub(crate) enum Answer {
+    /// Something to deliver (events, a gap, or more to come): the rendered response.
+    Ready(Arc<Rendered>),
+    /// Nothing yet: wait from this cursor.
+    Empty(Cursor),
+    /// The ring cannot serve this cursor: fetch from the store.
     Miss,
 }
 
@@ -108,6 +184,9 @@ impl Hub {
     pub(crate) fn new(capacity: usize) -> Hub {
         Hub {
             ring: RwLock::new(Ring::default()),
+            responses: Mutex::new(Responses::default()),
+            kick: Notify::new(),
+            dispatched: Mutex::new(0),
             waiters: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
             next_id: AtomicU64::new(0),
@@ -122,6 +201,7 @@ impl Hub {
             r.ready = true;
             r.floor = start;
             r.head = start;
+            *lock(&self.dispatched) = start;
         }
     }
 
@@ -152,20 +232,55 @@ impl Hub {
                 }
             }
         }
-        let waiters = lock(&self.waiters);
-        if waiters.is_empty() {
-            return;
-        }
-        for e in batch.events {
-            let Some(ws) = waiters.get(&e.channel_id) else {
-                continue;
-            };
-            for w in ws.values() {
-                if !w.fired.load(Ordering::Acquire) && w.matches(e) {
-                    w.fired.store(true, Ordering::Release);
-                    w.notify.notify_one();
+        // The waiters are woken from the runtime by [`Hub::dispatch`]: waking thousands of
+        // tasks from a worker thread queues them locally, where waking them from this foreign
+        // thread would push each through the runtime's shared queue and unpark a worker.
+        self.kick.notify_one();
+    }
+
+    /// Wakes the waiters of the events added since the last call. Runs in a task
+    /// ([`Hub::dispatch_loop`]), woken by [`Hub::on_tail`].
+    pub(crate) fn dispatch(&self) {
+        let mut woken: Vec<Arc<Waiter>> = Vec::new();
+        {
+            let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
+            let mut pos = lock(&self.dispatched);
+            let waiters = lock(&self.waiters);
+            if *pos < r.floor {
+                // Events were trimmed before they were dispatched (or the ring restarted):
+                // wake everyone, each rebuilds its batch from the ring or the store.
+                for ws in waiters.values() {
+                    woken.extend(ws.values().cloned());
+                }
+            } else if !waiters.is_empty() {
+                let live = r.live();
+                let from = live.partition_point(|e| e.id <= *pos);
+                for e in &live[from..] {
+                    let Some(ws) = waiters.get(&e.channel_id) else {
+                        continue;
+                    };
+                    for w in ws.values() {
+                        if !w.fired.load(Ordering::Acquire) && w.matches(e) {
+                            w.fired.store(true, Ordering::Release);
+                            woken.push(w.clone());
+                        }
+                    }
                 }
             }
+            *pos = r.head;
+        }
+        // Notified outside the locks, so woken polls can re-register without waiting.
+        for w in woken {
+            w.fired.store(true, Ordering::Release);
+            w.notify.notify_one();
+        }
+    }
+
+    /// Calls [`Hub::dispatch`] whenever [`Hub::on_tail`] adds events; runs until aborted.
+    pub(crate) async fn dispatch_loop(self: Arc<Self>) {
+        loop {
+            self.kick.notified().await;
+            self.dispatch();
         }
     }
 
@@ -206,7 +321,64 @@ impl Hub {
         (r.events.len() - r.start, r.floor, r.head)
     }
 
+    /// The response for `req` from the ring: shared with other waiters holding the same
+    /// request and cursor at the same head, or assembled and rendered (with `render`) here.
+    pub(crate) fn respond(
+        &self,
+        store: &EventStore,
+        req: &FetchRequest,
+        mode: ClientMode,
+        retry_ms: u64,
+        render: impl FnOnce(&Batch) -> Rendered,
+    ) -> Answer {
+        let key = Key::new(req, mode, retry_ms);
+        let (batch, head) = {
+            let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
+            let floor = req.cursor.min_position();
+            if !r.ready || floor < r.floor {
+                return Answer::Miss;
+            }
+            {
+                let cache = lock(&self.responses);
+                if cache.head == r.head
+                    && cache.made.is_some_and(|m| m.elapsed() < RESPONSE_TTL)
+                    && let Some(hit) = cache.map.get(&key)
+                {
+                    return Answer::Ready(hit.clone());
+                }
+            }
+            let live = r.live();
+            let from = live.partition_point(|e| e.id <= floor);
+            match store.assemble(req, &live[from..], r.head) {
+                Ok(Some(b)) => (b, r.head),
+                _ => return Answer::Miss,
+            }
+        };
+        if batch.events.is_empty() && !batch.gap && !batch.has_more {
+            return Answer::Empty(batch.cursor);
+        }
+        let now_ms = crate::daemon::http::now_ms();
+        let shareable = batch
+            .events
+            .iter()
+            .all(|e| e.expires_at > now_ms + 2 * RESPONSE_TTL.as_millis() as i64);
+        let rendered = Arc::new(render(&batch));
+        if shareable {
+            let mut cache = lock(&self.responses);
+            if cache.head < head || cache.made.is_none_or(|m| m.elapsed() >= RESPONSE_TTL) {
+                cache.map.clear();
+                cache.head = head;
+                cache.made = Some(Instant::now());
+            }
+            if cache.head == head && cache.map.len() < RESPONSES_MAX {
+                cache.map.insert(key, rendered.clone());
+            }
+        }
+        Answer::Ready(rendered)
+    }
+
     /// Builds the batch for `req` from the ring, if the ring reaches back to its cursor.
+    #[cfg(test)]
     pub(crate) fn assemble(&self, store: &EventStore, req: &FetchRequest) -> FromRing {
         let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
         let floor = req.cursor.min_position();
@@ -302,6 +474,65 @@ mod tests {
     }
 
     #[test]
+    fn identical_polls_share_one_rendered_response() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
+        let hub = Arc::new(Hub::new(16));
+        hub.start_at(0);
+        hub.on_tail(&TailBatch {
+            events: &[ev(1, 1), ev(2, 2)],
+            after: 0,
+            head: 2,
+        });
+        let renders = std::cell::Cell::new(0);
+        let render = |b: &Batch| {
+            renders.set(renders.get() + 1);
+            Rendered {
+                body: Bytes::from(format!("{}", b.events.len())),
+                stamps: vec![],
+                mode: ClientMode::Long,
+            }
+        };
+        let req = FetchRequest::new([1]).normalized().unwrap();
+        let Answer::Ready(a) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!()
+        };
+        let Answer::Ready(b) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&a, &b));
+        // Another channel, another mode, or a newer head: rendered anew.
+        let other = FetchRequest::new([2]).normalized().unwrap();
+        assert!(matches!(
+            hub.respond(&store, &other, ClientMode::Long, 0, render),
+            Answer::Ready(_)
+        ));
+        assert!(matches!(
+            hub.respond(&store, &req, ClientMode::Medium, 0, render),
+            Answer::Ready(_)
+        ));
+        hub.on_tail(&TailBatch {
+            events: &[ev(3, 1)],
+            after: 2,
+            head: 3,
+        });
+        let Answer::Ready(c) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!()
+        };
+        assert_eq!(&c.body[..], b"2");
+        assert_eq!(renders.get(), 4);
+        // Nothing new past the cursor: empty, with the cursor to wait from.
+        let at_head = FetchRequest::new([1])
+            .cursor(crate::Cursor::from_last_event_id(3))
+            .normalized()
+            .unwrap();
+        assert!(matches!(
+            hub.respond(&store, &at_head, ClientMode::Long, 0, render),
+            Answer::Empty(_)
+        ));
+    }
+
+    #[test]
     fn only_matching_waiters_are_notified() {
         let hub = Arc::new(Hub::new(16));
         hub.start_at(0);
@@ -319,6 +550,7 @@ mod tests {
             after: 0,
             head: 3,
         });
+        hub.dispatch();
         assert!(a.waiter.fired.load(Ordering::Acquire));
         assert!(!b.waiter.fired.load(Ordering::Acquire));
         assert!(!c.waiter.fired.load(Ordering::Acquire), "below its cursor");

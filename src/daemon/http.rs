@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use super::State;
 use super::auth;
 use super::error::ApiError;
-use super::fanout::FromRing;
+use super::fanout::{Answer, Rendered};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::event::{Event, NewEvent, Priority};
@@ -472,13 +472,24 @@ async fn run_poll(state: &Arc<State>, job: PollJob) -> Result<Resp, ApiError> {
     }
 }
 
-/// The long-poll proper. Returns the batch and whether it ended empty on its deadline.
-async fn wait_for_batch(state: &Arc<State>, params: PollParams) -> Result<(Batch, bool), ApiError> {
-    let mode = state
-        .breakers
-        .status(STORE_BREAKER)
-        .map(|s| s.mode)
-        .unwrap_or(ClientMode::Long);
+/// The mode and `retry_ms` to advertise now.
+fn advertised(state: &State) -> (ClientMode, u64) {
+    let status = state.breakers.status(STORE_BREAKER).ok();
+    let mode = status.map_or(ClientMode::Long, |s| s.mode);
+    let retry_ms = if *state.shutdown.borrow() {
+        1000
+    } else {
+        status.map_or(0, |s| s.retry_after_ms)
+    };
+    (mode, retry_ms)
+}
+
+/// The long-poll proper. Returns the response and whether it ended empty on its deadline.
+async fn wait_for_batch(
+    state: &Arc<State>,
+    params: PollParams,
+) -> Result<(Arc<Rendered>, bool), ApiError> {
+    let (mode, _) = advertised(state);
     // In a degraded mode a poll waits no longer than the mode's wait.
     let wait = params.timeout.min(Duration::from_millis(mode.wait_ms()));
     let deadline = tokio::time::Instant::now() + wait;
@@ -487,53 +498,58 @@ async fn wait_for_batch(state: &Arc<State>, params: PollParams) -> Result<(Batch
     // Register before the first batch is built: see the fan-out module on lost wake-ups.
     let reg = state.hub.register(&req);
     loop {
-        let batch = match state.hub.assemble(&state.store, &req) {
-            FromRing::Batch(b) => b,
-            FromRing::Miss => {
+        let (mode, retry_ms) = advertised(state);
+        let answer = state.hub.respond(&state.store, &req, mode, retry_ms, |b| {
+            render(b, mode, retry_ms)
+        });
+        let cursor = match answer {
+            Answer::Ready(r) => return Ok((r, false)),
+            Answer::Empty(c) => c,
+            Answer::Miss => {
                 let r = req.clone();
                 // Boxed: the store call is the rare path, and its state would otherwise make
                 // every waiting poll's future larger.
-                Box::pin(state.store_call(&state.read_sem, Counter::Fetches, move |s| s.fetch(&r)))
-                    .await?
+                let batch =
+                    Box::pin(
+                        state.store_call(&state.read_sem, Counter::Fetches, move |s| s.fetch(&r)),
+                    )
+                    .await?;
+                if !batch.events.is_empty() || batch.gap || batch.has_more {
+                    let (mode, retry_ms) = advertised(state);
+                    return Ok((Arc::new(render(&batch, mode, retry_ms)), false));
+                }
+                batch.cursor
             }
         };
-        let done = !batch.events.is_empty() || batch.gap || batch.has_more;
-        if done || *shutdown.borrow() {
-            return Ok((batch, false));
+        reg.waiter.set_lanes(cursor.lanes());
+        req.cursor = cursor;
+        if *shutdown.borrow() {
+            return Ok((empty(state, cursor), false));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok((batch, true));
+            return Ok((empty(state, cursor), true));
         }
-        reg.waiter.set_lanes(batch.cursor.lanes());
-        req.cursor = batch.cursor;
         tokio::select! {
             _ = reg.waiter.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok((batch, true)),
-            _ = shutdown.changed() => return Ok((batch, false)),
+            _ = tokio::time::sleep_until(deadline) => return Ok((empty(state, cursor), true)),
+            _ = shutdown.changed() => return Ok((empty(state, cursor), false)),
         }
     }
 }
 
-fn poll_response(state: &State, batch: &Batch) -> Resp {
-    let status = state.breakers.status(STORE_BREAKER).ok();
-    let mode = status.map_or(ClientMode::Long, |s| s.mode);
-    let retry_ms = if *state.shutdown.borrow() {
-        1000
-    } else {
-        status.map_or(0, |s| s.retry_after_ms)
+/// The response to a poll that ends with nothing to deliver.
+fn empty(state: &State, cursor: Cursor) -> Arc<Rendered> {
+    let (mode, retry_ms) = advertised(state);
+    let batch = Batch {
+        events: Vec::new(),
+        cursor,
+        gap: false,
+        has_more: false,
     };
-    if !batch.events.is_empty() {
-        let now = now_ms();
-        state
-            .metrics
-            .add(Counter::Deliveries, batch.events.len() as u64);
-        for e in &batch.events {
-            state.metrics.record_us(
-                Histogram::Delivery,
-                (now - e.timestamp).max(0) as u64 * 1000,
-            );
-        }
-    }
+    Arc::new(render(&batch, mode, retry_ms))
+}
+
+fn render(batch: &Batch, mode: ClientMode, retry_ms: u64) -> Rendered {
     let body = serde_json::to_vec(&PollResponse {
         events: &batch.events,
         cursor: batch.cursor,
@@ -543,12 +559,35 @@ fn poll_response(state: &State, batch: &Batch) -> Resp {
         retry_ms,
     })
     .unwrap_or_default();
-    let mut r = json(StatusCode::OK, body);
-    if mode != ClientMode::Long {
-        r.headers_mut()
-            .insert("x-lms-mode", HeaderValue::from_static(mode.as_str()));
+    Rendered {
+        body: Bytes::from(body),
+        stamps: batch.events.iter().map(|e| e.timestamp).collect(),
+        mode,
     }
-    r
+}
+
+fn poll_response(state: &State, r: &Rendered) -> Resp {
+    if !r.stamps.is_empty() {
+        let now = now_ms();
+        state
+            .metrics
+            .add(Counter::Deliveries, r.stamps.len() as u64);
+        for t in &r.stamps {
+            state
+                .metrics
+                .record_us(Histogram::Delivery, (now - t).max(0) as u64 * 1000);
+        }
+    }
+    let mut resp = Response::new(Full::new(r.body.clone()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if r.mode != ClientMode::Long {
+        h.insert("x-lms-mode", HeaderValue::from_static(r.mode.as_str()));
+    }
+    resp
 }
 
 // -- publish ------------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ pub async fn run(
     state.metrics.set_gauge(Gauge::Connections, 0);
     state.metrics.set_gauge(Gauge::ActiveWaits, 0);
 
-    let mut background = Vec::new();
+    let mut background = vec![tokio::spawn(state.hub.clone().dispatch_loop())];
     if state.config.purge_interval > 0 {
         background.push(tokio::spawn(purge_loop(state.clone())));
     }
