@@ -372,6 +372,41 @@ enum lmsrt_status lmsrt_store_load_cursor(const struct lmsrt_store *store,
                                           struct lmsrt_buf *out_cursor,
                                           bool *out_found);
 
+// Issues a token for the daemon and writes it to `*out_token` (a string; free it with
+// `lmsrt_buf_free`).
+//
+// * `key_id` (`key_id_len` bytes): the id of the signing key, 1 to 32 characters of
+//   `[A-Za-z0-9_-]`; the daemon's `--token-key` is `<key id>:<secret>`.
+// * `secret` (`secret_len` bytes, at least 32): the shared secret.
+// * `user_id`: the user the token is for.
+// * `channels_json` (`channels_json_len` bytes): a JSON array of the channel ids (> 0) the
+//   user may poll, e.g. `[1,7]`; 1 to 1024 of them.
+// * `expires_at`: expiry, Unix seconds (keep tokens short-lived: minutes).
+// * `session` (`session_len` bytes): the login session the token is bound to (WordPress's
+//   session token); only its SHA-256 prefix goes into the token.
+//
+// Format: `v1.<base64url(claims JSON)>.<base64url(HMAC-SHA256)>`, claims `kid`, `uid`, `ch`,
+// `exp`, `sid`. Needs no store; thread-safe.
+//
+// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (bad key id, short secret,
+// malformed channel list, non-positive expiry), `INVALID_CHANNEL`.
+//
+// # Safety
+//
+// Each string pointer must be valid for reads of its length; `out_token` valid for a write of
+// one `lmsrt_buf`.
+enum lmsrt_status lmsrt_token_issue(const char *key_id,
+                                    size_t key_id_len,
+                                    const char *secret,
+                                    size_t secret_len,
+                                    int64_t user_id,
+                                    const char *channels_json,
+                                    size_t channels_json_len,
+                                    int64_t expires_at,
+                                    const char *session,
+                                    size_t session_len,
+                                    struct lmsrt_buf *out_token);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

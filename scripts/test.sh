@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== Rust: unit, property, multi-process, integration and doc tests"
-cargo test --locked
+echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests"
+cargo test --locked --all-features
 
 echo "== C ABI under valgrind, then PHPUnit (installs php-cli, phpunit, valgrind if missing)"
 bash php-ext/run-tests.sh

@@ -39,6 +39,8 @@
 
 pub mod clock;
 pub mod cursor;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod ffi;
@@ -46,6 +48,7 @@ pub mod guards;
 pub mod metrics;
 pub mod shm;
 pub mod store;
+pub mod token;
 
 pub use cursor::Cursor;
 pub use error::{Error, ErrorCode, Result};

@@ -100,3 +100,15 @@ enum lmsrt_status lmsrt_store_load_cursor(const struct lmsrt_store *store,
                                           size_t consumer_len,
                                           struct lmsrt_buf *out_cursor,
                                           bool *out_found);
+
+enum lmsrt_status lmsrt_token_issue(const char *key_id,
+                                    size_t key_id_len,
+                                    const char *secret,
+                                    size_t secret_len,
+                                    int64_t user_id,
+                                    const char *channels_json,
+                                    size_t channels_json_len,
+                                    int64_t expires_at,
+                                    const char *session,
+                                    size_t session_len,
+                                    struct lmsrt_buf *out_token);

@@ -185,6 +185,33 @@ final class FfiNative implements Native
         return $status;
     }
 
+    public function tokenIssue(
+        string $keyId,
+        string $secret,
+        int $userId,
+        string $channelsJson,
+        int $expiresAt,
+        string $session,
+        mixed &$token
+    ): int {
+        return $this->withBuf(
+            fn () => $this->ffi->lmsrt_token_issue(
+                $keyId,
+                strlen($keyId),
+                $secret,
+                strlen($secret),
+                $userId,
+                $channelsJson,
+                strlen($channelsJson),
+                $expiresAt,
+                $session,
+                strlen($session),
+                $this->bufPtr
+            ),
+            $token
+        );
+    }
+
     public function lastError(): string
     {
         $total = $this->ffi->lmsrt_last_error_message($this->errBuf, self::ERR_BUF, $this->errLenPtr);

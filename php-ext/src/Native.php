@@ -57,6 +57,21 @@ interface Native
     /** @param-out string|null $cursor null when the consumer has none */
     public function loadCursor(mixed $handle, string $consumer, mixed &$cursor): int;
 
+    /**
+     * `lmsrt_token_issue`: a token for the daemon (no store needed).
+     *
+     * @param-out string $token
+     */
+    public function tokenIssue(
+        string $keyId,
+        string $secret,
+        int $userId,
+        string $channelsJson,
+        int $expiresAt,
+        string $session,
+        mixed &$token
+    ): int;
+
     /** The calling thread's last error message. */
     public function lastError(): string;
 }

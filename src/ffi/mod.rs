@@ -19,6 +19,7 @@ pub mod handle;
 pub(crate) mod panic;
 pub mod status;
 pub mod store;
+pub mod token;
 
 use std::ffi::c_char;
 

@@ -164,7 +164,9 @@ impl Words {
 
     /// `len` zeroed words in process memory, with the magic in word 0.
     pub(crate) fn in_process(magic: u64, len: usize) -> Words {
-        let words: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(0)).collect();
+        // Zeroed by the allocator rather than written: pages of a large table that no key
+        // ever touches are never made resident (the daemon sizes tables for its peak).
+        let words = zeroed_words(len.max(1));
         words[H_MAGIC].store(magic, Ordering::Relaxed);
         Words {
             backing: Backing::Local(words),
@@ -186,6 +188,21 @@ impl Words {
             Backing::Shared(r) => Some(r.path()),
             Backing::Local(_) => None,
         }
+    }
+}
+
+/// `len` (> 0) zeroed atomics, zeroed by the allocator (`calloc`-style).
+fn zeroed_words(len: usize) -> Box<[AtomicU64]> {
+    let layout = std::alloc::Layout::array::<AtomicU64>(len).expect("table size fits in memory");
+    // SAFETY: `layout` has a non-zero size (len > 0); the result is checked for NULL; all-zero
+    // bytes are a valid `AtomicU64`; the box frees it with the same layout (a slice of `len`
+    // atomics allocated by the global allocator).
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<AtomicU64>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len))
     }
 }
 

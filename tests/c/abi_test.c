@@ -468,6 +468,30 @@ static void test_close(const char *dir) {
     OK(lmsrt_store_close(&again));
 }
 
+static void test_token(void) {
+    const char *secret = "0123456789abcdef0123456789abcdef";
+    lmsrt_buf t = {NULL, 0};
+    OK(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("[3,1]"), 2000000000, S("sess"), &t));
+    const char *text = take(&t);
+    CHECK(strncmp(text, "v1.", 3) == 0);
+    CHECK(count(text, ".") == 2);
+    /* Errors leave the buffer untouched. */
+    EXPECT(lmsrt_token_issue(S("k1"), S("short"), 7, S("[1]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    CHECK(t.ptr == NULL);
+    EXPECT(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("[0]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_CHANNEL);
+    EXPECT(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("{}"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_token_issue(S("bad id"), secret, strlen(secret), 7, S("[1]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_token_issue(NULL, 2, secret, strlen(secret), 7, S("[1]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("[1]"), 2000000000, S("s"), NULL),
+           LMSRT_STATUS_NULL_POINTER);
+    CHECK(t.ptr == NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s <scratch directory>\n", argv[0]);
@@ -476,6 +500,7 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     test_versions();
     test_last_error();
+    test_token();
     test_open_errors(dir);
     lmsrt_store *s = open_store(dir, "main.db", "{\"max_data_bytes\":1024,\"min_ttl_ms\":1000}");
     test_append(s);

@@ -121,4 +121,16 @@ final class FakeNative implements Native
     {
         return $this->error;
     }
+
+    public function tokenIssue(
+        string $keyId,
+        string $secret,
+        int $userId,
+        string $channelsJson,
+        int $expiresAt,
+        string $session,
+        mixed &$token
+    ): int {
+        return $this->next('tokenIssue', [$keyId, $secret, $userId, $channelsJson, $expiresAt, $session], $token);
+    }
 }
