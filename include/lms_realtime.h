@@ -210,8 +210,9 @@ typedef struct lmsrt_breaker_status {
 } lmsrt_breaker_status;
 
 // A connection slot, as `lmsrt_slot_acquire` hands it out. Keep it unchanged to release, renew
-// or check it; the library reads only `record`, `index` and `token` back (and `renew` updates
-// `token` and `expires_at_ms`), so a lease may be stored as those numbers and rebuilt.
+// or check it. Those calls use only `record`, `index` and `token` (and `renew` updates `token`
+// and `expires_at_ms`); they never read the `bool` fields, so a lease may be stored as those
+// three numbers and rebuilt with the rest zeroed. A lease of garbage is simply not held.
 //
 // Plain data: copy it freely. It names a slot in the shared table, not memory, so it stays
 // meaningful after the handle is closed (any handle on the same database can release it).
