@@ -491,6 +491,8 @@ static void test_token(void) {
     EXPECT(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("[1]"), 2000000000, S("s"), NULL),
            LMSRT_STATUS_NULL_POINTER);
     CHECK(t.ptr == NULL);
+}
+
 /* ---- guards ------------------------------------------------------------------------------ */
 
 static lmsrt_guards *open_guards(const char *dir, const char *name, const char *config) {

@@ -133,6 +133,8 @@ final class FakeNative implements Native
         mixed &$token
     ): int {
         return $this->next('tokenIssue', [$keyId, $secret, $userId, $channelsJson, $expiresAt, $session], $token);
+    }
+
     public function guardsOpen(string $path, ?string $configJson, mixed &$handle): int
     {
         $st = $this->next('guardsOpen', [$path, $configJson], $handle);
