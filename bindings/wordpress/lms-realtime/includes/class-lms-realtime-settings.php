@@ -468,25 +468,25 @@ final class LMS_Realtime_Settings {
 		$rows = array(
 			__( 'Path', 'lms-realtime' )            => 'store' === $s['backend'] ? __( 'event store (lms-realtime)', 'lms-realtime' ) : __( 'legacy table (short polling)', 'lms-realtime' ),
 			__( 'Problems', 'lms-realtime' )        => implode( ' ', $s['problems'] ),
-			__( 'Library', 'lms-realtime' )         => isset( $s['library'] ) ? sprintf( '%s (ABI %d, %s)', $s['library']['version'], $s['library']['abi'], $s['library']['source'] ) : '—',
-			__( 'Event store', 'lms-realtime' )     => isset( $s['store'] ) ? sprintf( '%s, %s, head %s', $s['store']['path'], size_format( $s['store']['bytes'] ), $s['store']['head'] ?? ( $s['store']['error'] ?? '' ) ) : '—',
+			__( 'Library', 'lms-realtime' )         => isset( $s['library'] ) ? sprintf( /* translators: 1: version, 2: ABI version, 3: where it was loaded from. */ __( '%1$s (ABI %2$d, %3$s)', 'lms-realtime' ), $s['library']['version'], $s['library']['abi'], $s['library']['source'] ) : '—',
+			__( 'Event store', 'lms-realtime' )     => isset( $s['store'] ) ? sprintf( /* translators: 1: file, 2: size, 3: head cursor. */ __( '%1$s, %2$s, head %3$s', 'lms-realtime' ), $s['store']['path'], size_format( $s['store']['bytes'] ), $s['store']['head'] ?? ( $s['store']['error'] ?? '' ) ) : '—',
 			__( 'Guards', 'lms-realtime' )          => implode( ', ', array_map( static fn ( $k, $v ) => "$k: $v", array_keys( $s['guards'] ), $s['guards'] ) ),
-			__( 'Circuit breaker', 'lms-realtime' ) => sprintf( '%s (%d failures)', $s['breaker']['state'], $s['breaker']['failures'] ),
+			__( 'Circuit breaker', 'lms-realtime' ) => sprintf( /* translators: 1: breaker state, 2: consecutive failures. */ __( '%1$s (%2$d failures)', 'lms-realtime' ), $s['breaker']['state'], $s['breaker']['failures'] ),
 			__( 'Advertised mode', 'lms-realtime' ) => $s['mode'],
-			__( 'Rollout', 'lms-realtime' )         => sprintf( '%s, %d%%, %d beta users', $s['rollout']['enabled'] ? __( 'on', 'lms-realtime' ) : __( 'off', 'lms-realtime' ), $s['rollout']['percent'], $s['rollout']['beta'] ),
+			__( 'Rollout', 'lms-realtime' )         => sprintf( /* translators: 1: on or off, 2: percent, 3: number of beta users. */ __( '%1$s, %2$d%%, %3$d beta users', 'lms-realtime' ), $s['rollout']['enabled'] ? __( 'on', 'lms-realtime' ) : __( 'off', 'lms-realtime' ), $s['rollout']['percent'], $s['rollout']['beta'] ),
 			__( 'Daemon', 'lms-realtime' )          => sprintf(
 				'%s; %s; %s',
 				'' !== $s['daemon']['url'] ? $s['daemon']['url'] : __( 'not configured', 'lms-realtime' ),
 				$s['daemon']['enabled'] ? __( 'clients use it', 'lms-realtime' ) : __( 'clients do not use it (no URL, no secret, or no token issuer in the binding)', 'lms-realtime' ),
 				$s['daemon']['healthz'] ?? ''
 			),
-			__( 'Requests', 'lms-realtime' )        => self::pairs( $m['requests'] ) . sprintf( ' (%d in all)', $m['requests_total'] ),
-			__( 'Events', 'lms-realtime' )          => sprintf( 'recorded %d, delivered %d, polls that waited %d', $m['events_recorded'], $m['events_delivered'], $m['polls_waited'] ),
+			__( 'Requests', 'lms-realtime' )        => self::pairs( $m['requests'] ) . ' ' . sprintf( /* translators: %d: requests. */ __( '(%d in all)', 'lms-realtime' ), $m['requests_total'] ),
+			__( 'Events', 'lms-realtime' )          => sprintf( /* translators: 1: events recorded, 2: events delivered, 3: polls that waited. */ __( 'recorded %1$d, delivered %2$d, polls that waited %3$d', 'lms-realtime' ), $m['events_recorded'], $m['events_delivered'], $m['polls_waited'] ),
 			__( 'Delivery latency', 'lms-realtime' ) => self::latency( $m['delivery_ms'] ),
 			__( 'Staleness', 'lms-realtime' )       => self::latency( $m['staleness_ms'] ),
-			__( 'Errors', 'lms-realtime' )          => self::pairs( $m['errors'] ) . sprintf( ' (rate %.2f%%)', $m['error_rate'] * 100 ),
+			__( 'Errors', 'lms-realtime' )          => self::pairs( $m['errors'] ) . ' ' . sprintf( /* translators: %s: error rate in percent. */ __( '(rate %s%%)', 'lms-realtime' ), number_format_i18n( $m['error_rate'] * 100, 2 ) ),
 			__( 'Refused', 'lms-realtime' )         => self::pairs( $m['refused'] ),
-			__( 'Expiry cleanup', 'lms-realtime' )  => $s['cron']['next'] ? sprintf( 'next %s UTC', gmdate( 'Y-m-d H:i:s', (int) $s['cron']['next'] ) ) : __( 'not scheduled', 'lms-realtime' ),
+			__( 'Expiry cleanup', 'lms-realtime' )  => $s['cron']['next'] ? sprintf( /* translators: %s: date and time. */ __( 'next %s UTC', 'lms-realtime' ), gmdate( 'Y-m-d H:i:s', (int) $s['cron']['next'] ) ) : __( 'not scheduled', 'lms-realtime' ),
 		);
 		echo '<table class="widefat striped lmsrt-status"><tbody>';
 		foreach ( $rows as $label => $value ) {
@@ -530,7 +530,10 @@ final class LMS_Realtime_Settings {
 		if ( 0 === $p['count'] ) {
 			return '—';
 		}
-		return sprintf( '%d samples; p50 ≤ %s ms, p95 ≤ %s ms, p99 ≤ %s ms', $p['count'], $p['p50'], $p['p95'], $p['p99'] );
+		$top = LMS_Realtime_Metrics::BUCKETS[ count( LMS_Realtime_Metrics::BUCKETS ) - 1 ];
+		$fmt = static fn ( $v ): string => $v > $top ? '> ' . $top : '≤ ' . $v;
+		/* translators: 1: samples, 2-4: percentiles such as "≤ 25" or "> 30000". */
+		return sprintf( __( '%1$d samples; p50 %2$s ms, p95 %3$s ms, p99 %4$s ms', 'lms-realtime' ), $p['count'], $fmt( $p['p50'] ), $fmt( $p['p95'] ), $fmt( $p['p99'] ) );
 	}
 
 	/**
