@@ -250,7 +250,7 @@ if [ -n "${LMSRT_E2E_HOLD:-}" ]; then
       echo "export LMSRT_E2E_LIBRARY=$lib LMSRT_E2E_DAEMON_BIN=$daemon_bin LMSRT_E2E_DB=$work/store/events.db LMSRT_E2E_ROOT=$root"
       printf 'export LMSRT_DAEMON_CMD=%q\n' "$LMSRT_DAEMON_CMD"; } >"$LMSRT_E2E_HOLD"
     echo "e2e: holding the site at $base (environment in $LMSRT_E2E_HOLD)"
-    while true; do sleep 3600; done
+    while true; do sleep 3600 & wait $!; done
 fi
 
 passed=0 failed=0 skipped=0
@@ -294,8 +294,12 @@ if [ -z "$only" ] || [ "$only" = browser ]; then
 fi
 
 if [ -s "$work/php-errors.log" ]; then
-    log "PHP errors logged by php-fpm (first 20 lines)"
-    head -20 "$work/php-errors.log"
+    # WordPress 6.1 core raises PHP 8.2 deprecation notices; anything else is worth a look.
+    deprecated="$(grep -c 'PHP Deprecated' "$work/php-errors.log")"
+    if grep -v 'PHP Deprecated' "$work/php-errors.log" | grep -q .; then
+        log "PHP errors logged by php-fpm (first 20 lines, $deprecated deprecation notices left out)"
+        grep -v 'PHP Deprecated' "$work/php-errors.log" | head -20
+    fi
 fi
 echo
 echo "e2e summary: $passed passed, $failed failed, $skipped skipped"

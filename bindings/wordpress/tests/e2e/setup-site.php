@@ -118,9 +118,14 @@ switch ( $command ) {
 			fwrite( STDERR, "run uninstall-check with LMSRT_E2E_NO_DB_PATH=1\n" );
 			exit( 2 );
 		}
-		$store = \LmsRealtime\EventStore::open( LMS_Unified_Long_Poll::db_path(), array(), LMS_Realtime_Requirements::library_path() );
-		$store->append( 'message_create', 1, array( 'text' => 'left behind' ) );
-		$store->close();
+		// Data in every place uninstall must clean: an event in the default store (through the
+		// plugin, which creates it), a guard transient, the options, the tables, the schedule.
+		do_action( 'lms_chat_message_created', 1, 1, 1, array( 'text' => 'left behind' ) );
+		LMS_Realtime_Plugin::set_realtime( null ); // closes the store
+		if ( ! glob( WP_CONTENT_DIR . '/lms-realtime/events.db*' ) ) {
+			echo "the plugin did not create the default store\nnot ok\n";
+			exit( 1 );
+		}
 		set_transient( 'lmsrt_rl_probe', array( 'x' => 1 ), 600 );
 		require_once ABSPATH . 'wp-admin/includes/plugin.php';
 		deactivate_plugins( 'lms-realtime/lms-realtime.php' );
