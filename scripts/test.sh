@@ -20,4 +20,8 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 node --test bindings/client/test/
 
+echo "== WordPress plugin: PHPUnit inside a real WordPress, then two browsers end to end"
+echo "   (installs wordpress, mariadb, php-fpm, nginx-light, chromium if missing; needs root)"
+bash bindings/wordpress/tests/e2e/run.sh
+
 echo "== all suites passed"

@@ -1,0 +1,915 @@
+<?php
+/**
+ * The realtime base class: the chat hooks, the legacy AJAX poll, the legacy event table.
+ *
+ * @package LMS_Realtime
+ */
+
+defined( 'ABSPATH' ) || exit;
+
+/**
+ * Turns the chat's hooks into events and serves them through the legacy AJAX endpoint
+ * `lms_unified_long_poll`.
+ *
+ * This class is the legacy path: events are rows of `{prefix}lms_chat_realtime_events`, and a
+ * poll answers at once with the next rows by id (short polling). It runs when the event store
+ * cannot (no ext-ffi, no library, the kill switch), so the site keeps working.
+ * `LMS_Unified_Long_Poll` extends it and replaces the storage with the event store and the
+ * immediate answer with a short bounded wait.
+ *
+ * Everything that is WordPress (nonces, login, channel access, the guards, the AJAX shapes) is
+ * here, shared by both paths.
+ *
+ * Hooks listened to (see readme.txt for their arguments):
+ * `lms_chat_message_created`, `lms_chat_message_deleted`, `lms_chat_thread_message_created`,
+ * `lms_chat_thread_message_deleted`, `lms_chat_reaction_updated`,
+ * `lms_chat_thread_reaction_updated`.
+ */
+class LMS_Chat_Realtime {
+
+	/** The nonce action the chat pages use. */
+	public const NONCE_ACTION = 'lms_chat_nonce';
+
+	/** The legacy poll's AJAX action. */
+	public const POLL_ACTION = 'lms_unified_long_poll';
+
+	/** The daemon token's AJAX action. */
+	public const TOKEN_ACTION = 'lms_realtime_token';
+
+	/** The legacy event table, without the prefix. */
+	public const TABLE = 'lms_chat_realtime_events';
+
+	/** Event types and their priorities (1 critical, 2 high, 3 normal, 4 low). */
+	public const EVENT_PRIORITIES = array(
+		'message_create'  => 1,
+		'message_delete'  => 1,
+		'thread_create'   => 1,
+		'thread_delete'   => 1,
+		'reaction_update' => 2,
+		'thread_reaction' => 2,
+	);
+
+	/** Event families, the values of `lms_unified_longpoll_events`. */
+	public const EVENT_FAMILIES = array(
+		'messages'  => array( 'message_create', 'message_delete', 'thread_create', 'thread_delete' ),
+		'reactions' => array( 'reaction_update', 'thread_reaction' ),
+	);
+
+	/** Time to live per priority, ms (filter `lms_realtime_event_ttl`). */
+	public const TTL_MS = array(
+		1 => 21600000,
+		2 => 3600000,
+		3 => 1800000,
+		4 => 300000,
+	);
+
+	/** Largest `last_event_id` accepted (SQLite and MySQL both keep ids in signed 64 bits). */
+	private const MAX_ID_DIGITS = 18;
+
+	/**
+	 * The shared guards.
+	 *
+	 * @var LMS_Realtime_Guards
+	 */
+	protected LMS_Realtime_Guards $guards;
+
+	/**
+	 * The plugin's counters.
+	 *
+	 * @var LMS_Realtime_Metrics
+	 */
+	protected LMS_Realtime_Metrics $metrics;
+
+	/**
+	 * Builds the realtime service.
+	 *
+	 * @param LMS_Realtime_Guards  $guards  the guards.
+	 * @param LMS_Realtime_Metrics $metrics the counters.
+	 */
+	public function __construct( LMS_Realtime_Guards $guards, LMS_Realtime_Metrics $metrics ) {
+		$this->guards  = $guards;
+		$this->metrics = $metrics;
+	}
+
+	/**
+	 * The hooks and AJAX actions this class answers: hook => [method, accepted args].
+	 *
+	 * @return array<string, array{0: string, 1: int}>
+	 */
+	public static function hooks(): array {
+		return array(
+			'lms_chat_message_created'                 => array( 'on_message_created', 4 ),
+			'lms_chat_message_deleted'                 => array( 'on_message_deleted', 4 ),
+			'lms_chat_thread_message_created'          => array( 'on_thread_message_created', 5 ),
+			'lms_chat_thread_message_deleted'          => array( 'on_thread_message_deleted', 5 ),
+			'lms_chat_reaction_updated'                => array( 'on_reaction_updated', 4 ),
+			'lms_chat_thread_reaction_updated'         => array( 'on_thread_reaction_updated', 5 ),
+			'wp_ajax_' . self::POLL_ACTION             => array( 'handle_long_poll', 0 ),
+			'wp_ajax_nopriv_' . self::POLL_ACTION      => array( 'handle_long_poll', 0 ),
+			'wp_ajax_' . self::TOKEN_ACTION            => array( 'handle_token', 0 ),
+			'wp_ajax_nopriv_' . self::TOKEN_ACTION     => array( 'handle_token', 0 ),
+		);
+	}
+
+	/**
+	 * Hooks this instance to the chat events and the AJAX endpoints. (The plugin registers
+	 * lazy proxies instead, so a request that never needs the store never loads it.)
+	 */
+	public function register(): void {
+		foreach ( self::hooks() as $hook => list( $method, $args ) ) {
+			add_action( $hook, array( $this, $method ), 10, max( 1, $args ) );
+		}
+	}
+
+	/**
+	 * `store` (the event store) or `legacy` (the plugin's table).
+	 */
+	public function backend(): string {
+		return 'legacy';
+	}
+
+	/**
+	 * The guards.
+	 */
+	public function guards(): LMS_Realtime_Guards {
+		return $this->guards;
+	}
+
+	/**
+	 * The counters.
+	 */
+	public function metrics(): LMS_Realtime_Metrics {
+		return $this->metrics;
+	}
+
+	// -- hooks ------------------------------------------------------------------------------
+
+	/**
+	 * `lms_chat_message_created`.
+	 *
+	 * @param int   $message_id the message.
+	 * @param int   $channel_id its channel.
+	 * @param int   $user_id    its author.
+	 * @param array $data       what clients need to show it (text, author name, time).
+	 */
+	public function on_message_created( $message_id, $channel_id, $user_id = 0, $data = array() ): void {
+		$this->record_event( 'message_create', (int) $channel_id, (array) $data, (int) $message_id, null, (int) $user_id );
+	}
+
+	/**
+	 * `lms_chat_message_deleted`.
+	 *
+	 * @param int   $message_id the message.
+	 * @param int   $channel_id its channel.
+	 * @param int   $user_id    who deleted it.
+	 * @param array $data       extra data.
+	 */
+	public function on_message_deleted( $message_id, $channel_id, $user_id = 0, $data = array() ): void {
+		$this->record_event( 'message_delete', (int) $channel_id, (array) $data, (int) $message_id, null, (int) $user_id );
+	}
+
+	/**
+	 * `lms_chat_thread_message_created`.
+	 *
+	 * @param int   $message_id the reply.
+	 * @param int   $parent_id  the message it replies to (the thread).
+	 * @param int   $channel_id the channel.
+	 * @param int   $user_id    its author.
+	 * @param array $data       what clients need to show it.
+	 */
+	public function on_thread_message_created( $message_id, $parent_id, $channel_id, $user_id = 0, $data = array() ): void {
+		$this->record_event( 'thread_create', (int) $channel_id, (array) $data, (int) $message_id, (int) $parent_id, (int) $user_id );
+	}
+
+	/**
+	 * `lms_chat_thread_message_deleted`.
+	 *
+	 * @param int   $message_id the reply.
+	 * @param int   $parent_id  the thread.
+	 * @param int   $channel_id the channel.
+	 * @param int   $user_id    who deleted it.
+	 * @param array $data       extra data.
+	 */
+	public function on_thread_message_deleted( $message_id, $parent_id, $channel_id, $user_id = 0, $data = array() ): void {
+		$this->record_event( 'thread_delete', (int) $channel_id, (array) $data, (int) $message_id, (int) $parent_id, (int) $user_id );
+	}
+
+	/**
+	 * `lms_chat_reaction_updated`.
+	 *
+	 * @param int   $message_id the message.
+	 * @param int   $channel_id the channel.
+	 * @param int   $user_id    who reacted.
+	 * @param array $reactions  the message's reactions now.
+	 */
+	public function on_reaction_updated( $message_id, $channel_id, $user_id = 0, $reactions = array() ): void {
+		$this->record_event( 'reaction_update', (int) $channel_id, array( 'reactions' => (array) $reactions ), (int) $message_id, null, (int) $user_id );
+	}
+
+	/**
+	 * `lms_chat_thread_reaction_updated`.
+	 *
+	 * @param int   $message_id the reply.
+	 * @param int   $parent_id  the thread.
+	 * @param int   $channel_id the channel.
+	 * @param int   $user_id    who reacted.
+	 * @param array $reactions  the reply's reactions now.
+	 */
+	public function on_thread_reaction_updated( $message_id, $parent_id, $channel_id, $user_id = 0, $reactions = array() ): void {
+		$this->record_event( 'thread_reaction', (int) $channel_id, array( 'reactions' => (array) $reactions ), (int) $message_id, (int) $parent_id, (int) $user_id );
+	}
+
+	// -- recording --------------------------------------------------------------------------
+
+	/**
+	 * Records one event, if its family is enabled (`lms_unified_longpoll_events`).
+	 *
+	 * @param string   $type       event type.
+	 * @param int      $channel_id channel.
+	 * @param array    $data       JSON object data.
+	 * @param int|null $message_id message.
+	 * @param int|null $thread_id  thread (the parent message).
+	 * @param int      $user_id    actor.
+	 * @return int|null the event id, or null when not recorded.
+	 */
+	public function record_event( string $type, int $channel_id, array $data = array(), ?int $message_id = null, ?int $thread_id = null, int $user_id = 0 ): ?int {
+		if ( $channel_id <= 0 || ! self::event_enabled( $type ) ) {
+			return null;
+		}
+		$priority = self::priority_for( $type );
+		$event    = array(
+			'type'       => $type,
+			'priority'   => $priority,
+			'channel_id' => $channel_id,
+			'message_id' => null !== $message_id && $message_id > 0 ? $message_id : null,
+			'thread_id'  => null !== $thread_id && $thread_id > 0 ? $thread_id : null,
+			'user_id'    => max( 0, $user_id ),
+			'data'       => $data,
+			'ttl_ms'     => self::ttl_ms_for( $priority, $type ),
+		);
+		/**
+		 * Filters an event before it is recorded; return null to drop it.
+		 *
+		 * @param array|null $event The event.
+		 */
+		$event = apply_filters( 'lms_realtime_event', $event );
+		if ( ! is_array( $event ) ) {
+			return null;
+		}
+		try {
+			$id = $this->store_event( $event );
+		} catch ( \Throwable $e ) {
+			$this->guards->breaker_record( false );
+			$this->metrics->count( 'errors.record_failed' );
+			// phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log -- an event that could not be recorded must be visible to the admin.
+			error_log( sprintf( 'lms-realtime: could not record %s in channel %d: %s', $type, $channel_id, $e->getMessage() ) );
+			return null;
+		}
+		$this->metrics->count( 'events_recorded' );
+		/**
+		 * Fires after an event was recorded.
+		 *
+		 * @param int   $id    The event id.
+		 * @param array $event The event.
+		 */
+		do_action( 'lms_realtime_event_recorded', $id, $event );
+		return $id;
+	}
+
+	/**
+	 * Stores an event in the legacy table.
+	 *
+	 * @param array $event type, priority, channel_id, message_id, thread_id, user_id, data, ttl_ms.
+	 * @return int the id.
+	 * @throws \RuntimeException When the insert fails.
+	 */
+	protected function store_event( array $event ): int {
+		global $wpdb;
+		$now = self::now_ms();
+		// phpcs:ignore WordPress.DB.DirectDatabaseQuery.DirectQuery -- the event table is ours.
+		$ok = $wpdb->insert(
+			self::table(),
+			array(
+				'event_type' => $event['type'],
+				'priority'   => $event['priority'],
+				'channel_id' => $event['channel_id'],
+				'message_id' => $event['message_id'],
+				'thread_id'  => $event['thread_id'],
+				'user_id'    => $event['user_id'],
+				'data'       => wp_json_encode( (object) $event['data'] ),
+				'timestamp'  => $now,
+				'expires_at' => $now + (int) $event['ttl_ms'],
+			),
+			array( '%s', '%d', '%d', '%d', '%d', '%d', '%s', '%d', '%d' )
+		);
+		if ( false === $ok ) {
+			throw new \RuntimeException( 'insert failed: ' . $wpdb->last_error );
+		}
+		return (int) $wpdb->insert_id;
+	}
+
+	// -- the legacy AJAX poll ---------------------------------------------------------------
+
+	/**
+	 * `admin-ajax.php?action=lms_unified_long_poll`: the legacy contract.
+	 */
+	public function handle_long_poll(): void {
+		// phpcs:disable WordPress.Security.NonceVerification.Missing -- answer_poll() checks the nonce.
+		$request = array();
+		foreach ( array( 'channel_id', 'thread_id', 'last_event_id', 'nonce', 'nonce_action' ) as $key ) {
+			if ( isset( $_POST[ $key ] ) && is_scalar( $_POST[ $key ] ) ) {
+				$request[ $key ] = sanitize_text_field( wp_unslash( (string) $_POST[ $key ] ) );
+			}
+		}
+		// phpcs:enable
+		$this->send( fn () => $this->answer_poll( $request, get_current_user_id() ) );
+	}
+
+	/**
+	 * Answers one poll: the checks in the legacy order, then the events.
+	 *
+	 * @param array<string, string> $request channel_id, thread_id, last_event_id, nonce, nonce_action.
+	 * @param int                   $user_id the current user.
+	 * @return array<string, mixed> the `data` of the success response.
+	 * @throws LMS_Realtime_Ajax_Error When the request is refused.
+	 */
+	public function answer_poll( array $request, int $user_id ): array {
+		$started = microtime( true );
+		$this->metrics->count( 'requests.poll' );
+		$this->check_user_and_nonce( $request, $user_id );
+
+		$channel_id = self::parse_id( $request['channel_id'] ?? null, false );
+		$thread_id  = self::parse_id( $request['thread_id'] ?? '0', true );
+		$last_id    = self::parse_id( $request['last_event_id'] ?? '0', true );
+		if ( null === $channel_id || null === $thread_id || null === $last_id ) {
+			throw $this->refuse( 'invalid_parameters', __( 'channel_id must be a positive integer; thread_id and last_event_id non-negative integers.', 'lms-realtime' ) );
+		}
+		if ( ! self::user_can_access_channel( $user_id, $channel_id ) ) {
+			throw $this->refuse( 'access_denied', __( 'You do not have access to this channel.', 'lms-realtime' ) );
+		}
+		$this->check_rate( 'poll', $user_id );
+
+		$breaker = $this->guards->breaker_check();
+		if ( ! $breaker['allowed'] ) {
+			$this->metrics->count( 'errors.service_unavailable' );
+			throw new LMS_Realtime_Ajax_Error(
+				'service_unavailable',
+				__( 'Realtime updates are paused for a moment.', 'lms-realtime' ),
+				array(
+					'mode'        => $breaker['mode'],
+					'retry_after' => (int) max( 1, ceil( $breaker['retry_ms'] / 1000 ) ),
+				)
+			);
+		}
+
+		$wait  = $this->wait_seconds( $user_id, $breaker );
+		$lease = null;
+		if ( $wait > 0 ) {
+			$lease = $this->guards->acquire_slot( $user_id, (int) ( $wait * 1000 ) + 5000 );
+			if ( null === $lease ) {
+				throw $this->refuse(
+					'connection_limit_exceeded',
+					__( 'Too many open connections for this user.', 'lms-realtime' ),
+					array( 'retry_after' => 2 )
+				);
+			}
+		}
+		$limit = self::batch_size();
+		try {
+			$batch = $this->fetch_events( $channel_id, $thread_id, $last_id, $limit, $wait );
+			$state = $this->guards->breaker_record( true );
+		} catch ( LMS_Realtime_Ajax_Error $e ) {
+			throw $e;
+		} catch ( \Throwable $e ) {
+			$state = $this->guards->breaker_record( false );
+			$this->metrics->count( 'errors.service_unavailable' );
+			// phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( 'lms-realtime: poll failed: ' . $e->getMessage() );
+			throw new LMS_Realtime_Ajax_Error(
+				'service_unavailable',
+				__( 'Realtime updates are temporarily unavailable.', 'lms-realtime' ),
+				array(
+					'mode'        => $state['mode'],
+					'retry_after' => (int) max( 1, ceil( $state['retry_ms'] / 1000 ) ),
+				)
+			);
+		} finally {
+			if ( null !== $lease ) {
+				$this->guards->release_slot( $user_id, $lease );
+			}
+		}
+
+		$events = array_map( array( self::class, 'format_event' ), $batch['events'] );
+		$this->observe_delivery( $batch['events'], $started, $wait > 0 );
+		$position = $last_id;
+		foreach ( $batch['events'] as $e ) {
+			$position = max( $position, (int) $e['id'] );
+		}
+		if ( isset( $batch['position'] ) ) {
+			$position = max( $position, (int) $batch['position'] );
+		}
+		return array(
+			'events'        => $events,
+			'timestamp'     => time(),
+			'last_event_id' => $position,
+			'has_more'      => (bool) $batch['has_more'],
+			'gap'           => (bool) $batch['gap'],
+			'mode'          => $state['mode'],
+		);
+	}
+
+	/**
+	 * The next events of a channel after `$last_id`, by id, sorted by priority inside the batch.
+	 * The legacy table answers at once (`$wait` is ignored).
+	 *
+	 * @param int   $channel_id channel.
+	 * @param int   $thread_id  0, or only this thread's events.
+	 * @param int   $last_id    the client's last_event_id.
+	 * @param int   $limit      batch size.
+	 * @param float $wait       seconds the caller may wait.
+	 * @return array{events: list<array<string, mixed>>, gap: bool, has_more: bool}
+	 */
+	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait ): array {
+		global $wpdb;
+		$table  = self::table();
+		$thread = $thread_id > 0 ? $wpdb->prepare( ' AND thread_id = %d', $thread_id ) : '';
+		// phpcs:disable WordPress.DB.PreparedSQL.InterpolatedNotPrepared,WordPress.DB.DirectDatabaseQuery -- the table name is ours, $thread is prepared.
+		$rows = $wpdb->get_results(
+			$wpdb->prepare(
+				"SELECT id, event_type, priority, channel_id, message_id, thread_id, user_id, data, timestamp, expires_at
+				FROM {$table} WHERE channel_id = %d AND id > %d AND expires_at > %d{$thread} ORDER BY id ASC LIMIT %d",
+				$channel_id,
+				$last_id,
+				self::now_ms(),
+				$limit + 1
+			),
+			ARRAY_A
+		);
+		// phpcs:enable
+		if ( ! is_array( $rows ) ) {
+			throw new \RuntimeException( 'query failed: ' . $wpdb->last_error );
+		}
+		$has_more = count( $rows ) > $limit;
+		$rows     = array_slice( $rows, 0, $limit );
+		$events   = array();
+		foreach ( $rows as $r ) {
+			$data     = json_decode( (string) $r['data'], true );
+			$events[] = array(
+				'id'         => (int) $r['id'],
+				'type'       => (string) $r['event_type'],
+				'priority'   => (int) $r['priority'],
+				'channel_id' => (int) $r['channel_id'],
+				'message_id' => null === $r['message_id'] ? null : (int) $r['message_id'],
+				'thread_id'  => null === $r['thread_id'] ? null : (int) $r['thread_id'],
+				'user_id'    => (int) $r['user_id'],
+				'data'       => is_array( $data ) ? $data : array(),
+				'timestamp'  => (int) $r['timestamp'],
+				'expires_at' => (int) $r['expires_at'],
+			);
+		}
+		return array(
+			'events'   => self::sort_batch( $events ),
+			'gap'      => false,
+			'has_more' => $has_more,
+		);
+	}
+
+	/**
+	 * Seconds a poll may wait for events: none on the legacy path.
+	 *
+	 * @param int                  $user_id the user.
+	 * @param array<string, mixed> $breaker the breaker status.
+	 */
+	protected function wait_seconds( int $user_id, array $breaker ): float {
+		return 0.0;
+	}
+
+	/**
+	 * Sorts a batch by priority, then id (the batch itself is the next N by id).
+	 *
+	 * @param list<array<string, mixed>> $events events.
+	 * @return list<array<string, mixed>>
+	 */
+	public static function sort_batch( array $events ): array {
+		usort(
+			$events,
+			static fn ( array $a, array $b ): int => array( $a['priority'], $a['id'] ) <=> array( $b['priority'], $b['id'] )
+		);
+		return $events;
+	}
+
+	/**
+	 * An event in the legacy response shape: `id`, `type`, `priority`, `message_id`,
+	 * `thread_id`, `channel_id`, `user_id`, `data` (an object) and `timestamp` (unix seconds).
+	 *
+	 * @param array<string, mixed> $e an event (timestamp in ms).
+	 * @return array<string, mixed>
+	 */
+	public static function format_event( array $e ): array {
+		return array(
+			'id'         => (int) $e['id'],
+			'type'       => (string) $e['type'],
+			'priority'   => (int) $e['priority'],
+			'message_id' => isset( $e['message_id'] ) ? (int) $e['message_id'] : null,
+			'thread_id'  => isset( $e['thread_id'] ) ? (int) $e['thread_id'] : null,
+			'channel_id' => (int) $e['channel_id'],
+			'user_id'    => (int) $e['user_id'],
+			'data'       => (object) $e['data'],
+			'timestamp'  => intdiv( (int) $e['timestamp'], 1000 ),
+		);
+	}
+
+	/**
+	 * Records delivery latencies: events appended during the wait (the wake-up path) and the
+	 * age of events that were already pending.
+	 *
+	 * @param list<array<string, mixed>> $events  delivered events (timestamps in ms).
+	 * @param float                      $started when the poll came in (unix s).
+	 * @param bool                       $waited  whether the poll could wait.
+	 */
+	private function observe_delivery( array $events, float $started, bool $waited ): void {
+		if ( array() === $events ) {
+			return;
+		}
+		$this->metrics->count( 'events_delivered', count( $events ) );
+		if ( $waited ) {
+			$this->metrics->count( 'polls_waited' );
+		}
+		$now   = microtime( true ) * 1000;
+		$start = $started * 1000;
+		foreach ( $events as $e ) {
+			$age = max( 0.0, $now - (float) $e['timestamp'] );
+			$this->metrics->observe( (float) $e['timestamp'] >= $start - 1 ? 'delivery_ms' : 'staleness_ms', $age );
+		}
+	}
+
+	// -- daemon tokens ----------------------------------------------------------------------
+
+	/**
+	 * `admin-ajax.php?action=lms_realtime_token`: a daemon token for the current user.
+	 */
+	public function handle_token(): void {
+		// phpcs:disable WordPress.Security.NonceVerification.Missing -- answer_token() checks the nonce.
+		$request = array();
+		foreach ( array( 'nonce', 'nonce_action', 'channels' ) as $key ) {
+			if ( isset( $_POST[ $key ] ) && is_scalar( $_POST[ $key ] ) ) {
+				$request[ $key ] = sanitize_text_field( wp_unslash( (string) $_POST[ $key ] ) );
+			}
+		}
+		// phpcs:enable
+		$this->send( fn () => $this->answer_token( $request, get_current_user_id() ) );
+	}
+
+	/**
+	 * A token: only on the store path with a daemon configured.
+	 *
+	 * @param array<string, string> $request nonce, nonce_action, channels.
+	 * @param int                   $user_id the current user.
+	 * @return array<string, mixed>
+	 * @throws LMS_Realtime_Ajax_Error Always here: the legacy path has no daemon.
+	 */
+	public function answer_token( array $request, int $user_id ): array {
+		$this->metrics->count( 'requests.token' );
+		$this->check_user_and_nonce( $request, $user_id );
+		throw $this->refuse( 'daemon_unavailable', __( 'The long-poll daemon is not in use.', 'lms-realtime' ) );
+	}
+
+	// -- the page ---------------------------------------------------------------------------
+
+	/**
+	 * The position a page rendered now starts polling from: the newest event id.
+	 */
+	public function render_head_cursor(): string {
+		return (string) $this->head_last_event_id();
+	}
+
+	/**
+	 * The head as a legacy `last_event_id`.
+	 */
+	public function head_last_event_id(): int {
+		global $wpdb;
+		$table = self::table();
+		// phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared,WordPress.DB.DirectDatabaseQuery
+		return (int) $wpdb->get_var( "SELECT MAX(id) FROM {$table}" );
+	}
+
+	/**
+	 * Whether clients are configured for the daemon.
+	 */
+	public function daemon_enabled(): bool {
+		return false;
+	}
+
+	/**
+	 * The page configuration `LMSUnifiedLongPoll.fromConfig()` reads (snake_case keys).
+	 * Render it after the page's data: the head is taken first, so an event committed while
+	 * the page is built is delivered (the page de-duplicates by message id), never lost.
+	 *
+	 * @param int      $channel_id the channel shown.
+	 * @param int      $thread_id  the thread shown, or 0.
+	 * @param int|null $user_id    the user (default: current).
+	 * @return array<string, mixed>
+	 */
+	public function page_config( int $channel_id, int $thread_id = 0, ?int $user_id = null ): array {
+		$user_id = $user_id ?? get_current_user_id();
+		$unified = $this->guards->use_unified( $user_id );
+		$cursor  = $this->render_head_cursor();
+		$config  = array(
+			'ajax_url'      => admin_url( 'admin-ajax.php' ),
+			'nonce'         => wp_create_nonce( self::NONCE_ACTION ),
+			'nonce_action'  => self::NONCE_ACTION,
+			'channel_id'    => $channel_id,
+			'channels'      => array( $channel_id ),
+			'thread_id'     => $thread_id > 0 ? $thread_id : null,
+			'cursor'        => 'store' === $this->backend() ? $cursor : null,
+			'last_event_id' => self::cursor_position( $cursor ),
+			'batch_size'    => self::batch_size(),
+			'ab'            => array(
+				'cohort'          => $unified ? 'unified' : 'legacy',
+				'rollout_percent' => $this->guards->rollout()->percent(),
+			),
+			'mode'          => $this->guards->advertised_mode(),
+			'backend'       => $this->backend(),
+			'user_id'       => $user_id,
+		);
+		if ( $unified && $this->daemon_enabled() ) {
+			$config['daemon_url']   = self::daemon_url();
+			$config['token_url']    = admin_url( 'admin-ajax.php' );
+			$config['token_action'] = self::TOKEN_ACTION;
+			$config['token_nonce']  = $config['nonce'];
+		}
+		/**
+		 * Filters the page configuration of the browser client.
+		 *
+		 * @param array $config     The configuration.
+		 * @param int   $channel_id The channel.
+		 * @param int   $user_id    The user.
+		 */
+		return (array) apply_filters( 'lms_realtime_page_config', $config, $channel_id, $user_id );
+	}
+
+	/**
+	 * The legacy `last_event_id` for a cursor: an integer cursor itself, the lowest lane of a
+	 * `v1.` cursor (every event at or below it was delivered in every lane), else 0.
+	 *
+	 * @param string $cursor cursor.
+	 */
+	public static function cursor_position( string $cursor ): int {
+		if ( preg_match( '/^\d{1,18}$/', $cursor ) ) {
+			return (int) $cursor;
+		}
+		if ( preg_match( '/^v1\.[0-9a-fA-F]{8}\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})$/', $cursor, $m ) ) {
+			return (int) min( (int) $m[1], (int) $m[2], (int) $m[3], (int) $m[4] );
+		}
+		return 0;
+	}
+
+	// -- maintenance ------------------------------------------------------------------------
+
+	/**
+	 * Deletes expired events (WP-Cron); returns how many.
+	 *
+	 * @param int $max at most this many.
+	 */
+	public function purge_expired( int $max = 5000 ): int {
+		global $wpdb;
+		$table = self::table();
+		// phpcs:ignore WordPress.DB.PreparedSQL.InterpolatedNotPrepared,WordPress.DB.DirectDatabaseQuery
+		$n = $wpdb->query( $wpdb->prepare( "DELETE FROM {$table} WHERE expires_at <= %d LIMIT %d", self::now_ms(), $max ) );
+		return (int) $n;
+	}
+
+	/**
+	 * Creates or updates the legacy event table.
+	 */
+	public static function install_table(): void {
+		global $wpdb;
+		require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+		$table   = self::table();
+		$collate = $wpdb->get_charset_collate();
+		dbDelta(
+			"CREATE TABLE {$table} (
+				id bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+				event_type varchar(64) NOT NULL,
+				priority tinyint(3) unsigned NOT NULL DEFAULT 3,
+				channel_id bigint(20) unsigned NOT NULL,
+				message_id bigint(20) unsigned NULL,
+				thread_id bigint(20) unsigned NULL,
+				user_id bigint(20) unsigned NOT NULL DEFAULT 0,
+				data longtext NULL,
+				timestamp bigint(20) NOT NULL,
+				expires_at bigint(20) NOT NULL,
+				PRIMARY KEY  (id),
+				KEY idx_channel (channel_id,id),
+				KEY idx_expires (expires_at)
+			) {$collate};"
+		);
+	}
+
+	/**
+	 * The legacy event table's name.
+	 */
+	public static function table(): string {
+		global $wpdb;
+		return $wpdb->prefix . self::TABLE;
+	}
+
+	// -- shared checks ----------------------------------------------------------------------
+
+	/**
+	 * Login, then nonce (the legacy order).
+	 *
+	 * @param array<string, string> $request nonce, nonce_action.
+	 * @param int                   $user_id current user.
+	 * @throws LMS_Realtime_Ajax_Error When either fails.
+	 */
+	public function check_user_and_nonce( array $request, int $user_id ): void {
+		if ( $user_id <= 0 ) {
+			// Anonymous requests are limited by address (the DDoS guard) before anything else.
+			$this->check_rate( 'ip', 0 );
+			throw $this->refuse( 'not_authenticated', __( 'You must be logged in.', 'lms-realtime' ) );
+		}
+		$action = $request['nonce_action'] ?? self::NONCE_ACTION;
+		if ( ! in_array( $action, self::nonce_actions(), true ) ) {
+			$action = self::NONCE_ACTION;
+		}
+		if ( ! wp_verify_nonce( $request['nonce'] ?? '', $action ) ) {
+			throw $this->refuse( 'invalid_nonce', __( 'Your session has expired. Please reload the page.', 'lms-realtime' ) );
+		}
+	}
+
+	/**
+	 * Applies a rate limit: `$action` for a user, the `ip` limit without one.
+	 *
+	 * @param string $action  `poll` or `post`.
+	 * @param int    $user_id the user, or 0.
+	 * @throws LMS_Realtime_Ajax_Error When refused.
+	 */
+	public function check_rate( string $action, int $user_id ): void {
+		$d = $this->guards->check_rate( $action, $user_id );
+		if ( ! $d['allowed'] ) {
+			throw $this->refuse(
+				'rate_limit_exceeded',
+				__( 'Too many requests. Please slow down.', 'lms-realtime' ),
+				array( 'retry_after' => (int) max( 1, ceil( $d['retry_after_ms'] / 1000 ) ) )
+			);
+		}
+	}
+
+	/**
+	 * A refusal by design (counted apart from service errors).
+	 *
+	 * @param string               $code    legacy code.
+	 * @param string               $message message.
+	 * @param array<string, mixed> $extra   extra data.
+	 */
+	protected function refuse( string $code, string $message, array $extra = array() ): LMS_Realtime_Ajax_Error {
+		$this->metrics->count( 'refused.' . $code );
+		return new LMS_Realtime_Ajax_Error( $code, $message, $extra );
+	}
+
+	/**
+	 * Runs a handler and sends its result as WordPress JSON: `{"success": true, "data": ...}`
+	 * or the legacy error shape. Errors are sent with HTTP 200, as the legacy endpoint did, so
+	 * an unchanged front end reads them the same way; rate and connection limits also carry
+	 * `Retry-After`.
+	 *
+	 * @param callable $handler returns the success data or throws LMS_Realtime_Ajax_Error.
+	 */
+	public function send( callable $handler ): void {
+		nocache_headers();
+		try {
+			$data = $handler();
+		} catch ( LMS_Realtime_Ajax_Error $e ) {
+			$extra = $e->extra;
+			if ( isset( $extra['retry_after'] ) && ! headers_sent() ) {
+				header( 'Retry-After: ' . (int) $extra['retry_after'] );
+			}
+			wp_send_json_error( $e->data() );
+			return;
+		}
+		wp_send_json_success( $data );
+	}
+
+	/**
+	 * Nonce actions a request may name in `nonce_action` (filter `lms_realtime_nonce_actions`).
+	 *
+	 * @return string[]
+	 */
+	public static function nonce_actions(): array {
+		/**
+		 * Filters the nonce actions the realtime endpoints accept in `nonce_action`.
+		 *
+		 * @param string[] $actions Accepted actions.
+		 */
+		return (array) apply_filters( 'lms_realtime_nonce_actions', array( self::NONCE_ACTION, self::POLL_ACTION ) );
+	}
+
+	/**
+	 * Parses a request id: digits only (no sign, no spaces, no exponent).
+	 *
+	 * @param mixed $value      the raw value.
+	 * @param bool  $allow_zero whether 0 is valid.
+	 * @return int|null null when invalid.
+	 */
+	public static function parse_id( $value, bool $allow_zero ): ?int {
+		if ( is_int( $value ) ) {
+			$value = (string) $value;
+		}
+		if ( ! is_string( $value ) || ! preg_match( '/^\d{1,' . self::MAX_ID_DIGITS . '}$/', $value ) ) {
+			return null;
+		}
+		$id = (int) $value;
+		return ( $id > 0 || ( $allow_zero && 0 === $id ) ) ? $id : null;
+	}
+
+	/**
+	 * Whether the user may read the channel (filter `lms_chat_user_can_access_channel`).
+	 *
+	 * @param int $user_id    the user.
+	 * @param int $channel_id the channel.
+	 */
+	public static function user_can_access_channel( int $user_id, int $channel_id ): bool {
+		$can = $user_id > 0 && $channel_id > 0 && LMS_Chat::user_can_access_channel( $user_id, $channel_id );
+		/**
+		 * Filters whether a user may read a channel's events.
+		 *
+		 * @param bool $can        The chat's answer.
+		 * @param int  $user_id    The user.
+		 * @param int  $channel_id The channel.
+		 */
+		return (bool) apply_filters( 'lms_chat_user_can_access_channel', $can, $user_id, $channel_id );
+	}
+
+	/**
+	 * Whether an event type is recorded: its family is in `lms_unified_longpoll_events`.
+	 * Types outside the known families are always recorded.
+	 *
+	 * @param string $type event type.
+	 */
+	public static function event_enabled( string $type ): bool {
+		$enabled = get_option( 'lms_unified_longpoll_events', array( 'reactions', 'messages' ) );
+		$enabled = is_array( $enabled ) ? $enabled : array();
+		foreach ( self::EVENT_FAMILIES as $family => $types ) {
+			if ( in_array( $type, $types, true ) ) {
+				return in_array( $family, $enabled, true );
+			}
+		}
+		return true;
+	}
+
+	/**
+	 * The priority of an event type (NORMAL for types not listed).
+	 *
+	 * @param string $type event type.
+	 */
+	public static function priority_for( string $type ): int {
+		return self::EVENT_PRIORITIES[ $type ] ?? 3;
+	}
+
+	/**
+	 * Time to live of an event, ms.
+	 *
+	 * @param int    $priority priority.
+	 * @param string $type     event type.
+	 */
+	public static function ttl_ms_for( int $priority, string $type ): int {
+		/**
+		 * Filters an event's time to live in milliseconds.
+		 *
+		 * @param int    $ttl_ms   Default for the priority.
+		 * @param string $type     Event type.
+		 * @param int    $priority Priority.
+		 */
+		return max( 1000, (int) apply_filters( 'lms_realtime_event_ttl', self::TTL_MS[ $priority ] ?? self::TTL_MS[3], $type, $priority ) );
+	}
+
+	/**
+	 * Events per batch (`lms_longpoll_batch_size`).
+	 */
+	public static function batch_size(): int {
+		return max( 1, min( 500, (int) get_option( 'lms_longpoll_batch_size', 50 ) ) );
+	}
+
+	/**
+	 * The daemon URL browsers use ('' when not configured).
+	 */
+	public static function daemon_url(): string {
+		$url = defined( 'LMSRT_DAEMON_URL' ) ? (string) LMSRT_DAEMON_URL : (string) get_option( 'lms_realtime_daemon_url', '' );
+		return untrailingslashit( $url );
+	}
+
+	/**
+	 * The daemon's shared secret ('' when not configured).
+	 */
+	public static function daemon_secret(): string {
+		return defined( 'LMSRT_DAEMON_SECRET' ) ? (string) LMSRT_DAEMON_SECRET : (string) get_option( 'lms_realtime_daemon_secret', '' );
+	}
+
+	/**
+	 * Milliseconds since the epoch.
+	 */
+	public static function now_ms(): int {
+		return (int) floor( microtime( true ) * 1000 );
+	}
+}

@@ -1,0 +1,296 @@
+<?php
+/**
+ * The unified long poll over the lms-realtime event store.
+ *
+ * @package LMS_Realtime
+ */
+
+defined( 'ABSPATH' ) || exit;
+
+use LmsRealtime\EventStore;
+
+/**
+ * Records every chat event in the lms-realtime event store (one SQLite file shared by every
+ * PHP worker and the daemon) instead of `$wpdb` rows, and answers the legacy poll from it:
+ * the next events by id (the store's sequential order, sorted by priority inside the batch),
+ * waiting a short bounded time when there are none yet. The wait blocks inside the library,
+ * woken within milliseconds by an append from any process, with no sleep-and-query loop.
+ *
+ * With the daemon configured (a URL, a secret, and a token issuer), pages of users in the
+ * rollout long-poll the daemon with a token from `lms_realtime_token`, and the AJAX endpoint is
+ * their fallback: its wait is capped at `FALLBACK_WAIT` seconds to keep PHP workers free.
+ * Without the daemon the plugin serves the long poll itself, waiting up to
+ * `lms_longpoll_timeout` seconds (at most `SELF_SERVE_MAX_WAIT`).
+ */
+class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
+
+	/** Longest wait when the plugin serves the long poll itself, seconds. */
+	public const SELF_SERVE_MAX_WAIT = 25;
+
+	/** Longest wait of the AJAX fallback while the daemon is configured, seconds. */
+	public const FALLBACK_WAIT = 5;
+
+	/** Daemon token lifetime, seconds (the client renews 30 s before expiry). */
+	public const TOKEN_TTL = 600;
+
+	/** Most channels in one token. */
+	public const MAX_TOKEN_CHANNELS = 1024;
+
+	/**
+	 * The store, opened on first use.
+	 *
+	 * @var EventStore|null
+	 */
+	private ?EventStore $store = null;
+
+	/**
+	 * Builds the unified long poll.
+	 *
+	 * @param LMS_Realtime_Guards            $guards  the guards.
+	 * @param LMS_Realtime_Metrics           $metrics the counters.
+	 * @param string                         $db_path the store's file.
+	 * @param LMS_Realtime_Token_Issuer|null $issuer  daemon tokens (null: no daemon).
+	 */
+	public function __construct(
+		LMS_Realtime_Guards $guards,
+		LMS_Realtime_Metrics $metrics,
+		private string $db_path,
+		private ?LMS_Realtime_Token_Issuer $issuer = null
+	) {
+		parent::__construct( $guards, $metrics );
+	}
+
+	/**
+	 * Backend name.
+	 */
+	public function backend(): string {
+		return 'store';
+	}
+
+	/**
+	 * The store's file: the constant `LMSRT_DB_PATH`, else `wp-content/lms-realtime/events.db`
+	 * (filter `lms_realtime_db_path`). The daemon must open the same file.
+	 */
+	public static function db_path(): string {
+		$path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : WP_CONTENT_DIR . '/lms-realtime/events.db';
+		/**
+		 * Filters the event store's file.
+		 *
+		 * @param string $path The path.
+		 */
+		return (string) apply_filters( 'lms_realtime_db_path', $path );
+	}
+
+	/**
+	 * This store's file.
+	 */
+	public function path(): string {
+		return $this->db_path;
+	}
+
+	/**
+	 * The event store, opened on first use.
+	 *
+	 * @throws \LmsRealtime\Exception\LmsRealtimeException When it cannot be opened.
+	 */
+	public function store(): EventStore {
+		if ( null === $this->store || $this->store->isClosed() ) {
+			$dir = dirname( $this->db_path );
+			if ( ! is_dir( $dir ) ) {
+				wp_mkdir_p( $dir );
+				self::protect_directory( $dir );
+			}
+			$this->store = EventStore::open( $this->db_path, array(), LMS_Realtime_Requirements::library_path() );
+		}
+		return $this->store;
+	}
+
+	/**
+	 * Keeps a web server from serving the store's directory.
+	 *
+	 * @param string $dir directory.
+	 */
+	public static function protect_directory( string $dir ): void {
+		// phpcs:disable WordPress.WP.AlternativeFunctions.file_system_operations_file_put_contents
+		if ( ! file_exists( $dir . '/index.php' ) ) {
+			@file_put_contents( $dir . '/index.php', "<?php\n// Silence is golden.\n" );
+		}
+		if ( ! file_exists( $dir . '/.htaccess' ) ) {
+			@file_put_contents( $dir . '/.htaccess', "Require all denied\nDeny from all\n" );
+		}
+		// phpcs:enable
+	}
+
+	/**
+	 * Appends an event to the store, with the plugin's priority and expiry.
+	 *
+	 * @param array $event type, priority, channel_id, message_id, thread_id, user_id, data, ttl_ms.
+	 * @return int the id.
+	 */
+	protected function store_event( array $event ): int {
+		return $this->store()->append(
+			$event['type'],
+			(int) $event['channel_id'],
+			array() === $event['data'] ? array() : (object) $event['data'],
+			$event['message_id'],
+			$event['thread_id'],
+			(int) $event['user_id'],
+			(int) $event['priority'],
+			(int) $event['ttl_ms']
+		);
+	}
+
+	/**
+	 * The next events of a channel after `$last_id` in the store's sequential order; when none
+	 * is pending, waits up to `$wait` seconds inside the library for one.
+	 *
+	 * @param int   $channel_id channel.
+	 * @param int   $thread_id  0, or only this thread's events.
+	 * @param int   $last_id    the client's last_event_id.
+	 * @param int   $limit      batch size.
+	 * @param float $wait       seconds.
+	 * @return array{events: list<array<string, mixed>>, gap: bool, has_more: bool, position: int}
+	 */
+	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait ): array {
+		$thread = $thread_id > 0 ? $thread_id : null;
+		$store  = $this->store();
+		$batch  = $wait > 0
+			? $store->wait( array( $channel_id ), $last_id, $wait, $limit, 'sequential', $thread )
+			: $store->fetch( array( $channel_id ), $last_id, $limit, 'sequential', $thread );
+		$events = array();
+		foreach ( $batch->events as $e ) {
+			$events[] = $e->toArray();
+		}
+		return array(
+			'events'   => $events,
+			'gap'      => $batch->gap,
+			'has_more' => $batch->hasMore,
+			'position' => self::cursor_position( $batch->cursor ),
+		);
+	}
+
+	/**
+	 * How long a poll may wait: nothing for users outside the rollout (they keep short
+	 * polling), else `lms_longpoll_timeout` capped by the mode the breaker advertises (`long`
+	 * 30 s, `medium` 10 s, nothing when `short` or `emergency`) and by `SELF_SERVE_MAX_WAIT`,
+	 * or `FALLBACK_WAIT` while the daemon is configured (filter `lms_realtime_ajax_wait`).
+	 *
+	 * @param int                  $user_id the user.
+	 * @param array<string, mixed> $breaker the breaker status.
+	 */
+	protected function wait_seconds( int $user_id, array $breaker ): float {
+		if ( ! $this->guards->use_unified( $user_id ) ) {
+			return 0.0;
+		}
+		$mode_cap = array(
+			'long'   => 30,
+			'medium' => 10,
+		);
+		$wait     = min(
+			max( 1, min( 60, (int) get_option( 'lms_longpoll_timeout', 30 ) ) ),
+			$mode_cap[ $breaker['mode'] ] ?? 0,
+			$this->daemon_enabled() ? self::FALLBACK_WAIT : self::SELF_SERVE_MAX_WAIT
+		);
+		/**
+		 * Filters the seconds an AJAX poll may wait for events.
+		 *
+		 * @param float $wait    Seconds.
+		 * @param int   $user_id The user.
+		 * @param array $breaker The breaker status.
+		 */
+		return max( 0.0, (float) apply_filters( 'lms_realtime_ajax_wait', (float) $wait, $user_id, $breaker ) );
+	}
+
+	/**
+	 * The head cursor: a page rendered now polls from here and misses nothing committed after.
+	 */
+	public function render_head_cursor(): string {
+		return $this->store()->headCursor();
+	}
+
+	/**
+	 * The head as a legacy `last_event_id` (the lowest lane of the head cursor).
+	 */
+	public function head_last_event_id(): int {
+		return self::cursor_position( $this->render_head_cursor() );
+	}
+
+	/**
+	 * Whether clients are configured for the daemon: a URL, and tokens can be issued.
+	 */
+	public function daemon_enabled(): bool {
+		return '' !== self::daemon_url() && null !== $this->issuer && $this->issuer->is_available();
+	}
+
+	/**
+	 * The token issuer, if any.
+	 */
+	public function issuer(): ?LMS_Realtime_Token_Issuer {
+		return $this->issuer;
+	}
+
+	/**
+	 * A daemon token for the current user, for the channels the user may read (all of them, or
+	 * those asked for in `channels`).
+	 *
+	 * @param array<string, string> $request nonce, nonce_action, channels.
+	 * @param int                   $user_id the current user.
+	 * @return array{token: string, expires_at: int, channels: int[], user_id: int}
+	 * @throws LMS_Realtime_Ajax_Error When refused.
+	 */
+	public function answer_token( array $request, int $user_id ): array {
+		$this->metrics->count( 'requests.token' );
+		$this->check_user_and_nonce( $request, $user_id );
+		$this->check_rate( 'poll', $user_id );
+		if ( ! $this->daemon_enabled() ) {
+			throw $this->refuse( 'daemon_unavailable', __( 'The long-poll daemon is not in use.', 'lms-realtime' ) );
+		}
+		$wanted = array();
+		if ( isset( $request['channels'] ) && '' !== $request['channels'] ) {
+			foreach ( explode( ',', $request['channels'] ) as $raw ) {
+				$id = self::parse_id( trim( $raw ), false );
+				if ( null === $id ) {
+					throw $this->refuse( 'invalid_parameters', __( 'channels must be a comma-separated list of channel ids.', 'lms-realtime' ) );
+				}
+				$wanted[] = $id;
+			}
+		} else {
+			$wanted = LMS_Chat::channels_for_user( $user_id );
+		}
+		$channels = array();
+		foreach ( array_unique( $wanted ) as $channel_id ) {
+			if ( self::user_can_access_channel( $user_id, $channel_id ) ) {
+				$channels[] = $channel_id;
+			}
+		}
+		$channels = array_slice( $channels, 0, self::MAX_TOKEN_CHANNELS );
+		if ( array() === $channels ) {
+			throw $this->refuse( 'access_denied', __( 'You do not have access to these channels.', 'lms-realtime' ) );
+		}
+		$expires = time() + self::TOKEN_TTL;
+		$session = substr( hash_hmac( 'sha256', (string) wp_get_session_token(), wp_salt( 'auth' ) ), 0, 32 );
+		try {
+			$token = $this->issuer->issue( $user_id, $channels, $expires, $session );
+		} catch ( \Throwable $e ) {
+			$this->metrics->count( 'errors.token_failed' );
+			// phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( 'lms-realtime: token issue failed: ' . $e->getMessage() );
+			throw new LMS_Realtime_Ajax_Error( 'service_unavailable', __( 'A connection token could not be issued.', 'lms-realtime' ) );
+		}
+		return array(
+			'token'      => $token,
+			'expires_at' => $expires,
+			'channels'   => $channels,
+			'user_id'    => $user_id,
+		);
+	}
+
+	/**
+	 * Deletes expired events from the store (WP-Cron); returns how many.
+	 *
+	 * @param int $max at most this many.
+	 */
+	public function purge_expired( int $max = 5000 ): int {
+		return $this->store()->purgeExpired( $max );
+	}
+}

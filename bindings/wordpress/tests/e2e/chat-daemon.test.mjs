@@ -1,0 +1,97 @@
+// Two logged-in users in one channel, through the daemon lms-longpolld:
+//  - a message posted in one page appears in the other within one second, through the daemon;
+//  - with the daemon stopped the client falls back to the AJAX tiers and still delivers;
+//  - when the daemon returns the client goes back to long-polling it;
+//  - across all of it no message is lost or shown twice.
+// Skipped (with the reason) while the daemon binary or the binding's token issuer is missing:
+// the daemon is never faked.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { site, launch, login, openChat, post, waitForMessage, waitTransport, pageState, checkExactlyOnce, setOption, percentile, Daemon, daemonSecret } from './lib.mjs';
+
+const daemon = new Daemon();
+const skip = !daemon.available
+  ? `no daemon binary (${daemon.argv[0] || 'LMSRT_DAEMON_CMD unset'}): the daemon is being built on branch "daemon"`
+  : !site.token_class
+    ? 'the PHP binding has no LmsRealtime\\Token yet, so the plugin cannot issue daemon tokens'
+    : false;
+
+let browser;
+before(async () => {
+  if (skip) return;
+  setOption('lms_realtime_daemon_url', '/lmsrt');
+  setOption('lms_realtime_daemon_secret', daemonSecret);
+  setOption('lmsrt_e2e_issuer_stand_in', false);
+  await daemon.start();
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+  await daemon.stop();
+  if (!skip) setOption('lms_realtime_daemon_url', '');
+});
+
+async function say(from, to, text, timeout) {
+  const t0 = await post(from.page, text);
+  const t1 = await waitForMessage(to.page, text, timeout);
+  return t1 - t0;
+}
+
+test('through the daemon: within one second, fallback while it is down, back when it returns, exactly once', { skip, timeout: 300000 }, async () => {
+  const alice = await login(browser, site.users.alice);
+  const bob = await login(browser, site.users.bob);
+  const posted = [];
+  const text = (tag, i, who) => {
+    const t = `${tag} ${i} from ${who} ${Math.random().toString(36).slice(2, 8)}`;
+    posted.push(t);
+    return t;
+  };
+  try {
+    await openChat(alice.page);
+    await openChat(bob.page);
+    await waitTransport(alice.page, 'daemon', 20000);
+    await waitTransport(bob.page, 'daemon', 20000);
+
+    // 1. Through the daemon: each message within one second.
+    const fast = [];
+    for (let i = 0; i < 8; i++) {
+      const [from, to] = i % 2 ? [bob, alice] : [alice, bob];
+      fast.push(await say(from, to, text('daemon', i, from.user.login), 5000));
+    }
+    console.log(`through the daemon: latencies ms ${fast.join(', ')} (p50 ${percentile(fast, 0.5)}, max ${Math.max(...fast)})`);
+    for (const l of fast) assert.ok(l < 1000, `delivered in ${l} ms through the daemon, expected < 1000 ms`);
+    assert.equal(await alice.page.getAttribute('.lms-chat', 'data-transport'), 'daemon');
+
+    // 2. The daemon stops: the clients fall back to AJAX and still deliver.
+    await daemon.stop();
+    const down = [];
+    for (let i = 0; i < 4; i++) {
+      const [from, to] = i % 2 ? [bob, alice] : [alice, bob];
+      down.push(await say(from, to, text('daemon-down', i, from.user.login), 45000));
+    }
+    await waitTransport(alice.page, 'ajax', 30000);
+    await waitTransport(bob.page, 'ajax', 30000);
+    console.log(`daemon down (AJAX fallback): latencies ms ${down.join(', ')}`);
+
+    // 3. The daemon returns: the clients go back to long-polling it.
+    await daemon.start();
+    await waitTransport(alice.page, 'daemon', 150000);
+    await waitTransport(bob.page, 'daemon', 150000);
+    const back = [];
+    for (let i = 0; i < 4; i++) {
+      const [from, to] = i % 2 ? [bob, alice] : [alice, bob];
+      back.push(await say(from, to, text('daemon-back', i, from.user.login), 5000));
+    }
+    console.log(`daemon back: latencies ms ${back.join(', ')}`);
+    for (const l of back) assert.ok(l < 1000, `delivered in ${l} ms after the daemon returned`);
+
+    // 4. Nothing lost, nothing twice, on either page.
+    const sa = await pageState(alice.page);
+    const sb = await pageState(bob.page);
+    checkExactlyOnce(assert, sa, posted, 'alice');
+    checkExactlyOnce(assert, sb, posted, 'bob');
+  } finally {
+    await alice.context.close();
+    await bob.context.close();
+  }
+});

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# End-to-end tests of the WordPress plugin in a real WordPress, on a fresh Debian 12 machine.
+#
+#   bash bindings/wordpress/tests/e2e/run.sh
+#
+# 1. installs what is missing (apt): wordpress, mariadb, php-fpm, nginx-light, chromium, ...;
+# 2. builds the library (cargo build --release --lib) and, if the package has it, the daemon;
+# 3. builds the plugin (build.sh), starts a private MariaDB in a temporary directory, writes
+#    /etc/wordpress/config-127.0.0.1.php, installs WordPress from PHP CLI, activates the plugin,
+#    creates the users and a channel;
+# 4. serves the site with php-fpm (FFI enabled) + nginx on a free loopback port, /lmsrt/
+#    proxied to the daemon's port;
+# 5. runs the PHPUnit suite inside that WordPress, then the browser scenarios (node --test,
+#    playwright-core driving /usr/bin/chromium), then the uninstall check;
+# 6. prints "N passed, M failed, K skipped" and tears everything down (trap), so it can run
+#    again at once.
+#
+# Environment:
+#   LMSRT_DAEMON_CMD   the daemon command line, with {db} {port} {secret_file} {secret}
+#                      placeholders (default: target/release/lms-longpolld with flags; the
+#                      daemon scenario is skipped while that binary does not exist)
+#   LMSRT_E2E_KEEP=1   keep the temporary directory (logs) after the run
+#   LMSRT_E2E_ONLY     "phpunit" or "browser" to run one part
+set -uo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+wpdir="$(cd "$here/../.." && pwd)"
+root="$(cd "$wpdir/../.." && pwd)"
+only="${LMSRT_E2E_ONLY:-}"
+
+log() { printf '\n== %s\n' "$*"; }
+die() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
+
+# -- 1. packages ----------------------------------------------------------------------------
+need=()
+for p in wordpress mariadb-server mariadb-client php-cli php-mysql php-curl php-xml php-mbstring \
+         php8.2-fpm nginx-light chromium fonts-liberation phpunit zip gettext; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    log "apt-get install ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || die "apt-get install failed"
+fi
+command -v node >/dev/null || die "node (20+) is required; it is preinstalled on the dev machines"
+# Debian starts services on install on some machines: this run uses its own instances only.
+
+# -- 2. builds ------------------------------------------------------------------------------
+target="${CARGO_TARGET_DIR:-$root/target}"
+log "cargo build --release --lib"
+(cd "$root" && cargo build --release --lib --locked) || die "cargo build failed"
+lib="$target/release/liblms_realtime.so"
+[ -f "$lib" ] || die "no $lib"
+daemon_bin="$target/release/lms-longpolld"
+if grep -q 'lms-longpolld' "$root/Cargo.toml" 2>/dev/null; then
+    log "cargo build --release (daemon)"
+    features=""
+    grep -qE '^\s*daemon\s*=' "$root/Cargo.toml" && features="--features daemon"
+    # shellcheck disable=SC2086
+    (cd "$root" && cargo build --release --locked $features --bin lms-longpolld) || die "daemon build failed"
+fi
+export LMSRT_DAEMON_CMD="${LMSRT_DAEMON_CMD:-$daemon_bin --db {db} --listen 127.0.0.1:{port} --secret-file {secret_file}}"
+
+# -- 3. the site ----------------------------------------------------------------------------
+work="$(mktemp -d /tmp/lmsrt-e2e.XXXXXX)"
+chmod 755 "$work"
+content=/var/lib/wordpress/wp-content
+site_cfg=/etc/wordpress/config-127.0.0.1.php
+pids=()
+
+cleanup() {
+    local rc=$?
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    [ -f "$work/daemon.pid" ] && kill "$(cat "$work/daemon.pid")" 2>/dev/null
+    sleep 0.5
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    rm -f "$site_cfg" "$content/mu-plugins/lmsrt-e2e.php"
+    rmdir "$content/mu-plugins" 2>/dev/null
+    rm -rf "$content/plugins/lms-realtime" "$content/themes/lmsrt-e2e" "$content/lms-realtime"
+    if [ "${LMSRT_E2E_KEEP:-0}" = 1 ]; then echo "e2e: kept $work"; else rm -rf "$work"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port="$(free_port)"
+dport="$(free_port)"
+base="http://127.0.0.1:$port"
+
+log "plugin build"
+bash "$wpdir/build.sh" --out "$work/dist" >/dev/null || die "build.sh failed"
+rm -rf "$content/plugins/lms-realtime"
+cp -R "$work/dist/lms-realtime" "$content/plugins/lms-realtime"
+mkdir -p "$content/themes" "$content/mu-plugins"
+rm -rf "$content/themes/lmsrt-e2e"
+cp -R "$here/fixtures/theme" "$content/themes/lmsrt-e2e"
+cp "$here/fixtures/lmsrt-e2e.php" "$content/mu-plugins/lmsrt-e2e.php"
+rm -rf "$content/lms-realtime"
+
+log "MariaDB in $work/mysql"
+mkdir -p "$work/mysql/data"
+chown -R mysql:mysql "$work/mysql"
+mariadb-install-db --no-defaults --user=mysql --datadir="$work/mysql/data" --auth-root-authentication-method=socket \
+    >"$work/mysql/install.log" 2>&1 || die "mariadb-install-db failed (see $work/mysql/install.log)"
+sock="$work/mysql/mysqld.sock"
+mariadbd --no-defaults --user=mysql --datadir="$work/mysql/data" --skip-networking --socket="$sock" \
+    --pid-file="$work/mysql/mysqld.pid" --log-error="$work/mysql/error.log" --innodb-buffer-pool-size=64M &
+pids+=($!)
+for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] || die "MariaDB did not start (see $work/mysql/error.log)"
+dbpass="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+mariadb --no-defaults --socket="$sock" -uroot -e "CREATE DATABASE lmsrt_e2e; CREATE USER 'lmsrt'@'localhost' IDENTIFIED BY '$dbpass'; GRANT ALL ON lmsrt_e2e.* TO 'lmsrt'@'localhost';" \
+    || die "cannot create the database"
+
+salt() { head -c 48 /dev/urandom | base64 | tr -d '\n/+='; }
+mkdir -p "$work/store"
+cat >"$site_cfg" <<PHP
+<?php
+// Written by bindings/wordpress/tests/e2e/run.sh; removed when it ends.
+define( 'DB_NAME', 'lmsrt_e2e' );
+define( 'DB_USER', 'lmsrt' );
+define( 'DB_PASSWORD', '$dbpass' );
+define( 'DB_HOST', 'localhost:$sock' );
+define( 'WP_CONTENT_DIR', '$content' );
+define( 'WP_HTTP_BLOCK_EXTERNAL', true );
+define( 'DISABLE_WP_CRON', true );
+define( 'AUTOMATIC_UPDATER_DISABLED', true );
+define( 'WP_DEBUG', true );
+define( 'WP_DEBUG_DISPLAY', false );
+define( 'WP_DEBUG_LOG', '$work/wp-debug.log' );
+define( 'LMSRT_LIBRARY', '$lib' );
+if ( ! getenv( 'LMSRT_E2E_NO_DB_PATH' ) ) {
+	define( 'LMSRT_DB_PATH', '$work/store/events.db' );
+}
+define( 'AUTH_KEY', '$(salt)' );
+define( 'SECURE_AUTH_KEY', '$(salt)' );
+define( 'LOGGED_IN_KEY', '$(salt)' );
+define( 'NONCE_KEY', '$(salt)' );
+define( 'AUTH_SALT', '$(salt)' );
+define( 'SECURE_AUTH_SALT', '$(salt)' );
+define( 'LOGGED_IN_SALT', '$(salt)' );
+define( 'NONCE_SALT', '$(salt)' );
+\$table_prefix = 'wp_';
+PHP
+
+log "WordPress install at $base"
+export LMSRT_E2E_SITE="$work/site.json"
+php "$here/setup-site.php" install "$base" >"$work/setup.log" 2>&1 || { cat "$work/setup.log"; die "wp_install failed"; }
+php "$here/setup-site.php" configure "$base" "$LMSRT_E2E_SITE" >>"$work/setup.log" 2>&1 || { cat "$work/setup.log"; die "site configuration failed"; }
+
+log "php-fpm and nginx"
+cat >"$work/php-fpm.conf" <<CONF
+[global]
+pid = $work/php-fpm.pid
+error_log = $work/php-fpm.log
+daemonize = no
+[lmsrt]
+user = root
+group = root
+listen = $work/php-fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = ${LMSRT_E2E_FPM_CHILDREN:-16}
+catch_workers_output = yes
+php_admin_value[ffi.enable] = true
+php_admin_value[error_log] = $work/php-errors.log
+php_admin_flag[log_errors] = on
+CONF
+php-fpm8.2 -R -y "$work/php-fpm.conf" &
+pids+=($!)
+mkdir -p "$work/nginx/tmp"
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+user www-data;
+events { worker_connections 4096; }
+http {
+    include /etc/nginx/mime.types;
+    log_format timed '\$remote_addr [\$time_local] "\$request" \$status \$body_bytes_sent \$request_time';
+    access_log $work/nginx/access.log timed;
+    client_body_temp_path $work/nginx/tmp/body;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        root /usr/share/wordpress;
+        index index.php;
+        location ^~ /wp-content/ {
+            alias $content/;
+            location ~ \.php\$ { return 403; }
+        }
+        location /lmsrt/ {
+            proxy_pass http://127.0.0.1:$dport/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 75s;
+            proxy_connect_timeout 2s;
+        }
+        location ~ \.php\$ {
+            try_files \$uri =404;
+            fastcgi_pass unix:$work/php-fpm.sock;
+            fastcgi_read_timeout 75s;
+            # Our own parameters: this machine's fastcgi_params drops the port from HTTP_HOST.
+            fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+            fastcgi_param SCRIPT_NAME \$fastcgi_script_name;
+            fastcgi_param QUERY_STRING \$query_string;
+            fastcgi_param REQUEST_METHOD \$request_method;
+            fastcgi_param CONTENT_TYPE \$content_type;
+            fastcgi_param CONTENT_LENGTH \$content_length;
+            fastcgi_param REQUEST_URI \$request_uri;
+            fastcgi_param DOCUMENT_URI \$document_uri;
+            fastcgi_param DOCUMENT_ROOT \$document_root;
+            fastcgi_param SERVER_PROTOCOL \$server_protocol;
+            fastcgi_param REQUEST_SCHEME \$scheme;
+            fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+            fastcgi_param SERVER_SOFTWARE nginx;
+            fastcgi_param REMOTE_ADDR \$remote_addr;
+            fastcgi_param REMOTE_PORT \$remote_port;
+            fastcgi_param SERVER_ADDR \$server_addr;
+            fastcgi_param SERVER_PORT \$server_port;
+            fastcgi_param SERVER_NAME \$server_name;
+            fastcgi_param HTTP_HOST \$http_host;
+        }
+        location / { try_files \$uri \$uri/ /index.php?\$args; }
+    }
+}
+CONF
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+pids+=($!)
+for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$base/wp-login.php" 2>/dev/null && break
+    sleep 0.1
+done
+curl -fsS -o /dev/null "$base/wp-login.php" || die "the site does not answer on $base (see $work/nginx/error.log, $work/php-fpm.log)"
+
+export LMSRT_E2E_WORK="$work" LMSRT_E2E_BASE="$base" LMSRT_E2E_DAEMON_PORT="$dport" \
+       LMSRT_E2E_LIBRARY="$lib" LMSRT_E2E_DAEMON_BIN="$daemon_bin" LMSRT_E2E_DB="$work/store/events.db" \
+       LMSRT_E2E_ROOT="$root"
+
+if [ -n "${LMSRT_E2E_HOLD:-}" ]; then
+    # Development: keep the site up for running tests by hand; stop with Ctrl-C (or kill).
+    { echo "export LMSRT_E2E_WORK=$work LMSRT_E2E_BASE=$base LMSRT_E2E_DAEMON_PORT=$dport LMSRT_E2E_SITE=$LMSRT_E2E_SITE"
+      echo "export LMSRT_E2E_LIBRARY=$lib LMSRT_E2E_DAEMON_BIN=$daemon_bin LMSRT_E2E_DB=$work/store/events.db LMSRT_E2E_ROOT=$root"
+      printf 'export LMSRT_DAEMON_CMD=%q\n' "$LMSRT_DAEMON_CMD"; } >"$LMSRT_E2E_HOLD"
+    echo "e2e: holding the site at $base (environment in $LMSRT_E2E_HOLD)"
+    while true; do sleep 3600 & wait $!; done
+fi
+
+passed=0 failed=0 skipped=0
+count_tap() { # totals from a node --test TAP log
+    local f="$1"
+    passed=$((passed + $(sed -n 's/^# pass \([0-9]*\)/\1/p' "$f" | tail -1)))
+    failed=$((failed + $(sed -n 's/^# fail \([0-9]*\)/\1/p' "$f" | tail -1)))
+    skipped=$((skipped + $(sed -n 's/^# skipped \([0-9]*\)/\1/p' "$f" | tail -1)))
+}
+
+# -- 5a. PHPUnit inside WordPress -----------------------------------------------------------
+if [ -z "$only" ] || [ "$only" = phpunit ]; then
+    log "PHPUnit (plugin classes inside WordPress)"
+    phpunit -c "$wpdir/tests/phpunit/phpunit.xml.dist" --log-junit "$work/phpunit.xml" 2>&1 | tee "$work/phpunit.log"
+    if [ -f "$work/phpunit.xml" ]; then
+        read -r t f e s < <(php -r '$x = simplexml_load_file($argv[1]); $a = $x->testsuite->attributes(); echo (int)$a["tests"], " ", (int)$a["failures"], " ", (int)$a["errors"], " ", (int)$a["skipped"], "\n";' "$work/phpunit.xml")
+        passed=$((passed + t - f - e - s)); failed=$((failed + f + e)); skipped=$((skipped + s))
+    else
+        failed=$((failed + 1))
+    fi
+fi
+
+# -- 5b. browser scenarios ------------------------------------------------------------------
+if [ -z "$only" ] || [ "$only" = browser ]; then
+    log "playwright-core (npm, no browser download)"
+    nm="$here/node_modules/playwright-core"
+    if [ ! -f "$nm/package.json" ]; then
+        (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error >/dev/null) \
+            || die "npm install playwright-core failed"
+    fi
+    log "browser scenarios (node --test)"
+    node --test --test-concurrency=1 --test-reporter=tap "$here"/*.test.mjs 2>&1 | tee "$work/node.tap"
+    count_tap "$work/node.tap"
+
+    log "uninstall"
+    if LMSRT_E2E_NO_DB_PATH=1 php "$here/setup-site.php" uninstall-check "$base" 2>&1 | tee "$work/uninstall.log" | tail -1 | grep -q '^ok'; then
+        passed=$((passed + 1)); echo "ok - uninstall removes options, transients, tables, schedule and store"
+    else
+        failed=$((failed + 1)); echo "not ok - uninstall check"; cat "$work/uninstall.log"
+    fi
+fi
+
+if [ -s "$work/php-errors.log" ]; then
+    # WordPress 6.1 core raises PHP 8.2 deprecation notices; anything else is worth a look.
+    deprecated="$(grep -c 'PHP Deprecated' "$work/php-errors.log")"
+    if grep -v 'PHP Deprecated' "$work/php-errors.log" | grep -q .; then
+        log "PHP errors logged by php-fpm (first 20 lines, $deprecated deprecation notices left out)"
+        grep -v 'PHP Deprecated' "$work/php-errors.log" | head -20
+    fi
+fi
+echo
+echo "e2e summary: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,163 @@
+<?php
+/**
+ * Site set-up for the end-to-end tests, from PHP CLI (no wp-cli needed).
+ *
+ *   php setup-site.php install <base-url>
+ *   php setup-site.php configure <base-url> <site.json>   activate, users, channels, pages, options
+ *   php setup-site.php option <base-url> <name> <json>     set one option (the browser tests)
+ *   php setup-site.php uninstall-check <base-url>          run uninstall.php, check what is left
+ *
+ * @package LMS_Realtime
+ */
+
+// phpcs:disable WordPress.WP.AlternativeFunctions,WordPress.PHP.DevelopmentFunctions
+
+[ , $command, $base ] = $argv + array( '', '', '' );
+$parts                 = parse_url( $base );
+// Debian's wp-config.php picks /etc/wordpress/config-<host>.php by the Host header.
+$_SERVER['HTTP_HOST']   = $parts['host'] . ( isset( $parts['port'] ) ? ':' . $parts['port'] : '' );
+$_SERVER['REQUEST_URI'] = '/';
+$_SERVER['SERVER_NAME'] = $parts['host'];
+
+if ( 'install' === $command ) {
+	define( 'WP_INSTALLING', true );
+}
+require '/usr/share/wordpress/wp-load.php';
+
+switch ( $command ) {
+	case 'install':
+		require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+		if ( ! is_blog_installed() ) {
+			$r = wp_install( 'LMS realtime e2e', 'admin', 'admin@example.org', false, '', 'admin-e2e-pass' );
+			if ( is_wp_error( $r ) ) {
+				fwrite( STDERR, $r->get_error_message() . "\n" );
+				exit( 1 );
+			}
+		}
+		update_option( 'siteurl', $base );
+		update_option( 'home', $base );
+		echo "installed\n";
+		break;
+
+	case 'configure':
+		require_once ABSPATH . 'wp-admin/includes/plugin.php';
+		$out   = $argv[3];
+		$users = array();
+		foreach ( array( 'alice', 'bob', 'carol', 'dave', 'erin' ) as $login ) {
+			$pass = $login . '-e2e-pass';
+			$id   = username_exists( $login );
+			if ( ! $id ) {
+				$id = wp_insert_user(
+					array(
+						'user_login'   => $login,
+						'user_pass'    => $pass,
+						'user_email'   => $login . '@example.org',
+						'display_name' => ucfirst( $login ),
+						'role'         => 'subscriber',
+					)
+				);
+			}
+			if ( is_wp_error( $id ) ) {
+				fwrite( STDERR, $id->get_error_message() . "\n" );
+				exit( 1 );
+			}
+			update_user_meta( $id, 'show_admin_bar_front', 'false' );
+			$users[ $login ] = array(
+				'id'    => (int) $id,
+				'login' => $login,
+				'pass'  => $pass,
+			);
+		}
+		switch_theme( 'lmsrt-e2e' );
+		$r = activate_plugin( 'lms-realtime/lms-realtime.php' );
+		if ( is_wp_error( $r ) ) {
+			fwrite( STDERR, 'activate: ' . $r->get_error_message() . "\n" );
+			exit( 1 );
+		}
+		// The plugin is active from the next request; load it here to use its classes.
+		require_once WP_PLUGIN_DIR . '/lms-realtime/lms-realtime.php';
+		LMS_Realtime_Plugin::activate();
+		// Channel 1: private, alice, bob, dave and erin (carol is not a member).
+		$channel = LMS_Chat::create_channel( 'general', true, array( $users['alice']['id'], $users['bob']['id'], $users['dave']['id'], $users['erin']['id'] ) );
+		$page    = wp_insert_post(
+			array(
+				'post_type'    => 'page',
+				'post_status'  => 'publish',
+				'post_title'   => 'Chat',
+				'post_content' => '[lms_chat channel="' . $channel . '"]',
+			)
+		);
+		update_option( 'lms_use_unified_longpoll', true );
+		update_option( 'lms_longpoll_rollout', 100 );
+		update_option( 'lms_unified_longpoll_events', array( 'messages', 'reactions' ) );
+		$site = array(
+			'base'       => $base,
+			'chat_url'   => $base . '/?page_id=' . $page,
+			'legacy_url' => $base . '/?lmsrt_legacy_client=' . $channel,
+			'channel_id' => $channel,
+			'users'      => $users,
+			'backend'    => LMS_Realtime_Plugin::create()->backend(),
+			'problems'   => LMS_Realtime_Requirements::problems(),
+			'token_class' => class_exists( 'LmsRealtime\\Token' ),
+		);
+		file_put_contents( $out, json_encode( $site, JSON_PRETTY_PRINT ) );
+		echo json_encode( $site ), "\n";
+		break;
+
+	case 'option':
+		$value = json_decode( $argv[4], true );
+		update_option( $argv[3], $value );
+		echo 'set ', $argv[3], "\n";
+		break;
+
+	case 'uninstall-check':
+		// Run with LMSRT_E2E_NO_DB_PATH=1: the site config then leaves LMSRT_DB_PATH undefined,
+		// so the store is in its default place, which uninstall.php removes.
+		global $wpdb;
+		if ( defined( 'LMSRT_DB_PATH' ) ) {
+			fwrite( STDERR, "run uninstall-check with LMSRT_E2E_NO_DB_PATH=1\n" );
+			exit( 2 );
+		}
+		// Data in every place uninstall must clean: an event in the default store (through the
+		// plugin, which creates it), a guard transient, the options, the tables, the schedule.
+		do_action( 'lms_chat_message_created', 1, 1, 1, array( 'text' => 'left behind' ) );
+		LMS_Realtime_Plugin::set_realtime( null ); // closes the store
+		if ( ! glob( WP_CONTENT_DIR . '/lms-realtime/events.db*' ) ) {
+			echo "the plugin did not create the default store\nnot ok\n";
+			exit( 1 );
+		}
+		set_transient( 'lmsrt_rl_probe', array( 'x' => 1 ), 600 );
+		require_once ABSPATH . 'wp-admin/includes/plugin.php';
+		deactivate_plugins( 'lms-realtime/lms-realtime.php' );
+		// What uninstall_plugin() does for a plugin with uninstall.php.
+		define( 'WP_UNINSTALL_PLUGIN', 'lms-realtime/lms-realtime.php' );
+		include WP_PLUGIN_DIR . '/lms-realtime/uninstall.php';
+		$left = array();
+		foreach ( array_keys( LMS_Realtime_Plugin::DEFAULTS ) as $option ) {
+			if ( false !== get_option( $option, false ) ) {
+				$left[] = "option $option";
+			}
+		}
+		$transients = (int) $wpdb->get_var( "SELECT COUNT(*) FROM {$wpdb->options} WHERE option_name LIKE '\\_transient\\_lmsrt\\_%'" );
+		if ( $transients > 0 ) {
+			$left[] = "$transients transients";
+		}
+		foreach ( array( 'lms_chat_realtime_events', 'lms_chat_channels', 'lms_chat_members', 'lms_chat_messages', 'lms_chat_reactions' ) as $t ) {
+			if ( $wpdb->get_var( $wpdb->prepare( 'SHOW TABLES LIKE %s', $wpdb->prefix . $t ) ) ) {
+				$left[] = "table $t";
+			}
+		}
+		if ( wp_next_scheduled( LMS_Realtime_Plugin::CRON_HOOK ) ) {
+			$left[] = 'cron event';
+		}
+		if ( glob( WP_CONTENT_DIR . '/lms-realtime/events.db*' ) ) {
+			$left[] = 'store files';
+		}
+		echo 'left: ', $left ? implode( ', ', $left ) : 'nothing', "\n";
+		echo $left ? "not ok\n" : "ok\n";
+		break;
+
+	default:
+		fwrite( STDERR, "unknown command $command\n" );
+		exit( 2 );
+}
