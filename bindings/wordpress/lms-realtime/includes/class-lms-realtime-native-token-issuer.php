@@ -13,8 +13,8 @@ defined( 'ABSPATH' ) || exit;
  * issuer is unavailable, and the plugin serves the long poll itself instead of configuring
  * clients for the daemon.
  *
- * Expected call (named arguments, so the order cannot silently differ):
- * `Token::issue(secret: string, userId: int, channels: int[], expiresAt: int, session: string): string`.
+ * The daemon secret setting takes the daemon's `--token-key` form, `<key id>:<secret>`; a bare
+ * secret means key id `wp` (start the daemon with `--token-key wp:<secret>`).
  */
 final class LMS_Realtime_Native_Token_Issuer implements LMS_Realtime_Token_Issuer {
 
@@ -49,8 +49,16 @@ final class LMS_Realtime_Native_Token_Issuer implements LMS_Realtime_Token_Issue
 		if ( ! $this->is_available() ) {
 			throw new \RuntimeException( 'token issuing is not available: the binding has no LmsRealtime\\Token or no daemon secret is set' );
 		}
+		$key_id = 'wp';
+		$secret = $this->secret;
+		$colon  = strpos( $secret, ':' );
+		if ( false !== $colon ) {
+			$key_id = substr( $secret, 0, $colon );
+			$secret = substr( $secret, $colon + 1 );
+		}
 		return (string) \LmsRealtime\Token::issue(
-			secret: $this->secret,
+			keyId: $key_id,
+			secret: $secret,
 			userId: $user_id,
 			channels: array_values( array_map( 'intval', $channels ) ),
 			expiresAt: $expires_at,

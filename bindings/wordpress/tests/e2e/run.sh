@@ -60,7 +60,7 @@ if grep -q 'lms-longpolld' "$root/Cargo.toml" 2>/dev/null; then
     # shellcheck disable=SC2086
     (cd "$root" && cargo build --release --locked $features --bin lms-longpolld) || die "daemon build failed"
 fi
-export LMSRT_DAEMON_CMD="${LMSRT_DAEMON_CMD:-$daemon_bin --db {db} --listen 127.0.0.1:{port} --secret-file {secret_file}}"
+export LMSRT_DAEMON_CMD="${LMSRT_DAEMON_CMD:-$daemon_bin --db {db} --listen 127.0.0.1:{port} --token-key wp:{secret}}"
 
 # -- 3. the site ----------------------------------------------------------------------------
 work="$(mktemp -d /tmp/lmsrt-e2e.XXXXXX)"
@@ -88,6 +88,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port="$(free_port)"
 dport="$(free_port)"
 base="http://127.0.0.1:$port"
+# The daemon listens on another port: the WordPress origin must be allowed to poll it (CORS).
+export LMSRT_CORS_ORIGINS="$base"
 
 log "plugin build"
 bash "$wpdir/build.sh" --out "$work/dist" >/dev/null || die "build.sh failed"
