@@ -338,6 +338,10 @@ impl Hub {
             if !r.ready || floor < r.floor {
                 return Answer::Miss;
             }
+            if floor >= r.head && req.cursor.epoch == Some(store.epoch()) {
+                // Nothing past the cursor: the common re-poll, answered without assembling.
+                return Answer::Empty(req.cursor);
+            }
             {
                 let cache = lock(&self.responses);
                 if cache.head == r.head
