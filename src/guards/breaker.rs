@@ -887,6 +887,42 @@ mod tests {
         assert!(a.path().unwrap().ends_with("b.db-lmsrt-breakers"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The shared and in-process backends decide alike for any sequence of checks,
+        /// outcomes and clock moves.
+        #[test]
+        fn shared_and_in_process_backends_agree(
+            ops in proptest::collection::vec((0usize..2, 0u8..3, 0i64..3_000), 1..300)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(T0);
+            let config = BreakerConfig {
+                failure_threshold: 3,
+                min_requests: 5,
+                open_ms: 1_000,
+                max_open_ms: 8_000,
+                half_open_probes: 2,
+                probe_timeout_ms: 2_000,
+                capacity: 64,
+                ..BreakerConfig::default()
+            }
+            .clock(Arc::new(clock.clone()));
+            let shared = Breakers::open(dir.path().join("p.db"), config.clone()).unwrap();
+            let local = Breakers::in_process(config).unwrap();
+            for (name, op, advance) in ops {
+                clock.advance_ms(advance);
+                let name = ["a", "b"][name];
+                let run = |b: &Breakers| match op {
+                    0 => b.check(name).unwrap(),
+                    1 => b.record_success(name).unwrap(),
+                    _ => b.record_failure(name).unwrap(),
+                };
+                proptest::prop_assert_eq!(run(&shared), run(&local));
+            }
+        }
+    }
+
     #[test]
     fn state_word_round_trips() {
         for state in [

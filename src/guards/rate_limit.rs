@@ -180,8 +180,14 @@ impl ActionLimit {
         if self.period_ms > 366 * 86_400_000 || self.burst > 1_000_000 {
             return bad("period at most a year and burst at most 1,000,000");
         }
-        if self.period_ms * UNITS_PER_MS < self.rate as u64 {
+        let t = self.period_ms * UNITS_PER_MS / self.rate as u64;
+        if t == 0 {
             return bad("rate too high for the 1/64 ms resolution");
+        }
+        // The TAT word holds 56 bits: keep the tolerance (burst × interval) to 2^50 units
+        // (about 560 years), far from overflow whatever the clock says.
+        if t * self.burst as u64 > 1 << 50 {
+            return bad("burst × (period / rate) must stay under 500 years");
         }
         if self.penalty_permille > FULL as u32 {
             return bad("penalty_permille must be 0..=1000");
@@ -1061,6 +1067,69 @@ mod tests {
         assert!(a.path().unwrap().ends_with("x.db-lmsrt-limits"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// A fixed limit never allows more than `burst + elapsed × rate / period` requests, and
+        /// a refusal's retry hint is exact to the millisecond.
+        #[test]
+        fn fixed_limits_are_exact(
+            gaps in proptest::collection::vec(0i64..10_000, 1..400),
+            rate in 1u32..50,
+            burst in 1u32..20,
+        ) {
+            let (l, clock) = limiter(&[("a", ActionLimit::per_minute(rate).burst(burst).fixed())]);
+            let t_ms = 60_000.0 / rate as f64;
+            let mut allowed = 0u64;
+            let mut elapsed = 0i64;
+            for gap in gaps {
+                clock.advance_ms(gap);
+                elapsed += gap;
+                let d = l.check("a", "k").unwrap();
+                if d.allowed {
+                    allowed += 1;
+                }
+                let bound = burst as f64 + elapsed as f64 / t_ms;
+                proptest::prop_assert!(allowed as f64 <= bound + 1e-9, "{} > {}", allowed, bound);
+                // A retry at the hint succeeds, a millisecond earlier it would not (peeks).
+                if !d.allowed {
+                    let r = d.retry_after_ms as i64;
+                    proptest::prop_assert!(r > 0);
+                    clock.advance_ms(r - 1);
+                    proptest::prop_assert!(!l.peek("a", "k").unwrap().allowed);
+                    clock.advance_ms(1);
+                    proptest::prop_assert!(l.peek("a", "k").unwrap().allowed);
+                    clock.advance_ms(-r);
+                }
+            }
+        }
+
+        /// The shared and in-process backends run the same code: any sequence of checks and
+        /// clock moves gets identical decisions from both.
+        #[test]
+        fn shared_and_in_process_backends_decide_alike(
+            ops in proptest::collection::vec((0usize..3, 0usize..4, 0i64..4_000), 1..300)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(T0);
+            let tiny = ActionLimit::per_minute(3)
+                .adaptive(300, 200, Duration::from_secs(30))
+                .block(Duration::from_secs(1), Duration::from_secs(8), Duration::from_secs(60));
+            let config = LimiterConfig {
+                capacity: 64,
+                ..LimiterConfig::default()
+            }
+            .action("tiny", tiny)
+            .clock(Arc::new(clock.clone()));
+            let shared = RateLimiter::open(dir.path().join("p.db"), config.clone()).unwrap();
+            let local = RateLimiter::in_process(config).unwrap();
+            for (action, key, advance) in ops {
+                clock.advance_ms(advance);
+                let (a, k) = (["post", "ip", "tiny"][action], format!("k{key}"));
+                proptest::prop_assert_eq!(shared.check(a, &k).unwrap(), local.check(a, &k).unwrap());
+            }
+        }
+    }
+
     #[test]
     fn invalid_limits_are_refused() {
         for bad in [
@@ -1079,5 +1148,7 @@ mod tests {
         }
         let config = LimiterConfig::default().action("", ActionLimit::per_minute(1));
         assert!(RateLimiter::in_process(config).is_err());
+        let huge = ActionLimit::new(1, Duration::from_secs(300 * 86_400)).burst(1_000_000);
+        assert!(RateLimiter::in_process(LimiterConfig::default().action("x", huge)).is_err());
     }
 }
