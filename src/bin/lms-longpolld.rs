@@ -37,7 +37,11 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let store = EventStore::open(&config.db, store::Config::default())
+        let store_config = store::Config {
+            durability: config.durability.into(),
+            ..store::Config::default()
+        };
+        let store = EventStore::open(&config.db, store_config)
             .map_err(|e| format!("opening the store {}: {e}", config.db.display()))?;
         let store = Arc::new(store);
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -27,6 +27,11 @@ pub struct Config {
     #[arg(long, env = "LMSRT_DB", default_value = "lms-realtime.db")]
     pub db: PathBuf,
 
+    /// What an acknowledged append survives: `process-crash` (WAL, no fsync per commit) or
+    /// `power-loss` (an fsync per commit).
+    #[arg(long, env = "LMSRT_DURABILITY", value_enum, default_value_t = DurabilityArg::ProcessCrash)]
+    pub durability: DurabilityArg,
+
     /// Signing key for tokens and publisher signatures, as `<key id>:<secret>` (the secret at
     /// least 32 bytes). New tokens should be issued with this key. Required unless --demo.
     #[arg(long, env = "LMSRT_TOKEN_KEY", hide_env_values = true)]
@@ -218,6 +223,24 @@ impl Config {
             );
         }
         self.token_keys().map(|_| ())
+    }
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// Survives a crash of any process (the store's default).
+    ProcessCrash,
+    /// Also survives power loss or an OS crash.
+    PowerLoss,
+}
+
+impl From<DurabilityArg> for crate::store::Durability {
+    fn from(d: DurabilityArg) -> crate::store::Durability {
+        match d {
+            DurabilityArg::ProcessCrash => crate::store::Durability::ProcessCrash,
+            DurabilityArg::PowerLoss => crate::store::Durability::PowerLoss,
+        }
     }
 }
 
