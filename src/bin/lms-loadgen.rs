@@ -67,7 +67,7 @@ enum Publisher {
 enum Target {
     /// lms-longpolld.
     Daemon,
-    /// nginx with the Nchan module (long-poll subscribers at /sub/<ch>, publisher at /pub/<ch>).
+    /// nginx with the Nchan module (long-poll subscribers at `/sub/<ch>`, publisher at `/pub/<ch>`).
     Nchan,
 }
 

@@ -1,8 +1,8 @@
 //! Routing and the endpoints: `GET /v1/poll`, `POST /v1/events`, `GET /healthz`,
 //! `GET /metrics`, CORS preflights, and the demo pages.
 //!
-//! Every response goes through [`finish`]: request id, security headers, CORS, gzip. Store
-//! calls go through [`State::store_call`]: the store's circuit breaker, a bounded number of
+//! Every response goes through `finish`: request id, security headers, CORS, gzip. Store
+//! calls go through `State::store_call` (or the appender, for publishing): the store's circuit breaker, a bounded number of
 //! blocking threads, and the breaker's bookkeeping of the outcome.
 
 use std::convert::Infallible;

@@ -10,7 +10,7 @@
 //! 1. Limits first, cheapest first: the per-IP rate limit (with the DDoS block), the token
 //!    (HMAC, constant-time), the channels it allows, the per-user rate limit, then one of the
 //!    user's connection slots for the length of the poll.
-//! 2. The poll registers with the fan-out [`Hub`](fanout) and builds its batch from the ring of
+//! 2. The poll registers with the fan-out hub (`fanout.rs`) and builds its batch from the ring of
 //!    recent events in memory, or, when the ring does not reach back to its cursor, from the
 //!    store on a blocking thread (behind the store's circuit breaker).
 //! 3. With nothing to deliver it sleeps until the hub notifies it (an append by any process on
