@@ -126,7 +126,7 @@ struct Args {
     /// The daemon binary to start (default: lms-longpolld beside this executable).
     #[arg(long)]
     daemon: Option<PathBuf>,
-    /// Worker threads for the started daemon (default: one per core).
+    /// `--workers` of the started daemon (default: the daemon's, 1).
     #[arg(long)]
     daemon_workers: Option<usize>,
     /// Print a JSON summary line at the end.

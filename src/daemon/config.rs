@@ -150,9 +150,12 @@ pub struct Config {
     #[arg(long, env = "LMSRT_SHUTDOWN_GRACE_MS", default_value_t = 1_500)]
     pub shutdown_grace_ms: u64,
 
-    /// Worker threads of the async runtime (default: one per core).
-    #[arg(long, env = "LMSRT_WORKERS")]
-    pub workers: Option<usize>,
+    /// Threads serving HTTP. 1 (the default) runs a single-threaded runtime, nginx-style: on the
+    /// small hosts this serves, it needs noticeably less CPU per request than a work-stealing one
+    /// (benches/README.md). More than 1 runs a multi-threaded runtime with that many workers;
+    /// 0 one per core. SQLite always runs on threads of its own.
+    #[arg(long, env = "LMSRT_WORKERS", default_value_t = 1)]
+    pub workers: usize,
 
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `lms_realtime=debug`.
     #[arg(long, env = "LMSRT_LOG", default_value = "info")]
