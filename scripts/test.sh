@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The C ABI test loads target/<profile>/liblms_realtime.so when it exists: build it first
+# so a stale copy from an earlier build is never the one tested.
+cargo build --locked --lib
+
 echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests"
 cargo test --locked --all-features
 

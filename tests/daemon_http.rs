@@ -484,9 +484,11 @@ async fn cors_security_headers_gzip_health_and_metrics() {
     let mut p = d.client().await;
     let events: Vec<_> = (0..40).map(|n| event("message_create", 1, n)).collect();
     d.publish(&mut p, &json!({ "events": events })).await;
+    // timeout=2, not 0: a publish is acknowledged once committed, and reaches the fan-out a
+    // moment later (when the store's tail reader has read it); a waiting poll is woken by it.
     let r = c
         .get(
-            "/v1/poll?channels=1&timeout=0",
+            "/v1/poll?channels=1&timeout=2",
             &[("authorization", &auth), ("accept-encoding", "gzip")],
         )
         .await;

@@ -616,7 +616,8 @@ impl Breakers {
                 continue;
             }
             let age = current.wrapping_sub((b >> 40) & 0xFFFF) & 0xFFFF;
-            if age >= NBUCKETS || current - age < since {
+            // (A stamp from a clock far ahead can look recent modulo 2^16 near time zero.)
+            if age >= NBUCKETS || current.checked_sub(age).is_none_or(|b| b < since) {
                 continue;
             }
             requests += b & COUNT_MAX;
@@ -858,6 +859,21 @@ mod tests {
         assert_eq!((s.state, s.consecutive_failures), (BreakerState::Closed, 0));
         assert_eq!((s.window_requests, s.window_failures), (1, 0));
         b.record_failure("x").unwrap();
+        assert_eq!(b.status("x").unwrap().state, BreakerState::Closed);
+    }
+
+    #[test]
+    fn clocks_near_zero_and_clocks_that_disagree_are_harmless() {
+        let clock = ManualClock::new(0);
+        let b =
+            Breakers::in_process(BreakerConfig::default().clock(Arc::new(clock.clone()))).unwrap();
+        // A process whose clock is far ahead writes a bucket; ours, near zero, reads it.
+        clock.set_ms(65_530_000);
+        b.record_failure("x").unwrap();
+        clock.set_ms(3_000);
+        let s = b.status("x").unwrap();
+        assert_eq!(s.window_requests, 0);
+        b.record_success("x").unwrap();
         assert_eq!(b.status("x").unwrap().state, BreakerState::Closed);
     }
 
