@@ -484,9 +484,11 @@ async fn cors_security_headers_gzip_health_and_metrics() {
     let mut p = d.client().await;
     let events: Vec<_> = (0..40).map(|n| event("message_create", 1, n)).collect();
     d.publish(&mut p, &json!({ "events": events })).await;
+    // timeout=2, not 0: a publish is acknowledged once committed, and reaches the fan-out a
+    // moment later (when the store's tail reader has read it); a waiting poll is woken by it.
     let r = c
         .get(
-            "/v1/poll?channels=1&timeout=0",
+            "/v1/poll?channels=1&timeout=2",
             &[("authorization", &auth), ("accept-encoding", "gzip")],
         )
         .await;
@@ -520,4 +522,59 @@ async fn cors_security_headers_gzip_health_and_metrics() {
     ] {
         assert!(m.contains(line), "missing {line:?} in\n{m}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_serves_the_page_a_session_and_a_bot() {
+    let cfg = lms_realtime::daemon::Config {
+        demo: true,
+        token_key: None,
+        token_key_previous: None,
+        ..config()
+    };
+    let d = Daemon::start(cfg).await;
+    let mut c = d.client().await;
+    let page = c.get("/demo", &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().contains("lms-realtime-client.js"));
+    let js = c.get("/demo/lms-realtime-client.js", &[]).await;
+    assert!(js.text().contains("LMSUnifiedLongPoll"));
+    assert_eq!(c.get("/", &[]).await.status, StatusCode::FOUND);
+    let s = c.get("/demo/session", &[]).await.json();
+    let t = s["token"].as_str().unwrap().to_owned();
+    let cursor = s["cursor"].as_str().unwrap().to_owned();
+    let r = c
+        .post_raw(
+            "/demo/publish",
+            br#"{"channel_id":2,"text":"hello from the test"}"#.to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The bot posts every 3 s too: wait for the test's message among what arrives.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut cursor = cursor;
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        let v = c
+            .poll(&t, &format!("channels=1,2,3&cursor={cursor}&timeout=5"))
+            .await
+            .json();
+        seen = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["text"] == "hello from the test");
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+    }
+    assert!(seen, "the demo message was delivered");
+    // Without --demo there is no demo page.
+    let d2 = Daemon::start(config()).await;
+    let mut c2 = d2.client().await;
+    assert_eq!(c2.get("/demo", &[]).await.status, StatusCode::NOT_FOUND);
 }

@@ -177,3 +177,62 @@ async fn an_append_through_the_c_abi_in_another_process_wakes_a_waiting_poll() {
         lag
     );
 }
+
+/// Whether `php` with the FFI extension is on the PATH (php-ext/run-tests.sh installs it; a
+/// bare `cargo test` on a machine without it skips the PHP test below).
+fn php_with_ffi() -> bool {
+    Command::new("php").arg("-m").output().is_ok_and(|o| {
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == "FFI")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_from_a_php_process_wakes_a_waiting_poll() {
+    if !php_with_ffi() {
+        eprintln!("skipped: no php with FFI on the PATH (php-ext/run-tests.sh installs it)");
+        return;
+    }
+    let d = Daemon::start(config()).await;
+    let head = d.store.head_cursor().unwrap().to_string();
+    let addr = d.addr;
+    let waiting = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        let r = c
+            .poll(
+                &token(1, &[4]),
+                &format!("channels=4&cursor={head}&timeout=10"),
+            )
+            .await;
+        (r.json(), Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("php")
+        .args(["-d", "ffi.enable=1"])
+        .arg(root.join("php-ext/tests/fixtures/publisher.php"))
+        .arg(d.dir.path().join("chat.db"))
+        .args(["4", "from a PHP worker"])
+        .env("LMSRT_LIBRARY", library_dir().join("liblms_realtime.so"))
+        .output()
+        .unwrap();
+    let appended = Instant::now();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let (v, woke) = waiting.await.unwrap();
+    assert_eq!(ids(&v), vec![id]);
+    assert_eq!(v["events"][0]["data"]["from"], "php");
+    let lag = woke.saturating_duration_since(appended);
+    assert!(
+        lag < Duration::from_millis(500),
+        "woken {lag:?} after PHP returned"
+    );
+    eprintln!("poll answered {lag:?} after the PHP process exited");
+}

@@ -22,12 +22,17 @@ fn main() -> ExitCode {
     let (soft, hard) = daemon::raise_nofile_limit();
     tracing::info!(soft, hard, "open-file limit");
 
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a single-threaded runtime, without work-stealing's synchronization.
+    let mut rt = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all()
         .thread_name("lmsrt-worker")
         .max_blocking_threads(config.store_readers + config.store_writers + 8);
-    if let Some(n) = config.workers {
-        rt.worker_threads(n.max(1));
+    if config.workers > 1 {
+        rt.worker_threads(config.workers);
     }
     let rt = match rt.build() {
         Ok(rt) => rt,
@@ -37,7 +42,11 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let store = EventStore::open(&config.db, store::Config::default())
+        let store_config = store::Config {
+            durability: config.durability.into(),
+            ..store::Config::default()
+        };
+        let store = EventStore::open(&config.db, store_config)
             .map_err(|e| format!("opening the store {}: {e}", config.db.display()))?;
         let store = Arc::new(store);
         let listener = tokio::net::TcpListener::bind(config.listen)

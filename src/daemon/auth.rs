@@ -5,10 +5,18 @@ use std::net::{IpAddr, SocketAddr};
 use hyper::HeaderMap;
 
 use super::error::ApiError;
-use crate::token::{self, Claims, TokenKey};
+#[cfg(test)]
+use crate::token::Claims;
+use crate::token::{self, TokenKey};
 
 /// Verifies the `Authorization: Bearer <token>` of a poll.
+#[cfg(test)]
 pub(crate) fn bearer(headers: &HeaderMap, keys: &[TokenKey], now: i64) -> Result<Claims, ApiError> {
+    token::verify(keys, bearer_token(headers)?, now).map_err(ApiError::token)
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value =
         headers
             .get(hyper::header::AUTHORIZATION)
@@ -25,7 +33,7 @@ pub(crate) fn bearer(headers: &HeaderMap, keys: &[TokenKey], now: i64) -> Result
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::token(token::TokenError::Malformed));
     }
-    token::verify(keys, t.trim(), now).map_err(ApiError::token)
+    Ok(t.trim())
 }
 
 /// Verifies a publish request's `X-LMS-Timestamp` and `X-LMS-Signature` over `body`.

@@ -27,6 +27,11 @@ pub struct Config {
     #[arg(long, env = "LMSRT_DB", default_value = "lms-realtime.db")]
     pub db: PathBuf,
 
+    /// What an acknowledged append survives: `process-crash` (WAL, no fsync per commit) or
+    /// `power-loss` (an fsync per commit).
+    #[arg(long, env = "LMSRT_DURABILITY", value_enum, default_value_t = DurabilityArg::ProcessCrash)]
+    pub durability: DurabilityArg,
+
     /// Signing key for tokens and publisher signatures, as `<key id>:<secret>` (the secret at
     /// least 32 bytes). New tokens should be issued with this key. Required unless --demo.
     #[arg(long, env = "LMSRT_TOKEN_KEY", hide_env_values = true)]
@@ -145,9 +150,12 @@ pub struct Config {
     #[arg(long, env = "LMSRT_SHUTDOWN_GRACE_MS", default_value_t = 1_500)]
     pub shutdown_grace_ms: u64,
 
-    /// Worker threads of the async runtime (default: one per core).
-    #[arg(long, env = "LMSRT_WORKERS")]
-    pub workers: Option<usize>,
+    /// Threads serving HTTP. 1 (the default) runs a single-threaded runtime, nginx-style: on the
+    /// small hosts this serves, it needs noticeably less CPU per request than a work-stealing one
+    /// (benches/README.md). More than 1 runs a multi-threaded runtime with that many workers;
+    /// 0 one per core. SQLite always runs on threads of its own.
+    #[arg(long, env = "LMSRT_WORKERS", default_value_t = 1)]
+    pub workers: usize,
 
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `lms_realtime=debug`.
     #[arg(long, env = "LMSRT_LOG", default_value = "info")]
@@ -218,6 +226,24 @@ impl Config {
             );
         }
         self.token_keys().map(|_| ())
+    }
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// Survives a crash of any process (the store's default).
+    ProcessCrash,
+    /// Also survives power loss or an OS crash.
+    PowerLoss,
+}
+
+impl From<DurabilityArg> for crate::store::Durability {
+    fn from(d: DurabilityArg) -> crate::store::Durability {
+        match d {
+            DurabilityArg::ProcessCrash => crate::store::Durability::ProcessCrash,
+            DurabilityArg::PowerLoss => crate::store::Durability::PowerLoss,
+        }
     }
 }
 

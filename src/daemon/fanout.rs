@@ -10,6 +10,11 @@
 //! batch a fetch would return — and only reads the database when the ring no longer reaches back
 //! to its cursor (a client far behind, or the first poll with an old cursor).
 //!
+//! An event reaches the ring when the tail reader has read it, a fraction of a millisecond after
+//! its commit. A publish is acknowledged at the commit, so a poll with `timeout=0` sent right
+//! after may not see the event yet: it sees it on its next poll (its cursor never moves past an
+//! event the ring has not seen). A poll that waits is woken by it.
+//!
 //! ## Why no wake-up is lost
 //!
 //! A waiter registers *before* it builds its first batch, and it always builds from the ring or
@@ -337,6 +342,10 @@ impl Hub {
             let floor = req.cursor.min_position();
             if !r.ready || floor < r.floor {
                 return Answer::Miss;
+            }
+            if floor >= r.head && req.cursor.epoch == Some(store.epoch()) {
+                // Nothing past the cursor: the common re-poll, answered without assembling.
+                return Answer::Empty(req.cursor);
             }
             {
                 let cache = lock(&self.responses);

@@ -10,7 +10,7 @@
 //! 1. Limits first, cheapest first: the per-IP rate limit (with the DDoS block), the token
 //!    (HMAC, constant-time), the channels it allows, the per-user rate limit, then one of the
 //!    user's connection slots for the length of the poll.
-//! 2. The poll registers with the fan-out [`Hub`](fanout) and builds its batch from the ring of
+//! 2. The poll registers with the fan-out hub (`fanout.rs`) and builds its batch from the ring of
 //!    recent events in memory, or, when the ring does not reach back to its cursor, from the
 //!    store on a blocking thread (behind the store's circuit breaker).
 //! 3. With nothing to deliver it sleeps until the hub notifies it (an append by any process on
@@ -27,6 +27,7 @@
 //! kept-alive connections are closed, and [`run`] returns once every connection has finished
 //! or `--shutdown-grace-ms` has passed.
 
+mod appender;
 pub mod auth;
 pub mod config;
 mod demo;
@@ -72,6 +73,7 @@ pub(crate) struct State {
     pub(crate) slots: Slots,
     pub(crate) breakers: Breakers,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) appender: appender::Appender,
     pub(crate) read_sem: Semaphore,
     pub(crate) write_sem: Semaphore,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -236,7 +238,9 @@ pub async fn run(
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let appender = appender::Appender::start(store.clone(), config.faults.clone())?;
     let state = Arc::new(State {
+        appender,
         read_sem: Semaphore::new(config.store_readers),
         write_sem: Semaphore::new(config.store_writers),
         store,

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the daemon's load scenarios against lms-longpolld and against nginx + Nchan, alternately,
+# in one sitting (benches/README.md, "Daemon"). Client and server share this machine's cores.
+# usage: benches/daemon-vs-nchan.sh [OUT_DIR]   (needs: cargo build --release --features daemon
+#        --bins --lib; apt-get install nginx-light libnginx-mod-nchan for the Nchan runs)
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="${1:-/tmp/lmsrt-bench-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$out"
+lg="$root/target/release/lms-loadgen"
+port=18950
+
+daemon() { # name, loadgen args...
+    local name="$1"; shift
+    echo "== daemon $name: $*" | tee -a "$out/summary.txt"
+    "$lg" "$@" --json > "$out/daemon-$name.log" 2>&1
+    tail -n 12 "$out/daemon-$name.log" | grep -v '^{' | sed 's/^/   /' | tee -a "$out/summary.txt"
+    grep '^{' "$out/daemon-$name.log" >> "$out/results.jsonl"
+}
+
+nchan() { # name, loadgen args...
+    local name="$1"; shift
+    command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || return 0
+    port=$((port + 1))
+    local started prefix pids
+    started="$("$root/benches/nchan/start.sh" "$port")" || return 0
+    prefix="${started%% *}"; pids="${started#* }"
+    echo "== nchan $name: $*" | tee -a "$out/summary.txt"
+    "$lg" "$@" --target nchan --url "127.0.0.1:$port" --pid "$pids" --json > "$out/nchan-$name.log" 2>&1
+    tail -n 12 "$out/nchan-$name.log" | grep -v '^{' | sed 's/^/   /' | tee -a "$out/summary.txt"
+    grep '^{' "$out/nchan-$name.log" | sed 's/^{/{"peer":"nchan",/' >> "$out/results.jsonl"
+    "$root/benches/nchan/stop.sh" "$prefix" >/dev/null 2>&1
+}
+
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u)" | tee "$out/summary.txt"
+for round in 1 2; do
+    daemon "idle-$round" idle --clients 10000 --channels 100 --duration 10
+    nchan "idle-$round" idle --clients 10000 --channels 100 --duration 10
+    daemon "fanout-$round" fanout --clients 10000 --rounds 5
+    nchan "fanout-$round" fanout --clients 10000 --rounds 5
+    daemon "steady-http-$round" steady --clients 1000 --channels 100 --rate 1000 --duration 20 --publish http
+    nchan "steady-http-$round" steady --clients 1000 --channels 100 --rate 1000 --duration 20 --publish http
+    daemon "steady-c-$round" steady --clients 1000 --channels 100 --rate 1000 --duration 20 --publish c
+    daemon "saturate-http-$round" saturate --clients 1000 --channels 100 --duration 10 --publish http --publishers 4
+    nchan "saturate-http-$round" saturate --clients 1000 --channels 100 --duration 10 --publish http --publishers 4
+    daemon "saturate-lib-$round" saturate --clients 1000 --channels 100 --duration 10 --publish lib --batch 50
+    daemon "publish-$round" publish --publishers 8 --duration 10
+    nchan "publish-$round" publish --publishers 8 --duration 10
+    daemon "timeouts-$round" steady --clients 1000 --channels 100 --rate 200 --duration 20 --poll-timeout 1
+    NCHAN_SUB_TIMEOUT=1s nchan "timeouts-$round" steady --clients 1000 --channels 100 --rate 200 --duration 20 --poll-timeout 1
+done
+echo "results in $out"
