@@ -69,10 +69,12 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 
 	/**
 	 * The store's file: the constant `LMSRT_DB_PATH`, else `wp-content/lms-realtime/events.db`
-	 * (filter `lms_realtime_db_path`). The daemon must open the same file.
+	 * (`events-site<N>.db` for the sites after the first of a multisite network, whose channel
+	 * ids are their own); filter `lms_realtime_db_path`. The daemon must open the same file.
 	 */
 	public static function db_path(): string {
-		$path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : WP_CONTENT_DIR . '/lms-realtime/events.db';
+		$file = is_multisite() && get_current_blog_id() > 1 ? 'events-site' . get_current_blog_id() . '.db' : 'events.db';
+		$path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : WP_CONTENT_DIR . '/lms-realtime/' . $file;
 		/**
 		 * Filters the event store's file.
 		 *
