@@ -109,40 +109,55 @@ fn cpu_time_self() -> Duration {
 // ---- threads: group commit --------------------------------------------------------------
 
 fn threads(dir: &Path) {
-    let store = Arc::new(EventStore::open(dir.join("threads.db"), Config::default()).unwrap());
-    let run = |nthreads: usize| -> f64 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let hs: Vec<_> = (0..nthreads)
-            .map(|t| {
-                let store = store.clone();
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        store.append(msg(t as u64 * 1_000_000 + n)).unwrap();
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let secs = 3.0;
-        std::thread::sleep(Duration::from_secs_f64(secs));
-        stop.store(true, Ordering::Relaxed);
-        hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>() as f64 / secs
-    };
-    // Alternate to spread machine noise over both.
-    let (mut one, mut eight) = (0.0, 0.0);
-    let only8 = std::env::var_os("LMSRT_BENCH_ONLY8").is_some();
-    for _ in 0..2 {
-        one += if only8 { 1.0 } else { run(1) / 2.0 };
-        eight += run(8) / 2.0;
-    }
     println!("## threads: group commit (appends/s, 2 rounds of 3 s each, alternating)");
-    println!("| writers | appends/s | ratio to 1 thread |");
-    println!("|---|---|---|");
-    println!("| 1 thread | {one:.0} | 1.00 |");
-    println!("| 8 threads | {eight:.0} | {:.2} |", eight / one);
+    println!("| durability | 1 thread | 8 threads | ratio |");
+    println!("|---|---|---|---|");
+    for (label, durability) in [
+        (
+            "process crash (default)",
+            lms_realtime::Durability::ProcessCrash,
+        ),
+        (
+            "power loss (fsync per commit)",
+            lms_realtime::Durability::PowerLoss,
+        ),
+    ] {
+        let cfg = Config {
+            durability,
+            ..Config::default()
+        };
+        let store = Arc::new(
+            EventStore::open(dir.join(format!("threads-{durability:?}.db")), cfg).unwrap(),
+        );
+        let run = |nthreads: usize| -> f64 {
+            let stop = Arc::new(AtomicBool::new(false));
+            let hs: Vec<_> = (0..nthreads)
+                .map(|t| {
+                    let store = store.clone();
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut n = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            store.append(msg(t as u64 * 1_000_000 + n)).unwrap();
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let secs = 3.0;
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            stop.store(true, Ordering::Relaxed);
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>() as f64 / secs
+        };
+        // Alternate to spread machine noise over both.
+        let (mut one, mut eight) = (0.0, 0.0);
+        for _ in 0..2 {
+            one += run(1) / 2.0;
+            eight += run(8) / 2.0;
+        }
+        println!("| {label} | {one:.0} | {eight:.0} | {:.2} |", eight / one);
+    }
 }
 
 // ---- procs: 8 processes appending at once -----------------------------------------------

@@ -7,7 +7,9 @@
  *  - Strings cross as (const char *ptr, size_t len), UTF-8, bounded in size; the library never
  *    keeps a caller's pointer after a call returns.
  *  - Documents come back as lmsrt_buf values owned by the caller, released with lmsrt_buf_free().
- *  - An lmsrt_store may be shared by threads. No panic crosses the boundary.
+ *    Guard decisions come back as plain structs (lmsrt_decision, lmsrt_breaker_status,
+ *    lmsrt_lease); a refused decision is LMSRT_STATUS_OK with `allowed` (`acquired`) false.
+ *  - An lmsrt_store or lmsrt_guards may be shared by threads. No panic crosses the boundary.
  *  - Check lmsrt_abi_version() == LMSRT_ABI_VERSION before anything else. No ABI stability
  *    before 1.0.
  */
@@ -79,6 +81,52 @@ typedef enum lmsrt_status {
     LMSRT_STATUS_INTERNAL = -99,
 } lmsrt_status;
 
+// A circuit breaker's state, as the `state` field of `lmsrt_breaker_status` carries it (an
+// `int32_t`, so the struct's layout does not depend on the compiler's enum size).
+typedef enum lmsrt_breaker_state {
+    // Calls go through.
+    LMSRT_BREAKER_STATE_CLOSED = 0,
+    // Calls are refused until the open period ends.
+    LMSRT_BREAKER_STATE_OPEN = 1,
+    // The open period is over: a limited number of probe calls go through.
+    LMSRT_BREAKER_STATE_HALF_OPEN = 2,
+} lmsrt_breaker_state;
+
+// How clients should poll, from the plan's fallback tiers: the `mode` field of
+// `lmsrt_breaker_status` (an `int32_t`).
+typedef enum lmsrt_mode {
+    // Long-poll with 30 s waits: all is well.
+    LMSRT_MODE_LONG = 0,
+    // 10 s waits: failures are showing.
+    LMSRT_MODE_MEDIUM = 1,
+    // Poll every 3 s: recovering (half-open).
+    LMSRT_MODE_SHORT = 2,
+    // Poll every 1 s: the breaker is open.
+    LMSRT_MODE_EMERGENCY = 3,
+} lmsrt_mode;
+
+// Which side of a rollout a user is on: what `lmsrt_rollout_cohort` writes to `*out_cohort`
+// (an `int32_t`).
+typedef enum lmsrt_cohort {
+    // Outside the percentage: keeps the old behaviour.
+    LMSRT_COHORT_CONTROL = 0,
+    // Inside the percentage: the new behaviour is on.
+    LMSRT_COHORT_ROLLOUT = 1,
+    // On the beta list: the new behaviour is always on.
+    LMSRT_COHORT_BETA = 2,
+} lmsrt_cohort;
+
+// The shared guards of one database: rate limiter, circuit breakers, connection slots and
+// metrics. Opaque: made by `lmsrt_guards_open`, released by `lmsrt_guards_close`.
+//
+// Thread safety: a handle may be shared by any number of threads, which may call any function
+// on it at the same time (no call blocks or takes a lock held across processes). Closing it
+// while other threads use it is safe: their calls finish or fail with `LMSRT_STATUS_CLOSED`.
+// After close, every copy of the handle is invalid and every call with one fails with
+// `LMSRT_STATUS_CLOSED`; handle values are never reused within a process, and a store handle
+// is never a valid guards handle (nor the reverse).
+typedef struct lmsrt_guards lmsrt_guards;
+
 // An open event store. Opaque: made by `lmsrt_store_open`, released by `lmsrt_store_close`.
 //
 // Thread safety: a handle may be shared by any number of threads, which may call any function
@@ -105,6 +153,86 @@ typedef struct lmsrt_buf {
     // How many bytes, not counting the terminating NUL.
     size_t len;
 } lmsrt_buf;
+
+// The answer to one rate-limit check (`lmsrt_limiter_check`, `lmsrt_limiter_peek`).
+//
+// Plain data written by the library; the caller owns the memory (typically a local or a
+// struct reused for every call). Not shared: one per thread.
+typedef struct lmsrt_decision {
+    // When refused, ms until a retry can succeed (the `Retry-After`); 0 when allowed.
+    uint64_t retry_after_ms;
+    // Ms until the key's allowance is full again.
+    uint64_t reset_after_ms;
+    // The key's current allowance: requests a rested key could make at once at its present
+    // reputation (the configured burst at full reputation).
+    uint32_t limit;
+    // Requests of cost 1 that would be allowed right after this decision.
+    uint32_t remaining;
+    // The key's reputation, 0 to 1000 per mille; refusals lower it, time restores it.
+    uint32_t reputation_permille;
+    // Whether the request may go ahead.
+    bool allowed;
+    // Refused by the DDoS guard: the key is blocked for `retry_after_ms`.
+    bool blocked;
+    // False when the shared table was full and the request was allowed without tracking the
+    // key (the limiter fails open).
+    bool tracked;
+} lmsrt_decision;
+
+// A circuit breaker's status (`lmsrt_breaker_*`).
+//
+// Plain data written by the library; the caller owns the memory. Not shared: one per thread.
+typedef struct lmsrt_breaker_status {
+    // The wait (or polling interval) of `mode`, in ms: 30000, 10000, 3000 or 1000.
+    uint64_t wait_ms;
+    // When refused, ms until a call may be admitted again; 0 when allowed.
+    uint64_t retry_after_ms;
+    // Outcomes reported in the failure window (since the breaker last closed).
+    uint64_t window_requests;
+    // Failures among them.
+    uint64_t window_failures;
+    // The open period the breaker is in, or would use next, in ms (doubles on each re-open).
+    uint64_t open_period_ms;
+    // The state: an `lmsrt_breaker_state` value.
+    int32_t state;
+    // The polling mode clients should use: an `lmsrt_mode` value.
+    int32_t mode;
+    // Consecutive failures (closed state).
+    uint32_t consecutive_failures;
+    // Whether the call may go ahead (for `lmsrt_breaker_peek` and the `record`/`reset` calls:
+    // whether a check would admit one now).
+    bool allowed;
+    // The call was admitted as a half-open probe: report its outcome with
+    // `lmsrt_breaker_record_success` or `lmsrt_breaker_record_failure`.
+    bool probe;
+    // False when the shared table was full and the breaker is not tracked (always allowed).
+    bool tracked;
+} lmsrt_breaker_status;
+
+// A connection slot, as `lmsrt_slot_acquire` hands it out. Keep it unchanged to release, renew
+// or check it. Those calls use only `record`, `index` and `token` (and `renew` updates `token`
+// and `expires_at_ms`); they never read the `bool` fields, so a lease may be stored as those
+// three numbers and rebuilt with the rest zeroed. A lease of garbage is simply not held.
+//
+// Plain data: copy it freely. It names a slot in the shared table, not memory, so it stays
+// meaningful after the handle is closed (any handle on the same database can release it).
+typedef struct lmsrt_lease {
+    // Hash of the key the slot belongs to.
+    uint64_t key_hash;
+    // Identifies this lease exactly (0 when nothing was acquired).
+    uint64_t token;
+    // When the lease expires unless renewed (ms since the Unix epoch; one-second resolution).
+    int64_t expires_at_ms;
+    // The record in the shared table.
+    uint32_t record;
+    // The slot within the record (0-based).
+    uint32_t index;
+    // Whether a slot was acquired. False when every slot of the key is taken (and the policy
+    // is `refuse`) or the table has no room: then the other fields are 0.
+    bool acquired;
+    // The lease took over one whose holder was dead or, with `evict_oldest`, the oldest one.
+    bool reclaimed;
+} lmsrt_lease;
 
 #ifdef __cplusplus
 extern "C" {
@@ -133,6 +261,415 @@ const char *lmsrt_version(void);
 // by an `lmsrt_*` function and not changed since (a copy of it already freed through another
 // variable may not be freed again).
 void lmsrt_buf_free(struct lmsrt_buf *buf);
+
+// Opens the guards shared by every process using the database at `path`, and returns a handle
+// in `*out_guards`.
+//
+// `path` (`path_len` bytes, UTF-8, at most 4096, no NUL) names the database; the database
+// itself is not opened. Beside it the guards map (creating them zero-filled if missing)
+// `<path>-lmsrt-limits`, `<path>-lmsrt-breakers`, `<path>-lmsrt-slots` and
+// `<path>-lmsrt-metrics`. Every process that opens them must be able to read and write them.
+//
+// `config` (`config_len` bytes, at most 64 KiB) is NULL, empty, or a JSON object mirroring
+// the crate's configuration types; every field is optional and defaults as the Rust
+// `Default`s do, and unknown fields are refused with `LMSRT_STATUS_INVALID_ARGUMENT`:
+//
+// * `limits`: an object of actions, each `{"rate": 20, "period_ms": 60000, "burst": 20,
+//   "adaptive": ..., "block": ...}`, adding to or replacing the defaults (`post` 20 per
+//   minute, `poll` 180 per minute with burst 30, `ip` 600 per minute with burst 100 and DDoS
+//   blocks). `rate` is required; `period_ms` defaults to 60000 and `burst` to `rate`.
+//   `adaptive` is `true` (the default: 100 per mille of reputation lost per refusal, a floor
+//   of 250 per mille, recovery in 600000 ms), `false` (a fixed limit) or
+//   `{"penalty_permille", "min_allowance_permille", "recovery_ms"}`. `block` is `false` (the
+//   default), `true` or `{"base_ms": 60000, "max_ms": 3600000, "forget_ms": 86400000}`: keys
+//   refused at zero reputation are blocked, for doubling periods.
+// * `limiter`: `{"capacity": 65536}` (keys in the table).
+// * `breaker`: `failure_threshold` (5), `failure_ratio_permille` (500), `min_requests` (20),
+//   `window_ms` (10000), `open_ms` (5000), `max_open_ms` (120000), `half_open_probes` (1),
+//   `probe_timeout_ms` (10000), `capacity` (1024).
+// * `slots`: `max` (3 concurrent leases per key, 1 to 15), `lease_ms` (35000), `on_full`
+//   (`"refuse"` or `"evict_oldest"`), `check_pid` (true: reclaim leases of dead processes),
+//   `capacity` (16384).
+// * `metrics`: the health verdict's alert lines, `p99_ms` (100), `error_rate_permille` (50),
+//   `min_samples` (20).
+//
+// Processes sharing the files should use the same settings: the files hold the state, the
+// settings come from each opener (a table's capacity is fixed by its creator).
+//
+// On success `*out_guards` receives a new handle, owned by the caller, who releases it with
+// `lmsrt_guards_close`. On failure `*out_guards` is left untouched (some of the files may
+// have been created).
+//
+// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (bad settings, path too long),
+// `IO` (a file cannot be created or mapped, or was written by another version).
+//
+// # Safety
+//
+// `path` must be valid for reads of `path_len` bytes; `config`, when not NULL, for reads of
+// `config_len` bytes; `out_guards` must be valid for a write of one pointer.
+enum lmsrt_status lmsrt_guards_open(const char *path,
+                                    size_t path_len,
+                                    const char *config,
+                                    size_t config_len,
+                                    struct lmsrt_guards **out_guards);
+
+// Closes the guards `*guards` and sets `*guards` to NULL. The shared files stay (they hold
+// the state other processes share); leases acquired through the handle stay held until
+// released (through any handle on the same database) or expired.
+//
+// Returns `LMSRT_STATUS_OK` when it closed the handle, and also when `*guards` is already
+// NULL (so closing the same variable twice is a no-op). Returns `LMSRT_STATUS_CLOSED` when
+// `*guards` is a copy of a handle closed through another variable (and still sets `*guards`
+// to NULL), `LMSRT_STATUS_NULL_POINTER` when `guards` itself is NULL.
+//
+// # Safety
+//
+// `guards`, when not NULL, must be valid for reading and writing one pointer.
+enum lmsrt_status lmsrt_guards_close(struct lmsrt_guards **guards);
+
+// Decides one request of `action` (a configured action name, e.g. `"post"`) by `key` (a user
+// id, an IP, 1 to 1024 bytes) worth `cost` ordinary requests (1 to the action's burst),
+// consuming allowance when it is allowed, and writes the decision to `*out`.
+//
+// A refusal is not an error: the status is `LMSRT_STATUS_OK` and `out->allowed` is false,
+// with `out->retry_after_ms` (and `out->blocked` for a DDoS block). The budget is exact across
+// every thread and process sharing the database: N processes hammering one key are allowed
+// exactly the burst between them. Allowed, refused and blocked decisions are counted in the
+// metrics (`limiter_allowed`, `limiter_denied`, `limiter_blocked`).
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (unknown action, empty
+// key, cost out of range, string too long).
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open` (closed ones are detected);
+// `action` and `key` valid for reads of their lengths; `out` valid for a write of one
+// `lmsrt_decision`.
+enum lmsrt_status lmsrt_limiter_check(const struct lmsrt_guards *guards,
+                                      const char *action,
+                                      size_t action_len,
+                                      const char *key,
+                                      size_t key_len,
+                                      uint32_t cost,
+                                      struct lmsrt_decision *out);
+
+// What `lmsrt_limiter_check` with cost 1 would answer now, without consuming anything or
+// counting a refusal.
+//
+// Errors and safety: as `lmsrt_limiter_check`.
+//
+// # Safety
+//
+// As `lmsrt_limiter_check`.
+enum lmsrt_status lmsrt_limiter_peek(const struct lmsrt_guards *guards,
+                                     const char *action,
+                                     size_t action_len,
+                                     const char *key,
+                                     size_t key_len,
+                                     struct lmsrt_decision *out);
+
+// Forgets the state of `key` for `action` (allowance, reputation, block), for every process:
+// an administrator's unblock.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (unknown action,
+// empty key).
+//
+// # Safety
+//
+// `guards` as for `lmsrt_limiter_check`; `action` and `key` valid for reads of their lengths.
+enum lmsrt_status lmsrt_limiter_reset(const struct lmsrt_guards *guards,
+                                      const char *action,
+                                      size_t action_len,
+                                      const char *key,
+                                      size_t key_len);
+
+// Asks whether a call guarded by breaker `name` (1 to 1024 bytes; use a fixed set of names
+// such as `"store"`) may go ahead, and writes the breaker's status to `*out`.
+//
+// A refusal (the breaker is open, or half-open with its probes taken) is not an error: the
+// status is `LMSRT_STATUS_OK` with `out->allowed` false and `out->retry_after_ms`. When the
+// breaker is half-open the call may be admitted as a probe (`out->probe`): report its outcome.
+// `out->mode` is the polling mode to advertise to clients. The breaker is shared by every
+// thread and process using the database.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (empty or too long
+// name).
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open`; `name` valid for reads of
+// `name_len` bytes; `out` valid for a write of one `lmsrt_breaker_status`.
+enum lmsrt_status lmsrt_breaker_check(const struct lmsrt_guards *guards,
+                                      const char *name,
+                                      size_t name_len,
+                                      struct lmsrt_breaker_status *out);
+
+// Writes breaker `name`'s status to `*out` without admitting anything (for status pages).
+//
+// Errors and safety: as `lmsrt_breaker_check`.
+//
+// # Safety
+//
+// As `lmsrt_breaker_check`.
+enum lmsrt_status lmsrt_breaker_peek(const struct lmsrt_guards *guards,
+                                     const char *name,
+                                     size_t name_len,
+                                     struct lmsrt_breaker_status *out);
+
+// Reports a successful call guarded by breaker `name`: resets its consecutive failures and
+// closes it when half-open. Writes the resulting status to `*out`.
+//
+// Errors and safety: as `lmsrt_breaker_check`.
+//
+// # Safety
+//
+// As `lmsrt_breaker_check`.
+enum lmsrt_status lmsrt_breaker_record_success(const struct lmsrt_guards *guards,
+                                               const char *name,
+                                               size_t name_len,
+                                               struct lmsrt_breaker_status *out);
+
+// Reports a failed call guarded by breaker `name`: may open a closed breaker (after
+// `failure_threshold` consecutive failures, or a failure ratio over the window) and re-opens a
+// half-open one with a doubled open period. Writes the resulting status to `*out`.
+//
+// Errors and safety: as `lmsrt_breaker_check`.
+//
+// # Safety
+//
+// As `lmsrt_breaker_check`.
+enum lmsrt_status lmsrt_breaker_record_failure(const struct lmsrt_guards *guards,
+                                               const char *name,
+                                               size_t name_len,
+                                               struct lmsrt_breaker_status *out);
+
+// Closes breaker `name` and forgets its failures and backoff (an operator's reset). Writes
+// the resulting status to `*out`.
+//
+// Errors and safety: as `lmsrt_breaker_check`.
+//
+// # Safety
+//
+// As `lmsrt_breaker_check`.
+enum lmsrt_status lmsrt_breaker_reset(const struct lmsrt_guards *guards,
+                                      const char *name,
+                                      size_t name_len,
+                                      struct lmsrt_breaker_status *out);
+
+// Opens breaker `name` for `duration_ms` (an operator's switch, e.g. during maintenance),
+// keeping its backoff. Writes the resulting status to `*out`.
+//
+// Errors and safety: as `lmsrt_breaker_check`.
+//
+// # Safety
+//
+// As `lmsrt_breaker_check`.
+enum lmsrt_status lmsrt_breaker_force_open(const struct lmsrt_guards *guards,
+                                           const char *name,
+                                           size_t name_len,
+                                           uint64_t duration_ms,
+                                           struct lmsrt_breaker_status *out);
+
+// Takes one of `key`'s connection slots (1 to 1024 bytes, e.g. a user id) for the calling
+// process, for the configured `lease_ms`, and writes the lease to `*out`.
+//
+// When every slot of the key is held (and `on_full` is `refuse`), or the shared table has no
+// room for a new key, the status is still `LMSRT_STATUS_OK` and `out->acquired` is false (the
+// other fields 0): a refusal is not an error. With `evict_oldest` the lease that expires first
+// is taken over (`out->reclaimed`), and its holder learns it from `lmsrt_slot_is_held` or
+// `lmsrt_slot_renew`. Leases of dead processes are reclaimed (with `check_pid`), and every
+// lease frees itself when it expires, so a crashed holder cannot keep a slot.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (empty or too long key).
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open`; `key` valid for reads of
+// `key_len` bytes; `out` valid for a write of one `lmsrt_lease`.
+enum lmsrt_status lmsrt_slot_acquire(const struct lmsrt_guards *guards,
+                                     const char *key,
+                                     size_t key_len,
+                                     struct lmsrt_lease *out);
+
+// Gives the slot of `*lease` back and writes to `*out_held` whether the lease was still held
+// (false when it had expired and been reused, was evicted, was released before, or was never
+// acquired). Either way the slot is no longer this lease's.
+//
+// Errors: `NULL_POINTER`, `CLOSED`.
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open`; `lease` valid for reads of one
+// `lmsrt_lease`; `out_held` valid for a write of one `bool`.
+enum lmsrt_status lmsrt_slot_release(const struct lmsrt_guards *guards,
+                                     const struct lmsrt_lease *lease,
+                                     bool *out_held);
+
+// Extends a held lease by `lease_ms` from now. On success `*out_renewed` is true and
+// `lease->token` and `lease->expires_at_ms` are updated (keep the updated lease); when the
+// lease was lost (expired and reused, evicted, released) `*out_renewed` is false and `*lease`
+// is left unchanged: end the long-poll it covered.
+//
+// Errors: `NULL_POINTER`, `CLOSED`.
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open`; `lease` valid for reads and
+// writes of one `lmsrt_lease`; `out_renewed` valid for a write of one `bool`.
+enum lmsrt_status lmsrt_slot_renew(const struct lmsrt_guards *guards,
+                                   struct lmsrt_lease *lease,
+                                   bool *out_renewed);
+
+// Writes to `*out_held` whether `*lease` is still held (not released, expired or evicted).
+//
+// Errors: `NULL_POINTER`, `CLOSED`.
+//
+// # Safety
+//
+// As `lmsrt_slot_release`.
+enum lmsrt_status lmsrt_slot_is_held(const struct lmsrt_guards *guards,
+                                     const struct lmsrt_lease *lease,
+                                     bool *out_held);
+
+// Writes to `*out_count` how many of `key`'s slots are held now, by any process.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (empty or too long key).
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open`; `key` valid for reads of
+// `key_len` bytes; `out_count` valid for a write of one `uint32_t`.
+enum lmsrt_status lmsrt_slot_count(const struct lmsrt_guards *guards,
+                                   const char *key,
+                                   size_t key_len,
+                                   uint32_t *out_count);
+
+// Which rollout cohort `user` falls in, with no state and no handle: every process computes
+// the same answer from the same settings.
+//
+// `percent` is 0 to 100. `salt` (at most 1024 bytes) draws the cohorts: a user's bucket is a
+// stable hash of the salt and the user id modulo 10000, and the user is in the rollout when
+// the bucket is below `percent * 100`, so raising the percentage only ever adds users.
+// `beta_users` (`beta_len` bytes, at most 1 MiB) is NULL, empty, or a JSON array of user ids
+// (strings, or integers taken as their decimal text) who are always in (`LMSRT_COHORT_BETA`).
+// `user` (at most 1024 bytes) is the user id.
+//
+// On success `*out_cohort` receives an `lmsrt_cohort` value and `*out_bucket` the user's
+// bucket (0 to 9999, whatever the cohort).
+//
+// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (percent over 100, malformed
+// beta list, string too long). Thread-safe.
+//
+// # Safety
+//
+// `salt` and `user` valid for reads of their lengths; `beta_users`, when not NULL, for reads
+// of `beta_len` bytes; `out_cohort` and `out_bucket` valid for one write each.
+enum lmsrt_status lmsrt_rollout_cohort(uint32_t percent,
+                                       const char *salt,
+                                       size_t salt_len,
+                                       const char *beta_users,
+                                       size_t beta_len,
+                                       const char *user,
+                                       size_t user_len,
+                                       int32_t *out_cohort,
+                                       uint32_t *out_bucket);
+
+// Adds `n` to the host-wide counter `name` (`appends`, `append_errors`, `fetches`,
+// `fetch_errors`, `waits`, `wait_errors`, `wait_timeouts`, `deliveries`, and the guards' own
+// `limiter_*`, `breaker_*` and `slots_*` counters, which the guards also count themselves).
+// Counters are shared by every process using the database; nothing allocates or blocks.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (unknown counter, whose
+// message lists the known ones).
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open`; `name` valid for reads of
+// `name_len` bytes.
+enum lmsrt_status lmsrt_metrics_incr(const struct lmsrt_guards *guards,
+                                     const char *name,
+                                     size_t name_len,
+                                     uint64_t n);
+
+// Records one latency of `us` microseconds in the host-wide histogram `name` (`append`,
+// `fetch`, `wait`, `delivery`). Append and fetch p99 feed the health verdict.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (unknown histogram).
+//
+// # Safety
+//
+// As `lmsrt_metrics_incr`.
+enum lmsrt_status lmsrt_metrics_record_us(const struct lmsrt_guards *guards,
+                                          const char *name,
+                                          size_t name_len,
+                                          uint64_t us);
+
+// Sets the host-wide gauge `name` (`active_waits`, `connections`) to `value`.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT` (unknown gauge).
+//
+// # Safety
+//
+// As `lmsrt_metrics_incr`.
+enum lmsrt_status lmsrt_metrics_set_gauge(const struct lmsrt_guards *guards,
+                                          const char *name,
+                                          size_t name_len,
+                                          int64_t value);
+
+// Adds `delta` (possibly negative) to the host-wide gauge `name`. A process killed between an
+// increment and its decrement leaves the gauge off: long-lived owners should set absolute
+// values with `lmsrt_metrics_set_gauge`.
+//
+// Errors: as `lmsrt_metrics_set_gauge`.
+//
+// # Safety
+//
+// As `lmsrt_metrics_incr`.
+enum lmsrt_status lmsrt_metrics_add_gauge(const struct lmsrt_guards *guards,
+                                          const char *name,
+                                          size_t name_len,
+                                          int64_t delta);
+
+// Writes every host-wide figure to `*out` as JSON (free it with `lmsrt_buf_free`):
+// `{"taken_at_ms":..., "window_ms":..., "counters":{"appends":{"total":N,"window":N},...},
+// "gauges":{"active_waits":N,...}, "histograms":{"append":{"count":N,"sum_us":N,"max_us":N,
+// "window":{"count":N,"p50_us":N,"p95_us":N,"p99_us":N,"max_us":N}},...},
+// "error_rate":0.0 or null, "health":{"status":"ok"|"degraded","reasons":[...]}}`.
+// `window` figures cover the last 50 to 60 seconds; totals run since the metrics file was
+// created.
+//
+// Errors: `NULL_POINTER`, `CLOSED`.
+//
+// # Safety
+//
+// `guards` must be NULL or a handle from `lmsrt_guards_open`; `out` valid for a write of one
+// `lmsrt_buf`.
+enum lmsrt_status lmsrt_metrics_snapshot(const struct lmsrt_guards *guards, struct lmsrt_buf *out);
+
+// Writes every host-wide figure to `*out` in the Prometheus text exposition format 0.0.4
+// (free it with `lmsrt_buf_free`): counters as `lmsrt_<name>_total`, gauges as
+// `lmsrt_<name>`, histograms as summaries `lmsrt_<name>_latency_seconds`, and
+// `lmsrt_healthy` (1 or 0).
+//
+// Errors: `NULL_POINTER`, `CLOSED`.
+//
+// # Safety
+//
+// As `lmsrt_metrics_snapshot`.
+enum lmsrt_status lmsrt_metrics_prometheus(const struct lmsrt_guards *guards,
+                                           struct lmsrt_buf *out);
+
+// Writes the health verdict to `*out` as JSON (free it with `lmsrt_buf_free`):
+// `{"status":"ok","reasons":[]}`, or `"degraded"` with one sentence per alert line crossed
+// over the last minute (append or fetch p99 above `p99_ms`, error rate above
+// `error_rate_permille`, each judged from `min_samples` samples).
+//
+// Errors: `NULL_POINTER`, `CLOSED`.
+//
+// # Safety
+//
+// As `lmsrt_metrics_snapshot`.
+enum lmsrt_status lmsrt_metrics_health(const struct lmsrt_guards *guards, struct lmsrt_buf *out);
 
 // Copies the calling thread's last error message into `buf` and returns the message's full
 // length in bytes (without the terminating NUL); 0 when the latest call on this thread
@@ -371,6 +908,41 @@ enum lmsrt_status lmsrt_store_load_cursor(const struct lmsrt_store *store,
                                           size_t consumer_len,
                                           struct lmsrt_buf *out_cursor,
                                           bool *out_found);
+
+// Issues a token for the daemon and writes it to `*out_token` (a string; free it with
+// `lmsrt_buf_free`).
+//
+// * `key_id` (`key_id_len` bytes): the id of the signing key, 1 to 32 characters of
+//   `[A-Za-z0-9_-]`; the daemon's `--token-key` is `<key id>:<secret>`.
+// * `secret` (`secret_len` bytes, at least 32): the shared secret.
+// * `user_id`: the user the token is for.
+// * `channels_json` (`channels_json_len` bytes): a JSON array of the channel ids (> 0) the
+//   user may poll, e.g. `[1,7]`; 1 to 1024 of them.
+// * `expires_at`: expiry, Unix seconds (keep tokens short-lived: minutes).
+// * `session` (`session_len` bytes): the login session the token is bound to (WordPress's
+//   session token); only its SHA-256 prefix goes into the token.
+//
+// Format: `v1.<base64url(claims JSON)>.<base64url(HMAC-SHA256)>`, claims `kid`, `uid`, `ch`,
+// `exp`, `sid`. Needs no store; thread-safe.
+//
+// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (bad key id, short secret,
+// malformed channel list, non-positive expiry), `INVALID_CHANNEL`.
+//
+// # Safety
+//
+// Each string pointer must be valid for reads of its length; `out_token` valid for a write of
+// one `lmsrt_buf`.
+enum lmsrt_status lmsrt_token_issue(const char *key_id,
+                                    size_t key_id_len,
+                                    const char *secret,
+                                    size_t secret_len,
+                                    int64_t user_id,
+                                    const char *channels_json,
+                                    size_t channels_json_len,
+                                    int64_t expires_at,
+                                    const char *session,
+                                    size_t session_len,
+                                    struct lmsrt_buf *out_token);
 
 #ifdef __cplusplus
 }  // extern "C"

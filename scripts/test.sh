@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== Rust: unit, property, multi-process, integration and doc tests"
-cargo test --locked
+# The C ABI test loads target/<profile>/liblms_realtime.so when it exists: build it first
+# so a stale copy from an earlier build is never the one tested.
+cargo build --locked --lib
+
+echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests"
+cargo test --locked --all-features
 
 echo "== C ABI under valgrind, then PHPUnit (installs php-cli, phpunit, valgrind if missing)"
 bash php-ext/run-tests.sh

@@ -39,15 +39,22 @@
 
 pub mod clock;
 pub mod cursor;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod ffi;
+pub mod guards;
+pub mod metrics;
 pub mod shm;
 pub mod store;
+pub mod token;
 
 pub use cursor::Cursor;
 pub use error::{Error, ErrorCode, Result};
 pub use event::{Event, NewEvent, Priority};
+pub use guards::{Breakers, RateLimiter, Rollout, Slots};
+pub use metrics::Metrics;
 pub use store::{
     Batch, Config, Durability, EventStore, FetchRequest, Order, Subscription, TailBatch,
 };

@@ -88,6 +88,17 @@ impl SharedRegion {
         // SAFETY: as in `atomic_u32`, with 8-byte alignment.
         unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) }
     }
+
+    /// The whole mapping as 64-bit atomics (`len() / 8` of them), for tables that index words
+    /// directly instead of computing byte offsets.
+    pub fn atomic_u64_slice(&self) -> &[AtomicU64] {
+        // SAFETY: the mapping is page-aligned, so 8-byte aligned; `len / 8` words lie inside it;
+        // the memory is shared and only accessed atomically; the slice borrows `self`, which
+        // owns the map.
+        unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.map.len() / 8)
+        }
+    }
 }
 
 /// Sleeps while `word` holds `expected`, for at most `timeout`. Returns early when woken by

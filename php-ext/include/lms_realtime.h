@@ -28,6 +28,27 @@ typedef enum lmsrt_status {
     LMSRT_STATUS_INTERNAL = -99,
 } lmsrt_status;
 
+typedef enum lmsrt_breaker_state {
+    LMSRT_BREAKER_STATE_CLOSED = 0,
+    LMSRT_BREAKER_STATE_OPEN = 1,
+    LMSRT_BREAKER_STATE_HALF_OPEN = 2,
+} lmsrt_breaker_state;
+
+typedef enum lmsrt_mode {
+    LMSRT_MODE_LONG = 0,
+    LMSRT_MODE_MEDIUM = 1,
+    LMSRT_MODE_SHORT = 2,
+    LMSRT_MODE_EMERGENCY = 3,
+} lmsrt_mode;
+
+typedef enum lmsrt_cohort {
+    LMSRT_COHORT_CONTROL = 0,
+    LMSRT_COHORT_ROLLOUT = 1,
+    LMSRT_COHORT_BETA = 2,
+} lmsrt_cohort;
+
+typedef struct lmsrt_guards lmsrt_guards;
+
 typedef struct lmsrt_store lmsrt_store;
 
 typedef struct lmsrt_buf {
@@ -35,11 +56,165 @@ typedef struct lmsrt_buf {
     size_t len;
 } lmsrt_buf;
 
+typedef struct lmsrt_decision {
+    uint64_t retry_after_ms;
+    uint64_t reset_after_ms;
+    uint32_t limit;
+    uint32_t remaining;
+    uint32_t reputation_permille;
+    bool allowed;
+    bool blocked;
+    bool tracked;
+} lmsrt_decision;
+
+typedef struct lmsrt_breaker_status {
+    uint64_t wait_ms;
+    uint64_t retry_after_ms;
+    uint64_t window_requests;
+    uint64_t window_failures;
+    uint64_t open_period_ms;
+    int32_t state;
+    int32_t mode;
+    uint32_t consecutive_failures;
+    bool allowed;
+    bool probe;
+    bool tracked;
+} lmsrt_breaker_status;
+
+typedef struct lmsrt_lease {
+    uint64_t key_hash;
+    uint64_t token;
+    int64_t expires_at_ms;
+    uint32_t record;
+    uint32_t index;
+    bool acquired;
+    bool reclaimed;
+} lmsrt_lease;
+
 uint32_t lmsrt_abi_version(void);
 
 const char *lmsrt_version(void);
 
 void lmsrt_buf_free(struct lmsrt_buf *buf);
+
+enum lmsrt_status lmsrt_guards_open(const char *path,
+                                    size_t path_len,
+                                    const char *config,
+                                    size_t config_len,
+                                    struct lmsrt_guards **out_guards);
+
+enum lmsrt_status lmsrt_guards_close(struct lmsrt_guards **guards);
+
+enum lmsrt_status lmsrt_limiter_check(const struct lmsrt_guards *guards,
+                                      const char *action,
+                                      size_t action_len,
+                                      const char *key,
+                                      size_t key_len,
+                                      uint32_t cost,
+                                      struct lmsrt_decision *out);
+
+enum lmsrt_status lmsrt_limiter_peek(const struct lmsrt_guards *guards,
+                                     const char *action,
+                                     size_t action_len,
+                                     const char *key,
+                                     size_t key_len,
+                                     struct lmsrt_decision *out);
+
+enum lmsrt_status lmsrt_limiter_reset(const struct lmsrt_guards *guards,
+                                      const char *action,
+                                      size_t action_len,
+                                      const char *key,
+                                      size_t key_len);
+
+enum lmsrt_status lmsrt_breaker_check(const struct lmsrt_guards *guards,
+                                      const char *name,
+                                      size_t name_len,
+                                      struct lmsrt_breaker_status *out);
+
+enum lmsrt_status lmsrt_breaker_peek(const struct lmsrt_guards *guards,
+                                     const char *name,
+                                     size_t name_len,
+                                     struct lmsrt_breaker_status *out);
+
+enum lmsrt_status lmsrt_breaker_record_success(const struct lmsrt_guards *guards,
+                                               const char *name,
+                                               size_t name_len,
+                                               struct lmsrt_breaker_status *out);
+
+enum lmsrt_status lmsrt_breaker_record_failure(const struct lmsrt_guards *guards,
+                                               const char *name,
+                                               size_t name_len,
+                                               struct lmsrt_breaker_status *out);
+
+enum lmsrt_status lmsrt_breaker_reset(const struct lmsrt_guards *guards,
+                                      const char *name,
+                                      size_t name_len,
+                                      struct lmsrt_breaker_status *out);
+
+enum lmsrt_status lmsrt_breaker_force_open(const struct lmsrt_guards *guards,
+                                           const char *name,
+                                           size_t name_len,
+                                           uint64_t duration_ms,
+                                           struct lmsrt_breaker_status *out);
+
+enum lmsrt_status lmsrt_slot_acquire(const struct lmsrt_guards *guards,
+                                     const char *key,
+                                     size_t key_len,
+                                     struct lmsrt_lease *out);
+
+enum lmsrt_status lmsrt_slot_release(const struct lmsrt_guards *guards,
+                                     const struct lmsrt_lease *lease,
+                                     bool *out_held);
+
+enum lmsrt_status lmsrt_slot_renew(const struct lmsrt_guards *guards,
+                                   struct lmsrt_lease *lease,
+                                   bool *out_renewed);
+
+enum lmsrt_status lmsrt_slot_is_held(const struct lmsrt_guards *guards,
+                                     const struct lmsrt_lease *lease,
+                                     bool *out_held);
+
+enum lmsrt_status lmsrt_slot_count(const struct lmsrt_guards *guards,
+                                   const char *key,
+                                   size_t key_len,
+                                   uint32_t *out_count);
+
+enum lmsrt_status lmsrt_rollout_cohort(uint32_t percent,
+                                       const char *salt,
+                                       size_t salt_len,
+                                       const char *beta_users,
+                                       size_t beta_len,
+                                       const char *user,
+                                       size_t user_len,
+                                       int32_t *out_cohort,
+                                       uint32_t *out_bucket);
+
+enum lmsrt_status lmsrt_metrics_incr(const struct lmsrt_guards *guards,
+                                     const char *name,
+                                     size_t name_len,
+                                     uint64_t n);
+
+enum lmsrt_status lmsrt_metrics_record_us(const struct lmsrt_guards *guards,
+                                          const char *name,
+                                          size_t name_len,
+                                          uint64_t us);
+
+enum lmsrt_status lmsrt_metrics_set_gauge(const struct lmsrt_guards *guards,
+                                          const char *name,
+                                          size_t name_len,
+                                          int64_t value);
+
+enum lmsrt_status lmsrt_metrics_add_gauge(const struct lmsrt_guards *guards,
+                                          const char *name,
+                                          size_t name_len,
+                                          int64_t delta);
+
+enum lmsrt_status lmsrt_metrics_snapshot(const struct lmsrt_guards *guards, struct lmsrt_buf *out);
+
+enum lmsrt_status lmsrt_metrics_prometheus(const struct lmsrt_guards *guards,
+                                           struct lmsrt_buf *out);
+
+enum lmsrt_status lmsrt_metrics_health(const struct lmsrt_guards *guards, struct lmsrt_buf *out);
 
 size_t lmsrt_last_error_message(char *buf, size_t len, size_t *out_n);
 
@@ -100,3 +275,15 @@ enum lmsrt_status lmsrt_store_load_cursor(const struct lmsrt_store *store,
                                           size_t consumer_len,
                                           struct lmsrt_buf *out_cursor,
                                           bool *out_found);
+
+enum lmsrt_status lmsrt_token_issue(const char *key_id,
+                                    size_t key_id_len,
+                                    const char *secret,
+                                    size_t secret_len,
+                                    int64_t user_id,
+                                    const char *channels_json,
+                                    size_t channels_json_len,
+                                    int64_t expires_at,
+                                    const char *session,
+                                    size_t session_len,
+                                    struct lmsrt_buf *out_token);

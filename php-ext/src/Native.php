@@ -57,6 +57,95 @@ interface Native
     /** @param-out string|null $cursor null when the consumer has none */
     public function loadCursor(mixed $handle, string $consumer, mixed &$cursor): int;
 
+    /**
+     * `lmsrt_token_issue`: a token for the daemon (no store needed).
+     *
+     * @param-out string $token
+     */
+    public function tokenIssue(
+        string $keyId,
+        string $secret,
+        int $userId,
+        string $channelsJson,
+        int $expiresAt,
+        string $session,
+        mixed &$token
+    ): int;
+
     /** The calling thread's last error message. */
     public function lastError(): string;
+
+    // ---- guards (one `lmsrt_guards` handle per `Guards`) ------------------------------------
+
+    /** @param-out mixed $handle */
+    public function guardsOpen(string $path, ?string $configJson, mixed &$handle): int;
+
+    /** Closes and forgets `$handle` (sets it to null). */
+    public function guardsClose(mixed &$handle): int;
+
+    /** @param-out Decision $decision */
+    public function limiterCheck(mixed $handle, string $action, string $key, int $cost, mixed &$decision): int;
+
+    /** @param-out Decision $decision */
+    public function limiterPeek(mixed $handle, string $action, string $key, mixed &$decision): int;
+
+    public function limiterReset(mixed $handle, string $action, string $key): int;
+
+    /** @param-out BreakerStatus $status */
+    public function breakerCheck(mixed $handle, string $name, mixed &$status): int;
+
+    /** @param-out BreakerStatus $status */
+    public function breakerPeek(mixed $handle, string $name, mixed &$status): int;
+
+    /** @param-out BreakerStatus $status */
+    public function breakerRecordSuccess(mixed $handle, string $name, mixed &$status): int;
+
+    /** @param-out BreakerStatus $status */
+    public function breakerRecordFailure(mixed $handle, string $name, mixed &$status): int;
+
+    /** @param-out BreakerStatus $status */
+    public function breakerReset(mixed $handle, string $name, mixed &$status): int;
+
+    /** @param-out BreakerStatus $status */
+    public function breakerForceOpen(mixed $handle, string $name, int $durationMs, mixed &$status): int;
+
+    /** @param-out Lease|null $lease null when every slot is taken (a refusal, status OK) */
+    public function slotAcquire(mixed $handle, string $key, mixed &$lease): int;
+
+    /** @param-out bool $held whether the lease was still held */
+    public function slotRelease(mixed $handle, Lease $lease, mixed &$held): int;
+
+    /** @param-out Lease|null $renewed the renewed lease, or null when it was lost */
+    public function slotRenew(mixed $handle, Lease $lease, mixed &$renewed): int;
+
+    /** @param-out bool $held */
+    public function slotIsHeld(mixed $handle, Lease $lease, mixed &$held): int;
+
+    /** @param-out int $count */
+    public function slotCount(mixed $handle, string $key, mixed &$count): int;
+
+    /**
+     * Stateless: no handle.
+     *
+     * @param-out int $cohort an `lmsrt_cohort` value
+     * @param-out int $bucket
+     */
+    public function rolloutCohort(int $percent, string $salt, ?string $betaUsersJson, string $user, mixed &$cohort, mixed &$bucket): int;
+
+    public function metricsIncr(mixed $handle, string $counter, int $n): int;
+
+    public function metricsRecordUs(mixed $handle, string $histogram, int $us): int;
+
+    public function metricsSetGauge(mixed $handle, string $gauge, int $value): int;
+
+    public function metricsAddGauge(mixed $handle, string $gauge, int $delta): int;
+
+    /** @param-out string $json */
+    public function metricsSnapshot(mixed $handle, mixed &$json): int;
+
+    /** @param-out string $text */
+    public function metricsPrometheus(mixed $handle, mixed &$text): int;
+
+    /** @param-out string $json */
+    public function metricsHealth(mixed $handle, mixed &$json): int;
 }

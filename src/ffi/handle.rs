@@ -1,17 +1,19 @@
-//! Store handles: opaque tokens that name a registered store, so that a closed (or stale, or
-//! never issued) handle is an error instead of a use-after-free.
+//! Handles: opaque tokens that name a registered object (a store, a set of guards), so that a
+//! closed (or stale, or never issued) handle is an error instead of a use-after-free.
 //!
-//! A `lmsrt_store *` is not the address of anything: it is a number issued by this registry,
-//! never reused within a process. Every call looks the number up and clones the store's `Arc`
-//! for the duration of the call, so `lmsrt_store_close` on one thread cannot free a store that
-//! another thread is using: the closed store makes that call return `LMSRT_STATUS_CLOSED` (a
-//! waiting call wakes at once), and its memory goes when the last in-flight call ends. Any later
-//! use of any copy of the handle fails with `LMSRT_STATUS_CLOSED`. The lookup costs one
-//! uncontended read lock and a hash probe, tens of nanoseconds next to a SQLite transaction.
+//! A `lmsrt_store *` or `lmsrt_guards *` is not the address of anything: it is a number issued
+//! by this module, never reused within a process and never shared between the two kinds (a
+//! store handle passed where guards are expected is `LMSRT_STATUS_CLOSED`, not a confusion).
+//! Every call looks the number up and clones the object's `Arc` for the duration of the call,
+//! so a close on one thread cannot free an object that another thread is using: the closed
+//! object makes that call return `LMSRT_STATUS_CLOSED` (a waiting call wakes at once), and its
+//! memory goes when the last in-flight call ends. Any later use of any copy of the handle fails
+//! with `LMSRT_STATUS_CLOSED`. The lookup costs one uncontended read lock and a search of a
+//! small ordered map, tens of nanoseconds next to a SQLite transaction or a guard decision.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use super::status::{FfiError, FfiResult};
 use crate::error::ErrorCode;
@@ -29,50 +31,82 @@ pub struct lmsrt_store {
     _private: [u8; 0],
 }
 
+/// One counter for every kind of handle, so no two live objects of any kind share a value.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
-static STORES: LazyLock<RwLock<HashMap<usize, Arc<EventStore>>>> =
-    LazyLock::new(|| RwLock::new(HashMap::new()));
+
+/// The live objects of one kind, by handle value.
+pub(crate) struct Registry<T> {
+    map: RwLock<BTreeMap<usize, Arc<T>>>,
+    /// The message for a handle that is not (or no longer) registered.
+    closed: &'static str,
+}
+
+impl<T> Registry<T> {
+    /// An empty registry (const, so it can be a `static` without lazy initialisation).
+    pub(crate) const fn new(closed: &'static str) -> Registry<T> {
+        Registry {
+            map: RwLock::new(BTreeMap::new()),
+            closed,
+        }
+    }
+
+    fn closed(&self) -> FfiError {
+        FfiError::new(ErrorCode::Closed, self.closed)
+    }
+
+    /// Registers `value` and returns its new handle value.
+    pub(crate) fn register<H>(&self, value: T) -> *mut H {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::new(value));
+        std::ptr::without_provenance_mut(id)
+    }
+
+    /// The object behind `h`, for the duration of one call (`what` names it when NULL).
+    #[inline]
+    pub(crate) fn get<H>(&self, h: *const H, what: &str) -> FfiResult<Arc<T>> {
+        if h.is_null() {
+            return Err(FfiError::null(what));
+        }
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&h.addr())
+            .cloned()
+            .ok_or_else(|| self.closed())
+    }
+
+    /// Unregisters `h` and returns its object, or `Closed` if it is not registered.
+    pub(crate) fn take<H>(&self, h: *mut H) -> FfiResult<Arc<T>> {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let value = map.remove(&h.addr()).ok_or_else(|| self.closed())?;
+        if map.is_empty() {
+            // Give the map's node back when the last object closes, so a program that closes
+            // everything ends with nothing allocated (leak checkers stay quiet).
+            *map = BTreeMap::new();
+        }
+        Ok(value)
+    }
+}
+
+static STORES: Registry<EventStore> =
+    Registry::new("the store handle is closed (or was never returned by lmsrt_store_open)");
 
 /// Registers `store` and returns its new handle.
 pub(crate) fn register(store: EventStore) -> *mut lmsrt_store {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    STORES
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, Arc::new(store));
-    std::ptr::without_provenance_mut(id)
-}
-
-fn closed() -> FfiError {
-    FfiError::new(
-        ErrorCode::Closed,
-        "the store handle is closed (or was never returned by lmsrt_store_open)",
-    )
+    STORES.register(store)
 }
 
 /// The store behind `h`, for the duration of one call.
 pub(crate) fn get(h: *const lmsrt_store) -> FfiResult<Arc<EventStore>> {
-    if h.is_null() {
-        return Err(FfiError::null("store"));
-    }
-    STORES
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&h.addr())
-        .cloned()
-        .ok_or_else(closed)
+    STORES.get(h, "store")
 }
 
 /// Unregisters `h` and returns its store, or `Closed` if it is not registered.
 pub(crate) fn take(h: *mut lmsrt_store) -> FfiResult<Arc<EventStore>> {
-    let mut stores = STORES.write().unwrap_or_else(|p| p.into_inner());
-    let store = stores.remove(&h.addr()).ok_or_else(closed)?;
-    if stores.is_empty() {
-        // Give the table back when the last store closes, so a program that closes everything
-        // ends with nothing allocated (leak checkers stay quiet).
-        stores.shrink_to_fit();
-    }
-    Ok(store)
+    STORES.take(h)
 }
 
 #[cfg(test)]

@@ -7,22 +7,31 @@
 //!   written only on success. `lmsrt_last_error_message` explains the latest failure of the
 //!   calling thread.
 //! * Strings cross as `(const char *ptr, size_t len)`: UTF-8 checked, size-bounded, never kept.
-//! * Documents (batches, id lists, cursors) come back as owned `lmsrt_buf`s, released with
-//!   `lmsrt_buf_free`.
+//! * Documents (batches, id lists, cursors, metrics) come back as owned `lmsrt_buf`s, released
+//!   with `lmsrt_buf_free`. Guard decisions, made on every request, come back as plain C
+//!   structs instead (`lmsrt_decision`, `lmsrt_breaker_status`, `lmsrt_lease`); a refused
+//!   decision is an answer (`LMSRT_STATUS_OK`, `allowed` false), not an error.
 //! * No panic crosses the boundary: each entry point catches it and returns
 //!   `LMSRT_STATUS_PANIC`.
 //! * NULL pointers, invalid UTF-8, oversized input and closed handles are errors, never crashes.
 
 mod args;
 pub mod buf;
+pub mod guards;
+mod guards_config;
 pub mod handle;
 pub(crate) mod panic;
 pub mod status;
 pub mod store;
+pub mod token;
 
 use std::ffi::c_char;
 
 pub use buf::lmsrt_buf;
+pub use guards::{
+    lmsrt_breaker_state, lmsrt_breaker_status, lmsrt_cohort, lmsrt_decision, lmsrt_guards,
+    lmsrt_lease, lmsrt_mode,
+};
 pub use handle::lmsrt_store;
 pub use status::lmsrt_status;
 

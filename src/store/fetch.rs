@@ -102,14 +102,14 @@ impl Filter {
     }
 }
 
-/// Fetches one batch. `now` is the expiry reference time in ms; `window` is
+/// Fetches one batch. `now` is the expiry reference time in ms; `window_ids` is
 /// [`Config::live_tail_window`](super::Config::live_tail_window).
 pub(crate) fn fetch(
     c: &Connection,
     req: &FetchRequest,
     epoch: u32,
     now: i64,
-    window: i64,
+    window_ids: i64,
 ) -> Result<Batch> {
     // One snapshot for every query below.
     let tx = c.unchecked_transaction().map_err(map_sqlite_error)?;
@@ -137,12 +137,11 @@ pub(crate) fn fetch(
     let filter = Filter::new(req);
     let n = req.limit;
 
-    let mut rows_by_id: HashMap<i64, Event> = HashMap::new();
-    let mut expired_in_window: Option<Vec<(usize, i64)>> = None;
-    let lanes: [Lane; 4] = if head - floor <= window {
-        let (lanes, rows, expired) = window_candidates(&tx, &filter, &old, now)?;
-        rows_by_id = rows;
-        expired_in_window = Some(expired);
+    let mut window = None;
+    let lanes: [Lane; 4] = if head - floor <= window_ids {
+        let w = window_candidates(&tx, &filter, &old, now)?;
+        let lanes = w.lanes.clone();
+        window = Some(w);
         lanes
     } else {
         // n + 1 per arm: the first n + 1 of the merged lane are then exact, which tells
@@ -150,33 +149,25 @@ pub(crate) fn fetch(
         catch_up_candidates(&tx, &filter, &old, head, now, n + 1)?
     };
 
-    let (take, new) = match req.order {
-        Order::Priority => select_priority(&lanes, &old, head, n),
-        Order::Sequential => select_sequential(&lanes, &old, head, n),
-    };
+    let (take, new) = select(req.order, &lanes, &old, head, n);
     let has_more = (0..4).any(|l| take[l] < lanes[l].ids.len() || !lanes[l].complete);
-
-    let mut selected: Vec<i64> = (0..4)
-        .flat_map(|l| lanes[l].ids[..take[l]].iter().copied())
-        .collect();
-    selected.sort_unstable();
-    let mut events = if rows_by_id.is_empty() {
-        load_rows(&tx, &selected)?
-    } else {
-        selected
-            .iter()
-            .filter_map(|id| rows_by_id.remove(id))
-            .collect()
+    let mut events = match &mut window {
+        Some(w) => w.take(&take),
+        None => {
+            let mut ids: Vec<i64> = (0..4)
+                .flat_map(|l| lanes[l].ids[..take[l]].iter().copied())
+                .collect();
+            ids.sort_unstable();
+            load_rows(&tx, &ids)?
+        }
     };
     // Priority first, then append order; for sequential batches this is the in-batch sort.
     events.sort_by_key(|e| (e.priority, e.id));
 
     let moved: Vec<usize> = (0..4).filter(|l| new[*l] > old[*l]).collect();
     if !moved.is_empty() {
-        gap |= match &expired_in_window {
-            Some(expired) => expired
-                .iter()
-                .any(|(l, id)| *id > old[*l] && *id <= new[*l]),
+        gap |= match &window {
+            Some(w) => w.expired_between(&old, &new),
             None => expired_gap(&tx, &filter, &old, &new, &moved, now)?,
         };
         gap = gap || purged_gap(&tx, &filter, &old, &new, &moved)?;
@@ -211,48 +202,19 @@ pub(crate) fn assemble(
         return None;
     }
     let old = cursor.lanes;
-    let mut lanes: [Lane; 4] = Default::default();
-    let mut rows: HashMap<i64, &Event> = HashMap::new();
-    let mut expired = Vec::new();
-    for e in events {
-        if e.id > head || req.channels.binary_search(&e.channel_id).is_err() {
-            continue;
-        }
-        if req.thread_id.is_some_and(|t| e.thread_id != Some(t)) {
-            continue;
-        }
-        if !req.types.is_empty() && req.types.binary_search(&e.event_type).is_err() {
-            continue;
-        }
-        let l = e.priority.lane();
-        if e.id <= old[l] {
-            continue;
-        }
-        if e.expires_at <= now {
-            expired.push((l, e.id));
-        } else {
-            lanes[l].ids.push(e.id);
-            rows.insert(e.id, e);
-        }
-    }
-    for lane in lanes.iter_mut() {
-        lane.complete = true;
-    }
-    let (take, new) = match req.order {
-        Order::Priority => select_priority(&lanes, &old, head, req.limit),
-        Order::Sequential => select_sequential(&lanes, &old, head, req.limit),
-    };
-    let has_more = (0..4).any(|l| take[l] < lanes[l].ids.len());
-    let mut out: Vec<Event> = (0..4)
-        .flat_map(|l| lanes[l].ids[..take[l]].iter())
-        .filter_map(|id| rows.get(id).map(|e| (*e).clone()))
-        .collect();
-    out.sort_by_key(|e| (e.priority, e.id));
-    let gap = expired
-        .iter()
-        .any(|(l, id)| *id > old[*l] && *id <= new[*l]);
+    let matching = events.iter().filter(|e| {
+        e.id <= head
+            && req.channels.binary_search(&e.channel_id).is_ok()
+            && req.thread_id.is_none_or(|t| e.thread_id == Some(t))
+            && (req.types.is_empty() || req.types.binary_search(&e.event_type).is_ok())
+    });
+    let mut window = Window::split(matching, &old, now);
+    let (take, new) = select(req.order, &window.lanes, &old, head, req.limit);
+    let has_more = (0..4).any(|l| take[l] < window.lanes[l].ids.len());
+    let gap = window.expired_between(&old, &new);
+    let events = window.take(&take).into_iter().cloned().collect();
     Some(Batch {
-        events: out,
+        events,
         cursor: Cursor {
             epoch: Some(epoch),
             lanes: new,
@@ -262,15 +224,80 @@ pub(crate) fn assemble(
     })
 }
 
+/// Candidates read in full: the live ones split into lanes, the expired ones remembered.
+struct Window<E> {
+    lanes: [Lane; 4],
+    live: HashMap<i64, E>,
+    expired: Vec<(usize, i64)>,
+}
+
+impl<E: std::borrow::Borrow<Event>> Window<E> {
+    /// Splits `events` (ascending by id, all matching the request, none above the head) into
+    /// lanes, skipping those at or below their lane's position. Every lane is complete: the
+    /// caller passes everything up to the head.
+    fn split(events: impl IntoIterator<Item = E>, old: &[i64; 4], now: i64) -> Window<E> {
+        let mut w = Window {
+            lanes: Default::default(),
+            live: HashMap::new(),
+            expired: Vec::new(),
+        };
+        for e in events {
+            let (id, l, expires_at) = {
+                let ev = e.borrow();
+                (ev.id, ev.priority.lane(), ev.expires_at)
+            };
+            if id <= old[l] {
+                continue;
+            }
+            if expires_at <= now {
+                w.expired.push((l, id));
+            } else {
+                w.lanes[l].ids.push(id);
+                w.live.insert(id, e);
+            }
+        }
+        for lane in w.lanes.iter_mut() {
+            lane.complete = true;
+        }
+        w
+    }
+
+    /// Whether an expired event lies in a range the cursor moved over.
+    fn expired_between(&self, old: &[i64; 4], new: &[i64; 4]) -> bool {
+        self.expired
+            .iter()
+            .any(|(l, id)| *id > old[*l] && *id <= new[*l])
+    }
+
+    /// The first `take[l]` live events of each lane.
+    fn take(&mut self, take: &[usize; 4]) -> Vec<E> {
+        (0..4)
+            .flat_map(|l| self.lanes[l].ids[..take[l]].to_vec())
+            .filter_map(|id| self.live.remove(&id))
+            .collect()
+    }
+}
+
+fn select(
+    order: Order,
+    lanes: &[Lane; 4],
+    old: &[i64; 4],
+    head: i64,
+    n: usize,
+) -> ([usize; 4], [i64; 4]) {
+    match order {
+        Order::Priority => select_priority(lanes, old, head, n),
+        Order::Sequential => select_sequential(lanes, old, head, n),
+    }
+}
+
 /// Live tail: every row of the requested channels after the lowest lane position, in one query.
-/// Returns the lanes (complete), the live rows by id, and the expired (lane, id) pairs.
-#[allow(clippy::type_complexity)]
 fn window_candidates(
     c: &Connection,
     f: &Filter,
     old: &[i64; 4],
     now: i64,
-) -> Result<([Lane; 4], HashMap<i64, Event>, Vec<(usize, i64)>)> {
+) -> Result<Window<Event>> {
     let floor = *old.iter().min().unwrap_or(&0);
     let sql = format!(
         "SELECT {COLUMNS} FROM lmsrt_events
@@ -283,27 +310,12 @@ fn window_candidates(
         .and_then(|_| s.raw_bind_parameter(2, floor))
         .and_then(|_| f.bind_extra(&mut s))
         .map_err(map_sqlite_error)?;
-    let mut lanes: [Lane; 4] = Default::default();
-    let mut rows = HashMap::new();
-    let mut expired = Vec::new();
-    let mut q = s.raw_query();
-    while let Some(r) = q.next().map_err(map_sqlite_error)? {
-        let e = row_to_event(r).map_err(map_sqlite_error)?;
-        let l = e.priority.lane();
-        if e.id <= old[l] {
-            continue;
-        }
-        if e.expires_at <= now {
-            expired.push((l, e.id));
-        } else {
-            lanes[l].ids.push(e.id);
-            rows.insert(e.id, e);
-        }
-    }
-    for lane in lanes.iter_mut() {
-        lane.complete = true;
-    }
-    Ok((lanes, rows, expired))
+    let rows = s
+        .raw_query()
+        .mapped(row_to_event)
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_sqlite_error)?;
+    Ok(Window::split(rows, old, now))
 }
 
 /// Catch-up: for each lane behind the head and each channel, the first `per_arm` live ids,

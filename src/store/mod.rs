@@ -36,6 +36,8 @@ pub const MAX_CONSUMER_LEN: usize = 255;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Most events in one [`EventStore::append_batch`].
 pub const MAX_BATCH: usize = 10_000;
+/// Idle read connections kept per store.
+const MAX_IDLE_READERS: usize = 16;
 
 /// Settings for [`EventStore::open`].
 #[derive(Debug, Clone)]
@@ -587,10 +589,12 @@ impl EventStore {
         };
         let out = f(&conn);
         if !self.is_closed() {
-            self.readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
+            let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            // A burst of concurrent fetches (hundreds of waiters starting at once) must not
+            // leave hundreds of idle connections behind.
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
         }
         out
     }

@@ -341,3 +341,80 @@ fn group_commit_from_many_threads_loses_nothing() {
     }
     assert_eq!(seen, 1600);
 }
+
+#[test]
+fn background_purger_removes_expired_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let cfg = Config {
+        clock: Arc::new(clock.clone()),
+        purge_interval: Some(Duration::from_millis(10)),
+        ..Config::default()
+    };
+    let s = EventStore::open(dir.path().join("bg.db"), cfg).unwrap();
+    let start = s.head_cursor().unwrap();
+    s.append(ev("a", 1).ttl(Duration::from_secs(2))).unwrap();
+    let keep = s.append(ev("a", 1)).unwrap();
+    clock.advance_ms(3_000);
+    let count = || -> i64 {
+        rusqlite::Connection::open(dir.path().join("bg.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM lmsrt_events", [], |r| r.get(0))
+            .unwrap()
+    };
+    // Poll (not a timing assertion): the purger runs every 10 ms; allow it ample time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count() != 1 {
+        assert!(std::time::Instant::now() < deadline, "purger never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
+    assert_eq!(
+        b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![keep]
+    );
+    assert!(b.gap, "the purged event is reported as a gap");
+    s.close(); // stops the purger thread
+}
+
+/// Waiters are woken only by events they match: an append to one channel ends exactly the
+/// waits on that channel, not the other hundreds.
+#[test]
+fn only_matching_waiters_wake() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(EventStore::open(dir.path().join("many.db"), Config::default()).unwrap());
+    let head = s.head_cursor().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiters: Vec<_> = (1..=300i64)
+        .map(|ch| {
+            let s = s.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let r = s.wait(
+                    &FetchRequest::new([ch]).cursor(head),
+                    Duration::from_secs(60),
+                );
+                tx.send((ch, r.map(|b| b.events.len()))).unwrap();
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    s.append(ev("message_create", 77)).unwrap();
+    let (ch, n) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!((ch, n.unwrap()), (77, 1));
+    // Nobody else returned.
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    s.close();
+    let mut rest = 0;
+    while let Ok((_, r)) = rx.recv_timeout(Duration::from_secs(30)) {
+        assert_eq!(r.unwrap_err().code(), ErrorCode::Closed);
+        rest += 1;
+        if rest == 299 {
+            break;
+        }
+    }
+    assert_eq!(rest, 299);
+    for w in waiters {
+        w.join().unwrap();
+    }
+}

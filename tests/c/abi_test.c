@@ -1,8 +1,9 @@
 /*
  * A C consumer of the lms-realtime ABI, compiled against the checked-in header
- * (include/lms_realtime.h) and the built cdylib. It calls every exported function, on its
- * success path and on its error paths (NULL pointers, invalid UTF-8, oversized input, malformed
- * JSON, closed and stale handles, double close and double free), and checks that out-parameters
+ * (include/lms_realtime.h) and the built cdylib. It calls every exported function (the event
+ * store's and the guards': rate limiter, breakers, slots, rollout, metrics), on its success
+ * path and on its error paths (NULL pointers, invalid UTF-8, oversized input, malformed JSON,
+ * closed and stale handles, double close and double free), and checks that out-parameters
  * are written only on success. tests/c_abi.rs compiles and runs it, under valgrind when
  * available: it must finish with zero leaks and zero invalid accesses.
  *
@@ -468,6 +469,525 @@ static void test_close(const char *dir) {
     OK(lmsrt_store_close(&again));
 }
 
+static void test_token(void) {
+    const char *secret = "0123456789abcdef0123456789abcdef";
+    lmsrt_buf t = {NULL, 0};
+    OK(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("[3,1]"), 2000000000, S("sess"), &t));
+    const char *text = take(&t);
+    CHECK(strncmp(text, "v1.", 3) == 0);
+    CHECK(count(text, ".") == 2);
+    /* Errors leave the buffer untouched. */
+    EXPECT(lmsrt_token_issue(S("k1"), S("short"), 7, S("[1]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    CHECK(t.ptr == NULL);
+    EXPECT(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("[0]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_CHANNEL);
+    EXPECT(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("{}"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_token_issue(S("bad id"), secret, strlen(secret), 7, S("[1]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_token_issue(NULL, 2, secret, strlen(secret), 7, S("[1]"), 2000000000, S("s"), &t),
+           LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_token_issue(S("k1"), secret, strlen(secret), 7, S("[1]"), 2000000000, S("s"), NULL),
+           LMSRT_STATUS_NULL_POINTER);
+    CHECK(t.ptr == NULL);
+}
+
+/* ---- guards ------------------------------------------------------------------------------ */
+
+static lmsrt_guards *open_guards(const char *dir, const char *name, const char *config) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    lmsrt_guards *g = NULL;
+    OK(lmsrt_guards_open(path, strlen(path), config, config ? strlen(config) : 0, &g));
+    CHECK(g != NULL);
+    return g;
+}
+
+static void test_guards_open_errors(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/gerr.db", dir);
+    size_t n = strlen(path);
+    lmsrt_guards *g = (lmsrt_guards *)0x1;
+    EXPECT(lmsrt_guards_open(NULL, 0, NULL, 0, &g), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_guards_open(path, n, NULL, 0, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_guards_open(S("\xff.db"), NULL, 0, &g), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_guards_open(S("a\0b.db"), NULL, 0, &g), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, 0, NULL, 0, &g), LMSRT_STATUS_INVALID_ARGUMENT);
+    char *huge = malloc(5000);
+    memset(huge, 'a', 5000);
+    EXPECT(lmsrt_guards_open(huge, 5000, NULL, 0, &g), LMSRT_STATUS_INVALID_ARGUMENT);
+    free(huge);
+    EXPECT(lmsrt_guards_open(path, n, S("{"), &g), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("[]"), &g), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"limit\":{}}"), &g), LMSRT_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "unknown field `limit`") != NULL);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"limits\":{\"post\":{\"rate\":0}}}"), &g),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"limits\":{\"post\":{\"rate\":1,\"adaptive\":5}}}"), &g),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"breaker\":{\"failure_threshold\":0}}"), &g),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"slots\":{\"max\":16}}"), &g),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"slots\":{\"on_full\":\"drop\"}}"), &g),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"metrics\":{\"p99\":1}}"), &g),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_guards_open(path, n, S("{\"x\":\"\xff\"}"), &g), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_guards_open(S("/nonexistent-dir/x/y.db"), NULL, 0, &g), LMSRT_STATUS_IO);
+    CHECK(g == (lmsrt_guards *)0x1); /* untouched on failure */
+    /* Defaults, blank settings and a full document all open. */
+    g = open_guards(dir, "gdefaults.db", NULL);
+    OK(lmsrt_guards_close(&g));
+    g = open_guards(dir, "gdefaults.db", "  ");
+    OK(lmsrt_guards_close(&g));
+    g = open_guards(dir, "gdefaults.db",
+                    "{\"limits\":{\"post\":{\"rate\":20,\"period_ms\":60000,\"burst\":20,"
+                    "\"adaptive\":{\"penalty_permille\":100,\"min_allowance_permille\":250,"
+                    "\"recovery_ms\":600000},\"block\":false},"
+                    "\"ip\":{\"rate\":600,\"burst\":100,\"block\":{\"base_ms\":60000}}},"
+                    "\"limiter\":{\"capacity\":1024},"
+                    "\"breaker\":{\"failure_threshold\":5,\"open_ms\":5000},"
+                    "\"slots\":{\"max\":3,\"lease_ms\":35000,\"on_full\":\"refuse\"},"
+                    "\"metrics\":{\"p99_ms\":100}}");
+    OK(lmsrt_guards_close(&g));
+}
+
+static lmsrt_decision check_limit(lmsrt_guards *g, const char *action, const char *key) {
+    lmsrt_decision d;
+    OK(lmsrt_limiter_check(g, action, strlen(action), key, strlen(key), 1, &d));
+    return d;
+}
+
+struct hammer {
+    lmsrt_guards *g;
+    int allowed;
+};
+
+static void *hammer_thread(void *arg) {
+    struct hammer *h = arg;
+    for (int i = 0; i < 200; i++) {
+        lmsrt_decision d;
+        if (lmsrt_limiter_check(h->g, S("once"), S("shared"), 1, &d) != LMSRT_STATUS_OK) {
+            h->allowed = -1000;
+            return NULL;
+        }
+        h->allowed += d.allowed;
+    }
+    return NULL;
+}
+
+static void test_limiter(const char *dir) {
+    lmsrt_guards *g = open_guards(
+        dir, "limiter.db",
+        "{\"limits\":{\"t\":{\"rate\":3,\"period_ms\":86400000,\"adaptive\":false},"
+        "\"once\":{\"rate\":50,\"period_ms\":86400000,\"adaptive\":false},"
+        "\"b\":{\"rate\":1,\"period_ms\":86400000,\"adaptive\":{\"penalty_permille\":1000},"
+        "\"block\":{\"base_ms\":60000}}}}");
+    for (int i = 0; i < 3; i++) {
+        lmsrt_decision d = check_limit(g, "t", "user:7");
+        CHECK(d.allowed && d.tracked && !d.blocked);
+        CHECK(d.limit == 3 && d.remaining == (uint32_t)(2 - i) && d.retry_after_ms == 0);
+        CHECK(d.reputation_permille == 1000);
+    }
+    /* A refusal is an answer, not an error. */
+    lmsrt_decision d = check_limit(g, "t", "user:7");
+    CHECK(!d.allowed && !d.blocked && d.remaining == 0);
+    CHECK(d.retry_after_ms > 28000000 && d.retry_after_ms <= 28800000); /* a day / 3 */
+    CHECK(check_limit(g, "t", "user:8").allowed); /* keys are independent */
+    lmsrt_decision p;
+    OK(lmsrt_limiter_peek(g, S("t"), S("user:7"), &p));
+    CHECK(!p.allowed);
+    OK(lmsrt_limiter_reset(g, S("t"), S("user:7")));
+    OK(lmsrt_limiter_peek(g, S("t"), S("user:7"), &p));
+    CHECK(p.allowed && p.remaining == 3);
+    OK(lmsrt_limiter_check(g, S("t"), S("user:7"), 3, &d)); /* cost 3 = the whole burst */
+    CHECK(d.allowed && d.remaining == 0);
+    /* The default actions are there: post is 20 per minute. */
+    for (int i = 0; i < 20; i++) CHECK(check_limit(g, "post", "user:7").allowed);
+    d = check_limit(g, "post", "user:7");
+    CHECK(!d.allowed && d.retry_after_ms > 2000 && d.retry_after_ms <= 3000);
+    CHECK(d.reputation_permille == 900); /* adaptive: the refusal cost 100 per mille */
+
+    /* DDoS guard: refused at zero reputation means blocked. */
+    CHECK(check_limit(g, "b", "10.0.0.1").allowed);
+    int blocked = 0;
+    for (int i = 0; i < 4 && !blocked; i++) {
+        d = check_limit(g, "b", "10.0.0.1");
+        CHECK(!d.allowed);
+        blocked = d.blocked;
+    }
+    CHECK(blocked && d.retry_after_ms > 50000 && d.retry_after_ms <= 60000);
+
+    /* Two threads sharing the handle share one exact budget. */
+    struct hammer h1 = {g, 0}, h2 = {g, 0};
+    pthread_t t1, t2;
+    CHECK(pthread_create(&t1, NULL, hammer_thread, &h1) == 0);
+    CHECK(pthread_create(&t2, NULL, hammer_thread, &h2) == 0);
+    CHECK(pthread_join(t1, NULL) == 0 && pthread_join(t2, NULL) == 0);
+    CHECK(h1.allowed >= 0 && h2.allowed >= 0 && h1.allowed + h2.allowed == 50);
+
+    /* Error paths; *out stays untouched. */
+    lmsrt_decision untouched;
+    memset(&untouched, 0x5a, sizeof untouched);
+    lmsrt_decision before;
+    memcpy(&before, &untouched, sizeof before); /* padding included */
+    EXPECT(lmsrt_limiter_check(g, S("nope"), S("k"), 1, &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "unknown rate-limit action") != NULL);
+    EXPECT(lmsrt_limiter_check(g, S("t"), S(""), 1, &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_limiter_check(g, S("t"), S("k"), 0, &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_limiter_check(g, S("t"), S("k"), 4, &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_limiter_check(g, S("t"), S("\xc3"), 1, &untouched), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_limiter_check(g, S("\xff"), S("k"), 1, &untouched), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_limiter_check(g, NULL, 1, S("k"), 1, &untouched), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_limiter_check(g, S("t"), NULL, 1, 1, &untouched), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_limiter_check(g, S("t"), S("k"), 1, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_limiter_check(NULL, S("t"), S("k"), 1, &untouched), LMSRT_STATUS_NULL_POINTER);
+    char longkey[2000];
+    memset(longkey, 'k', sizeof longkey);
+    EXPECT(lmsrt_limiter_check(g, S("t"), longkey, sizeof longkey, 1, &untouched),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_limiter_peek(g, S("nope"), S("k"), &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_limiter_peek(g, S("t"), S("k"), NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_limiter_peek(g, S("t"), S("\xff"), &untouched), LMSRT_STATUS_INVALID_UTF8);
+    CHECK(memcmp(&untouched, &before, sizeof before) == 0);
+    EXPECT(lmsrt_limiter_reset(g, S("nope"), S("k")), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_limiter_reset(g, S("t"), S("")), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_limiter_reset(g, S("t"), NULL, 0), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_limiter_reset(g, S("t"), S("\xff")), LMSRT_STATUS_INVALID_UTF8);
+    OK(lmsrt_guards_close(&g));
+
+    /* A second handle on the same database sees the same state (a fresh one starts the
+       same file: "t" for user:7 is still spent). */
+    g = open_guards(dir, "limiter.db",
+                    "{\"limits\":{\"t\":{\"rate\":3,\"period_ms\":86400000,\"adaptive\":false}}}");
+    CHECK(!check_limit(g, "t", "user:7").allowed);
+    OK(lmsrt_guards_close(&g));
+}
+
+static void test_breakers(const char *dir) {
+    lmsrt_guards *g = open_guards(
+        dir, "breakers.db",
+        "{\"breaker\":{\"failure_threshold\":2,\"open_ms\":150,\"max_open_ms\":1000}}");
+    lmsrt_breaker_status st;
+    OK(lmsrt_breaker_check(g, S("store"), &st));
+    CHECK(st.allowed && !st.probe && st.tracked);
+    CHECK(st.state == LMSRT_BREAKER_STATE_CLOSED && st.mode == LMSRT_MODE_LONG);
+    CHECK(st.wait_ms == 30000 && st.retry_after_ms == 0);
+    OK(lmsrt_breaker_record_failure(g, S("store"), &st));
+    CHECK(st.state == LMSRT_BREAKER_STATE_CLOSED && st.consecutive_failures == 1);
+    CHECK(st.window_failures == 1 && st.window_requests == 1);
+    CHECK(st.mode == LMSRT_MODE_MEDIUM && st.wait_ms == 10000); /* half the threshold */
+    OK(lmsrt_breaker_record_failure(g, S("store"), &st));
+    CHECK(st.state == LMSRT_BREAKER_STATE_OPEN && st.mode == LMSRT_MODE_EMERGENCY);
+    /* Open: refused, which is an answer, not an error. */
+    OK(lmsrt_breaker_check(g, S("store"), &st));
+    CHECK(!st.allowed && st.state == LMSRT_BREAKER_STATE_OPEN && st.wait_ms == 1000);
+    CHECK(st.retry_after_ms > 0 && st.retry_after_ms <= 150 && st.open_period_ms == 150);
+    OK(lmsrt_breaker_check(g, S("other"), &st)); /* breakers are independent */
+    CHECK(st.allowed);
+    sleep_ms(200);
+    OK(lmsrt_breaker_peek(g, S("store"), &st));
+    CHECK(st.state == LMSRT_BREAKER_STATE_HALF_OPEN && st.allowed && !st.probe);
+    OK(lmsrt_breaker_check(g, S("store"), &st));
+    CHECK(st.allowed && st.probe && st.mode == LMSRT_MODE_SHORT && st.wait_ms == 3000);
+    OK(lmsrt_breaker_check(g, S("store"), &st)); /* one probe at a time */
+    CHECK(!st.allowed);
+    OK(lmsrt_breaker_record_success(g, S("store"), &st));
+    CHECK(st.state == LMSRT_BREAKER_STATE_CLOSED && st.mode == LMSRT_MODE_LONG && st.allowed);
+    OK(lmsrt_breaker_force_open(g, S("store"), 60000, &st));
+    CHECK(st.state == LMSRT_BREAKER_STATE_OPEN && st.retry_after_ms > 59000);
+    OK(lmsrt_breaker_reset(g, S("store"), &st));
+    CHECK(st.state == LMSRT_BREAKER_STATE_CLOSED && st.consecutive_failures == 0);
+
+    lmsrt_breaker_status untouched;
+    memset(&untouched, 0x5a, sizeof untouched);
+    lmsrt_breaker_status before;
+    memcpy(&before, &untouched, sizeof before); /* padding included */
+    EXPECT(lmsrt_breaker_check(g, S(""), &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_breaker_check(g, S("\xff"), &untouched), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_breaker_check(g, NULL, 0, &untouched), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_breaker_check(g, S("store"), NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_breaker_check(NULL, S("store"), &untouched), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_breaker_peek(g, S(""), &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_breaker_record_success(g, S("\xff"), &untouched), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_breaker_record_failure(g, S("store"), NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_breaker_reset(g, NULL, 3, &untouched), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_breaker_force_open(g, S(""), 10, &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    CHECK(memcmp(&untouched, &before, sizeof before) == 0);
+    OK(lmsrt_guards_close(&g));
+}
+
+/* Field by field: the library does not write padding bytes. */
+static bool same_lease(const lmsrt_lease *x, const lmsrt_lease *y) {
+    return x->key_hash == y->key_hash && x->token == y->token &&
+           x->expires_at_ms == y->expires_at_ms && x->record == y->record &&
+           x->index == y->index && x->acquired == y->acquired && x->reclaimed == y->reclaimed;
+}
+
+static void test_slots(const char *dir) {
+    lmsrt_guards *g = open_guards(dir, "slots.db", "{\"slots\":{\"max\":2}}");
+    lmsrt_lease a, b, c;
+    OK(lmsrt_slot_acquire(g, S("user:7"), &a));
+    OK(lmsrt_slot_acquire(g, S("user:7"), &b));
+    CHECK(a.acquired && b.acquired && !a.reclaimed && a.token != 0 && a.token != b.token);
+    CHECK(a.expires_at_ms > 1700000000000LL);
+    /* Full: refused, not an error. */
+    memset(&c, 0x5a, sizeof c);
+    OK(lmsrt_slot_acquire(g, S("user:7"), &c));
+    CHECK(!c.acquired && c.token == 0 && c.record == 0 && c.expires_at_ms == 0);
+    uint32_t n = 99;
+    OK(lmsrt_slot_count(g, S("user:7"), &n));
+    CHECK(n == 2);
+    OK(lmsrt_slot_count(g, S("user:8"), &n));
+    CHECK(n == 0);
+    bool held = false, renewed = false;
+    OK(lmsrt_slot_is_held(g, &a, &held));
+    CHECK(held);
+    lmsrt_lease old = a;
+    OK(lmsrt_slot_renew(g, &a, &renewed));
+    CHECK(renewed && a.token != old.token && a.expires_at_ms >= old.expires_at_ms);
+    OK(lmsrt_slot_release(g, &old, &held));
+    CHECK(!held); /* the pre-renewal copy no longer names the lease */
+    OK(lmsrt_slot_release(g, &a, &held));
+    CHECK(held);
+    OK(lmsrt_slot_release(g, &a, &held));
+    CHECK(!held);
+    OK(lmsrt_slot_is_held(g, &a, &held));
+    CHECK(!held);
+    renewed = true;
+    lmsrt_lease gone = a;
+    OK(lmsrt_slot_renew(g, &gone, &renewed));
+    CHECK(!renewed && same_lease(&gone, &a)); /* a lost lease is left unchanged */
+    OK(lmsrt_slot_release(g, &c, &held)); /* a refused lease holds nothing */
+    CHECK(!held);
+    OK(lmsrt_slot_acquire(g, S("user:7"), &c));
+    CHECK(c.acquired);
+    OK(lmsrt_slot_count(g, S("user:7"), &n));
+    CHECK(n == 2);
+    /* A lease rebuilt from its numbers (another handle, another request) still releases. */
+    lmsrt_guards *g2 = open_guards(dir, "slots.db", "{\"slots\":{\"max\":2}}");
+    lmsrt_lease rebuilt;
+    memset(&rebuilt, 0, sizeof rebuilt);
+    rebuilt.record = c.record;
+    rebuilt.index = c.index;
+    rebuilt.token = c.token;
+    OK(lmsrt_slot_release(g2, &rebuilt, &held));
+    CHECK(held);
+    OK(lmsrt_guards_close(&g2));
+    OK(lmsrt_slot_release(g, &b, &held));
+    CHECK(held);
+
+    /* Error paths. */
+    lmsrt_lease untouched;
+    memset(&untouched, 0x5a, sizeof untouched);
+    lmsrt_lease before;
+    memcpy(&before, &untouched, sizeof before); /* padding included */
+    EXPECT(lmsrt_slot_acquire(g, S(""), &untouched), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_slot_acquire(g, S("\xff"), &untouched), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_slot_acquire(g, NULL, 0, &untouched), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_slot_acquire(g, S("k"), NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_slot_acquire(NULL, S("k"), &untouched), LMSRT_STATUS_NULL_POINTER);
+    CHECK(memcmp(&untouched, &before, sizeof before) == 0);
+    /* A lease of garbage is simply not held (bounds are checked), never a crash. */
+    OK(lmsrt_slot_release(g, &untouched, &held));
+    CHECK(!held);
+    OK(lmsrt_slot_renew(g, &untouched, &renewed));
+    CHECK(!renewed && memcmp(&untouched, &before, sizeof before) == 0);
+    EXPECT(lmsrt_slot_release(g, NULL, &held), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_slot_release(g, &a, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_slot_renew(g, NULL, &renewed), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_slot_renew(g, &a, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_slot_is_held(g, NULL, &held), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_slot_is_held(g, &a, NULL), LMSRT_STATUS_NULL_POINTER);
+    n = 99;
+    EXPECT(lmsrt_slot_count(g, S(""), &n), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_slot_count(g, S("\xff"), &n), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_slot_count(g, S("k"), NULL), LMSRT_STATUS_NULL_POINTER);
+    CHECK(n == 99);
+    OK(lmsrt_guards_close(&g));
+
+    /* evict_oldest: the N+1th takes over the oldest lease, whose holder finds out. */
+    g = open_guards(dir, "evict.db", "{\"slots\":{\"max\":1,\"on_full\":\"evict_oldest\"}}");
+    OK(lmsrt_slot_acquire(g, S("u"), &a));
+    OK(lmsrt_slot_acquire(g, S("u"), &b));
+    CHECK(a.acquired && b.acquired && b.reclaimed);
+    OK(lmsrt_slot_is_held(g, &a, &held));
+    CHECK(!held);
+    OK(lmsrt_slot_renew(g, &a, &renewed));
+    CHECK(!renewed);
+    OK(lmsrt_slot_release(g, &b, &held));
+    CHECK(held);
+    OK(lmsrt_guards_close(&g));
+}
+
+static void test_rollout(void) {
+    /* The pinned buckets of src/guards/rollout.rs. */
+    const char *users[] = {"1", "2", "42", "user-7"};
+    const uint32_t buckets[] = {9532, 810, 3230, 6887};
+    int32_t cohort = -1;
+    uint32_t bucket = 0;
+    for (int i = 0; i < 4; i++) {
+        OK(lmsrt_rollout_cohort(5, S("lms"), NULL, 0, users[i], strlen(users[i]), &cohort,
+                                &bucket));
+        CHECK(bucket == buckets[i] && cohort == LMSRT_COHORT_CONTROL);
+        OK(lmsrt_rollout_cohort(100, S("lms"), S(""), users[i], strlen(users[i]), &cohort,
+                                &bucket));
+        CHECK(bucket == buckets[i] && cohort == LMSRT_COHORT_ROLLOUT);
+    }
+    OK(lmsrt_rollout_cohort(33, S("lms"), NULL, 0, S("42"), &cohort, &bucket));
+    CHECK(cohort == LMSRT_COHORT_ROLLOUT); /* 3230 < 3300 */
+    OK(lmsrt_rollout_cohort(32, S("lms"), NULL, 0, S("42"), &cohort, &bucket));
+    CHECK(cohort == LMSRT_COHORT_CONTROL);
+    OK(lmsrt_rollout_cohort(0, S("lms"), S("[\"x\", 42]"), S("42"), &cohort, &bucket));
+    CHECK(cohort == LMSRT_COHORT_BETA && bucket == 3230);
+    OK(lmsrt_rollout_cohort(0, S("lms"), S("[\"x\", 42]"), S("x"), &cohort, &bucket));
+    CHECK(cohort == LMSRT_COHORT_BETA);
+    OK(lmsrt_rollout_cohort(0, S("other"), NULL, 0, S("42"), &cohort, &bucket));
+    CHECK(bucket != 3230 && bucket < 10000); /* another salt, another draw */
+
+    cohort = -7;
+    bucket = 77;
+    EXPECT(lmsrt_rollout_cohort(101, S("lms"), NULL, 0, S("1"), &cohort, &bucket),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_rollout_cohort(5, S("lms"), S("{\"a\":1}"), S("1"), &cohort, &bucket),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_rollout_cohort(5, S("lms"), S("[1.5]"), S("1"), &cohort, &bucket),
+           LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_rollout_cohort(5, S("lms"), S("[\"\xff\"]"), S("1"), &cohort, &bucket),
+           LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_rollout_cohort(5, NULL, 0, NULL, 0, S("1"), &cohort, &bucket),
+           LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_rollout_cohort(5, S("lms"), NULL, 0, NULL, 0, &cohort, &bucket),
+           LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_rollout_cohort(5, S("lms"), NULL, 0, S("\xff"), &cohort, &bucket),
+           LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_rollout_cohort(5, S("lms"), NULL, 0, S("1"), NULL, &bucket),
+           LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_rollout_cohort(5, S("lms"), NULL, 0, S("1"), &cohort, NULL),
+           LMSRT_STATUS_NULL_POINTER);
+    CHECK(cohort == -7 && bucket == 77);
+}
+
+static void test_metrics(const char *dir) {
+    lmsrt_guards *g = open_guards(dir, "metrics.db", NULL);
+    OK(lmsrt_metrics_incr(g, S("appends"), 5));
+    OK(lmsrt_metrics_incr(g, S("deliveries"), 0));
+    for (int i = 0; i < 10; i++) OK(lmsrt_metrics_record_us(g, S("append"), 250));
+    OK(lmsrt_metrics_set_gauge(g, S("connections"), 10));
+    OK(lmsrt_metrics_add_gauge(g, S("connections"), -3));
+    OK(lmsrt_metrics_add_gauge(g, S("active_waits"), 2));
+    CHECK(check_limit(g, "post", "m").allowed); /* the guards count into the same file */
+    lmsrt_buf b = {NULL, 0};
+    OK(lmsrt_metrics_snapshot(g, &b));
+    const char *t = take(&b);
+    CHECK(t[0] == '{');
+    CHECK(strstr(t, "\"appends\":{\"total\":5,\"window\":5}") != NULL);
+    CHECK(strstr(t, "\"connections\":7") != NULL && strstr(t, "\"active_waits\":2") != NULL);
+    CHECK(strstr(t, "\"append\":{\"count\":10,\"sum_us\":2500") != NULL);
+    CHECK(strstr(t, "\"limiter_allowed\":{\"total\":1") != NULL);
+    CHECK(strstr(t, "\"health\":{\"status\":\"ok\",\"reasons\":[]}") != NULL);
+    OK(lmsrt_metrics_prometheus(g, &b));
+    t = take(&b);
+    CHECK(strstr(t, "lmsrt_appends_total 5\n") != NULL);
+    CHECK(strstr(t, "lmsrt_connections 7\n") != NULL);
+    CHECK(strstr(t, "lmsrt_healthy 1\n") != NULL);
+    OK(lmsrt_metrics_health(g, &b));
+    CHECK(strcmp(take(&b), "{\"status\":\"ok\",\"reasons\":[]}") == 0);
+    /* 20 failed appends of 25: degraded, with the reason. */
+    OK(lmsrt_metrics_incr(g, S("appends"), 20));
+    OK(lmsrt_metrics_incr(g, S("append_errors"), 20));
+    OK(lmsrt_metrics_health(g, &b));
+    t = take(&b);
+    CHECK(strstr(t, "\"status\":\"degraded\"") != NULL && strstr(t, "error rate") != NULL);
+    OK(lmsrt_metrics_prometheus(g, &b));
+    CHECK(strstr(take(&b), "lmsrt_healthy 0\n") != NULL);
+    /* Another handle (another process, in production) sees the same figures. */
+    lmsrt_guards *g2 = open_guards(dir, "metrics.db", NULL);
+    OK(lmsrt_metrics_snapshot(g2, &b));
+    CHECK(strstr(take(&b), "\"appends\":{\"total\":25,") != NULL);
+    OK(lmsrt_guards_close(&g2));
+
+    lmsrt_buf untouched = {(char *)"sentinel", 8};
+    EXPECT(lmsrt_metrics_incr(g, S("nope"), 1), LMSRT_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "appends") != NULL); /* the message lists the names */
+    EXPECT(lmsrt_metrics_incr(g, S("append"), 1), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_metrics_incr(g, NULL, 0, 1), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_metrics_incr(g, S("\xff"), 1), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_metrics_record_us(g, S("appends"), 1), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_metrics_record_us(g, NULL, 0, 1), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_metrics_set_gauge(g, S("nope"), 1), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_metrics_set_gauge(g, S("\xff"), 1), LMSRT_STATUS_INVALID_UTF8);
+    EXPECT(lmsrt_metrics_add_gauge(g, S("nope"), 1), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_metrics_add_gauge(g, NULL, 0, 1), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_metrics_snapshot(g, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_metrics_prometheus(g, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_metrics_health(g, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_metrics_snapshot(NULL, &untouched), LMSRT_STATUS_NULL_POINTER);
+    CHECK(strcmp(untouched.ptr, "sentinel") == 0);
+    OK(lmsrt_guards_close(&g));
+}
+
+static void test_guards_close(const char *dir) {
+    lmsrt_guards *g = open_guards(dir, "gclose.db", NULL);
+    lmsrt_guards *copy = g;
+    lmsrt_lease lease;
+    OK(lmsrt_slot_acquire(g, S("u"), &lease));
+    OK(lmsrt_guards_close(&g));
+    CHECK(g == NULL);
+    OK(lmsrt_guards_close(&g)); /* double close through the NULLed variable: a no-op */
+    EXPECT(lmsrt_guards_close(NULL), LMSRT_STATUS_NULL_POINTER);
+
+    /* Every function on a stale copy: CLOSED, never a crash; out-params untouched. */
+    lmsrt_decision d;
+    lmsrt_breaker_status st;
+    lmsrt_buf b = {NULL, 0};
+    bool held = true;
+    uint32_t n = 99;
+    EXPECT(lmsrt_limiter_check(copy, S("post"), S("k"), 1, &d), LMSRT_STATUS_CLOSED);
+    CHECK(strstr(last_error(), "guards handle is closed") != NULL);
+    EXPECT(lmsrt_limiter_peek(copy, S("post"), S("k"), &d), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_limiter_reset(copy, S("post"), S("k")), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_breaker_check(copy, S("s"), &st), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_breaker_peek(copy, S("s"), &st), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_breaker_record_success(copy, S("s"), &st), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_breaker_record_failure(copy, S("s"), &st), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_breaker_reset(copy, S("s"), &st), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_breaker_force_open(copy, S("s"), 10, &st), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_slot_acquire(copy, S("u"), &lease), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_slot_release(copy, &lease, &held), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_slot_renew(copy, &lease, &held), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_slot_is_held(copy, &lease, &held), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_slot_count(copy, S("u"), &n), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_metrics_incr(copy, S("appends"), 1), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_metrics_record_us(copy, S("append"), 1), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_metrics_set_gauge(copy, S("connections"), 1), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_metrics_add_gauge(copy, S("connections"), 1), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_metrics_snapshot(copy, &b), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_metrics_prometheus(copy, &b), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_metrics_health(copy, &b), LMSRT_STATUS_CLOSED);
+    CHECK(b.ptr == NULL && held && n == 99);
+    EXPECT(lmsrt_guards_close(&copy), LMSRT_STATUS_CLOSED);
+    CHECK(copy == NULL);
+    /* A value that was never a handle, and a store handle in place of guards. */
+    lmsrt_guards *bogus = (lmsrt_guards *)(uintptr_t)0xdeadbeef;
+    EXPECT(lmsrt_metrics_health(bogus, &b), LMSRT_STATUS_CLOSED);
+    lmsrt_store *s = open_store(dir, "gclose-store.db", NULL);
+    EXPECT(lmsrt_slot_count((const lmsrt_guards *)s, S("u"), &n), LMSRT_STATUS_CLOSED);
+    lmsrt_guards *as_guards = (lmsrt_guards *)s;
+    EXPECT(lmsrt_guards_close(&as_guards), LMSRT_STATUS_CLOSED);
+    OK(lmsrt_store_close(&s));
+
+    /* The lease outlives the handle: another handle on the same database releases it. */
+    g = open_guards(dir, "gclose.db", NULL);
+    OK(lmsrt_slot_count(g, S("u"), &n));
+    CHECK(n == 1);
+    OK(lmsrt_slot_release(g, &lease, &held));
+    CHECK(held);
+    OK(lmsrt_guards_close(&g));
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s <scratch directory>\n", argv[0]);
@@ -476,6 +996,7 @@ int main(int argc, char **argv) {
     const char *dir = argv[1];
     test_versions();
     test_last_error();
+    test_token();
     test_open_errors(dir);
     lmsrt_store *s = open_store(dir, "main.db", "{\"max_data_bytes\":1024,\"min_ttl_ms\":1000}");
     test_append(s);
@@ -485,6 +1006,13 @@ int main(int argc, char **argv) {
     OK(lmsrt_store_close(&s));
     test_purge(dir);
     test_close(dir);
+    test_guards_open_errors(dir);
+    test_limiter(dir);
+    test_breakers(dir);
+    test_slots(dir);
+    test_rollout();
+    test_metrics(dir);
+    test_guards_close(dir);
     printf("abi_test: %d checks passed\n", checks);
     return 0;
 }

@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace LmsRealtime\Tests\Integration;
 
 use LmsRealtime\EventStore;
+use LmsRealtime\Guards;
 use PHPUnit\Framework\TestCase;
 
 /**
@@ -14,7 +15,7 @@ use PHPUnit\Framework\TestCase;
 abstract class IntegrationTestCase extends TestCase
 {
     protected string $dir;
-    /** @var list<EventStore> */
+    /** @var list<EventStore|Guards> */
     private array $stores = [];
 
     protected function setUp(): void
@@ -51,6 +52,14 @@ abstract class IntegrationTestCase extends TestCase
         $s = EventStore::open($this->dir . '/' . $name, $options);
         $this->stores[] = $s;
         return $s;
+    }
+
+    /** @param array<string, mixed> $config */
+    protected function guards(array $config = [], string $name = 'events.db'): Guards
+    {
+        $g = Guards::open($this->dir . '/' . $name, $config);
+        $this->stores[] = $g;
+        return $g;
     }
 
     /** The PHP binary running the tests, for child processes. */

@@ -51,6 +51,8 @@ final class PreloadTest extends IntegrationTestCase
         self::assertGreaterThan(0, $r['id']);
         self::assertGreaterThanOrEqual(1, $r['fetched']);
         self::assertContains('LmsRealtime\\EventStore', $r['preloaded_classes']);
+        self::assertContains('LmsRealtime\\Guards', $r['preloaded_classes']);
+        self::assertSame(['allowed' => true, 'released' => true, 'bucket' => 3230], $r['guards']);
     }
 
     public function testPreloadScriptWithFfiLoad(): void
@@ -99,5 +101,6 @@ final class PreloadTest extends IntegrationTestCase
         $r = $this->probe(['ffi.enable' => '1']);
         self::assertStringEndsWith('liblms_realtime.so', $r['source']);
         self::assertSame([], $r['preloaded_classes']);
+        self::assertSame(['allowed' => true, 'released' => true, 'bucket' => 3230], $r['guards']);
     }
 }

@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace LmsRealtime\Tests\Unit;
 
+use LmsRealtime\Lease;
 use LmsRealtime\Native;
 use LmsRealtime\Status;
 
@@ -120,5 +121,155 @@ final class FakeNative implements Native
     public function lastError(): string
     {
         return $this->error;
+    }
+
+    public function tokenIssue(
+        string $keyId,
+        string $secret,
+        int $userId,
+        string $channelsJson,
+        int $expiresAt,
+        string $session,
+        mixed &$token
+    ): int {
+        return $this->next('tokenIssue', [$keyId, $secret, $userId, $channelsJson, $expiresAt, $session], $token);
+    }
+
+    public function guardsOpen(string $path, ?string $configJson, mixed &$handle): int
+    {
+        $st = $this->next('guardsOpen', [$path, $configJson], $handle);
+        if ($st === Status::OK && $handle === null) {
+            $handle = 'guards';
+        }
+        return $st;
+    }
+
+    public function guardsClose(mixed &$handle): int
+    {
+        $ignored = null;
+        $st = $this->next('guardsClose', [$handle], $ignored);
+        $handle = null;
+        return $st;
+    }
+
+    public function limiterCheck(mixed $handle, string $action, string $key, int $cost, mixed &$decision): int
+    {
+        return $this->next('limiterCheck', [$handle, $action, $key, $cost], $decision);
+    }
+
+    public function limiterPeek(mixed $handle, string $action, string $key, mixed &$decision): int
+    {
+        return $this->next('limiterPeek', [$handle, $action, $key], $decision);
+    }
+
+    public function limiterReset(mixed $handle, string $action, string $key): int
+    {
+        $ignored = null;
+        return $this->next('limiterReset', [$handle, $action, $key], $ignored);
+    }
+
+    public function breakerCheck(mixed $handle, string $name, mixed &$status): int
+    {
+        return $this->next('breakerCheck', [$handle, $name], $status);
+    }
+
+    public function breakerPeek(mixed $handle, string $name, mixed &$status): int
+    {
+        return $this->next('breakerPeek', [$handle, $name], $status);
+    }
+
+    public function breakerRecordSuccess(mixed $handle, string $name, mixed &$status): int
+    {
+        return $this->next('breakerRecordSuccess', [$handle, $name], $status);
+    }
+
+    public function breakerRecordFailure(mixed $handle, string $name, mixed &$status): int
+    {
+        return $this->next('breakerRecordFailure', [$handle, $name], $status);
+    }
+
+    public function breakerReset(mixed $handle, string $name, mixed &$status): int
+    {
+        return $this->next('breakerReset', [$handle, $name], $status);
+    }
+
+    public function breakerForceOpen(mixed $handle, string $name, int $durationMs, mixed &$status): int
+    {
+        return $this->next('breakerForceOpen', [$handle, $name, $durationMs], $status);
+    }
+
+    public function slotAcquire(mixed $handle, string $key, mixed &$lease): int
+    {
+        return $this->next('slotAcquire', [$handle, $key], $lease);
+    }
+
+    public function slotRelease(mixed $handle, Lease $lease, mixed &$held): int
+    {
+        return $this->next('slotRelease', [$handle, $lease], $held);
+    }
+
+    public function slotRenew(mixed $handle, Lease $lease, mixed &$renewed): int
+    {
+        return $this->next('slotRenew', [$handle, $lease], $renewed);
+    }
+
+    public function slotIsHeld(mixed $handle, Lease $lease, mixed &$held): int
+    {
+        return $this->next('slotIsHeld', [$handle, $lease], $held);
+    }
+
+    public function slotCount(mixed $handle, string $key, mixed &$count): int
+    {
+        return $this->next('slotCount', [$handle, $key], $count);
+    }
+
+    /** The queued output is `[cohort, bucket]`. */
+    public function rolloutCohort(int $percent, string $salt, ?string $betaUsersJson, string $user, mixed &$cohort, mixed &$bucket): int
+    {
+        $out = null;
+        $st = $this->next('rolloutCohort', [$percent, $salt, $betaUsersJson, $user], $out);
+        if ($st === Status::OK) {
+            [$cohort, $bucket] = $out ?? [0, 0];
+        }
+        return $st;
+    }
+
+    public function metricsIncr(mixed $handle, string $counter, int $n): int
+    {
+        $ignored = null;
+        return $this->next('metricsIncr', [$handle, $counter, $n], $ignored);
+    }
+
+    public function metricsRecordUs(mixed $handle, string $histogram, int $us): int
+    {
+        $ignored = null;
+        return $this->next('metricsRecordUs', [$handle, $histogram, $us], $ignored);
+    }
+
+    public function metricsSetGauge(mixed $handle, string $gauge, int $value): int
+    {
+        $ignored = null;
+        return $this->next('metricsSetGauge', [$handle, $gauge, $value], $ignored);
+    }
+
+    public function metricsAddGauge(mixed $handle, string $gauge, int $delta): int
+    {
+        $ignored = null;
+        return $this->next('metricsAddGauge', [$handle, $gauge, $delta], $ignored);
+    }
+
+    public function metricsSnapshot(mixed $handle, mixed &$json): int
+    {
+        return $this->next('metricsSnapshot', [$handle], $json);
+    }
+
+    public function metricsPrometheus(mixed $handle, mixed &$text): int
+    {
+        return $this->next('metricsPrometheus', [$handle], $text);
+    }
+
+    public function metricsHealth(mixed $handle, mixed &$json): int
+    {
+        return $this->next('metricsHealth', [$handle], $json);
     }
 }

@@ -1,0 +1,239 @@
+//! The daemon's configuration: every setting is a flag and an environment variable
+//! (`--listen` / `LMSRT_LISTEN`, …), with defaults that work on a fresh machine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+
+use crate::error::{Error, Result};
+use crate::token::TokenKey;
+
+/// `lms-longpolld`: holds thousands of waiting browsers so that PHP workers never wait.
+///
+/// Serves `GET /v1/poll` (long-poll), `POST /v1/events` (signed publishing), `GET /healthz` and
+/// `GET /metrics` over one SQLite event store shared with PHP. Every flag can also be set by the
+/// environment variable shown.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "lms-longpolld", version, about, long_about)]
+pub struct Config {
+    /// Address to listen on. Keep it on loopback behind a reverse proxy; 0.0.0.0 only with care.
+    #[arg(long, env = "LMSRT_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+
+    /// The SQLite event store, shared with PHP (created if missing).
+    #[arg(long, env = "LMSRT_DB", default_value = "lms-realtime.db")]
+    pub db: PathBuf,
+
+    /// Signing key for tokens and publisher signatures, as `<key id>:<secret>` (the secret at
+    /// least 32 bytes). New tokens should be issued with this key. Required unless --demo.
+    #[arg(long, env = "LMSRT_TOKEN_KEY", hide_env_values = true)]
+    pub token_key: Option<String>,
+
+    /// The previous key during a rotation (`<key id>:<secret>`): tokens and signatures made with
+    /// it are still accepted until it is removed.
+    #[arg(long, env = "LMSRT_TOKEN_KEY_PREVIOUS", hide_env_values = true)]
+    pub token_key_previous: Option<String>,
+
+    /// Longest a poll waits, in seconds (the plan's long-poll timeout). Also the wait of a poll
+    /// that does not say.
+    #[arg(long, env = "LMSRT_POLL_TIMEOUT", default_value_t = 30)]
+    pub poll_timeout: u64,
+
+    /// Events per poll response when the poll does not say (`limit=`).
+    #[arg(long, env = "LMSRT_BATCH", default_value_t = 50)]
+    pub batch: usize,
+
+    /// Most events per poll response; a larger `limit=` is capped to it.
+    #[arg(long, env = "LMSRT_MAX_BATCH", default_value_t = 200)]
+    pub max_batch: usize,
+
+    /// Most channels one poll may name.
+    #[arg(long, env = "LMSRT_MAX_CHANNELS", default_value_t = 50)]
+    pub max_channels: usize,
+
+    /// Concurrent long-polls per user (connection slots); the next one gets 429.
+    #[arg(long, env = "LMSRT_SLOTS_PER_USER", default_value_t = 3)]
+    pub slots_per_user: u32,
+
+    /// Most open client connections; further ones get 503. Also capped by the open-file limit.
+    #[arg(long, env = "LMSRT_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+
+    /// Largest request body (POST /v1/events), in bytes.
+    #[arg(long, env = "LMSRT_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    #[arg(long, env = "LMSRT_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Seconds a client has to send a request's headers; also how long an idle kept-alive
+    /// connection stays open waiting for the next request.
+    #[arg(long, env = "LMSRT_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+
+    /// Seconds a request body may take to arrive, and a response may stay stuck unread by the
+    /// client, before the connection is closed (slow clients).
+    #[arg(long, env = "LMSRT_IDLE_TIMEOUT", default_value_t = 30)]
+    pub idle_timeout: u64,
+
+    /// Polls per minute per user (sustained rate of the in-memory limiter).
+    #[arg(long, env = "LMSRT_POLL_RATE", default_value_t = 180)]
+    pub poll_rate: u32,
+
+    /// Polls a rested user may make at once.
+    #[arg(long, env = "LMSRT_POLL_BURST", default_value_t = 30)]
+    pub poll_burst: u32,
+
+    /// Requests per minute per client IP, whatever the user; repeat offenders are blocked (the
+    /// DDoS guard: 1 minute, doubling up to an hour).
+    #[arg(long, env = "LMSRT_IP_RATE", default_value_t = 600)]
+    pub ip_rate: u32,
+
+    /// Requests a rested IP may make at once.
+    #[arg(long, env = "LMSRT_IP_BURST", default_value_t = 100)]
+    pub ip_burst: u32,
+
+    /// Take the client IP from `X-Real-IP` / the last `X-Forwarded-For` entry (only behind a
+    /// reverse proxy that sets them).
+    #[arg(long, env = "LMSRT_TRUST_PROXY")]
+    pub trust_proxy: bool,
+
+    /// Origins allowed to poll cross-origin (CORS), comma-separated, e.g.
+    /// `https://chat.example.org`; `*` allows any. Empty: same-origin only.
+    #[arg(long, env = "LMSRT_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Compress responses of at least this many bytes with gzip when the client accepts it
+    /// (0: never).
+    #[arg(long, env = "LMSRT_GZIP_MIN_BYTES", default_value_t = 1024)]
+    pub gzip_min_bytes: usize,
+
+    /// Recent events kept in memory for the fan-out; a client further behind reads the store.
+    #[arg(long, env = "LMSRT_RING_EVENTS", default_value_t = 16_384)]
+    pub ring_events: usize,
+
+    /// Store reads running at once (each on a blocking thread with its own SQLite connection).
+    #[arg(long, env = "LMSRT_STORE_READERS", default_value_t = 8)]
+    pub store_readers: usize,
+
+    /// Store appends running at once (concurrent appends share commits).
+    #[arg(long, env = "LMSRT_STORE_WRITERS", default_value_t = 32)]
+    pub store_writers: usize,
+
+    /// Seconds between purges of expired events (0: never; PHP may purge instead).
+    #[arg(long, env = "LMSRT_PURGE_INTERVAL", default_value_t = 60)]
+    pub purge_interval: u64,
+
+    /// Consecutive store failures that open the store's circuit breaker.
+    #[arg(long, env = "LMSRT_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+
+    /// First open period of the store's breaker, in ms (doubles on each re-open, up to 2 min).
+    #[arg(long, env = "LMSRT_BREAKER_OPEN_MS", default_value_t = 5_000)]
+    pub breaker_open_ms: u64,
+
+    /// Seconds a publisher signature's timestamp may differ from the daemon's clock.
+    #[arg(long, env = "LMSRT_PUBLISH_SKEW", default_value_t = 300)]
+    pub publish_skew: u64,
+
+    /// Milliseconds graceful shutdown waits for connections to finish after every waiter has
+    /// been answered.
+    #[arg(long, env = "LMSRT_SHUTDOWN_GRACE_MS", default_value_t = 1_500)]
+    pub shutdown_grace_ms: u64,
+
+    /// Worker threads of the async runtime (default: one per core).
+    #[arg(long, env = "LMSRT_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `lms_realtime=debug`.
+    #[arg(long, env = "LMSRT_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Demo mode: serve a page at /demo that shows events live through the browser client,
+    /// with a bot posting every few seconds. Never in production: it hands out tokens.
+    #[arg(long, env = "LMSRT_DEMO")]
+    pub demo: bool,
+
+    /// Fault injection for tests and drills (not a flag).
+    #[arg(skip)]
+    pub faults: Faults,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::parse_from(["lms-longpolld"])
+    }
+}
+
+impl Config {
+    /// The token keys: the current one first, then the previous one.
+    pub fn token_keys(&self) -> Result<Vec<TokenKey>> {
+        let mut keys = Vec::new();
+        for spec in [&self.token_key, &self.token_key_previous]
+            .into_iter()
+            .flatten()
+        {
+            keys.push(TokenKey::parse(spec)?);
+        }
+        if keys.len() == 2 && keys[0].id() == keys[1].id() {
+            return Err(Error::InvalidArgument(
+                "the current and previous token keys need different key ids".into(),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// Checks the settings that clap cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
+        if self.poll_timeout > 3600 {
+            return bad("--poll-timeout is at most 3600 s");
+        }
+        if self.batch == 0 || self.max_batch == 0 || self.max_batch > crate::store::MAX_LIMIT {
+            return bad("--batch and --max-batch are 1 to 1000");
+        }
+        if self.max_channels == 0 || self.max_channels > crate::store::MAX_CHANNELS {
+            return bad("--max-channels is 1 to 1024");
+        }
+        if self.slots_per_user == 0 || self.slots_per_user > crate::guards::slots::MAX_SLOTS {
+            return bad("--slots-per-user is 1 to 15");
+        }
+        if self.poll_rate == 0 || self.poll_burst == 0 || self.ip_rate == 0 || self.ip_burst == 0 {
+            return bad("rates and bursts must be positive");
+        }
+        if self.store_readers == 0 || self.store_writers == 0 || self.max_connections == 0 {
+            return bad("--store-readers, --store-writers and --max-connections must be positive");
+        }
+        if self.header_timeout == 0 || self.idle_timeout == 0 {
+            return bad("timeouts must be positive");
+        }
+        if !self.demo && self.token_key.is_none() {
+            return bad(
+                "set --token-key (LMSRT_TOKEN_KEY) to <key id>:<secret of 32+ bytes>, \
+                 or run with --demo to try it out",
+            );
+        }
+        self.token_keys().map(|_| ())
+    }
+}
+
+/// Switches that make the store fail on purpose, to test and drill the breaker.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    store: Arc<AtomicBool>,
+}
+
+impl Faults {
+    /// While set, every store call the daemon makes fails with a storage error.
+    pub fn fail_store(&self, on: bool) {
+        self.store.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn store_failing(&self) -> bool {
+        self.store.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,561 @@
+//! Fan-out: one tail subscription per store feeds a ring of recent events in memory and wakes
+//! only the waiters whose channels and filters match.
+//!
+//! The store's tail reader (one thread, woken by the cross-process futex on every commit from
+//! any process) hands every new event to [`Hub::on_tail`] in id order. The hub appends them to
+//! the ring and kicks a dispatcher task, which, per new event, looks up the waiters of its
+//! channel and notifies those whose lane position, thread and types match: O(matching waiters)
+//! per event, no database query per waiter. (Waking from a runtime thread queues the woken
+//! polls locally; from the tail thread each wake would cross into the runtime.) A woken waiter builds its batch with [`EventStore::assemble`] from the ring — the same
+//! batch a fetch would return — and only reads the database when the ring no longer reaches back
+//! to its cursor (a client far behind, or the first poll with an old cursor).
+//!
+//! ## Why no wake-up is lost
+//!
+//! A waiter registers *before* it builds its first batch, and it always builds from the ring or
+//! the store *after* registering. An event is pushed into the ring before the dispatcher looks
+//! the waiters up (it reads the events from the ring, then takes the waiters' lock). So an event is either in the ring when the waiter reads
+//! it, or pushed after the registration, and then the waiter is notified. For a batch read from
+//! the store the same holds: the tail reader only routes events committed after it read them,
+//! which is after the fetch's snapshot began, which is after the registration. `Notify` keeps a
+//! permit when nobody is awaiting yet, so a notification between the check and the await is not
+//! lost either.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::cursor::Cursor;
+use crate::event::Event;
+use crate::guards::ClientMode;
+use crate::store::{Batch, EventStore, FetchRequest, Order, TailBatch};
+
+/// A waiting poll as the hub sees it.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    id: u64,
+    channels: Vec<i64>,
+    thread: Option<i64>,
+    types: Vec<String>,
+    /// Per lane: events at or below this id do not concern the waiter.
+    lanes: [AtomicI64; 4],
+    pub(crate) notify: Notify,
+    fired: AtomicBool,
+}
+
+impl Waiter {
+    /// Updates the positions below which events do not concern this waiter.
+    pub(crate) fn set_lanes(&self, lanes: [i64; 4]) {
+        for (a, v) in self.lanes.iter().zip(lanes) {
+            a.store(v, Ordering::Release);
+        }
+    }
+
+    fn matches(&self, e: &Event) -> bool {
+        e.id > self.lanes[e.priority.lane()].load(Ordering::Acquire)
+            && self.thread.is_none_or(|t| e.thread_id == Some(t))
+            && (self.types.is_empty() || self.types.contains(&e.event_type))
+    }
+
+    /// Waits for a notification (a permit stored before this call counts).
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await;
+        self.fired.store(false, Ordering::Release);
+    }
+}
+
+/// Events held in memory: every event with an id in `(floor, head]`, ascending.
+#[derive(Debug, Default)]
+struct Ring {
+    events: Vec<Event>,
+    /// Index of the first live entry of `events` (trimmed lazily, in chunks).
+    start: usize,
+    floor: i64,
+    head: i64,
+    /// False until the first head is known.
+    ready: bool,
+}
+
+impl Ring {
+    fn live(&self) -> &[Event] {
+        &self.events[self.start..]
+    }
+}
+
+/// A poll response, rendered once and shared by every waiter that would get the same one.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    /// The JSON body.
+    pub(crate) body: Bytes,
+    /// The delivered events' append times (ms), for the delivery-latency metric.
+    pub(crate) stamps: Vec<i64>,
+    /// The mode advertised in the body.
+    pub(crate) mode: ClientMode,
+}
+
+/// What makes two polls' responses identical at one head: the request (with its cursor) and
+/// the advertised mode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    channels: Vec<i64>,
+    thread: Option<i64>,
+    types: Vec<String>,
+    cursor: Cursor,
+    limit: usize,
+    sequential: bool,
+    mode: ClientMode,
+    retry_ms: u64,
+}
+
+impl Key {
+    fn new(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> Key {
+        Key {
+            channels: req.channels.clone(),
+            thread: req.thread_id,
+            types: req.types.clone(),
+            cursor: req.cursor,
+            limit: req.limit,
+            sequential: req.order == Order::Sequential,
+            mode,
+            retry_ms,
+        }
+    }
+}
+
+/// Responses rendered at one head. When one event wakes 10,000 waiters of a channel, they all
+/// hold the same cursor: the batch is assembled and serialized once, not 10,000 times.
+#[derive(Debug, Default)]
+struct Responses {
+    head: i64,
+    made: Option<Instant>,
+    map: HashMap<Key, Arc<Rendered>>,
+}
+
+/// Longest a rendered response is reused: expiry is judged when a batch is assembled, so a
+/// response is only shared while it is fresh (and never one holding an event close to expiry).
+const RESPONSE_TTL: Duration = Duration::from_millis(200);
+/// Most distinct responses kept per head.
+const RESPONSES_MAX: usize = 4096;
+
+/// The fan-out hub of one store.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    ring: RwLock<Ring>,
+    responses: Mutex<Responses>,
+    /// Wakes the dispatcher task.
+    kick: Notify,
+    /// Events at or below this id have been dispatched to the waiters.
+    dispatched: Mutex<i64>,
+    waiters: Mutex<HashMap<i64, HashMap<u64, Arc<Waiter>>>>,
+    capacity: usize,
+    next_id: AtomicU64,
+    count: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The answer of [`Hub::assemble`].
+#[cfg(test)]
+pub(crate) enum FromRing {
+    /// The batch, as a fetch would have returned it.
+    Batch(Batch),
+    /// The ring does not reach back to the cursor (or the cursor is from another store): fetch.
+    Miss,
+}
+
+/// The answer of [`Hub::respond`].
+pub(crate) enum Answer {
+    /// Something to deliver (events, a gap, or more to come): the rendered response.
+    Ready(Arc<Rendered>),
+    /// Nothing yet: wait from this cursor.
+    Empty(Cursor),
+    /// The ring cannot serve this cursor: fetch from the store.
+    Miss,
+}
+
+impl Hub {
+    /// A hub keeping up to `capacity` recent events.
+    pub(crate) fn new(capacity: usize) -> Hub {
+        Hub {
+            ring: RwLock::new(Ring::default()),
+            responses: Mutex::new(Responses::default()),
+            kick: Notify::new(),
+            dispatched: Mutex::new(0),
+            waiters: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            next_id: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Called once the subscription exists: every event above `start` will be handed over.
+    pub(crate) fn start_at(&self, start: i64) {
+        let mut r = self.ring.write().unwrap_or_else(|p| p.into_inner());
+        if !r.ready {
+            r.ready = true;
+            r.floor = start;
+            r.head = start;
+            *lock(&self.dispatched) = start;
+        }
+    }
+
+    /// The subscription callback (on the store's tail-reader thread): must be quick.
+    pub(crate) fn on_tail(&self, batch: &TailBatch<'_>) {
+        {
+            let mut r = self.ring.write().unwrap_or_else(|p| p.into_inner());
+            if !r.ready || batch.after != r.head {
+                // First batch, or a discontinuity: the ring restarts here.
+                r.events.clear();
+                r.start = 0;
+                r.floor = batch.after;
+                r.ready = true;
+            }
+            r.events.extend_from_slice(batch.events);
+            r.head = batch.head;
+            let live = r.events.len() - r.start;
+            if live > self.capacity {
+                let drop = live - self.capacity;
+                r.start += drop;
+                r.floor = r.events[r.start - 1].id;
+                // Compact when the dead prefix is as large as the live part, so trimming is
+                // amortised O(1) per event.
+                if r.start >= self.capacity {
+                    let start = r.start;
+                    r.events.drain(..start);
+                    r.start = 0;
+                }
+            }
+        }
+        // The waiters are woken from the runtime by [`Hub::dispatch`]: waking thousands of
+        // tasks from a worker thread queues them locally, where waking them from this foreign
+        // thread would push each through the runtime's shared queue and unpark a worker.
+        self.kick.notify_one();
+    }
+
+    /// Wakes the waiters of the events added since the last call. Runs in a task
+    /// ([`Hub::dispatch_loop`]), woken by [`Hub::on_tail`].
+    pub(crate) fn dispatch(&self) {
+        let mut woken: Vec<Arc<Waiter>> = Vec::new();
+        {
+            let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
+            let mut pos = lock(&self.dispatched);
+            let waiters = lock(&self.waiters);
+            if *pos < r.floor {
+                // Events were trimmed before they were dispatched (or the ring restarted):
+                // wake everyone, each rebuilds its batch from the ring or the store.
+                for ws in waiters.values() {
+                    woken.extend(ws.values().cloned());
+                }
+            } else if !waiters.is_empty() {
+                let live = r.live();
+                let from = live.partition_point(|e| e.id <= *pos);
+                for e in &live[from..] {
+                    let Some(ws) = waiters.get(&e.channel_id) else {
+                        continue;
+                    };
+                    for w in ws.values() {
+                        if !w.fired.load(Ordering::Acquire) && w.matches(e) {
+                            w.fired.store(true, Ordering::Release);
+                            woken.push(w.clone());
+                        }
+                    }
+                }
+            }
+            *pos = r.head;
+        }
+        // Notified outside the locks, so woken polls can re-register without waiting.
+        for w in woken {
+            w.fired.store(true, Ordering::Release);
+            w.notify.notify_one();
+        }
+    }
+
+    /// Calls [`Hub::dispatch`] whenever [`Hub::on_tail`] adds events; runs until aborted.
+    pub(crate) async fn dispatch_loop(self: Arc<Self>) {
+        loop {
+            self.kick.notified().await;
+            self.dispatch();
+        }
+    }
+
+    /// Registers a waiter for `req` (normalized) starting at its cursor.
+    pub(crate) fn register(self: &Arc<Self>, req: &FetchRequest) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let lanes = req.cursor.lanes();
+        let w = Arc::new(Waiter {
+            id,
+            channels: req.channels.clone(),
+            thread: req.thread_id,
+            types: req.types.clone(),
+            lanes: lanes.map(AtomicI64::new),
+            notify: Notify::new(),
+            fired: AtomicBool::new(false),
+        });
+        {
+            let mut ws = lock(&self.waiters);
+            for ch in &w.channels {
+                ws.entry(*ch).or_default().insert(id, w.clone());
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Registration {
+            hub: self.clone(),
+            waiter: w,
+        }
+    }
+
+    /// Waiters registered now.
+    pub(crate) fn waiter_count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Events in the ring, and the ids it covers.
+    pub(crate) fn ring_stats(&self) -> (usize, i64, i64) {
+        let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
+        (r.events.len() - r.start, r.floor, r.head)
+    }
+
+    /// The response for `req` from the ring: shared with other waiters holding the same
+    /// request and cursor at the same head, or assembled and rendered (with `render`) here.
+    pub(crate) fn respond(
+        &self,
+        store: &EventStore,
+        req: &FetchRequest,
+        mode: ClientMode,
+        retry_ms: u64,
+        render: impl FnOnce(&Batch) -> Rendered,
+    ) -> Answer {
+        let key = Key::new(req, mode, retry_ms);
+        let (batch, head) = {
+            let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
+            let floor = req.cursor.min_position();
+            if !r.ready || floor < r.floor {
+                return Answer::Miss;
+            }
+            {
+                let cache = lock(&self.responses);
+                if cache.head == r.head
+                    && cache.made.is_some_and(|m| m.elapsed() < RESPONSE_TTL)
+                    && let Some(hit) = cache.map.get(&key)
+                {
+                    return Answer::Ready(hit.clone());
+                }
+            }
+            let live = r.live();
+            let from = live.partition_point(|e| e.id <= floor);
+            match store.assemble(req, &live[from..], r.head) {
+                Ok(Some(b)) => (b, r.head),
+                _ => return Answer::Miss,
+            }
+        };
+        if batch.events.is_empty() && !batch.gap && !batch.has_more {
+            return Answer::Empty(batch.cursor);
+        }
+        let now_ms = crate::daemon::http::now_ms();
+        let shareable = batch
+            .events
+            .iter()
+            .all(|e| e.expires_at > now_ms + 2 * RESPONSE_TTL.as_millis() as i64);
+        let rendered = Arc::new(render(&batch));
+        if shareable {
+            let mut cache = lock(&self.responses);
+            if cache.head < head || cache.made.is_none_or(|m| m.elapsed() >= RESPONSE_TTL) {
+                cache.map.clear();
+                cache.head = head;
+                cache.made = Some(Instant::now());
+            }
+            if cache.head == head && cache.map.len() < RESPONSES_MAX {
+                cache.map.insert(key, rendered.clone());
+            }
+        }
+        Answer::Ready(rendered)
+    }
+
+    /// Builds the batch for `req` from the ring, if the ring reaches back to its cursor.
+    #[cfg(test)]
+    pub(crate) fn assemble(&self, store: &EventStore, req: &FetchRequest) -> FromRing {
+        let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
+        let floor = req.cursor.min_position();
+        if !r.ready || floor < r.floor {
+            return FromRing::Miss;
+        }
+        let live = r.live();
+        let from = live.partition_point(|e| e.id <= floor);
+        match store.assemble(req, &live[from..], r.head) {
+            Ok(Some(b)) => FromRing::Batch(b),
+            _ => FromRing::Miss,
+        }
+    }
+}
+
+/// A registered waiter; unregisters when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    hub: Arc<Hub>,
+    pub(crate) waiter: Arc<Waiter>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut ws = lock(&self.hub.waiters);
+        for ch in &self.waiter.channels {
+            if let Some(m) = ws.get_mut(ch) {
+                m.remove(&self.waiter.id);
+                if m.is_empty() {
+                    ws.remove(ch);
+                }
+            }
+        }
+        self.hub.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Priority;
+    use crate::{Config, NewEvent};
+
+    fn ev(id: i64, ch: i64) -> Event {
+        Event {
+            id,
+            event_type: "message_create".into(),
+            priority: Priority::Critical,
+            channel_id: ch,
+            message_id: None,
+            thread_id: None,
+            user_id: 0,
+            data: "{}".into(),
+            timestamp: 0,
+            expires_at: i64::MAX,
+        }
+    }
+
+    #[test]
+    fn ring_trims_and_reports_misses_below_its_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
+        let hub = Arc::new(Hub::new(4));
+        hub.start_at(0);
+        let events: Vec<Event> = (1..=10).map(|i| ev(i, 1)).collect();
+        hub.on_tail(&TailBatch {
+            events: &events,
+            after: 0,
+            head: 10,
+        });
+        assert_eq!(hub.ring_stats(), (4, 6, 10));
+        let req = FetchRequest::new([1]).normalized().unwrap();
+        assert!(matches!(hub.assemble(&store, &req), FromRing::Miss));
+        let req = FetchRequest::new([1])
+            .cursor(crate::Cursor::from_last_event_id(7))
+            .normalized()
+            .unwrap();
+        let FromRing::Batch(b) = hub.assemble(&store, &req) else {
+            panic!("the ring covers 7")
+        };
+        assert_eq!(
+            b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
+        // A discontinuity restarts the ring.
+        hub.on_tail(&TailBatch {
+            events: &[ev(20, 1)],
+            after: 19,
+            head: 20,
+        });
+        assert_eq!(hub.ring_stats(), (1, 19, 20));
+        let _ = store.append(NewEvent::new("x", 1));
+    }
+
+    #[test]
+    fn identical_polls_share_one_rendered_response() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
+        let hub = Arc::new(Hub::new(16));
+        hub.start_at(0);
+        hub.on_tail(&TailBatch {
+            events: &[ev(1, 1), ev(2, 2)],
+            after: 0,
+            head: 2,
+        });
+        let renders = std::cell::Cell::new(0);
+        let render = |b: &Batch| {
+            renders.set(renders.get() + 1);
+            Rendered {
+                body: Bytes::from(format!("{}", b.events.len())),
+                stamps: vec![],
+                mode: ClientMode::Long,
+            }
+        };
+        let req = FetchRequest::new([1]).normalized().unwrap();
+        let Answer::Ready(a) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!()
+        };
+        let Answer::Ready(b) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&a, &b));
+        // Another channel, another mode, or a newer head: rendered anew.
+        let other = FetchRequest::new([2]).normalized().unwrap();
+        assert!(matches!(
+            hub.respond(&store, &other, ClientMode::Long, 0, render),
+            Answer::Ready(_)
+        ));
+        assert!(matches!(
+            hub.respond(&store, &req, ClientMode::Medium, 0, render),
+            Answer::Ready(_)
+        ));
+        hub.on_tail(&TailBatch {
+            events: &[ev(3, 1)],
+            after: 2,
+            head: 3,
+        });
+        let Answer::Ready(c) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!()
+        };
+        assert_eq!(&c.body[..], b"2");
+        assert_eq!(renders.get(), 4);
+        // Nothing new past the cursor: empty, with the cursor to wait from.
+        let at_head = FetchRequest::new([1])
+            .cursor(crate::Cursor::from_last_event_id(3))
+            .normalized()
+            .unwrap();
+        assert!(matches!(
+            hub.respond(&store, &at_head, ClientMode::Long, 0, render),
+            Answer::Empty(_)
+        ));
+    }
+
+    #[test]
+    fn only_matching_waiters_are_notified() {
+        let hub = Arc::new(Hub::new(16));
+        hub.start_at(0);
+        let a = hub.register(&FetchRequest::new([1]).normalized().unwrap());
+        let b = hub.register(&FetchRequest::new([2]).normalized().unwrap());
+        let c = hub.register(
+            &FetchRequest::new([1])
+                .cursor(crate::Cursor::from_last_event_id(5))
+                .normalized()
+                .unwrap(),
+        );
+        assert_eq!(hub.waiter_count(), 3);
+        hub.on_tail(&TailBatch {
+            events: &[ev(3, 1)],
+            after: 0,
+            head: 3,
+        });
+        hub.dispatch();
+        assert!(a.waiter.fired.load(Ordering::Acquire));
+        assert!(!b.waiter.fired.load(Ordering::Acquire));
+        assert!(!c.waiter.fired.load(Ordering::Acquire), "below its cursor");
+        drop((a, b, c));
+        assert_eq!(hub.waiter_count(), 0);
+        assert!(lock(&hub.waiters).is_empty());
+    }
+}

@@ -1,0 +1,499 @@
+//! `lms-longpolld`, the long-poll daemon (feature `daemon`).
+//!
+//! [`run`] serves one [`EventStore`] over HTTP until its `shutdown` future completes, in the
+//! style of mini-redis's `server::run`: the binary (`src/bin/lms-longpolld.rs`) only parses the
+//! [`Config`], sets up logging, opens the store, binds the listener and passes
+//! [`shutdown::signal`]. Tests call [`run`] on `127.0.0.1:0`.
+//!
+//! ## How a poll is served
+//!
+//! 1. Limits first, cheapest first: the per-IP rate limit (with the DDoS block), the token
+//!    (HMAC, constant-time), the channels it allows, the per-user rate limit, then one of the
+//!    user's connection slots for the length of the poll.
+//! 2. The poll registers with the fan-out [`Hub`](fanout) and builds its batch from the ring of
+//!    recent events in memory, or, when the ring does not reach back to its cursor, from the
+//!    store on a blocking thread (behind the store's circuit breaker).
+//! 3. With nothing to deliver it sleeps until the hub notifies it (an append by any process on
+//!    the host), its deadline, or shutdown; then it builds its batch again and answers.
+//!
+//! SQLite is never called on the async worker threads: store calls run through
+//! `spawn_blocking`, at most `--store-readers` reads and `--store-writers` appends at once.
+//! `std::sync` locks are used throughout because none is held across an `.await`.
+//!
+//! ## Shutdown
+//!
+//! When `shutdown` completes the listener is dropped (no new connections), every waiting poll
+//! is answered at once with its current cursor (so clients resume without loss), idle
+//! kept-alive connections are closed, and [`run`] returns once every connection has finished
+//! or `--shutdown-grace-ms` has passed.
+
+pub mod auth;
+pub mod config;
+mod demo;
+pub mod error;
+pub(crate) mod fanout;
+pub mod http;
+pub mod shutdown;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Sleep;
+
+pub use config::{Config, Faults};
+
+use crate::error::{Error, Result};
+use crate::guards::{
+    ActionLimit, BreakerConfig, Breakers, LimiterConfig, RateLimiter, Slots, SlotsConfig,
+};
+use crate::metrics::{Gauge, Metrics, MetricsConfig};
+use crate::store::EventStore;
+use crate::token::TokenKey;
+
+/// Everything a request handler needs, shared by all connections.
+pub(crate) struct State {
+    pub(crate) store: Arc<EventStore>,
+    pub(crate) config: Config,
+    pub(crate) keys: Vec<TokenKey>,
+    pub(crate) hub: Arc<fanout::Hub>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) slots: Slots,
+    pub(crate) breakers: Breakers,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) read_sem: Semaphore,
+    pub(crate) write_sem: Semaphore,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) connections: AtomicUsize,
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) capacity: usize,
+    pub(crate) request_seq: AtomicU64,
+    pub(crate) boot_id: u32,
+    pub(crate) started: Instant,
+}
+
+/// Descriptors kept back from the connection capacity: the store's files, the listener, the
+/// blocking threads' SQLite connections, logs.
+const FD_RESERVE: u64 = 128;
+
+/// Raises this process's open-file soft limit to its hard limit; returns `(soft, hard)` after.
+/// Each connection costs one descriptor, so this is what lets one daemon hold 10,000 polls.
+pub fn raise_nofile_limit() -> (u64, u64) {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return (0, 0);
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+        (r.rlim_cur, r.rlim_max)
+    }
+}
+
+fn nofile_soft_limit() -> u64 {
+    // SAFETY: as above.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        r.rlim_cur
+    }
+}
+
+/// A random-enough 32-bit number (request-id prefix, demo key) without a dependency.
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    if !ok {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed.rotate_left(i as u32 * 7) >> 3) as u8;
+        }
+    }
+    buf
+}
+
+/// Serves `store` on `listener` until `shutdown` completes, then shuts down gracefully (see the
+/// module docs). Errors only at start (a bad configuration, a store that cannot be subscribed).
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<EventStore>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    config.validate()?;
+    let mut keys = config.token_keys()?;
+    if keys.is_empty() {
+        // --demo without a key: a fresh random one, so demo tokens work and nothing else does.
+        let secret: String = random_bytes(32)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        keys.push(TokenKey::new("demo", secret.into_bytes())?);
+    }
+    let metrics = Arc::new(
+        Metrics::open(store.path(), MetricsConfig::default())
+            .unwrap_or_else(|_| Metrics::in_process(MetricsConfig::default())),
+    );
+    let limiter = RateLimiter::in_process(LimiterConfig {
+        actions: vec![
+            (
+                "poll".into(),
+                ActionLimit::per_minute(config.poll_rate).burst(config.poll_burst),
+            ),
+            (
+                "ip".into(),
+                ActionLimit::per_minute(config.ip_rate)
+                    .burst(config.ip_burst)
+                    .block(
+                        Duration::from_secs(60),
+                        Duration::from_secs(3600),
+                        Duration::from_secs(86_400),
+                    ),
+            ),
+        ],
+        ..LimiterConfig::default()
+    })?
+    .with_metrics(metrics.clone());
+    let fd_soft = nofile_soft_limit();
+    let capacity = config
+        .max_connections
+        .min(fd_soft.saturating_sub(FD_RESERVE).max(1) as usize);
+    // The slot table fails closed when a user finds no free record near its hash: keep it at
+    // most two-thirds full even when every connection is a different user.
+    let slot_records = capacity
+        .saturating_add(capacity / 2)
+        .clamp(16_384, crate::guards::MAX_CAPACITY);
+    let slots = Slots::in_process(SlotsConfig {
+        capacity: slot_records,
+        max_per_key: config.slots_per_user,
+        // A poll holds its slot for at most its wait plus a slow response; the lease outlives
+        // that, and a poll releases it as soon as it ends.
+        lease_ms: (config.poll_timeout + config.idle_timeout + 5) * 1000,
+        check_pid: false,
+        ..SlotsConfig::default()
+    })?
+    .with_metrics(metrics.clone());
+    let breakers = Breakers::in_process(BreakerConfig {
+        failure_threshold: config.breaker_failures.clamp(1, 127),
+        open_ms: config.breaker_open_ms.max(1),
+        max_open_ms: config.breaker_open_ms.max(1).max(120_000),
+        ..BreakerConfig::default()
+    })?
+    .with_metrics(metrics.clone());
+
+    let hub = Arc::new(fanout::Hub::new(config.ring_events));
+    let subscription = {
+        let hub = hub.clone();
+        store.subscribe(move |b| hub.on_tail(b))?
+    };
+    hub.start_at(subscription.start());
+
+    tracing::info!(
+        open_file_limit = fd_soft,
+        connection_capacity = capacity,
+        max_connections_flag = config.max_connections,
+        "connection capacity"
+    );
+    if capacity < config.max_connections {
+        tracing::warn!(
+            "the open-file limit ({fd_soft}) caps connections at {capacity}, below \
+             --max-connections {}; raise LimitNOFILE (systemd) or `ulimit -Hn`",
+            config.max_connections
+        );
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        read_sem: Semaphore::new(config.store_readers),
+        write_sem: Semaphore::new(config.store_writers),
+        store,
+        keys,
+        hub,
+        limiter,
+        slots,
+        breakers,
+        metrics,
+        shutdown: shutdown_rx,
+        connections: AtomicUsize::new(0),
+        waiting: AtomicUsize::new(0),
+        capacity,
+        request_seq: AtomicU64::new(0),
+        boot_id: u32::from_le_bytes(random_bytes(4).try_into().unwrap_or([0; 4])),
+        started: Instant::now(),
+        config,
+    });
+    state.metrics.set_gauge(Gauge::Connections, 0);
+    state.metrics.set_gauge(Gauge::ActiveWaits, 0);
+
+    let mut background = vec![tokio::spawn(state.hub.clone().dispatch_loop())];
+    if state.config.purge_interval > 0 {
+        background.push(tokio::spawn(purge_loop(state.clone())));
+    }
+    if state.config.demo {
+        background.push(tokio::spawn(demo::bot(state.clone())));
+    }
+
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(state.config.header_timeout))
+        .max_buf_size(state.config.max_header_bytes.max(8192) + 8192)
+        .max_header_size(state.config.max_header_bytes)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+
+    let local = listener.local_addr().ok();
+    tracing::info!(addr = ?local, demo = state.config.demo, "lms-longpolld serving");
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_accept_error = None::<Instant>;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a transient error: back off briefly rather
+                    // than spin; log at most once a second.
+                    if last_accept_error.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, "accept failed");
+                        last_accept_error = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        if open > state.capacity {
+            state.connections.fetch_sub(1, Ordering::Relaxed);
+            tokio::spawn(refuse(tcp));
+            continue;
+        }
+        state.metrics.set_gauge(Gauge::Connections, open as i64);
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(TimedIo::new(
+            tcp,
+            Duration::from_secs(state.config.idle_timeout),
+        ));
+        let st = state.clone();
+        let svc = service_fn(move |req| http::handle(st.clone(), peer, req));
+        let conn = graceful.watch(builder.serve_connection(io, svc));
+        let st = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(%peer, error = %e, "connection ended with an error");
+            }
+            let n = st.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+            st.metrics.set_gauge(Gauge::Connections, n as i64);
+        });
+    }
+
+    // Shutdown: stop accepting, answer every waiter now, then let connections finish.
+    drop(listener);
+    let waiting = state.hub.waiter_count();
+    tracing::info!(waiters = waiting, "shutting down: answering waiting polls");
+    let _ = shutdown_tx.send(true);
+    for t in &background {
+        t.abort();
+    }
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = state.connections.load(Ordering::Relaxed),
+            "connections still open after the grace period; closing them"
+        );
+    }
+    drop(subscription);
+    state.metrics.set_gauge(Gauge::Connections, 0);
+    state.metrics.set_gauge(Gauge::ActiveWaits, 0);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Answers a connection over capacity with a 503 and closes it.
+async fn refuse(mut tcp: TcpStream) {
+    let body = br#"{"error":{"code":"too_many_connections","message":"the daemon is at its connection capacity","mode":"short"},"mode":"short","retry_ms":1000}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         x-lms-mode: short\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(head.as_bytes()).await?;
+        tcp.write_all(body).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+async fn purge_loop(state: Arc<State>) {
+    let every = Duration::from_secs(state.config.purge_interval);
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let r = state
+            .store_call(&state.write_sem, crate::metrics::Counter::Appends, |s| {
+                s.purge_expired(100_000)
+            })
+            .await;
+        match r {
+            Ok(n) if n > 0 => tracing::info!(purged = n, "purged expired events"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+}
+
+/// A TCP stream whose writes fail with `TimedOut` once they have made no progress for
+/// `timeout`: a client that stops reading its response cannot hold a connection (and its
+/// buffers) for ever. Reads have no timeout here: hyper bounds the wait for request headers,
+/// and body reads are bounded by the handler.
+struct TimedIo {
+    io: TcpStream,
+    timeout: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedIo {
+    fn new(io: TcpStream, timeout: Duration) -> TimedIo {
+        TimedIo {
+            io,
+            timeout,
+            stall: None,
+        }
+    }
+
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                self.stall = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending_write(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                self.stall = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending_write(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The address a [`run`] started by [`spawn`] listens on, and its handles.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Completes the shutdown future: the daemon shuts down gracefully.
+    pub shutdown: tokio::sync::oneshot::Sender<()>,
+    /// The daemon's task; resolves when [`run`] returns.
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Binds `127.0.0.1:0` and runs the daemon on the current runtime (for tests and the load
+/// generator).
+pub async fn spawn(store: Arc<EventStore>, config: Config) -> Result<Spawned> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::io("127.0.0.1:0", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("127.0.0.1:0", e))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, store, config, async move {
+        let _ = rx.await;
+    }));
+    Ok(Spawned {
+        addr,
+        shutdown: tx,
+        task,
+    })
+}

@@ -1,0 +1,674 @@
+//! Connection slots: at most N concurrent long-polls per user, as leases across processes.
+//!
+//! A slot is a *lease*: the holder's pid and an expiry. It frees itself when the lease expires
+//! (a holder that forgets to release, or is SIGKILLed, costs the user a slot for at most
+//! `lease_ms`), and sooner when `check_pid` is on and the holder's pid no longer exists
+//! (`kill(pid, 0)` answers `ESRCH`). A long-lived holder (the daemon) renews its leases.
+//!
+//! When all N slots of a user are held, [`Slots::acquire`] either fails with
+//! [`Error::SlotsExhausted`] ([`OnFull::Reject`], the default) or takes over the lease that
+//! expires first, i.e. the least recently acquired or renewed ([`OnFull::EvictOldest`]); the
+//! evicted holder finds out from [`Slots::is_held`] or [`Slots::renew`] and should end its
+//! long-poll.
+//!
+//! ## Storage and crash safety
+//!
+//! A user is a 128-byte record in `<db>-lmsrt-slots` (or process memory): word 0 is the user's
+//! tag, words 1–15 are leases, each `pid(22) · generation(10) · expiry(32 bits, Unix seconds)`,
+//! 0 when free. A lease is taken and given back by one compare-and-swap of its word, so a
+//! process killed anywhere leaves every lease either held (until it expires) or free. Only
+//! the first N lease words are used, so "at most N" is structural, not a count that could
+//! drift. Lease expiry has one-second resolution.
+//!
+//! A record whose leases are all free may be handed to another user when a new user finds no
+//! free record near its hash. To do that safely the taker first *locks* every lease word
+//! (a lease held by pid 0 that expires in 2 s), then swaps the tag, then unlocks; an acquirer
+//! re-reads the tag after taking a lease and gives it back if the record changed hands. A
+//! taker killed midway leaves locks that expire by themselves within 2 s.
+//!
+//! A full table (no free or idle record within 16 of the user's hash) *fails closed* with
+//! [`Error::SlotsExhausted`]: the cap exists to bound the daemon's load, and a client refused
+//! a slot falls back to short polling, which still works. The default table holds 16,384
+//! users, far beyond the concurrent long-polling users one host serves.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::{Table, sidecar, stable_hash, tag_of};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::metrics::{Counter, Metrics};
+
+/// Suffix of the shared table's file, appended to the database path.
+pub const FILE_SUFFIX: &str = "-lmsrt-slots";
+/// Records (users) in a default table.
+pub const DEFAULT_CAPACITY: usize = 16_384;
+/// Most slots a key may have.
+pub const MAX_SLOTS: u32 = 15;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"LMSRSLT1");
+const RECORD_WORDS: usize = 16;
+const W_TAG: usize = 0;
+const PROBE: usize = 16;
+const PID_BITS: u32 = 22;
+const PID_MASK: u64 = (1 << PID_BITS) - 1;
+const GEN_MASK: u64 = (1 << 10) - 1;
+/// How long a lock placed while handing a record over lasts, in seconds.
+const LOCK_SECS: u64 = 2;
+
+/// What [`Slots::acquire`] does when every slot of the key is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Fail with [`Error::SlotsExhausted`].
+    Reject,
+    /// Take over the lease that expires first (the least recently acquired or renewed).
+    EvictOldest,
+}
+
+/// Settings for [`Slots::open`] and [`Slots::in_process`].
+#[derive(Debug, Clone)]
+pub struct SlotsConfig {
+    /// Concurrent leases per key (1–15). Default 3 (`lms_longpoll_max_connections`).
+    pub max_per_key: u32,
+    /// Lease length in ms (≥ 1,000): a holder that neither releases nor renews loses its slot
+    /// after this long. Default 35,000 (a 30 s long-poll and some margin).
+    pub lease_ms: u64,
+    /// What happens to the N+1th request. Default [`OnFull::Reject`].
+    pub on_full: OnFull,
+    /// Also reclaim leases whose holder pid no longer exists. Turn it off when processes
+    /// sharing the file live in different pid namespaces (containers). Default on.
+    pub check_pid: bool,
+    /// Records in the table (rounded up to a power of two, at least 64). Only the creator of a
+    /// shared table picks it.
+    pub capacity: usize,
+    /// The source of time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SlotsConfig {
+    fn default() -> SlotsConfig {
+        SlotsConfig {
+            max_per_key: 3,
+            lease_ms: 35_000,
+            on_full: OnFull::Reject,
+            check_pid: true,
+            capacity: DEFAULT_CAPACITY,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl SlotsConfig {
+    /// Sets the clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> SlotsConfig {
+        self.clock = clock;
+        self
+    }
+}
+
+/// A held slot. Plain data: keep it to release or renew the slot (the C ABI passes these
+/// fields through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Lease {
+    /// Hash of the key the slot belongs to.
+    pub key_hash: u64,
+    /// The record in the table.
+    pub record: u32,
+    /// The slot within the record (0-based).
+    pub index: u32,
+    /// The lease word as written: identifies this lease exactly.
+    pub token: u64,
+    /// When the lease expires unless renewed (ms since the Unix epoch; one-second resolution).
+    pub expires_at_ms: i64,
+    /// This lease took over one whose holder was dead or (with [`OnFull::EvictOldest`]) the
+    /// oldest live one.
+    pub reclaimed: bool,
+}
+
+/// Connection slots shared by every process on the host (or local to this one).
+///
+/// `Send + Sync`; no method blocks.
+///
+/// ```
+/// use std::sync::Arc;
+/// use lms_realtime::clock::ManualClock;
+/// use lms_realtime::guards::{Slots, SlotsConfig};
+///
+/// let clock = ManualClock::new(1_700_000_000_000);
+/// let slots = Slots::in_process(SlotsConfig::default().clock(Arc::new(clock.clone())))?;
+/// let leases: Vec<_> = (0..3).map(|_| slots.acquire("user-7")).collect::<Result<_, _>>()?;
+/// assert!(slots.acquire("user-7").is_err()); // the 4th concurrent long-poll is refused
+/// assert!(slots.release(&leases[0]));
+/// let again = slots.acquire("user-7")?;
+/// // A lease nobody releases frees itself when it expires.
+/// clock.advance_ms(35_000);
+/// assert_eq!(slots.count("user-7")?, 0);
+/// # let _ = again;
+/// # Ok::<(), lms_realtime::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Slots {
+    table: Table,
+    config: SlotsConfig,
+    pid: u64,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Per-process generation counter, so two leases of one process never share a word value.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
+
+impl Slots {
+    /// Opens the slots shared by every process using the database at `db_path`, in
+    /// `<db_path>-lmsrt-slots` (created zero-filled if missing).
+    pub fn open(db_path: impl AsRef<Path>, config: SlotsConfig) -> Result<Slots> {
+        Self::validate(&config)?;
+        let path = sidecar(db_path.as_ref(), FILE_SUFFIX);
+        let table = Table::open_shared(&path, MAGIC, RECORD_WORDS, config.capacity)?;
+        Ok(Self::new(table, config))
+    }
+
+    /// Slots private to this process, with the same semantics.
+    pub fn in_process(config: SlotsConfig) -> Result<Slots> {
+        Self::validate(&config)?;
+        let table = Table::in_process(MAGIC, RECORD_WORDS, config.capacity)?;
+        Ok(Self::new(table, config))
+    }
+
+    fn validate(config: &SlotsConfig) -> Result<()> {
+        if !(1..=MAX_SLOTS).contains(&config.max_per_key) {
+            return Err(Error::InvalidArgument(format!(
+                "max_per_key {}: expected 1..={MAX_SLOTS}",
+                config.max_per_key
+            )));
+        }
+        if !(1_000..=86_400_000).contains(&config.lease_ms) {
+            return Err(Error::InvalidArgument(format!(
+                "lease_ms {}: expected 1000..=86400000",
+                config.lease_ms
+            )));
+        }
+        Ok(())
+    }
+
+    fn new(table: Table, config: SlotsConfig) -> Slots {
+        Slots {
+            table,
+            config,
+            pid: std::process::id() as u64 & PID_MASK,
+            metrics: None,
+        }
+    }
+
+    /// Counts acquisitions into `metrics` (`slots_acquired`, `slots_rejected`,
+    /// `slots_reclaimed`).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Slots {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The shared table's file (`None` for in-process slots).
+    pub fn path(&self) -> Option<&Path> {
+        self.table.path()
+    }
+
+    /// Takes one of `key`'s slots for this process, for `lease_ms`.
+    ///
+    /// Fails with [`Error::SlotsExhausted`] when all `max_per_key` are held (with
+    /// [`OnFull::Reject`]) or when the table has no room for a new key.
+    pub fn acquire(&self, key: &str) -> Result<Lease> {
+        let r = self.acquire_inner(key);
+        if let Some(m) = &self.metrics {
+            match &r {
+                Ok(l) => {
+                    m.incr(Counter::SlotsAcquired);
+                    if l.reclaimed {
+                        m.incr(Counter::SlotsReclaimed);
+                    }
+                }
+                Err(_) => m.incr(Counter::SlotsRejected),
+            }
+        }
+        r
+    }
+
+    fn acquire_inner(&self, key: &str) -> Result<Lease> {
+        let tag = Self::tag(key)?;
+        let n = self.config.max_per_key as usize;
+        // Retries only follow lost races (another process took the word first) or words
+        // locked for a moment by a record hand-over.
+        for attempt in 0..64 {
+            let now = self.now();
+            let Some(idx) = self.find_or_claim(tag, now) else {
+                break;
+            };
+            let rec = self.table.record(idx);
+            let mut pick = None;
+            let mut oldest: Option<(usize, u64)> = None;
+            let mut locked = false;
+            for (i, word) in rec[1..=n].iter().enumerate() {
+                let w = word.load(Ordering::SeqCst);
+                if is_free(w, now) {
+                    pick = Some((i, w, false));
+                    break;
+                }
+                if pid_of(w) == 0 {
+                    locked = true;
+                } else if oldest.is_none_or(|(_, o)| expiry_ms(w) < expiry_ms(o)) {
+                    oldest = Some((i, w));
+                }
+            }
+            if pick.is_none() && self.config.check_pid {
+                pick = rec[1..=n].iter().enumerate().find_map(|(i, word)| {
+                    let w = word.load(Ordering::SeqCst);
+                    let pid = pid_of(w);
+                    (pid != 0 && pid != self.pid && !pid_alive(pid)).then_some((i, w, true))
+                });
+            }
+            if pick.is_none() && self.config.on_full == OnFull::EvictOldest {
+                pick = oldest.map(|(i, w)| (i, w, true));
+            }
+            let Some((i, old, reclaimed)) = pick else {
+                if locked && attempt < 63 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                break;
+            };
+            let expires_s = (now + self.config.lease_ms).div_ceil(1000);
+            let token = pack(self.pid, next_generation(), expires_s);
+            if rec[1 + i]
+                .compare_exchange(old, token, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            // The record may have been handed to another key between our look-up and our
+            // compare-and-swap; if so the lease is not ours to keep (see the module docs).
+            if rec[W_TAG].load(Ordering::SeqCst) != tag {
+                let _ = rec[1 + i].compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst);
+                continue;
+            }
+            return Ok(Lease {
+                key_hash: tag,
+                record: (idx & (self.table.capacity() - 1)) as u32,
+                index: i as u32,
+                token,
+                expires_at_ms: (expires_s * 1000) as i64,
+                reclaimed,
+            });
+        }
+        Err(Error::SlotsExhausted {
+            key: key.to_owned(),
+            max: self.config.max_per_key,
+        })
+    }
+
+    /// Gives a slot back. Returns whether the lease was still held (false if it had expired and
+    /// been reused, or was evicted).
+    pub fn release(&self, lease: &Lease) -> bool {
+        let Some(word) = self.word(lease) else {
+            return false;
+        };
+        word.compare_exchange(lease.token, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Extends a held lease by `lease_ms` from now, updating `lease`. Returns false (and leaves
+    /// `lease` unchanged) if the lease was lost: expired and reused, or evicted.
+    pub fn renew(&self, lease: &mut Lease) -> bool {
+        let Some(word) = self.word(lease) else {
+            return false;
+        };
+        let now = self.now();
+        if !is_live(lease.token, now) {
+            return false;
+        }
+        let expires_s = (now + self.config.lease_ms).div_ceil(1000);
+        let token = pack(pid_of(lease.token), next_generation(), expires_s);
+        if word
+            .compare_exchange(lease.token, token, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        lease.token = token;
+        lease.expires_at_ms = (expires_s * 1000) as i64;
+        true
+    }
+
+    /// Whether the lease is still held (not released, expired or evicted).
+    pub fn is_held(&self, lease: &Lease) -> bool {
+        self.word(lease).is_some_and(|w| {
+            w.load(Ordering::SeqCst) == lease.token && is_live(lease.token, self.now())
+        })
+    }
+
+    /// Leases of `key` held now (by any process).
+    pub fn count(&self, key: &str) -> Result<u32> {
+        let tag = Self::tag(key)?;
+        let now = self.now();
+        let start = tag as usize;
+        for i in 0..PROBE {
+            let rec = self.table.record(start.wrapping_add(i));
+            match rec[W_TAG].load(Ordering::SeqCst) {
+                t if t == tag => {
+                    return Ok(rec[1..=self.config.max_per_key as usize]
+                        .iter()
+                        .filter(|w| {
+                            let w = w.load(Ordering::SeqCst);
+                            pid_of(w) != 0 && is_live(w, now)
+                        })
+                        .count() as u32);
+                }
+                0 => break,
+                _ => {}
+            }
+        }
+        Ok(0)
+    }
+
+    fn tag(key: &str) -> Result<u64> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("slot key is empty".into()));
+        }
+        Ok(tag_of(stable_hash(&[key.as_bytes()])))
+    }
+
+    fn now(&self) -> u64 {
+        self.config.clock.now_ms().max(0) as u64
+    }
+
+    /// The word a lease lives in, if the lease could be one of this table's.
+    fn word(&self, lease: &Lease) -> Option<&AtomicU64> {
+        let idx = lease.record as usize;
+        if idx >= self.table.capacity() || lease.index >= MAX_SLOTS || lease.token == 0 {
+            return None;
+        }
+        Some(&self.table.record(idx)[1 + lease.index as usize])
+    }
+
+    fn find_or_claim(&self, tag: u64, now: u64) -> Option<usize> {
+        let start = tag as usize;
+        for _ in 0..16 {
+            let mut idle = None;
+            let mut busy = false;
+            for i in 0..PROBE {
+                let idx = start.wrapping_add(i);
+                let rec = self.table.record(idx);
+                let t = rec[W_TAG].load(Ordering::SeqCst);
+                if t == tag {
+                    return Some(idx);
+                }
+                if t == 0 {
+                    match rec[W_TAG].compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst) {
+                        Ok(_) => return Some(idx),
+                        Err(t) if t == tag => return Some(idx),
+                        Err(_) => continue,
+                    }
+                }
+                let mut words = [0u64; MAX_SLOTS as usize];
+                for (w, word) in words.iter_mut().zip(&rec[1..]) {
+                    *w = word.load(Ordering::SeqCst);
+                }
+                if words.iter().any(|&w| pid_of(w) == 0 && is_live(w, now)) {
+                    busy = true;
+                } else if idle.is_none() && words.iter().all(|&w| is_free(w, now)) {
+                    idle = Some((idx, t));
+                }
+            }
+            // A record is being handed over nearby, perhaps to this very key: let it finish
+            // rather than hand the key a second record.
+            if busy {
+                std::thread::yield_now();
+                continue;
+            }
+            let (idx, old) = idle?;
+            if self.hand_over(self.table.record(idx), old, tag, now) {
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// Moves an idle record from key `old` to key `new`: lock every lease word, swap the tag,
+    /// unlock. Returns whether the record now belongs to `new`.
+    fn hand_over(&self, rec: &[AtomicU64], old: u64, new: u64, now: u64) -> bool {
+        let lock = pack(0, next_generation(), now / 1000 + 1 + LOCK_SECS);
+        let mut locked = 0;
+        for word in &rec[1..] {
+            let w = word.load(Ordering::SeqCst);
+            if !is_free(w, now)
+                || word
+                    .compare_exchange(w, lock, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
+                break;
+            }
+            locked += 1;
+        }
+        let ok = locked == rec.len() - 1
+            && rec[W_TAG]
+                .compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        for word in &rec[1..1 + locked] {
+            let _ = word.compare_exchange(lock, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        ok || rec[W_TAG].load(Ordering::SeqCst) == new
+    }
+}
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed) as u64 & GEN_MASK
+}
+
+fn pack(pid: u64, generation: u64, expires_s: u64) -> u64 {
+    (pid << 42) | (generation << 32) | (expires_s & 0xFFFF_FFFF)
+}
+
+fn pid_of(w: u64) -> u64 {
+    w >> 42
+}
+
+fn expiry_ms(w: u64) -> u64 {
+    (w & 0xFFFF_FFFF) * 1000
+}
+
+fn is_live(w: u64, now: u64) -> bool {
+    w != 0 && expiry_ms(w) > now
+}
+
+fn is_free(w: u64, now: u64) -> bool {
+    !is_live(w, now)
+}
+
+/// Whether a process exists (`kill(pid, 0)` is anything but `ESRCH`).
+fn pid_alive(pid: u64) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 performs only the existence and permission checks; no signal is
+        // sent. `pid` is positive (at most 2^22), so it never names a process group.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn slots(f: impl FnOnce(&mut SlotsConfig)) -> (Slots, ManualClock) {
+        let clock = ManualClock::new(T0);
+        let mut c = SlotsConfig::default().clock(Arc::new(clock.clone()));
+        f(&mut c);
+        (Slots::in_process(c).unwrap(), clock)
+    }
+
+    #[test]
+    fn at_most_n_per_key_and_release_frees() {
+        let (s, _) = slots(|_| {});
+        let a: Vec<Lease> = (0..3).map(|_| s.acquire("u").unwrap()).collect();
+        let e = s.acquire("u").unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::SlotsExhausted);
+        assert_eq!(s.count("u").unwrap(), 3);
+        assert!(s.acquire("v").is_ok(), "keys are independent");
+        assert!(s.release(&a[1]));
+        assert!(!s.release(&a[1]), "a second release is a no-op");
+        assert!(!s.is_held(&a[1]));
+        assert!(s.is_held(&a[0]));
+        let b = s.acquire("u").unwrap();
+        assert_eq!(b.index, a[1].index);
+        assert!(!b.reclaimed);
+        assert!(s.acquire("").is_err());
+    }
+
+    #[test]
+    fn forgotten_leases_expire_and_renewal_keeps_them() {
+        let (s, clock) = slots(|c| c.max_per_key = 2);
+        let mut kept = s.acquire("u").unwrap();
+        let _forgotten = s.acquire("u").unwrap();
+        assert_eq!(kept.expires_at_ms, T0 + 35_000);
+        clock.advance_ms(20_000);
+        assert!(s.renew(&mut kept));
+        assert_eq!(kept.expires_at_ms, T0 + 55_000);
+        clock.advance_ms(15_000);
+        assert_eq!(s.count("u").unwrap(), 1, "the forgotten lease expired");
+        let again = s.acquire("u").unwrap();
+        assert!(!again.reclaimed);
+        assert!(s.acquire("u").is_err());
+        clock.advance_ms(20_000);
+        assert!(!s.is_held(&kept));
+        assert!(!s.renew(&mut kept), "an expired lease cannot be renewed");
+    }
+
+    #[test]
+    fn evict_oldest_takes_over_the_least_recent_lease() {
+        let (s, clock) = slots(|c| c.on_full = OnFull::EvictOldest);
+        let first = s.acquire("u").unwrap();
+        clock.advance_ms(1_000);
+        let mut second = s.acquire("u").unwrap();
+        clock.advance_ms(1_000);
+        let _third = s.acquire("u").unwrap();
+        clock.advance_ms(1_000);
+        assert!(s.renew(&mut second));
+        let fourth = s.acquire("u").unwrap();
+        assert!(fourth.reclaimed);
+        assert_eq!(fourth.index, first.index);
+        assert!(!s.is_held(&first), "the evicted holder can tell");
+        assert!(!s.release(&first));
+        assert_eq!(s.count("u").unwrap(), 3);
+    }
+
+    #[test]
+    fn leases_of_dead_processes_are_reclaimed() {
+        let (s, _) = slots(|c| c.max_per_key = 1);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id() as u64;
+        child.wait().unwrap();
+        // Plant a live lease held by the (reaped) child.
+        let held = s.acquire("u").unwrap();
+        let word = &s.table.record(held.record as usize)[1 + held.index as usize];
+        let planted = pack(dead, 0, held.token & 0xFFFF_FFFF);
+        word.store(planted, Ordering::SeqCst);
+        let l = s.acquire("u").unwrap();
+        assert!(l.reclaimed);
+        // Without the pid check, the lease holds until it expires.
+        let (s2, _) = slots(|c| {
+            c.max_per_key = 1;
+            c.check_pid = false;
+        });
+        let held = s2.acquire("u").unwrap();
+        s2.table.record(held.record as usize)[1 + held.index as usize]
+            .store(planted, Ordering::SeqCst);
+        assert!(s2.acquire("u").is_err());
+    }
+
+    #[test]
+    fn idle_records_are_handed_to_new_keys_and_a_full_table_fails_closed() {
+        let (s, clock) = slots(|c| {
+            c.capacity = 64;
+            c.max_per_key = 1;
+        });
+        let held: Vec<Lease> = (0..500)
+            .filter_map(|i| s.acquire(&format!("k{i}")).ok())
+            .collect();
+        assert_eq!(held.len(), 64, "every record holds one key");
+        let e = s.acquire("newcomer").unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::SlotsExhausted);
+        // Once the leases are given back, records go to new keys.
+        for l in &held {
+            assert!(s.release(l));
+        }
+        let l = s.acquire("newcomer").unwrap();
+        assert!(s.acquire("newcomer").is_err(), "max 1");
+        assert!(s.release(&l));
+        // Expired leases count as free too.
+        let held: Vec<Lease> = (0..500)
+            .filter_map(|i| s.acquire(&format!("j{i}")).ok())
+            .collect();
+        assert_eq!(held.len(), 64);
+        clock.advance_ms(35_000);
+        assert!(s.acquire("late").is_ok());
+    }
+
+    #[test]
+    fn threads_never_exceed_the_cap() {
+        let (s, _) = slots(|_| {});
+        let s = Arc::new(s);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let mut max_seen = 0;
+                    for _ in 0..2000 {
+                        if let Ok(l) = s.acquire("hot") {
+                            max_seen = max_seen.max(s.count("hot").unwrap());
+                            assert!(s.release(&l));
+                        }
+                    }
+                    max_seen
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap() <= 3);
+        }
+        assert_eq!(s.count("hot").unwrap(), 0);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        assert!(
+            Slots::in_process(SlotsConfig {
+                max_per_key: 0,
+                ..SlotsConfig::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Slots::in_process(SlotsConfig {
+                max_per_key: 16,
+                ..SlotsConfig::default()
+            })
+            .is_err()
+        );
+        assert!(
+            Slots::in_process(SlotsConfig {
+                lease_ms: 10,
+                ..SlotsConfig::default()
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! The daemon's HTTP API against a running daemon, with a real HTTP client: the delivery
+//! contract across re-polls (no loss, no duplicates, both orders, filters, polls that time out
+//! and re-poll on a kept-alive connection), tokens (tampered, expired, wrong channel, rotation),
+//! malformed requests, CORS, gzip, health and metrics.
+
+#![cfg(feature = "daemon")]
+
+mod daemon_common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use daemon_common::*;
+use hyper::StatusCode;
+use lms_realtime::token;
+use serde_json::json;
+
+fn event(ty: &str, ch: i64, n: usize) -> serde_json::Value {
+    json!({"event_type": ty, "channel_id": ch, "message_id": n, "data": {"n": n}})
+}
+
+/// Publishes `total` events in batches over HTTP while `clients` pollers re-poll with small
+/// limits; every poller must end with exactly the events of its channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_polls_deliver_every_event_exactly_once() {
+    let d = Daemon::start(config()).await;
+    let start = d.store.head_cursor().unwrap().to_string();
+    let types = [
+        "message_create",
+        "reaction_update",
+        "badge_update",
+        "statistics_update",
+    ];
+    let total = 600;
+    // (channels, order, limit, timeout): polls that time out (timeout=1) and re-poll on the
+    // same kept-alive connection are among them.
+    let setups: Vec<(Vec<i64>, &str, usize, u64)> = vec![
+        (vec![1], "priority", 7, 1),
+        (vec![1, 2], "sequential", 5, 2),
+        (vec![2, 3], "priority", 50, 1),
+        (vec![3], "sequential", 1, 1),
+    ];
+    let mut pollers = Vec::new();
+    for (i, (channels, order, limit, timeout)) in setups.clone().into_iter().enumerate() {
+        let addr = d.addr;
+        let start = start.clone();
+        pollers.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let t = token(100 + i as i64, &channels);
+            let chs: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+            let mut cursor = start;
+            let mut got: Vec<i64> = Vec::new();
+            let mut empty_in_a_row = 0;
+            while empty_in_a_row < 3 {
+                let r = c
+                    .poll(
+                        &t,
+                        &format!(
+                            "channels={}&cursor={cursor}&order={order}&limit={limit}&timeout={timeout}",
+                            chs.join(",")
+                        ),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+                let v = r.json();
+                assert_eq!(v["gap"], false);
+                assert_eq!(v["mode"], "long");
+                let batch = ids(&v);
+                assert!(batch.len() <= limit);
+                empty_in_a_row = if batch.is_empty() { empty_in_a_row + 1 } else { 0 };
+                got.extend(batch);
+                cursor = v["cursor"].as_str().unwrap().to_owned();
+            }
+            (channels, got)
+        }));
+    }
+    let mut publisher = d.client().await;
+    let mut by_channel: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+    for chunk in 0..(total / 20) {
+        let events: Vec<_> = (0..20)
+            .map(|k| {
+                let n = chunk * 20 + k;
+                event(types[n % 4], 1 + (n % 3) as i64, n)
+            })
+            .collect();
+        let ids = d
+            .publish(&mut publisher, &json!({ "events": events }))
+            .await;
+        for (k, id) in ids.into_iter().enumerate() {
+            let n = chunk * 20 + k;
+            by_channel.entry(1 + (n % 3) as i64).or_default().push(id);
+        }
+        if chunk % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for p in pollers {
+        let (channels, got) = p.await.unwrap();
+        let unique: HashSet<i64> = got.iter().copied().collect();
+        assert_eq!(unique.len(), got.len(), "duplicates for {channels:?}");
+        let want: HashSet<i64> = channels
+            .iter()
+            .flat_map(|c| by_channel[c].iter().copied())
+            .collect();
+        assert_eq!(unique, want, "lost or extra events for {channels:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_poll_wakes_on_publish_and_filters_apply() {
+    let d = Daemon::start(config()).await;
+    let start = d.store.head_cursor().unwrap().to_string();
+    let t = token(1, &[5]);
+    let addr = d.addr;
+    let t2 = t.clone();
+    let s2 = start.clone();
+    let waiting = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        let began = Instant::now();
+        let r = c
+            .poll(
+                &t2,
+                &format!("channels=5&cursor={s2}&types=reaction_update&thread=9&timeout=10"),
+            )
+            .await;
+        (r.json(), began.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut p = d.client().await;
+    // Neither matches the filters: the poll keeps waiting.
+    d.publish(
+        &mut p,
+        &json!({"event_type": "message_create", "channel_id": 5, "thread_id": 9}),
+    )
+    .await;
+    d.publish(
+        &mut p,
+        &json!({"event_type": "reaction_update", "channel_id": 5, "thread_id": 8}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let want = d
+        .publish(&mut p, &json!({"event_type": "reaction_update", "channel_id": 5, "thread_id": 9, "data": {"r": "+1"}}))
+        .await;
+    let (v, took) = waiting.await.unwrap();
+    assert_eq!(ids(&v), want);
+    assert_eq!(v["events"][0]["data"]["r"], "+1");
+    assert!(took < Duration::from_secs(5), "woken, not timed out");
+    // The event shape the browser client expects.
+    let e = &v["events"][0];
+    for f in [
+        "id",
+        "event_type",
+        "priority",
+        "channel_id",
+        "message_id",
+        "thread_id",
+        "user_id",
+        "data",
+        "timestamp",
+        "expires_at",
+    ] {
+        assert!(e.get(f).is_some(), "missing {f}");
+    }
+    // A poll with timeout=0 answers at once, empty, with a cursor to resume from.
+    let mut c = d.client().await;
+    let began = Instant::now();
+    let r = c
+        .poll(
+            &t,
+            &format!(
+                "channels=5&cursor={}&timeout=0",
+                v["cursor"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert!(began.elapsed() < Duration::from_millis(500));
+    assert_eq!(ids(&r.json()), Vec::<i64>::new());
+    // A legacy integer cursor works too.
+    let r = c
+        .poll(&t, "channels=5&cursor=0&timeout=0&order=sequential")
+        .await;
+    assert_eq!(ids(&r.json()).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked() {
+    let d = Daemon::start(config()).await;
+    let mut c = d.client().await;
+    let ok = token(7, &[1, 2]);
+    assert_eq!(
+        c.poll(&ok, "channels=1,2&timeout=0").await.status,
+        StatusCode::OK
+    );
+
+    let r = c.get("/v1/poll?channels=1&timeout=0", &[]).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_missing")
+    );
+
+    // Tampered: the claims say channel 3 but the MAC was made for [1, 2].
+    let (head, mac) = ok.rsplit_once('.').unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = String::from_utf8(b64.decode(&head[3..]).unwrap()).unwrap();
+    let forged = format!(
+        "v1.{}.{mac}",
+        b64.encode(claims.replace("[1,2]", "[1,2,3]"))
+    );
+    let r = c.poll(&forged, "channels=3&timeout=0").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_bad_signature")
+    );
+
+    let expired = token::issue(&key(), 7, &[1], now_s() - 1, "s").unwrap();
+    let r = c.poll(&expired, "channels=1&timeout=0").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_expired")
+    );
+
+    let r = c.poll(&ok, "channels=1,3&timeout=0").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::FORBIDDEN, "forbidden_channel")
+    );
+
+    let r = c.poll("garbage", "channels=1&timeout=0").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_malformed")
+    );
+
+    // Rotation: the previous key still verifies; an unknown one does not.
+    let old = token::issue(&old_key(), 7, &[1], now_s() + 60, "s").unwrap();
+    assert_eq!(
+        c.poll(&old, "channels=1&timeout=0").await.status,
+        StatusCode::OK
+    );
+    let stranger = lms_realtime::token::TokenKey::new("k9", vec![3u8; 32]).unwrap();
+    let t = token::issue(&stranger, 7, &[1], now_s() + 60, "s").unwrap();
+    let r = c.poll(&t, "channels=1&timeout=0").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "token_unknown_key")
+    );
+
+    // Publishing needs a valid signature.
+    let body = br#"{"event_type":"message_create","channel_id":1}"#.to_vec();
+    let r = c.post_raw("/v1/events", body.clone(), &[]).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "signature_missing")
+    );
+    let ts = now_s();
+    let sig = token::sign_publish(&key(), ts, b"{}");
+    let r = c
+        .post_raw(
+            "/v1/events",
+            body.clone(),
+            &[
+                ("x-lms-timestamp", &ts.to_string()),
+                ("x-lms-signature", &sig),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "signature_mismatch")
+    );
+    let stale = ts - 3600;
+    let sig = token::sign_publish(&key(), stale, &body);
+    let r = c
+        .post_raw(
+            "/v1/events",
+            body.clone(),
+            &[
+                ("x-lms-timestamp", &stale.to_string()),
+                ("x-lms-signature", &sig),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNAUTHORIZED, "signature_expired")
+    );
+    let sig = token::sign_publish(&old_key(), ts, &body);
+    let r = c
+        .post_raw(
+            "/v1/events",
+            body,
+            &[
+                ("x-lms-timestamp", &ts.to_string()),
+                ("x-lms-signature", &sig),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the previous key signs too: {}",
+        r.text()
+    );
+    assert_eq!(
+        d.store
+            .fetch(&lms_realtime::FetchRequest::new([1]))
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_clear_errors_and_change_nothing() {
+    let mut cfg = config();
+    cfg.max_channels = 4;
+    cfg.max_body_bytes = 4096;
+    cfg.max_header_bytes = 4096;
+    let d = Daemon::start(cfg).await;
+    let mut c = d.client().await;
+    let t = token(1, &[1, 2, 3, 4, 5, 6]);
+    for (q, code) in [
+        ("channels=1&timeout=abc", "invalid_argument"),
+        ("channels=1&timeout=-5", "invalid_argument"),
+        ("channels=1&limit=0", "invalid_argument"),
+        ("channels=x", "invalid_argument"),
+        ("channels=0", "invalid_channel"),
+        ("channels=1,2,3,4,5", "invalid_argument"),
+        ("timeout=0", "invalid_argument"),
+        ("channels=1&cursor=v1.nothex.1.2.3.4", "invalid_cursor"),
+        (
+            "channels=1&cursor=99999999999999999999999",
+            "invalid_cursor",
+        ),
+        ("channels=1&types=Not-A-Type", "invalid_event_type"),
+        ("channels=1&order=newest", "invalid_argument"),
+    ] {
+        let r = c.poll(&t, q).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, code.to_string()),
+            "{q}: {}",
+            r.text()
+        );
+        assert!(r.json()["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    let r = c.get("/nope", &[]).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let r = c.post_raw("/v1/poll", vec![], &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.header("allow"), Some("GET"));
+
+    // Bodies: too large (by Content-Length and by actual size), not JSON, bad events.
+    let big = vec![b'x'; 5000];
+    let r = c.post_raw("/v1/events", big, &[]).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    for (body, code) in [
+        (&b"not json"[..], "invalid_argument"),
+        (
+            br#"{"event_type":"Bad Type","channel_id":1}"#,
+            "invalid_event_type",
+        ),
+        (br#"{"event_type":"ok","channel_id":-1}"#, "invalid_channel"),
+        (
+            br#"{"event_type":"ok","channel_id":1,"data":[1]}"#,
+            "invalid_data",
+        ),
+        (
+            br#"{"event_type":"ok","channel_id":1,"ttl_ms":1}"#,
+            "invalid_ttl",
+        ),
+    ] {
+        let r = c
+            .publish(&serde_json::from_slice(body).unwrap_or(json!("not json")))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, code.to_string()),
+            "{}",
+            r.text()
+        );
+    }
+    assert!(
+        d.store
+            .fetch(&lms_realtime::FetchRequest::new([1]))
+            .unwrap()
+            .events
+            .is_empty()
+    );
+
+    // Huge headers: 431 and the connection closes.
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-junk: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let out = raw(d.addr, huge.as_bytes(), Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    // Garbage instead of HTTP: 400, closed.
+    let out = raw(d.addr, b"HELLO THERE\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // The daemon is still fine.
+    assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_security_headers_gzip_health_and_metrics() {
+    let mut cfg = config();
+    cfg.cors_origins = vec!["https://chat.example.org".into()];
+    let d = Daemon::start(cfg).await;
+    let mut c = d.client().await;
+    let mut b = hyper::Request::builder()
+        .method("OPTIONS")
+        .uri("/v1/poll?channels=1")
+        .header("host", "x")
+        .header("origin", "https://chat.example.org")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization");
+    let r = c
+        .send(
+            b.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://chat.example.org")
+    );
+    assert!(
+        r.header("access-control-allow-headers")
+            .unwrap()
+            .contains("Authorization")
+    );
+    b = hyper::Request::builder()
+        .method("OPTIONS")
+        .uri("/v1/poll")
+        .header("host", "x")
+        .header("origin", "https://evil.example");
+    let r = c
+        .send(
+            b.body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.header("access-control-allow-origin").is_none());
+
+    let t = token(3, &[1]);
+    let auth = format!("Bearer {t}");
+    let r = c
+        .get(
+            "/v1/poll?channels=1&timeout=0",
+            &[
+                ("authorization", &auth),
+                ("origin", "https://chat.example.org"),
+                ("x-request-id", "abc-123"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://chat.example.org")
+    );
+    assert!(
+        r.header("access-control-expose-headers")
+            .unwrap()
+            .contains("Retry-After")
+    );
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.header("content-security-policy").is_some());
+
+    // A large batch is gzipped for a client that accepts it.
+    let mut p = d.client().await;
+    let events: Vec<_> = (0..40).map(|n| event("message_create", 1, n)).collect();
+    d.publish(&mut p, &json!({ "events": events })).await;
+    let r = c
+        .get(
+            "/v1/poll?channels=1&timeout=0",
+            &[("authorization", &auth), ("accept-encoding", "gzip")],
+        )
+        .await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let mut text = String::new();
+    use std::io::Read as _;
+    flate2::read::GzDecoder::new(&r.body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(ids(&v).len(), 40);
+    let r = c
+        .get("/v1/poll?channels=1&timeout=0", &[("authorization", &auth)])
+        .await;
+    assert!(r.header("content-encoding").is_none());
+    assert_eq!(ids(&r.json()).len(), 40);
+
+    let r = c.get("/healthz", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let h = r.json();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["store"]["breaker"], "closed");
+    let r = c.get("/metrics", &[]).await;
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    let m = r.text();
+    for line in [
+        "lmsrt_deliveries_total 80",
+        "lmsrt_healthy 1",
+        "lmsrt_daemon_connections ",
+        "lmsrt_waits_total ",
+    ] {
+        assert!(m.contains(line), "missing {line:?} in\n{m}");
+    }
+}
