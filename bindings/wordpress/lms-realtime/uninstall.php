@@ -27,6 +27,7 @@ function lmsrt_uninstall_site(): void {
 		'lms_realtime_daemon_url',
 		'lms_realtime_daemon_internal_url',
 		'lms_realtime_daemon_secret',
+		'lms_realtime_daemon_key_id',
 		'lms_realtime_last_purge',
 	);
 	foreach ( $options as $option ) {
