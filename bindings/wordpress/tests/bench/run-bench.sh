@@ -62,16 +62,20 @@ for mode in $modes; do
                 continue
             fi
             printf '%s\n' "$secret" >"$LMSRT_E2E_WORK/bench-secret"
-            cmd="${LMSRT_DAEMON_CMD//\{db\}/$LMSRT_E2E_DB}"
+            # All simulated clients come from 127.0.0.1, like users behind one NAT: raise the
+            # per-address limit (the per-user limits stay the defaults).
+            cmd="$LMSRT_DAEMON_CMD --ip-rate 60000 --ip-burst 10000"
+            cmd="${cmd//\{db\}/$LMSRT_E2E_DB}"
             cmd="${cmd//\{port\}/$LMSRT_E2E_DAEMON_PORT}"
+            cmd="${cmd//\{key_id\}/bench}"
             cmd="${cmd//\{secret_file\}/$LMSRT_E2E_WORK/bench-secret}"
             cmd="${cmd//\{secret\}/$secret}"
             # shellcheck disable=SC2086
             $cmd >"$LMSRT_E2E_WORK/daemon-bench.log" 2>&1 &
             daemon_pid=$!
             echo "$daemon_pid" >"$LMSRT_E2E_WORK/daemon.pid"
-            sleep 2
-            opt lms_longpoll_rollout 100; opt lms_realtime_daemon_url '"/lmsrt"'; opt lms_realtime_daemon_secret "\"$secret\"" ;;
+            for _ in $(seq 1 50); do curl -fsS -o /dev/null "http://127.0.0.1:$LMSRT_E2E_DAEMON_PORT/healthz" && break; sleep 0.2; done
+            opt lms_longpoll_rollout 100; opt lms_realtime_daemon_url '"/lmsrt"'; opt lms_realtime_daemon_secret "\"$secret\""; opt lms_realtime_daemon_key_id '"bench"' ;;
         *) echo "unknown mode $mode" >&2; exit 2 ;;
     esac
     echo "== $mode: $clients clients, $channels channels, ${BENCH_SECONDS:-600} s"
