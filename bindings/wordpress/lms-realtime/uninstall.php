@@ -27,6 +27,7 @@ function lmsrt_uninstall_site(): void {
 		'lms_realtime_daemon_url',
 		'lms_realtime_daemon_internal_url',
 		'lms_realtime_daemon_secret',
+		'lms_realtime_daemon_key_id',
 		'lms_realtime_last_purge',
 	);
 	foreach ( $options as $option ) {
@@ -60,7 +61,7 @@ if ( is_multisite() ) {
 if ( ! defined( 'LMSRT_DB_PATH' ) ) {
 	$lmsrt_dir = WP_CONTENT_DIR . '/lms-realtime';
 	if ( is_dir( $lmsrt_dir ) ) {
-		foreach ( array_merge( glob( $lmsrt_dir . '/events.db*' ) ?: array(), array( $lmsrt_dir . '/metrics.json', $lmsrt_dir . '/index.php', $lmsrt_dir . '/.htaccess' ) ) as $lmsrt_file ) {
+		foreach ( array_merge( glob( $lmsrt_dir . '/events*.db*' ) ?: array(), array( $lmsrt_dir . '/metrics.json', $lmsrt_dir . '/index.php', $lmsrt_dir . '/.htaccess' ) ) as $lmsrt_file ) {
 			if ( is_file( $lmsrt_file ) ) {
 				wp_delete_file( $lmsrt_file );
 			}

@@ -907,6 +907,15 @@ class LMS_Chat_Realtime {
 	}
 
 	/**
+	 * The key id the daemon knows the secret by (`--token-key <key id>:<secret>`): the constant
+	 * `LMSRT_DAEMON_KEY_ID`, else the option, else `k1`.
+	 */
+	public static function daemon_key_id(): string {
+		$id = defined( 'LMSRT_DAEMON_KEY_ID' ) ? (string) LMSRT_DAEMON_KEY_ID : (string) get_option( 'lms_realtime_daemon_key_id', 'k1' );
+		return '' === $id ? 'k1' : $id;
+	}
+
+	/**
 	 * Milliseconds since the epoch.
 	 */
 	public static function now_ms(): int {

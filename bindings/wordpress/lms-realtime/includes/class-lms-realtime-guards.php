@@ -9,9 +9,9 @@ defined( 'ABSPATH' ) || exit;
 
 /**
  * Rate limits, connection slots, the circuit breaker, the advertised client mode and the
- * rollout, as the plugin uses them. Each guard runs on the binding's native class when it
- * exists (`LmsRealtime\RateLimiter`, `Breakers`, `Slots`) and otherwise on the documented
- * transient fallback (`LMS_Realtime_Transient_Guards`); `backends()` says which is in use.
+ * rollout, as the plugin uses them. The guards run on the binding (`LmsRealtime\Guards`: shared
+ * files beside the event store) on the store path, and on the documented transient fallback
+ * (`LMS_Realtime_Transient_Guards`) on the legacy path; `backends()` says which is in use.
  *
  * Limits (filter `lms_realtime_rate_limits`), the same defaults as the Rust guards:
  * `post` 20 per minute per user; `poll` 180 per minute per user with bursts of 30; `ip` 600 per
@@ -41,6 +41,13 @@ class LMS_Realtime_Guards {
 	private array $backends;
 
 	/**
+	 * The native backend, when the binding has the guards and a store path was given.
+	 *
+	 * @var LMS_Realtime_Native_Guards|null
+	 */
+	private ?LMS_Realtime_Native_Guards $native = null;
+
+	/**
 	 * Rollout, built on first use.
 	 *
 	 * @var LMS_Realtime_Rollout|null
@@ -64,15 +71,35 @@ class LMS_Realtime_Guards {
 		$limits   = self::limits();
 		$breaker  = self::breaker_settings();
 		$fallback = $fallback ?? new LMS_Realtime_Transient_Guards( $limits, $breaker );
-		$native   = null === $db_path ? null : new LMS_Realtime_Native_Guards( $db_path, $limits, $breaker, $fallback );
-		$pick     = static fn ( string $class_name ) => ( null !== $native && LMS_Realtime_Native_Guards::supports( $class_name ) ) ? $native : $fallback;
-
+		$backend  = $fallback;
+		if ( null !== $db_path && LMS_Realtime_Native_Guards::available() ) {
+			$this->native = new LMS_Realtime_Native_Guards(
+				$db_path,
+				LMS_Realtime_Native_Guards::config( $limits, $breaker, self::max_connections() ),
+				$fallback
+			);
+			$backend      = $this->native;
+		}
 		$this->backends = array(
-			'rate'    => $pick( 'LmsRealtime\\RateLimiter' ),
-			'slots'   => $pick( 'LmsRealtime\\Slots' ),
-			'breaker' => $pick( 'LmsRealtime\\Breakers' ),
+			'rate'    => $backend,
+			'slots'   => $backend,
+			'breaker' => $backend,
 		);
 		register_shutdown_function( array( $this, 'release_all' ) );
+	}
+
+	/**
+	 * The host-wide metrics of the binding (shared with the daemon), or null on the fallback.
+	 */
+	public function native_metrics(): ?\LmsRealtime\Metrics {
+		if ( null === $this->native ) {
+			return null;
+		}
+		try {
+			return $this->native->metrics();
+		} catch ( \Throwable $e ) {
+			return null;
+		}
 	}
 
 	/**

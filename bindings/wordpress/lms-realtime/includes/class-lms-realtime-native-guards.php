@@ -1,6 +1,6 @@
 <?php
 /**
- * The guards through the PHP binding's guard classes, when it has them.
+ * The guards through the PHP binding (`LmsRealtime\Guards`).
  *
  * @package LMS_Realtime
  */
@@ -8,73 +8,89 @@
 defined( 'ABSPATH' ) || exit;
 
 /**
- * Adapts the binding's guard classes (state in files beside the event store, shared by every
- * process on the host, one compare-and-swap per decision) to `LMS_Realtime_Guard_Backend`.
+ * Adapts the binding's guards to `LMS_Realtime_Guard_Backend`: rate limiter, circuit breakers
+ * and connection slots in small files beside the event store (`<db>-lmsrt-limits`,
+ * `-lmsrt-breakers`, `-lmsrt-slots`), shared by every PHP worker, one compare-and-swap per
+ * decision, no database write. Also gives the host-wide metrics (`-lmsrt-metrics`, which the
+ * daemon feeds as well).
  *
- * The binding does not expose the guards yet. This class is written against the API the
- * plugin expects, and `LMS_Realtime_Guards` only uses it for a guard whose class and methods
- * all exist (`supports()`); any other failure of a native call falls back to the transient
- * backend for that call, so a mismatch can never take the chat down. Expected API:
- *
- *     RateLimiter::open(string $dbPath, array $config = []): RateLimiter
- *         ->check(string $action, string $key, int $cost = 1): array|object
- *            {allowed, retry_after_ms, remaining, blocked}
- *     Breakers::open(string $dbPath, array $config = []): Breakers
- *         ->check(string $name), ->recordSuccess(string $name), ->recordFailure(string $name),
- *         ->status(string $name), ->reset(string $name): array|object {state, mode, retry_ms, ...}
- *     Slots::open(string $dbPath, array $config = []): Slots     (max_per_key, lease_ms)
- *         ->acquire(string $key): lease (throws Exception\SlotsExhaustedException when full)
- *         ->release(lease): bool, ->count(string $key): int
+ * The handle is opened on first use. If a native call fails (it should not: refusals are
+ * answers, not exceptions), that one call goes to the fallback backend, so a guard can never
+ * take the chat down.
  */
 final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 
 	/**
-	 * Methods each guard class must have for the plugin to use it.
+	 * The binding's guards, once opened.
+	 *
+	 * @var \LmsRealtime\Guards|null
 	 */
-	public const REQUIRED = array(
-		'LmsRealtime\\RateLimiter' => array( 'open', 'check' ),
-		'LmsRealtime\\Breakers'    => array( 'open', 'check', 'recordSuccess', 'recordFailure', 'status', 'reset' ),
-		'LmsRealtime\\Slots'       => array( 'open', 'acquire', 'release', 'count' ),
-	);
+	private ?\LmsRealtime\Guards $guards = null;
 
 	/**
-	 * Opened guard objects by class.
+	 * Facades, kept for repeated calls.
 	 *
 	 * @var array<string, object>
 	 */
-	private array $open = array();
+	private array $facades = array();
 
 	/**
 	 * Settings.
 	 *
-	 * @param string                            $db_path  the event store's file.
-	 * @param array<string, array<string, int>> $limits   rate limits per action.
-	 * @param array<string, int>                $breaker  breaker settings.
-	 * @param LMS_Realtime_Guard_Backend        $fallback used when a native call fails.
+	 * @param string                     $db_path  the event store's file.
+	 * @param array<string, mixed>       $config   `LmsRealtime\Guards::open()` settings (see `config()`).
+	 * @param LMS_Realtime_Guard_Backend $fallback used when a native call fails.
 	 */
 	public function __construct(
 		private string $db_path,
-		private array $limits,
-		private array $breaker,
+		private array $config,
 		private LMS_Realtime_Guard_Backend $fallback
 	) {
 	}
 
 	/**
-	 * Whether the binding has the class (and methods) of a guard.
-	 *
-	 * @param string $class_name one of the keys of REQUIRED.
+	 * Whether the binding has the guards.
 	 */
-	public static function supports( string $class_name ): bool {
-		if ( ! class_exists( $class_name ) ) {
-			return false;
+	public static function available(): bool {
+		return class_exists( 'LmsRealtime\\Guards' ) && method_exists( 'LmsRealtime\\Guards', 'open' );
+	}
+
+	/**
+	 * The binding's settings from the plugin's: limits per action, breaker, slots.
+	 *
+	 * @param array<string, array<string, int>> $limits    the plugin's limits (see `LMS_Realtime_Guards::limits()`).
+	 * @param array<string, int>                $breaker   breaker settings.
+	 * @param int                               $max_slots slots per user.
+	 * @return array<string, mixed>
+	 */
+	public static function config( array $limits, array $breaker, int $max_slots ): array {
+		$native = array();
+		foreach ( $limits as $action => $l ) {
+			$native[ $action ] = array(
+				'rate'      => (int) $l['rate'],
+				'period_ms' => (int) $l['period_ms'],
+				'burst'     => (int) $l['burst'],
+				'adaptive'  => (int) $l['penalty_permille'] > 0 ? array(
+					'penalty_permille'       => (int) $l['penalty_permille'],
+					'min_allowance_permille' => (int) $l['min_allowance_permille'],
+					'recovery_ms'            => (int) $l['recovery_ms'],
+				) : false,
+				'block'     => (int) $l['block_ms'] > 0 ? array(
+					'base_ms'   => (int) $l['block_ms'],
+					'max_ms'    => (int) $l['block_max_ms'],
+					'forget_ms' => (int) $l['block_forget_ms'],
+				) : false,
+			);
 		}
-		foreach ( self::REQUIRED[ $class_name ] ?? array() as $method ) {
-			if ( ! method_exists( $class_name, $method ) ) {
-				return false;
-			}
-		}
-		return true;
+		return array(
+			'limits'  => $native,
+			'breaker' => array_map( 'intval', $breaker ),
+			'slots'   => array(
+				'max'      => $max_slots,
+				// The longest AJAX wait (25 s) and some margin; released as soon as the poll ends.
+				'lease_ms' => 35000,
+			),
+		);
 	}
 
 	/**
@@ -82,6 +98,43 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	 */
 	public function name(): string {
 		return 'native';
+	}
+
+	/**
+	 * The opened guards.
+	 */
+	private function guards(): \LmsRealtime\Guards {
+		if ( null === $this->guards || $this->guards->isClosed() ) {
+			$dir = dirname( $this->db_path );
+			if ( ! is_dir( $dir ) ) {
+				wp_mkdir_p( $dir );
+			}
+			$this->guards  = \LmsRealtime\Guards::open( $this->db_path, $this->config, LMS_Realtime_Requirements::library_path() );
+			$this->facades = array();
+		}
+		return $this->guards;
+	}
+
+	/**
+	 * A facade: `limiter`, `breakers`, `slots` or `metrics`.
+	 *
+	 * @param string $which facade.
+	 */
+	private function facade( string $which ): object {
+		$guards = $this->guards();
+		if ( ! isset( $this->facades[ $which ] ) ) {
+			$this->facades[ $which ] = $guards->$which();
+		}
+		return $this->facades[ $which ];
+	}
+
+	/**
+	 * The host-wide metrics (shared with the daemon).
+	 *
+	 * @throws \LmsRealtime\Exception\LmsRealtimeException When the guards cannot be opened.
+	 */
+	public function metrics(): \LmsRealtime\Metrics {
+		return $this->facade( 'metrics' );
 	}
 
 	/**
@@ -93,20 +146,22 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	 */
 	public function rate_check( string $action, string $key, int $cost = 1 ): array {
 		try {
-			$d = self::to_array( $this->guard( 'LmsRealtime\\RateLimiter', array( 'actions' => $this->limits ) )->check( $action, $key, $cost ) );
+			$d = $this->facade( 'limiter' )->check( $action, $key, $cost );
 			return array(
-				'allowed'        => (bool) ( $d['allowed'] ?? true ),
-				'retry_after_ms' => (int) ( $d['retry_after_ms'] ?? 0 ),
-				'remaining'      => (int) ( $d['remaining'] ?? 0 ),
-				'blocked'        => (bool) ( $d['blocked'] ?? false ),
+				'allowed'        => $d->allowed,
+				'retry_after_ms' => $d->retryAfterMs,
+				'remaining'      => $d->remaining,
+				'blocked'        => $d->blocked,
 			);
 		} catch ( \Throwable $e ) {
+			self::log( $e );
 			return $this->fallback->rate_check( $action, $key, $cost );
 		}
 	}
 
 	/**
-	 * See the interface.
+	 * See the interface (`$max` and `$lease_ms` come from the settings the guards were opened
+	 * with).
 	 *
 	 * @param string $key      key.
 	 * @param int    $max      slots.
@@ -114,16 +169,9 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	 */
 	public function slot_acquire( string $key, int $max, int $lease_ms ) {
 		try {
-			return $this->guard(
-				'LmsRealtime\\Slots',
-				array(
-					'max_per_key' => $max,
-					'lease_ms'    => $lease_ms,
-				)
-			)->acquire( $key );
-		} catch ( \LmsRealtime\Exception\SlotsExhaustedException $e ) {
-			return null;
+			return $this->facade( 'slots' )->tryAcquire( $key );
 		} catch ( \Throwable $e ) {
+			self::log( $e );
 			return $this->fallback->slot_acquire( $key, $max, $lease_ms );
 		}
 	}
@@ -135,15 +183,14 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	 * @param mixed  $lease lease.
 	 */
 	public function slot_release( string $key, $lease ): void {
-		if ( is_string( $lease ) ) {
+		if ( ! $lease instanceof \LmsRealtime\Lease ) {
 			$this->fallback->slot_release( $key, $lease );
 			return;
 		}
 		try {
-			$this->guard( 'LmsRealtime\\Slots', array() )->release( $lease );
+			$this->facade( 'slots' )->release( $lease );
 		} catch ( \Throwable $e ) {
-			// The lease expires by itself.
-			unset( $e );
+			self::log( $e ); // The lease expires by itself.
 		}
 	}
 
@@ -154,8 +201,9 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	 */
 	public function slot_count( string $key ): int {
 		try {
-			return (int) $this->guard( 'LmsRealtime\\Slots', array() )->count( $key );
+			return $this->facade( 'slots' )->count( $key );
 		} catch ( \Throwable $e ) {
+			self::log( $e );
 			return $this->fallback->slot_count( $key );
 		}
 	}
@@ -176,11 +224,7 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	 * @param bool   $success outcome.
 	 */
 	public function breaker_record( string $name, bool $success ): array {
-		return $this->breaker_call(
-			$name,
-			$success ? 'recordSuccess' : 'recordFailure',
-			fn () => $this->fallback->breaker_record( $name, $success )
-		);
+		return $this->breaker_call( $name, $success ? 'recordSuccess' : 'recordFailure', fn () => $this->fallback->breaker_record( $name, $success ) );
 	}
 
 	/**
@@ -202,56 +246,41 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	}
 
 	/**
-	 * One breaker call, normalised to the status shape.
+	 * One breaker call in the status shape.
 	 *
 	 * @param string   $name     breaker.
-	 * @param string   $method   method.
+	 * @param string   $method   `check`, `status`, `recordSuccess`, `recordFailure`, `reset`.
 	 * @param callable $fallback on failure.
 	 * @return array<string, mixed>
 	 */
 	private function breaker_call( string $name, string $method, callable $fallback ): array {
 		try {
-			$s     = self::to_array( $this->guard( 'LmsRealtime\\Breakers', $this->breaker )->$method( $name ) );
-			$state = (string) ( $s['state'] ?? 'closed' );
+			$s = $this->facade( 'breakers' )->$method( $name );
 			return array(
 				'name'     => $name,
-				'state'    => $state,
-				'allowed'  => (bool) ( $s['allowed'] ?? ( 'open' !== $state ) ),
-				'mode'     => (string) ( $s['mode'] ?? 'long' ),
-				'retry_ms' => (int) ( $s['retry_ms'] ?? 0 ),
-				'failures' => (int) ( $s['failures'] ?? $s['consecutive_failures'] ?? 0 ),
+				'state'    => $s->state,
+				'allowed'  => $s->allowed,
+				'mode'     => $s->mode,
+				'retry_ms' => $s->retryAfterMs,
+				'failures' => $s->consecutiveFailures,
 			);
 		} catch ( \Throwable $e ) {
+			self::log( $e );
 			return $fallback();
 		}
 	}
 
 	/**
-	 * The opened guard object of `$class_name`.
+	 * Logs a native failure (once per request and message).
 	 *
-	 * @param string               $class_name guard class.
-	 * @param array<string, mixed> $config     settings for `open()`.
+	 * @param \Throwable $e the failure.
 	 */
-	private function guard( string $class_name, array $config ): object {
-		if ( ! isset( $this->open[ $class_name ] ) ) {
-			$this->open[ $class_name ] = $class_name::open( $this->db_path, $config );
+	private static function log( \Throwable $e ): void {
+		static $seen = array();
+		if ( ! isset( $seen[ $e->getMessage() ] ) ) {
+			$seen[ $e->getMessage() ] = true;
+			// phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( 'lms-realtime: native guard call failed, using the fallback: ' . $e->getMessage() );
 		}
-		return $this->open[ $class_name ];
-	}
-
-	/**
-	 * An array or an object with public properties (or `toArray()`) as an array.
-	 *
-	 * @param mixed $v value.
-	 * @return array<string, mixed>
-	 */
-	private static function to_array( $v ): array {
-		if ( is_array( $v ) ) {
-			return $v;
-		}
-		if ( is_object( $v ) ) {
-			return method_exists( $v, 'toArray' ) ? (array) $v->toArray() : get_object_vars( $v );
-		}
-		return array();
 	}
 }

@@ -32,6 +32,7 @@ final class LMS_Realtime_Plugin {
 		'lms_longpoll_circuit_breaker' => true,
 		'lms_realtime_daemon_url'      => '',
 		'lms_realtime_daemon_secret'   => '',
+		'lms_realtime_daemon_key_id'   => 'k1',
 		'lms_realtime_daemon_internal_url' => '',
 	);
 
@@ -96,7 +97,7 @@ final class LMS_Realtime_Plugin {
 			 *
 			 * @param LMS_Realtime_Token_Issuer|null $issuer The default issuer.
 			 */
-			$issuer = apply_filters( 'lms_realtime_token_issuer', new LMS_Realtime_Native_Token_Issuer( LMS_Chat_Realtime::daemon_secret() ) );
+			$issuer = apply_filters( 'lms_realtime_token_issuer', new LMS_Realtime_Native_Token_Issuer( LMS_Chat_Realtime::daemon_secret(), LMS_Chat_Realtime::daemon_key_id() ) );
 			return new LMS_Unified_Long_Poll(
 				new LMS_Realtime_Guards( $path ),
 				$metrics,

@@ -21,7 +21,9 @@ defined( 'ABSPATH' ) || exit;
  *
  * PHP has no unsigned 64-bit integers; the arithmetic below works on the two's complement bits
  * of PHP's signed 64-bit integers (wrapping multiplication by 16-bit limbs, logical shifts by
- * masking). Known values from the Rust tests pin it (tests/phpunit/RolloutTest.php).
+ * masking). Known values from the Rust tests pin it, and the tests compare it with the binding's
+ * `LmsRealtime\Rollout::bucket()` (tests/phpunit/RolloutTest.php). It stays in PHP so that the
+ * legacy path (no library) buckets users the same way.
  */
 final class LMS_Realtime_Rollout {
 
@@ -29,7 +31,7 @@ final class LMS_Realtime_Rollout {
 	public const BUCKETS = 10000;
 
 	/** The salt when the `lms_realtime_rollout_salt` filter does not change it. */
-	public const DEFAULT_SALT = 'lms_longpoll';
+	public const DEFAULT_SALT = 'longpoll';
 
 	/**
 	 * Settings.

@@ -90,6 +90,7 @@ final class LMS_Realtime_Settings {
 			'lms_longpoll_circuit_breaker'     => array( array( self::class, 'sanitize_bool' ), __( 'Circuit breaker', 'lms-realtime' ), 'bool' ),
 			'lms_realtime_daemon_url'          => array( array( self::class, 'sanitize_daemon_url' ), __( 'Daemon URL (as browsers reach it)', 'lms-realtime' ), 'url' ),
 			'lms_realtime_daemon_internal_url' => array( array( self::class, 'sanitize_daemon_url' ), __( 'Daemon URL for health checks (from this server)', 'lms-realtime' ), 'url' ),
+			'lms_realtime_daemon_key_id'       => array( array( self::class, 'sanitize_key_id' ), __( 'Daemon key id', 'lms-realtime' ), 'key_id' ),
 			'lms_realtime_daemon_secret'       => array( array( self::class, 'sanitize_secret' ), __( 'Daemon secret', 'lms-realtime' ), 'secret' ),
 		);
 	}
@@ -274,6 +275,22 @@ final class LMS_Realtime_Settings {
 	}
 
 	/**
+	 * The daemon key id: 1 to 32 of `[A-Za-z0-9_-]`, else `k1`.
+	 *
+	 * @param mixed $value raw.
+	 */
+	public static function sanitize_key_id( $value ): string {
+		$value = trim( (string) $value );
+		if ( 1 === preg_match( '/^[A-Za-z0-9_-]{1,32}$/', $value ) ) {
+			return $value;
+		}
+		if ( '' !== $value && function_exists( 'add_settings_error' ) ) {
+			add_settings_error( 'lms_realtime_daemon_key_id', 'invalid_key_id', __( 'The key id is 1 to 32 letters, digits, "_" or "-"; "k1" was used.', 'lms-realtime' ) );
+		}
+		return 'k1';
+	}
+
+	/**
 	 * The daemon secret: kept when the field is left empty, removed with the "remove" box,
 	 * replaced by a new value of at least 32 characters.
 	 *
@@ -305,7 +322,7 @@ final class LMS_Realtime_Settings {
 	 */
 	public static function daemon_section(): void {
 		echo '<p>';
-		esc_html_e( 'With a URL and a secret (shared with lms-longpolld), users in the rollout long-poll the daemon; otherwise WordPress serves the long poll itself.', 'lms-realtime' );
+		esc_html_e( 'With a URL, a key id and a secret (shared with lms-longpolld: --token-key <key id>:<secret>), users in the rollout long-poll the daemon; otherwise WordPress serves the long poll itself.', 'lms-realtime' );
 		echo ' ';
 		printf(
 			/* translators: %s: the event store's file. */
@@ -343,6 +360,10 @@ final class LMS_Realtime_Settings {
 				$value = is_array( $value ) ? $value : array();
 				printf( '<textarea id="%1$s" name="%1$s" rows="2" cols="40">%2$s</textarea>', esc_attr( $option ), esc_textarea( implode( ', ', array_map( 'intval', $value ) ) ) );
 				echo '<p class="description">' . esc_html__( 'User ids, logins or e-mail addresses; always get the unified client.', 'lms-realtime' ) . '</p>';
+				break;
+			case 'key_id':
+				printf( '<input type="text" class="small-text code" id="%1$s" name="%1$s" value="%2$s" />', esc_attr( $option ), esc_attr( (string) $value ) );
+				echo '<p class="description">' . esc_html__( 'Start the daemon with --token-key <key id>:<secret>.', 'lms-realtime' ) . '</p>';
 				break;
 			case 'url':
 				printf( '<input type="text" class="regular-text code" id="%1$s" name="%1$s" value="%2$s" placeholder="https://chat.example.org/lmsrt" />', esc_attr( $option ), esc_attr( (string) $value ) );
@@ -428,9 +449,11 @@ final class LMS_Realtime_Settings {
 			} catch ( \Throwable $e ) {
 				$status['store']['error'] = $e->getMessage();
 			}
-			if ( class_exists( 'LmsRealtime\\Metrics' ) && method_exists( 'LmsRealtime\\Metrics', 'snapshot' ) ) {
+			$native = $rt->guards()->native_metrics();
+			if ( null !== $native ) {
 				try {
-					$status['native_metrics'] = \LmsRealtime\Metrics::snapshot( $rt->path() );
+					$status['native_health']  = $native->health();
+					$status['native_metrics'] = $native->snapshot();
 				} catch ( \Throwable $e ) {
 					$status['native_metrics'] = array( 'error' => $e->getMessage() );
 				}
@@ -457,14 +480,19 @@ final class LMS_Realtime_Settings {
 		$s = self::status();
 		$m = $s['metrics'];
 		echo '<h2>' . esc_html__( 'Status', 'lms-realtime' ) . '</h2>';
-		$verdict = $m['health']['status'];
-		printf(
-			'<p><strong>%s</strong> <span class="lmsrt-health lmsrt-health-%s">%s</span> %s</p>',
-			esc_html__( 'Health:', 'lms-realtime' ),
-			esc_attr( $verdict ),
-			esc_html( $verdict ),
-			esc_html( implode( '; ', $m['health']['reasons'] ) )
-		);
+		$verdicts = array( __( 'Health (this site\'s PHP side):', 'lms-realtime' ) => $m['health'] );
+		if ( isset( $s['native_health'] ) ) {
+			$verdicts[ __( 'Health (host-wide: PHP and the daemon, last minute):', 'lms-realtime' ) ] = $s['native_health'];
+		}
+		foreach ( $verdicts as $label => $health ) {
+			printf(
+				'<p><strong>%s</strong> <span class="lmsrt-health lmsrt-health-%s">%s</span> %s</p>',
+				esc_html( $label ),
+				esc_attr( (string) $health['status'] ),
+				esc_html( (string) $health['status'] ),
+				esc_html( implode( '; ', (array) $health['reasons'] ) )
+			);
+		}
 		$rows = array(
 			__( 'Path', 'lms-realtime' )            => 'store' === $s['backend'] ? __( 'event store (lms-realtime)', 'lms-realtime' ) : __( 'legacy table (short polling)', 'lms-realtime' ),
 			__( 'Problems', 'lms-realtime' )        => implode( ' ', $s['problems'] ),
@@ -494,7 +522,7 @@ final class LMS_Realtime_Settings {
 		}
 		echo '</tbody></table>';
 		if ( isset( $s['native_metrics'] ) ) {
-			echo '<h3>' . esc_html__( 'Native metrics', 'lms-realtime' ) . '</h3><pre>' . esc_html( (string) wp_json_encode( $s['native_metrics'], JSON_PRETTY_PRINT ) ) . '</pre>';
+			echo '<h3>' . esc_html__( 'Host-wide metrics (shared with the daemon)', 'lms-realtime' ) . '</h3><pre style="max-height:20em;overflow:auto">' . esc_html( (string) wp_json_encode( $s['native_metrics'], JSON_PRETTY_PRINT ) ) . '</pre>';
 		}
 		foreach ( array(
 			'lms_realtime_reset_metrics' => __( 'Reset counters', 'lms-realtime' ),

@@ -69,10 +69,12 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 
 	/**
 	 * The store's file: the constant `LMSRT_DB_PATH`, else `wp-content/lms-realtime/events.db`
-	 * (filter `lms_realtime_db_path`). The daemon must open the same file.
+	 * (`events-site<N>.db` for the sites after the first of a multisite network, whose channel
+	 * ids are their own); filter `lms_realtime_db_path`. The daemon must open the same file.
 	 */
 	public static function db_path(): string {
-		$path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : WP_CONTENT_DIR . '/lms-realtime/events.db';
+		$file = is_multisite() && get_current_blog_id() > 1 ? 'events-site' . get_current_blog_id() . '.db' : 'events.db';
+		$path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : WP_CONTENT_DIR . '/lms-realtime/' . $file;
 		/**
 		 * Filters the event store's file.
 		 *
@@ -128,6 +130,29 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 	 * @return int the id.
 	 */
 	protected function store_event( array $event ): int {
+		$t0 = hrtime( true );
+		try {
+			$id = $this->append( $event );
+		} catch ( \Throwable $e ) {
+			$this->native_metric( static fn ( $m ) => $m->increment( 'append_errors' ) );
+			throw $e;
+		}
+		$us = intdiv( hrtime( true ) - $t0, 1000 );
+		$this->native_metric(
+			static function ( $m ) use ( $us ) {
+				$m->increment( 'appends' );
+				$m->recordUs( 'append', $us );
+			}
+		);
+		return $id;
+	}
+
+	/**
+	 * The append itself.
+	 *
+	 * @param array $event the event.
+	 */
+	private function append( array $event ): int {
 		return $this->store()->append(
 			$event['type'],
 			(int) $event['channel_id'],
@@ -153,14 +178,48 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 	 */
 	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait ): array {
 		$thread = $thread_id > 0 ? $thread_id : null;
-		$store  = $this->store();
-		$batch  = $wait > 0
-			? $store->wait( array( $channel_id ), $last_id, $wait, $limit, 'sequential', $thread )
-			: $store->fetch( array( $channel_id ), $last_id, $limit, 'sequential', $thread );
+		$t0     = hrtime( true );
+		try {
+			$store = $this->store();
+			$batch = $wait > 0
+				? $store->wait( array( $channel_id ), $last_id, $wait, $limit, 'sequential', $thread )
+				: $store->fetch( array( $channel_id ), $last_id, $limit, 'sequential', $thread );
+		} catch ( \Throwable $e ) {
+			$this->native_metric( static fn ( $m ) => $m->increment( $wait > 0 ? 'wait_errors' : 'fetch_errors' ) );
+			throw $e;
+		}
+		$us     = intdiv( hrtime( true ) - $t0, 1000 );
+		$now_ms = self::now_ms();
 		$events = array();
 		foreach ( $batch->events as $e ) {
 			$events[] = $e->toArray();
 		}
+		// The host-wide metrics the daemon also feeds: fetch latency (the health verdict's
+		// line), waits, deliveries and, for events that arrived during the wait, their
+		// append-to-delivery time.
+		$this->native_metric(
+			static function ( $m ) use ( $wait, $us, $events, $now_ms ) {
+				if ( $wait > 0 ) {
+					$m->increment( 'waits' );
+					$m->recordUs( 'wait', $us );
+					if ( array() === $events ) {
+						$m->increment( 'wait_timeouts' );
+					}
+				} else {
+					$m->increment( 'fetches' );
+					$m->recordUs( 'fetch', $us );
+				}
+				if ( array() !== $events ) {
+					$m->increment( 'deliveries', count( $events ) );
+				}
+				$started_ms = $now_ms - intdiv( $us, 1000 );
+				foreach ( $events as $e ) {
+					if ( $e['timestamp'] >= $started_ms ) {
+						$m->recordUs( 'delivery', max( 0, $now_ms - (int) $e['timestamp'] ) * 1000 );
+					}
+				}
+			}
+		);
 		return array(
 			'events'   => $events,
 			'gap'      => $batch->gap,
@@ -199,6 +258,23 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 		 * @param array $breaker The breaker status.
 		 */
 		return max( 0.0, (float) apply_filters( 'lms_realtime_ajax_wait', (float) $wait, $user_id, $breaker ) );
+	}
+
+	/**
+	 * Feeds the binding's host-wide metrics, if the guards are native; never fails.
+	 *
+	 * @param callable $fn receives the `LmsRealtime\Metrics`.
+	 */
+	private function native_metric( callable $fn ): void {
+		$m = $this->guards->native_metrics();
+		if ( null === $m ) {
+			return;
+		}
+		try {
+			$fn( $m );
+		} catch ( \Throwable $e ) {
+			unset( $e );
+		}
 	}
 
 	/**

@@ -12,6 +12,7 @@ export const work = process.env.LMSRT_E2E_WORK;
 export const daemonPort = Number(process.env.LMSRT_E2E_DAEMON_PORT);
 export const dbPath = process.env.LMSRT_E2E_DB;
 export const daemonSecret = 'e2e-' + 'k'.repeat(40);
+export const daemonKeyId = 'e2e';
 
 /** Sets a WordPress option through PHP CLI (the value as JSON). */
 export function setOption(name, value) {
@@ -142,7 +143,8 @@ export function percentile(values, q) {
 }
 
 /**
- * The daemon, run from LMSRT_DAEMON_CMD ({db}, {port}, {secret_file}, {secret} replaced). Never
+ * The daemon, run from LMSRT_DAEMON_CMD ({db}, {port}, {key_id}, {secret}, {secret_file}
+ * replaced). Never
  * faked: when the binary is missing, `available` is false and the daemon scenario is skipped.
  */
 export class Daemon {
@@ -155,11 +157,11 @@ export class Daemon {
   }
 
   get argv() {
-    const repl = { '{db}': dbPath, '{port}': String(daemonPort), '{secret_file}': this.secretFile, '{secret}': daemonSecret };
+    const repl = { '{db}': dbPath, '{port}': String(daemonPort), '{secret_file}': this.secretFile, '{secret}': daemonSecret, '{key_id}': daemonKeyId };
     return this.cmd
       .trim()
       .split(/\s+/)
-      .map((a) => a.replace(/\{db\}|\{port\}|\{secret_file\}|\{secret\}/g, (m) => repl[m]));
+      .map((a) => a.replace(/\{db\}|\{port\}|\{secret_file\}|\{secret\}|\{key_id\}/g, (m) => repl[m]));
   }
 
   get available() {

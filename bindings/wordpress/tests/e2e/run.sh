@@ -16,9 +16,10 @@
 #    again at once.
 #
 # Environment:
-#   LMSRT_DAEMON_CMD   the daemon command line, with {db} {port} {secret_file} {secret}
-#                      placeholders (default: target/release/lms-longpolld with flags; the
-#                      daemon scenario is skipped while that binary does not exist)
+#   LMSRT_DAEMON_CMD   the daemon command line, with {db} {port} {key_id} {secret} {secret_file}
+#                      placeholders (default: target/release/lms-longpolld --db {db} --listen
+#                      127.0.0.1:{port} --token-key {key_id}:{secret} --trust-proxy; the daemon
+#                      scenario is skipped, with the reason, while that binary does not exist)
 #   LMSRT_E2E_KEEP=1   keep the temporary directory (logs) after the run
 #   LMSRT_E2E_ONLY     "phpunit" or "browser" to run one part
 set -uo pipefail
@@ -30,6 +31,15 @@ only="${LMSRT_E2E_ONLY:-}"
 
 log() { printf '\n== %s\n' "$*"; }
 die() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
+
+# One run at a time on a machine: the site's config (/etc/wordpress/config-127.0.0.1.php) and the
+# plugin, theme and mu-plugin under /var/lib/wordpress/wp-content are shared by every run (and
+# removed by its clean-up), so a second run waits for the first (from any worktree).
+exec 9>/run/lock/lmsrt-wordpress-e2e.lock
+if ! flock -n 9; then
+    echo "e2e: another run holds /run/lock/lmsrt-wordpress-e2e.lock; waiting for it (up to 30 min)"
+    flock -w 1800 9 || die "gave up waiting for the other run"
+fi
 
 # -- 1. packages ----------------------------------------------------------------------------
 need=()
@@ -60,7 +70,9 @@ if grep -q 'lms-longpolld' "$root/Cargo.toml" 2>/dev/null; then
     # shellcheck disable=SC2086
     (cd "$root" && cargo build --release --locked $features --bin lms-longpolld) || die "daemon build failed"
 fi
-export LMSRT_DAEMON_CMD="${LMSRT_DAEMON_CMD:-$daemon_bin --db {db} --listen 127.0.0.1:{port} --token-key wp:{secret}}"
+# (In a variable first: inside ${...:-...} the "}" of "{db}" would end the expansion.)
+default_daemon_cmd="$daemon_bin --db {db} --listen 127.0.0.1:{port} --token-key {key_id}:{secret} --trust-proxy"
+export LMSRT_DAEMON_CMD="${LMSRT_DAEMON_CMD:-$default_daemon_cmd}"
 
 # -- 3. the site ----------------------------------------------------------------------------
 work="$(mktemp -d /tmp/lmsrt-e2e.XXXXXX)"
@@ -71,6 +83,7 @@ pids=()
 
 cleanup() {
     local rc=$?
+    [ -n "${hold_pid:-}" ] && kill "$hold_pid" 2>/dev/null
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
     [ -f "$work/daemon.pid" ] && kill "$(cat "$work/daemon.pid")" 2>/dev/null
     sleep 0.5
@@ -88,8 +101,6 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port="$(free_port)"
 dport="$(free_port)"
 base="http://127.0.0.1:$port"
-# The daemon listens on another port: the WordPress origin must be allowed to poll it (CORS).
-export LMSRT_CORS_ORIGINS="$base"
 
 log "plugin build"
 bash "$wpdir/build.sh" --out "$work/dist" >/dev/null || die "build.sh failed"
@@ -108,7 +119,7 @@ mariadb-install-db --no-defaults --user=mysql --datadir="$work/mysql/data" --aut
     >"$work/mysql/install.log" 2>&1 || die "mariadb-install-db failed (see $work/mysql/install.log)"
 sock="$work/mysql/mysqld.sock"
 mariadbd --no-defaults --user=mysql --datadir="$work/mysql/data" --skip-networking --socket="$sock" \
-    --pid-file="$work/mysql/mysqld.pid" --log-error="$work/mysql/error.log" --innodb-buffer-pool-size=64M &
+    --pid-file="$work/mysql/mysqld.pid" --log-error="$work/mysql/error.log" --innodb-buffer-pool-size=64M 9>&- &
 pids+=($!)
 for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || die "MariaDB did not start (see $work/mysql/error.log)"
@@ -170,7 +181,7 @@ php_admin_value[ffi.enable] = true
 php_admin_value[error_log] = $work/php-errors.log
 php_admin_flag[log_errors] = on
 CONF
-php-fpm8.2 -R -y "$work/php-fpm.conf" &
+php-fpm8.2 -R -y "$work/php-fpm.conf" 9>&- &
 pids+=($!)
 mkdir -p "$work/nginx/tmp"
 cat >"$work/nginx/nginx.conf" <<CONF
@@ -200,6 +211,7 @@ http {
         location /lmsrt/ {
             proxy_pass http://127.0.0.1:$dport/;
             proxy_http_version 1.1;
+            proxy_set_header X-Real-IP \$remote_addr;
             proxy_set_header Connection "";
             proxy_buffering off;
             proxy_read_timeout 75s;
@@ -234,7 +246,7 @@ http {
     }
 }
 CONF
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 9>&- &
 pids+=($!)
 for _ in $(seq 1 100); do
     curl -fsS -o /dev/null "$base/wp-login.php" 2>/dev/null && break
@@ -252,7 +264,7 @@ if [ -n "${LMSRT_E2E_HOLD:-}" ]; then
       echo "export LMSRT_E2E_LIBRARY=$lib LMSRT_E2E_DAEMON_BIN=$daemon_bin LMSRT_E2E_DB=$work/store/events.db LMSRT_E2E_ROOT=$root"
       printf 'export LMSRT_DAEMON_CMD=%q\n' "$LMSRT_DAEMON_CMD"; } >"$LMSRT_E2E_HOLD"
     echo "e2e: holding the site at $base (environment in $LMSRT_E2E_HOLD)"
-    while true; do sleep 3600 & wait $!; done
+    while true; do sleep 3600 9>&- & hold_pid=$!; wait "$hold_pid"; done
 fi
 
 passed=0 failed=0 skipped=0

@@ -158,6 +158,9 @@ final class AjaxPollTest extends LMSRT_TestCase {
 		$this->assertLessThan( 3.0, $took, 'and answered right after it, not at the 10 s timeout' );
 		$snapshot = LMS_Realtime_Plugin::realtime()->metrics()->snapshot();
 		$this->assertSame( 1, $snapshot['delivery_ms']['count'] );
+		$native = LMS_Realtime_Plugin::realtime()->guards()->native_metrics()->snapshot();
+		$this->assertSame( 1, $native['counters']['deliveries']['total'], 'the host-wide metrics count it too' );
+		$this->assertSame( 1, $native['counters']['waits']['total'] );
 	}
 
 	public function test_an_empty_wait_ends_at_its_bound(): void {

@@ -27,15 +27,43 @@ final class GuardsTest extends LMSRT_TestCase {
 		return 'test:' . uniqid( '', true );
 	}
 
-	public function test_the_adapter_picks_a_backend_per_guard(): void {
+	public function test_the_store_path_uses_the_binding_and_the_legacy_path_transients(): void {
+		$this->assertTrue( LMS_Realtime_Native_Guards::available(), 'this binding has LmsRealtime\\Guards' );
 		$g = new LMS_Realtime_Guards( $this->db_path );
-		$expected = array(
-			'rate'    => LMS_Realtime_Native_Guards::supports( 'LmsRealtime\\RateLimiter' ) ? 'native' : 'transient',
-			'slots'   => LMS_Realtime_Native_Guards::supports( 'LmsRealtime\\Slots' ) ? 'native' : 'transient',
-			'breaker' => LMS_Realtime_Native_Guards::supports( 'LmsRealtime\\Breakers' ) ? 'native' : 'transient',
-		);
-		$this->assertSame( $expected, $g->backends() );
+		$this->assertSame( array( 'rate' => 'native', 'slots' => 'native', 'breaker' => 'native' ), $g->backends() );
+		$this->assertInstanceOf( \LmsRealtime\Metrics::class, $g->native_metrics() );
+		$this->assertFileExists( $this->db_path . '-lmsrt-limits', 'shared files beside the store, no database writes' );
 		$this->assertSame( array( 'rate' => 'transient', 'slots' => 'transient', 'breaker' => 'transient' ), ( new LMS_Realtime_Guards( null ) )->backends() );
+		$this->assertNull( ( new LMS_Realtime_Guards( null ) )->native_metrics() );
+	}
+
+	public function test_native_and_transient_guards_agree(): void {
+		$native    = new LMS_Realtime_Native_Guards( $this->db_path, LMS_Realtime_Native_Guards::config( LMS_Realtime_Guards::limits(), LMS_Realtime_Guards::breaker_settings(), 2 ), $this->backend() );
+		$transient = $this->backend();
+		foreach ( array( $native, $transient ) as $b ) {
+			$key = $this->key();
+			for ( $i = 0; $i < 20; $i++ ) {
+				$this->assertTrue( $b->rate_check( 'post', $key )['allowed'], $b->name() . " post $i" );
+			}
+			$d = $b->rate_check( 'post', $key );
+			$this->assertFalse( $d['allowed'], $b->name() );
+			$this->assertEqualsWithDelta( 3000, $d['retry_after_ms'], 50, $b->name() . ': 20 per minute, one every 3 s' );
+			$one = $b->slot_acquire( $key, 2, 30000 );
+			$two = $b->slot_acquire( $key, 2, 30000 );
+			$this->assertNotNull( $two, $b->name() );
+			$this->assertNull( $b->slot_acquire( $key, 2, 30000 ), $b->name() . ': the third slot is refused' );
+			$b->slot_release( $key, $one );
+			$this->assertSame( 1, $b->slot_count( $key ), $b->name() );
+			$b->slot_release( $key, $two );
+			$name = 'agree' . uniqid();
+			for ( $i = 0; $i < 5; $i++ ) {
+				$s = $b->breaker_record( $name, false );
+			}
+			$this->assertSame( array( 'open', false, 'emergency' ), array( $s['state'], $s['allowed'], $s['mode'] ), $b->name() );
+			$this->assertSame( 'emergency', $b->breaker_status( $name )['mode'], $b->name() );
+			$b->breaker_reset( $name );
+			$this->assertSame( array( 'closed', 'long' ), array( $b->breaker_status( $name )['state'], $b->breaker_status( $name )['mode'] ), $b->name() );
+		}
 	}
 
 	public function test_posting_allows_the_burst_then_one_every_three_seconds(): void {

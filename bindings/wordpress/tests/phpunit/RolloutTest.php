@@ -21,6 +21,22 @@ final class RolloutTest extends LMSRT_TestCase {
 		$this->assertNotSame( LMS_Realtime_Rollout::stable_hash( array( 'ab', 'c' ) ), LMS_Realtime_Rollout::stable_hash( array( 'a', 'bc' ) ) );
 	}
 
+	public function test_the_php_buckets_equal_the_bindings(): void {
+		$this->assertTrue( class_exists( 'LmsRealtime\\Rollout' ) );
+		foreach ( array( 'longpoll', 'lms', 'canary-2', '' ) as $salt ) {
+			$r = new LMS_Realtime_Rollout( 50, array(), $salt );
+			foreach ( array_merge( range( 1, 300 ), array( 'user-7', '0', '18446744073709551615', 'ü' ) ) as $user ) {
+				$this->assertSame( \LmsRealtime\Rollout::bucket( $salt, (string) $user ), $r->bucket( $user ), "salt '$salt', user $user" );
+			}
+		}
+		for ( $u = 1; $u <= 300; $u++ ) {
+			$this->assertSame(
+				\LmsRealtime\Rollout::cohort( 20, 'longpoll', array( '7' ), (string) $u ),
+				( new LMS_Realtime_Rollout( 20, array( 7 ) ) )->cohort( $u )
+			);
+		}
+	}
+
 	public function test_unsigned_modulo(): void {
 		$this->assertSame( 5, LMS_Realtime_Rollout::mod_unsigned( -1, 10 ), '2^64 - 1 = ...615' );
 		$this->assertSame( ( 2 ** 32 + 7 ) % 10000, LMS_Realtime_Rollout::mod_unsigned( 2 ** 32 + 7, 10000 ) );

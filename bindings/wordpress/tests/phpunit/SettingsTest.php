@@ -68,6 +68,13 @@ final class SettingsTest extends LMSRT_TestCase {
 		}
 	}
 
+	public function test_key_ids(): void {
+		$this->assertSame( 'k1', LMS_Realtime_Settings::sanitize_key_id( '' ) );
+		$this->assertSame( 'site-2_a', LMS_Realtime_Settings::sanitize_key_id( ' site-2_a ' ) );
+		$this->assertSame( 'k1', LMS_Realtime_Settings::sanitize_key_id( 'has space' ) );
+		$this->assertSame( 'k1', LMS_Realtime_Settings::sanitize_key_id( str_repeat( 'a', 33 ) ) );
+	}
+
 	public function test_the_secret_is_kept_replaced_or_removed(): void {
 		update_option( 'lms_realtime_daemon_secret', str_repeat( 'a', 40 ) );
 		$this->assertSame( str_repeat( 'a', 40 ), LMS_Realtime_Settings::sanitize_secret( '' ), 'empty keeps' );
@@ -161,5 +168,7 @@ final class SettingsTest extends LMSRT_TestCase {
 		$this->assertSame( 'long', $s['mode'] );
 		$this->assertContains( $s['metrics']['health']['status'], array( 'ok', 'idle', 'degraded' ) );
 		$this->assertFalse( $s['daemon']['enabled'] );
+		$this->assertContains( $s['native_health']['status'], array( 'ok', 'degraded' ), 'the host-wide verdict of the binding' );
+		$this->assertArrayHasKey( 'counters', $s['native_metrics'] );
 	}
 }

@@ -49,9 +49,40 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$this->assertFalse( LMS_Realtime_Plugin::realtime()->daemon_enabled() );
 	}
 
-	public function test_the_default_issuer_needs_the_binding_and_a_secret(): void {
+	public function test_the_default_issuer_signs_what_the_daemon_checks(): void {
 		$this->assertFalse( ( new LMS_Realtime_Native_Token_Issuer( '' ) )->is_available() );
-		$this->assertSame( class_exists( 'LmsRealtime\\Token' ), ( new LMS_Realtime_Native_Token_Issuer( str_repeat( 's', 32 ) ) )->is_available() );
+		$this->assertFalse( ( new LMS_Realtime_Native_Token_Issuer( str_repeat( 's', 31 ) ) )->is_available(), 'secrets are at least 32 bytes' );
+		$this->assertFalse( ( new LMS_Realtime_Native_Token_Issuer( str_repeat( 's', 32 ), 'bad key!' ) )->is_available() );
+		$secret = str_repeat( 's', 40 );
+		$issuer = new LMS_Realtime_Native_Token_Issuer( $secret, 'k7' );
+		$this->assertTrue( $issuer->is_available() );
+		$exp   = time() + 600;
+		$token = $issuer->issue( 42, array( 9, 3 ), $exp, 'session-x' );
+		$this->assertMatchesRegularExpression( '/^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/', $token );
+		list( , $claims, $mac ) = explode( '.', $token );
+		$c = json_decode( base64_decode( strtr( $claims, '-_', '+/' ) ), true );
+		$this->assertSame( array( 'k7', 42, array( 3, 9 ), $exp ), array( $c['kid'], $c['uid'], $c['ch'], $c['exp'] ) );
+		$this->assertArrayHasKey( 'sid', $c );
+		$this->assertStringNotContainsString( 'session-x', $token, 'the session itself is not in the token' );
+		$expected = rtrim( strtr( base64_encode( hash_hmac( 'sha256', 'v1.' . $claims, $secret, true ) ), '+/', '-_' ), '=' );
+		$this->assertSame( $expected, $mac, 'HMAC-SHA256 over "v1." + claims with the shared secret' );
+	}
+
+	public function test_the_plugin_issues_real_tokens_when_the_daemon_is_configured(): void {
+		remove_all_filters( 'lms_realtime_token_issuer' );
+		update_option( 'lms_realtime_daemon_url', '/lmsrt' );
+		update_option( 'lms_realtime_daemon_secret', str_repeat( 'q', 32 ) );
+		update_option( 'lms_realtime_daemon_key_id', 'site1' );
+		LMS_Realtime_Plugin::set_realtime( null );
+		$u  = $this->user();
+		$ch = $this->channel( array( $u ) );
+		$this->assertTrue( LMS_Realtime_Plugin::realtime()->daemon_enabled() );
+		$r = $this->token( $u );
+		$this->assertTrue( $r['success'], wp_json_encode( $r ) );
+		$c = json_decode( base64_decode( strtr( explode( '.', $r['data']['token'] )[1], '-_', '+/' ) ), true );
+		$this->assertSame( array( 'site1', $u ), array( $c['kid'], $c['uid'] ) );
+		$this->assertContains( $ch, $c['ch'] );
+		$this->assertSame( $r['data']['expires_at'], $c['exp'] );
 	}
 
 	public function test_tokens_cover_the_channels_the_user_may_read(): void {
