@@ -255,6 +255,15 @@ impl Error {
         }
     }
 
+    /// Whether this is a fault of the store or the host (busy, storage, I/O, internal) rather
+    /// than a refusal of bad input or a guard's decision: what breakers and error rates count.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::Busy | ErrorCode::Storage | ErrorCode::Io | ErrorCode::Internal
+        )
+    }
+
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.as_ref().display().to_string(),

@@ -16,6 +16,14 @@
 //!   window log-linear buckets (16 per power of two, so quantiles are within 1/16 of the true
 //!   value) from which p50, p95, p99 and the maximum are read.
 //!
+//! ## Who records
+//!
+//! An [`EventStore`](crate::EventStore) opened with [`Config::metrics`](crate::store::Config::metrics)
+//! records its own appends, fetches and waits (counts, latencies, store faults). The daemon
+//! records per HTTP request instead (and leaves that setting unset, so nothing counts twice);
+//! PHP records through `LmsRealtime\Metrics` (the WordPress plugin does, per AJAX call). The
+//! guards record their decisions when given a `Metrics`.
+//!
 //! ## The recent window
 //!
 //! Time is cut into 10-second epochs. The words for an epoch live in one of 8 ring slots,

@@ -860,10 +860,7 @@ impl State {
                 Ok(v)
             }
             Err(e) => {
-                let fault = matches!(
-                    e.code(),
-                    ErrorCode::Busy | ErrorCode::Storage | ErrorCode::Io | ErrorCode::Internal
-                );
+                let fault = e.is_fault();
                 let after = if fault {
                     self.metrics.incr(match counter {
                         Counter::Appends => Counter::AppendErrors,

@@ -22,6 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::event::{Event, NewEvent, validate_data, validate_event_type};
+use crate::metrics::{Counter, Histogram, Metrics};
 use crate::shm::ChangeSignal;
 
 /// Most channels one fetch may name.
@@ -63,6 +64,12 @@ pub struct Config {
     pub live_tail_window: i64,
     /// The source of time for timestamps and expiry.
     pub clock: Arc<dyn Clock>,
+    /// When set, every append, fetch and wait records its count, latency and store faults
+    /// here (`appends`, `fetches`, `waits`, `wait_timeouts`, the `*_errors` counters and the
+    /// `append`/`fetch`/`wait` histograms). Default `None`: a caller that records at its own
+    /// level, as the daemon does per HTTP request, leaves it unset so nothing counts twice.
+    /// Bad input (a typed validation error) is not a fault and is not counted as an error.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for Config {
@@ -77,6 +84,25 @@ impl Default for Config {
             purge_chunk: 500,
             live_tail_window: 256,
             clock: Arc::new(SystemClock),
+            metrics: None,
+        }
+    }
+}
+
+/// The store operations [`Config::metrics`] observes.
+#[derive(Clone, Copy)]
+enum Op {
+    Append,
+    Fetch,
+    Wait,
+}
+
+impl Op {
+    fn metrics(self) -> (Counter, Counter, Histogram) {
+        match self {
+            Op::Append => (Counter::Appends, Counter::AppendErrors, Histogram::Append),
+            Op::Fetch => (Counter::Fetches, Counter::FetchErrors, Histogram::Fetch),
+            Op::Wait => (Counter::Waits, Counter::WaitErrors, Histogram::Wait),
         }
     }
 }
@@ -350,6 +376,27 @@ impl EventStore {
     /// # Ok::<(), lms_realtime::Error>(())
     /// ```
     pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<i64>> {
+        self.observed(Op::Append, || self.append_batch_inner(events))
+    }
+
+    /// Runs `f`, recording it into [`Config::metrics`] when set.
+    fn observed<T>(&self, op: Op, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Some(m) = &self.config.metrics else {
+            return f();
+        };
+        let (count, errors, latency) = op.metrics();
+        let started = Instant::now();
+        let r = f();
+        m.incr(count);
+        match &r {
+            Ok(_) => m.record(latency, started.elapsed()),
+            Err(e) if e.is_fault() => m.incr(errors),
+            Err(_) => {}
+        }
+        r
+    }
+
+    fn append_batch_inner(&self, events: Vec<NewEvent>) -> Result<Vec<i64>> {
         self.check_open()?;
         if events.is_empty() {
             return Ok(Vec::new());
@@ -405,6 +452,10 @@ impl EventStore {
 
     /// Fetches the next batch for `request` without waiting.
     pub fn fetch(&self, request: &FetchRequest) -> Result<Batch> {
+        self.observed(Op::Fetch, || self.fetch_inner(request))
+    }
+
+    fn fetch_inner(&self, request: &FetchRequest) -> Result<Batch> {
         self.check_open()?;
         let req = request.normalized()?;
         let now = self.config.clock.now_ms();
@@ -418,6 +469,18 @@ impl EventStore {
     /// Blocking costs no CPU: waiters sleep on a condition variable, woken by one tail reader
     /// per store, which a futex in shared memory wakes on every commit on the host.
     pub fn wait(&self, request: &FetchRequest, timeout: Duration) -> Result<Batch> {
+        let r = self.observed(Op::Wait, || self.wait_inner(request, timeout));
+        if let (Some(m), Ok(b)) = (&self.config.metrics, &r)
+            && b.events.is_empty()
+            && !b.gap
+            && !b.has_more
+        {
+            m.incr(Counter::WaitTimeouts);
+        }
+        r
+    }
+
+    fn wait_inner(&self, request: &FetchRequest, timeout: Duration) -> Result<Batch> {
         let deadline = Instant::now() + timeout;
         let mut req = request.normalized()?;
         self.check_open()?;

@@ -418,3 +418,56 @@ fn only_matching_waiters_wake() {
         w.join().unwrap();
     }
 }
+
+#[test]
+fn configured_metrics_record_appends_fetches_and_waits_but_not_bad_input_as_errors() {
+    use crate::metrics::MetricsConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let metrics = Arc::new(Metrics::open(&db, MetricsConfig::default()).unwrap());
+    let cfg = Config {
+        metrics: Some(metrics.clone()),
+        ..Config::default()
+    };
+    let s = EventStore::open(&db, cfg).unwrap();
+    s.append(ev("message_create", 1)).unwrap();
+    s.append_batch(vec![ev("message_create", 1), ev("reaction_update", 2)])
+        .unwrap();
+    assert!(s.append(ev("Bad!", 1)).is_err());
+    let b = s.fetch(&FetchRequest::new([1, 2])).unwrap();
+    assert_eq!(b.events.len(), 3);
+    let empty = s
+        .wait(
+            &FetchRequest::new([1, 2]).cursor(b.cursor),
+            Duration::from_millis(20),
+        )
+        .unwrap();
+    assert!(empty.events.is_empty());
+
+    // Another handle on the same file (as another process would open it) sees the figures.
+    let view = Metrics::open(&db, MetricsConfig::default())
+        .unwrap()
+        .snapshot();
+    let c = |n: &str| view.counters[n].total;
+    assert_eq!(c("appends"), 3, "two calls that committed and one refused");
+    assert_eq!(c("append_errors"), 0, "bad input is not a store fault");
+    assert_eq!(c("fetches"), 1);
+    assert_eq!(c("waits"), 1);
+    assert_eq!(c("wait_timeouts"), 1);
+    assert_eq!(
+        view.histograms["append"].count, 2,
+        "latency of the committed calls only"
+    );
+    assert_eq!(view.histograms["fetch"].count, 1);
+    assert!(view.histograms["wait"].window.max_us >= 20_000);
+
+    // Without the setting nothing is recorded.
+    let dir2 = tempfile::tempdir().unwrap();
+    let db2 = dir2.path().join("n.db");
+    let quiet = EventStore::open(&db2, Config::default()).unwrap();
+    quiet.append(ev("message_create", 1)).unwrap();
+    let none = Metrics::open(&db2, MetricsConfig::default())
+        .unwrap()
+        .snapshot();
+    assert_eq!(none.counters["appends"].total, 0);
+}
