@@ -40,11 +40,15 @@
   /**
    * How each tier polls. `waitSeconds` is the daemon's `timeout` parameter (how long it may hold
    * the request); the interval is the least time from the start of one request to the start of
-   * the next after a success. The AJAX endpoint has no wait parameter, so on that transport a
-   * tier is a request cadence only, and `long` is not available (medium is the best AJAX tier).
+   * the next after a success. The AJAX endpoint has no wait parameter (WordPress decides how long
+   * it holds a poll), so on that transport a tier is a request cadence only. When AJAX stands in
+   * for a daemon that is down, medium is its best tier. When no daemon is configured, WordPress
+   * serves the long poll itself and AJAX may run `long`: a poll that waited re-polls at once, one
+   * answered early waits out the rest of `ajaxIntervalMs` (1 s), so a server that answers at once
+   * can never be hammered.
    */
   const DEFAULT_TIMINGS = Object.freeze({
-    long: Object.freeze({ waitSeconds: 30, daemonIntervalMs: 0, ajaxIntervalMs: null }),
+    long: Object.freeze({ waitSeconds: 30, daemonIntervalMs: 0, ajaxIntervalMs: 1000 }),
     medium: Object.freeze({ waitSeconds: 10, daemonIntervalMs: 0, ajaxIntervalMs: 10000 }),
     short: Object.freeze({ waitSeconds: 0, daemonIntervalMs: 3000, ajaxIntervalMs: 3000 }),
     emergency: Object.freeze({ waitSeconds: 0, daemonIntervalMs: 1000, ajaxIntervalMs: 1000 }),
@@ -329,7 +333,8 @@
    * Picks the polling tier and the delay after a failure.
    *
    * The tier is the most severe of: the server's latest mode hint for the transport in use, the
-   * client's own failure level, and (for AJAX) medium, the best tier AJAX can offer. The failure
+   * client's own failure level, and (for AJAX standing in for the daemon) medium. AJAX as the
+   * primary transport (no daemon configured: WordPress serves the long poll) may run `long`. The failure
    * level rises to medium/short/emergency after `thresholds` consecutive failures and steps back
    * one level after every `recoverAfter` consecutive successes, so a flaky path (a proxy that
    * cuts 30 s requests) does not flap straight back to long-polling. The delay after the n-th
@@ -365,15 +370,16 @@
       return this.tierFor('daemon');
     }
 
-    tierFor(transport) {
+    /** The tier for `transport`; `primary` says AJAX is the transport of choice, not a stand-in. */
+    tierFor(transport, primary = false) {
       let level = Math.max(this._level, this._hints[transport] || 0);
-      if (transport === 'ajax') level = Math.max(level, 1);
+      if (transport === 'ajax' && !primary) level = Math.max(level, 1);
       return TIERS[level];
     }
 
     /** `{tier, transport, waitSeconds, intervalMs}` for the next request on `transport`. */
-    plan(transport) {
-      const tier = this.tierFor(transport);
+    plan(transport, primary = false) {
+      const tier = this.tierFor(transport, primary);
       const t = this.timings[tier];
       if (transport === 'daemon') {
         return { tier, transport, waitSeconds: t.waitSeconds, intervalMs: t.daemonIntervalMs };
@@ -1257,6 +1263,14 @@
       return !!this.daemonUrl && (!this.abTesting || this.abTesting.useUnified());
     }
 
+    /**
+     * AJAX is the primary transport when no daemon is configured and the user is in the unified
+     * cohort: WordPress then holds the poll itself. (The legacy cohort keeps a fixed cadence.)
+     */
+    _ajaxPrimary() {
+      return !this.daemonUrl && (!this.abTesting || this.abTesting.useUnified());
+    }
+
     _choosePlan() {
       if (this._daemonAllowed()) {
         const probe = this.breaker.state === 'half-open';
@@ -1268,7 +1282,7 @@
         }
       }
       if (!this.ajaxUrl) return null;
-      return this.fallback.plan('ajax');
+      return this.fallback.plan('ajax', this._ajaxPrimary());
     }
 
     _settle(plan, outcome, started) {
@@ -1284,7 +1298,7 @@
           this._connected = true;
           this._emit('connected', { transport, tier: plan.tier, shared: false });
         }
-        const interval = this.fallback.plan(transport).intervalMs || 0;
+        const interval = this.fallback.plan(transport, this._ajaxPrimary()).intervalMs || 0;
         wait = Math.max(0, interval - (this._now() - started), outcome.retryMs || 0);
         if (transport === 'ajax' && this._daemonAllowed() && this.breaker.state === 'open') {
           // Probe the daemon as soon as its breaker allows rather than at the next AJAX tick.
@@ -1312,7 +1326,7 @@
           cursor: this._cursor,
           legacyIds: Object.fromEntries(this._legacyIds),
           gap: !!outcome.batch.gap,
-          tier: this.fallback.plan(transport).tier,
+          tier: this.fallback.plan(transport, this._ajaxPrimary()).tier,
           transport,
         });
       }

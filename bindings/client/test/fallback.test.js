@@ -204,3 +204,28 @@ test('a daemon outage right after page load falls back from the rendered head cu
   assert.deepEqual(seen, [47, 46]);
   await client.stop();
 });
+
+test('no daemon configured: WordPress holds the poll; re-poll at once after a wait, within 1 s after an early answer', async () => {
+  const { client, fetch, clock, seen, life } = setup({ daemonUrl: null });
+  client.start();
+  await flush();
+  assert.ok(isAjax(fetch.last));
+  const n0 = fetch.calls.length;
+  await clock.advance(25000); // the server held the poll for 25 s, then answered empty
+  fetch.respond(200, ajaxOk([]));
+  await flush();
+  assert.equal(fetch.calls.length, n0 + 1, 'a poll that waited is followed at once by the next');
+  assert.deepEqual(life.mode.at(-1).tier, 'long');
+  assert.deepEqual(life.mode.at(-1).transport, 'ajax');
+  await clock.advance(200); // an event arrives 200 ms into the next poll
+  fetch.respond(200, ajaxOk([ev(5, 3)].map(legacyEv)));
+  await flush();
+  assert.deepEqual(seen, [5]);
+  const n1 = fetch.calls.length;
+  await clock.advance(799);
+  assert.equal(fetch.calls.length, n1, 'an early answer waits out the rest of the 1 s interval');
+  await clock.advance(1);
+  assert.equal(fetch.calls.length, n1 + 1);
+  assert.equal(form(fetch.last).last_event_id, '5');
+  await client.stop();
+});

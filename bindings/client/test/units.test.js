@@ -251,3 +251,16 @@ test('cursor reading is conservative and Retry-After accepts seconds and dates',
   assert.equal(parseRetryAfter('soon', now), null);
   assert.equal(parseRetryAfter(null, now), null);
 });
+
+test('fallback: AJAX as the primary transport may run long; hints and failures still raise it', () => {
+  const f = new LMSFallbackManager();
+  assert.deepEqual(f.plan('ajax', true), { tier: 'long', transport: 'ajax', waitSeconds: null, intervalMs: 1000 });
+  assert.equal(f.plan('ajax').tier, 'medium', 'standing in for the daemon, AJAX stays medium');
+  f.recordSuccess({ transport: 'ajax', mode: 'medium' });
+  assert.deepEqual(f.plan('ajax', true), { tier: 'medium', transport: 'ajax', waitSeconds: null, intervalMs: 10000 });
+  f.recordSuccess({ transport: 'ajax', mode: 'long' });
+  assert.equal(f.plan('ajax', true).tier, 'long');
+  f.recordFailure({ transport: 'ajax' });
+  f.recordFailure({ transport: 'ajax' });
+  assert.equal(f.plan('ajax', true).tier, 'medium', 'two failures in a row lower the tier');
+});
