@@ -104,7 +104,7 @@ pub(crate) struct Rendered {
 
 /// What makes two polls' responses identical at one head: the request (with its cursor) and
 /// the advertised mode.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     channels: Vec<i64>,
     thread: Option<i64>,
@@ -129,6 +129,33 @@ impl Key {
             retry_ms,
         }
     }
+
+    /// Whether this is the key of `req` (without building that key).
+    fn is(&self, req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> bool {
+        self.cursor == req.cursor
+            && self.channels == req.channels
+            && self.thread == req.thread_id
+            && self.types == req.types
+            && self.limit == req.limit
+            && self.sequential == (req.order == Order::Sequential)
+            && self.mode == mode
+            && self.retry_ms == retry_ms
+    }
+
+    /// The hash of the key of `req`: what the cache is indexed by.
+    fn hash_of(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        req.channels.hash(&mut h);
+        req.thread_id.hash(&mut h);
+        req.types.hash(&mut h);
+        req.cursor.hash(&mut h);
+        req.limit.hash(&mut h);
+        (req.order == Order::Sequential).hash(&mut h);
+        mode.hash(&mut h);
+        retry_ms.hash(&mut h);
+        h.finish()
+    }
 }
 
 /// Responses rendered at one head. When one event wakes 10,000 waiters of a channel, they all
@@ -137,7 +164,9 @@ impl Key {
 struct Responses {
     head: i64,
     made: Option<Instant>,
-    map: HashMap<Key, Arc<Rendered>>,
+    /// By [`Key::hash_of`]; a lookup compares the keys of its bucket, so it allocates nothing.
+    map: HashMap<u64, Vec<(Key, Arc<Rendered>)>>,
+    len: usize,
 }
 
 /// Longest a rendered response is reused: expiry is judged when a batch is assembled, so a
@@ -336,8 +365,7 @@ impl Hub {
         retry_ms: u64,
         render: impl FnOnce(&Batch) -> Rendered,
     ) -> Answer {
-        let key = Key::new(req, mode, retry_ms);
-        let (batch, head) = {
+        let (batch, head, hash) = {
             let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
             let floor = req.cursor.min_position();
             if !r.ready || floor < r.floor {
@@ -347,19 +375,23 @@ impl Hub {
                 // Nothing past the cursor: the common re-poll, answered without assembling.
                 return Answer::Empty(req.cursor);
             }
+            let hash = Key::hash_of(req, mode, retry_ms);
             {
                 let cache = lock(&self.responses);
                 if cache.head == r.head
                     && cache.made.is_some_and(|m| m.elapsed() < RESPONSE_TTL)
-                    && let Some(hit) = cache.map.get(&key)
+                    && let Some(hit) = cache
+                        .map
+                        .get(&hash)
+                        .and_then(|b| b.iter().find(|(k, _)| k.is(req, mode, retry_ms)))
                 {
-                    return Answer::Ready(hit.clone());
+                    return Answer::Ready(hit.1.clone());
                 }
             }
             let live = r.live();
             let from = live.partition_point(|e| e.id <= floor);
             match store.assemble(req, &live[from..], r.head) {
-                Ok(Some(b)) => (b, r.head),
+                Ok(Some(b)) => (b, r.head, hash),
                 _ => return Answer::Miss,
             }
         };
@@ -376,11 +408,16 @@ impl Hub {
             let mut cache = lock(&self.responses);
             if cache.head < head || cache.made.is_none_or(|m| m.elapsed() >= RESPONSE_TTL) {
                 cache.map.clear();
+                cache.len = 0;
                 cache.head = head;
                 cache.made = Some(Instant::now());
             }
-            if cache.head == head && cache.map.len() < RESPONSES_MAX {
-                cache.map.insert(key, rendered.clone());
+            if cache.head == head && cache.len < RESPONSES_MAX {
+                let bucket = cache.map.entry(hash).or_default();
+                if !bucket.iter().any(|(k, _)| k.is(req, mode, retry_ms)) {
+                    bucket.push((Key::new(req, mode, retry_ms), rendered.clone()));
+                    cache.len += 1;
+                }
             }
         }
         Answer::Ready(rendered)
