@@ -18,7 +18,6 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::config::Faults;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::NewEvent;
 use crate::store::{EventStore, MAX_BATCH};
@@ -44,11 +43,11 @@ impl std::fmt::Debug for Job {
 
 impl Appender {
     /// Starts the appender thread; it ends when every `Appender` handle is dropped.
-    pub(crate) fn start(store: Arc<EventStore>, faults: Faults) -> Result<Appender> {
+    pub(crate) fn start(store: Arc<EventStore>) -> Result<Appender> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("lmsrt-appender".into())
-            .spawn(move || run(&store, &faults, &rx))
+            .spawn(move || run(&store, &rx))
             .map_err(|e| Error::Internal(format!("starting the appender thread: {e}")))?;
         Ok(Appender { tx })
     }
@@ -64,7 +63,7 @@ impl Appender {
     }
 }
 
-fn run(store: &EventStore, faults: &Faults, rx: &mpsc::Receiver<Job>) {
+fn run(store: &EventStore, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut total = jobs[0].events.len();
@@ -76,12 +75,6 @@ fn run(store: &EventStore, faults: &Faults, rx: &mpsc::Receiver<Job>) {
                 }
                 Err(_) => break,
             }
-        }
-        if faults.store_failing() {
-            for j in jobs {
-                let _ = j.reply.send(Err(Error::Storage("injected fault".into())));
-            }
-            continue;
         }
         let (alone, shared): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
@@ -167,7 +160,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(EventStore::open(dir.path().join("e.db"), Default::default()).unwrap());
-        let a = Appender::start(store.clone(), Faults::default()).unwrap();
+        let a = Appender::start(store.clone()).unwrap();
         let mut tasks = Vec::new();
         for i in 0..40 {
             let a = a.clone();

@@ -970,16 +970,10 @@ impl State {
             .await
             .map_err(|_| ApiError::Internal("semaphore closed".into()))?;
         let store = self.store.clone();
-        let faults = self.config.faults.clone();
         let started = Instant::now();
-        let r = tokio::task::spawn_blocking(move || {
-            if faults.store_failing() {
-                return Err(Error::Storage("injected fault".into()));
-            }
-            f(&store)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("store task: {e}")))?;
+        let r = tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::Internal(format!("store task: {e}")))?;
         if counter == Counter::Fetches {
             self.metrics.record(Histogram::Fetch, started.elapsed());
         }

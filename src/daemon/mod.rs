@@ -53,7 +53,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 
-pub use config::{Config, Faults};
+pub use config::Config;
 
 use crate::error::{Error, Result};
 use crate::guards::{
@@ -239,7 +239,7 @@ pub async fn run(
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let appender = appender::Appender::start(store.clone(), config.faults.clone())?;
+    let appender = appender::Appender::start(store.clone())?;
     let state = Arc::new(State {
         appender,
         read_sem: Semaphore::new(config.store_readers),
