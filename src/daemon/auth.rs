@@ -1,66 +1,13 @@
 //! Who is asking: bearer tokens for polls, signatures for publishers, the client's IP.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
 
 use hyper::HeaderMap;
 
 use super::error::ApiError;
-use crate::token::{self, Claims, TokenError, TokenKey};
-
-/// Tokens already verified, by their exact bytes: a browser re-polls with the same token for
-/// its whole life (minutes to hours), so its HMAC and its two JSON parses are done once, not
-/// on every poll. A hit is only a token byte-for-byte identical to one whose MAC matched a key
-/// of this daemon (the keys never change while it runs); its expiry is checked on every use.
-/// Refused tokens are never kept, so a client cannot fill the cache without valid tokens.
-#[derive(Debug)]
-pub(crate) struct TokenCache {
-    map: Mutex<HashMap<Box<str>, Arc<Claims>>>,
-    capacity: usize,
-}
-
-impl TokenCache {
-    /// A cache of at most `capacity` tokens; when full it starts over (the next use of each
-    /// token verifies it again).
-    pub(crate) fn new(capacity: usize) -> TokenCache {
-        TokenCache {
-            map: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// [`token::verify`], remembered.
-    pub(crate) fn verify(
-        &self,
-        keys: &[TokenKey],
-        token: &str,
-        now: i64,
-    ) -> Result<Arc<Claims>, TokenError> {
-        let lock = || self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = lock().get(token) {
-            return if c.exp <= now {
-                Err(TokenError::Expired)
-            } else {
-                Ok(c.clone())
-            };
-        }
-        let claims = Arc::new(token::verify(keys, token, now)?);
-        let mut map = lock();
-        if map.len() >= self.capacity {
-            map.clear();
-            map.shrink_to(self.capacity / 4);
-        }
-        map.insert(token.into(), claims.clone());
-        Ok(claims)
-    }
-
-    /// Tokens held now.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
+#[cfg(test)]
+use crate::token::Claims;
+use crate::token::{self, TokenKey};
 
 /// Verifies the `Authorization: Bearer <token>` of a poll.
 #[cfg(test)]
@@ -159,35 +106,6 @@ mod tests {
         assert_eq!(client_ip(&h, peer, true).to_string(), "5.6.7.8");
         h.insert("x-real-ip", "9.9.9.9".parse().unwrap());
         assert_eq!(client_ip(&h, peer, true).to_string(), "9.9.9.9");
-    }
-
-    #[test]
-    fn token_cache_remembers_only_valid_tokens_and_still_checks_expiry() {
-        let key = TokenKey::new("k", vec![1u8; 32]).unwrap();
-        let keys = std::slice::from_ref(&key);
-        let cache = TokenCache::new(2);
-        let t = token::issue(&key, 3, &[1], 100, "s").unwrap();
-        assert_eq!(cache.verify(keys, &t, 0).unwrap().uid, 3);
-        assert_eq!(cache.verify(keys, &t, 50).unwrap().uid, 3, "a hit");
-        assert_eq!(cache.len(), 1);
-        assert_eq!(
-            cache.verify(keys, &t, 100).unwrap_err(),
-            TokenError::Expired,
-            "a cached token still expires"
-        );
-        // A tampered token is another byte string: verified, refused, not kept.
-        let mut bad = t.clone().into_bytes();
-        let last = bad.len() - 1;
-        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-        let bad = String::from_utf8(bad).unwrap();
-        assert!(cache.verify(keys, &bad, 0).is_err());
-        assert_eq!(cache.len(), 1);
-        // Full: starts over.
-        for uid in 4..6 {
-            let t = token::issue(&key, uid, &[1], 100, "s").unwrap();
-            assert_eq!(cache.verify(keys, &t, 0).unwrap().uid, uid);
-        }
-        assert!(cache.len() <= 2);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) type Resp = Response<Full<Bytes>>;
 
 const STORE_BREAKER: &str = "store";
 
+/// Headers of a JSON response once `finish` has added its own (request id, security, CORS).
+const RESPONSE_HEADERS: usize = 12;
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -54,7 +57,33 @@ struct Meta {
     path: Cow<'static, str>,
     peer: SocketAddr,
     /// The poll's verified token, once known: its user and session go to the logs.
-    claims: Option<Arc<Claims>>,
+    who: Option<Who>,
+}
+
+/// A verified token's user and session binding (`sid`, a hash of the WordPress session), kept
+/// inline for the logs: a waiting poll holds it for as long as it waits.
+#[derive(Clone, Copy)]
+struct Who {
+    uid: i64,
+    sid: [u8; 24],
+    sid_len: u8,
+}
+
+impl Who {
+    fn new(c: &Claims) -> Who {
+        let mut sid = [0u8; 24];
+        let n = c.sid.len().min(24);
+        sid[..n].copy_from_slice(&c.sid.as_bytes()[..n]);
+        Who {
+            uid: c.uid,
+            sid,
+            sid_len: n as u8,
+        }
+    }
+
+    fn sid(&self) -> &str {
+        std::str::from_utf8(&self.sid[..self.sid_len as usize]).unwrap_or("")
+    }
 }
 
 /// A request's path for the logs, without an allocation for the daemon's own routes.
@@ -83,7 +112,7 @@ impl Meta {
             method: req.method().clone(),
             path: path_of(req.uri().path()),
             peer,
-            claims: None,
+            who: None,
         }
     }
 
@@ -97,13 +126,11 @@ impl Meta {
             method,
             path,
             peer,
-            claims,
+            who,
         } = self;
         // The token's user and session (`sid`: a hash of the WordPress session, never the
         // session itself): tells a user's browsers and logins apart in the logs.
-        let (uid, sid) = claims
-            .as_deref()
-            .map_or((0, ""), |c| (c.uid, c.sid.as_str()));
+        let (uid, sid) = who.as_ref().map_or((0, ""), |w| (w.uid, w.sid()));
         let rid_s = rid.to_str().unwrap_or("");
         let resp = match result {
             Ok(r) => r,
@@ -453,15 +480,13 @@ fn prepare_poll(
     req: Request<Incoming>,
 ) -> Result<PollJob, ApiError> {
     check_ip(state, peer, req.headers())?;
-    let claims = state
-        .tokens
-        .verify(
-            &state.keys,
-            auth::bearer_token(req.headers())?,
-            now_ms() / 1000,
-        )
-        .map_err(ApiError::token)?;
-    meta.claims = Some(claims.clone());
+    let claims = crate::token::verify(
+        &state.keys,
+        auth::bearer_token(req.headers())?,
+        now_ms() / 1000,
+    )
+    .map_err(ApiError::token)?;
+    meta.who = Some(Who::new(&claims));
     let cfg = &state.config;
     let params = parse_poll(
         req.uri().query(),
@@ -646,7 +671,8 @@ fn poll_response(state: &State, r: &Rendered) -> Resp {
     }
     let mut resp = Response::new(Full::new(r.body.clone()));
     let h = resp.headers_mut();
-    h.reserve(12);
+    // Sized once for every header `finish` adds, instead of growing insert by insert.
+    h.reserve(RESPONSE_HEADERS);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -986,7 +1012,7 @@ impl State {
 pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().reserve(12);
+    r.headers_mut().reserve(RESPONSE_HEADERS);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -1132,8 +1158,6 @@ fn finish(
         r = Response::from_parts(parts, Full::new(body));
     }
     let h = r.headers_mut();
-    // Sized once for the headers below, instead of growing insert by insert.
-    h.reserve(12);
     h.insert("x-request-id", rid.clone());
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

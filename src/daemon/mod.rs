@@ -68,7 +68,6 @@ pub(crate) struct State {
     pub(crate) store: Arc<EventStore>,
     pub(crate) config: Config,
     pub(crate) keys: Vec<TokenKey>,
-    pub(crate) tokens: auth::TokenCache,
     pub(crate) hub: Arc<fanout::Hub>,
     pub(crate) limiter: RateLimiter,
     pub(crate) slots: Slots,
@@ -246,8 +245,6 @@ pub async fn run(
         write_sem: Semaphore::new(config.store_writers),
         store,
         keys,
-        // Room for every connection's token twice over (rotation, reconnects).
-        tokens: auth::TokenCache::new(capacity.saturating_mul(2).max(4096)),
         hub,
         limiter,
         slots,
