@@ -269,6 +269,20 @@ impl Hub {
         // The waiters are woken from the runtime by [`Hub::dispatch`]: waking thousands of
         // tasks from a worker thread queues them locally, where waking them from this foreign
         // thread would push each through the runtime's shared queue and unpark a worker.
+        //
+        // With no waiter registered there is nobody to wake (a publish-only load): the events
+        // count as dispatched, and the runtime is not woken (a system call per commit). A poll
+        // registering now reads the ring after registering, and so sees these events: if its
+        // registration had come before this check, the check would have seen it (it precedes
+        // the poll's read of the ring, which precedes this batch's write of it or sees it).
+        if self.count.load(Ordering::SeqCst) == 0 {
+            let head = self.ring.read().unwrap_or_else(|p| p.into_inner()).head;
+            let mut pos = lock(&self.dispatched);
+            if self.count.load(Ordering::SeqCst) == 0 {
+                *pos = (*pos).max(head);
+                return;
+            }
+        }
         self.kick.notify_one();
     }
 
@@ -337,7 +351,7 @@ impl Hub {
                 ws.entry(*ch).or_default().insert(id, w.clone());
             }
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::SeqCst);
         Registration {
             hub: self.clone(),
             waiter: w,
