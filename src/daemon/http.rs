@@ -480,12 +480,14 @@ fn prepare_poll(
     req: Request<Incoming>,
 ) -> Result<PollJob, ApiError> {
     check_ip(state, peer, req.headers())?;
-    let claims = crate::token::verify(
-        &state.keys,
-        auth::bearer_token(req.headers())?,
-        now_ms() / 1000,
-    )
-    .map_err(ApiError::token)?;
+    let claims = state
+        .tokens
+        .verify(
+            &state.keys,
+            auth::bearer_token(req.headers())?,
+            now_ms() / 1000,
+        )
+        .map_err(ApiError::token)?;
     meta.who = Some(Who::new(&claims));
     let cfg = &state.config;
     let params = parse_poll(

@@ -68,6 +68,7 @@ pub(crate) struct State {
     pub(crate) store: Arc<EventStore>,
     pub(crate) config: Config,
     pub(crate) keys: Vec<TokenKey>,
+    pub(crate) tokens: auth::TokenCache,
     pub(crate) hub: Arc<fanout::Hub>,
     pub(crate) limiter: RateLimiter,
     pub(crate) slots: Slots,
@@ -84,6 +85,9 @@ pub(crate) struct State {
     pub(crate) boot_id: u32,
     pub(crate) started: Instant,
 }
+
+/// Verified tokens remembered (see `auth::TokenCache`): at most about 1.6 MiB.
+const TOKEN_CACHE_CAPACITY: usize = 4096;
 
 /// Descriptors kept back from the connection capacity: the store's files, the listener, the
 /// blocking threads' SQLite connections, logs.
@@ -245,6 +249,7 @@ pub async fn run(
         write_sem: Semaphore::new(config.store_writers),
         store,
         keys,
+        tokens: auth::TokenCache::new(TOKEN_CACHE_CAPACITY),
         hub,
         limiter,
         slots,
