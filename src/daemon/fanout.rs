@@ -593,6 +593,42 @@ mod tests {
     }
 
     #[test]
+    fn commits_with_no_waiter_are_dispatched_without_a_wake_up_and_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
+        let hub = Arc::new(Hub::new(16));
+        hub.start_at(0);
+        hub.on_tail(&TailBatch {
+            events: &[ev(1, 1), ev(2, 1)],
+            after: 0,
+            head: 2,
+        });
+        assert_eq!(*lock(&hub.dispatched), 2, "counted as dispatched");
+        // A poll registering afterwards reads them from the ring.
+        let req = FetchRequest::new([1]).normalized().unwrap();
+        let reg = hub.register(&req);
+        let render = |b: &Batch| Rendered {
+            body: Bytes::from(format!("{}", b.events.len())),
+            stamps: vec![],
+            mode: ClientMode::Long,
+        };
+        let Answer::Ready(r) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!("the events are in the ring")
+        };
+        assert_eq!(&r.body[..], b"2");
+        // With a waiter registered, a commit is dispatched to it.
+        reg.waiter.set_lanes([2; 4]);
+        hub.on_tail(&TailBatch {
+            events: &[ev(3, 1)],
+            after: 2,
+            head: 3,
+        });
+        assert_eq!(*lock(&hub.dispatched), 2, "left to the dispatcher");
+        hub.dispatch();
+        assert!(reg.waiter.fired.load(Ordering::Acquire));
+    }
+
+    #[test]
     fn only_matching_waiters_are_notified() {
         let hub = Arc::new(Hub::new(16));
         hub.start_at(0);
