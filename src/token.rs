@@ -18,11 +18,22 @@
 //! | `uid` | the WordPress user id |
 //! | `ch` | the channels the user may poll (ascending, at most [`MAX_TOKEN_CHANNELS`]) |
 //! | `exp` | expiry, Unix seconds |
-//! | `sid` | session binding: the first 16 bytes of SHA-256 of the WordPress session token, base64url; a token identifies the login session that asked for it, and a user's sessions are told apart in the daemon's logs and limits |
+//! | `sid` | session binding: the first 16 bytes of SHA-256 of the WordPress session token, base64url; a token identifies the login session that asked for it (see below) |
 //!
 //! Verification recomputes the MAC with the secret named by `kid` and compares in constant time
 //! before it reads the claims, then checks the expiry. Unknown fields are refused, so a token
 //! cannot carry claims a verifier would ignore.
+//!
+//! ## What the session binding gives
+//!
+//! The daemon writes a poll's `uid` and `sid` into its log lines (the `request` line at `debug`,
+//! refusals at `debug`, failures at `warn`/`error`), so an operator can tell a user's logins
+//! apart: three tabs of one login share a `sid`, a phone and a laptop do not, and a token
+//! copied to another machine shows up under the `sid` of the login that asked for it. Only the
+//! hash is ever sent or logged, never the WordPress session token. The daemon's limits (rate,
+//! connection slots) count per user and per IP, not per session: a user with several logins
+//! shares the user's slots. A token outlives a logout until its `exp`, so keep `exp` short
+//! (minutes) and issue tokens per page load.
 //!
 //! ## Publisher signatures
 //!

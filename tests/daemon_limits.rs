@@ -1,6 +1,6 @@
 //! The daemon's protections against a running daemon: connection slots per user, rate limits
 //! with `Retry-After`, the total connection cap, slow clients (header timeout), the store's
-//! circuit breaker (a failing store answers 503 with a mode hint and recovers by itself), and
+//! circuit breaker (a locked store answers 503 with a mode hint and recovers by itself), and
 //! graceful shutdown answering every waiter at once with its cursor.
 
 #![cfg(feature = "daemon")]
@@ -169,29 +169,46 @@ async fn slow_clients_are_cut_off() {
     );
 }
 
+/// A real store failure, not an injected one: another connection to the same SQLite file (as
+/// the sqlite3 shell or a stuck migration would) holds the write lock with `BEGIN EXCLUSIVE`.
+/// It does not take the library's writer lock, so each append waits out SQLite's busy handler
+/// (about 2 s) and fails with `busy`; the breaker opens, clients are told to back off, and
+/// once the lock is released the daemon recovers by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_store_opens_the_breaker_and_recovers() {
+async fn a_locked_store_opens_the_breaker_and_recovers() {
     let mut cfg = config();
     cfg.breaker_failures = 2;
     cfg.breaker_open_ms = 400;
-    let d = Daemon::start(cfg.clone()).await;
+    let d = Daemon::start(cfg).await;
     let mut c = d.client().await;
     let t = token(5, &[1]);
     let ev = json!({"event_type": "message_create", "channel_id": 1});
     d.publish(&mut c, &ev).await;
 
-    cfg.faults.fail_store(true);
+    let locker = rusqlite::Connection::open(d.dir.path().join("chat.db")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let began = Instant::now();
     let r = c.publish(&ev).await;
+    assert!(
+        began.elapsed() >= Duration::from_millis(500),
+        "the append waited for the lock ({:?})",
+        began.elapsed()
+    );
     assert_eq!(
         (r.status, r.code().as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, "storage")
+        (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        "{}",
+        r.text()
     );
     assert!(r.header("retry-after").is_some());
-    assert!(!r.text().contains("injected"), "internals are not echoed");
+    assert!(r.header("x-lms-mode").is_some(), "a mode hint");
+    assert!(!r.text().contains("locked"), "internals are not echoed");
     let r = c.publish(&ev).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    // Open now: refused without touching the store, emergency mode, Retry-After.
+    // Open now: refused at once without touching the store, emergency mode, Retry-After.
+    let began = Instant::now();
     let r = c.publish(&ev).await;
+    assert!(began.elapsed() < Duration::from_millis(300));
     assert_eq!(
         (r.status, r.code().as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "circuit_open")
@@ -209,12 +226,17 @@ async fn a_failing_store_opens_the_breaker_and_recovers() {
     assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(h.json()["store"]["breaker"], "open");
 
-    // The store comes back: after the open period a probe goes through and closes it.
-    cfg.faults.fail_store(false);
+    // The lock is released: after the open period a probe goes through and closes it.
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = c.poll(&t, foreign).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(ids(&r.json()).len(), 1, "nothing acknowledged was lost");
+    assert_eq!(
+        ids(&r.json()).len(),
+        1,
+        "nothing acknowledged was lost, nothing refused was stored"
+    );
     assert_eq!(r.json()["gap"], true, "another database's cursor is a gap");
     assert_eq!(r.json()["mode"], "long");
     d.publish(&mut c, &ev).await;

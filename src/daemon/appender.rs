@@ -5,7 +5,8 @@
 //! request waiting at that moment and appends them in one transaction, so eight concurrent
 //! publishers cost one commit (and one wake-up of the store's tail reader) instead of eight,
 //! and no request hops through the runtime's blocking pool. Every request is answered only
-//! after the transaction holding its events has committed.
+//! after the transaction holding its events has committed; the answers of one transaction go
+//! back to the runtime together, with one wake-up.
 //!
 //! One transaction is all or nothing, so a request with a bad event must not sink the others:
 //! when a combined append is refused for a reason that belongs to one request (validation, an
@@ -13,12 +14,11 @@
 //! Requests carrying idempotency keys are appended on their own, so that two requests retrying
 //! the same key keep the store's semantics (the second gets the first's id).
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
-use super::config::Faults;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::NewEvent;
 use crate::store::{EventStore, MAX_BATCH};
@@ -34,6 +34,50 @@ pub(crate) struct Appender {
     tx: mpsc::Sender<Job>,
 }
 
+type Reply = (oneshot::Sender<Result<Vec<i64>>>, Result<Vec<i64>>);
+
+/// Answers on their way back to the runtime. The appender thread hands over a whole
+/// transaction's answers at once and wakes the runtime once ([`complete`] then answers each
+/// request from a runtime thread): answering each request's channel from the appender thread
+/// would wake the runtime once per request, a system call each.
+#[derive(Debug, Default)]
+struct Done {
+    replies: Mutex<Vec<Reply>>,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Done {
+    fn hand_over(&self, replies: &mut Vec<Reply>) {
+        if replies.is_empty() {
+            return;
+        }
+        self.replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(replies);
+        self.notify.notify_one();
+    }
+}
+
+/// Answers the requests whose transactions the appender thread finished; ends with it.
+async fn complete(done: Arc<Done>) {
+    let mut batch = Vec::new();
+    loop {
+        done.notify.notified().await;
+        std::mem::swap(
+            &mut batch,
+            &mut *done.replies.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        for (tx, r) in batch.drain(..) {
+            let _ = tx.send(r);
+        }
+        if done.closed.load(Ordering::Acquire) {
+            return;
+        }
+    }
+}
+
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
@@ -43,13 +87,21 @@ impl std::fmt::Debug for Job {
 }
 
 impl Appender {
-    /// Starts the appender thread; it ends when every `Appender` handle is dropped.
-    pub(crate) fn start(store: Arc<EventStore>, faults: Faults) -> Result<Appender> {
+    /// Starts the appender thread, and the task that hands its answers to the requests (on
+    /// the current runtime); both end when every `Appender` handle is dropped.
+    pub(crate) fn start(store: Arc<EventStore>) -> Result<Appender> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let done = Arc::new(Done::default());
+        let d = done.clone();
         std::thread::Builder::new()
             .name("lmsrt-appender".into())
-            .spawn(move || run(&store, &faults, &rx))
+            .spawn(move || {
+                run(&store, &rx, &d);
+                d.closed.store(true, Ordering::Release);
+                d.notify.notify_one();
+            })
             .map_err(|e| Error::Internal(format!("starting the appender thread: {e}")))?;
+        tokio::spawn(complete(done));
         Ok(Appender { tx })
     }
 
@@ -64,7 +116,8 @@ impl Appender {
     }
 }
 
-fn run(store: &EventStore, faults: &Faults, rx: &mpsc::Receiver<Job>) {
+fn run(store: &EventStore, rx: &mpsc::Receiver<Job>, done: &Done) {
+    let mut replies: Vec<Reply> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut total = jobs[0].events.len();
@@ -77,30 +130,26 @@ fn run(store: &EventStore, faults: &Faults, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if faults.store_failing() {
-            for j in jobs {
-                let _ = j.reply.send(Err(Error::Storage("injected fault".into())));
-            }
-            continue;
-        }
         let (alone, shared): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
             .partition(|j| j.events.iter().any(|e| e.idempotency_key.is_some()));
         for j in alone {
             let r = store.append_batch(j.events);
-            let _ = j.reply.send(r);
+            replies.push((j.reply, r));
         }
-        commit_together(store, shared);
+        commit_together(store, shared, &mut replies);
+        // Every request is answered after its transaction committed (or failed).
+        done.hand_over(&mut replies);
     }
 }
 
-fn commit_together(store: &EventStore, jobs: Vec<Job>) {
+fn commit_together(store: &EventStore, jobs: Vec<Job>, replies: &mut Vec<Reply>) {
     match jobs.len() {
         0 => return,
         1 => {
             let j = jobs.into_iter().next().expect("one job");
             let r = store.append_batch(j.events);
-            let _ = j.reply.send(r);
+            replies.push((j.reply, r));
             return;
         }
         _ => {}
@@ -111,7 +160,7 @@ fn commit_together(store: &EventStore, jobs: Vec<Job>) {
         Ok(ids) => {
             let mut at = 0;
             for (j, n) in jobs.into_iter().zip(lens) {
-                let _ = j.reply.send(Ok(ids[at..at + n].to_vec()));
+                replies.push((j.reply, Ok(ids[at..at + n].to_vec())));
                 at += n;
             }
         }
@@ -119,12 +168,12 @@ fn commit_together(store: &EventStore, jobs: Vec<Job>) {
             // One request's fault: find it by appending them one by one.
             for j in jobs {
                 let r = store.append_batch(j.events);
-                let _ = j.reply.send(r);
+                replies.push((j.reply, r));
             }
         }
         Err(e) => {
             for j in jobs {
-                let _ = j.reply.send(Err(same_error(&e)));
+                replies.push((j.reply, Err(same_error(&e))));
             }
         }
     }
@@ -167,7 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(EventStore::open(dir.path().join("e.db"), Default::default()).unwrap());
-        let a = Appender::start(store.clone(), Faults::default()).unwrap();
+        let a = Appender::start(store.clone()).unwrap();
         let mut tasks = Vec::new();
         for i in 0..40 {
             let a = a.clone();

@@ -3,8 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 
@@ -165,10 +163,6 @@ pub struct Config {
     /// with a bot posting every few seconds. Never in production: it hands out tokens.
     #[arg(long, env = "LMSRT_DEMO")]
     pub demo: bool,
-
-    /// Fault injection for tests and drills (not a flag).
-    #[arg(skip)]
-    pub faults: Faults,
 }
 
 impl Default for Config {
@@ -244,22 +238,5 @@ impl From<DurabilityArg> for crate::store::Durability {
             DurabilityArg::ProcessCrash => crate::store::Durability::ProcessCrash,
             DurabilityArg::PowerLoss => crate::store::Durability::PowerLoss,
         }
-    }
-}
-
-/// Switches that make the store fail on purpose, to test and drill the breaker.
-#[derive(Debug, Clone, Default)]
-pub struct Faults {
-    store: Arc<AtomicBool>,
-}
-
-impl Faults {
-    /// While set, every store call the daemon makes fails with a storage error.
-    pub fn fail_store(&self, on: bool) {
-        self.store.store(on, Ordering::SeqCst);
-    }
-
-    pub(crate) fn store_failing(&self) -> bool {
-        self.store.load(Ordering::Relaxed)
     }
 }

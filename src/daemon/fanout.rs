@@ -104,7 +104,7 @@ pub(crate) struct Rendered {
 
 /// What makes two polls' responses identical at one head: the request (with its cursor) and
 /// the advertised mode.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     channels: Vec<i64>,
     thread: Option<i64>,
@@ -129,6 +129,33 @@ impl Key {
             retry_ms,
         }
     }
+
+    /// Whether this is the key of `req` (without building that key).
+    fn is(&self, req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> bool {
+        self.cursor == req.cursor
+            && self.channels == req.channels
+            && self.thread == req.thread_id
+            && self.types == req.types
+            && self.limit == req.limit
+            && self.sequential == (req.order == Order::Sequential)
+            && self.mode == mode
+            && self.retry_ms == retry_ms
+    }
+
+    /// The hash of the key of `req`: what the cache is indexed by.
+    fn hash_of(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        req.channels.hash(&mut h);
+        req.thread_id.hash(&mut h);
+        req.types.hash(&mut h);
+        req.cursor.hash(&mut h);
+        req.limit.hash(&mut h);
+        (req.order == Order::Sequential).hash(&mut h);
+        mode.hash(&mut h);
+        retry_ms.hash(&mut h);
+        h.finish()
+    }
 }
 
 /// Responses rendered at one head. When one event wakes 10,000 waiters of a channel, they all
@@ -137,7 +164,9 @@ impl Key {
 struct Responses {
     head: i64,
     made: Option<Instant>,
-    map: HashMap<Key, Arc<Rendered>>,
+    /// By [`Key::hash_of`]; a lookup compares the keys of its bucket, so it allocates nothing.
+    map: HashMap<u64, Vec<(Key, Arc<Rendered>)>>,
+    len: usize,
 }
 
 /// Longest a rendered response is reused: expiry is judged when a batch is assembled, so a
@@ -240,6 +269,20 @@ impl Hub {
         // The waiters are woken from the runtime by [`Hub::dispatch`]: waking thousands of
         // tasks from a worker thread queues them locally, where waking them from this foreign
         // thread would push each through the runtime's shared queue and unpark a worker.
+        //
+        // With no waiter registered there is nobody to wake (a publish-only load): the events
+        // count as dispatched, and the runtime is not woken (a system call per commit). A poll
+        // registering now reads the ring after registering, and so sees these events: if its
+        // registration had come before this check, the check would have seen it (it precedes
+        // the poll's read of the ring, which precedes this batch's write of it or sees it).
+        if self.count.load(Ordering::SeqCst) == 0 {
+            let head = self.ring.read().unwrap_or_else(|p| p.into_inner()).head;
+            let mut pos = lock(&self.dispatched);
+            if self.count.load(Ordering::SeqCst) == 0 {
+                *pos = (*pos).max(head);
+                return;
+            }
+        }
         self.kick.notify_one();
     }
 
@@ -308,7 +351,7 @@ impl Hub {
                 ws.entry(*ch).or_default().insert(id, w.clone());
             }
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::SeqCst);
         Registration {
             hub: self.clone(),
             waiter: w,
@@ -336,8 +379,7 @@ impl Hub {
         retry_ms: u64,
         render: impl FnOnce(&Batch) -> Rendered,
     ) -> Answer {
-        let key = Key::new(req, mode, retry_ms);
-        let (batch, head) = {
+        let (batch, head, hash) = {
             let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
             let floor = req.cursor.min_position();
             if !r.ready || floor < r.floor {
@@ -347,19 +389,23 @@ impl Hub {
                 // Nothing past the cursor: the common re-poll, answered without assembling.
                 return Answer::Empty(req.cursor);
             }
+            let hash = Key::hash_of(req, mode, retry_ms);
             {
                 let cache = lock(&self.responses);
                 if cache.head == r.head
                     && cache.made.is_some_and(|m| m.elapsed() < RESPONSE_TTL)
-                    && let Some(hit) = cache.map.get(&key)
+                    && let Some(hit) = cache
+                        .map
+                        .get(&hash)
+                        .and_then(|b| b.iter().find(|(k, _)| k.is(req, mode, retry_ms)))
                 {
-                    return Answer::Ready(hit.clone());
+                    return Answer::Ready(hit.1.clone());
                 }
             }
             let live = r.live();
             let from = live.partition_point(|e| e.id <= floor);
             match store.assemble(req, &live[from..], r.head) {
-                Ok(Some(b)) => (b, r.head),
+                Ok(Some(b)) => (b, r.head, hash),
                 _ => return Answer::Miss,
             }
         };
@@ -376,11 +422,16 @@ impl Hub {
             let mut cache = lock(&self.responses);
             if cache.head < head || cache.made.is_none_or(|m| m.elapsed() >= RESPONSE_TTL) {
                 cache.map.clear();
+                cache.len = 0;
                 cache.head = head;
                 cache.made = Some(Instant::now());
             }
-            if cache.head == head && cache.map.len() < RESPONSES_MAX {
-                cache.map.insert(key, rendered.clone());
+            if cache.head == head && cache.len < RESPONSES_MAX {
+                let bucket = cache.map.entry(hash).or_default();
+                if !bucket.iter().any(|(k, _)| k.is(req, mode, retry_ms)) {
+                    bucket.push((Key::new(req, mode, retry_ms), rendered.clone()));
+                    cache.len += 1;
+                }
             }
         }
         Answer::Ready(rendered)
@@ -539,6 +590,42 @@ mod tests {
             hub.respond(&store, &at_head, ClientMode::Long, 0, render),
             Answer::Empty(_)
         ));
+    }
+
+    #[test]
+    fn commits_with_no_waiter_are_dispatched_without_a_wake_up_and_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
+        let hub = Arc::new(Hub::new(16));
+        hub.start_at(0);
+        hub.on_tail(&TailBatch {
+            events: &[ev(1, 1), ev(2, 1)],
+            after: 0,
+            head: 2,
+        });
+        assert_eq!(*lock(&hub.dispatched), 2, "counted as dispatched");
+        // A poll registering afterwards reads them from the ring.
+        let req = FetchRequest::new([1]).normalized().unwrap();
+        let reg = hub.register(&req);
+        let render = |b: &Batch| Rendered {
+            body: Bytes::from(format!("{}", b.events.len())),
+            stamps: vec![],
+            mode: ClientMode::Long,
+        };
+        let Answer::Ready(r) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+            panic!("the events are in the ring")
+        };
+        assert_eq!(&r.body[..], b"2");
+        // With a waiter registered, a commit is dispatched to it.
+        reg.waiter.set_lanes([2; 4]);
+        hub.on_tail(&TailBatch {
+            events: &[ev(3, 1)],
+            after: 2,
+            head: 3,
+        });
+        assert_eq!(*lock(&hub.dispatched), 2, "left to the dispatcher");
+        hub.dispatch();
+        assert!(reg.waiter.fired.load(Ordering::Acquire));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! calls go through `State::store_call` (or the appender, for publishing): the store's circuit breaker, a bounded number of
 //! blocking threads, and the breaker's bookkeeping of the outcome.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -30,11 +31,15 @@ use crate::event::{Event, NewEvent, Priority};
 use crate::guards::ClientMode;
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::store::{Batch, EventStore, FetchRequest, MAX_TYPES, Order};
+use crate::token::Claims;
 
 /// The response type of every handler.
 pub(crate) type Resp = Response<Full<Bytes>>;
 
 const STORE_BREAKER: &str = "store";
+
+/// Headers of a JSON response once `finish` has added its own (request id, security, CORS).
+const RESPONSE_HEADERS: usize = 12;
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -45,12 +50,51 @@ pub(crate) fn now_ms() -> i64 {
 /// What the response needs from the request, kept instead of the request itself.
 struct Meta {
     started: Instant,
-    rid: String,
+    rid: HeaderValue,
     origin: Option<HeaderValue>,
     gzip: bool,
     method: Method,
-    path: String,
+    path: Cow<'static, str>,
     peer: SocketAddr,
+    /// The poll's verified token, once known: its user and session go to the logs.
+    who: Option<Who>,
+}
+
+/// A verified token's user and session binding (`sid`, a hash of the WordPress session), kept
+/// inline for the logs: a waiting poll holds it for as long as it waits.
+#[derive(Clone, Copy)]
+struct Who {
+    uid: i64,
+    sid: [u8; 24],
+    sid_len: u8,
+}
+
+impl Who {
+    fn new(c: &Claims) -> Who {
+        let mut sid = [0u8; 24];
+        let n = c.sid.len().min(24);
+        sid[..n].copy_from_slice(&c.sid.as_bytes()[..n]);
+        Who {
+            uid: c.uid,
+            sid,
+            sid_len: n as u8,
+        }
+    }
+
+    fn sid(&self) -> &str {
+        std::str::from_utf8(&self.sid[..self.sid_len as usize]).unwrap_or("")
+    }
+}
+
+/// A request's path for the logs, without an allocation for the daemon's own routes.
+fn path_of(p: &str) -> Cow<'static, str> {
+    match p {
+        "/v1/poll" => Cow::Borrowed("/v1/poll"),
+        "/v1/events" => Cow::Borrowed("/v1/events"),
+        "/healthz" => Cow::Borrowed("/healthz"),
+        "/metrics" => Cow::Borrowed("/metrics"),
+        p => Cow::Owned(p.to_owned()),
+    }
 }
 
 impl Meta {
@@ -58,11 +102,17 @@ impl Meta {
         Meta {
             started: Instant::now(),
             rid: request_id(state, req.headers()),
-            origin: req.headers().get(header::ORIGIN).cloned(),
+            // Copied: a value borrowed from the request would pin hyper's read buffer for as
+            // long as a poll waits.
+            origin: req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|o| HeaderValue::from_bytes(o.as_bytes()).ok()),
             gzip: accepts_gzip(req.headers()),
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            path: path_of(req.uri().path()),
             peer,
+            who: None,
         }
     }
 
@@ -76,28 +126,37 @@ impl Meta {
             method,
             path,
             peer,
+            who,
         } = self;
+        // The token's user and session (`sid`: a hash of the WordPress session, never the
+        // session itself): tells a user's browsers and logins apart in the logs.
+        let (uid, sid) = who.as_ref().map_or((0, ""), |w| (w.uid, w.sid()));
+        let rid_s = rid.to_str().unwrap_or("");
         let resp = match result {
             Ok(r) => r,
             Err(e) => {
                 match &e {
                     ApiError::Internal(m) => {
-                        tracing::error!(request_id = %rid, %method, %path, error = %m, "internal error")
+                        tracing::error!(request_id = rid_s, %method, %path, uid, sid, error = %m, "internal error")
                     }
                     ApiError::Unavailable { .. } => {
-                        tracing::warn!(request_id = %rid, %method, %path, error = %e, "unavailable")
+                        tracing::warn!(request_id = rid_s, %method, %path, uid, sid, error = %e, "unavailable")
                     }
-                    _ => tracing::debug!(request_id = %rid, %method, %path, error = %e, "refused"),
+                    _ => {
+                        tracing::debug!(request_id = rid_s, %method, %path, uid, sid, error = %e, "refused")
+                    }
                 }
                 error_response(&e)
             }
         };
         let resp = finish(state, resp, &rid, origin.as_ref(), gzip);
         tracing::debug!(
-            request_id = %rid,
+            request_id = rid_s,
             %method,
             %path,
             %peer,
+            uid,
+            sid,
             status = resp.status().as_u16(),
             elapsed_us = started.elapsed().as_micros() as u64,
             "request"
@@ -116,9 +175,9 @@ pub(crate) type HandlerFuture =
 /// for the wait: thousands of polls wait at once, and each one's future is allocated for as
 /// long as it waits. Everything else runs in [`route`].
 pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> HandlerFuture {
-    let meta = Meta::new(&state, peer, &req);
+    let mut meta = Meta::new(&state, peer, &req);
     if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
-        let prepared = prepare_poll(&state, peer, req);
+        let prepared = prepare_poll(&state, &mut meta, peer, req);
         return match prepared {
             Ok(job) => Box::pin(run_poll(Box::new(PollCtx { state, meta, job }))),
             Err(e) => Box::pin(std::future::ready(meta.respond(&state, Err(e)))),
@@ -373,9 +432,10 @@ impl Drop for WaitGuard<'_> {
 
 fn check_ip(state: &State, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
     let ip = auth::client_ip(headers, peer, state.config.trust_proxy);
+    let mut buf = itoa_buf();
     let d = state
         .limiter
-        .check("ip", &ip.to_string())
+        .check("ip", fmt_into(&mut buf, format_args!("{ip}")))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if d.allowed {
         Ok(())
@@ -392,6 +452,19 @@ fn check_ip(state: &State, peer: SocketAddr, headers: &HeaderMap) -> Result<(), 
     }
 }
 
+/// A stack buffer for [`fmt_into`]: room for an IPv6 address or an i64.
+fn itoa_buf() -> [u8; 64] {
+    [0u8; 64]
+}
+
+/// Formats into `buf` without allocating; a key for the limiter or the slots.
+fn fmt_into<'a>(buf: &'a mut [u8; 64], args: std::fmt::Arguments<'_>) -> &'a str {
+    let mut w = &mut buf[..];
+    let _ = w.write_fmt(args);
+    let len = 64 - w.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
 /// A poll that passed every check and holds one of the user's slots.
 pub(crate) struct PollJob {
     params: PollParams,
@@ -402,16 +475,20 @@ pub(crate) struct PollJob {
 /// The checks of a poll, cheapest first: IP limit, token, query, channels, user limit, slot.
 fn prepare_poll(
     state: &Arc<State>,
+    meta: &mut Meta,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<PollJob, ApiError> {
     check_ip(state, peer, req.headers())?;
-    let claims = crate::token::verify(
-        &state.keys,
-        auth::bearer_token(req.headers())?,
-        now_ms() / 1000,
-    )
-    .map_err(ApiError::token)?;
+    let claims = state
+        .tokens
+        .verify(
+            &state.keys,
+            auth::bearer_token(req.headers())?,
+            now_ms() / 1000,
+        )
+        .map_err(ApiError::token)?;
+    meta.who = Some(Who::new(&claims));
     let cfg = &state.config;
     let params = parse_poll(
         req.uri().query(),
@@ -428,10 +505,11 @@ fn prepare_poll(
             "the token does not allow channel {c}"
         )));
     }
-    let user = claims.uid.to_string();
+    let mut buf = itoa_buf();
+    let user = fmt_into(&mut buf, format_args!("{}", claims.uid));
     let d = state
         .limiter
-        .check("poll", &user)
+        .check("poll", user)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if !d.allowed {
         return Err(ApiError::TooMany {
@@ -440,7 +518,7 @@ fn prepare_poll(
             retry_after_ms: d.retry_after_ms.max(1),
         });
     }
-    let lease = state.slots.acquire(&user).map_err(|e| ApiError::TooMany {
+    let lease = state.slots.acquire(user).map_err(|e| ApiError::TooMany {
         code: ErrorCode::SlotsExhausted.name(),
         message: e.to_string(),
         retry_after_ms: 1000,
@@ -595,6 +673,8 @@ fn poll_response(state: &State, r: &Rendered) -> Resp {
     }
     let mut resp = Response::new(Full::new(r.body.clone()));
     let h = resp.headers_mut();
+    // Sized once for every header `finish` adds, instead of growing insert by insert.
+    h.reserve(RESPONSE_HEADERS);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -663,9 +743,13 @@ pub(crate) fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
         code: ErrorCode::InvalidArgument.name(),
         message: format!("the body is not a valid event or {{\"events\": [...]}}: {e}"),
     };
-    let events = match serde_json::from_slice::<BatchIn>(body) {
-        Ok(b) => b.events,
-        Err(_) => vec![serde_json::from_slice::<EventIn>(body).map_err(bad)?],
+    // One event is the common body: tried first (a batch fails it at its first key).
+    let events = match serde_json::from_slice::<EventIn>(body) {
+        Ok(e) => vec![e],
+        Err(one) => match serde_json::from_slice::<BatchIn>(body) {
+            Ok(b) => b.events,
+            Err(_) => return Err(bad(one)),
+        },
     };
     if events.is_empty() {
         return Err(ApiError::invalid("no events"));
@@ -734,10 +818,16 @@ async fn publish(
     let ids = state.append(events).await;
     state.metrics.record(Histogram::Append, started.elapsed());
     let ids = ids?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_vec(&serde_json::json!({ "ids": ids })).unwrap_or_default(),
-    ))
+    let mut body = Vec::with_capacity(16 + 21 * ids.len());
+    body.extend_from_slice(b"{\"ids\":[");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let _ = write!(body, "{id}");
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json(StatusCode::OK, body))
 }
 
 // -- health and metrics -------------------------------------------------------------------------
@@ -905,16 +995,10 @@ impl State {
             .await
             .map_err(|_| ApiError::Internal("semaphore closed".into()))?;
         let store = self.store.clone();
-        let faults = self.config.faults.clone();
         let started = Instant::now();
-        let r = tokio::task::spawn_blocking(move || {
-            if faults.store_failing() {
-                return Err(Error::Storage("injected fault".into()));
-            }
-            f(&store)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("store task: {e}")))?;
+        let r = tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::Internal(format!("store task: {e}")))?;
         if counter == Counter::Fetches {
             self.metrics.record(Histogram::Fetch, started.elapsed());
         }
@@ -927,6 +1011,7 @@ impl State {
 pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
+    r.headers_mut().reserve(RESPONSE_HEADERS);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -1009,20 +1094,32 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-fn request_id(state: &State, headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+fn request_id(state: &State, headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get("x-request-id")
         && (1..=64).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && let Ok(v) = HeaderValue::from_bytes(v.as_bytes())
     {
-        return v.to_owned();
+        return v;
     }
     let n = state.request_seq.fetch_add(1, Ordering::Relaxed);
-    format!("{:08x}-{n:x}", state.boot_id)
+    let mut buf = [0u8; 32];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{:08x}-{n:x}", state.boot_id);
+    let len = 32 - w.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// Adds the request id, security headers and CORS, and compresses when it pays.
-fn finish(state: &State, mut r: Resp, rid: &str, origin: Option<&HeaderValue>, gzip: bool) -> Resp {
+fn finish(
+    state: &State,
+    mut r: Resp,
+    rid: &HeaderValue,
+    origin: Option<&HeaderValue>,
+    gzip: bool,
+) -> Resp {
     let is_html = r
         .headers()
         .get(header::CONTENT_TYPE)
@@ -1060,9 +1157,7 @@ fn finish(state: &State, mut r: Resp, rid: &str, origin: Option<&HeaderValue>, g
         r = Response::from_parts(parts, Full::new(body));
     }
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(rid) {
-        h.insert("x-request-id", v);
-    }
+    h.insert("x-request-id", rid.clone());
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -53,7 +53,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 
-pub use config::{Config, Faults};
+pub use config::Config;
 
 use crate::error::{Error, Result};
 use crate::guards::{
@@ -68,6 +68,7 @@ pub(crate) struct State {
     pub(crate) store: Arc<EventStore>,
     pub(crate) config: Config,
     pub(crate) keys: Vec<TokenKey>,
+    pub(crate) tokens: auth::TokenCache,
     pub(crate) hub: Arc<fanout::Hub>,
     pub(crate) limiter: RateLimiter,
     pub(crate) slots: Slots,
@@ -84,6 +85,9 @@ pub(crate) struct State {
     pub(crate) boot_id: u32,
     pub(crate) started: Instant,
 }
+
+/// Verified tokens remembered (see `auth::TokenCache`): at most about 1.6 MiB.
+const TOKEN_CACHE_CAPACITY: usize = 4096;
 
 /// Descriptors kept back from the connection capacity: the store's files, the listener, the
 /// blocking threads' SQLite connections, logs.
@@ -238,13 +242,14 @@ pub async fn run(
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let appender = appender::Appender::start(store.clone(), config.faults.clone())?;
+    let appender = appender::Appender::start(store.clone())?;
     let state = Arc::new(State {
         appender,
         read_sem: Semaphore::new(config.store_readers),
         write_sem: Semaphore::new(config.store_writers),
         store,
         keys,
+        tokens: auth::TokenCache::new(TOKEN_CACHE_CAPACITY),
         hub,
         limiter,
         slots,
