@@ -681,8 +681,7 @@ fn checkpoint(shared: &Shared) -> Result<()> {
     /// Frames left for a locked pass in the ordinary case: about a megabyte, a few
     /// milliseconds of copying.
     const LOCKED_PASS_MAX_FRAMES: i64 = 256;
-    /// A WAL this long (64 MiB of 4 KiB pages) is finished under the lock even when the last
-    /// pass reported nothing left.
+    /// A WAL this long (64 MiB of 4 KiB pages) is finished under the lock whatever is left...
     const WAL_LIMIT_FRAMES: i64 = 16_384;
     /// ... unless that pass took this long: the disk is busy (say, writing back a bulk load),
     /// and the locked pass's fsyncs would queue behind it while every writer waits.
@@ -709,18 +708,19 @@ fn checkpoint(shared: &Shared) -> Result<()> {
         (log, left) = pass()?;
     }
     let last_pass = started.elapsed();
-    if left > LOCKED_PASS_MAX_FRAMES {
-        // A burst (a purge, a bulk append) is still running: try again at the next interval
-        // rather than stall every writer behind a long copy.
-        return Ok(());
-    }
     // A pass copies the frames that were in the WAL when it began. If a writer committed
     // meanwhile, the WAL is still in use, and the next writer starts it over only once every
     // frame has been copied. Under sustained writes there is no quiet instant: one thread
     // appending grew the WAL by about 1 GB/s, until the kernel's dirty-page throttling cut
-    // appends to under a third. So a long WAL is finished under the writer lock even when
-    // the last pass reported nothing left.
-    if left == 0 && (log < WAL_LIMIT_FRAMES || last_pass > SLOW_PASS) {
+    // appends to under a third. So a long WAL is finished under the writer lock, whatever the
+    // last pass left, unless the disk is busy.
+    let long = log >= WAL_LIMIT_FRAMES && last_pass <= SLOW_PASS;
+    if left == 0 && !long {
+        return Ok(());
+    }
+    if left > LOCKED_PASS_MAX_FRAMES && !long {
+        // A burst (a purge, a bulk append) is still running: try again at the next interval
+        // rather than stall every writer behind a long copy.
         return Ok(());
     }
     let lock = conn::WriterLock::open(&shared.path)?;
