@@ -681,11 +681,8 @@ fn checkpoint(shared: &Shared) -> Result<()> {
     /// Frames left for a locked pass in the ordinary case: about a megabyte, a few
     /// milliseconds of copying.
     const LOCKED_PASS_MAX_FRAMES: i64 = 256;
-    /// A WAL this long (64 MiB of 4 KiB pages) is finished under the lock whatever is left...
+    /// A WAL this long (64 MiB of 4 KiB pages) is finished under the lock whatever is left.
     const WAL_LIMIT_FRAMES: i64 = 16_384;
-    /// ... unless that pass took this long: the disk is busy (say, writing back a bulk load),
-    /// and the locked pass's fsyncs would queue behind it while every writer waits.
-    const SLOW_PASS: Duration = Duration::from_millis(20);
     let c = conn::open_connection(&shared.path, shared.durability)?;
     // Returns the frames in the WAL when the pass began, and those of them not yet copied.
     let pass = || -> Result<(i64, i64)> {
@@ -697,30 +694,23 @@ fn checkpoint(shared: &Shared) -> Result<()> {
     };
     // Writers keep adding frames while we copy; a few more unlocked passes, a moment apart,
     // usually catch a quiet instant and finish without taking the lock at all.
-    let mut started = Instant::now();
     let (mut log, mut left) = pass()?;
     for _ in 0..8 {
         if left == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
-        started = Instant::now();
         (log, left) = pass()?;
     }
-    let last_pass = started.elapsed();
     // A pass copies the frames that were in the WAL when it began. If a writer committed
     // meanwhile, the WAL is still in use, and the next writer starts it over only once every
     // frame has been copied. Under sustained writes there is no quiet instant: one thread
     // appending grew the WAL by about 1 GB/s, until the kernel's dirty-page throttling cut
-    // appends to under a third. So a long WAL is finished under the writer lock, whatever the
-    // last pass left, unless the disk is busy.
-    let long = log >= WAL_LIMIT_FRAMES && last_pass <= SLOW_PASS;
-    if left == 0 && !long {
-        return Ok(());
-    }
-    if left > LOCKED_PASS_MAX_FRAMES && !long {
-        // A burst (a purge, a bulk append) is still running: try again at the next interval
-        // rather than stall every writer behind a long copy.
+    // appends to under a third. So a long WAL is finished under the writer lock, whatever is left.
+    let finish = (left > 0 && left <= LOCKED_PASS_MAX_FRAMES) || log >= WAL_LIMIT_FRAMES;
+    if !finish {
+        // Nothing left, or a burst (a purge, a bulk append) is still running: try again at
+        // the next interval rather than stall every writer behind a long copy.
         return Ok(());
     }
     let lock = conn::WriterLock::open(&shared.path)?;
