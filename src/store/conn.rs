@@ -82,11 +82,13 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
         Durability::ProcessCrash => "NORMAL",
         Durability::PowerLoss => "FULL",
     };
-    // Checkpoints run outside the writer lock (see EventStore::maybe_checkpoint), so the
+    // Checkpoints run outside the writer lock (see EventStore::start_checkpoint), so the
     // automatic one, which would run inside a commit while other processes wait, is off.
+    // A WAL that a burst made long is cut back to 64 MiB when it starts over.
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {sync};
          PRAGMA wal_autocheckpoint = 0;
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;"
     ))

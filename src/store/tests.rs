@@ -342,6 +342,47 @@ fn group_commit_from_many_threads_loses_nothing() {
     assert_eq!(seen, 1600);
 }
 
+/// Callers queued behind a commit that takes far longer than they watch their slot for go to
+/// sleep; each must still be woken with its own ids once the commit lands.
+#[test]
+fn callers_asleep_behind_a_slow_commit_are_all_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.db");
+    let s = Arc::new(EventStore::open(&path, Config::default()).unwrap());
+    let before = s.append(ev("message_create", 1)).unwrap();
+    // A writer that does not take the store's lock holds SQLite's write lock for a while, so
+    // the next leader waits in the busy handler while the others queue.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..3)
+                    .map(|i| {
+                        s.append(ev("message_create", 1).data(format!(r#"{{"t":{t},"i":{i}}}"#)))
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    raw.execute_batch("COMMIT").unwrap();
+    let mut ids: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 24);
+    assert!(ids[0] > before);
+    let b = s
+        .fetch(&FetchRequest::new([1]).cursor(Cursor::START).limit(100))
+        .unwrap();
+    assert_eq!(b.events.len(), 25);
+}
+
 #[test]
 fn background_purger_removes_expired_events() {
     let dir = tempfile::tempdir().unwrap();
