@@ -157,9 +157,11 @@ pub struct Config {
 
     /// Serving shards: each a thread with its own single-threaded runtime, its own share of the
     /// connections (handed round-robin by the acceptor) and its own dispatch of the fan-out, so
-    /// one event's responses to many waiters are written on every core at once (nginx-style
+    /// one event's responses to many waiters are written on several cores at once (nginx-style
     /// workers). 0: one per core. The limits, slots, connection cap and metrics are shared.
-    #[arg(long, env = "LMSRT_SHARDS", default_value_t = 0)]
+    /// 1 (the default) measured best on a 2-core host shared with the load generator
+    /// (benches/README.md); more pays off only with cores to spare beside the clients.
+    #[arg(long, env = "LMSRT_SHARDS", default_value_t = 1)]
     pub shards: usize,
 
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `lms_realtime=debug`.
