@@ -20,10 +20,21 @@
 //! `spawn_blocking`, at most `--store-readers` reads and `--store-writers` appends at once.
 //! `std::sync` locks are used throughout because none is held across an `.await`.
 //!
+//! ## Shards
+//!
+//! With `--shards N` (N > 1) the runtime [`run`] is called on is shard 0, and N − 1 threads
+//! each run a single-threaded runtime of their own. The acceptor (shard 0) hands connections
+//! round-robin, as std sockets that each shard registers with its own reactor. The fan-out hub
+//! keeps one ring and one cache of rendered responses, but the waiters per shard, each shard
+//! with its own dispatcher task: one event's responses are written by every shard at once, and
+//! each wake-up stays on the waiter's own runtime. The rate limiter, slot table, token cache,
+//! connection count and cap, metrics and the shutdown signal are shared (they are `Sync`
+//! in-process structures). Background tasks (appender answers, purge, demo bot) run on shard 0.
+//!
 //! ## Shutdown
 //!
 //! When `shutdown` completes the listener is dropped (no new connections), every waiting poll
-//! is answered at once with its current cursor (so clients resume without loss), idle
+//! on every shard is answered at once with its current cursor (so clients resume without loss), idle
 //! kept-alive connections are closed, and [`run`] returns once every connection has finished
 //! or `--shutdown-grace-ms` has passed.
 
