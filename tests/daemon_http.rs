@@ -578,3 +578,71 @@ async fn demo_mode_serves_the_page_a_session_and_a_bot() {
     let mut c2 = d2.client().await;
     assert_eq!(c2.get("/demo", &[]).await.status, StatusCode::NOT_FOUND);
 }
+
+/// With several serving shards, waiting polls land on every shard (connections are handed
+/// round-robin), and one published event reaches each of them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_on_every_shard_get_the_event_exactly_once() {
+    let d = Daemon::start(lms_realtime::daemon::Config {
+        shards: 3,
+        ..config()
+    })
+    .await;
+    let start = d.store.head_cursor().unwrap().to_string();
+    let mut health = d.client().await;
+    let n = 12;
+    let mut pollers = Vec::new();
+    for i in 0..n {
+        let addr = d.addr;
+        let start = start.clone();
+        pollers.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let t = token(500 + i, &[7]);
+            let r = c
+                .poll(&t, &format!("channels=7&cursor={start}&timeout=10"))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            let v = r.json();
+            let mut got = ids(&v);
+            // Nothing more: a short re-poll from the new cursor is empty.
+            let cursor = v["cursor"].as_str().unwrap().to_owned();
+            let r = c
+                .poll(&t, &format!("channels=7&cursor={cursor}&timeout=1"))
+                .await;
+            got.extend(ids(&r.json()));
+            got
+        }));
+    }
+    // Wait until every poll waits, on every shard.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = health.get("/healthz", &[]).await.json();
+        assert_eq!(h["shards"], 3);
+        let per: Vec<u64> = h["shard_waiters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        if per.iter().sum::<u64>() == n as u64 {
+            assert!(per.iter().all(|&w| w > 0), "a shard has no waiter: {per:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "polls not waiting: {per:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut publisher = d.client().await;
+    let id = d
+        .publish(
+            &mut publisher,
+            &json!({ "events": [event("message_create", 7, 1)] }),
+        )
+        .await;
+    for p in pollers {
+        assert_eq!(
+            p.await.unwrap(),
+            id,
+            "each poll gets the event exactly once"
+        );
+    }
+}

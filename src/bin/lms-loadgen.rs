@@ -126,6 +126,9 @@ struct Args {
     /// `--workers` of the started daemon (default: the daemon's, 1).
     #[arg(long)]
     daemon_workers: Option<usize>,
+    /// `--shards` of the started daemon (default: the daemon's, one per core).
+    #[arg(long)]
+    daemon_shards: Option<usize>,
     /// Print a JSON summary line at the end.
     #[arg(long)]
     json: bool,
@@ -220,6 +223,9 @@ async fn start_server(a: &Args) -> Server {
         .stderr(Stdio::inherit());
     if let Some(w) = a.daemon_workers {
         cmd.env("LMSRT_WORKERS", w.to_string());
+    }
+    if let Some(n) = a.daemon_shards {
+        cmd.env("LMSRT_SHARDS", n.to_string());
     }
     let mut child = cmd
         .spawn()

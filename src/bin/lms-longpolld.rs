@@ -49,9 +49,8 @@ fn main() -> ExitCode {
         let store = EventStore::open(&config.db, store_config)
             .map_err(|e| format!("opening the store {}: {e}", config.db.display()))?;
         let store = Arc::new(store);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| format!("listening on {}: {e}", config.listen))?;
+        let listener =
+            listen(config.listen).map_err(|e| format!("listening on {}: {e}", config.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(db = %config.db.display(), "store open");
         if config.demo {
@@ -71,6 +70,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds `addr` with a listen backlog of 4,096 (capped by `net.core.somaxconn`) rather than
+/// the usual 128: when thousands of clients reconnect at once (a restart, a network blip), a
+/// short accept queue overflows and the clients that miss it wait for SYN retransmissions,
+/// seconds apart.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// jemalloc instead of the system allocator: it keeps its bookkeeping outside the blocks it

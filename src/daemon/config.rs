@@ -155,6 +155,15 @@ pub struct Config {
     #[arg(long, env = "LMSRT_WORKERS", default_value_t = 1)]
     pub workers: usize,
 
+    /// Serving shards: each a thread with its own single-threaded runtime, its own share of the
+    /// connections (handed round-robin by the acceptor) and its own dispatch of the fan-out, so
+    /// one event's responses to many waiters are written on several cores at once (nginx-style
+    /// workers). 0: one per core. The limits, slots, connection cap and metrics are shared.
+    /// 1 (the default) measured best on a 2-core host shared with the load generator
+    /// (benches/README.md); more pays off only with cores to spare beside the clients.
+    #[arg(long, env = "LMSRT_SHARDS", default_value_t = 1)]
+    pub shards: usize,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `lms_realtime=debug`.
     #[arg(long, env = "LMSRT_LOG", default_value = "info")]
     pub log: String,
@@ -187,6 +196,15 @@ impl Config {
             ));
         }
         Ok(keys)
+    }
+
+    /// The number of serving shards (`--shards`, 0 resolved to the number of cores).
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .clamp(1, 64)
     }
 
     /// Checks the settings that clap cannot.

@@ -175,19 +175,37 @@ const RESPONSE_TTL: Duration = Duration::from_millis(200);
 /// Most distinct responses kept per head.
 const RESPONSES_MAX: usize = 4096;
 
+/// The waiters of one shard (one serving thread with its own runtime, see `daemon::run`),
+/// with its own dispatcher: a fan-out wakes each shard's polls from that shard's thread, so
+/// their responses are written in parallel, and each wake-up stays local to its runtime.
+#[derive(Debug, Default)]
+struct Shard {
+    /// Wakes this shard's dispatcher task.
+    kick: Notify,
+    /// Events at or below this id have been dispatched to this shard's waiters.
+    dispatched: Mutex<i64>,
+    waiters: Mutex<HashMap<i64, HashMap<u64, Arc<Waiter>>>>,
+    count: AtomicU64,
+}
+
+thread_local! {
+    /// The shard whose runtime runs on this thread (0 unless a shard thread set it).
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as the one of shard `i`: polls registering from it join that shard.
+pub(crate) fn set_current_shard(i: usize) {
+    SHARD.with(|s| s.set(i));
+}
+
 /// The fan-out hub of one store.
 #[derive(Debug)]
 pub(crate) struct Hub {
     ring: RwLock<Ring>,
     responses: Mutex<Responses>,
-    /// Wakes the dispatcher task.
-    kick: Notify,
-    /// Events at or below this id have been dispatched to the waiters.
-    dispatched: Mutex<i64>,
-    waiters: Mutex<HashMap<i64, HashMap<u64, Arc<Waiter>>>>,
+    shards: Vec<Shard>,
     capacity: usize,
     next_id: AtomicU64,
-    count: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,18 +232,25 @@ pub(crate) enum Answer {
 }
 
 impl Hub {
-    /// A hub keeping up to `capacity` recent events.
+    /// A hub keeping up to `capacity` recent events, with one shard.
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> Hub {
+        Hub::with_shards(capacity, 1)
+    }
+
+    /// A hub keeping up to `capacity` recent events, for `shards` serving threads.
+    pub(crate) fn with_shards(capacity: usize, shards: usize) -> Hub {
         Hub {
             ring: RwLock::new(Ring::default()),
             responses: Mutex::new(Responses::default()),
-            kick: Notify::new(),
-            dispatched: Mutex::new(0),
-            waiters: Mutex::new(HashMap::new()),
+            shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             capacity: capacity.max(1),
             next_id: AtomicU64::new(0),
-            count: AtomicU64::new(0),
         }
+    }
+
+    fn current_shard(&self) -> usize {
+        SHARD.with(|s| s.get()).min(self.shards.len() - 1)
     }
 
     /// Called once the subscription exists: every event above `start` will be handed over.
@@ -235,7 +260,9 @@ impl Hub {
             r.ready = true;
             r.floor = start;
             r.head = start;
-            *lock(&self.dispatched) = start;
+            for sh in &self.shards {
+                *lock(&sh.dispatched) = start;
+            }
         }
     }
 
@@ -275,25 +302,38 @@ impl Hub {
         // registering now reads the ring after registering, and so sees these events: if its
         // registration had come before this check, the check would have seen it (it precedes
         // the poll's read of the ring, which precedes this batch's write of it or sees it).
-        if self.count.load(Ordering::SeqCst) == 0 {
-            let head = self.ring.read().unwrap_or_else(|p| p.into_inner()).head;
-            let mut pos = lock(&self.dispatched);
-            if self.count.load(Ordering::SeqCst) == 0 {
-                *pos = (*pos).max(head);
-                return;
+        // The same holds per shard: each shard is dispatched on its own.
+        let mut head = None;
+        for sh in &self.shards {
+            if sh.count.load(Ordering::SeqCst) == 0 {
+                let head = *head.get_or_insert_with(|| {
+                    self.ring.read().unwrap_or_else(|p| p.into_inner()).head
+                });
+                let mut pos = lock(&sh.dispatched);
+                if sh.count.load(Ordering::SeqCst) == 0 {
+                    *pos = (*pos).max(head);
+                    continue;
+                }
             }
+            sh.kick.notify_one();
         }
-        self.kick.notify_one();
     }
 
-    /// Wakes the waiters of the events added since the last call. Runs in a task
-    /// ([`Hub::dispatch_loop`]), woken by [`Hub::on_tail`].
+    /// Wakes the waiters of shard 0 (tests).
+    #[cfg(test)]
     pub(crate) fn dispatch(&self) {
+        self.dispatch_shard(0);
+    }
+
+    /// Wakes the waiters of shard `shard` concerned by the events added since the last call.
+    /// Runs in that shard's task ([`Hub::dispatch_loop`]), woken by [`Hub::on_tail`].
+    fn dispatch_shard(&self, shard: usize) {
+        let sh = &self.shards[shard];
         let mut woken: Vec<Arc<Waiter>> = Vec::new();
         {
             let r = self.ring.read().unwrap_or_else(|p| p.into_inner());
-            let mut pos = lock(&self.dispatched);
-            let waiters = lock(&self.waiters);
+            let mut pos = lock(&sh.dispatched);
+            let waiters = lock(&sh.waiters);
             if *pos < r.floor {
                 // Events were trimmed before they were dispatched (or the ring restarted):
                 // wake everyone, each rebuilds its batch from the ring or the store.
@@ -324,11 +364,17 @@ impl Hub {
         }
     }
 
-    /// Calls [`Hub::dispatch`] whenever [`Hub::on_tail`] adds events; runs until aborted.
-    pub(crate) async fn dispatch_loop(self: Arc<Self>) {
+    /// Shards of this hub.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Dispatches shard `shard` whenever [`Hub::on_tail`] adds events; runs until aborted.
+    /// Must run on that shard's runtime.
+    pub(crate) async fn dispatch_loop(self: Arc<Self>, shard: usize) {
         loop {
-            self.kick.notified().await;
-            self.dispatch();
+            self.shards[shard].kick.notified().await;
+            self.dispatch_shard(shard);
         }
     }
 
@@ -345,22 +391,36 @@ impl Hub {
             notify: Notify::new(),
             fired: AtomicBool::new(false),
         });
+        let shard = self.current_shard();
+        let sh = &self.shards[shard];
         {
-            let mut ws = lock(&self.waiters);
+            let mut ws = lock(&sh.waiters);
             for ch in &w.channels {
                 ws.entry(*ch).or_default().insert(id, w.clone());
             }
         }
-        self.count.fetch_add(1, Ordering::SeqCst);
+        sh.count.fetch_add(1, Ordering::SeqCst);
         Registration {
             hub: self.clone(),
+            shard,
             waiter: w,
         }
     }
 
-    /// Waiters registered now.
+    /// Waiters registered now, over every shard.
     pub(crate) fn waiter_count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|s| s.count.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Waiters registered now, per shard.
+    pub(crate) fn shard_waiters(&self) -> Vec<u64> {
+        self.shards
+            .iter()
+            .map(|s| s.count.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Events in the ring, and the ids it covers.
@@ -458,12 +518,14 @@ impl Hub {
 #[derive(Debug)]
 pub(crate) struct Registration {
     hub: Arc<Hub>,
+    shard: usize,
     pub(crate) waiter: Arc<Waiter>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut ws = lock(&self.hub.waiters);
+        let sh = &self.hub.shards[self.shard];
+        let mut ws = lock(&sh.waiters);
         for ch in &self.waiter.channels {
             if let Some(m) = ws.get_mut(ch) {
                 m.remove(&self.waiter.id);
@@ -472,7 +534,7 @@ impl Drop for Registration {
                 }
             }
         }
-        self.hub.count.fetch_sub(1, Ordering::Relaxed);
+        sh.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -603,7 +665,7 @@ mod tests {
             after: 0,
             head: 2,
         });
-        assert_eq!(*lock(&hub.dispatched), 2, "counted as dispatched");
+        assert_eq!(*lock(&hub.shards[0].dispatched), 2, "counted as dispatched");
         // A poll registering afterwards reads them from the ring.
         let req = FetchRequest::new([1]).normalized().unwrap();
         let reg = hub.register(&req);
@@ -623,7 +685,11 @@ mod tests {
             after: 2,
             head: 3,
         });
-        assert_eq!(*lock(&hub.dispatched), 2, "left to the dispatcher");
+        assert_eq!(
+            *lock(&hub.shards[0].dispatched),
+            2,
+            "left to the dispatcher"
+        );
         hub.dispatch();
         assert!(reg.waiter.fired.load(Ordering::Acquire));
     }
@@ -652,6 +718,6 @@ mod tests {
         assert!(!c.waiter.fired.load(Ordering::Acquire), "below its cursor");
         drop((a, b, c));
         assert_eq!(hub.waiter_count(), 0);
-        assert!(lock(&hub.waiters).is_empty());
+        assert!(lock(&hub.shards[0].waiters).is_empty());
     }
 }

@@ -854,6 +854,8 @@ fn health(state: &State) -> Resp {
         "connections": state.connections.load(Ordering::Relaxed),
         "connection_capacity": state.capacity,
         "waiters": state.hub.waiter_count(),
+        "shards": state.hub.shard_count(),
+        "shard_waiters": state.hub.shard_waiters(),
         "ring": { "events": ring_events, "floor": ring_floor, "head": ring_head },
         "shutting_down": shutting_down,
         "version": env!("CARGO_PKG_VERSION"),

@@ -20,10 +20,21 @@
 //! `spawn_blocking`, at most `--store-readers` reads and `--store-writers` appends at once.
 //! `std::sync` locks are used throughout because none is held across an `.await`.
 //!
+//! ## Shards
+//!
+//! With `--shards N` (N > 1) the runtime [`run`] is called on is shard 0, and N − 1 threads
+//! each run a single-threaded runtime of their own. The acceptor (shard 0) hands connections
+//! round-robin, as std sockets that each shard registers with its own reactor. The fan-out hub
+//! keeps one ring and one cache of rendered responses, but the waiters per shard, each shard
+//! with its own dispatcher task: one event's responses are written by every shard at once, and
+//! each wake-up stays on the waiter's own runtime. The rate limiter, slot table, token cache,
+//! connection count and cap, metrics and the shutdown signal are shared (they are `Sync`
+//! in-process structures). Background tasks (appender answers, purge, demo bot) run on shard 0.
+//!
 //! ## Shutdown
 //!
 //! When `shutdown` completes the listener is dropped (no new connections), every waiting poll
-//! is answered at once with its current cursor (so clients resume without loss), idle
+//! on every shard is answered at once with its current cursor (so clients resume without loss), idle
 //! kept-alive connections are closed, and [`run`] returns once every connection has finished
 //! or `--shutdown-grace-ms` has passed.
 
@@ -220,7 +231,8 @@ pub async fn run(
     })?
     .with_metrics(metrics.clone());
 
-    let hub = Arc::new(fanout::Hub::new(config.ring_events));
+    let shards = config.shard_count();
+    let hub = Arc::new(fanout::Hub::with_shards(config.ring_events, shards));
     let subscription = {
         let hub = hub.clone();
         store.subscribe(move |b| hub.on_tail(b))?
@@ -267,7 +279,7 @@ pub async fn run(
     state.metrics.set_gauge(Gauge::Connections, 0);
     state.metrics.set_gauge(Gauge::ActiveWaits, 0);
 
-    let mut background = vec![tokio::spawn(state.hub.clone().dispatch_loop())];
+    let mut background = vec![tokio::spawn(state.hub.clone().dispatch_loop(0))];
     if state.config.purge_interval > 0 {
         background.push(tokio::spawn(purge_loop(state.clone())));
     }
@@ -275,19 +287,30 @@ pub async fn run(
         background.push(tokio::spawn(demo::bot(state.clone())));
     }
 
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(state.config.header_timeout))
-        .max_buf_size(state.config.max_header_bytes.max(8192) + 8192)
-        .max_header_size(state.config.max_header_bytes)
-        .keep_alive(true);
+    let builder = http_builder(&state.config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
+    // Shards 1..N: a thread each, with its own single-threaded runtime, fed connections by this
+    // acceptor round-robin (this runtime is shard 0).
+    let mut feeds = Vec::new();
+    let mut stopped = Vec::new();
+    for i in 1..shards {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        std::thread::Builder::new()
+            .name(format!("lmsrt-shard-{i}"))
+            .spawn(move || shard_thread(st, i, rx, done_tx))
+            .map_err(|e| Error::Internal(format!("starting shard thread {i}: {e}")))?;
+        feeds.push(tx);
+        stopped.push(done_rx);
+    }
+
     let local = listener.local_addr().ok();
-    tracing::info!(addr = ?local, demo = state.config.demo, "lms-longpolld serving");
+    tracing::info!(addr = ?local, shards, demo = state.config.demo, "lms-longpolld serving");
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_accept_error = None::<Instant>;
+    let mut next_shard = 0usize;
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
@@ -305,6 +328,7 @@ pub async fn run(
                 }
             },
         };
+        // The capacity is shared by every shard.
         let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
         if open > state.capacity {
             state.connections.fetch_sub(1, Ordering::Relaxed);
@@ -312,26 +336,26 @@ pub async fn run(
             continue;
         }
         state.metrics.set_gauge(Gauge::Connections, open as i64);
-        let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(TimedIo::new(
-            tcp,
-            Duration::from_secs(state.config.idle_timeout),
-        ));
-        let st = state.clone();
-        let svc = service_fn(move |req| http::handle(st.clone(), peer, req));
-        let conn = graceful.watch(builder.serve_connection(io, svc));
-        let st = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::trace!(%peer, error = %e, "connection ended with an error");
-            }
-            let n = st.connections.fetch_sub(1, Ordering::Relaxed) - 1;
-            st.metrics.set_gauge(Gauge::Connections, n as i64);
-        });
+        let shard = next_shard;
+        next_shard = (next_shard + 1) % shards;
+        if shard == 0 {
+            serve(&state, &builder, &graceful, tcp, peer);
+            continue;
+        }
+        // Handed over as a std socket: the shard registers it with its own runtime.
+        let handed = tcp
+            .into_std()
+            .ok()
+            .and_then(|s| feeds[shard - 1].send((s, peer)).ok());
+        if handed.is_none() {
+            connection_closed(&state);
+        }
     }
 
-    // Shutdown: stop accepting, answer every waiter now, then let connections finish.
+    // Shutdown: stop accepting, answer every waiter now (on every shard), then let connections
+    // finish.
     drop(listener);
+    drop(feeds);
     let waiting = state.hub.waiter_count();
     tracing::info!(waiters = waiting, "shutting down: answering waiting polls");
     let _ = shutdown_tx.send(true);
@@ -348,11 +372,118 @@ pub async fn run(
             "connections still open after the grace period; closing them"
         );
     }
+    // Each shard shuts down the same way, in parallel; wait for them (their own grace, plus
+    // the time to stop their runtimes).
+    for done in stopped {
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), done).await;
+    }
     drop(subscription);
     state.metrics.set_gauge(Gauge::Connections, 0);
     state.metrics.set_gauge(Gauge::ActiveWaits, 0);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// hyper's HTTP/1 settings.
+fn http_builder(config: &Config) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.header_timeout))
+        .max_buf_size(config.max_header_bytes.max(8192) + 8192)
+        .max_header_size(config.max_header_bytes)
+        .keep_alive(true);
+    builder
+}
+
+/// A connection counted in `state.connections` has ended.
+fn connection_closed(state: &State) {
+    let n = state.connections.fetch_sub(1, Ordering::Relaxed) - 1;
+    state.metrics.set_gauge(Gauge::Connections, n as i64);
+}
+
+/// Serves one accepted connection (already counted) on the current runtime.
+fn serve(
+    state: &Arc<State>,
+    builder: &http1::Builder,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let io = TokioIo::new(TimedIo::new(
+        tcp,
+        Duration::from_secs(state.config.idle_timeout),
+    ));
+    let st = state.clone();
+    let svc = service_fn(move |req| http::handle(st.clone(), peer, req));
+    let conn = graceful.watch(builder.serve_connection(io, svc));
+    let st = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::trace!(%peer, error = %e, "connection ended with an error");
+        }
+        connection_closed(&st);
+    });
+}
+
+type Feed = tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
+
+/// The thread of shard `shard` (1 or more): its own single-threaded runtime serving the
+/// connections the acceptor hands it, with its own fan-out dispatcher for its waiters.
+fn shard_thread(
+    state: Arc<State>,
+    shard: usize,
+    feed: Feed,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
+    fanout::set_current_shard(shard);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(state.config.store_readers + state.config.store_writers + 8)
+        .build();
+    match rt {
+        Ok(rt) => {
+            rt.block_on(shard_serve(state.clone(), shard, feed));
+            rt.shutdown_timeout(Duration::from_millis(200));
+        }
+        Err(e) => {
+            // Its connections are refused by closing them; the other shards go on.
+            tracing::error!(shard, error = %e, "cannot start a shard's runtime");
+            let mut feed = feed;
+            while feed.blocking_recv().is_some() {
+                connection_closed(&state);
+            }
+        }
+    }
+    let _ = done.send(());
+}
+
+async fn shard_serve(state: Arc<State>, shard: usize, mut feed: Feed) {
+    let builder = http_builder(&state.config);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let dispatch = tokio::spawn(state.hub.clone().dispatch_loop(shard));
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            c = feed.recv() => match c {
+                Some((std, peer)) => match TcpStream::from_std(std) {
+                    Ok(tcp) => serve(&state, &builder, &graceful, tcp, peer),
+                    Err(_) => connection_closed(&state),
+                },
+                None => break,
+            },
+        }
+    }
+    // Connections handed over but not yet served are closed.
+    feed.close();
+    while feed.try_recv().is_ok() {
+        connection_closed(&state);
+    }
+    dispatch.abort();
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }
 
 /// Answers a connection over capacity with a 503 and closes it.
