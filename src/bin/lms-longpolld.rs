@@ -14,7 +14,13 @@ fn main() -> ExitCode {
     let config = Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colours only on a terminal: under systemd or with output redirected to a file, escape
+    // codes would end up in the journal and the logs.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
     if let Err(e) = config.validate() {
         eprintln!("lms-longpolld: {e}");
         return ExitCode::from(2);
