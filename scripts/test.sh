@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 # so a stale copy from an earlier build is never the one tested.
 cargo build --locked --lib
 
+# php-cli first: the daemon's process tests include an append from a real PHP process, which
+# must run here rather than skip (LMSRT_REQUIRE_PHP turns a missing php into a failure).
+if ! command -v php >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends php-cli >/dev/null
+fi
+export LMSRT_REQUIRE_PHP=1
+
 echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests"
 cargo test --locked --all-features
 

@@ -303,23 +303,32 @@ fn newer_schema_is_refused() {
     assert_eq!(err.code(), ErrorCode::SchemaTooNew);
 }
 
-#[test]
-fn group_commit_from_many_threads_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(EventStore::open(dir.path().join("g.db"), Config::default()).unwrap());
-    let threads: Vec<_> = (0..8)
+/// Starts `threads` threads, each appending `per` events to channel 1; join them for the ids.
+fn append_from_threads(
+    s: &Arc<EventStore>,
+    threads: usize,
+    per: usize,
+) -> Vec<std::thread::JoinHandle<Vec<i64>>> {
+    (0..threads)
         .map(|t| {
             let s = s.clone();
             std::thread::spawn(move || {
-                (0..200)
+                (0..per)
                     .map(|i| {
                         s.append(ev("message_create", 1).data(format!(r#"{{"t":{t},"i":{i}}}"#)))
                             .unwrap()
                     })
-                    .collect::<Vec<_>>()
+                    .collect()
             })
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn group_commit_from_many_threads_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(EventStore::open(dir.path().join("g.db"), Config::default()).unwrap());
+    let threads = append_from_threads(&s, 8, 200);
     let mut ids: Vec<i64> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
@@ -354,19 +363,7 @@ fn callers_asleep_behind_a_slow_commit_are_all_acknowledged() {
     // the next leader waits in the busy handler while the others queue.
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let s = s.clone();
-            std::thread::spawn(move || {
-                (0..3)
-                    .map(|i| {
-                        s.append(ev("message_create", 1).data(format!(r#"{{"t":{t},"i":{i}}}"#)))
-                            .unwrap()
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
+    let threads = append_from_threads(&s, 8, 3);
     std::thread::sleep(Duration::from_millis(50));
     raw.execute_batch("COMMIT").unwrap();
     let mut ids: Vec<i64> = threads
