@@ -1,7 +1,7 @@
 //! Latency percentiles and multi-process figures that criterion's means cannot give.
 //!
 //! Run everything: `cargo bench --bench latency`; or some sections:
-//! `cargo bench --bench latency -- threads procs fetch purge wake idle`.
+//! `cargo bench --bench latency -- threads groups procs fetch purge wake idle`.
 //! Each section prints one table; `benches/README.md` records the figures.
 //!
 //! The binary re-executes itself (`--child <role> …`) for the multi-process sections.
@@ -31,6 +31,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     if on("threads") {
         threads(dir.path());
+    }
+    if on("groups") {
+        groups(dir.path());
     }
     if on("procs") {
         procs(dir.path());
@@ -157,6 +160,103 @@ fn threads(dir: &Path) {
             eight += run(8) / 2.0;
         }
         println!("| {label} | {one:.0} | {eight:.0} | {:.2} |", eight / one);
+    }
+}
+
+// ---- groups: what a commit of 8 rows costs in SQLite itself -------------------------------
+
+/// Raw rusqlite on the store's own schema, no hand-offs: the cost per row of a row committed
+/// alone against rows committed 8 (or 32) to a transaction, with the 8 rows spread over 8
+/// channels or all on one. This is the ceiling any group commit can reach on this schema: the
+/// `threads` ratio cannot exceed "alone / groups of 8" for appends spread over channels.
+fn groups(dir: &Path) {
+    println!(
+        "## groups: raw rusqlite INSERTs into the store's schema, µs per row (median of 10 alternating rounds of 4,000 rows)"
+    );
+    println!(
+        "| page size | alone | 8 per commit, 8 channels | 8 per commit, 1 channel | 32 per commit, spread | alone ÷ 8 spread | alone ÷ 8 on 1 channel |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for page in [4096, 1024] {
+        let db = dir.join(format!("groups-{page}.db"));
+        {
+            // The page size of a WAL file is fixed once it is written: set it first.
+            let c = rusqlite::Connection::open(&db).unwrap();
+            c.execute_batch(&format!(
+                "PRAGMA page_size = {page}; PRAGMA journal_mode = WAL;"
+            ))
+            .unwrap();
+        }
+        drop(EventStore::open(&db, Config::default()).unwrap());
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;",
+        )
+        .unwrap();
+        let insert = |i: u64, ch: i64| {
+            let mut st = c
+                .prepare_cached(
+                    "INSERT INTO lmsrt_events (event_type, priority, channel_id, message_id,
+                         thread_id, user_id, data, timestamp, expires_at, idem_key)
+                     VALUES (?1, ?2, ?3, ?4, NULL, 7, ?5, ?6, ?7, NULL)",
+                )
+                .unwrap();
+            let now = 1_700_000_000_000 + i as i64;
+            st.execute(rusqlite::params![
+                "message_create",
+                2,
+                ch,
+                i as i64,
+                r#"{"text":"hello there, this is a chat message"}"#,
+                now,
+                now + 86_400_000
+            ])
+            .unwrap();
+        };
+        // A store that already holds 200,000 rows over 50 channels, as after a few seconds
+        // of the `threads` section.
+        let mut i = 0u64;
+        c.execute_batch("BEGIN").unwrap();
+        while i < 200_000 {
+            insert(i, 1 + (i % 50) as i64);
+            i += 1;
+        }
+        c.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        // (per commit, spread over channels?)
+        let shapes = [(1u64, true), (8, true), (8, false), (32, true)];
+        let mut per_row: Vec<Vec<f64>> = vec![Vec::new(); shapes.len()];
+        for _ in 0..10 {
+            for (k, &(g, spread)) in shapes.iter().enumerate() {
+                let t = Instant::now();
+                let mut n = 0;
+                while n < 4000 {
+                    c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                    let base = i;
+                    for j in 0..g {
+                        let ch = if spread { base + 7 * j } else { base };
+                        insert(i, 1 + (ch % 50) as i64);
+                        i += 1;
+                        n += 1;
+                    }
+                    c.execute_batch("COMMIT").unwrap();
+                }
+                per_row[k].push(us(t.elapsed()) / n as f64);
+                // Every shape starts from an empty WAL, as the store's checkpoints keep it.
+                c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            }
+        }
+        let med: Vec<f64> = per_row.into_iter().map(|v| pcts(v).p50).collect();
+        println!(
+            "| {page} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            med[0],
+            med[1],
+            med[2],
+            med[3],
+            med[0] / med[1],
+            med[0] / med[2]
+        );
     }
 }
 
