@@ -32,7 +32,7 @@ use clap::{Parser, ValueEnum};
 use lms_realtime::token::{self, TokenKey};
 use lms_realtime::{EventStore, NewEvent, store};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const SECRET: &str = "loadgen-secret-0123456789abcdef0123456789";
 
@@ -300,6 +300,80 @@ fn proc_usage(pid: u32) -> Option<(u64, f64)> {
 struct Conn {
     tcp: tokio::net::TcpStream,
     buf: BytesMut,
+    /// When the kernel received the bytes of the latest read (µs since the epoch, from
+    /// `SO_TIMESTAMPNS`), or 0 if it gave no timestamp.
+    arrived_us: i64,
+}
+
+/// Asks the kernel to stamp every segment this socket receives with its arrival time.
+///
+/// One thread reads all 10,000 clients' responses, so the time it gets round to a socket is
+/// partly its own queue: with a fan-out it is the generator, not the server, that decides
+/// when the last response is "seen". The arrival stamp is when the response reached the
+/// client's socket, which is what each of 10,000 browsers, on their own CPUs, would see.
+fn stamp_arrivals(tcp: &tokio::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor (owned by `tcp`) and a c_int option value of the
+    // length given.
+    let r = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One `recvmsg` into the spare capacity of `buf`: the bytes read and, if the kernel stamped
+/// them, their arrival time in µs since the epoch.
+fn recv_stamped(
+    fd: std::os::fd::RawFd,
+    buf: &mut BytesMut,
+) -> std::io::Result<(usize, Option<i64>)> {
+    let spare = buf.spare_capacity_mut();
+    let mut iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len(),
+    };
+    // Room for one SCM_TIMESTAMPNS (a timespec) with its header, aligned as cmsg needs.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at an iovec over `buf`'s spare capacity and at `control`, both
+    // alive and writable for the call and of the lengths given.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    let mut stamp = None;
+    // SAFETY: the CMSG_* walk stays within `msg_controllen`, which the kernel set to what it
+    // wrote into `control`; a timestamp cmsg carries a timespec (read unaligned).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                stamp = Some(ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1_000);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n, stamp))
 }
 
 fn other<E: std::fmt::Display>(e: E) -> std::io::Error {
@@ -310,9 +384,11 @@ impl Conn {
     async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
+        stamp_arrivals(&tcp)?;
         Ok(Conn {
             tcp,
             buf: BytesMut::with_capacity(4096),
+            arrived_us: 0,
         })
     }
 
@@ -326,8 +402,31 @@ impl Conn {
             if self.buf.capacity() - self.buf.len() < 2048 {
                 self.buf.reserve(8192);
             }
-            if self.tcp.read_buf(&mut self.buf).await? == 0 {
+            if self.read_stamped().await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Reads what the socket has (at least one byte, or 0 at its end), noting its arrival time.
+    async fn read_stamped(&mut self) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let fd = self.tcp.as_raw_fd();
+        loop {
+            self.tcp.readable().await?;
+            let buf = &mut self.buf;
+            match self
+                .tcp
+                .try_io(tokio::io::Interest::READABLE, || recv_stamped(fd, buf))
+            {
+                Ok((n, stamp)) => {
+                    if let Some(t) = stamp {
+                        self.arrived_us = t;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -442,6 +541,8 @@ struct Seen {
     /// Per seq of its channel (seq / channels): how many times it arrived.
     counts: Vec<u8>,
     latencies_us: Vec<u32>,
+    /// The same deliveries measured to their arrival at the client's socket.
+    arrival_latencies_us: Vec<u32>,
     polls: u64,
     errors: u64,
 }
@@ -453,6 +554,8 @@ struct Shared {
     delivered: AtomicU64,
     /// Per fanout round: the time of the latest receipt (µs).
     last_receipt: AtomicU64,
+    /// Per fanout round: the latest arrival at a client's socket (µs).
+    last_arrival: AtomicU64,
 }
 
 async fn client(
@@ -532,6 +635,11 @@ async fn client(
             }
         };
         let recv = now_us();
+        let arrived = if conn.arrived_us > 0 {
+            conn.arrived_us.min(recv)
+        } else {
+            recv
+        };
         let mut events: Vec<Payload> = Vec::new();
         match a.target {
             Target::Daemon => {
@@ -578,10 +686,16 @@ async fn client(
             seen.counts[slot] = seen.counts[slot].saturating_add(1);
             let lat = (recv - e.t).max(0);
             seen.latencies_us.push(lat.min(u32::MAX as i64) as u32);
+            let lat = (arrived - e.t).max(0);
+            seen.arrival_latencies_us
+                .push(lat.min(u32::MAX as i64) as u32);
             shared.delivered.fetch_add(1, Ordering::Relaxed);
             shared
                 .last_receipt
                 .fetch_max(recv as u64, Ordering::Relaxed);
+            shared
+                .last_arrival
+                .fetch_max(arrived as u64, Ordering::Relaxed);
         }
     }
     seen
@@ -832,6 +946,7 @@ async fn run(a: Arc<Args>) {
         registered: AtomicUsize::new(0),
         delivered: AtomicU64::new(0),
         last_receipt: AtomicU64::new(0),
+        last_arrival: AtomicU64::new(0),
     });
     let n_clients = if a.scenario == Scenario::Publish {
         0
@@ -899,10 +1014,12 @@ async fn run(a: Arc<Args>) {
         }
         Scenario::Fanout => {
             let mut lasts = Vec::new();
+            let mut arrivals = Vec::new();
             let mut conn = Conn::open(server.addr).await.expect("publisher");
             let key = TokenKey::new("k1", SECRET.as_bytes().to_vec()).unwrap();
             for round in 0..a.rounds as u64 {
                 shared.last_receipt.store(0, Ordering::Relaxed);
+                shared.last_arrival.store(0, Ordering::Relaxed);
                 let before = shared.delivered.load(Ordering::Relaxed);
                 let cpu_server0 = procs_usage(&server.pids).map_or(0.0, |u| u.1);
                 let cpu_self0 = proc_usage(std::process::id()).map_or(0.0, |u| u.1);
@@ -948,31 +1065,47 @@ async fn run(a: Arc<Args>) {
                 let got = shared.delivered.load(Ordering::Relaxed) - before;
                 let last_ms =
                     (shared.last_receipt.load(Ordering::Relaxed) as i64 - t) as f64 / 1000.0;
+                let arrival_ms =
+                    (shared.last_arrival.load(Ordering::Relaxed) as i64 - t) as f64 / 1000.0;
                 let cpu_server = procs_usage(&server.pids).map_or(0.0, |u| u.1) - cpu_server0;
                 let cpu_self = proc_usage(std::process::id()).map_or(0.0, |u| u.1) - cpu_self0;
                 println!(
-                    "round {round}: {got}/{n_clients} delivered, last after {last_ms:.1} ms \
+                    "round {round}: {got}/{n_clients} delivered, the last arrived after \
+                     {arrival_ms:.1} ms and was read after {last_ms:.1} ms \
                      (CPU meanwhile: server {:.0} ms, loadgen {:.0} ms)",
                     cpu_server * 1000.0,
                     cpu_self * 1000.0
                 );
                 lasts.push(last_ms);
+                arrivals.push(arrival_ms);
                 // Let every client re-poll before the next round.
                 wait_registered(&server, &shared, n_clients, a.target).await;
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            let mut sorted = lasts.clone();
-            sorted.sort_by(f64::total_cmp);
-            println!(
-                "fanout: last delivery per round {:?} ms; median {:.1} ms",
-                lasts
-                    .iter()
-                    .map(|v| (v * 10.0).round() / 10.0)
-                    .collect::<Vec<_>>(),
+            let median = |v: &[f64]| {
+                let mut sorted = v.to_vec();
+                sorted.sort_by(f64::total_cmp);
                 sorted[sorted.len() / 2]
+            };
+            let tenths = |v: &[f64]| {
+                v.iter()
+                    .map(|x| (x * 10.0).round() / 10.0)
+                    .collect::<Vec<_>>()
+            };
+            println!(
+                "fanout: last arrival per round {:?} ms; median {:.1} ms",
+                tenths(&arrivals),
+                median(&arrivals)
             );
+            println!(
+                "fanout: last read by the client per round {:?} ms; median {:.1} ms",
+                tenths(&lasts),
+                median(&lasts)
+            );
+            summary["fanout_last_arrival_ms"] = serde_json::json!(arrivals);
+            summary["fanout_last_arrival_median_ms"] = serde_json::json!(median(&arrivals));
             summary["fanout_last_ms"] = serde_json::json!(lasts);
-            summary["fanout_last_median_ms"] = serde_json::json!(sorted[sorted.len() / 2]);
+            summary["fanout_last_median_ms"] = serde_json::json!(median(&lasts));
         }
         Scenario::Steady | Scenario::Saturate | Scenario::Publish => {
             let rate = if a.scenario == Scenario::Steady {
@@ -1119,6 +1252,7 @@ async fn run(a: Arc<Args>) {
     }
     let (mut expected, mut lost, mut dups, mut polls, mut errors) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut lat: Vec<u32> = Vec::new();
+    let mut arrival_lat: Vec<u32> = Vec::new();
     for (i, s) in seen_all.iter().enumerate() {
         polls += s.polls;
         errors += s.errors;
@@ -1136,8 +1270,10 @@ async fn run(a: Arc<Args>) {
             }
         }
         lat.extend_from_slice(&s.latencies_us);
+        arrival_lat.extend_from_slice(&s.arrival_latencies_us);
     }
     lat.sort_unstable();
+    arrival_lat.sort_unstable();
     let delivered = lat.len() as u64;
     println!("clients: {polls} polls, {errors} errors");
     if n_clients > 0 && a.scenario != Scenario::Idle {
@@ -1149,6 +1285,18 @@ async fn run(a: Arc<Args>) {
             pct(&lat, 0.999),
             pct(&lat, 1.0)
         );
+        println!(
+            "delivery latency to the client's socket: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            pct(&arrival_lat, 0.5),
+            pct(&arrival_lat, 0.9),
+            pct(&arrival_lat, 0.99),
+            pct(&arrival_lat, 0.999),
+            pct(&arrival_lat, 1.0)
+        );
+        summary["arrival_latency_ms"] = serde_json::json!({
+            "p50": pct(&arrival_lat, 0.5), "p90": pct(&arrival_lat, 0.9),
+            "p99": pct(&arrival_lat, 0.99), "p999": pct(&arrival_lat, 0.999),
+            "max": pct(&arrival_lat, 1.0)});
         println!(
             "loss {lost} of {expected} ({:.3}%), duplicates {dups}; {polls} polls, {errors} errors",
             if expected > 0 {
