@@ -14,7 +14,7 @@ daemon() { # name, loadgen args...
     local name="$1"; shift
     echo "== daemon $name: $*" | tee -a "$out/summary.txt"
     "$lg" "$@" --json > "$out/daemon-$name.log" 2>&1
-    tail -n 12 "$out/daemon-$name.log" | grep -v '^{' | sed 's/^/   /' | tee -a "$out/summary.txt"
+    tail -n 15 "$out/daemon-$name.log" | grep -v '^{' | sed 's/^/   /' | tee -a "$out/summary.txt"
     grep '^{' "$out/daemon-$name.log" >> "$out/results.jsonl"
 }
 
@@ -27,7 +27,7 @@ nchan() { # name, loadgen args...
     prefix="${started%% *}"; pids="${started#* }"
     echo "== nchan $name: $*" | tee -a "$out/summary.txt"
     "$lg" "$@" --target nchan --url "127.0.0.1:$port" --pid "$pids" --json > "$out/nchan-$name.log" 2>&1
-    tail -n 12 "$out/nchan-$name.log" | grep -v '^{' | sed 's/^/   /' | tee -a "$out/summary.txt"
+    tail -n 15 "$out/nchan-$name.log" | grep -v '^{' | sed 's/^/   /' | tee -a "$out/summary.txt"
     grep '^{' "$out/nchan-$name.log" | sed 's/^{/{"peer":"nchan",/' >> "$out/results.jsonl"
     "$root/benches/nchan/stop.sh" "$prefix" >/dev/null 2>&1
 }
