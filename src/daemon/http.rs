@@ -614,6 +614,11 @@ async fn wait_for_batch(
                 batch.cursor
             }
         };
+        if reg.rearm() {
+            // Woken for an event that gives this poll nothing (the dispatcher took it out of
+            // the waiter maps): registered again, so the batch is built again after that.
+            continue;
+        }
         reg.waiter.set_lanes(cursor.lanes());
         req.cursor = cursor;
         if *shutdown.borrow() {
