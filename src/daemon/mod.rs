@@ -95,6 +95,8 @@ pub(crate) struct State {
     pub(crate) request_seq: AtomicU64,
     pub(crate) boot_id: u32,
     pub(crate) started: Instant,
+    /// What every poll response's headers start as: see `http::poll_headers`.
+    pub(crate) poll_headers: hyper::HeaderMap,
 }
 
 /// Verified tokens remembered (see `auth::TokenCache`): at most about 1.6 MiB.
@@ -274,6 +276,7 @@ pub async fn run(
         request_seq: AtomicU64::new(0),
         boot_id: u32::from_le_bytes(random_bytes(4).try_into().unwrap_or([0; 4])),
         started: Instant::now(),
+        poll_headers: http::poll_headers(),
         config,
     });
     state.metrics.set_gauge(Gauge::Connections, 0);
