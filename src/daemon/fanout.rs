@@ -25,6 +25,10 @@
 //! which is after the fetch's snapshot began, which is after the registration. `Notify` keeps a
 //! permit when nobody is awaiting yet, so a notification between the check and the await is not
 //! lost either.
+//!
+//! The dispatcher takes a waiter it wakes out of the waiter maps. A woken poll almost always
+//! has a batch to deliver; one that finds nothing after all registers again
+//! ([`Registration::rearm`]) and builds its batch again after that, as it did the first time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
