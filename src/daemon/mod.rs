@@ -107,6 +107,8 @@ pub(crate) struct State {
 /// still looks for events whenever it runs out of ready tasks, so new requests and timers wait
 /// only while that much work is ready, and at most this many task polls (for a fan-out to
 /// 10,000 polls, the ~110 ms its responses take to write on this project's test machine).
+/// `lms-longpolld` builds its runtime with it; an embedder calling [`run`] on a runtime of its
+/// own should too (`tokio::runtime::Builder::event_interval`).
 pub const RUNTIME_EVENT_INTERVAL: u32 = 16_384;
 
 /// Verified tokens remembered (see `auth::TokenCache`): at most about 1.6 MiB.
