@@ -357,13 +357,7 @@ impl Hub {
             if *pos < r.floor {
                 // Events were trimmed before they were dispatched (or the ring restarted):
                 // wake everyone, each rebuilds its batch from the ring or the store.
-                for (_, ws) in waiters.drain() {
-                    for (_, w) in ws {
-                        if !w.fired.swap(true, Ordering::AcqRel) {
-                            woken.push(w);
-                        }
-                    }
-                }
+                take_all(&mut waiters, &mut woken);
             } else if !waiters.is_empty() {
                 let live = r.live();
                 let from = live.partition_point(|e| e.id <= *pos);
@@ -409,6 +403,22 @@ impl Hub {
         // Notified outside the locks, so woken polls can re-register without waiting.
         for w in woken {
             w.notify.notify_one();
+        }
+    }
+
+    /// Wakes every registered waiter of every shard (shutdown: each then sees the shutdown
+    /// flag, set before this call, and answers).
+    pub(crate) fn wake_all(&self) {
+        for sh in &self.shards {
+            let mut woken = Vec::new();
+            {
+                let mut waiters = lock(&sh.waiters);
+                take_all(&mut waiters, &mut woken);
+                sh.count.fetch_sub(woken.len() as u64, Ordering::SeqCst);
+            }
+            for w in woken {
+                w.notify.notify_one();
+            }
         }
     }
 
@@ -575,6 +585,18 @@ impl Hub {
         match store.assemble(req, &live[from..], r.head) {
             Ok(Some(b)) => FromRing::Batch(b),
             _ => FromRing::Miss,
+        }
+    }
+}
+
+/// Takes every waiter out of `waiters` into `woken`, marked fired (once each, though a waiter of
+/// several channels is in several maps).
+fn take_all(waiters: &mut HashMap<i64, BTreeMap<u64, Arc<Waiter>>>, woken: &mut Vec<Arc<Waiter>>) {
+    for (_, ws) in waiters.drain() {
+        for (_, w) in ws {
+            if !w.fired.swap(true, Ordering::AcqRel) {
+                woken.push(w);
+            }
         }
     }
 }

@@ -374,6 +374,9 @@ pub async fn run(
     let waiting = state.hub.waiter_count();
     tracing::info!(waiters = waiting, "shutting down: answering waiting polls");
     let _ = shutdown_tx.send(true);
+    // Waiting polls do not watch the shutdown channel (see `http::wait_for_batch`): they are
+    // woken here, after the flag is set, and answer.
+    state.hub.wake_all();
     for t in &background {
         t.abort();
     }
