@@ -106,6 +106,22 @@ pub(crate) struct Rendered {
     pub(crate) stamps: Vec<i64>,
     /// The mode advertised in the body.
     pub(crate) mode: ClientMode,
+    /// The body gzipped, made by the first poll that gets this response and accepts gzip (when
+    /// the body is large enough to be compressed), then shared like the body; `None` inside if
+    /// compressing failed.
+    pub(crate) gz: std::sync::OnceLock<Option<Bytes>>,
+}
+
+impl Rendered {
+    /// A rendered response, not compressed yet.
+    pub(crate) fn new(body: Bytes, stamps: Vec<i64>, mode: ClientMode) -> Rendered {
+        Rendered {
+            body,
+            stamps,
+            mode,
+            gz: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// What makes two polls' responses identical at one head: the request (with its cursor) and
@@ -719,11 +735,11 @@ mod tests {
         let renders = std::cell::Cell::new(0);
         let render = |b: &Batch| {
             renders.set(renders.get() + 1);
-            Rendered {
-                body: Bytes::from(format!("{}", b.events.len())),
-                stamps: vec![],
-                mode: ClientMode::Long,
-            }
+            Rendered::new(
+                Bytes::from(format!("{}", b.events.len())),
+                vec![],
+                ClientMode::Long,
+            )
         };
         let req = FetchRequest::new([1]).normalized().unwrap();
         let Answer::Ready(a) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
@@ -779,10 +795,12 @@ mod tests {
         // A poll registering afterwards reads them from the ring.
         let req = FetchRequest::new([1]).normalized().unwrap();
         let reg = hub.register(&req);
-        let render = |b: &Batch| Rendered {
-            body: Bytes::from(format!("{}", b.events.len())),
-            stamps: vec![],
-            mode: ClientMode::Long,
+        let render = |b: &Batch| {
+            Rendered::new(
+                Bytes::from(format!("{}", b.events.len())),
+                vec![],
+                ClientMode::Long,
+            )
         };
         let Answer::Ready(r) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
             panic!("the events are in the ring")

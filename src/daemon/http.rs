@@ -560,7 +560,7 @@ async fn run_poll(mut ctx: Box<PollCtx>) -> Result<Resp, Infallible> {
             if timed_out {
                 state.metrics.incr(Counter::WaitTimeouts);
             }
-            Ok(poll_response(&state, &batch))
+            Ok(poll_response(&state, &batch, meta.gzip))
         }
         Err(e) => {
             state.metrics.incr(Counter::WaitErrors);
@@ -670,14 +670,15 @@ fn render(batch: &Batch, mode: ClientMode, retry_ms: u64) -> Rendered {
         retry_ms,
     })
     .unwrap_or_default();
-    Rendered {
-        body: Bytes::from(body),
-        stamps: batch.events.iter().map(|e| e.timestamp).collect(),
+    Rendered::new(
+        Bytes::from(body),
+        batch.events.iter().map(|e| e.timestamp).collect(),
         mode,
-    }
+    )
 }
 
-fn poll_response(state: &State, r: &Rendered) -> Resp {
+/// The response to a poll; `gzip`: the client accepts gzip.
+fn poll_response(state: &State, r: &Rendered, gzip: bool) -> Resp {
     if !r.stamps.is_empty() {
         let now = now_ms();
         state
@@ -689,14 +690,26 @@ fn poll_response(state: &State, r: &Rendered) -> Resp {
                 .record_us(Histogram::Delivery, (now - t).max(0) as u64 * 1000);
         }
     }
-    let mut resp = Response::new(Full::new(r.body.clone()));
     // A copy of the headers every poll response has: one allocation and a copy, where
     // inserting them one by one hashes and probes each (a fan-out writes 10,000 of these).
-    *resp.headers_mut() = state.poll_headers.clone();
-    let h = resp.headers_mut();
+    let mut h = state.poll_headers.clone();
     if r.mode != ClientMode::Long {
         h.insert(X_LMS_MODE, HeaderValue::from_static(r.mode.as_str()));
     }
+    let mut body = r.body.clone();
+    // The same rule as `finish` (which leaves poll responses to this): compressed once per
+    // rendered response, where `finish` compressed the same body again for every poll that
+    // got it (a fan-out of a large batch to 10,000 browsers: 10,000 compressions).
+    let min = state.config.gzip_min_bytes;
+    if gzip && min > 0 && body.len() >= min {
+        if let Some(gz) = r.gz.get_or_init(|| gzip_bytes(&r.body)) {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            body = gz.clone();
+        }
+        h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    let mut resp = Response::new(Full::new(body));
+    *resp.headers_mut() = h;
     resp
 }
 
@@ -1129,6 +1142,18 @@ fn request_id(state: &State, headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("-"))
 }
 
+/// `bytes` gzipped (fast), or `None` if compressing failed.
+fn gzip_bytes(bytes: &[u8]) -> Option<Bytes> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 3 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(bytes)
+        .and_then(|_| enc.finish())
+        .ok()
+        .map(Bytes::from)
+}
+
 /// The security headers of every response (those the response has not set itself).
 fn security_headers(h: &mut HeaderMap, is_html: bool) {
     h.insert(
@@ -1187,26 +1212,25 @@ fn finish(
             || v.starts_with(b"text/")
             || v.starts_with(b"application/javascript")
     });
+    // A poll response (it starts from `poll_headers`, which has the security headers) was
+    // compressed, or not, by `poll_response` already.
+    let poll = r.headers().contains_key(header::X_CONTENT_TYPE_OPTIONS);
     if gzip
+        && !poll
         && compressible
         && state.config.gzip_min_bytes > 0
         && r.body().size_hint_exact() >= state.config.gzip_min_bytes as u64
     {
         let (mut parts, body) = r.into_parts();
         let bytes = body_bytes(body);
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(bytes.len() / 3 + 64),
-            flate2::Compression::fast(),
-        );
-        let gz = enc.write_all(&bytes).and_then(|_| enc.finish());
-        let body = match gz {
-            Ok(v) => {
+        let body = match gzip_bytes(&bytes) {
+            Some(gz) => {
                 parts
                     .headers
                     .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                Bytes::from(v)
+                gz
             }
-            Err(_) => bytes,
+            None => bytes,
         };
         parts
             .headers
@@ -1215,8 +1239,7 @@ fn finish(
     }
     let h = r.headers_mut();
     h.insert(X_REQUEST_ID, rid.clone());
-    // Present: the response started from `poll_headers`, which has them all already.
-    if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+    if !poll {
         security_headers(h, is_html);
     }
     if let Some(o) = origin
