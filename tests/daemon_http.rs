@@ -646,3 +646,59 @@ async fn polls_on_every_shard_get_the_event_exactly_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_sharing_a_large_response_each_get_it_gzipped_or_plain_as_they_asked() {
+    let d = Daemon::start(config()).await;
+    let mut p = d.client().await;
+    let head = d.store.head_cursor().unwrap().to_string();
+    // Four polls wait from the same cursor, so they share one rendered response: two accept
+    // gzip, two do not.
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        let addr = d.addr;
+        let head = head.clone();
+        waiting.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let auth = format!("Bearer {}", token(2000 + i, &[1]));
+            let mut h = vec![("authorization", auth.as_str())];
+            if i % 2 == 0 {
+                h.push(("accept-encoding", "gzip"));
+            }
+            let r = c
+                .get(&format!("/v1/poll?channels=1&cursor={head}&timeout=5"), &h)
+                .await;
+            (i, r)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events: Vec<_> = (0..40).map(|n| event("message_create", 1, n)).collect();
+    d.publish(&mut p, &json!({ "events": events })).await;
+    let mut bodies = Vec::new();
+    for w in waiting {
+        let (i, r) = w.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        let text = if i % 2 == 0 {
+            assert_eq!(r.header("content-encoding"), Some("gzip"));
+            assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+            let mut text = String::new();
+            use std::io::Read as _;
+            flate2::read::GzDecoder::new(&r.body[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        } else {
+            assert!(r.header("content-encoding").is_none());
+            assert!(r.header("vary").is_none());
+            r.text()
+        };
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(ids(&v).len(), 40);
+        bodies.push(text);
+    }
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0]),
+        "one response, shared"
+    );
+}

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     };
     rt.enable_all()
         .thread_name("lmsrt-worker")
+        .event_interval(daemon::RUNTIME_EVENT_INTERVAL)
         .max_blocking_threads(config.store_readers + config.store_writers + 8);
     if config.workers > 1 {
         rt.worker_threads(config.workers);
