@@ -400,7 +400,12 @@ impl Conn {
                 return Ok(r);
             }
             if self.buf.capacity() - self.buf.len() < 2048 {
-                self.buf.reserve(8192);
+                // Asking for no more than the first allocation lets `BytesMut` move what is
+                // left to the front of that allocation (the responses read from it are gone)
+                // instead of allocating a larger one: with 8 KiB here, every client allocated
+                // and faulted in a new buffer in the same fan-out round (the fourth), and the
+                // generator read that round's responses tens of milliseconds after they arrived.
+                self.buf.reserve(2048);
             }
             if self.read_stamped().await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
