@@ -3,6 +3,8 @@
 # in one sitting (benches/README.md, "Daemon"). Client and server share this machine's cores.
 # usage: benches/daemon-vs-nchan.sh [OUT_DIR]   (needs: cargo build --release --features daemon
 #        --bins --lib; apt-get install nginx-light libnginx-mod-nchan for the Nchan runs)
+#        ONLY=fanout ROUNDS=3 benches/daemon-vs-nchan.sh   runs only the scenarios whose name
+#        starts with $ONLY, $ROUNDS times each (default: all of them, twice)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-/tmp/lmsrt-bench-$(date +%Y%m%d-%H%M%S)}"
@@ -10,8 +12,11 @@ mkdir -p "$out"
 lg="$root/target/release/lms-loadgen"
 port=18950
 
+wanted() { [[ -z "${ONLY:-}" || "$1" == "$ONLY"* ]]; }
+
 daemon() { # name, loadgen args...
     local name="$1"; shift
+    wanted "$name" || return 0
     echo "== daemon $name: $*" | tee -a "$out/summary.txt"
     "$lg" "$@" --json > "$out/daemon-$name.log" 2>&1
     tail -n 15 "$out/daemon-$name.log" | grep -v '^{' | sed 's/^/   /' | tee -a "$out/summary.txt"
@@ -20,6 +25,7 @@ daemon() { # name, loadgen args...
 
 nchan() { # name, loadgen args...
     local name="$1"; shift
+    wanted "$name" || return 0
     command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || return 0
     port=$((port + 1))
     local started prefix pids
@@ -33,7 +39,7 @@ nchan() { # name, loadgen args...
 }
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u)" | tee "$out/summary.txt"
-for round in 1 2; do
+for round in $(seq 1 "${ROUNDS:-2}"); do
     daemon "idle-$round" idle --clients 10000 --channels 100 --duration 10
     nchan "idle-$round" idle --clients 10000 --channels 100 --duration 10
     daemon "fanout-$round" fanout --clients 10000 --rounds 5
