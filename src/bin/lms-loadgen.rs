@@ -849,6 +849,31 @@ fn c_publisher() -> PathBuf {
 
 // -- reporting ----------------------------------------------------------------------------------
 
+/// The percentiles the generator reports, in ms, of sorted latencies in µs.
+const REPORTED: [(&str, f64); 5] = [
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("max", 1.0),
+];
+
+fn pcts_text(sorted: &[u32]) -> String {
+    REPORTED
+        .iter()
+        .map(|(name, p)| format!("{name} {:.2} ms", pct(sorted, *p)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn pcts_json(sorted: &[u32]) -> serde_json::Value {
+    REPORTED
+        .iter()
+        .map(|(name, p)| (name.replace('.', ""), serde_json::json!(pct(sorted, *p))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 fn pct(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -1283,25 +1308,15 @@ async fn run(a: Arc<Args>) {
     println!("clients: {polls} polls, {errors} errors");
     if n_clients > 0 && a.scenario != Scenario::Idle {
         println!(
-            "delivery latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({delivered} deliveries)",
-            pct(&lat, 0.5),
-            pct(&lat, 0.9),
-            pct(&lat, 0.99),
-            pct(&lat, 0.999),
-            pct(&lat, 1.0)
+            "delivery latency: {} ({delivered} deliveries)",
+            pcts_text(&lat)
         );
         println!(
-            "delivery latency to the client's socket: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-            pct(&arrival_lat, 0.5),
-            pct(&arrival_lat, 0.9),
-            pct(&arrival_lat, 0.99),
-            pct(&arrival_lat, 0.999),
-            pct(&arrival_lat, 1.0)
+            "delivery latency to the client's socket: {}",
+            pcts_text(&arrival_lat)
         );
-        summary["arrival_latency_ms"] = serde_json::json!({
-            "p50": pct(&arrival_lat, 0.5), "p90": pct(&arrival_lat, 0.9),
-            "p99": pct(&arrival_lat, 0.99), "p999": pct(&arrival_lat, 0.999),
-            "max": pct(&arrival_lat, 1.0)});
+        summary["latency_ms"] = pcts_json(&lat);
+        summary["arrival_latency_ms"] = pcts_json(&arrival_lat);
         println!(
             "loss {lost} of {expected} ({:.3}%), duplicates {dups}; {polls} polls, {errors} errors",
             if expected > 0 {
@@ -1320,9 +1335,6 @@ async fn run(a: Arc<Args>) {
             );
             summary["deliveries_per_s"] = serde_json::json!(delivered as f64 / span);
         }
-        summary["latency_ms"] = serde_json::json!({
-            "p50": pct(&lat, 0.5), "p90": pct(&lat, 0.9), "p99": pct(&lat, 0.99),
-            "p999": pct(&lat, 0.999), "max": pct(&lat, 1.0)});
         summary["expected"] = serde_json::json!(expected);
         summary["lost"] = serde_json::json!(lost);
         summary["duplicates"] = serde_json::json!(dups);
