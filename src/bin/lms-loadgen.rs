@@ -7,7 +7,9 @@
 //!
 //! Every event carries `{"seq": n, "t": µs}`: its sequence number (event `n` goes to channel
 //! `1 + n % C`) and the wall-clock time it was published, so each client knows exactly which
-//! events it must receive once, and how late each one came. Publishers:
+//! events it must receive once, and how late each one came: both when the response arrived at
+//! the client's socket (the kernel's receive timestamp) and when this program's one thread read
+//! it, which also counts its own queue of 10,000 sockets. Publishers:
 //!
 //! * `http`: `POST /v1/events`, signed, one event per request (each acknowledged only once
 //!   committed);
