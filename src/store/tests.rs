@@ -324,17 +324,23 @@ fn append_from_threads(
         .collect()
 }
 
-#[test]
-fn group_commit_from_many_threads_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(EventStore::open(dir.path().join("g.db"), Config::default()).unwrap());
-    let threads = append_from_threads(&s, 8, 200);
+/// Every id the appending threads were given, without repeats, ascending.
+fn distinct_ids(threads: Vec<std::thread::JoinHandle<Vec<i64>>>) -> Vec<i64> {
     let mut ids: Vec<i64> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
     ids.sort();
     ids.dedup();
+    ids
+}
+
+#[test]
+fn group_commit_from_many_threads_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(EventStore::open(dir.path().join("g.db"), Config::default()).unwrap());
+    let threads = append_from_threads(&s, 8, 200);
+    let ids = distinct_ids(threads);
     assert_eq!(ids.len(), 1600);
     let mut cur = Cursor::START;
     let mut seen = 0;
@@ -366,12 +372,7 @@ fn callers_asleep_behind_a_slow_commit_are_all_acknowledged() {
     let threads = append_from_threads(&s, 8, 3);
     std::thread::sleep(Duration::from_millis(50));
     raw.execute_batch("COMMIT").unwrap();
-    let mut ids: Vec<i64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    ids.sort();
-    ids.dedup();
+    let ids = distinct_ids(threads);
     assert_eq!(ids.len(), 24);
     assert!(ids[0] > before);
     let b = s
