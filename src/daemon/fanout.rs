@@ -670,6 +670,15 @@ mod tests {
     use crate::event::Priority;
     use crate::{Config, NewEvent};
 
+    /// Hands `events` to the hub as the store's tail reader would.
+    fn feed(hub: &Hub, events: &[Event], after: i64, head: i64) {
+        hub.on_tail(&TailBatch {
+            events,
+            after,
+            head,
+        });
+    }
+
     fn ev(id: i64, ch: i64) -> Event {
         Event {
             id,
@@ -692,11 +701,7 @@ mod tests {
         let hub = Arc::new(Hub::new(4));
         hub.start_at(0);
         let events: Vec<Event> = (1..=10).map(|i| ev(i, 1)).collect();
-        hub.on_tail(&TailBatch {
-            events: &events,
-            after: 0,
-            head: 10,
-        });
+        feed(&hub, &events, 0, 10);
         assert_eq!(hub.ring_stats(), (4, 6, 10));
         let req = FetchRequest::new([1]).normalized().unwrap();
         assert!(matches!(hub.assemble(&store, &req), FromRing::Miss));
@@ -712,11 +717,7 @@ mod tests {
             [8, 9, 10]
         );
         // A discontinuity restarts the ring.
-        hub.on_tail(&TailBatch {
-            events: &[ev(20, 1)],
-            after: 19,
-            head: 20,
-        });
+        feed(&hub, &[ev(20, 1)], 19, 20);
         assert_eq!(hub.ring_stats(), (1, 19, 20));
         let _ = store.append(NewEvent::new("x", 1));
     }
@@ -727,11 +728,7 @@ mod tests {
         let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
         let hub = Arc::new(Hub::new(16));
         hub.start_at(0);
-        hub.on_tail(&TailBatch {
-            events: &[ev(1, 1), ev(2, 2)],
-            after: 0,
-            head: 2,
-        });
+        feed(&hub, &[ev(1, 1), ev(2, 2)], 0, 2);
         let renders = std::cell::Cell::new(0);
         let render = |b: &Batch| {
             renders.set(renders.get() + 1);
@@ -759,11 +756,7 @@ mod tests {
             hub.respond(&store, &req, ClientMode::Medium, 0, render),
             Answer::Ready(_)
         ));
-        hub.on_tail(&TailBatch {
-            events: &[ev(3, 1)],
-            after: 2,
-            head: 3,
-        });
+        feed(&hub, &[ev(3, 1)], 2, 3);
         let Answer::Ready(c) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
             panic!()
         };
@@ -786,11 +779,7 @@ mod tests {
         let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
         let hub = Arc::new(Hub::new(16));
         hub.start_at(0);
-        hub.on_tail(&TailBatch {
-            events: &[ev(1, 1), ev(2, 1)],
-            after: 0,
-            head: 2,
-        });
+        feed(&hub, &[ev(1, 1), ev(2, 1)], 0, 2);
         assert_eq!(*lock(&hub.shards[0].dispatched), 2, "counted as dispatched");
         // A poll registering afterwards reads them from the ring.
         let req = FetchRequest::new([1]).normalized().unwrap();
@@ -808,11 +797,7 @@ mod tests {
         assert_eq!(&r.body[..], b"2");
         // With a waiter registered, a commit is dispatched to it.
         reg.waiter.set_lanes([2; 4]);
-        hub.on_tail(&TailBatch {
-            events: &[ev(3, 1)],
-            after: 2,
-            head: 3,
-        });
+        feed(&hub, &[ev(3, 1)], 2, 3);
         assert_eq!(
             *lock(&hub.shards[0].dispatched),
             2,
@@ -830,11 +815,7 @@ mod tests {
         let a = hub.register(&FetchRequest::new([1, 2]).normalized().unwrap());
         let b = hub.register(&FetchRequest::new([2]).normalized().unwrap());
         assert_eq!(hub.waiter_count(), 2);
-        hub.on_tail(&TailBatch {
-            events: &[ev(1, 1)],
-            after: 0,
-            head: 1,
-        });
+        feed(&hub, &[ev(1, 1)], 0, 1);
         hub.dispatch();
         assert!(a.waiter.fired.load(Ordering::Acquire));
         assert_eq!(hub.waiter_count(), 1, "only b is still registered");
@@ -844,11 +825,7 @@ mod tests {
             assert_eq!(ws[&2].len(), 1);
         }
         // A second event on 2 wakes only b: a is out of the maps until it rearms.
-        hub.on_tail(&TailBatch {
-            events: &[ev(2, 2)],
-            after: 1,
-            head: 2,
-        });
+        feed(&hub, &[ev(2, 2)], 1, 2);
         hub.dispatch();
         assert!(b.waiter.fired.load(Ordering::Acquire));
         assert_eq!(hub.waiter_count(), 0);
@@ -858,11 +835,7 @@ mod tests {
         assert!(!a.rearm(), "already registered");
         a.waiter.set_lanes([2; 4]);
         assert_eq!(hub.waiter_count(), 1);
-        hub.on_tail(&TailBatch {
-            events: &[ev(3, 2)],
-            after: 2,
-            head: 3,
-        });
+        feed(&hub, &[ev(3, 2)], 2, 3);
         hub.dispatch();
         assert!(a.waiter.fired.load(Ordering::Acquire));
         // Dropping fired registrations leaves the count alone (the dispatcher counted them).
@@ -884,11 +857,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(hub.waiter_count(), 3);
-        hub.on_tail(&TailBatch {
-            events: &[ev(3, 1)],
-            after: 0,
-            head: 3,
-        });
+        feed(&hub, &[ev(3, 1)], 0, 3);
         hub.dispatch();
         assert!(a.waiter.fired.load(Ordering::Acquire));
         assert!(!b.waiter.fired.load(Ordering::Acquire));
