@@ -7,7 +7,7 @@ mod tail;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -253,6 +253,45 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// A background checkpoint is running.
     pub(crate) checkpointing: AtomicBool,
+    /// Frames in the WAL after the last commit by one of this process's writer connections
+    /// (SQLite's WAL hook reports the count for the whole file, whoever wrote the frames).
+    wal_frames: AtomicI64,
+    /// `wal_frames` when the WAL's length last started a checkpoint.
+    checkpoint_mark: AtomicI64,
+}
+
+impl Shared {
+    /// Keeps `wal_frames` current after every commit on `conn`, one of this process's
+    /// writer connections.
+    fn watch_wal(self: &Arc<Shared>, conn: &mut Connection) -> Result<()> {
+        let shared = Arc::downgrade(self);
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
+            if let Some(s) = shared.upgrade() {
+                s.wal_frames.store(i64::from(frames), Ordering::Relaxed);
+            }
+            Ok(())
+        }))
+        .map_err(conn::map_sqlite_error)
+    }
+
+    /// True once per [`conn::CHECKPOINT_FRAMES`] the WAL has grown since the last time this
+    /// said so (or since it started over).
+    ///
+    /// The commit count alone misses bulk writes: 30 batches of 10,000 rows are 30 commits
+    /// and grew the WAL past 100 MiB before any checkpoint, and the writer that then started
+    /// it over spent 43 ms cutting the file back to `journal_size_limit` with every other
+    /// writer waiting behind it.
+    fn wal_grew(&self) -> bool {
+        let frames = self.wal_frames.load(Ordering::Relaxed);
+        let mark = self.checkpoint_mark.load(Ordering::Relaxed);
+        // A WAL shorter than the mark has started over since.
+        let due = frames >= conn::CHECKPOINT_FRAMES
+            && (frames < mark || frames >= mark + conn::CHECKPOINT_FRAMES);
+        due && self
+            .checkpoint_mark
+            .compare_exchange(mark, frames, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
 }
 
 /// The event log: append, fetch, wait, purge. `Send + Sync`; share it between threads with an
@@ -296,7 +335,7 @@ impl EventStore {
         }
         let lock = conn::WriterLock::open(&path)?;
         let signal = ChangeSignal::open(&path)?;
-        let wconn = conn::open_connection(&path, config.durability)?;
+        let mut wconn = conn::open_connection(&path, config.durability)?;
         let epoch = {
             let _g = lock.lock()?;
             if schema::version(&wconn)? == SCHEMA_VERSION {
@@ -316,7 +355,10 @@ impl EventStore {
             signal,
             closed: AtomicBool::new(false),
             checkpointing: AtomicBool::new(false),
+            wal_frames: AtomicI64::new(0),
+            checkpoint_mark: AtomicI64::new(0),
         });
+        shared.watch_wal(&mut wconn)?;
         let store = EventStore {
             writer: writer::Writer::new(wconn, lock),
             readers: Mutex::new(Vec::new()),
@@ -414,7 +456,7 @@ impl EventStore {
             .collect::<Result<Vec<_>>>()?;
         self.writer.submit(rows, &|| {
             let commits = self.shared.signal.bump();
-            if commits.is_multiple_of(conn::CHECKPOINT_EVERY) {
+            if commits.is_multiple_of(conn::CHECKPOINT_EVERY) || self.shared.wal_grew() {
                 self.start_checkpoint();
             }
         })
@@ -572,6 +614,9 @@ impl EventStore {
             let now = self.config.clock.now_ms();
             let started = Instant::now();
             let n = self.writer.purge_chunk(now, chunk)?;
+            if self.shared.wal_grew() {
+                self.start_checkpoint();
+            }
             total += n;
             if n < chunk || total >= max_rows {
                 break;
@@ -662,12 +707,14 @@ impl EventStore {
         out
     }
 
-    /// Every [`conn::CHECKPOINT_EVERY`] commits on the host, the committing process copies the
+    /// Every [`conn::CHECKPOINT_EVERY`] commits on the host, and whenever the WAL has grown by
+    /// [`conn::CHECKPOINT_FRAMES`] (bulk appends, purges), the committing process copies the
     /// WAL back into the database in a background thread, so no append waits for it.
     ///
     /// Two passes: a passive checkpoint outside the writer lock does the bulk of the copying
     /// (and its fsyncs) while writers carry on; a second one under the writer lock then finishes
-    /// the few frames written meanwhile. Only a checkpoint that leaves the WAL fully copied lets
+    /// the few frames written meanwhile, after the files were synced outside the lock (see
+    /// [`conn::sync_files`]). Only a checkpoint that leaves the WAL fully copied lets
     /// the next writer start the WAL over; without the second pass, under steady writes the WAL
     /// would grow for ever (and every append would pay for the file system zeroing new blocks).
     fn start_checkpoint(&self) {
@@ -699,7 +746,9 @@ impl EventStore {
         let handle = std::thread::Builder::new()
             .name("lmsrt-purger".into())
             .spawn(move || {
-                let Ok(w) = writer::Writer::open(&shared.path, shared.durability) else {
+                let Ok(w) =
+                    writer::Writer::open(&shared.path, shared.durability, |c| shared.watch_wal(c))
+                else {
                     return;
                 };
                 let mut next = Instant::now() + every;
@@ -713,7 +762,13 @@ impl EventStore {
                     next = now + every;
                     while !shared.closed.load(Ordering::SeqCst) {
                         let started = Instant::now();
-                        match w.purge_chunk(clock.now_ms(), chunk) {
+                        let purged = w.purge_chunk(clock.now_ms(), chunk);
+                        // This thread is the one writing; it checkpoints in line.
+                        if shared.wal_grew() && !shared.checkpointing.swap(true, Ordering::SeqCst) {
+                            let _ = checkpoint(&shared);
+                            shared.checkpointing.store(false, Ordering::SeqCst);
+                        }
+                        match purged {
                             Ok(n) if n == chunk => pause_after_chunk(started.elapsed()),
                             _ => break,
                         }
@@ -776,6 +831,7 @@ fn checkpoint(shared: &Shared) -> Result<()> {
         // the next interval rather than stall every writer behind a long copy.
         return Ok(());
     }
+    conn::sync_files(&c)?;
     let lock = conn::WriterLock::open(&shared.path)?;
     let _g = lock.lock()?;
     pass().map(|_| ())

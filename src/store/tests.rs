@@ -510,3 +510,34 @@ fn configured_metrics_record_appends_fetches_and_waits_but_not_bad_input_as_erro
         .snapshot();
     assert_eq!(none.counters["appends"].total, 0);
 }
+
+#[test]
+fn a_long_wal_is_checkpointed_before_the_commit_count_comes_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open_with_clock(&dir);
+    let db = dir.path().join("t.db");
+    let schema_only = std::fs::metadata(&db).unwrap().len();
+    // Ten commits (CHECKPOINT_EVERY is 1,000) writing about 5,000 frames (CHECKPOINT_FRAMES
+    // is 4,096): 2 KiB rows, two to a page.
+    let text = "x".repeat(2000);
+    for _ in 0..10 {
+        let batch = (0..1000)
+            .map(|k| ev("message_create", 1 + k % 50).data(format!(r#"{{"t":"{text}"}}"#)))
+            .collect();
+        s.append_batch(batch).unwrap();
+    }
+    assert!(s.shared.wal_frames.load(Ordering::Relaxed) >= conn::CHECKPOINT_FRAMES);
+    // Until a checkpoint copies pages back, the database file holds only the schema.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let copied = loop {
+        let len = std::fs::metadata(&db).unwrap().len();
+        if len > schema_only + (4 << 20) || std::time::Instant::now() > deadline {
+            break len;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        copied > schema_only + (4 << 20),
+        "no checkpoint ran: the database file is still {copied} bytes"
+    );
+}

@@ -151,12 +151,15 @@ impl Writer {
         }
     }
 
-    /// A writer of its own (for a background thread).
-    pub(crate) fn open(path: &Path, durability: Durability) -> Result<Writer> {
-        Ok(Writer::new(
-            conn::open_connection(path, durability)?,
-            WriterLock::open(path)?,
-        ))
+    /// A writer of its own (for a background thread); `setup` runs on its connection first.
+    pub(crate) fn open(
+        path: &Path,
+        durability: Durability,
+        setup: impl FnOnce(&mut Connection) -> Result<()>,
+    ) -> Result<Writer> {
+        let mut c = conn::open_connection(path, durability)?;
+        setup(&mut c)?;
+        Ok(Writer::new(c, WriterLock::open(path)?))
     }
 
     /// Commits `rows` (with whatever else is queued) and returns their ids. `on_commit` runs
