@@ -203,7 +203,7 @@ impl WriterLock {
                     if counted == 0 {
                         break; // the waiters gave up or took and released it meanwhile
                     }
-                    if waiter_alive(&self.file, &self.path)? {
+                    if waiter_alive(&self.file) {
                         deadline = at + HANDOFF_WAIT_LIVE;
                         continue;
                     }
@@ -220,16 +220,14 @@ impl WriterLock {
         if try_flock(&self.file, &self.path)? {
             return Ok(self.taken());
         }
-        self.mark_blocked(true)?;
+        self.mark_blocked(true);
         waiting.fetch_add(1, Ordering::AcqRel);
         let locked = flock(&self.file, &self.path, true);
         // Saturating: a count reset by a releaser (see above) must not wrap.
         let _ = waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| w.checked_sub(1));
-        let unmarked = self.mark_blocked(false);
+        self.mark_blocked(false);
         locked?;
-        let guard = self.taken();
-        unmarked?;
-        Ok(guard)
+        Ok(self.taken())
     }
 
     fn taken(&self) -> WriterLockGuard<'_> {
@@ -241,20 +239,23 @@ impl WriterLock {
 
     /// Counts a thread of this process in (or out of) the blocked waiters of this handle, and
     /// holds the waiter mark while any is.
-    fn mark_blocked(&self, blocked: bool) -> Result<()> {
+    ///
+    /// The mark is best effort: if the kernel refuses it (a kernel without open-file-description
+    /// locks), a releaser may take this waiter for dead and stop deferring to it, which costs
+    /// fairness, never correctness.
+    fn mark_blocked(&self, blocked: bool) {
         let mut n = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         if blocked {
             *n += 1;
             if *n == 1 {
-                return set_waiter_mark(&self.file, &self.path, true);
+                set_waiter_mark(&self.file, true);
             }
         } else {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                return set_waiter_mark(&self.file, &self.path, false);
+                set_waiter_mark(&self.file, false);
             }
         }
-        Ok(())
     }
 }
 
@@ -326,18 +327,13 @@ fn try_flock(_file: &File, _path: &Path) -> Result<bool> {
 
 /// The waiter mark: a read lock on byte 0 of the lock file, owned by the open file (so it is
 /// independent of `flock` and of the POSIX locks SQLite holds on other files) and dropped by the
-/// kernel when the process dies.
+/// kernel when the process dies. Returns the lock type the kernel reports (for F_OFD_GETLK).
 #[cfg(target_os = "linux")]
-fn waiter_lock_op(
-    file: &File,
-    path: &Path,
-    cmd: libc::c_int,
-    ty: libc::c_short,
-) -> Result<libc::c_short> {
+fn waiter_lock_op(file: &File, cmd: libc::c_int, ty: libc::c_int) -> std::io::Result<libc::c_int> {
     use std::os::fd::AsRawFd;
     // SAFETY: `flock` is plain data; all-zero is a valid value that is overwritten below.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = ty;
+    fl.l_type = ty as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = 0;
     fl.l_len = 1;
@@ -346,43 +342,36 @@ fn waiter_lock_op(
         // call reads and (for F_OFD_GETLK) writes.
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
         if rc == 0 {
-            return Ok(fl.l_type);
+            return Ok(fl.l_type as libc::c_int);
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io(path, err));
+            return Err(err);
         }
     }
 }
 
 #[cfg(target_os = "linux")]
-fn set_waiter_mark(file: &File, path: &Path, on: bool) -> Result<()> {
+fn set_waiter_mark(file: &File, on: bool) {
     let ty = if on { libc::F_RDLCK } else { libc::F_UNLCK };
-    waiter_lock_op(file, path, libc::F_OFD_SETLK, ty as libc::c_short).map(|_| ())
+    let _ = waiter_lock_op(file, libc::F_OFD_SETLK, ty);
 }
 
-/// Whether any other open file holds the waiter mark: a waiter, alive.
+/// Whether another open file holds the waiter mark: a waiter, alive. When the kernel cannot
+/// say, the waiter is taken as alive (the releaser then defers a little longer, no more).
 #[cfg(target_os = "linux")]
-fn waiter_alive(file: &File, path: &Path) -> Result<bool> {
-    let ty = waiter_lock_op(
-        file,
-        path,
-        libc::F_OFD_GETLK,
-        libc::F_WRLCK as libc::c_short,
-    )?;
-    Ok(ty != libc::F_UNLCK as libc::c_short)
+fn waiter_alive(file: &File) -> bool {
+    waiter_lock_op(file, libc::F_OFD_GETLK, libc::F_WRLCK).map_or(true, |ty| ty != libc::F_UNLCK)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn set_waiter_mark(_file: &File, _path: &Path, _on: bool) -> Result<()> {
-    Ok(())
-}
+fn set_waiter_mark(_file: &File, _on: bool) {}
 
 /// Without open-file-description locks a count cannot be checked: take the waiter as alive
 /// (a dead one then costs one [`DISTRUST`] period at a time, as before).
 #[cfg(not(target_os = "linux"))]
-fn waiter_alive(_file: &File, _path: &Path) -> Result<bool> {
-    Ok(true)
+fn waiter_alive(_file: &File) -> bool {
+    true
 }
 
 /// Flushes the database file and the WAL of `conn` to disk through SQLite's own file handles.
@@ -456,7 +445,7 @@ mod tests {
         let db = dir.path().join("e.db");
         let a = WriterLock::open(&db).unwrap();
         let b = Arc::new(WriterLock::open(&db).unwrap());
-        assert!(!waiter_alive(&a.file, &a.path).unwrap());
+        assert!(!waiter_alive(&a.file));
         let held = a.lock().unwrap();
         let (got_tx, got_rx) = std::sync::mpsc::channel();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -473,12 +462,12 @@ mod tests {
         while waiting(&a) == 0 {
             std::thread::yield_now();
         }
-        assert!(waiter_alive(&a.file, &a.path).unwrap());
+        assert!(waiter_alive(&a.file));
         drop(held);
         // Once it holds the lock it is no longer a waiter.
         got_rx.recv().unwrap();
         assert_eq!(waiting(&a), 0);
-        assert!(!waiter_alive(&a.file, &a.path).unwrap());
+        assert!(!waiter_alive(&a.file));
         tx.send(()).unwrap();
         t.join().unwrap();
     }
@@ -506,11 +495,11 @@ mod tests {
         // Another handle marked as a blocked waiter that never takes the lock (a stopped
         // process): its count is not touched, and this handle stops deferring for a while.
         let stopped = WriterLock::open(&db).unwrap();
-        stopped.mark_blocked(true).unwrap();
+        stopped.mark_blocked(true);
         release_to_a_counted_waiter_and_retake(&lock);
         assert_eq!(waiting(&lock), 1, "a live waiter's count stays");
         assert!(lock.local.lock().unwrap().distrust_until.is_some());
-        stopped.mark_blocked(false).unwrap();
-        assert!(!waiter_alive(&lock.file, &lock.path).unwrap());
+        stopped.mark_blocked(false);
+        assert!(!waiter_alive(&lock.file));
     }
 }
