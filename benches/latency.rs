@@ -735,7 +735,19 @@ fn child(args: &[String]) {
                         std::thread::sleep(d);
                     }
                     let t = Instant::now();
+                    let t0 = mono_ns();
                     store.append(msg(k * 1_000_000 + i)).unwrap();
+                    // Slow appends with their start time (one clock for all processes), to
+                    // tell stalls that hit every process at once from one process losing races.
+                    if t.elapsed() > Duration::from_millis(3)
+                        && std::env::var_os("LMSRT_BENCH_DEBUG").is_some()
+                    {
+                        eprintln!(
+                            "SLOW proc {k} at {:.3} ms took {:?}",
+                            t0 as f64 / 1e6,
+                            t.elapsed()
+                        );
+                    }
                     us(t.elapsed())
                 })
                 .collect();
