@@ -9,7 +9,8 @@
 //! The hand-offs cost more than the commits here: a queued caller watches its slot for a
 //! moment (yielding the CPU) before it sleeps, a leader acknowledges a watching caller without
 //! a system call, and a new leader gives the callers of the last group a moment to queue
-//! again. See `benches/README.md`, "Appends".
+//! again, inserting the rows of those already queued meanwhile. See `benches/README.md`,
+//! "Appends".
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -126,7 +127,9 @@ struct Queue {
 /// gave a fifth less.
 const SPIN: Duration = Duration::from_micros(300);
 
-/// Longest a leader waits for the callers of the previous group to queue again.
+/// Longest a leader waits for the callers of the previous group to queue again. It holds the
+/// writer lock meanwhile (it is inserting rows), so this also bounds what the wait adds to
+/// another process's wait for the lock.
 const GATHER_MAX: Duration = Duration::from_micros(50);
 
 #[derive(Debug)]
@@ -187,30 +190,55 @@ impl Writer {
 
     /// Commits everything queued, promotes the next leader, acknowledges the group.
     fn lead(&self, me: &Arc<Caller>, on_commit: &dyn Fn()) -> Result<Vec<i64>> {
-        // The callers just acknowledged are about to append again; a new leader that commits
-        // at once would mostly commit alone while they are still being scheduled. When the
-        // last group was shared, wait (yielding the CPU to them) until as many callers as it
-        // had are queued, or for at most GATHER_MAX.
-        let expect = self.last_group.load(Ordering::Relaxed);
-        if expect > 1 && self.queued.load(Ordering::Acquire) < expect {
-            let deadline = Instant::now() + GATHER_MAX;
-            loop {
-                std::thread::yield_now();
-                if self.queued.load(Ordering::Acquire) >= expect || Instant::now() >= deadline {
-                    break;
-                }
-            }
-        }
-        let group: Vec<(Arc<Caller>, Vec<Row>)> = {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            self.queued.store(0, Ordering::Release);
-            q.pending.drain(..).collect()
-        };
         // If committing panics, the next caller must still be promoted, or every later
         // append would queue forever.
         let promote = Promote(self);
-        self.last_group.store(group.len(), Ordering::Relaxed);
-        let results = self.commit_group(&group);
+        let mut group: Vec<(Arc<Caller>, Vec<Row>)> = Vec::new();
+        let outcome = self.with_write_tx(|tx| {
+            // The callers just acknowledged are about to append again; a leader that committed
+            // at once would mostly commit alone while they are still being scheduled. When the
+            // last group was shared, keep taking callers as they queue (inserting their rows
+            // meanwhile, so the wait does the group's work) until as many as it had are in, or
+            // for at most GATHER_MAX.
+            let expect = self.last_group.load(Ordering::Relaxed);
+            let deadline = Instant::now() + GATHER_MAX;
+            let mut results = Vec::new();
+            loop {
+                // `queued` spares the queue's lock while nobody new has queued.
+                let taken = if group.is_empty() || self.queued.load(Ordering::Acquire) > 0 {
+                    self.take_queued()
+                } else {
+                    Vec::new()
+                };
+                // Into the group first: if an insert fails, every caller taken must still
+                // get the error.
+                let first = group.len();
+                group.extend(taken);
+                for (_, rows) in &group[first..] {
+                    results.push(insert_caller(tx, rows)?);
+                }
+                let more = group.len() > first;
+                if group.len() >= expect || Instant::now() >= deadline {
+                    break;
+                }
+                if !more {
+                    std::thread::yield_now();
+                }
+            }
+            Ok(results)
+        });
+        self.last_group.store(group.len().max(1), Ordering::Relaxed);
+        let results = match outcome {
+            Ok(results) => results,
+            Err(e) => {
+                if group.is_empty() {
+                    // Failed before taking anyone (the writer lock): fail those queued now,
+                    // this leader among them, as a commit of them would have.
+                    group = self.take_queued();
+                }
+                group.iter().map(|_| Err(clone_error(&e))).collect()
+            }
+        };
         if results.iter().any(|r| r.is_ok()) {
             on_commit();
         }
@@ -226,39 +254,11 @@ impl Writer {
         mine.unwrap_or_else(|| Err(Error::Internal("leader lost its own request".into())))
     }
 
-    fn commit_group(&self, group: &[(Arc<Caller>, Vec<Row>)]) -> Vec<Result<Vec<i64>>> {
-        let outcome = self.with_write_tx(|tx| {
-            let mut results = Vec::with_capacity(group.len());
-            for (_, rows) in group {
-                // Only an idempotency conflict fails one caller alone; such callers get a
-                // savepoint so their rows can be undone without undoing the others'.
-                let keyed = rows.iter().any(|r| r.event.idempotency_key.is_some());
-                if !keyed {
-                    results.push(Ok(insert_rows(tx, rows)?));
-                    continue;
-                }
-                tx.execute_batch("SAVEPOINT lmsrt_caller")
-                    .map_err(map_sqlite_error)?;
-                match insert_rows(tx, rows) {
-                    Ok(ids) => {
-                        tx.execute_batch("RELEASE lmsrt_caller")
-                            .map_err(map_sqlite_error)?;
-                        results.push(Ok(ids));
-                    }
-                    Err(e @ Error::IdempotencyConflict(_)) => {
-                        tx.execute_batch("ROLLBACK TO lmsrt_caller; RELEASE lmsrt_caller")
-                            .map_err(map_sqlite_error)?;
-                        results.push(Err(e));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(results)
-        });
-        match outcome {
-            Ok(results) => results,
-            Err(e) => group.iter().map(|_| Err(clone_error(&e))).collect(),
-        }
+    /// Takes every queued caller.
+    fn take_queued(&self) -> Vec<(Arc<Caller>, Vec<Row>)> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.queued.store(0, Ordering::Release);
+        q.pending.drain(..).collect()
     }
 
     /// Runs `f` in an immediate write transaction, holding the cross-process writer lock.
@@ -336,6 +336,31 @@ impl Drop for Promote<'_> {
             Some((next, _)) => next.set(Turn::Lead),
             None => q.leader_active = false,
         }
+    }
+}
+
+/// Inserts one caller's rows. Only an idempotency conflict fails one caller alone; such
+/// callers get a savepoint so their rows can be undone without undoing the others'. Any other
+/// error fails the whole transaction.
+fn insert_caller(tx: &Connection, rows: &[Row]) -> Result<Result<Vec<i64>>> {
+    let keyed = rows.iter().any(|r| r.event.idempotency_key.is_some());
+    if !keyed {
+        return Ok(Ok(insert_rows(tx, rows)?));
+    }
+    tx.execute_batch("SAVEPOINT lmsrt_caller")
+        .map_err(map_sqlite_error)?;
+    match insert_rows(tx, rows) {
+        Ok(ids) => {
+            tx.execute_batch("RELEASE lmsrt_caller")
+                .map_err(map_sqlite_error)?;
+            Ok(Ok(ids))
+        }
+        Err(e @ Error::IdempotencyConflict(_)) => {
+            tx.execute_batch("ROLLBACK TO lmsrt_caller; RELEASE lmsrt_caller")
+                .map_err(map_sqlite_error)?;
+            Ok(Err(e))
+        }
+        Err(e) => Err(e),
     }
 }
 
