@@ -110,8 +110,11 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
 /// gets scheduled, so a busy process could starve the others for tens of milliseconds. The lock
 /// file therefore also carries two words in shared memory: how many writers are blocked on the
 /// lock, and how many times it has been taken. A writer that released the lock moments ago
-/// while others were waiting first lets one of them take it (a futex wait on the take counter,
-/// at most [`HANDOFF_WAIT`]), then queues like everyone else.
+/// while others were waiting first lets them take it, as many takes as there were waiters when
+/// it released (a futex wait on the take counter, at most [`HANDOFF_WAIT`] without one), then
+/// queues like everyone else. One take is not enough: two processes on one CPU could hand the
+/// lock back and forth through fast same-CPU wake-ups while the waiters woken on the other CPU
+/// lost every race, for 25–90 ms (traced with `sched_switch`, 2026-12-02).
 ///
 /// A waiter is usually scheduled well within [`HANDOFF_WAIT`], but not always: on a loaded
 /// machine a woken process can wait a scheduler slice or more. A courtesy wait that runs out
@@ -145,10 +148,21 @@ const DISTRUST: Duration = Duration::from_millis(100);
 const WAITING_OFFSET: usize = 64;
 const TAKES_OFFSET: usize = 128;
 
+/// A release with writers waiting: when, the take count then, and how many waited.
+#[derive(Debug, Clone, Copy)]
+struct Release {
+    at: Instant,
+    takes: u32,
+    waiters: u32,
+}
+
+/// Most takes a releaser waits for (a bound on a corrupt or huge count).
+const MAX_OWED: u32 = 64;
+
 #[derive(Debug, Default)]
 struct Handoff {
-    /// When this lock was last released with other writers waiting, and the take count then.
-    released_to_waiters: Option<(Instant, u32)>,
+    /// When this lock was last released with other writers waiting.
+    released_to_waiters: Option<Release>,
     distrust_until: Option<Instant>,
 }
 
@@ -182,16 +196,31 @@ impl WriterLock {
             let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let trusted = local.distrust_until.is_none_or(|t| now >= t);
-            if let Some((at, seen)) = local.released_to_waiters.take()
+            if let Some(r) = local.released_to_waiters.take()
                 && trusted
-                && now < at + HANDOFF_WAIT
+                && now < r.at + HANDOFF_WAIT
             {
-                let mut deadline = at + HANDOFF_WAIT;
+                // Every take is progress and restarts the clock: only a waiter that does not
+                // take the lock in time ends the courtesy.
+                let (mut progress_at, mut last) = (r.at, r.takes);
+                let mut deadline = r.at + HANDOFF_WAIT;
                 let mut asked = false;
-                while takes.load(Ordering::Acquire) == seen {
+                loop {
+                    let t = takes.load(Ordering::Acquire);
+                    if t.wrapping_sub(r.takes) >= r.waiters.min(MAX_OWED) {
+                        break; // each writer waiting at the release had its turn
+                    }
                     let now = Instant::now();
+                    if t != last {
+                        (progress_at, last) = (now, t);
+                        deadline = now + HANDOFF_WAIT;
+                        asked = false;
+                    }
+                    if waiting.load(Ordering::Acquire) == 0 {
+                        break; // nobody waits any more (the last of them holds it now)
+                    }
                     if now < deadline {
-                        futex_wait(takes, seen, deadline - now);
+                        futex_wait(takes, t, deadline - now);
                         continue;
                     }
                     if asked {
@@ -204,7 +233,7 @@ impl WriterLock {
                         break; // the waiters gave up or took and released it meanwhile
                     }
                     if waiter_alive(&self.file) {
-                        deadline = at + HANDOFF_WAIT_LIVE;
+                        deadline = progress_at + HANDOFF_WAIT_LIVE;
                         continue;
                     }
                     // Every counted waiter is dead: a waiter marks itself before it counts
@@ -264,17 +293,20 @@ pub(crate) struct WriterLockGuard<'a>(&'a WriterLock);
 impl Drop for WriterLockGuard<'_> {
     fn drop(&mut self) {
         let lock = self.0;
-        if lock
+        let waiters = lock
             .shared
             .atomic_u32(WAITING_OFFSET)
-            .load(Ordering::Acquire)
-            > 0
-        {
-            let seen = lock.shared.atomic_u32(TAKES_OFFSET).load(Ordering::Acquire);
+            .load(Ordering::Acquire);
+        if waiters > 0 {
+            let takes = lock.shared.atomic_u32(TAKES_OFFSET).load(Ordering::Acquire);
             lock.local
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .released_to_waiters = Some((Instant::now(), seen));
+                .released_to_waiters = Some(Release {
+                at: Instant::now(),
+                takes,
+                waiters,
+            });
         }
         let _ = flock(&lock.file, &lock.path, false);
     }
@@ -437,6 +469,49 @@ mod tests {
             .fetch_add(1, Ordering::AcqRel);
         drop(lock.lock().unwrap()); // released while "someone" waits
         drop(lock.lock().unwrap());
+    }
+
+    /// Takes and releases `lock` while the shared count says `n` writers wait, then counts
+    /// `took` takes by them, as their own takes would.
+    fn release_to_counted_waiters(lock: &WriterLock, n: u32, took: u32) {
+        drop(lock.lock().unwrap());
+        lock.shared
+            .atomic_u32(WAITING_OFFSET)
+            .fetch_add(n, Ordering::AcqRel);
+        drop(lock.lock().unwrap()); // released while they "wait"
+        lock.shared
+            .atomic_u32(TAKES_OFFSET)
+            .fetch_add(took, Ordering::AcqRel);
+    }
+
+    #[test]
+    fn a_releaser_defers_until_every_writer_waiting_at_its_release_had_a_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let lock = WriterLock::open(&db).unwrap();
+        // Live waiters (marked), two counted; one of them took its turn, the other never does.
+        let waiter = WriterLock::open(&db).unwrap();
+        waiter.mark_blocked(true);
+        release_to_counted_waiters(&lock, 2, 1);
+        drop(lock.lock().unwrap());
+        assert!(
+            lock.local.lock().unwrap().distrust_until.is_some(),
+            "one take of the two owed ended the courtesy"
+        );
+        waiter.mark_blocked(false);
+    }
+
+    #[test]
+    fn a_releaser_goes_on_once_every_waiter_had_a_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let lock = WriterLock::open(&db).unwrap();
+        let waiter = WriterLock::open(&db).unwrap();
+        waiter.mark_blocked(true);
+        release_to_counted_waiters(&lock, 2, 2);
+        drop(lock.lock().unwrap());
+        assert!(lock.local.lock().unwrap().distrust_until.is_none());
+        waiter.mark_blocked(false);
     }
 
     #[test]
