@@ -114,7 +114,7 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
 /// it released (a futex wait on the take counter, at most [`HANDOFF_WAIT`] without one), then
 /// queues like everyone else. One take is not enough: two processes on one CPU could hand the
 /// lock back and forth through fast same-CPU wake-ups while the waiters woken on the other CPU
-/// lost every race, for 25–90 ms (traced with `sched_switch`, 2026-12-02).
+/// lost every race (a 36 ms stall, traced with `sched_switch` on 2026-12-02).
 ///
 /// A waiter is usually scheduled well within [`HANDOFF_WAIT`], but not always: on a loaded
 /// machine a woken process can wait a scheduler slice or more. A courtesy wait that runs out
@@ -460,20 +460,10 @@ mod tests {
             .load(Ordering::Acquire)
     }
 
-    /// Takes and releases `lock` while the shared count says someone waits, then takes it
-    /// again: the second take is the courtesy wait under test.
-    fn release_to_a_counted_waiter_and_retake(lock: &WriterLock) {
-        drop(lock.lock().unwrap());
-        lock.shared
-            .atomic_u32(WAITING_OFFSET)
-            .fetch_add(1, Ordering::AcqRel);
-        drop(lock.lock().unwrap()); // released while "someone" waits
-        drop(lock.lock().unwrap());
-    }
-
-    /// Takes and releases `lock` while the shared count says `n` writers wait, then counts
-    /// `took` takes by them, as their own takes would.
-    fn release_to_counted_waiters(lock: &WriterLock, n: u32, took: u32) {
+    /// Takes and releases `lock` while the shared count says `n` writers wait, counts `took`
+    /// takes by them (as their own takes would), then takes it again: that take is the
+    /// courtesy wait under test.
+    fn release_to_counted_waiters_and_retake(lock: &WriterLock, n: u32, took: u32) {
         drop(lock.lock().unwrap());
         lock.shared
             .atomic_u32(WAITING_OFFSET)
@@ -482,36 +472,37 @@ mod tests {
         lock.shared
             .atomic_u32(TAKES_OFFSET)
             .fetch_add(took, Ordering::AcqRel);
+        drop(lock.lock().unwrap());
+    }
+
+    fn release_to_a_counted_waiter_and_retake(lock: &WriterLock) {
+        release_to_counted_waiters_and_retake(lock, 1, 0);
+    }
+
+    /// Whether a releaser stopped deferring after `n` live writers waited at its release and
+    /// `took` of them took the lock.
+    fn distrusted_after(n: u32, took: u32) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let lock = WriterLock::open(&db).unwrap();
+        let waiter = WriterLock::open(&db).unwrap();
+        waiter.mark_blocked(true); // so the waiters count as alive
+        release_to_counted_waiters_and_retake(&lock, n, took);
+        waiter.mark_blocked(false);
+        lock.local.lock().unwrap().distrust_until.is_some()
     }
 
     #[test]
     fn a_releaser_defers_until_every_writer_waiting_at_its_release_had_a_turn() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("e.db");
-        let lock = WriterLock::open(&db).unwrap();
-        // Live waiters (marked), two counted; one of them took its turn, the other never does.
-        let waiter = WriterLock::open(&db).unwrap();
-        waiter.mark_blocked(true);
-        release_to_counted_waiters(&lock, 2, 1);
-        drop(lock.lock().unwrap());
         assert!(
-            lock.local.lock().unwrap().distrust_until.is_some(),
+            distrusted_after(2, 1),
             "one take of the two owed ended the courtesy"
         );
-        waiter.mark_blocked(false);
     }
 
     #[test]
     fn a_releaser_goes_on_once_every_waiter_had_a_turn() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("e.db");
-        let lock = WriterLock::open(&db).unwrap();
-        let waiter = WriterLock::open(&db).unwrap();
-        waiter.mark_blocked(true);
-        release_to_counted_waiters(&lock, 2, 2);
-        drop(lock.lock().unwrap());
-        assert!(lock.local.lock().unwrap().distrust_until.is_none());
-        waiter.mark_blocked(false);
+        assert!(!distrusted_after(2, 2));
     }
 
     #[test]
