@@ -4,6 +4,7 @@ mod conn;
 mod fetch;
 mod schema;
 mod tail;
+mod warm;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -360,7 +361,7 @@ impl EventStore {
         });
         shared.watch_wal(&mut wconn)?;
         let store = EventStore {
-            writer: writer::Writer::new(wconn, lock),
+            writer: writer::Writer::new(wconn, lock, &shared.path),
             readers: Mutex::new(Vec::new()),
             tail: tail::Tail::new(shared.clone()),
             shared,

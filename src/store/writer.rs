@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::conn::{self, Durability, WriterLock, map_sqlite_error};
+use super::warm::WalWarmer;
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, Priority};
 
@@ -141,13 +142,15 @@ pub(crate) struct Writer {
     queued: AtomicUsize,
     /// Size of the last committed group.
     last_group: AtomicUsize,
+    warmer: WalWarmer,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, lock: WriterLock) -> Writer {
+    pub(crate) fn new(conn: Connection, lock: WriterLock, path: &Path) -> Writer {
         Writer {
             conn: Mutex::new(conn),
             lock,
+            warmer: WalWarmer::new(path),
             queue: Mutex::new(Queue::default()),
             queued: AtomicUsize::new(0),
             last_group: AtomicUsize::new(1),
@@ -162,7 +165,7 @@ impl Writer {
     ) -> Result<Writer> {
         let mut c = conn::open_connection(path, durability)?;
         setup(&mut c)?;
-        Ok(Writer::new(c, WriterLock::open(path)?))
+        Ok(Writer::new(c, WriterLock::open(path)?, path))
     }
 
     /// Commits `rows` (with whatever else is queued) and returns their ids. `on_commit` runs
@@ -267,6 +270,8 @@ impl Writer {
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // Outside the lock, so that a page the kernel dropped is read back while others write.
+        self.warmer.warm();
         let _g = self.lock.lock()?;
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

@@ -1,0 +1,273 @@
+//! Reading evicted WAL pages back before the writer lock is taken.
+//!
+//! A WAL frame is 24 bytes of header plus a database page, so nearly every frame write covers
+//! part of a file page, and a part-page write to a page that is no longer cached first reads it
+//! from disk. SQLite starts the WAL over at its beginning after each complete checkpoint, so the
+//! pages it writes next are old ones, written back long ago and free for the kernel to evict
+//! (memory pressure, or proactive reclaim: this project's test VM runs a DAMON `pageout` scheme
+//! that drops unmapped page cache, hot or not). That read then happens with the writer lock held
+//! and every other writer waiting: traced on 2026-12-02 as 65–163 ms stalls of all 8 processes
+//! of the `procs` benchmark, each starting with a 4 KiB read issued by the lock holder.
+//!
+//! So before taking the lock, a writer looks at the next [`WINDOW`] of the WAL past its last
+//! frame (`mincore` on a mapping that is never read through) and reads back any page the kernel
+//! dropped, at most once per [`EVERY`] per process. The last frame comes from the header of the
+//! WAL index (the `-shm` file), whose layout is part of SQLite's documented file format. All of
+//! it is a hint: any failure leaves the append to do what it did before.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How far past the WAL's last frame to look. The WAL grows about 130 KiB per millisecond under
+/// 8 saturating processes and about 400 KiB under one process's group commits, so this covers
+/// the next 10–30 ms of commits.
+pub(crate) const WINDOW: u64 = 4 << 20;
+/// Least time between two looks by one process. A look costs a few system calls (measured: at
+/// one look per commit, 8 saturating processes lost 8 % of their throughput); several
+/// processes looking share the result, since the page cache is theirs in common.
+const EVERY: Duration = Duration::from_millis(5);
+/// Address space reserved for the WAL mapping (never touched, so it costs no memory); a WAL
+/// longer than this is looked at only up to here. Checkpoints keep it under about 100 MiB.
+const MAP_LEN: usize = 256 << 20;
+/// SQLite's WAL file header and frame header sizes, and the WAL index header's version.
+const WAL_HEADER: u64 = 32;
+const FRAME_HEADER: u64 = 24;
+const WAL_INDEX_VERSION: u32 = 3_007_000;
+
+/// Reads back the evicted pages ahead of the WAL's last frame (see the module docs).
+#[derive(Debug)]
+pub(crate) struct WalWarmer {
+    wal_path: PathBuf,
+    shm_path: PathBuf,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last: Option<Instant>,
+    files: Option<Files>,
+}
+
+/// The WAL as last opened (its inode tells a WAL deleted and created again), its mapping, and
+/// the WAL index.
+#[derive(Debug)]
+struct Files {
+    wal: File,
+    ino: u64,
+    map: memmap2::MmapRaw,
+    shm: File,
+}
+
+impl WalWarmer {
+    pub(crate) fn new(db_path: &Path) -> WalWarmer {
+        let with = |suffix: &str| {
+            let mut p = db_path.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        WalWarmer {
+            wal_path: with("-wal"),
+            shm_path: with("-shm"),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Reads back the evicted pages of the window; returns how many. Does nothing when another
+    /// thread of this process is at it, or looked less than [`EVERY`] ago.
+    pub(crate) fn warm(&self) -> usize {
+        let Ok(mut st) = self.state.try_lock() else {
+            return 0;
+        };
+        let now = Instant::now();
+        if st.last.is_some_and(|t| now < t + EVERY) {
+            return 0;
+        }
+        st.last = Some(now);
+        let Some((files, start, end)) = self.window(&mut st) else {
+            return 0;
+        };
+        let page = page_size();
+        let mut byte = [0u8; 1];
+        let mut read = 0;
+        for (i, missing) in missing_pages(&files.map, start, end)
+            .into_iter()
+            .enumerate()
+        {
+            // One byte faults the whole page in (and read-ahead usually its neighbours).
+            if missing
+                && files
+                    .wal
+                    .read_at(&mut byte, start + i as u64 * page)
+                    .is_ok()
+            {
+                read += 1;
+            }
+        }
+        read
+    }
+
+    /// The open files and the page-aligned byte range of the WAL to look at, if there is one.
+    fn window<'a>(&self, st: &'a mut State) -> Option<(&'a Files, u64, u64)> {
+        let meta = std::fs::metadata(&self.wal_path).ok()?;
+        if st.files.as_ref().is_none_or(|f| f.ino != meta.ino()) {
+            st.files = None;
+            let wal = File::open(&self.wal_path).ok()?;
+            let ino = wal.metadata().ok()?.ino();
+            let map = memmap2::MmapOptions::new()
+                .len(MAP_LEN)
+                .map_raw_read_only(&wal)
+                .ok()?;
+            let shm = File::open(&self.shm_path).ok()?;
+            st.files = Some(Files { wal, ino, map, shm });
+        }
+        let files = st.files.as_ref()?;
+        let front = last_frame_end(&files.shm)?;
+        let page = page_size();
+        let start = front / page * page;
+        let end = (front + WINDOW).min(meta.len()).min(MAP_LEN as u64);
+        (start < end).then_some((files, start, end))
+    }
+}
+
+/// Where the WAL's last committed frame ends, from the WAL index header; `None` when the index
+/// is not initialised (or not what this code knows).
+///
+/// Read with `pread`, not through a mapping: SQLite truncates the index file when it rebuilds
+/// it, and a mapping read past the end would raise SIGBUS.
+fn last_frame_end(shm: &File) -> Option<u64> {
+    let mut h = [0u8; 20];
+    shm.read_exact_at(&mut h, 0).ok()?;
+    let word = |at: usize| u32::from_ne_bytes(h[at..at + 4].try_into().expect("4 bytes"));
+    let (version, initialised) = (word(0), h[12]);
+    if version != WAL_INDEX_VERSION || initialised != 1 {
+        return None;
+    }
+    let page = match u16::from_ne_bytes([h[14], h[15]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    Some(WAL_HEADER + u64::from(word(16)) * (page + FRAME_HEADER))
+}
+
+/// For each page of `[start, end)` of the mapped file (`start` page-aligned), whether the
+/// kernel has it cached; all present if it cannot say.
+pub(crate) fn missing_pages(map: &memmap2::MmapRaw, start: u64, end: u64) -> Vec<bool> {
+    let page = page_size();
+    let n = (end - start).div_ceil(page) as usize;
+    let mut resident = vec![1u8; n];
+    // SAFETY: `[start, end)` lies inside the mapping (callers clamp `end` to its length);
+    // mincore only asks the kernel about those pages and never touches their memory, so it is
+    // sound even past the end of the file.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr().add(start as usize).cast_mut().cast(),
+            (end - start) as usize,
+            resident.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return vec![false; n];
+    }
+    resident.iter().map(|r| r & 1 == 0).collect()
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// A WAL of several MiB that has just started over: its last frame is near the beginning
+    /// and the old pages after it were written back and then evicted (as reclaim would).
+    fn restarted_wal_with_evicted_pages(db: &Path) -> Connection {
+        let c = Connection::open(db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (b BLOB);",
+        )
+        .unwrap();
+        for _ in 0..400 {
+            c.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
+                .unwrap();
+        }
+        c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            .unwrap();
+        // The next writer starts the WAL over.
+        c.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let wal = File::open(WalWarmer::new(db).wal_path).unwrap();
+        wal.sync_all().unwrap();
+        // SAFETY: a valid descriptor; the advice only drops clean cached pages.
+        let rc = unsafe { libc::posix_fadvise(wal.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        c
+    }
+
+    fn missing_in_window(w: &WalWarmer) -> usize {
+        let mut st = w.state.lock().unwrap();
+        let (files, start, end) = w.window(&mut st).expect("a window to look at");
+        assert!(
+            end - start >= WINDOW / 2,
+            "the WAL has pages past its last frame"
+        );
+        missing_pages(&files.map, start, end)
+            .into_iter()
+            .filter(|m| *m)
+            .count()
+    }
+
+    #[test]
+    fn evicted_pages_past_the_last_frame_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let _c = restarted_wal_with_evicted_pages(&db);
+        let w = WalWarmer::new(&db);
+        let before = missing_in_window(&w);
+        assert!(
+            before > 0,
+            "eviction left every page cached: nothing to test"
+        );
+        let read = w.warm();
+        assert!(
+            read > 0 && read <= before,
+            "read {read} of {before} missing"
+        );
+        assert_eq!(missing_in_window(&w), 0);
+    }
+
+    #[test]
+    fn a_second_look_within_the_interval_does_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let _c = restarted_wal_with_evicted_pages(&db);
+        let w = WalWarmer::new(&db);
+        w.state.lock().unwrap().last = Some(Instant::now() + Duration::from_secs(60));
+        assert_eq!(w.warm(), 0);
+        assert!(missing_in_window(&w) > 0);
+    }
+
+    #[test]
+    fn no_wal_or_an_uninitialised_index_is_nothing_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let w = WalWarmer::new(&db);
+        assert_eq!(w.warm(), 0); // no files at all
+        std::fs::write(&w.wal_path, vec![0u8; 1 << 20]).unwrap();
+        std::fs::write(&w.shm_path, [0u8; 7]).unwrap(); // shorter than a header
+        w.state.lock().unwrap().last = None;
+        assert_eq!(w.warm(), 0);
+        std::fs::write(&w.shm_path, [0u8; 4096]).unwrap(); // not initialised
+        w.state.lock().unwrap().last = None;
+        assert_eq!(w.warm(), 0);
+    }
+}
