@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// How far past the WAL's last frame to look. The WAL grows about 130 KiB per millisecond under
 /// 8 saturating processes and about 400 KiB under one process's group commits, so this covers
 /// the next 10–30 ms of commits.
-pub(crate) const WINDOW: u64 = 4 << 20;
+const WINDOW: u64 = 4 << 20;
 /// Least time between two looks by one process. A look costs a few system calls (measured: at
 /// one look per commit, 8 saturating processes lost 8 % of their throughput); several
 /// processes looking share the result, since the page cache is theirs in common.
@@ -154,7 +154,7 @@ fn last_frame_end(shm: &File) -> Option<u64> {
 
 /// For each page of `[start, end)` of the mapped file (`start` page-aligned), whether the
 /// kernel has it cached; all present if it cannot say.
-pub(crate) fn missing_pages(map: &memmap2::MmapRaw, start: u64, end: u64) -> Vec<bool> {
+fn missing_pages(map: &memmap2::MmapRaw, start: u64, end: u64) -> Vec<bool> {
     let page = page_size();
     let n = (end - start).div_ceil(page) as usize;
     let mut resident = vec![1u8; n];
