@@ -68,7 +68,8 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Result;
-use crate::guards::{Words, sidecar};
+use crate::guards::Words;
+use crate::shm::sidecar;
 
 /// Suffix of the shared metrics file, appended to the database path.
 pub const FILE_SUFFIX: &str = "-lmsrt-metrics";

@@ -17,6 +17,13 @@ use memmap2::MmapMut;
 
 use crate::error::{Error, Result};
 
+/// `<db><suffix>`: the path of a file kept beside the database.
+pub(crate) fn sidecar(db_path: &Path, suffix: &str) -> PathBuf {
+    let mut p = db_path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 /// A fixed-size file mapped shared into this process.
 #[derive(Debug)]
 pub struct SharedRegion {
@@ -168,10 +175,8 @@ const COMMITS_OFFSET: usize = 128;
 impl ChangeSignal {
     /// Maps the signal file for the database at `db_path`.
     pub fn open(db_path: &Path) -> Result<ChangeSignal> {
-        let mut p = db_path.as_os_str().to_owned();
-        p.push("-lmsrt-signal");
         Ok(ChangeSignal {
-            region: SharedRegion::open(PathBuf::from(p), SIGNAL_LEN)?,
+            region: SharedRegion::open(sidecar(db_path, "-lmsrt-signal"), SIGNAL_LEN)?,
         })
     }
 

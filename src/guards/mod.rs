@@ -41,7 +41,7 @@ pub use rate_limit::{ActionLimit, Decision, LimiterConfig, RateLimiter};
 pub use rollout::{Cohort, Rollout};
 pub use slots::{Lease, OnFull, Slots, SlotsConfig};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
@@ -109,13 +109,6 @@ pub(crate) fn tag_of(hash: u64) -> u64 {
 #[inline]
 pub(crate) fn check_of(tag: u64) -> u64 {
     tag >> 56
-}
-
-/// `<db><suffix>`: the path of a file kept beside the database.
-pub(crate) fn sidecar(db_path: &Path, suffix: &str) -> PathBuf {
-    let mut p = db_path.as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
 }
 
 /// Words in a table's header; records start after it.

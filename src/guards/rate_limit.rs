@@ -61,10 +61,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Fnv, Table, check_of, ms, sidecar, tag_of};
+use super::{Fnv, Table, check_of, ms, tag_of};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::metrics::{Counter, Metrics};
+use crate::shm::sidecar;
 
 /// Records in a default table.
 pub const DEFAULT_CAPACITY: usize = 65_536;

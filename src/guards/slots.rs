@@ -37,10 +37,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::{Table, sidecar, stable_hash, tag_of};
+use super::{Table, stable_hash, tag_of};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::metrics::{Counter, Metrics};
+use crate::shm::sidecar;
 
 /// Suffix of the shared table's file, appended to the database path.
 pub const FILE_SUFFIX: &str = "-lmsrt-slots";

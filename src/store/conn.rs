@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode as SqliteCode, OpenFlags};
 
 use crate::error::{Error, Result};
-use crate::shm::{SharedRegion, futex_wait, futex_wake};
+use crate::shm::{SharedRegion, futex_wait, futex_wake, sidecar};
 
 /// How many commits (by all processes) between the passive checkpoints this library runs.
 pub(crate) const CHECKPOINT_EVERY: u64 = 1000;
@@ -168,9 +168,7 @@ struct Handoff {
 
 impl WriterLock {
     pub(crate) fn open(db_path: &Path) -> Result<WriterLock> {
-        let mut p = db_path.as_os_str().to_owned();
-        p.push("-lmsrt-writer");
-        let path = PathBuf::from(p);
+        let path = sidecar(db_path, "-lmsrt-writer");
         let file = OpenOptions::new()
             .read(true)
             .write(true)

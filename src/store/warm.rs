@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::shm::sidecar;
+
 /// How far past the WAL's last frame to look. The WAL grows about 130 KiB per millisecond under
 /// 8 saturating processes and about 400 KiB under one process's group commits, so this covers
 /// the next 10–30 ms of commits.
@@ -63,14 +65,9 @@ struct Files {
 
 impl WalWarmer {
     pub(crate) fn new(db_path: &Path) -> WalWarmer {
-        let with = |suffix: &str| {
-            let mut p = db_path.as_os_str().to_owned();
-            p.push(suffix);
-            PathBuf::from(p)
-        };
         WalWarmer {
-            wal_path: with("-wal"),
-            shm_path: with("-shm"),
+            wal_path: sidecar(db_path, "-wal"),
+            shm_path: sidecar(db_path, "-shm"),
             state: Mutex::new(State::default()),
         }
     }
