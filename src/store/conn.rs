@@ -147,6 +147,7 @@ const HANDOFF_WAIT_LIVE: Duration = Duration::from_millis(20);
 const DISTRUST: Duration = Duration::from_millis(100);
 const WAITING_OFFSET: usize = 64;
 const TAKES_OFFSET: usize = 128;
+const LAST_LOOK_OFFSET: usize = 192;
 
 /// A release with writers waiting: when, the take count then, and how many waited.
 #[derive(Debug, Clone, Copy)]
@@ -313,6 +314,12 @@ impl WriterLock {
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             Ok((out.expect("the worker ran after its go"), in_time))
         })
+    }
+
+    /// When a writer on the host last began looking for evicted WAL pages (see
+    /// [`super::warm::WalWarmer::warm`]); kept here, in the file every writer maps.
+    pub(crate) fn last_wal_look(&self) -> &std::sync::atomic::AtomicU64 {
+        self.shared.atomic_u64(LAST_LOOK_OFFSET)
     }
 
     fn taken(&self) -> WriterLockGuard<'_> {

@@ -11,15 +11,17 @@
 //!
 //! So before taking the lock, a writer looks at the next [`WINDOW`] of the WAL past its last
 //! frame (`mincore` on a mapping that is never read through) and reads back any page the kernel
-//! dropped, at most once per [`EVERY`] per process. The last frame comes from the header of the
-//! WAL index (the `-shm` file), whose layout is part of SQLite's documented file format. All of
-//! it is a hint: any failure leaves the append to do what it did before.
+//! dropped. One writer on the host looks at a time, at most once per [`EVERY`]: a word in the
+//! writer lock's shared file says when the last look began. The last frame comes from the
+//! header of the WAL index (the `-shm` file), whose layout is part of SQLite's documented file
+//! format. All of it is a hint: any failure leaves the append to do what it did before.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::shm::sidecar;
 
@@ -27,10 +29,11 @@ use crate::shm::sidecar;
 /// 8 saturating processes and about 400 KiB under one process's group commits, so this covers
 /// the next 10–30 ms of commits.
 const WINDOW: u64 = 4 << 20;
-/// Least time between two looks by one process. A look costs a few system calls (measured: at
-/// one look per commit, 8 saturating processes lost 8 % of their throughput); several
-/// processes looking share the result, since the page cache is theirs in common.
-const EVERY: Duration = Duration::from_millis(5);
+/// Least time between two looks on the host: the page cache is shared, so one look serves every
+/// process. A look costs a few system calls and a page cache lookup per page of the window
+/// (measured: a look per commit cost 8 saturating processes 8 % of their throughput, a look
+/// every 5 ms per process about 3–5 %).
+const EVERY: Duration = Duration::from_millis(2);
 /// Address space reserved for the WAL mapping (never touched, so it costs no memory); a WAL
 /// longer than this is looked at only up to here. Checkpoints keep it under about 100 MiB.
 const MAP_LEN: usize = 256 << 20;
@@ -49,7 +52,6 @@ pub(crate) struct WalWarmer {
 
 #[derive(Debug, Default)]
 struct State {
-    last: Option<Instant>,
     files: Option<Files>,
 }
 
@@ -72,17 +74,23 @@ impl WalWarmer {
         }
     }
 
-    /// Reads back the evicted pages of the window; returns how many. Does nothing when another
-    /// thread of this process is at it, or looked less than [`EVERY`] ago.
-    pub(crate) fn warm(&self) -> usize {
+    /// Reads back the evicted pages of the window; returns how many. Does nothing when a look
+    /// began less than [`EVERY`] ago on the host, as `last_look` (microseconds of the system's
+    /// monotonic clock, shared by every process) says, or another thread of this process is at it.
+    pub(crate) fn warm(&self, last_look: &AtomicU64) -> usize {
         let Ok(mut st) = self.state.try_lock() else {
             return 0;
         };
-        let now = Instant::now();
-        if st.last.is_some_and(|t| now < t + EVERY) {
+        let (now, last) = (monotonic_us(), last_look.load(Ordering::Relaxed));
+        // A time ahead of the clock is from before a reboot (the file outlives it): stale.
+        let recent = last <= now && now - last < EVERY.as_micros() as u64;
+        if recent
+            || last_look
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
             return 0;
         }
-        st.last = Some(now);
         let Some((files, start, end)) = self.window(&mut st) else {
             return 0;
         };
@@ -171,6 +179,17 @@ fn missing_pages(map: &memmap2::MmapRaw, start: u64, end: u64) -> Vec<bool> {
     resident.iter().map(|r| r & 1 == 0).collect()
 }
 
+/// Microseconds of `CLOCK_MONOTONIC`, one clock for every process on the host.
+fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -234,7 +253,7 @@ mod tests {
             before > 0,
             "eviction left every page cached: nothing to test"
         );
-        let read = w.warm();
+        let read = w.warm(&AtomicU64::new(0));
         assert!(
             read > 0 && read <= before,
             "read {read} of {before} missing"
@@ -243,14 +262,20 @@ mod tests {
     }
 
     #[test]
-    fn a_second_look_within_the_interval_does_nothing() {
+    fn one_look_per_interval_on_the_host() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("w.db");
         let _c = restarted_wal_with_evicted_pages(&db);
         let w = WalWarmer::new(&db);
-        w.state.lock().unwrap().last = Some(Instant::now() + Duration::from_secs(60));
-        assert_eq!(w.warm(), 0);
+        // Another process began a look a moment ago.
+        let last_look = AtomicU64::new(monotonic_us());
+        assert_eq!(w.warm(&last_look), 0);
         assert!(missing_in_window(&w) > 0);
+        // Once the interval is over, this one looks and says so.
+        let before = monotonic_us();
+        last_look.store(before - EVERY.as_micros() as u64, Ordering::Relaxed);
+        assert!(w.warm(&last_look) > 0);
+        assert!(last_look.load(Ordering::Relaxed) >= before);
     }
 
     #[test]
@@ -258,13 +283,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("w.db");
         let w = WalWarmer::new(&db);
-        assert_eq!(w.warm(), 0); // no files at all
+        assert_eq!(w.warm(&AtomicU64::new(0)), 0); // no files at all
         std::fs::write(&w.wal_path, vec![0u8; 1 << 20]).unwrap();
         std::fs::write(&w.shm_path, [0u8; 7]).unwrap(); // shorter than a header
-        w.state.lock().unwrap().last = None;
-        assert_eq!(w.warm(), 0);
+        assert_eq!(w.warm(&AtomicU64::new(0)), 0);
         std::fs::write(&w.shm_path, [0u8; 4096]).unwrap(); // not initialised
-        w.state.lock().unwrap().last = None;
-        assert_eq!(w.warm(), 0);
+        assert_eq!(w.warm(&AtomicU64::new(0)), 0);
     }
 }

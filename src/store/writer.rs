@@ -271,7 +271,7 @@ impl Writer {
     ) -> Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         // Outside the lock, so that a page the kernel dropped is read back while others write.
-        self.warmer.warm();
+        self.warmer.warm(self.lock.last_wal_look());
         let _g = self.lock.lock()?;
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
