@@ -32,7 +32,7 @@ const WINDOW: u64 = 4 << 20;
 /// Least time between two looks on the host: the page cache is shared, so one look serves every
 /// process. A look costs a few system calls and a page cache lookup per page of the window
 /// (measured: a look per commit cost 8 saturating processes 8 % of their throughput, a look
-/// every 5 ms per process about 3–5 %).
+/// every 5 ms per process 1.5–5 %).
 const EVERY: Duration = Duration::from_millis(2);
 /// Address space reserved for the WAL mapping (never touched, so it costs no memory); a WAL
 /// longer than this is looked at only up to here. Checkpoints keep it under about 100 MiB.
