@@ -241,6 +241,16 @@ mod tests {
         c
     }
 
+    /// A warmer for a fresh database whose WAL is as [`restarted_wal_with_evicted_pages`] leaves
+    /// it, with what must outlive it.
+    fn warmer_over_evicted_wal() -> (tempfile::TempDir, Connection, WalWarmer) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let c = restarted_wal_with_evicted_pages(&db);
+        let w = WalWarmer::new(&db);
+        (dir, c, w)
+    }
+
     fn missing_in_window(w: &WalWarmer) -> usize {
         let mut st = w.state.lock().unwrap();
         let (files, start, end) = w.window(&mut st).expect("a window to look at");
@@ -256,10 +266,7 @@ mod tests {
 
     #[test]
     fn evicted_pages_past_the_last_frame_are_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("w.db");
-        let _c = restarted_wal_with_evicted_pages(&db);
-        let w = WalWarmer::new(&db);
+        let (_dir, _c, w) = warmer_over_evicted_wal();
         let before = missing_in_window(&w);
         assert!(
             before > 0,
@@ -279,10 +286,7 @@ mod tests {
 
     #[test]
     fn one_look_per_interval_on_the_host() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("w.db");
-        let _c = restarted_wal_with_evicted_pages(&db);
-        let w = WalWarmer::new(&db);
+        let (_dir, _c, w) = warmer_over_evicted_wal();
         // Another process began a look a moment ago.
         let last_look = AtomicU64::new(monotonic_us());
         assert_eq!(w.warm(&last_look), 0);
