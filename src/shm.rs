@@ -112,51 +112,72 @@ impl SharedRegion {
 /// [`futex_wake`] (from any process mapping the same file) or if the word already differs.
 /// Spurious returns are possible; callers re-check their condition.
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    futex_wait_bits(word, expected, u32::MAX, timeout);
+}
+
+/// Wakes every sleeper in [`futex_wait`] on `word`, in every process.
+pub fn futex_wake(word: &AtomicU32) {
+    futex_wake_bits(word, u32::MAX);
+}
+
+/// [`futex_wait`] for the wakes whose bits meet `bits` (nonzero): a waker that knows whom it
+/// wants to wake wakes only them, not every sleeper on the word.
+pub fn futex_wait_bits(word: &AtomicU32, expected: u32, bits: u32, timeout: Duration) {
     #[cfg(target_os = "linux")]
     {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
         };
-        // SAFETY: `word` is a valid, aligned u32 for the duration of the call; FUTEX_WAIT (not
-        // the private variant) because the mapping is shared between processes.
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+        let secs = (timeout.as_secs().min(i32::MAX as u64) + nanos / 1_000_000_000) as libc::time_t;
+        let deadline = libc::timespec {
+            tv_sec: now.tv_sec.saturating_add(secs),
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `word` is a valid, aligned u32 for the duration of the call; not the private
+        // variant, because the mapping is shared between processes.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
-                libc::FUTEX_WAIT,
+                libc::FUTEX_WAIT_BITSET,
                 expected,
-                &ts as *const libc::timespec,
+                &deadline as *const libc::timespec,
                 std::ptr::null::<u32>(),
-                0u32,
+                bits.max(1),
             );
         }
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = bits;
         if word.load(Ordering::Acquire) == expected {
             std::thread::sleep(timeout.min(Duration::from_millis(1)));
         }
     }
 }
 
-/// Wakes every sleeper in [`futex_wait`] on `word`, in every process.
-pub fn futex_wake(word: &AtomicU32) {
+/// Wakes the sleepers in [`futex_wait_bits`] on `word` whose bits meet `bits`, in every process.
+pub fn futex_wake_bits(word: &AtomicU32, bits: u32) {
     #[cfg(target_os = "linux")]
     // SAFETY: `word` is a valid, aligned u32; waking has no memory effects.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAKE,
+            libc::FUTEX_WAKE_BITSET,
             i32::MAX,
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
-            0u32,
+            bits.max(1),
         );
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = word;
+    let _ = (word, bits);
 }
 
 /// The store's change signal: a counter in shared memory that every committed append bumps.
