@@ -228,3 +228,96 @@ fn a_writer_killed_mid_stream_loses_no_acknowledged_append() {
         store.append(NewEvent::new("message_create", 1)).unwrap();
     }
 }
+
+/// Writers killed with SIGKILL while others contend for the writer lock: whatever they held
+/// (a place in the queue, the lock itself) must not hold up the writers that live on, and
+/// nothing any of them had acknowledged may be lost.
+#[test]
+fn writers_killed_while_others_contend_hold_nobody_up() {
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("contend.db");
+    drop(EventStore::open(&db, Config::default()).unwrap());
+    /// Kills the children however the test ends, so a failure leaves no writer behind.
+    struct Children(Vec<Child>);
+    impl Drop for Children {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    let acked = Arc::new(Mutex::new(Vec::<Vec<i64>>::new()));
+    let mut children = Children(Vec::new());
+    let mut readers = Vec::new();
+    for k in 0..4 {
+        let mut child = spawn_child("append_forever", &db, &[]);
+        let out = BufReader::new(child.stdout.take().unwrap());
+        acked.lock().unwrap().push(Vec::new());
+        let acked = acked.clone();
+        readers.push(std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                if let Some(id) = tagged(&l, "ACK ") {
+                    acked.lock().unwrap()[k].push(id);
+                }
+            }
+        }));
+        children.0.push(child);
+    }
+    let count = |k: usize| acked.lock().unwrap()[k].len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..4).any(|k| count(k) < 100) {
+        assert!(Instant::now() < deadline, "the writers made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for child in &children.0[..2] {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    }
+    let after_kill = [count(2), count(3)];
+
+    // This process and the two survivors go on appending.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let db2 = db.clone();
+    std::thread::spawn(move || {
+        let store = EventStore::open(&db2, Config::default()).unwrap();
+        let ids: Vec<i64> = (0..200)
+            .map(|_| store.append(NewEvent::new("message_create", 1)).unwrap())
+            .collect();
+        let _ = tx.send(ids);
+    });
+    let mine = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("appends after the kills never finished");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(2) < after_kill[0] + 100 || count(3) < after_kill[1] + 100 {
+        assert!(Instant::now() < deadline, "a surviving writer was held up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(children); // SIGKILL the survivors too, mid-stream
+    for r in readers {
+        r.join().unwrap();
+    }
+
+    let store = EventStore::open(&db, Config::default()).unwrap();
+    let mut present = std::collections::HashSet::new();
+    let mut cur = Cursor::START;
+    loop {
+        let b = store
+            .fetch(&FetchRequest::new([1]).cursor(cur).limit(1000))
+            .unwrap();
+        if b.events.is_empty() {
+            break;
+        }
+        present.extend(b.events.iter().map(|e| e.id));
+        cur = b.cursor;
+    }
+    let all = acked.lock().unwrap();
+    for id in all.iter().flatten().chain(&mine) {
+        assert!(present.contains(id), "acknowledged append {id} lost");
+    }
+}

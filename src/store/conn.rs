@@ -105,10 +105,11 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
 
 /// The exclusive writer lock shared by every process that opens the database.
 ///
-/// `flock` is robust (the kernel drops it with the holder's descriptor) but not fair: each
-/// release wakes every blocked waiter, the first to run wins, and the process that just released
-/// is on a CPU and often wins before any of them. So writers queue for their turn first, in
-/// shared memory beside the lock file, and take the `flock` only when their turn has come:
+/// `flock` is robust (the kernel drops it with the holder's descriptor) but not fair: the kernel
+/// grants a free lock to whoever asks first, and the process that just released it is on a CPU
+/// and often asks again before the waiter the kernel woke has run. So writers queue for their
+/// turn first, in shared memory beside the lock file, and take the `flock` only when their turn
+/// has come:
 ///
 /// * A writer takes a ticket (a shared counter). When the shared "serving" word reaches it, the
 ///   turn is its own; it takes the `flock` (free by then) and writes. Releasing the `flock`, it
@@ -127,9 +128,14 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
 /// order (a ticket skipped while its owner was about to take the lock, a process of an older
 /// version that takes the `flock` directly) costs fairness, never exclusion.
 ///
-/// Measured (`cargo bench --bench latency -- procs`, 2026-12-02): 8 processes appending back to
-/// back waited 6.4–7.9 ms at the 99th percentile with the `flock` race and the courtesy waits
-/// that tried to tame it, and 2.9–4.0 ms with tickets, at the same throughput.
+/// Measured (`cargo bench --bench latency -- procs`, 16 runs each on 2026-12-02): 8 processes
+/// appending back to back waited 6.0–7.5 ms at the 99th percentile with the `flock` race and the
+/// courtesy waits that tried to tame it, 3.0–5.5 ms (median 3.7) with tickets, for 8 % of the
+/// throughput (the next writer must be scheduled before the lock is used again).
+///
+/// Tickets are per handle and thread: two threads taking the lock through one handle at once
+/// cannot see each other's marks, and may skip each other's turn (never break exclusion). The
+/// store takes it through one handle per writer connection, one thread at a time.
 #[derive(Debug)]
 pub(crate) struct WriterLock {
     file: File,
@@ -188,11 +194,12 @@ impl WriterLock {
     pub(crate) fn lock(&self) -> Result<WriterLockGuard<'_>> {
         loop {
             let ticket = self.next().fetch_add(1, Ordering::SeqCst);
-            let (turn, marked) = self.wait_turn(ticket)?;
-            if turn == Turn::Skipped {
-                if marked {
-                    set_ticket_mark(&self.file, ticket, false);
-                }
+            let mut marked = false;
+            let turn = self.wait_turn(ticket, &mut marked);
+            if marked && !matches!(turn, Ok(Turn::Mine)) {
+                set_ticket_mark(&self.file, ticket, false);
+            }
+            if turn? == Turn::Skipped {
                 continue;
             }
             let locked = flock(&self.file, &self.path, true);
@@ -209,19 +216,18 @@ impl WriterLock {
         }
     }
 
-    /// Waits until `ticket` is served or skipped; also says whether the ticket was marked alive
+    /// Waits until `ticket` is served or skipped. Sets `marked` when it marks the ticket alive
     /// (the caller clears the mark).
-    fn wait_turn(&self, ticket: u32) -> Result<(Turn, bool)> {
+    fn wait_turn(&self, ticket: u32, marked: &mut bool) -> Result<Turn> {
         let serving = self.serving();
-        let mut marked = false;
         let mut last = serving.load(Ordering::SeqCst);
         let mut progress_at = Instant::now();
         let mut patience = HANDOFF_WAIT;
         loop {
             let s = serving.load(Ordering::SeqCst);
             match ticket.wrapping_sub(s) {
-                0 => return Ok((Turn::Mine, marked)),
-                ahead if ahead > u32::MAX / 2 => return Ok((Turn::Skipped, marked)),
+                0 => return Ok(Turn::Mine),
+                ahead if ahead > u32::MAX / 2 => return Ok(Turn::Skipped),
                 _ => {}
             }
             let now = Instant::now();
@@ -229,9 +235,9 @@ impl WriterLock {
                 (last, progress_at, patience) = (s, now, HANDOFF_WAIT);
             }
             if now < progress_at + patience {
-                if !marked {
+                if !*marked {
                     set_ticket_mark(&self.file, ticket, true);
-                    marked = true;
+                    *marked = true;
                 }
                 futex_wait_bits(serving, s, ticket_bit(ticket), progress_at + patience - now);
                 continue;
@@ -601,7 +607,10 @@ mod tests {
             "a live writer's turn was skipped after {waited:?}"
         );
         // When it resumes, its turn is gone: it queues again.
-        assert_eq!(stopped.wait_turn(ticket).unwrap().0, Turn::Skipped);
+        assert_eq!(
+            stopped.wait_turn(ticket, &mut false).unwrap(),
+            Turn::Skipped
+        );
         set_ticket_mark(&stopped.file, ticket, false);
         lock_or_fail(stopped);
     }
