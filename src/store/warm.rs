@@ -17,6 +17,15 @@
 //! began. The last frame comes from the header of the WAL index (the `-shm` file), whose layout
 //! is part of SQLite's documented file format. All of it is a hint: any failure leaves the
 //! append to do what it did before.
+//!
+//! The same look keeps disk blocks allocated ahead of a growing WAL ([`ALLOCATE_AHEAD`], with
+//! `fallocate(FALLOC_FL_KEEP_SIZE)`, so the file's size stays SQLite's). A frame written past
+//! the allocated end makes ext4 reserve a block under the inode's block-map lock, which the
+//! writeback of earlier frames holds while it converts their extents; on a file system mounted
+//! with `discard` that conversion can free a block and wait for the disk's discard inside the
+//! lock. Traced on 2026-12-02: single-row commits of 13–50 ms, three or so in the first seconds
+//! of every fresh WAL, each an appender waiting in `ext4_da_get_block_prep` while a kworker
+//! waited in `blkdev_issue_discard`. With blocks allocated ahead, none over 13 ms.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -40,6 +49,12 @@ const EVERY: Duration = Duration::from_millis(2);
 /// Address space reserved for the WAL mapping (never touched, so it costs no memory); a WAL
 /// longer than this is looked at only up to here. Checkpoints keep it under about 100 MiB.
 const MAP_LEN: usize = 256 << 20;
+/// How far past the WAL's last frame disk blocks are kept allocated; allocation is topped up
+/// when less than half of it is left.
+const ALLOCATE_AHEAD: u64 = 16 << 20;
+/// No blocks are allocated past this offset: SQLite's `journal_size_limit` for the store (see
+/// `conn::open_connection`), so that a WAL cut back to it keeps no allocation beyond it.
+const ALLOCATE_MAX: u64 = 128 << 20;
 /// SQLite's WAL file header and frame header sizes, and the WAL index header's version.
 const WAL_HEADER: u64 = 32;
 const FRAME_HEADER: u64 = 24;
@@ -94,14 +109,20 @@ impl WalWarmer {
         {
             return 0;
         }
-        let Some((files, start, end)) = self.window(&mut st) else {
+        let Some((files, front, meta)) = self.look(&mut st) else {
             return 0;
         };
+        allocate_ahead(&files.wal, front, meta.blocks() * 512);
+        let page = page_size();
+        let start = front / page * page;
+        let end = (front + WINDOW).min(meta.len()).min(MAP_LEN as u64);
+        if start >= end {
+            return 0;
+        }
         // Ask for each run of missing pages to be read, without waiting for the disk: a look
         // that read them itself (as this did at first) blocked on a slow read, and so did every
         // writer looking after it, since a page being read counts as missing until it is in.
         // Traced on 2026-12-02: all 8 processes held 127 ms on one read that way.
-        let page = page_size();
         let missing = missing_pages(&files.map, start, end);
         let mut asked = 0;
         let mut i = 0;
@@ -128,12 +149,18 @@ impl WalWarmer {
         asked
     }
 
-    /// The open files and the page-aligned byte range of the WAL to look at, if there is one.
-    fn window<'a>(&self, st: &'a mut State) -> Option<(&'a Files, u64, u64)> {
+    /// The open files, where the WAL's last frame ends, and the WAL's metadata.
+    fn look<'a>(&self, st: &'a mut State) -> Option<(&'a Files, u64, std::fs::Metadata)> {
         let meta = std::fs::metadata(&self.wal_path).ok()?;
         if st.files.as_ref().is_none_or(|f| f.ino != meta.ino()) {
             st.files = None;
-            let wal = File::open(&self.wal_path).ok()?;
+            // Writable to allocate blocks; without write access the look only reads back.
+            let wal = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.wal_path)
+                .or_else(|_| File::open(&self.wal_path))
+                .ok()?;
             let ino = wal.metadata().ok()?.ino();
             let map = memmap2::MmapOptions::new()
                 .len(MAP_LEN)
@@ -144,11 +171,31 @@ impl WalWarmer {
         }
         let files = st.files.as_ref()?;
         let front = last_frame_end(&files.shm)?;
-        let page = page_size();
-        let start = front / page * page;
-        let end = (front + WINDOW).min(meta.len()).min(MAP_LEN as u64);
-        (start < end).then_some((files, start, end))
+        Some((files, front, meta))
     }
+}
+
+/// Keeps [`ALLOCATE_AHEAD`] of disk blocks allocated past `front` (up to [`ALLOCATE_MAX`]),
+/// given how much the WAL has allocated; the file's size does not change. Blocks allocated
+/// this way read as zeros until written, and SQLite never reads past the frames it wrote.
+fn allocate_ahead(wal: &File, front: u64, allocated: u64) {
+    let want = (front + ALLOCATE_AHEAD).min(ALLOCATE_MAX);
+    if allocated >= want || allocated >= front + ALLOCATE_AHEAD / 2 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: a valid descriptor; KEEP_SIZE only allocates blocks past the data. A file system
+    // that cannot (EOPNOTSUPP) or a read-only descriptor (EBADF) changes nothing.
+    unsafe {
+        libc::fallocate(
+            wal.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            allocated as libc::off_t,
+            (want - allocated) as libc::off_t,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = wal;
 }
 
 /// Where the WAL's last committed frame ends, from the WAL index header; `None` when the index
@@ -253,7 +300,9 @@ mod tests {
 
     fn missing_in_window(w: &WalWarmer) -> usize {
         let mut st = w.state.lock().unwrap();
-        let (files, start, end) = w.window(&mut st).expect("a window to look at");
+        let (files, front, meta) = w.look(&mut st).expect("a WAL to look at");
+        let start = front / page_size() * page_size();
+        let end = (front + WINDOW).min(meta.len());
         assert!(
             end - start >= WINDOW / 2,
             "the WAL has pages past its last frame"
@@ -296,6 +345,59 @@ mod tests {
         last_look.store(before - EVERY.as_micros() as u64, Ordering::Relaxed);
         assert!(w.warm(&last_look) > 0);
         assert!(last_look.load(Ordering::Relaxed) >= before);
+    }
+
+    #[test]
+    fn blocks_are_kept_allocated_ahead_of_a_growing_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (b BLOB);",
+        )
+        .unwrap();
+        let w = WalWarmer::new(&db);
+        let shm = File::open(&w.shm_path).unwrap();
+        let grow = |rows: usize| {
+            for _ in 0..rows {
+                c.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
+                    .unwrap();
+            }
+        };
+        grow(10);
+        let before = std::fs::metadata(&w.wal_path).unwrap();
+        assert!(
+            before.blocks() * 512 < ALLOCATE_AHEAD,
+            "allocated before any look"
+        );
+        w.warm(&AtomicU64::new(0));
+        let front = last_frame_end(&shm).unwrap();
+        let after = std::fs::metadata(&w.wal_path).unwrap();
+        assert_eq!(
+            after.len(),
+            before.len(),
+            "the WAL's size is SQLite's to change"
+        );
+        assert!(after.blocks() * 512 >= front + ALLOCATE_AHEAD);
+        // Past half of it, the next look tops it up.
+        grow(ALLOCATE_AHEAD as usize / 2 / 4096 + 100);
+        w.warm(&AtomicU64::new(0));
+        let front = last_frame_end(&shm).unwrap();
+        let topped = std::fs::metadata(&w.wal_path).unwrap();
+        assert!(topped.blocks() * 512 >= front + ALLOCATE_AHEAD);
+        // SQLite writes over the allocated blocks and reads back what it wrote.
+        grow(100);
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let rows: i64 = c
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 10 + ALLOCATE_AHEAD as i64 / 2 / 4096 + 100 + 100);
+        let check: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
     }
 
     #[test]
