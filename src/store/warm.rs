@@ -113,9 +113,7 @@ impl WalWarmer {
             return 0;
         };
         allocate_ahead(&files.wal, front, meta.blocks() * 512);
-        let page = page_size();
-        let start = front / page * page;
-        let end = (front + WINDOW).min(meta.len()).min(MAP_LEN as u64);
+        let (start, end) = window(front, meta.len());
         if start >= end {
             return 0;
         }
@@ -123,6 +121,7 @@ impl WalWarmer {
         // that read them itself (as this did at first) blocked on a slow read, and so did every
         // writer looking after it, since a page being read counts as missing until it is in.
         // Traced on 2026-12-02: all 8 processes held 127 ms on one read that way.
+        let page = page_size();
         let missing = missing_pages(&files.map, start, end);
         let mut asked = 0;
         let mut i = 0;
@@ -173,6 +172,14 @@ impl WalWarmer {
         let front = last_frame_end(&files.shm)?;
         Some((files, front, meta))
     }
+}
+
+/// The page-aligned byte range of a WAL of `len` bytes to look at, given where its last frame
+/// ends; empty when there is nothing past it.
+fn window(front: u64, len: u64) -> (u64, u64) {
+    let page = page_size();
+    let end = (front + WINDOW).min(len).min(MAP_LEN as u64);
+    (front / page * page, end)
 }
 
 /// Keeps [`ALLOCATE_AHEAD`] of disk blocks allocated past `front` (up to [`ALLOCATE_MAX`]),
@@ -301,8 +308,7 @@ mod tests {
     fn missing_in_window(w: &WalWarmer) -> usize {
         let mut st = w.state.lock().unwrap();
         let (files, front, meta) = w.look(&mut st).expect("a WAL to look at");
-        let start = front / page_size() * page_size();
-        let end = (front + WINDOW).min(meta.len());
+        let (start, end) = window(front, meta.len());
         assert!(
             end - start >= WINDOW / 2,
             "the WAL has pages past its last frame"
