@@ -92,6 +92,26 @@ fn acks(child: Child) -> Vec<i64> {
         .collect()
 }
 
+/// The ids of every event on `channels`, fetched from the start in sequential order.
+fn all_ids(store: &EventStore, channels: &[i64]) -> Vec<i64> {
+    let mut cur = Cursor::START;
+    let mut ids = Vec::new();
+    loop {
+        let b = store
+            .fetch(
+                &FetchRequest::new(channels.iter().copied())
+                    .cursor(cur)
+                    .limit(1000),
+            )
+            .unwrap();
+        if b.events.is_empty() {
+            return ids;
+        }
+        ids.extend(b.events.iter().map(|e| e.id));
+        cur = b.cursor;
+    }
+}
+
 #[test]
 fn concurrent_appends_from_four_processes_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,18 +135,7 @@ fn concurrent_appends_from_four_processes_lose_nothing() {
     all.dedup();
     assert_eq!(all.len(), 1000, "two appends got the same id");
     let store = EventStore::open(&db, Config::default()).unwrap();
-    let mut cur = Cursor::START;
-    let mut seen = Vec::new();
-    loop {
-        let b = store
-            .fetch(&FetchRequest::new(1..=4).cursor(cur).limit(1000))
-            .unwrap();
-        if b.events.is_empty() {
-            break;
-        }
-        seen.extend(b.events.iter().map(|e| e.id));
-        cur = b.cursor;
-    }
+    let mut seen = all_ids(&store, &[1, 2, 3, 4]);
     seen.sort();
     assert_eq!(seen, all);
 }
@@ -209,18 +218,7 @@ fn a_writer_killed_mid_stream_loses_no_acknowledged_append() {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(check, "ok");
-        let mut cur = Cursor::START;
-        let mut present = std::collections::HashSet::new();
-        loop {
-            let b = store
-                .fetch(&FetchRequest::new([1]).cursor(cur).limit(1000))
-                .unwrap();
-            if b.events.is_empty() {
-                break;
-            }
-            present.extend(b.events.iter().map(|e| e.id));
-            cur = b.cursor;
-        }
+        let present: std::collections::HashSet<i64> = all_ids(&store, &[1]).into_iter().collect();
         for id in &acked {
             assert!(present.contains(id), "acknowledged append {id} lost");
         }
@@ -304,18 +302,7 @@ fn writers_killed_while_others_contend_hold_nobody_up() {
     }
 
     let store = EventStore::open(&db, Config::default()).unwrap();
-    let mut present = std::collections::HashSet::new();
-    let mut cur = Cursor::START;
-    loop {
-        let b = store
-            .fetch(&FetchRequest::new([1]).cursor(cur).limit(1000))
-            .unwrap();
-        if b.events.is_empty() {
-            break;
-        }
-        present.extend(b.events.iter().map(|e| e.id));
-        cur = b.cursor;
-    }
+    let present: std::collections::HashSet<i64> = all_ids(&store, &[1]).into_iter().collect();
     let all = acked.lock().unwrap();
     for id in all.iter().flatten().chain(&mine) {
         assert!(present.contains(id), "acknowledged append {id} lost");
