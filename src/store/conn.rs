@@ -131,7 +131,8 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
 /// Measured (`cargo bench --bench latency -- procs`, 16 runs each on 2026-12-02): 8 processes
 /// appending back to back waited 6.0–7.5 ms at the 99th percentile with the `flock` race and the
 /// courtesy waits that tried to tame it, 3.0–5.5 ms (median 3.7) with tickets, for 8 % of the
-/// throughput (the next writer must be scheduled before the lock is used again).
+/// throughput; 20–27 % on a slower spell (the next writer must be scheduled before the lock is
+/// used again, and its page cache is stale from the others' commits).
 ///
 /// Tickets are per handle and thread: two threads taking the lock through one handle at once
 /// cannot see each other's marks, and may skip each other's turn (never break exclusion). The
