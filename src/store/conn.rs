@@ -255,14 +255,9 @@ impl WriterLock {
                 patience = HANDOFF_WAIT_LIVE;
                 continue;
             }
-            // Dead, or alive and still not taking it: skip it. Only one of the waiters that
-            // decided so moves the turn on.
-            if serving
-                .compare_exchange(s, s.wrapping_add(1), Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                futex_wake_bits(serving, ticket_bit(s.wrapping_add(1)));
-            }
+            // Dead, or alive and still not taking it: skip it, as its release would have. Only
+            // one of the waiters that decided so moves the turn on.
+            self.pass_turn(s);
         }
     }
 
@@ -679,12 +674,8 @@ mod tests {
     /// hear that another writer took the lock (another thread tries once the work started).
     /// Returns whether the work heard it, and whether it finished with the lock held.
     fn other_writer_during_locked_work(budget: Duration, patience: Duration) -> (bool, bool) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("e.db");
-        let (a, b) = (
-            WriterLock::open(&db).unwrap(),
-            WriterLock::open(&db).unwrap(),
-        );
+        let (_dir, locks) = handles(2);
+        let [a, b] = <[WriterLock; 2]>::try_from(locks).unwrap();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (took_tx, took_rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
