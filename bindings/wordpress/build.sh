@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the installable plugin: dist/lms-realtime/ and dist/lms-realtime.zip.
+# Builds the installable plugin: dist/lms-realtime/ and dist/lms-realtime.zip, and the demo chat
+# plugin beside it: dist/lms-realtime-demo/ and dist/lms-realtime-demo.zip.
 #
 # The folder bundles what the plugin needs besides its own files: the PHP binding
 # (php-ext/src, include, preload.php, bin -> lib/php-ext/), the browser client
@@ -41,9 +42,12 @@ if command -v xgettext >/dev/null 2>&1; then
         --keyword=esc_attr_e --keyword=_x:1,2c --keyword=_n:1,2 --add-comments=translators: \
         --package-name="LMS Chat Realtime" --package-version=0.1.0 -o languages/lms-realtime.pot -f -)
 fi
+# The demo chat is a plugin of its own (never part of the production plugin).
+rm -rf "$out/lms-realtime-demo" "$out/lms-realtime-demo.zip"
+cp -R "$here/lms-realtime-demo" "$out/lms-realtime-demo"
 if command -v zip >/dev/null 2>&1; then
-    (cd "$out" && zip -qr lms-realtime.zip lms-realtime)
-    echo "built $dest and $out/lms-realtime.zip"
+    (cd "$out" && zip -qr lms-realtime.zip lms-realtime && zip -qr lms-realtime-demo.zip lms-realtime-demo)
+    echo "built $dest and $out/lms-realtime.zip (demo: $out/lms-realtime-demo.zip)"
 else
     echo "built $dest (no zip command: the zip was not made)"
 fi

@@ -1,6 +1,11 @@
 <?php
 /**
- * Uninstall: removes the plugin's options, transients, tables, schedule and event store.
+ * Uninstall: removes the plugin's options, transients, its own table, schedule and event store.
+ *
+ * Only what the plugin created goes: its table `{prefix}lmsrt_events` is dropped only if the
+ * plugin recorded creating it (option `lmsrt_owned_tables`), and only names with the plugin's
+ * `lmsrt_` prefix are ever dropped. The LMS chat theme's `lms_chat_*` tables are never touched,
+ * whether or not the plugin was ever active.
  *
  * The event store is removed only from the default place (wp-content/lms-realtime/); a store
  * at LMSRT_DB_PATH is left alone (the daemon or another site may use it).
@@ -15,20 +20,21 @@ defined( 'WP_UNINSTALL_PLUGIN' ) || exit;
  */
 function lmsrt_uninstall_site(): void {
 	global $wpdb;
-	$options = array(
-		'lms_use_unified_longpoll',
-		'lms_unified_longpoll_events',
-		'lms_longpoll_timeout',
-		'lms_longpoll_rollout',
-		'lms_longpoll_beta_users',
-		'lms_longpoll_max_connections',
-		'lms_longpoll_batch_size',
-		'lms_longpoll_circuit_breaker',
-		'lms_realtime_daemon_url',
-		'lms_realtime_daemon_internal_url',
-		'lms_realtime_daemon_secret',
-		'lms_realtime_daemon_key_id',
-		'lms_realtime_last_purge',
+	// The shared `lms_*longpoll*` options are the LMS theme's too: only those the plugin added
+	// (recorded at activation) go; the plugin's own `lms_realtime_*` / `lmsrt_*` always go.
+	$owned_options = get_option( 'lmsrt_owned_options', array() );
+	$options       = array_merge(
+		array_values( array_filter( is_array( $owned_options ) ? $owned_options : array(), 'is_string' ) ),
+		array(
+			'lms_realtime_daemon_url',
+			'lms_realtime_daemon_internal_url',
+			'lms_realtime_daemon_secret',
+			'lms_realtime_daemon_key_id',
+			'lms_realtime_last_purge',
+			'lmsrt_ids',
+			'lmsrt_db_version',
+			'lmsrt_owned_options',
+		)
 	);
 	foreach ( $options as $option ) {
 		delete_option( $option );
@@ -41,9 +47,13 @@ function lmsrt_uninstall_site(): void {
 			$wpdb->esc_like( '_transient_timeout_lmsrt_' ) . '%'
 		)
 	);
-	foreach ( array( 'lms_chat_realtime_events', 'lms_chat_channels', 'lms_chat_members', 'lms_chat_messages', 'lms_chat_reactions' ) as $table ) {
-		$wpdb->query( "DROP TABLE IF EXISTS {$wpdb->prefix}{$table}" );
+	$owned = get_option( 'lmsrt_owned_tables', array() );
+	foreach ( array_keys( is_array( $owned ) ? $owned : array() ) as $table ) {
+		if ( is_string( $table ) && 0 === strpos( $table, $wpdb->prefix . 'lmsrt_' ) && preg_match( '/^[A-Za-z0-9_]+$/', $table ) ) {
+			$wpdb->query( "DROP TABLE IF EXISTS `{$table}`" );
+		}
 	}
+	delete_option( 'lmsrt_owned_tables' );
 	// phpcs:enable
 	wp_clear_scheduled_hook( 'lms_realtime_purge_expired' );
 }

@@ -8,8 +8,8 @@
 defined( 'ABSPATH' ) || exit;
 
 /**
- * Boots the plugin. The realtime service (`LMS_Unified_Long_Poll` on the store path,
- * `LMS_Chat_Realtime` on the legacy path) is built on first use, so a request that never
+ * Boots the plugin. The realtime service (`LMSRT_Unified_Long_Poll` on the store path,
+ * `LMSRT_Realtime` on the legacy path) is built on first use, so a request that never
  * records or polls never loads the native library.
  */
 final class LMS_Realtime_Plugin {
@@ -39,36 +39,151 @@ final class LMS_Realtime_Plugin {
 	/**
 	 * The realtime service, once built.
 	 *
-	 * @var LMS_Chat_Realtime|null
+	 * @var LMSRT_Realtime|null
 	 */
-	private static ?LMS_Chat_Realtime $realtime = null;
+	private static ?LMSRT_Realtime $realtime = null;
 
 	/**
-	 * Registers everything; called once from the main file.
+	 * The integration layer, once resolved.
+	 *
+	 * @var LMSRT_Chat_Realtime_Base|null
+	 */
+	private static ?LMSRT_Chat_Realtime_Base $bridge = null;
+
+	/**
+	 * Registers everything; called once from the main file. Nothing here declares a class the
+	 * LMS theme declares: the plugin's classes are `LMSRT_*` and `LMS_Realtime_*`, and the
+	 * legacy names are aliased only after the theme has loaded, and only where it declared
+	 * none of them (`legacy_aliases()`).
 	 */
 	public static function boot(): void {
-		foreach ( LMS_Chat_Realtime::hooks() as $hook => list( $method, $args ) ) {
+		// The theme's hooks, resolved to the integration layer when they fire (after the theme
+		// loaded, so a theme class extending LMSRT_Chat_Realtime_Base is found).
+		foreach ( LMSRT_Chat_Realtime_Base::lmsrt_theme_hooks() as $hook => list( $method, $args ) ) {
 			add_action(
 				$hook,
 				static function ( ...$a ) use ( $method ) {
-					self::realtime()->$method( ...$a );
+					self::bridge()->$method( ...$a );
 				},
 				10,
-				max( 1, $args )
+				$args
 			);
 		}
+		// The theme's long poll: the plugin answers first (wp_send_json ends the request, so the
+		// theme's own handler, hooked at the default priority, does not run).
+		foreach ( array( 'wp_ajax_', 'wp_ajax_nopriv_' ) as $prefix ) {
+			add_action( $prefix . LMSRT_Realtime::POLL_ACTION, static fn () => self::bridge()->lmsrt_handle_unified_long_poll(), self::TAKEOVER_PRIORITY );
+			add_action( $prefix . LMSRT_Realtime::TOKEN_ACTION, static fn () => self::bridge()->lmsrt_handle_token() );
+		}
+		add_action( 'after_setup_theme', array( self::class, 'legacy_aliases' ), PHP_INT_MAX );
 		add_action( 'init', array( self::class, 'init' ) );
+		add_action( 'wp_enqueue_scripts', array( self::class, 'register_client' ), 5 );
 		add_filter( 'cron_schedules', array( self::class, 'cron_schedules' ) );
 		add_action( self::CRON_HOOK, array( self::class, 'purge_expired' ) );
 		add_action( 'admin_notices', array( self::class, 'admin_notice' ) );
-		LMS_Chat::register();
 		LMS_Realtime_Settings::register();
 	}
 
+	/** The priority of the plugin's `lms_unified_long_poll` handler: before the theme's. */
+	public const TAKEOVER_PRIORITY = -1000;
+
+	/** The legacy class names => the plugin's classes they alias where no theme declares them. */
+	public const LEGACY_ALIASES = array(
+		'LMS_Chat_Realtime'     => 'LMSRT_Realtime',
+		'LMS_Unified_Long_Poll' => 'LMSRT_Unified_Long_Poll',
+	);
+
 	/**
-	 * `init`: translations, and the purge schedule if it went missing.
+	 * `after_setup_theme`: the legacy names (`LMS_Unified_Long_Poll extends LMS_Chat_Realtime`)
+	 * for code written against earlier versions, where the theme declared none of them. Never
+	 * before the theme has loaded: a theme that declares one with an unconditional
+	 * `require_once` would die on "Cannot declare class".
+	 */
+	public static function legacy_aliases(): void {
+		foreach ( self::LEGACY_ALIASES as $legacy => $class ) {
+			if ( ! class_exists( $legacy, false ) && ! interface_exists( $legacy, false ) ) {
+				class_alias( $class, $legacy );
+			}
+		}
+	}
+
+	/**
+	 * The integration layer: the theme's `LMS_Chat_Realtime` when it extends
+	 * `LMSRT_Chat_Realtime_Base` (way in (a)), else the plugin's own (way in (b)).
+	 */
+	public static function bridge(): LMSRT_Chat_Realtime_Base {
+		if ( null === self::$bridge ) {
+			self::$bridge = self::theme_bridge() ?? new LMSRT_Chat_Realtime_Base();
+		}
+		return self::$bridge;
+	}
+
+	/**
+	 * Replaces the integration layer (tests), or forgets it (null).
+	 *
+	 * @param LMSRT_Chat_Realtime_Base|null $bridge the layer.
+	 */
+	public static function set_bridge( ?LMSRT_Chat_Realtime_Base $bridge ): void {
+		self::$bridge = $bridge;
+	}
+
+	/**
+	 * How the plugin meets the theme: `theme-extends` (the theme's class extends the base),
+	 * `theme-hooks` (an unmodified LMS theme), `standalone` (no LMS theme).
+	 */
+	public static function integration(): string {
+		if ( LMSRT_Chat_Realtime_Base::class !== get_class( self::bridge() ) ) {
+			return 'theme-extends';
+		}
+		return LMS_Realtime_Theme_Data::present() ? 'theme-hooks' : 'standalone';
+	}
+
+	/**
+	 * The theme's realtime class as the integration layer, if it extends the base: its own
+	 * singleton, else an instance made without its constructor (which would hook the theme's
+	 * handlers a second time). Filter `lms_realtime_theme_bridge_class` names the class.
+	 */
+	private static function theme_bridge(): ?LMSRT_Chat_Realtime_Base {
+		/**
+		 * Filters the theme class that may extend LMSRT_Chat_Realtime_Base.
+		 *
+		 * @param string $class The class name.
+		 */
+		$class = (string) apply_filters( 'lms_realtime_theme_bridge_class', 'LMS_Chat_Realtime' );
+		if ( ! class_exists( $class, false ) || ! is_subclass_of( $class, LMSRT_Chat_Realtime_Base::class ) ) {
+			return null;
+		}
+		try {
+			if ( is_callable( array( $class, 'get_instance' ) ) ) {
+				$instance = $class::get_instance();
+				if ( $instance instanceof LMSRT_Chat_Realtime_Base ) {
+					return $instance;
+				}
+			}
+			$instance = ( new \ReflectionClass( $class ) )->newInstanceWithoutConstructor();
+			return $instance instanceof LMSRT_Chat_Realtime_Base ? $instance : null;
+		} catch ( \Throwable $e ) {
+			// phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log
+			error_log( 'lms-realtime: the theme class ' . $class . ' could not be used: ' . $e->getMessage() );
+			return null;
+		}
+	}
+
+	/**
+	 * Registers the browser client (`lms-realtime-client`) for pages that use it.
+	 */
+	public static function register_client(): void {
+		wp_register_script( 'lms-realtime-client', plugins_url( 'assets/lms-realtime-client.js', LMSRT_PLUGIN_FILE ), array(), LMSRT_PLUGIN_VERSION, true );
+	}
+
+	/**
+	 * `init`: translations, the plugin's table if it went missing, the purge schedule.
 	 */
 	public static function init(): void {
+		if ( get_option( 'lmsrt_db_version' ) !== LMSRT_PLUGIN_VERSION ) {
+			LMSRT_Realtime::install_table();
+			update_option( 'lmsrt_db_version', LMSRT_PLUGIN_VERSION, true );
+		}
 		load_plugin_textdomain( 'lms-realtime', false, dirname( plugin_basename( LMSRT_PLUGIN_FILE ) ) . '/languages' );
 		if ( ! wp_next_scheduled( self::CRON_HOOK ) ) {
 			wp_schedule_event( time() + 60, self::CRON_SCHEDULE, self::CRON_HOOK );
@@ -78,7 +193,7 @@ final class LMS_Realtime_Plugin {
 	/**
 	 * The realtime service for this request.
 	 */
-	public static function realtime(): LMS_Chat_Realtime {
+	public static function realtime(): LMSRT_Realtime {
 		if ( null === self::$realtime ) {
 			self::$realtime = self::create();
 		}
@@ -88,49 +203,56 @@ final class LMS_Realtime_Plugin {
 	/**
 	 * Builds the service: the store path when the requirements are met, else the legacy path.
 	 */
-	public static function create(): LMS_Chat_Realtime {
-		$metrics = new LMS_Realtime_Metrics( dirname( LMS_Unified_Long_Poll::db_path() ) . '/metrics.json' );
+	public static function create(): LMSRT_Realtime {
+		$metrics = new LMS_Realtime_Metrics( dirname( LMSRT_Unified_Long_Poll::db_path() ) . '/metrics.json' );
 		if ( LMS_Realtime_Requirements::met() ) {
-			$path = LMS_Unified_Long_Poll::db_path();
+			$path = LMSRT_Unified_Long_Poll::db_path();
 			/**
 			 * Filters the daemon token issuer (null: clients never use the daemon).
 			 *
 			 * @param LMS_Realtime_Token_Issuer|null $issuer The default issuer.
 			 */
-			$issuer = apply_filters( 'lms_realtime_token_issuer', new LMS_Realtime_Native_Token_Issuer( LMS_Chat_Realtime::daemon_secret(), LMS_Chat_Realtime::daemon_key_id() ) );
-			return new LMS_Unified_Long_Poll(
+			$issuer = apply_filters( 'lms_realtime_token_issuer', new LMS_Realtime_Native_Token_Issuer( LMSRT_Realtime::daemon_secret(), LMSRT_Realtime::daemon_key_id() ) );
+			return new LMSRT_Unified_Long_Poll(
 				new LMS_Realtime_Guards( $path ),
 				$metrics,
 				$path,
 				$issuer instanceof LMS_Realtime_Token_Issuer ? $issuer : null
 			);
 		}
-		return new LMS_Chat_Realtime( new LMS_Realtime_Guards( null ), $metrics );
+		return new LMSRT_Realtime( new LMS_Realtime_Guards( null ), $metrics );
 	}
 
 	/**
 	 * Replaces the service (tests), or forgets it so the next call rebuilds it (null).
 	 *
-	 * @param LMS_Chat_Realtime|null $realtime the service.
+	 * @param LMSRT_Realtime|null $realtime the service.
 	 */
-	public static function set_realtime( ?LMS_Chat_Realtime $realtime ): void {
+	public static function set_realtime( ?LMSRT_Realtime $realtime ): void {
 		self::$realtime = $realtime;
 	}
 
 	/**
-	 * Activation: tables, default options, the store's directory, the purge schedule.
+	 * Activation: the plugin's own table (created if missing; no other table is touched),
+	 * default options, the store's directory, the purge schedule.
 	 */
 	public static function activate(): void {
-		LMS_Chat_Realtime::install_table();
-		LMS_Chat::install_tables();
+		LMSRT_Realtime::install_table();
+		update_option( 'lmsrt_db_version', LMSRT_PLUGIN_VERSION, true );
+		// Options the theme may already have keep their values; the ones the plugin adds are
+		// recorded, so uninstall removes those and nothing of the theme's.
+		$owned = (array) get_option( 'lmsrt_owned_options', array() );
 		foreach ( self::DEFAULTS as $option => $value ) {
-			add_option( $option, $value, '', false );
+			if ( false === get_option( $option ) && add_option( $option, $value, '', false ) ) {
+				$owned[] = $option;
+			}
 		}
-		$dir = dirname( LMS_Unified_Long_Poll::db_path() );
+		update_option( 'lmsrt_owned_options', array_values( array_unique( $owned ) ), false );
+		$dir = dirname( LMSRT_Unified_Long_Poll::db_path() );
 		if ( ! is_dir( $dir ) ) {
 			wp_mkdir_p( $dir );
 		}
-		LMS_Unified_Long_Poll::protect_directory( $dir );
+		LMSRT_Unified_Long_Poll::protect_directory( $dir );
 		if ( ! wp_next_scheduled( self::CRON_HOOK ) ) {
 			wp_schedule_event( time() + 60, self::CRON_SCHEDULE, self::CRON_HOOK );
 		}

@@ -327,7 +327,7 @@ final class LMS_Realtime_Settings {
 		printf(
 			/* translators: %s: the event store's file. */
 			esc_html__( 'Start the daemon on the same event store: %s', 'lms-realtime' ),
-			'<code>' . esc_html( LMS_Unified_Long_Poll::db_path() ) . '</code>'
+			'<code>' . esc_html( LMSRT_Unified_Long_Poll::db_path() ) . '</code>'
 		);
 		echo '</p>';
 	}
@@ -425,8 +425,8 @@ final class LMS_Realtime_Settings {
 				'beta'    => count( (array) get_option( 'lms_longpoll_beta_users', array() ) ),
 			),
 			'daemon'   => array(
-				'url'        => LMS_Chat_Realtime::daemon_url(),
-				'secret_set' => '' !== LMS_Chat_Realtime::daemon_secret(),
+				'url'        => LMSRT_Realtime::daemon_url(),
+				'secret_set' => '' !== LMSRT_Realtime::daemon_secret(),
 				'enabled'    => $rt->daemon_enabled(),
 			),
 			'cron'     => array(
@@ -434,7 +434,7 @@ final class LMS_Realtime_Settings {
 				'last_purge' => get_option( 'lms_realtime_last_purge', null ),
 			),
 		);
-		if ( $rt instanceof LMS_Unified_Long_Poll ) {
+		if ( $rt instanceof LMSRT_Unified_Long_Poll ) {
 			$status['library'] = array(
 				'version' => \LmsRealtime\Library::version(),
 				'source'  => \LmsRealtime\Library::source(),
@@ -460,7 +460,7 @@ final class LMS_Realtime_Settings {
 			}
 		}
 		$internal = (string) get_option( 'lms_realtime_daemon_internal_url', '' );
-		$probe    = '' !== $internal ? $internal : LMS_Chat_Realtime::daemon_url();
+		$probe    = '' !== $internal ? $internal : LMSRT_Realtime::daemon_url();
 		if ( '' !== $probe ) {
 			if ( '/' === $probe[0] ) {
 				$probe = home_url( $probe );

@@ -31,7 +31,7 @@ if ( 'head' === $command ) {
 
 $channel_ids = array();
 for ( $c = 0; $c < (int) $channels; $c++ ) {
-	$channel_ids[] = LMS_Chat::create_channel( 'bench-' . $c, true );
+	$channel_ids[] = LMSRT_Demo_Chat::create_channel( 'bench-' . $c, true );
 }
 $list = array();
 for ( $i = 0; $i < (int) $clients; $i++ ) {
@@ -48,7 +48,7 @@ for ( $i = 0; $i < (int) $clients; $i++ ) {
 		);
 	}
 	$channel = $channel_ids[ $i % count( $channel_ids ) ];
-	LMS_Chat::add_member( $channel, $id );
+	LMSRT_Demo_Chat::add_member( $channel, $id );
 	$expires   = time() + 2 * DAY_IN_SECONDS;
 	$token     = WP_Session_Tokens::get_instance( $id )->create( $expires );
 	$logged_in = wp_generate_auth_cookie( $id, $expires, 'logged_in', $token );

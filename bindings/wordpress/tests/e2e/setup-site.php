@@ -78,7 +78,7 @@ switch ( $command ) {
 		require_once WP_PLUGIN_DIR . '/lms-realtime/lms-realtime.php';
 		LMS_Realtime_Plugin::activate();
 		// Channel 1: private, alice, bob, dave and erin (carol is not a member).
-		$channel = LMS_Chat::create_channel( 'general', true, array( $users['alice']['id'], $users['bob']['id'], $users['dave']['id'], $users['erin']['id'] ) );
+		$channel = LMSRT_Demo_Chat::create_channel( 'general', true, array( $users['alice']['id'], $users['bob']['id'], $users['dave']['id'], $users['erin']['id'] ) );
 		$page    = wp_insert_post(
 			array(
 				'post_type'    => 'page',

@@ -15,7 +15,7 @@ final class AjaxPollTest extends LMSRT_TestCase {
 	private const EVENT_KEYS = array( 'id', 'type', 'priority', 'message_id', 'thread_id', 'channel_id', 'user_id', 'data', 'timestamp' );
 
 	public function test_the_store_path_is_in_use(): void {
-		$this->assertInstanceOf( LMS_Unified_Long_Poll::class, LMS_Realtime_Plugin::realtime() );
+		$this->assertInstanceOf( LMSRT_Unified_Long_Poll::class, LMS_Realtime_Plugin::realtime() );
 		$this->assertSame( 'store', LMS_Realtime_Plugin::realtime()->backend() );
 	}
 
@@ -97,7 +97,7 @@ final class AjaxPollTest extends LMSRT_TestCase {
 		$this->assertSame( array( 'reaction_update', 2, 41 ), array( $re['type'], $re['priority'], $re['message_id'] ) );
 		$this->assertSame( $re['id'], $r['data']['last_event_id'] );
 		// The raw JSON has "data" as an object even when empty, and nulls for missing ids.
-		$this->assertStringNotContainsString( '"data":[]', (string) wp_json_encode( LMS_Chat_Realtime::format_event( array( 'id' => 1, 'type' => 'x', 'priority' => 3, 'channel_id' => 1, 'user_id' => 0, 'data' => array(), 'timestamp' => 0 ) ) ) );
+		$this->assertStringNotContainsString( '"data":[]', (string) wp_json_encode( LMSRT_Realtime::format_event( array( 'id' => 1, 'type' => 'x', 'priority' => 3, 'channel_id' => 1, 'user_id' => 0, 'data' => array(), 'timestamp' => 0 ) ) ) );
 
 		// Polling again from last_event_id returns nothing new.
 		$again = $this->poll( $u, $ch, $r['data']['last_event_id'], array() );
@@ -247,7 +247,7 @@ final class AjaxPollTest extends LMSRT_TestCase {
 	}
 
 	public function test_the_legacy_path_keeps_the_same_contract(): void {
-		$rt = new LMS_Chat_Realtime( new LMS_Realtime_Guards( null ), new LMS_Realtime_Metrics( dirname( $this->db_path ) . '/m.json' ) );
+		$rt = new LMSRT_Realtime( new LMS_Realtime_Guards( null ), new LMS_Realtime_Metrics( dirname( $this->db_path ) . '/m.json' ) );
 		LMS_Realtime_Plugin::set_realtime( $rt );
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );

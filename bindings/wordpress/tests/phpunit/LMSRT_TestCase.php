@@ -66,7 +66,7 @@ abstract class LMSRT_TestCase extends \PHPUnit\Framework\TestCase {
 		$this->filter( 'lms_realtime_ajax_wait', $this->no_wait, 5 );
 		$this->filter( 'wp_die_handler', fn () => array( $this, 'die_handler' ) );
 		LMS_Realtime_Plugin::set_realtime( null );
-		LMS_Chat::reset_cache();
+		LMSRT_Demo_Chat::reset_cache();
 		$_POST    = array();
 		$_REQUEST = array();
 		$_GET     = array();
@@ -151,7 +151,7 @@ abstract class LMSRT_TestCase extends \PHPUnit\Framework\TestCase {
 	 * @param int[] $members members.
 	 */
 	protected function channel( array $members ): int {
-		return LMS_Chat::create_channel( 'phpunit-' . uniqid(), true, $members );
+		return LMSRT_Demo_Chat::create_channel( 'phpunit-' . uniqid(), true, $members );
 	}
 
 	/**

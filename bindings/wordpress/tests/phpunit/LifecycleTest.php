@@ -37,7 +37,7 @@ final class LifecycleTest extends LMSRT_TestCase {
 		$this->fail_requirements( array( 'The PHP FFI extension (ext-ffi) is not loaded.' ) );
 		LMS_Realtime_Plugin::set_realtime( null );
 		$rt = LMS_Realtime_Plugin::realtime();
-		$this->assertSame( LMS_Chat_Realtime::class, get_class( $rt ) );
+		$this->assertSame( LMSRT_Realtime::class, get_class( $rt ) );
 		wp_set_current_user( $this->user( 'administrator' ) );
 		ob_start();
 		LMS_Realtime_Plugin::admin_notice();
@@ -89,14 +89,14 @@ final class LifecycleTest extends LMSRT_TestCase {
 
 	public function test_the_legacy_table_is_purged_too(): void {
 		global $wpdb;
-		LMS_Realtime_Plugin::set_realtime( new LMS_Chat_Realtime( new LMS_Realtime_Guards( null ), new LMS_Realtime_Metrics( dirname( $this->db_path ) . '/m.json' ) ) );
+		LMS_Realtime_Plugin::set_realtime( new LMSRT_Realtime( new LMS_Realtime_Guards( null ), new LMS_Realtime_Metrics( dirname( $this->db_path ) . '/m.json' ) ) );
 		$this->filter( 'lms_realtime_event_ttl', static fn () => 1000 );
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
 		do_action( 'lms_chat_message_created', 1, $ch, $u, array() );
 		usleep( 1100000 );
 		do_action( LMS_Realtime_Plugin::CRON_HOOK );
-		$table = LMS_Chat_Realtime::table();
+		$table = LMSRT_Realtime::table();
 		$this->assertSame( '0', $wpdb->get_var( $wpdb->prepare( "SELECT COUNT(*) FROM {$table} WHERE channel_id = %d", $ch ) ) ); // phpcs:ignore
 	}
 
@@ -105,6 +105,6 @@ final class LifecycleTest extends LMSRT_TestCase {
 		LMS_Realtime_Plugin::activate();
 		LMS_Realtime_Plugin::activate();
 		$this->assertSame( 37, (int) get_option( 'lms_longpoll_rollout' ) );
-		$this->assertFileExists( dirname( LMS_Unified_Long_Poll::db_path() ) . '/.htaccess' );
+		$this->assertFileExists( dirname( LMSRT_Unified_Long_Poll::db_path() ) . '/.htaccess' );
 	}
 }

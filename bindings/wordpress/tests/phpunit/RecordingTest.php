@@ -64,11 +64,11 @@ final class RecordingTest extends LMSRT_TestCase {
 	 */
 	public function test_each_hook_records_one_row_on_the_legacy_path( string $hook, array $args, string $type, int $priority, int $message, ?int $thread, array $data, int $ttl ): void {
 		global $wpdb;
-		LMS_Realtime_Plugin::set_realtime( new LMS_Chat_Realtime( new LMS_Realtime_Guards( null ), new LMS_Realtime_Metrics( dirname( $this->db_path ) . '/m.json' ) ) );
+		LMS_Realtime_Plugin::set_realtime( new LMSRT_Realtime( new LMS_Realtime_Guards( null ), new LMS_Realtime_Metrics( dirname( $this->db_path ) . '/m.json' ) ) );
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
 		$this->fire( $hook, $args, $ch, $u );
-		$table = LMS_Chat_Realtime::table();
+		$table = LMSRT_Realtime::table();
 		$rows  = $wpdb->get_results( $wpdb->prepare( "SELECT * FROM {$table} WHERE channel_id = %d", $ch ), ARRAY_A ); // phpcs:ignore
 		$this->assertCount( 1, $rows );
 		$r = $rows[0];
@@ -127,8 +127,8 @@ final class RecordingTest extends LMSRT_TestCase {
 	public function test_the_chat_fires_the_hooks(): void {
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
-		$m  = LMS_Chat::post_message( $ch, $u, 'posted through the chat' );
-		$r  = LMS_Chat::post_message( $ch, $u, 'a reply', $m['id'] );
+		$m  = LMSRT_Demo_Chat::post_message( $ch, $u, 'posted through the chat' );
+		$r  = LMSRT_Demo_Chat::post_message( $ch, $u, 'a reply', $m['id'] );
 		$store  = \LmsRealtime\EventStore::open( $this->db_path );
 		$events = $store->fetch( array( $ch ), null, 10, 'sequential' )->events;
 		$store->close();

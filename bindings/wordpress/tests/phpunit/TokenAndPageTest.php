@@ -98,7 +98,7 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$this->assertContains( $mine2, $r['data']['channels'] );
 		$this->assertNotContains( $theirs, $r['data']['channels'] );
 		$this->assertSame( $u, $r['data']['user_id'] );
-		$this->assertEqualsWithDelta( time() + LMS_Unified_Long_Poll::TOKEN_TTL, $r['data']['expires_at'], 5 );
+		$this->assertEqualsWithDelta( time() + LMSRT_Unified_Long_Poll::TOKEN_TTL, $r['data']['expires_at'], 5 );
 		list( $user, $channels, $expires, $session ) = end( $this->issuer->calls );
 		$this->assertSame( array( $u, $r['data']['channels'], $r['data']['expires_at'] ), array( $user, $channels, $expires ) );
 		$this->assertMatchesRegularExpression( '/^[0-9a-f]{32}$/', $session );
@@ -120,7 +120,7 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$head = $rt->render_head_cursor();
 		$c    = $rt->page_config( $ch, 0, $u );
 		$this->assertSame( $head, $c['cursor'], 'polling starts at the head rendered into the page' );
-		$this->assertSame( LMS_Chat_Realtime::cursor_position( $head ), $c['last_event_id'] );
+		$this->assertSame( LMSRT_Realtime::cursor_position( $head ), $c['last_event_id'] );
 		$this->assertGreaterThan( 0, $c['last_event_id'] );
 		$this->assertSame( array( $ch ), $c['channels'] );
 		$this->assertSame( $ch, $c['channel_id'] );
@@ -165,20 +165,20 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$this->assertSame( 0.0, $m->invoke( $rt, $u, array( 'mode' => 'short' ) ) );
 		$this->assertSame( 0.0, $m->invoke( $rt, $u, array( 'mode' => 'emergency' ) ) );
 		update_option( 'lms_realtime_daemon_url', '/lmsrt' );
-		$this->assertSame( (float) LMS_Unified_Long_Poll::FALLBACK_WAIT, $m->invoke( $rt, $u, $long ), 'the daemon is configured: a short fallback wait' );
+		$this->assertSame( (float) LMSRT_Unified_Long_Poll::FALLBACK_WAIT, $m->invoke( $rt, $u, $long ), 'the daemon is configured: a short fallback wait' );
 	}
 
 	public function test_cursor_positions(): void {
-		$this->assertSame( 0, LMS_Chat_Realtime::cursor_position( '' ) );
-		$this->assertSame( 42, LMS_Chat_Realtime::cursor_position( '42' ) );
-		$this->assertSame( 3, LMS_Chat_Realtime::cursor_position( 'v1.0badcafe.7.3.9.12' ) );
-		$this->assertSame( 0, LMS_Chat_Realtime::cursor_position( 'v2.whatever' ) );
+		$this->assertSame( 0, LMSRT_Realtime::cursor_position( '' ) );
+		$this->assertSame( 42, LMSRT_Realtime::cursor_position( '42' ) );
+		$this->assertSame( 3, LMSRT_Realtime::cursor_position( 'v1.0badcafe.7.3.9.12' ) );
+		$this->assertSame( 0, LMSRT_Realtime::cursor_position( 'v2.whatever' ) );
 	}
 
 	public function test_the_shortcode_renders_history_config_and_scripts(): void {
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
-		LMS_Chat::post_message( $ch, $u, 'history <i>line</i>' );
+		LMSRT_Demo_Chat::post_message( $ch, $u, 'history <i>line</i>' );
 		wp_set_current_user( $u );
 		$html = do_shortcode( '[lms_chat channel="' . $ch . '"]' );
 		$this->assertStringContainsString( 'history &lt;i&gt;line&lt;/i&gt;', $html, 'escaped' );

@@ -8,27 +8,29 @@
 defined( 'ABSPATH' ) || exit;
 
 /**
- * Turns the chat's hooks into events and serves them through the legacy AJAX endpoint
- * `lms_unified_long_poll`.
+ * Records chat events and answers the `lms_unified_long_poll` AJAX poll.
  *
- * This class is the legacy path: events are rows of `{prefix}lms_chat_realtime_events`, and a
- * poll answers at once with the next rows by id (short polling). It runs when the event store
- * cannot (no ext-ffi, no library, the kill switch), so the site keeps working.
- * `LMS_Unified_Long_Poll` extends it and replaces the storage with the event store and the
- * immediate answer with a short bounded wait.
+ * This class is the table path: events are rows of the plugin's own table
+ * `{prefix}lmsrt_events`, and a poll answers at once with the next rows by id (short polling).
+ * It runs when the event store cannot (no ext-ffi, no library, the kill switch), so the site
+ * keeps working. `LMSRT_Unified_Long_Poll` extends it and replaces the storage with the event
+ * store and the immediate answer with a short bounded wait. Ids stay increasing across a move
+ * between the two (`LMS_Realtime_Ids`).
  *
- * Everything that is WordPress (nonces, login, channel access, the guards, the AJAX shapes) is
- * here, shared by both paths.
- *
- * Hooks listened to (see readme.txt for their arguments):
- * `lms_chat_message_created`, `lms_chat_message_deleted`, `lms_chat_thread_message_created`,
- * `lms_chat_thread_message_deleted`, `lms_chat_reaction_updated`,
- * `lms_chat_thread_reaction_updated`.
+ * Everything that is WordPress (nonces, the guards, the AJAX shapes) is here, shared by both
+ * paths; who the user is and which channels they may read come from the integration layer
+ * (`LMSRT_Chat_Realtime_Base`), and the theme's hooks reach `record_event()` through it.
  */
-class LMS_Chat_Realtime {
+class LMSRT_Realtime {
 
-	/** The nonce action the chat pages use. */
+	/** The nonce action the plugin's own pages use. */
 	public const NONCE_ACTION = 'lms_chat_nonce';
+
+	/** The nonce actions the LMS theme's pages create (`lms_ajax_obj.nonce`, the long poll's). */
+	public const THEME_NONCE_ACTIONS = array( 'lms_ajax_nonce', 'lms_unified_longpoll' );
+
+	/** Longest hold for the LMS theme's client: it gives up a request after 7 s, and stops polling after 5 timeouts. */
+	public const LEGACY_CLIENT_MAX_WAIT = 5;
 
 	/** The legacy poll's AJAX action. */
 	public const POLL_ACTION = 'lms_unified_long_poll';
@@ -36,8 +38,8 @@ class LMS_Chat_Realtime {
 	/** The daemon token's AJAX action. */
 	public const TOKEN_ACTION = 'lms_realtime_token';
 
-	/** The legacy event table, without the prefix. */
-	public const TABLE = 'lms_chat_realtime_events';
+	/** The plugin's event table, without the prefix (no other product uses the `lmsrt_` prefix). */
+	public const TABLE = 'lmsrt_events';
 
 	/** Event types and their priorities (1 critical, 2 high, 3 normal, 4 low). */
 	public const EVENT_PRIORITIES = array(
@@ -92,36 +94,6 @@ class LMS_Chat_Realtime {
 	}
 
 	/**
-	 * The hooks and AJAX actions this class answers: hook => [method, accepted args].
-	 *
-	 * @return array<string, array{0: string, 1: int}>
-	 */
-	public static function hooks(): array {
-		return array(
-			'lms_chat_message_created'                 => array( 'on_message_created', 4 ),
-			'lms_chat_message_deleted'                 => array( 'on_message_deleted', 4 ),
-			'lms_chat_thread_message_created'          => array( 'on_thread_message_created', 5 ),
-			'lms_chat_thread_message_deleted'          => array( 'on_thread_message_deleted', 5 ),
-			'lms_chat_reaction_updated'                => array( 'on_reaction_updated', 4 ),
-			'lms_chat_thread_reaction_updated'         => array( 'on_thread_reaction_updated', 5 ),
-			'wp_ajax_' . self::POLL_ACTION             => array( 'handle_long_poll', 0 ),
-			'wp_ajax_nopriv_' . self::POLL_ACTION      => array( 'handle_long_poll', 0 ),
-			'wp_ajax_' . self::TOKEN_ACTION            => array( 'handle_token', 0 ),
-			'wp_ajax_nopriv_' . self::TOKEN_ACTION     => array( 'handle_token', 0 ),
-		);
-	}
-
-	/**
-	 * Hooks this instance to the chat events and the AJAX endpoints. (The plugin registers
-	 * lazy proxies instead, so a request that never needs the store never loads it.)
-	 */
-	public function register(): void {
-		foreach ( self::hooks() as $hook => list( $method, $args ) ) {
-			add_action( $hook, array( $this, $method ), 10, max( 1, $args ) );
-		}
-	}
-
-	/**
 	 * `store` (the event store) or `legacy` (the plugin's table).
 	 */
 	public function backend(): string {
@@ -140,83 +112,6 @@ class LMS_Chat_Realtime {
 	 */
 	public function metrics(): LMS_Realtime_Metrics {
 		return $this->metrics;
-	}
-
-	// -- hooks ------------------------------------------------------------------------------
-
-	/**
-	 * `lms_chat_message_created`.
-	 *
-	 * @param int   $message_id the message.
-	 * @param int   $channel_id its channel.
-	 * @param int   $user_id    its author.
-	 * @param array $data       what clients need to show it (text, author name, time).
-	 */
-	public function on_message_created( $message_id, $channel_id, $user_id = 0, $data = array() ): void {
-		$this->record_event( 'message_create', (int) $channel_id, (array) $data, (int) $message_id, null, (int) $user_id );
-	}
-
-	/**
-	 * `lms_chat_message_deleted`.
-	 *
-	 * @param int   $message_id the message.
-	 * @param int   $channel_id its channel.
-	 * @param int   $user_id    who deleted it.
-	 * @param array $data       extra data.
-	 */
-	public function on_message_deleted( $message_id, $channel_id, $user_id = 0, $data = array() ): void {
-		$this->record_event( 'message_delete', (int) $channel_id, (array) $data, (int) $message_id, null, (int) $user_id );
-	}
-
-	/**
-	 * `lms_chat_thread_message_created`.
-	 *
-	 * @param int   $message_id the reply.
-	 * @param int   $parent_id  the message it replies to (the thread).
-	 * @param int   $channel_id the channel.
-	 * @param int   $user_id    its author.
-	 * @param array $data       what clients need to show it.
-	 */
-	public function on_thread_message_created( $message_id, $parent_id, $channel_id, $user_id = 0, $data = array() ): void {
-		$this->record_event( 'thread_create', (int) $channel_id, (array) $data, (int) $message_id, (int) $parent_id, (int) $user_id );
-	}
-
-	/**
-	 * `lms_chat_thread_message_deleted`.
-	 *
-	 * @param int   $message_id the reply.
-	 * @param int   $parent_id  the thread.
-	 * @param int   $channel_id the channel.
-	 * @param int   $user_id    who deleted it.
-	 * @param array $data       extra data.
-	 */
-	public function on_thread_message_deleted( $message_id, $parent_id, $channel_id, $user_id = 0, $data = array() ): void {
-		$this->record_event( 'thread_delete', (int) $channel_id, (array) $data, (int) $message_id, (int) $parent_id, (int) $user_id );
-	}
-
-	/**
-	 * `lms_chat_reaction_updated`.
-	 *
-	 * @param int   $message_id the message.
-	 * @param int   $channel_id the channel.
-	 * @param int   $user_id    who reacted.
-	 * @param array $reactions  the message's reactions now.
-	 */
-	public function on_reaction_updated( $message_id, $channel_id, $user_id = 0, $reactions = array() ): void {
-		$this->record_event( 'reaction_update', (int) $channel_id, array( 'reactions' => (array) $reactions ), (int) $message_id, null, (int) $user_id );
-	}
-
-	/**
-	 * `lms_chat_thread_reaction_updated`.
-	 *
-	 * @param int   $message_id the reply.
-	 * @param int   $parent_id  the thread.
-	 * @param int   $channel_id the channel.
-	 * @param int   $user_id    who reacted.
-	 * @param array $reactions  the reply's reactions now.
-	 */
-	public function on_thread_reaction_updated( $message_id, $parent_id, $channel_id, $user_id = 0, $reactions = array() ): void {
-		$this->record_event( 'thread_reaction', (int) $channel_id, array( 'reactions' => (array) $reactions ), (int) $message_id, (int) $parent_id, (int) $user_id );
 	}
 
 	// -- recording --------------------------------------------------------------------------
@@ -257,6 +152,7 @@ class LMS_Chat_Realtime {
 			return null;
 		}
 		try {
+			LMS_Realtime_Ids::switch_to( $this );
 			$id = $this->store_event( $event );
 		} catch ( \Throwable $e ) {
 			$this->guards->breaker_record( false );
@@ -308,28 +204,48 @@ class LMS_Chat_Realtime {
 		return (int) $wpdb->insert_id;
 	}
 
-	// -- the legacy AJAX poll ---------------------------------------------------------------
+	// -- the AJAX poll ----------------------------------------------------------------------
+
+	/** The request fields of a poll, read from POST, then GET (the theme's client uses both). */
+	public const POLL_FIELDS = array( 'channel_id', 'thread_id', 'last_event_id', 'last_timestamp', 'timeout', 'event_types', 'nonce', 'nonce_action', 'client' );
 
 	/**
-	 * `admin-ajax.php?action=lms_unified_long_poll`: the legacy contract.
+	 * `admin-ajax.php?action=lms_unified_long_poll`, GET or POST: the LMS theme's contract.
+	 *
+	 * @param LMSRT_Chat_Realtime_Base|null $bridge who the user is (default: the plugin's).
 	 */
-	public function handle_long_poll(): void {
-		// phpcs:disable WordPress.Security.NonceVerification.Missing -- answer_poll() checks the nonce.
-		$request = array();
-		foreach ( array( 'channel_id', 'thread_id', 'last_event_id', 'nonce', 'nonce_action' ) as $key ) {
-			if ( isset( $_POST[ $key ] ) && is_scalar( $_POST[ $key ] ) ) {
-				$request[ $key ] = sanitize_text_field( wp_unslash( (string) $_POST[ $key ] ) );
+	public function handle_long_poll( ?LMSRT_Chat_Realtime_Base $bridge = null ): void {
+		$bridge  = $bridge ?? LMS_Realtime_Plugin::bridge();
+		$request = self::request_fields( self::POLL_FIELDS );
+		$this->send( fn () => $this->answer_poll( $request, $bridge->lmsrt_current_user_id() ) );
+	}
+
+	/**
+	 * Scalar request fields, from POST first, then GET; unslashed and sanitised.
+	 *
+	 * @param string[] $keys field names.
+	 * @return array<string, string>
+	 */
+	public static function request_fields( array $keys ): array {
+		$out = array();
+		// phpcs:disable WordPress.Security.NonceVerification -- the handlers check the nonce.
+		foreach ( $keys as $key ) {
+			foreach ( array( $_POST, $_GET ) as $source ) {
+				if ( isset( $source[ $key ] ) && is_scalar( $source[ $key ] ) ) {
+					$out[ $key ] = sanitize_text_field( wp_unslash( (string) $source[ $key ] ) );
+					break;
+				}
 			}
 		}
 		// phpcs:enable
-		$this->send( fn () => $this->answer_poll( $request, get_current_user_id() ) );
+		return $out;
 	}
 
 	/**
 	 * Answers one poll: the checks in the legacy order, then the events.
 	 *
-	 * @param array<string, string> $request channel_id, thread_id, last_event_id, nonce, nonce_action.
-	 * @param int                   $user_id the current user.
+	 * @param array<string, string> $request the fields of `POLL_FIELDS`.
+	 * @param int                   $user_id the chat user.
 	 * @return array<string, mixed> the `data` of the success response.
 	 * @throws LMS_Realtime_Ajax_Error When the request is refused.
 	 */
@@ -340,9 +256,10 @@ class LMS_Chat_Realtime {
 
 		$channel_id = self::parse_id( $request['channel_id'] ?? null, false );
 		$thread_id  = self::parse_id( $request['thread_id'] ?? '0', true );
-		$last_id    = self::parse_id( $request['last_event_id'] ?? '0', true );
-		if ( null === $channel_id || null === $thread_id || null === $last_id ) {
-			throw $this->refuse( 'invalid_parameters', __( 'channel_id must be a positive integer; thread_id and last_event_id non-negative integers.', 'lms-realtime' ) );
+		$last_id    = self::parse_id( '' === ( $request['last_event_id'] ?? '' ) ? '0' : $request['last_event_id'], true );
+		$types      = self::parse_event_types( $request['event_types'] ?? 'all' );
+		if ( null === $channel_id || null === $thread_id || null === $last_id || null === $types ) {
+			throw $this->refuse( 'invalid_parameters', __( 'channel_id must be a positive integer; thread_id and last_event_id non-negative integers; event_types "all" or a comma-separated list of event types.', 'lms-realtime' ) );
 		}
 		if ( ! self::user_can_access_channel( $user_id, $channel_id ) ) {
 			throw $this->refuse( 'access_denied', __( 'You do not have access to this channel.', 'lms-realtime' ) );
@@ -362,7 +279,12 @@ class LMS_Chat_Realtime {
 			);
 		}
 
-		$wait  = $this->wait_seconds( $user_id, $breaker );
+		$wait = $this->wait_seconds( $user_id, $breaker );
+		if ( 'lmsrt' !== ( $request['client'] ?? '' ) ) {
+			// The theme's client: at most 5 s, and no longer than it asked for.
+			$asked = self::parse_id( $request['timeout'] ?? '', true );
+			$wait  = min( $wait, (float) self::LEGACY_CLIENT_MAX_WAIT, null === $asked ? INF : (float) $asked );
+		}
 		$lease = null;
 		if ( $wait > 0 ) {
 			$lease = $this->guards->acquire_slot( $user_id, (int) ( $wait * 1000 ) + 5000 );
@@ -376,7 +298,8 @@ class LMS_Chat_Realtime {
 		}
 		$limit = self::batch_size();
 		try {
-			$batch = $this->fetch_events( $channel_id, $thread_id, $last_id, $limit, $wait );
+			LMS_Realtime_Ids::switch_to( $this );
+			$batch = $this->fetch_events( $channel_id, $thread_id, $last_id, $limit, $wait, $types );
 			$state = $this->guards->breaker_record( true );
 		} catch ( LMS_Realtime_Ajax_Error $e ) {
 			throw $e;
@@ -420,19 +343,39 @@ class LMS_Chat_Realtime {
 
 	/**
 	 * The next events of a channel after `$last_id`, by id, sorted by priority inside the batch.
-	 * The legacy table answers at once (`$wait` is ignored).
+	 * The table answers at once (`$wait` is ignored).
 	 *
-	 * @param int   $channel_id channel.
-	 * @param int   $thread_id  0, or only this thread's events.
-	 * @param int   $last_id    the client's last_event_id.
-	 * @param int   $limit      batch size.
-	 * @param float $wait       seconds the caller may wait.
+	 * @param int      $channel_id channel.
+	 * @param int      $thread_id  0, or only this thread's events.
+	 * @param int      $last_id    the client's last_event_id.
+	 * @param int      $limit      batch size.
+	 * @param float    $wait       seconds the caller may wait.
+	 * @param string[] $types      only these event types (empty: all).
 	 * @return array{events: list<array<string, mixed>>, gap: bool, has_more: bool}
 	 */
-	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait ): array {
+	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait, array $types = array() ): array {
+		return self::fetch_table( $channel_id, $thread_id, $last_id, $limit, $types ) + array( 'gap' => LMS_Realtime_Ids::table_gap( $last_id ) );
+	}
+
+	/**
+	 * The next unexpired rows of the plugin's table after `$last_id`, by id, sorted by priority
+	 * inside the batch.
+	 *
+	 * @param int      $channel_id channel.
+	 * @param int      $thread_id  0, or only this thread's events.
+	 * @param int      $last_id    the client's last_event_id.
+	 * @param int      $limit      batch size.
+	 * @param string[] $types      only these event types (empty: all).
+	 * @return array{events: list<array<string, mixed>>, has_more: bool}
+	 * @throws \RuntimeException When the query fails.
+	 */
+	protected static function fetch_table( int $channel_id, int $thread_id, int $last_id, int $limit, array $types ): array {
 		global $wpdb;
 		$table  = self::table();
 		$thread = $thread_id > 0 ? $wpdb->prepare( ' AND thread_id = %d', $thread_id ) : '';
+		if ( array() !== $types ) {
+			$thread .= $wpdb->prepare( ' AND event_type IN (' . implode( ',', array_fill( 0, count( $types ), '%s' ) ) . ')', ...$types );
+		}
 		// phpcs:disable WordPress.DB.PreparedSQL.InterpolatedNotPrepared,WordPress.DB.DirectDatabaseQuery -- the table name is ours, $thread is prepared.
 		$rows = $wpdb->get_results(
 			$wpdb->prepare(
@@ -469,7 +412,6 @@ class LMS_Chat_Realtime {
 		}
 		return array(
 			'events'   => self::sort_batch( $events ),
-			'gap'      => false,
 			'has_more' => $has_more,
 		);
 	}
@@ -499,24 +441,55 @@ class LMS_Chat_Realtime {
 	}
 
 	/**
-	 * An event in the legacy response shape: `id`, `type`, `priority`, `message_id`,
-	 * `thread_id`, `channel_id`, `user_id`, `data` (an object) and `timestamp` (unix seconds).
+	 * An event in the shape the LMS theme's client reads: `id`, `type` and `event_type`,
+	 * `priority`, `message_id`, `thread_id`, `channel_id`, `user_id`, `data` (an object),
+	 * `timestamp` (unix milliseconds) and `created_at` (ISO 8601, UTC). The client runs
+	 * `new Date(event.created_at || event.timestamp)` and drops events older than an hour, so
+	 * both must be the real time in JavaScript's terms (unix seconds would read as 1970).
 	 *
 	 * @param array<string, mixed> $e an event (timestamp in ms).
 	 * @return array<string, mixed>
 	 */
 	public static function format_event( array $e ): array {
+		$ms = (int) $e['timestamp'];
 		return array(
 			'id'         => (int) $e['id'],
 			'type'       => (string) $e['type'],
+			'event_type' => (string) $e['type'],
 			'priority'   => (int) $e['priority'],
 			'message_id' => isset( $e['message_id'] ) ? (int) $e['message_id'] : null,
 			'thread_id'  => isset( $e['thread_id'] ) ? (int) $e['thread_id'] : null,
 			'channel_id' => (int) $e['channel_id'],
 			'user_id'    => (int) $e['user_id'],
 			'data'       => (object) $e['data'],
-			'timestamp'  => intdiv( (int) $e['timestamp'], 1000 ),
+			'timestamp'  => $ms,
+			'created_at' => gmdate( 'Y-m-d\TH:i:s', intdiv( $ms, 1000 ) ) . sprintf( '.%03dZ', $ms % 1000 ),
 		);
+	}
+
+	/**
+	 * `event_types`: `all` (or nothing) is every type; else a comma-separated list of
+	 * well-formed types. Null when the list names none.
+	 *
+	 * @param string $raw the field.
+	 * @return string[]|null
+	 */
+	public static function parse_event_types( string $raw ): ?array {
+		$raw = trim( $raw );
+		if ( '' === $raw || 'all' === $raw ) {
+			return array();
+		}
+		$types = array();
+		foreach ( explode( ',', $raw ) as $t ) {
+			$t = trim( $t );
+			if ( 'all' === $t ) {
+				return array();
+			}
+			if ( preg_match( '/^[a-z][a-z0-9_]{0,63}$/', $t ) ) {
+				$types[ $t ] = true;
+			}
+		}
+		return array() === $types ? null : array_keys( $types );
 	}
 
 	/**
@@ -546,18 +519,14 @@ class LMS_Chat_Realtime {
 	// -- daemon tokens ----------------------------------------------------------------------
 
 	/**
-	 * `admin-ajax.php?action=lms_realtime_token`: a daemon token for the current user.
+	 * `admin-ajax.php?action=lms_realtime_token`: a daemon token for the chat user.
+	 *
+	 * @param LMSRT_Chat_Realtime_Base|null $bridge who the user is (default: the plugin's).
 	 */
-	public function handle_token(): void {
-		// phpcs:disable WordPress.Security.NonceVerification.Missing -- answer_token() checks the nonce.
-		$request = array();
-		foreach ( array( 'nonce', 'nonce_action', 'channels' ) as $key ) {
-			if ( isset( $_POST[ $key ] ) && is_scalar( $_POST[ $key ] ) ) {
-				$request[ $key ] = sanitize_text_field( wp_unslash( (string) $_POST[ $key ] ) );
-			}
-		}
-		// phpcs:enable
-		$this->send( fn () => $this->answer_token( $request, get_current_user_id() ) );
+	public function handle_token( ?LMSRT_Chat_Realtime_Base $bridge = null ): void {
+		$bridge  = $bridge ?? LMS_Realtime_Plugin::bridge();
+		$request = self::request_fields( array( 'nonce', 'nonce_action', 'channels' ) );
+		$this->send( fn () => $this->answer_token( $request, $bridge->lmsrt_current_user_id() ) );
 	}
 
 	/**
@@ -667,6 +636,22 @@ class LMS_Chat_Realtime {
 	// -- maintenance ------------------------------------------------------------------------
 
 	/**
+	 * The highest position in a cursor: an integer cursor itself, the highest lane of a `v1.`
+	 * cursor, else 0.
+	 *
+	 * @param string $cursor cursor.
+	 */
+	public static function cursor_max( string $cursor ): int {
+		if ( preg_match( '/^\d{1,18}$/', $cursor ) ) {
+			return (int) $cursor;
+		}
+		if ( preg_match( '/^v1\.[0-9a-fA-F]{8}\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})$/', $cursor, $m ) ) {
+			return (int) max( (int) $m[1], (int) $m[2], (int) $m[3], (int) $m[4] );
+		}
+		return 0;
+	}
+
+	/**
 	 * Deletes expired events (WP-Cron); returns how many.
 	 *
 	 * @param int $max at most this many.
@@ -680,15 +665,19 @@ class LMS_Chat_Realtime {
 	}
 
 	/**
-	 * Creates or updates the legacy event table.
+	 * Creates the plugin's event table if it does not exist, and remembers that the plugin
+	 * created it (uninstall drops only what the plugin created). Never alters a table.
 	 */
 	public static function install_table(): void {
 		global $wpdb;
-		require_once ABSPATH . 'wp-admin/includes/upgrade.php';
-		$table   = self::table();
+		$table = self::table();
+		// phpcs:disable WordPress.DB.DirectDatabaseQuery,WordPress.DB.PreparedSQL.InterpolatedNotPrepared -- the plugin's own table.
+		if ( $table === $wpdb->get_var( $wpdb->prepare( 'SHOW TABLES LIKE %s', $wpdb->esc_like( $table ) ) ) ) {
+			return;
+		}
 		$collate = $wpdb->get_charset_collate();
-		dbDelta(
-			"CREATE TABLE {$table} (
+		$ok      = $wpdb->query(
+			"CREATE TABLE IF NOT EXISTS {$table} (
 				id bigint(20) unsigned NOT NULL AUTO_INCREMENT,
 				event_type varchar(64) NOT NULL,
 				priority tinyint(3) unsigned NOT NULL DEFAULT 3,
@@ -699,15 +688,21 @@ class LMS_Chat_Realtime {
 				data longtext NULL,
 				timestamp bigint(20) NOT NULL,
 				expires_at bigint(20) NOT NULL,
-				PRIMARY KEY  (id),
+				PRIMARY KEY (id),
 				KEY idx_channel (channel_id,id),
 				KEY idx_expires (expires_at)
-			) {$collate};"
+			) {$collate}"
 		);
+		// phpcs:enable
+		if ( false !== $ok ) {
+			$owned           = (array) get_option( 'lmsrt_owned_tables', array() );
+			$owned[ $table ] = true;
+			update_option( 'lmsrt_owned_tables', $owned, false );
+		}
 	}
 
 	/**
-	 * The legacy event table's name.
+	 * The plugin's event table's name.
 	 */
 	public static function table(): string {
 		global $wpdb;
@@ -729,13 +724,20 @@ class LMS_Chat_Realtime {
 			$this->check_rate( 'ip', 0 );
 			throw $this->refuse( 'not_authenticated', __( 'You must be logged in.', 'lms-realtime' ) );
 		}
-		$action = $request['nonce_action'] ?? self::NONCE_ACTION;
-		if ( ! in_array( $action, self::nonce_actions(), true ) ) {
-			$action = self::NONCE_ACTION;
+		// The action the request names first (when it is one we accept), then every other one:
+		// the theme's pages create nonces for more than one action.
+		$actions = self::nonce_actions();
+		$named   = $request['nonce_action'] ?? '';
+		if ( in_array( $named, $actions, true ) ) {
+			$actions = array_unique( array_merge( array( $named ), $actions ) );
 		}
-		if ( ! wp_verify_nonce( $request['nonce'] ?? '', $action ) ) {
-			throw $this->refuse( 'invalid_nonce', __( 'Your session has expired. Please reload the page.', 'lms-realtime' ) );
+		$nonce = $request['nonce'] ?? '';
+		foreach ( $actions as $action ) {
+			if ( '' !== $nonce && wp_verify_nonce( $nonce, $action ) ) {
+				return;
+			}
 		}
+		throw $this->refuse( 'invalid_nonce', __( 'Your session has expired. Please reload the page.', 'lms-realtime' ) );
 	}
 
 	/**
@@ -802,7 +804,7 @@ class LMS_Chat_Realtime {
 		 *
 		 * @param string[] $actions Accepted actions.
 		 */
-		return (array) apply_filters( 'lms_realtime_nonce_actions', array( self::NONCE_ACTION, self::POLL_ACTION ) );
+		return (array) apply_filters( 'lms_realtime_nonce_actions', array_merge( array( self::NONCE_ACTION, self::POLL_ACTION ), self::THEME_NONCE_ACTIONS ) );
 	}
 
 	/**
@@ -824,21 +826,15 @@ class LMS_Chat_Realtime {
 	}
 
 	/**
-	 * Whether the user may read the channel (filter `lms_chat_user_can_access_channel`).
+	 * Whether the chat user may read the channel: the integration layer decides
+	 * (`LMSRT_Chat_Realtime_Base::lmsrt_can_access_channel`, filter
+	 * `lms_realtime_user_can_access_channel`; nothing answering means no).
 	 *
-	 * @param int $user_id    the user.
+	 * @param int $user_id    the chat user.
 	 * @param int $channel_id the channel.
 	 */
 	public static function user_can_access_channel( int $user_id, int $channel_id ): bool {
-		$can = $user_id > 0 && $channel_id > 0 && LMS_Chat::user_can_access_channel( $user_id, $channel_id );
-		/**
-		 * Filters whether a user may read a channel's events.
-		 *
-		 * @param bool $can        The chat's answer.
-		 * @param int  $user_id    The user.
-		 * @param int  $channel_id The channel.
-		 */
-		return (bool) apply_filters( 'lms_chat_user_can_access_channel', $can, $user_id, $channel_id );
+		return LMS_Realtime_Plugin::bridge()->lmsrt_can_access_channel( $user_id, $channel_id );
 	}
 
 	/**

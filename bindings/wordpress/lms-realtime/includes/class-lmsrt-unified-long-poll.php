@@ -22,7 +22,7 @@ use LmsRealtime\EventStore;
  * Without the daemon the plugin serves the long poll itself, waiting up to
  * `lms_longpoll_timeout` seconds (at most `SELF_SERVE_MAX_WAIT`).
  */
-class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
+class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 
 	/** Longest wait when the plugin serves the long poll itself, seconds. */
 	public const SELF_SERVE_MAX_WAIT = 25;
@@ -173,17 +173,29 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 	 * @param int   $thread_id  0, or only this thread's events.
 	 * @param int   $last_id    the client's last_event_id.
 	 * @param int   $limit      batch size.
-	 * @param float $wait       seconds.
+	 * @param float    $wait       seconds.
+	 * @param string[] $types      only these event types (empty: all).
 	 * @return array{events: list<array<string, mixed>>, gap: bool, has_more: bool, position: int}
 	 */
-	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait ): array {
+	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait, array $types = array() ): array {
+		if ( LMS_Realtime_Ids::reads_table( $last_id ) ) {
+			// The client's id is from before the store took over: what the plugin's table still
+			// holds after it comes first (every store id is above it).
+			$old = self::fetch_table( $channel_id, $thread_id, $last_id, $limit, $types );
+			if ( array() !== $old['events'] ) {
+				return $old + array(
+					'gap'      => false,
+					'position' => $last_id,
+				);
+			}
+		}
 		$thread = $thread_id > 0 ? $thread_id : null;
 		$t0     = hrtime( true );
 		try {
 			$store = $this->store();
 			$batch = $wait > 0
-				? $store->wait( array( $channel_id ), $last_id, $wait, $limit, 'sequential', $thread )
-				: $store->fetch( array( $channel_id ), $last_id, $limit, 'sequential', $thread );
+				? $store->wait( array( $channel_id ), $last_id, $wait, $limit, 'sequential', $thread, $types )
+				: $store->fetch( array( $channel_id ), $last_id, $limit, 'sequential', $thread, $types );
 		} catch ( \Throwable $e ) {
 			$this->native_metric( static fn ( $m ) => $m->increment( $wait > 0 ? 'wait_errors' : 'fetch_errors' ) );
 			throw $e;
@@ -331,7 +343,7 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 				$wanted[] = $id;
 			}
 		} else {
-			$wanted = LMS_Chat::channels_for_user( $user_id );
+			$wanted = LMS_Realtime_Plugin::bridge()->lmsrt_channels_for_user( $user_id );
 		}
 		$channels = array();
 		foreach ( array_unique( $wanted ) as $channel_id ) {
@@ -344,7 +356,7 @@ class LMS_Unified_Long_Poll extends LMS_Chat_Realtime {
 			throw $this->refuse( 'access_denied', __( 'You do not have access to these channels.', 'lms-realtime' ) );
 		}
 		$expires = time() + self::TOKEN_TTL;
-		$session = substr( hash_hmac( 'sha256', (string) wp_get_session_token(), wp_salt( 'auth' ) ), 0, 32 );
+		$session = substr( hash_hmac( 'sha256', LMS_Realtime_Plugin::bridge()->lmsrt_session_key(), wp_salt( 'auth' ) ), 0, 32 );
 		try {
 			$token = $this->issuer->issue( $user_id, $channels, $expires, $session );
 		} catch ( \Throwable $e ) {

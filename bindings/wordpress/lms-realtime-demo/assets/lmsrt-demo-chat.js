@@ -1,5 +1,5 @@
 /*!
- * The [lms_chat] page: a message list kept live by LMSUnifiedLongPoll, and a post box.
+ * The [lmsrt_demo_chat] page: a message list kept live by LMSUnifiedLongPoll, and a post box.
  * Reads window.lmsRealtimeConfig (rendered by the plugin). Message ids de-duplicate the list:
  * the page's own post, the history and the live events may all carry one message.
  */
@@ -42,7 +42,10 @@
       box.className = 'lms-chat-reactions';
       li.appendChild(box);
     }
-    box.textContent = Object.keys(reactions || {}).map(function (e) { return e + ' ' + reactions[e]; }).join('  ');
+    // The LMS theme's shape: a list of {emoji, count}; the history's: a map of emoji => count.
+    var list = Array.isArray(reactions) ? reactions
+      : Object.keys(reactions || {}).map(function (e) { return { emoji: e, count: reactions[e] }; });
+    box.textContent = list.map(function (r) { return r.emoji + ' ' + r.count; }).join('  ');
   }
 
   /** Adds a message unless the list has it, keeping the list in id order. */
@@ -68,7 +71,7 @@
       del.type = 'button';
       del.className = 'lms-chat-delete';
       del.textContent = i18n.delete || 'Delete';
-      del.addEventListener('click', function () { post('lms_chat_delete_message', { message_id: m.id }); });
+      del.addEventListener('click', function () { post('lmsrt_demo_delete_message', { message_id: m.id }); });
       li.appendChild(del);
     }
     var after = null;
@@ -96,7 +99,7 @@
     if (li) renderReactions(li, e.data.reactions);
   });
   client.on('resync', function () {
-    post('lms_chat_history', { channel_id: cfg.channel_id }).then(function (r) {
+    post('lmsrt_demo_history', { channel_id: cfg.channel_id }).then(function (r) {
       if (r && r.success) r.data.messages.forEach(upsert);
     });
   });
@@ -115,7 +118,7 @@
     var text = input.value.trim();
     if (!text) return;
     input.value = '';
-    post('lms_chat_post_message', { channel_id: cfg.channel_id, thread_id: 0, message: text }).then(function (r) {
+    post('lmsrt_demo_post_message', { channel_id: cfg.channel_id, thread_id: 0, message: text }).then(function (r) {
       if (r && r.success) {
         state.posted.push(r.data.message.id);
         upsert(r.data.message);

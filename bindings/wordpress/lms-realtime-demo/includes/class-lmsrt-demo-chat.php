@@ -1,23 +1,24 @@
 <?php
 /**
- * A minimal chat: channels, messages, reactions, the `[lms_chat]` shortcode.
+ * A minimal demo chat: channels, messages, reactions, the `[lmsrt_demo_chat]` shortcode.
  *
- * @package LMS_Realtime
+ * @package LMS_Realtime_Demo
  */
 
 defined( 'ABSPATH' ) || exit;
 
 /**
- * The smallest chat the realtime layer can be shown with. It stores channels, members,
- * messages and reactions in its own tables and fires the chat hooks the realtime class
- * records (`lms_chat_message_created`, ...). A site with its own chat fires the same hooks
- * and filters `lms_chat_user_can_access_channel`; it never needs this class.
+ * The smallest chat the realtime layer can be shown with, for the demo and the end-to-end
+ * tests; it is not part of the production plugin. It stores channels, members, messages and
+ * reactions in its own `{prefix}lmsrt_demo_*` tables and fires the LMS chat theme's hooks with
+ * the theme's arguments (`lms_chat_message_created`, `lms_chat_thread_message_sent`, ...),
+ * and answers the plugin's access filters for its own channels, as a chat theme would.
  *
- * AJAX actions (logged-in users, nonce `lms_chat_nonce`): `lms_chat_post_message`
- * (`channel_id`, `thread_id`, `message`), `lms_chat_delete_message` (`message_id`),
- * `lms_chat_toggle_reaction` (`message_id`, `emoji`), `lms_chat_history` (`channel_id`).
+ * AJAX actions (logged-in WordPress users, nonce `lms_chat_nonce`): `lmsrt_demo_post_message`
+ * (`channel_id`, `thread_id`, `message`), `lmsrt_demo_delete_message` (`message_id`),
+ * `lmsrt_demo_toggle_reaction` (`message_id`, `emoji`), `lmsrt_demo_history` (`channel_id`).
  */
-final class LMS_Chat {
+final class LMSRT_Demo_Chat {
 
 	/** Longest message, characters. */
 	public const MAX_LENGTH = 4000;
@@ -36,12 +37,25 @@ final class LMS_Chat {
 	 * Registers the shortcode and the AJAX actions.
 	 */
 	public static function register(): void {
-		add_shortcode( 'lms_chat', array( self::class, 'shortcode' ) );
+		add_shortcode( 'lmsrt_demo_chat', array( self::class, 'shortcode' ) );
 		add_action( 'wp_enqueue_scripts', array( self::class, 'register_assets' ) );
 		foreach ( array( 'post_message', 'delete_message', 'toggle_reaction', 'history' ) as $what ) {
-			add_action( 'wp_ajax_lms_chat_' . $what, array( self::class, 'ajax_' . $what ) );
-			add_action( 'wp_ajax_nopriv_lms_chat_' . $what, array( self::class, 'ajax_' . $what ) );
+			add_action( 'wp_ajax_lmsrt_demo_' . $what, array( self::class, 'ajax_' . $what ) );
+			add_action( 'wp_ajax_nopriv_lmsrt_demo_' . $what, array( self::class, 'ajax_' . $what ) );
 		}
+		// The demo's channels are the demo's to grant; another answer (a theme's) stands.
+		add_filter(
+			'lms_realtime_user_can_access_channel',
+			static fn ( $can, $user_id, $channel_id ) => null === $can ? self::user_can_access_channel( (int) $user_id, (int) $channel_id ) : $can,
+			10,
+			3
+		);
+		add_filter(
+			'lms_realtime_channels_for_user',
+			static fn ( $ids, $user_id ) => array() === (array) $ids ? self::channels_for_user( (int) $user_id ) : $ids,
+			10,
+			2
+		);
 	}
 
 	/**
@@ -51,7 +65,7 @@ final class LMS_Chat {
 	 */
 	public static function table( string $which ): string {
 		global $wpdb;
-		return $wpdb->prefix . 'lms_chat_' . $which;
+		return $wpdb->prefix . 'lmsrt_demo_' . $which;
 	}
 
 	/**
@@ -212,11 +226,10 @@ final class LMS_Chat {
 			array( '%d', '%d', '%d', '%s', '%s' )
 		);
 		$message = self::get_message( (int) $wpdb->insert_id );
+		// The LMS theme's hooks, with its arguments (a reply's hook passes no data).
 		if ( $parent_id > 0 ) {
-			/** This action is documented in readme.txt. */
-			do_action( 'lms_chat_thread_message_created', $message['id'], $parent_id, $channel_id, $user_id, $message );
+			do_action( 'lms_chat_thread_message_sent', $message['id'], $parent_id, $channel_id, $user_id );
 		} else {
-			/** This action is documented in readme.txt. */
 			do_action( 'lms_chat_message_created', $message['id'], $channel_id, $user_id, $message );
 		}
 		return $message;
@@ -259,13 +272,16 @@ final class LMS_Chat {
 	 */
 	private static function format( array $row ): array {
 		$user = get_userdata( (int) $row['user_id'] );
+		$name = $user ? $user->display_name : '';
 		return array(
 			'id'         => (int) $row['id'],
 			'channel_id' => (int) $row['channel_id'],
 			'thread_id'  => (int) $row['parent_id'],
 			'user_id'    => (int) $row['user_id'],
-			'author'     => $user ? $user->display_name : '',
+			'author'     => $name,
+			'user_name'  => $name,
 			'text'       => (string) $row['message'],
+			'message'    => (string) $row['message'],
 			'created_at' => (int) strtotime( $row['created_at'] . ' UTC' ),
 			'deleted'    => null !== $row['deleted_at'],
 			'reactions'  => self::reactions( (int) $row['id'] ),
@@ -312,7 +328,7 @@ final class LMS_Chat {
 	}
 
 	/**
-	 * `lms_chat_post_message`.
+	 * `lmsrt_demo_post_message`.
 	 */
 	public static function ajax_post_message(): void {
 		$rt  = LMS_Realtime_Plugin::realtime();
@@ -323,22 +339,22 @@ final class LMS_Chat {
 	/**
 	 * Posts a message for the AJAX action.
 	 *
-	 * @param LMS_Chat_Realtime     $rt      realtime service (checks, guards).
+	 * @param LMSRT_Realtime     $rt      realtime service (checks, guards).
 	 * @param array<string, string> $req     nonce, channel_id, thread_id, message.
 	 * @param int                   $user_id current user.
 	 * @return array{message: array<string, mixed>}
 	 * @throws LMS_Realtime_Ajax_Error When refused.
 	 */
-	public static function answer_post( LMS_Chat_Realtime $rt, array $req, int $user_id ): array {
+	public static function answer_post( LMSRT_Realtime $rt, array $req, int $user_id ): array {
 		$rt->metrics()->count( 'requests.post' );
 		$rt->check_user_and_nonce( $req, $user_id );
-		$channel_id = LMS_Chat_Realtime::parse_id( $req['channel_id'] ?? null, false );
-		$parent_id  = LMS_Chat_Realtime::parse_id( $req['thread_id'] ?? '0', true );
+		$channel_id = LMSRT_Realtime::parse_id( $req['channel_id'] ?? null, false );
+		$parent_id  = LMSRT_Realtime::parse_id( $req['thread_id'] ?? '0', true );
 		$text       = trim( $req['message'] ?? '' );
 		if ( null === $channel_id || null === $parent_id || '' === $text || mb_strlen( $text ) > self::MAX_LENGTH ) {
 			throw new LMS_Realtime_Ajax_Error( 'invalid_parameters', __( 'A message needs a channel and 1 to 4000 characters of text.', 'lms-realtime' ) );
 		}
-		if ( ! LMS_Chat_Realtime::user_can_access_channel( $user_id, $channel_id ) ) {
+		if ( ! self::user_can_access_channel( $user_id, $channel_id ) ) {
 			throw new LMS_Realtime_Ajax_Error( 'access_denied', __( 'You do not have access to this channel.', 'lms-realtime' ) );
 		}
 		if ( $parent_id > 0 ) {
@@ -352,7 +368,7 @@ final class LMS_Chat {
 	}
 
 	/**
-	 * `lms_chat_delete_message`: the author or a moderator (`moderate_comments`).
+	 * `lmsrt_demo_delete_message`: the author or a moderator (`moderate_comments`).
 	 */
 	public static function ajax_delete_message(): void {
 		$rt  = LMS_Realtime_Plugin::realtime();
@@ -361,8 +377,8 @@ final class LMS_Chat {
 			static function () use ( $rt, $req ): array {
 				$user_id = get_current_user_id();
 				$rt->check_user_and_nonce( $req, $user_id );
-				$message = self::get_message( (int) LMS_Chat_Realtime::parse_id( $req['message_id'] ?? null, false ) );
-				if ( null === $message || $message['deleted'] || ! LMS_Chat_Realtime::user_can_access_channel( $user_id, $message['channel_id'] ) ) {
+				$message = self::get_message( (int) LMSRT_Realtime::parse_id( $req['message_id'] ?? null, false ) );
+				if ( null === $message || $message['deleted'] || ! self::user_can_access_channel( $user_id, $message['channel_id'] ) ) {
 					throw new LMS_Realtime_Ajax_Error( 'invalid_parameters', __( 'No such message.', 'lms-realtime' ) );
 				}
 				if ( $message['user_id'] !== $user_id && ! user_can( $user_id, 'moderate_comments' ) ) {
@@ -372,13 +388,10 @@ final class LMS_Chat {
 				global $wpdb;
 				// phpcs:ignore WordPress.DB.DirectDatabaseQuery.DirectQuery
 				$wpdb->update( self::table( 'messages' ), array( 'deleted_at' => current_time( 'mysql', true ) ), array( 'id' => $message['id'] ), array( '%s' ), array( '%d' ) );
-				$data = array( 'deleted_by' => $user_id );
 				if ( $message['thread_id'] > 0 ) {
-					/** This action is documented in readme.txt. */
-					do_action( 'lms_chat_thread_message_deleted', $message['id'], $message['thread_id'], $message['channel_id'], $user_id, $data );
+					do_action( 'lms_chat_thread_message_deleted', $message['id'], $message['thread_id'], $message['channel_id'] );
 				} else {
-					/** This action is documented in readme.txt. */
-					do_action( 'lms_chat_message_deleted', $message['id'], $message['channel_id'], $user_id, $data );
+					do_action( 'lms_chat_message_deleted', $message['id'], $message['channel_id'], $user_id, array( 'deleted_by' => $user_id ) );
 				}
 				return array( 'message_id' => $message['id'] );
 			}
@@ -386,7 +399,7 @@ final class LMS_Chat {
 	}
 
 	/**
-	 * `lms_chat_toggle_reaction`.
+	 * `lmsrt_demo_toggle_reaction`.
 	 */
 	public static function ajax_toggle_reaction(): void {
 		$rt  = LMS_Realtime_Plugin::realtime();
@@ -395,9 +408,9 @@ final class LMS_Chat {
 			static function () use ( $rt, $req ): array {
 				$user_id = get_current_user_id();
 				$rt->check_user_and_nonce( $req, $user_id );
-				$message = self::get_message( (int) LMS_Chat_Realtime::parse_id( $req['message_id'] ?? null, false ) );
+				$message = self::get_message( (int) LMSRT_Realtime::parse_id( $req['message_id'] ?? null, false ) );
 				$emoji   = (string) ( $req['emoji'] ?? '' );
-				if ( null === $message || $message['deleted'] || '' === $emoji || strlen( $emoji ) > 32 || ! LMS_Chat_Realtime::user_can_access_channel( $user_id, $message['channel_id'] ) ) {
+				if ( null === $message || $message['deleted'] || '' === $emoji || strlen( $emoji ) > 32 || ! self::user_can_access_channel( $user_id, $message['channel_id'] ) ) {
 					throw new LMS_Realtime_Ajax_Error( 'invalid_parameters', __( 'No such message or reaction.', 'lms-realtime' ) );
 				}
 				$rt->check_rate( 'post', $user_id );
@@ -410,12 +423,11 @@ final class LMS_Chat {
 				}
 				// phpcs:enable
 				$reactions = self::reactions( $message['id'] );
+				$list = LMSRT_Chat_Realtime_Base::lmsrt_reaction_list( $reactions );
 				if ( $message['thread_id'] > 0 ) {
-					/** This action is documented in readme.txt. */
-					do_action( 'lms_chat_thread_reaction_updated', $message['id'], $message['thread_id'], $message['channel_id'], $user_id, $reactions );
+					do_action( 'lms_thread_reaction_updated', $message['id'], $message['channel_id'], $message['thread_id'], $list );
 				} else {
-					/** This action is documented in readme.txt. */
-					do_action( 'lms_chat_reaction_updated', $message['id'], $message['channel_id'], $user_id, $reactions );
+					do_action( 'lms_reaction_updated', $message['id'], $message['channel_id'], $list, $user_id );
 				}
 				return array(
 					'message_id' => $message['id'],
@@ -426,7 +438,7 @@ final class LMS_Chat {
 	}
 
 	/**
-	 * `lms_chat_history`: reloads a channel after a gap (`resync`).
+	 * `lmsrt_demo_history`: reloads a channel after a gap (`resync`).
 	 */
 	public static function ajax_history(): void {
 		$rt  = LMS_Realtime_Plugin::realtime();
@@ -435,8 +447,8 @@ final class LMS_Chat {
 			static function () use ( $rt, $req ): array {
 				$user_id = get_current_user_id();
 				$rt->check_user_and_nonce( $req, $user_id );
-				$channel_id = LMS_Chat_Realtime::parse_id( $req['channel_id'] ?? null, false );
-				if ( null === $channel_id || ! LMS_Chat_Realtime::user_can_access_channel( $user_id, $channel_id ) ) {
+				$channel_id = LMSRT_Realtime::parse_id( $req['channel_id'] ?? null, false );
+				if ( null === $channel_id || ! self::user_can_access_channel( $user_id, $channel_id ) ) {
 					throw new LMS_Realtime_Ajax_Error( 'access_denied', __( 'You do not have access to this channel.', 'lms-realtime' ) );
 				}
 				$rt->check_rate( 'poll', $user_id );
@@ -451,28 +463,30 @@ final class LMS_Chat {
 	 * Registers the scripts: the browser client and the chat UI.
 	 */
 	public static function register_assets(): void {
-		$url = plugins_url( 'assets/', LMSRT_PLUGIN_FILE );
-		wp_register_script( 'lms-realtime-client', $url . 'lms-realtime-client.js', array(), LMSRT_PLUGIN_VERSION, true );
-		wp_register_script( 'lms-chat', $url . 'lms-chat.js', array( 'lms-realtime-client' ), LMSRT_PLUGIN_VERSION, true );
-		wp_register_style( 'lms-chat', $url . 'lms-chat.css', array(), LMSRT_PLUGIN_VERSION );
+		$url = plugins_url( 'assets/', LMSRT_DEMO_FILE );
+		if ( ! wp_script_is( 'lms-realtime-client', 'registered' ) ) {
+			LMS_Realtime_Plugin::register_client();
+		}
+		wp_register_script( 'lmsrt-demo-chat', $url . 'lmsrt-demo-chat.js', array( 'lms-realtime-client' ), LMSRT_PLUGIN_VERSION, true );
+		wp_register_style( 'lmsrt-demo-chat', $url . 'lmsrt-demo-chat.css', array(), LMSRT_PLUGIN_VERSION );
 	}
 
 	/**
-	 * `[lms_chat channel="1"]`: the message list and a post box, live through the client.
+	 * `[lmsrt_demo_chat channel="1"]`: the message list and a post box, live through the client.
 	 *
 	 * @param array|string $atts attributes.
 	 */
 	public static function shortcode( $atts ): string {
-		$atts       = shortcode_atts( array( 'channel' => '0' ), (array) $atts, 'lms_chat' );
-		$channel_id = (int) LMS_Chat_Realtime::parse_id( (string) $atts['channel'], false );
+		$atts       = shortcode_atts( array( 'channel' => '0' ), (array) $atts, 'lmsrt_demo_chat' );
+		$channel_id = (int) LMSRT_Realtime::parse_id( (string) $atts['channel'], false );
 		$user_id    = get_current_user_id();
 		if ( $user_id <= 0 ) {
 			return '<p class="lms-chat-login">' . esc_html__( 'Please log in to use the chat.', 'lms-realtime' ) . '</p>';
 		}
-		if ( $channel_id <= 0 || ! LMS_Chat_Realtime::user_can_access_channel( $user_id, $channel_id ) ) {
+		if ( $channel_id <= 0 || ! self::user_can_access_channel( $user_id, $channel_id ) ) {
 			return '<p class="lms-chat-denied">' . esc_html__( 'You do not have access to this channel.', 'lms-realtime' ) . '</p>';
 		}
-		if ( ! wp_script_is( 'lms-chat', 'registered' ) ) {
+		if ( ! wp_script_is( 'lmsrt-demo-chat', 'registered' ) ) {
 			self::register_assets();
 		}
 		// The head first, then the history: an event committed in between is delivered (and
@@ -488,9 +502,9 @@ final class LMS_Chat {
 			'delete' => __( 'Delete', 'lms-realtime' ),
 			'failed' => __( 'The message could not be sent.', 'lms-realtime' ),
 		);
-		wp_enqueue_script( 'lms-chat' );
-		wp_enqueue_style( 'lms-chat' );
-		wp_add_inline_script( 'lms-chat', 'window.lmsRealtimeConfig = ' . wp_json_encode( $config ) . ';', 'before' );
+		wp_enqueue_script( 'lmsrt-demo-chat' );
+		wp_enqueue_style( 'lmsrt-demo-chat' );
+		wp_add_inline_script( 'lmsrt-demo-chat', 'window.lmsRealtimeConfig = ' . wp_json_encode( $config ) . ';', 'before' );
 
 		ob_start();
 		?>
