@@ -1629,6 +1629,8 @@
         form.set('last_event_id', String(last));
         form.set('nonce', nonce == null ? '' : String(nonce));
         if (this.nonceAction) form.set('nonce_action', this.nonceAction);
+        // This client may be held longer than the LMS theme's own (which the plugin caps at 5 s).
+        form.set('client', 'lmsrt');
         this.monitor.recordRequest();
         let r;
         try {

@@ -31,6 +31,7 @@ test('no duplicates and no loss across daemon → AJAX → daemon', async () => 
     thread_id: '0',
     last_event_id: '5',
     nonce: 'n1',
+    client: 'lmsrt',
   });
   assert.deepEqual(life.mode.at(-1), { tier: 'medium', transport: 'ajax', previous: { tier: 'long', transport: 'daemon' } });
 
@@ -151,10 +152,10 @@ test('legacy cohort: AJAX only, last_event_id is the max id received, one POST p
   client.start();
   await flush();
   assert.ok(isAjax(fetch.last));
-  assert.deepEqual(form(fetch.last), { action: 'lms_unified_long_poll', channel_id: '3', thread_id: '12', last_event_id: '100', nonce: 'n1' });
+  assert.deepEqual(form(fetch.last), { action: 'lms_unified_long_poll', channel_id: '3', thread_id: '12', last_event_id: '100', nonce: 'n1', client: 'lmsrt' });
   fetch.respond(200, ajaxOk([ev(103, 3, { channel_id: 3 }), ev(101, 1, { channel_id: 3 })].map(legacyEv)));
   await flush();
-  assert.deepEqual(form(fetch.last), { action: 'lms_unified_long_poll', channel_id: '4', thread_id: '12', last_event_id: '100', nonce: 'n1' });
+  assert.deepEqual(form(fetch.last), { action: 'lms_unified_long_poll', channel_id: '4', thread_id: '12', last_event_id: '100', nonce: 'n1', client: 'lmsrt' });
   fetch.respond(200, ajaxOk([ev(102, 2, { channel_id: 4 })].map(legacyEv)));
   await flush();
   assert.deepEqual(seen, [101, 102, 103], 'one tick is one batch: most urgent first across channels');

@@ -59,7 +59,7 @@ test('fromConfig builds a client from the page config; the legacy cohort never r
   legacy.start();
   await flush();
   assert.equal(fetch.calls.length, before + 1);
-  assert.deepEqual(form(fetch.last), { action: 'lms_unified_long_poll', channel_id: '4', thread_id: '0', last_event_id: '9', nonce: 'abc' });
+  assert.deepEqual(form(fetch.last), { action: 'lms_unified_long_poll', channel_id: '4', thread_id: '0', last_event_id: '9', nonce: 'abc', client: 'lmsrt' });
   assert.equal(legacy.stats().cohort, 'legacy');
   await legacy.stop();
 });

@@ -289,7 +289,7 @@ class LMSRT_Chat_Realtime_Base {
 	private static function lmsrt_message_fields( array $data, int $message_id, bool $reply, int $user_id ): array {
 		$name = $data['user_name'] ?? $data['display_name'] ?? null;
 		$text = $data['message'] ?? $data['content'] ?? null;
-		if ( ( null === $name || null === $text ) && $message_id > 0 ) {
+		if ( ( null === $name || null === $text ) && $message_id > 0 && LMS_Realtime_Theme_Data::present() ) {
 			$row = LMS_Realtime_Theme_Data::message( $message_id, $reply );
 			if ( null !== $row ) {
 				$text       ??= $row['message'] ?? $row['content'] ?? null;

@@ -279,12 +279,7 @@ class LMSRT_Realtime {
 			);
 		}
 
-		$wait = $this->wait_seconds( $user_id, $breaker );
-		if ( 'lmsrt' !== ( $request['client'] ?? '' ) ) {
-			// The theme's client: at most 5 s, and no longer than it asked for.
-			$asked = self::parse_id( $request['timeout'] ?? '', true );
-			$wait  = min( $wait, (float) self::LEGACY_CLIENT_MAX_WAIT, null === $asked ? INF : (float) $asked );
-		}
+		$wait  = self::hold_for_client( $this->wait_seconds( $user_id, $breaker ), $request );
 		$lease = null;
 		if ( $wait > 0 ) {
 			$lease = $this->guards->acquire_slot( $user_id, (int) ( $wait * 1000 ) + 5000 );
@@ -339,6 +334,22 @@ class LMSRT_Realtime {
 			'gap'           => (bool) $batch['gap'],
 			'mode'          => $state['mode'],
 		);
+	}
+
+	/**
+	 * How long this request may be held: the LMS theme's client (any request without
+	 * `client=lmsrt`) gives up after 7 s and stops polling after 5 timeouts in a row, so it is
+	 * held at most `LEGACY_CLIENT_MAX_WAIT` s, and never longer than the `timeout` it sent.
+	 *
+	 * @param float                 $wait    what the options, mode and rollout allow.
+	 * @param array<string, string> $request the poll's fields.
+	 */
+	public static function hold_for_client( float $wait, array $request ): float {
+		if ( 'lmsrt' === ( $request['client'] ?? '' ) ) {
+			return $wait;
+		}
+		$asked = self::parse_id( $request['timeout'] ?? '', true );
+		return min( $wait, (float) self::LEGACY_CLIENT_MAX_WAIT, null === $asked ? INF : (float) $asked );
 	}
 
 	/**

@@ -11,7 +11,7 @@
 //   unified-daemon the real browser client long-polling lms-longpolld (token from WordPress)
 //
 // Traffic: every channel gets a message on average every POST_MEAN_S seconds (Poisson), posted
-// by a random member through admin-ajax (lms_chat_post_message). Measured: poll requests per
+// by a random member through admin-ajax (lmsrt_demo_post_message). Measured: poll requests per
 // client per minute, server CPU (php-fpm, nginx, mariadbd, daemon: utime+stime from /proc) per
 // delivered message, delivery latency from the post request to receipt (p50, p99), lost and
 // duplicate deliveries.
@@ -186,7 +186,7 @@ async function poster(channel, until) {
       const r = await counted(c)('/wp-admin/admin-ajax.php', {
         method: 'POST',
         headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=UTF-8' },
-        body: new URLSearchParams({ action: 'lms_chat_post_message', channel_id: String(channel), thread_id: '0', message: `bench ${t}`, nonce: c.nonce }).toString(),
+        body: new URLSearchParams({ action: 'lmsrt_demo_post_message', channel_id: String(channel), thread_id: '0', message: `bench ${t}`, nonce: c.nonce }).toString(),
       });
       const body = await r.json();
       if (body && body.success) sent.set(body.data.message.id, { t, channel });

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { site, launch, login, setOption } from './lib.mjs';
 
-const EVENT_KEYS = ['id', 'type', 'priority', 'message_id', 'thread_id', 'channel_id', 'user_id', 'data', 'timestamp'];
+const EVENT_KEYS = ['id', 'type', 'event_type', 'priority', 'message_id', 'thread_id', 'channel_id', 'user_id', 'data', 'timestamp', 'created_at'];
 let browser;
 
 before(async () => {
@@ -57,11 +57,11 @@ test('the legacy client receives every event in the legacy shape, field by field
     const texts = ['legacy one', 'legacy two', 'legacy three ✓ "quoted" & more'];
     const ids = [];
     for (const message of texts) {
-      const r = await ajax(alice.page, { action: 'lms_chat_post_message', nonce, channel_id: String(site.channel_id), thread_id: '0', message });
+      const r = await ajax(alice.page, { action: 'lmsrt_demo_post_message', nonce, channel_id: String(site.channel_id), thread_id: '0', message });
       assert.equal(r.body.success, true, r.text);
       ids.push(r.body.data.message.id);
     }
-    const reacted = await ajax(alice.page, { action: 'lms_chat_toggle_reaction', nonce, message_id: String(ids[0]), emoji: '👍' });
+    const reacted = await ajax(alice.page, { action: 'lmsrt_demo_toggle_reaction', nonce, message_id: String(ids[0]), emoji: '👍' });
     assert.equal(reacted.body.success, true, reacted.text);
     const started = Math.floor(Date.now() / 1000);
 
@@ -86,7 +86,10 @@ test('the legacy client receives every event in the legacy shape, field by field
         assert.equal(e.user_id, site.users.alice.id);
         assert.equal(e.thread_id, null);
         assert.ok(e.data !== null && typeof e.data === 'object' && !Array.isArray(e.data), 'data is a decoded object');
-        assert.ok(Number.isInteger(e.timestamp) && Math.abs(e.timestamp - started) < 120, 'event timestamp: unix seconds');
+        assert.ok(Number.isInteger(e.timestamp) && Math.abs(e.timestamp / 1000 - started) < 120, 'event timestamp: unix milliseconds');
+        // What the LMS theme's client does with it: events older than an hour are dropped.
+        assert.ok(Math.abs(new Date(e.created_at || e.timestamp).getTime() / 1000 - started) < 120, 'created_at parses to now');
+        assert.equal(new Date(e.created_at).getTime(), e.timestamp);
       }
       // Inside a batch: priority first, then id.
       const order = r.body.data.events.map((e) => [e.priority, e.id]);
@@ -100,7 +103,8 @@ test('the legacy client receives every event in the legacy shape, field by field
     assert.ok(reaction, 'the reaction arrived');
     assert.equal(reaction.priority, 2, 'reactions are high');
     assert.equal(reaction.message_id, ids[0]);
-    assert.deepEqual(reaction.data, { reactions: { '👍': 1 } });
+    assert.deepEqual(reaction.data.reactions, [{ emoji: '👍', count: 1 }], 'a list of objects with emoji, as the LMS theme builds them');
+    assert.equal(reaction.data.message_id, ids[0]);
     const seen = legacy.events.map((e) => e.id);
     assert.equal(new Set(seen).size, seen.length, 'no event twice across polls');
   } finally {

@@ -90,7 +90,7 @@ cleanup() {
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
     rm -f "$site_cfg" "$content/mu-plugins/lmsrt-e2e.php"
     rmdir "$content/mu-plugins" 2>/dev/null
-    rm -rf "$content/plugins/lms-realtime" "$content/themes/lmsrt-e2e" "$content/lms-realtime"
+    rm -rf "$content/plugins/lms-realtime" "$content/plugins/lms-realtime-demo" "$content/themes/lmsrt-e2e" "$content/lms-realtime"
     if [ "${LMSRT_E2E_KEEP:-0}" = 1 ]; then echo "e2e: kept $work"; else rm -rf "$work"; fi
     exit "$rc"
 }
@@ -104,8 +104,9 @@ base="http://127.0.0.1:$port"
 
 log "plugin build"
 bash "$wpdir/build.sh" --out "$work/dist" >/dev/null || die "build.sh failed"
-rm -rf "$content/plugins/lms-realtime"
+rm -rf "$content/plugins/lms-realtime" "$content/plugins/lms-realtime-demo"
 cp -R "$work/dist/lms-realtime" "$content/plugins/lms-realtime"
+cp -R "$work/dist/lms-realtime-demo" "$content/plugins/lms-realtime-demo"
 mkdir -p "$content/themes" "$content/mu-plugins"
 rm -rf "$content/themes/lmsrt-e2e"
 cp -R "$here/fixtures/theme" "$content/themes/lmsrt-e2e"

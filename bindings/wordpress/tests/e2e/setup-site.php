@@ -77,6 +77,14 @@ switch ( $command ) {
 		// The plugin is active from the next request; load it here to use its classes.
 		require_once WP_PLUGIN_DIR . '/lms-realtime/lms-realtime.php';
 		LMS_Realtime_Plugin::activate();
+		// The demo chat, a plugin of its own, gives this site channels and a chat page.
+		$r = activate_plugin( 'lms-realtime-demo/lms-realtime-demo.php' );
+		if ( is_wp_error( $r ) ) {
+			fwrite( STDERR, 'activate demo: ' . $r->get_error_message() . "\n" );
+			exit( 1 );
+		}
+		require_once WP_PLUGIN_DIR . '/lms-realtime-demo/lms-realtime-demo.php';
+		LMSRT_Demo_Chat::install_tables();
 		// Channel 1: private, alice, bob, dave and erin (carol is not a member).
 		$channel = LMSRT_Demo_Chat::create_channel( 'general', true, array( $users['alice']['id'], $users['bob']['id'], $users['dave']['id'], $users['erin']['id'] ) );
 		$page    = wp_insert_post(
@@ -84,7 +92,7 @@ switch ( $command ) {
 				'post_type'    => 'page',
 				'post_status'  => 'publish',
 				'post_title'   => 'Chat',
-				'post_content' => '[lms_chat channel="' . $channel . '"]',
+				'post_content' => '[lmsrt_demo_chat channel="' . $channel . '"]',
 			)
 		);
 		update_option( 'lms_use_unified_longpoll', true );
@@ -142,10 +150,8 @@ switch ( $command ) {
 		if ( $transients > 0 ) {
 			$left[] = "$transients transients";
 		}
-		foreach ( array( 'lms_chat_realtime_events', 'lms_chat_channels', 'lms_chat_members', 'lms_chat_messages', 'lms_chat_reactions' ) as $t ) {
-			if ( $wpdb->get_var( $wpdb->prepare( 'SHOW TABLES LIKE %s', $wpdb->prefix . $t ) ) ) {
-				$left[] = "table $t";
-			}
+		if ( $wpdb->get_var( $wpdb->prepare( 'SHOW TABLES LIKE %s', $wpdb->prefix . 'lmsrt_events' ) ) ) {
+			$left[] = 'table lmsrt_events';
 		}
 		if ( wp_next_scheduled( LMS_Realtime_Plugin::CRON_HOOK ) ) {
 			$left[] = 'cron event';

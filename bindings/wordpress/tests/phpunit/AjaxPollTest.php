@@ -12,7 +12,7 @@
  */
 final class AjaxPollTest extends LMSRT_TestCase {
 
-	private const EVENT_KEYS = array( 'id', 'type', 'priority', 'message_id', 'thread_id', 'channel_id', 'user_id', 'data', 'timestamp' );
+	private const EVENT_KEYS = array( 'id', 'type', 'event_type', 'priority', 'message_id', 'thread_id', 'channel_id', 'user_id', 'data', 'timestamp', 'created_at' );
 
 	public function test_the_store_path_is_in_use(): void {
 		$this->assertInstanceOf( LMSRT_Unified_Long_Poll::class, LMS_Realtime_Plugin::realtime() );
@@ -67,8 +67,8 @@ final class AjaxPollTest extends LMSRT_TestCase {
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
 		do_action( 'lms_chat_message_created', 41, $ch, $u, array( 'text' => 'hello', 'n' => 1 ) );
-		do_action( 'lms_chat_thread_message_created', 42, 41, $ch, $u, array( 'text' => 'reply' ) );
-		do_action( 'lms_chat_reaction_updated', 41, $ch, $u, array() );
+		do_action( 'lms_chat_thread_message_sent', 42, 41, $ch, $u );
+		do_action( 'lms_reaction_updated', 41, $ch, array(), $u );
 		$before = time();
 		$r      = $this->poll( $u, $ch );
 
@@ -89,10 +89,14 @@ final class AjaxPollTest extends LMSRT_TestCase {
 			$this->assertSame( $ch, $e['channel_id'] );
 			$this->assertSame( $u, $e['user_id'] );
 			$this->assertIsArray( $e['data'] ); // a JSON object
-			$this->assertEqualsWithDelta( $before, $e['timestamp'], 5, 'unix seconds' );
+			$this->assertEqualsWithDelta( $before * 1000, $e['timestamp'], 5000, 'unix milliseconds: what JavaScript\'s Date reads' );
+			$this->assertSame( $e['type'], $e['event_type'] );
+			$this->assertMatchesRegularExpression( '/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/', $e['created_at'] );
+			$this->assertSame( $e['timestamp'], strtotime( $e['created_at'] ) * 1000 + (int) substr( $e['created_at'], 20, 3 ), 'created_at is the same instant' );
 		}
 		list( $m, $t, $re ) = $r['data']['events'];
-		$this->assertSame( array( 'message_create', 1, 41, null, array( 'text' => 'hello', 'n' => 1 ) ), array( $m['type'], $m['priority'], $m['message_id'], $m['thread_id'], $m['data'] ) );
+		$this->assertSame( array( 'message_create', 1, 41, null ), array( $m['type'], $m['priority'], $m['message_id'], $m['thread_id'] ) );
+		$this->assertSame( array( 'text' => 'hello', 'n' => 1, 'message_id' => 41, 'channel_id' => $ch, 'user_id' => $u ), array_intersect_key( $m['data'], array_flip( array( 'text', 'n', 'message_id', 'channel_id', 'user_id' ) ) ) );
 		$this->assertSame( array( 'thread_create', 1, 42, 41 ), array( $t['type'], $t['priority'], $t['message_id'], $t['thread_id'] ) );
 		$this->assertSame( array( 'reaction_update', 2, 41 ), array( $re['type'], $re['priority'], $re['message_id'] ) );
 		$this->assertSame( $re['id'], $r['data']['last_event_id'] );
@@ -109,9 +113,9 @@ final class AjaxPollTest extends LMSRT_TestCase {
 		$this->filter( 'lms_realtime_ajax_wait', static fn () => 0.0 );
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
-		do_action( 'lms_chat_reaction_updated', 1, $ch, $u, array() );          // high
+		do_action( 'lms_reaction_updated', 1, $ch, array(), $u );                // high
 		do_action( 'lms_chat_message_created', 2, $ch, $u, array( 'text' => 'a' ) ); // critical
-		do_action( 'lms_chat_reaction_updated', 2, $ch, $u, array() );          // high
+		do_action( 'lms_reaction_updated', 2, $ch, array(), $u );                // high
 		do_action( 'lms_chat_message_created', 3, $ch, $u, array( 'text' => 'b' ) ); // critical
 		do_action( 'lms_chat_message_deleted', 2, $ch, $u, array() );           // critical
 
@@ -251,7 +255,7 @@ final class AjaxPollTest extends LMSRT_TestCase {
 		LMS_Realtime_Plugin::set_realtime( $rt );
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
-		do_action( 'lms_chat_reaction_updated', 5, $ch, $u, array( '👍' => 1 ) );
+		do_action( 'lms_reaction_updated', 5, $ch, array( '👍' => 1 ), $u );
 		do_action( 'lms_chat_message_created', 6, $ch, $u, array( 'text' => 'legacy' ) );
 		$r = $this->poll( $u, $ch, 0 );
 		$this->assertTrue( $r['success'] );
@@ -260,7 +264,7 @@ final class AjaxPollTest extends LMSRT_TestCase {
 		foreach ( $r['data']['events'] as $e ) {
 			$this->assertSame( self::EVENT_KEYS, array_keys( $e ) );
 		}
-		$this->assertSame( array( 'reactions' => array( '👍' => 1 ) ), $r['data']['events'][1]['data'] );
+		$this->assertSame( array( array( 'emoji' => '👍', 'count' => 1 ) ), $r['data']['events'][1]['data']['reactions'] );
 		$this->assertLegacyError( 'access_denied', $this->poll( $this->user(), $ch ) );
 		$this->assertLegacyError( 'invalid_nonce', $this->poll( $u, $ch, 0, array( 'nonce' => 'nope' ) ) );
 		$this->assertSame( array(), $this->poll( $u, $ch, $r['data']['last_event_id'] )['data']['events'] );

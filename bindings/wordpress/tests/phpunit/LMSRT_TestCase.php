@@ -66,7 +66,12 @@ abstract class LMSRT_TestCase extends \PHPUnit\Framework\TestCase {
 		$this->filter( 'lms_realtime_ajax_wait', $this->no_wait, 5 );
 		$this->filter( 'wp_die_handler', fn () => array( $this, 'die_handler' ) );
 		LMS_Realtime_Plugin::set_realtime( null );
+		LMS_Realtime_Plugin::set_bridge( null );
 		LMSRT_Demo_Chat::reset_cache();
+		LMS_Realtime_Theme_Data::reset();
+		// Every test starts a fresh store: no id history from an earlier one.
+		delete_option( LMS_Realtime_Ids::OPTION );
+		LMS_Realtime_Ids::reset();
 		$_POST    = array();
 		$_REQUEST = array();
 		$_GET     = array();

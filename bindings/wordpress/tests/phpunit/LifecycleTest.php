@@ -52,7 +52,7 @@ final class LifecycleTest extends LMSRT_TestCase {
 		// And the chat still works end to end on the legacy table.
 		$u  = $this->user();
 		$ch = $this->channel( array( $u ) );
-		$posted = $this->ajax( 'lms_chat_post_message', array( 'channel_id' => $ch, 'message' => 'still works', 'nonce' => $this->nonce( $u ) ), $u );
+		$posted = $this->ajax( 'lmsrt_demo_post_message', array( 'channel_id' => $ch, 'message' => 'still works', 'nonce' => $this->nonce( $u ) ), $u );
 		$this->assertTrue( $posted['success'] );
 		$r = $this->poll( $u, $ch, 0 );
 		$this->assertSame( array( 'still works' ), array_column( array_column( $r['data']['events'], 'data' ), 'text' ) );
