@@ -591,7 +591,7 @@ class LMSRT_Realtime {
 	 * @return array<string, mixed>
 	 */
 	public function page_config( int $channel_id, int $thread_id = 0, ?int $user_id = null ): array {
-		$user_id = $user_id ?? get_current_user_id();
+		$user_id = $user_id ?? LMS_Realtime_Plugin::bridge()->lmsrt_current_user_id();
 		$unified = $this->guards->use_unified( $user_id );
 		$cursor  = $this->render_head_cursor();
 		$config  = array(

@@ -90,7 +90,7 @@ cleanup() {
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
     rm -f "$site_cfg" "$content/mu-plugins/lmsrt-e2e.php"
     rmdir "$content/mu-plugins" 2>/dev/null
-    rm -rf "$content/plugins/lms-realtime" "$content/plugins/lms-realtime-demo" "$content/themes/lmsrt-e2e" "$content/lms-realtime"
+    rm -rf "$content/plugins/lms-realtime" "$content/plugins/lms-realtime-demo" "$content/themes/lmsrt-e2e" "$content/themes/lms-chat-fixture" "$content/lms-realtime"
     if [ "${LMSRT_E2E_KEEP:-0}" = 1 ]; then echo "e2e: kept $work"; else rm -rf "$work"; fi
     exit "$rc"
 }
@@ -108,8 +108,9 @@ rm -rf "$content/plugins/lms-realtime" "$content/plugins/lms-realtime-demo"
 cp -R "$work/dist/lms-realtime" "$content/plugins/lms-realtime"
 cp -R "$work/dist/lms-realtime-demo" "$content/plugins/lms-realtime-demo"
 mkdir -p "$content/themes" "$content/mu-plugins"
-rm -rf "$content/themes/lmsrt-e2e"
+rm -rf "$content/themes/lmsrt-e2e" "$content/themes/lms-chat-fixture"
 cp -R "$here/fixtures/theme" "$content/themes/lmsrt-e2e"
+cp -R "$here/fixtures/lms-theme" "$content/themes/lms-chat-fixture"
 cp "$here/fixtures/lmsrt-e2e.php" "$content/mu-plugins/lmsrt-e2e.php"
 rm -rf "$content/lms-realtime"
 
@@ -162,7 +163,31 @@ PHP
 log "WordPress install at $base"
 export LMSRT_E2E_SITE="$work/site.json"
 php "$here/setup-site.php" install "$base" >"$work/setup.log" 2>&1 || { cat "$work/setup.log"; die "wp_install failed"; }
+
+passed=0 failed=0 skipped=0
+# check "what it shows" command...: one result, counted and printed TAP-style.
+check() {
+    local name="$1"; shift
+    if "$@" >>"$work/checks.log" 2>&1; then
+        passed=$((passed + 1)); echo "ok - $name"
+    else
+        failed=$((failed + 1)); echo "not ok - $name (see $work/checks.log)"; tail -5 "$work/checks.log"
+    fi
+}
+site() { php "$here/setup-site.php" "$@" "$base" ; }
+snap() { php "$here/setup-site.php" snapshot "$base" "$work/snap-$1.json" >/dev/null; }
+same() { php "$here/setup-site.php" compare "$base" "$work/snap-$1.json" "$work/snap-$2.json" ${3:-}; }
+
+log "the LMS chat theme's data, before the plugin is ever active (fixture theme, its tables and rows)"
+export LMSRT_E2E_LMS_SITE="$work/lms-site.json"
+php "$here/setup-site.php" lms-install "$base" "$LMSRT_E2E_LMS_SITE" >>"$work/setup.log" 2>&1 || { cat "$work/setup.log"; die "LMS fixture install failed"; }
+snap 0
+# Deleting the plugin from the admin runs uninstall.php, even for a plugin never activated.
+check "deleting the never-activated plugin leaves the theme's tables byte-identical" \
+    bash -c "php '$here/setup-site.php' uninstall '$base' && php '$here/setup-site.php' snapshot '$base' '$work/snap-1.json' && php '$here/setup-site.php' compare '$base' '$work/snap-0.json' '$work/snap-1.json'"
 php "$here/setup-site.php" configure "$base" "$LMSRT_E2E_SITE" >>"$work/setup.log" 2>&1 || { cat "$work/setup.log"; die "site configuration failed"; }
+snap 2
+check "activating the plugin leaves the theme's tables byte-identical" same 0 2
 
 log "php-fpm and nginx"
 cat >"$work/php-fpm.conf" <<CONF
@@ -268,7 +293,6 @@ if [ -n "${LMSRT_E2E_HOLD:-}" ]; then
     while true; do sleep 3600 9>&- & hold_pid=$!; wait "$hold_pid"; done
 fi
 
-passed=0 failed=0 skipped=0
 count_tap() { # totals from a node --test TAP log
     local f="$1"
     passed=$((passed + $(sed -n 's/^# pass \([0-9]*\)/\1/p' "$f" | tail -1)))
@@ -297,15 +321,59 @@ if [ -z "$only" ] || [ "$only" = browser ]; then
             || die "npm install playwright-core failed"
     fi
     log "browser scenarios (node --test)"
-    node --test --test-concurrency=1 --test-reporter=tap "$here"/*.test.mjs 2>&1 | tee "$work/node.tap"
+    node --test --test-concurrency=1 --test-reporter=tap "$here"/chat-*.test.mjs "$here"/legacy-*.test.mjs 2>&1 | tee "$work/node.tap"
     count_tap "$work/node.tap"
+fi
 
+# -- 5c. the LMS chat theme -----------------------------------------------------------------
+if [ -z "$only" ] || [ "$only" = browser ] || [ "$only" = lms ]; then
+    pages_answer() { # the home page, the login page and admin-ajax answer without a server error
+        local u code
+        for u in "$base/" "$base/wp-login.php" "$base/wp-admin/admin-ajax.php?action=lms_unified_long_poll"; do
+            code="$(curl -s -o /dev/null -w '%{http_code}' "$u")"
+            [ "$code" -lt 500 ] || { echo "$u: $code"; return 1; }
+        done
+    }
+    integration_is() { [ "$(site integration)" = "$1" ] || { echo "integration: $(site integration), want $1"; return 1; }; }
+    lms_browser() { # label
+        LMSRT_E2E_PATH_LABEL="$1" LMSRT_E2E_EXPECT_PLUGIN=1 LMSRT_E2E_LATENCY_OUT="$work/latency.jsonl" \
+            node --test --test-concurrency=1 --test-reporter=tap "$here"/lms-*.test.mjs 2>&1 | tee "$work/lms-$1.tap"
+        count_tap "$work/lms-$1.tap"
+    }
+
+    log "LMS theme, way in (b): switching to the unmodified theme while the plugin is active"
+    site lms-theme >>"$work/setup.log" 2>&1
+    check "every page answers with the LMS theme and the plugin active (no 'Cannot declare class')" pages_answer
+    check "the plugin meets the unmodified theme through its hooks, on the store" integration_is "theme-hooks store"
+    lms_browser store
+
+    log "LMS theme, way in (a): the theme's one-line change (class LMS_Chat_Realtime extends LMSRT_Chat_Realtime_Base)"
+    theme_rt="$content/themes/lms-chat-fixture/includes/class-lms-chat-realtime.php"
+    cp "$theme_rt" "$work/theme-realtime.orig.php"
+    sed -i 's/^class LMS_Chat_Realtime$/class LMS_Chat_Realtime extends LMSRT_Chat_Realtime_Base/' "$theme_rt"
+    check "the change is one line" bash -c "[ \"\$(diff '$work/theme-realtime.orig.php' '$theme_rt' | grep -c '^>')\" = 1 ]"
+    check "every page answers with the extended theme class" pages_answer
+    check "the plugin uses the theme's own class" integration_is "theme-extends store"
+    lms_browser store-extends
+    cp "$work/theme-realtime.orig.php" "$theme_rt"
+
+    log "activating the plugin while the LMS theme is active"
+    site deactivate >>"$work/setup.log" 2>&1
+    check "activation succeeds with the theme's classes loaded first" site activate
+    check "every page answers after activation" pages_answer
+fi
+
+if [ -z "$only" ] || [ "$only" = browser ]; then
     log "uninstall"
+    snap 3
     if LMSRT_E2E_NO_DB_PATH=1 php "$here/setup-site.php" uninstall-check "$base" 2>&1 | tee "$work/uninstall.log" | tail -1 | grep -q '^ok'; then
-        passed=$((passed + 1)); echo "ok - uninstall removes options, transients, tables, schedule and store"
+        passed=$((passed + 1)); echo "ok - uninstall removes the plugin's options, transients, table, schedule and store"
     else
         failed=$((failed + 1)); echo "not ok - uninstall check"; cat "$work/uninstall.log"
     fi
+    snap 4
+    check "uninstall leaves the theme's tables byte-identical" same 3 4
+    check "the theme's tables keep their layout from before activation to after uninstall" same 0 4 schema
 fi
 
 if [ -s "$work/php-errors.log" ]; then

@@ -6,6 +6,13 @@
  *   php setup-site.php configure <base-url> <site.json>   activate, users, channels, pages, options
  *   php setup-site.php option <base-url> <name> <json>     set one option (the browser tests)
  *   php setup-site.php uninstall-check <base-url>          run uninstall.php, check what is left
+ *   php setup-site.php uninstall <base-url>                run uninstall.php as the admin's Delete does
+ *   php setup-site.php lms-install <base-url> <out.json>   the LMS fixture theme's tables, rows, users
+ *   php setup-site.php snapshot <base-url> <out.json>      the LMS tables: schema, checksum, rows
+ *   php setup-site.php compare <base-url> <a> <b> [schema] exit 1 when the snapshots differ
+ *   php setup-site.php lms-theme <base-url>                switch to the LMS fixture theme (plugin active)
+ *   php setup-site.php integration <base-url>              how the plugin meets the theme
+ *   php setup-site.php deactivate|activate <base-url>      the plugin, as the admin's links do
  *
  * @package LMS_Realtime
  */
@@ -128,7 +135,9 @@ switch ( $command ) {
 		}
 		// Data in every place uninstall must clean: an event in the default store (through the
 		// plugin, which creates it), a guard transient, the options, the tables, the schedule.
-		do_action( 'lms_chat_message_created', 1, 1, 1, array( 'text' => 'left behind' ) );
+		// (Recorded directly: the hook would also run the LMS theme's own handler, which writes
+		// the theme's table, and the run compares those tables around uninstall.)
+		LMS_Realtime_Plugin::realtime()->record_event( 'message_create', 1, array( 'text' => 'left behind' ), 1, null, 1 );
 		LMS_Realtime_Plugin::set_realtime( null ); // closes the store
 		if ( ! glob( WP_CONTENT_DIR . '/lms-realtime/events.db*' ) ) {
 			echo "the plugin did not create the default store\nnot ok\n";
@@ -161,6 +170,85 @@ switch ( $command ) {
 		}
 		echo 'left: ', $left ? implode( ', ', $left ) : 'nothing', "\n";
 		echo $left ? "not ok\n" : "ok\n";
+		break;
+
+	case 'uninstall':
+		// What uninstall_plugin() does for a plugin with uninstall.php (active or not).
+		require_once ABSPATH . 'wp-admin/includes/plugin.php';
+		deactivate_plugins( 'lms-realtime/lms-realtime.php' );
+		define( 'WP_UNINSTALL_PLUGIN', 'lms-realtime/lms-realtime.php' );
+		include WP_PLUGIN_DIR . '/lms-realtime/uninstall.php';
+		echo "uninstalled\n";
+		break;
+
+	case 'lms-install':
+		require_once WP_CONTENT_DIR . '/themes/lms-chat-fixture/tools/install.php';
+		lms_fixture_install_tables();
+		$seed         = lms_fixture_seed();
+		$seed['base'] = $base;
+		file_put_contents( $argv[3], json_encode( $seed, JSON_PRETTY_PRINT ) );
+		echo json_encode( $seed ), "\n";
+		break;
+
+	case 'snapshot':
+		require_once WP_CONTENT_DIR . '/themes/lms-chat-fixture/tools/snapshot.php';
+		file_put_contents( $argv[3], json_encode( lms_fixture_snapshot(), JSON_PRETTY_PRINT ) );
+		echo "snapshot written\n";
+		break;
+
+	case 'compare':
+		// Every LMS table, schema and (unless "schema") checksum and row count: identical.
+		$a    = json_decode( (string) file_get_contents( $argv[3] ), true );
+		$b    = json_decode( (string) file_get_contents( $argv[4] ), true );
+		$only = $argv[5] ?? '';
+		$diff = array();
+		foreach ( array_unique( array_merge( array_keys( (array) $a ), array_keys( (array) $b ) ) ) as $table ) {
+			if ( ! isset( $a[ $table ], $b[ $table ] ) ) {
+				$diff[] = "$table: " . ( isset( $a[ $table ] ) ? 'gone' : 'new' );
+				continue;
+			}
+			$x = $a[ $table ];
+			$y = $b[ $table ];
+			if ( 'schema' === $only ) {
+				$x = array_intersect_key( $x, array( 'create' => 1 ) );
+				$y = array_intersect_key( $y, array( 'create' => 1 ) );
+			}
+			if ( $x !== $y ) {
+				$diff[] = "$table: " . json_encode( $x ) . ' => ' . json_encode( $y );
+			}
+		}
+		echo $diff ? implode( "\n", $diff ) . "\nnot ok\n" : 'identical: ' . count( (array) $a ) . " tables\nok\n";
+		exit( $diff ? 1 : 0 );
+
+	case 'lms-theme':
+		// Switching to the theme while the plugin is active: the theme declares LMS_Chat,
+		// LMS_Chat_Realtime, LMS_Unified_LongPoll unconditionally; the plugin must declare none.
+		require_once ABSPATH . 'wp-admin/includes/plugin.php';
+		deactivate_plugins( 'lms-realtime-demo/lms-realtime-demo.php' );
+		switch_theme( 'lms-chat-fixture' );
+		echo 'theme: ', get_stylesheet(), "\n";
+		break;
+
+	case 'integration':
+		echo LMS_Realtime_Plugin::integration(), ' ', LMS_Realtime_Plugin::create()->backend(), "\n";
+		break;
+
+	case 'deactivate':
+		require_once ABSPATH . 'wp-admin/includes/plugin.php';
+		deactivate_plugins( 'lms-realtime/lms-realtime.php' );
+		echo "deactivated\n";
+		break;
+
+	case 'activate':
+		// Run in a process where the plugin was inactive: the theme's classes are loaded first,
+		// then activation includes the plugin, as the admin's Activate link does.
+		require_once ABSPATH . 'wp-admin/includes/plugin.php';
+		$r = activate_plugin( 'lms-realtime/lms-realtime.php' );
+		if ( is_wp_error( $r ) ) {
+			fwrite( STDERR, 'activate: ' . $r->get_error_message() . "\n" );
+			exit( 1 );
+		}
+		echo "activated\n";
 		break;
 
 	default:
