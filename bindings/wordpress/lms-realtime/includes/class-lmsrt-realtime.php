@@ -11,9 +11,10 @@ defined( 'ABSPATH' ) || exit;
  * Records chat events and answers the `lms_unified_long_poll` AJAX poll.
  *
  * This class is the table path: events are rows of the plugin's own table
- * `{prefix}lmsrt_events`, and a poll answers at once with the next rows by id (short polling).
+ * `{prefix}lmsrt_events`, and a poll answers with the next rows by id.
  * It runs when the event store cannot (no ext-ffi, no library, the kill switch), so the site
- * keeps working. `LMSRT_Unified_Long_Poll` extends it and replaces the storage with the event
+ * keeps working; the theme's client is held up to 5 s there with a query every 250 ms (what
+ * the theme's own handler does), never longer. `LMSRT_Unified_Long_Poll` extends it and replaces the storage with the event
  * store and the immediate answer with a short bounded wait. Ids stay increasing across a move
  * between the two (`LMS_Realtime_Ids`).
  *
@@ -279,7 +280,7 @@ class LMSRT_Realtime {
 			);
 		}
 
-		$wait  = self::hold_for_client( $this->wait_seconds( $user_id, $breaker ), $request );
+		$wait  = self::hold_for_client( $this->wait_seconds( $user_id, $breaker, $request ), $request );
 		$lease = null;
 		if ( $wait > 0 ) {
 			$lease = $this->guards->acquire_slot( $user_id, (int) ( $wait * 1000 ) + 5000 );
@@ -365,7 +366,14 @@ class LMSRT_Realtime {
 	 * @return array{events: list<array<string, mixed>>, gap: bool, has_more: bool}
 	 */
 	protected function fetch_events( int $channel_id, int $thread_id, int $last_id, int $limit, float $wait, array $types = array() ): array {
-		return self::fetch_table( $channel_id, $thread_id, $last_id, $limit, $types ) + array( 'gap' => LMS_Realtime_Ids::table_gap( $last_id ) );
+		$deadline = microtime( true ) + $wait;
+		while ( true ) {
+			$batch = self::fetch_table( $channel_id, $thread_id, $last_id, $limit, $types );
+			if ( array() !== $batch['events'] || microtime( true ) >= $deadline || connection_aborted() ) {
+				return $batch + array( 'gap' => LMS_Realtime_Ids::table_gap( $last_id ) );
+			}
+			usleep( self::TABLE_POLL_MS * 1000 );
+		}
 	}
 
 	/**
@@ -428,14 +436,24 @@ class LMSRT_Realtime {
 	}
 
 	/**
-	 * Seconds a poll may wait for events: none on the legacy path.
+	 * Seconds a poll may wait for events on the table path. The table cannot block, so a hold
+	 * is a query every `TABLE_POLL_MS`, as the LMS theme's own handler does; only the theme's
+	 * client is held (answered at once, it would poll again at once), up to 5 s while the
+	 * breaker advertises `long` or `medium`. The plugin's own client paces itself. Filter
+	 * `lms_realtime_ajax_wait`.
 	 *
-	 * @param int                  $user_id the user.
-	 * @param array<string, mixed> $breaker the breaker status.
+	 * @param int                   $user_id the user.
+	 * @param array<string, mixed>  $breaker the breaker status.
+	 * @param array<string, string> $request the poll's fields.
 	 */
-	protected function wait_seconds( int $user_id, array $breaker ): float {
-		return 0.0;
+	protected function wait_seconds( int $user_id, array $breaker, array $request = array() ): float {
+		$held = 'lmsrt' !== ( $request['client'] ?? '' ) && in_array( $breaker['mode'], array( 'long', 'medium' ), true );
+		/** This filter is documented in class-lmsrt-unified-long-poll.php. */
+		return max( 0.0, (float) apply_filters( 'lms_realtime_ajax_wait', $held ? (float) self::LEGACY_CLIENT_MAX_WAIT : 0.0, $user_id, $breaker ) );
 	}
+
+	/** The table path's query interval while it holds a poll, ms. */
+	public const TABLE_POLL_MS = 250;
 
 	/**
 	 * Sorts a batch by priority, then id (the batch itself is the next N by id).

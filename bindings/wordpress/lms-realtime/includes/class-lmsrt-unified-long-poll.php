@@ -241,16 +241,19 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 	}
 
 	/**
-	 * How long a poll may wait: nothing for users outside the rollout (they keep short
-	 * polling), else `lms_longpoll_timeout` capped by the mode the breaker advertises (`long`
+	 * How long a poll may wait: nothing for the plugin's own client outside the rollout (it
+	 * keeps short polling), else `lms_longpoll_timeout` capped by the mode the breaker advertises (`long`
 	 * 30 s, `medium` 10 s, nothing when `short` or `emergency`) and by `SELF_SERVE_MAX_WAIT`,
 	 * or `FALLBACK_WAIT` while the daemon is configured (filter `lms_realtime_ajax_wait`).
 	 *
-	 * @param int                  $user_id the user.
-	 * @param array<string, mixed> $breaker the breaker status.
+	 * @param int                   $user_id the user.
+	 * @param array<string, mixed>  $breaker the breaker status.
+	 * @param array<string, string> $request the poll's fields (capped by the caller).
 	 */
-	protected function wait_seconds( int $user_id, array $breaker ): float {
-		if ( ! $this->guards->use_unified( $user_id ) ) {
+	protected function wait_seconds( int $user_id, array $breaker, array $request = array() ): float {
+		// The rollout picks the cohort of the plugin's own client; the LMS theme's client already
+		// long-polls (it expects a hold of up to 5 s, which answer_poll() caps it to).
+		if ( 'lmsrt' === ( $request['client'] ?? '' ) && ! $this->guards->use_unified( $user_id ) ) {
 			return 0.0;
 		}
 		$mode_cap = array(

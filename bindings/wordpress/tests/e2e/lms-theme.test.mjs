@@ -12,104 +12,18 @@
 //                           type, members: [ids] }, private: {...} }, ... } (lms_fixture_seed())
 //   LMSRT_E2E_LATENCY_OUT   optional: per-event latencies appended as JSON lines {path, type, ms}
 //   LMSRT_E2E_PATH_LABEL    the `path` of those lines (default 'theme')
+//   LMSRT_E2E_EXPECT_PLUGIN when set, every poll must have been answered by the lms-realtime
+//                           plugin (which takes the action over), not by the theme's handler
 // Without LMSRT_E2E_LMS_SITE (a site without the fixture theme) the tests are skipped.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { lms, base, skip, pathLabel, latencyOut, LIMIT_MS, expectPlugin, cast, launch, close, login, act, waitShown, state } from './lms-lib.mjs';
 
-const sitePath = process.env.LMSRT_E2E_LMS_SITE;
-const lms = sitePath ? JSON.parse(fs.readFileSync(sitePath, 'utf8')) : null;
-const base = (process.env.LMSRT_E2E_BASE || (lms && lms.base) || '').replace(/\/$/, '');
-const skip = lms && base ? false : 'needs LMSRT_E2E_LMS_SITE and LMSRT_E2E_BASE (a site running the LMS fixture theme)';
-const pathLabel = process.env.LMSRT_E2E_PATH_LABEL || 'theme';
-const latencyOut = process.env.LMSRT_E2E_LATENCY_OUT || '';
-const LIMIT_MS = 1000;
-
-/** Two members of `general` (sender, receiver) and a member of `general` not in `private`. */
-function cast() {
-  const users = Object.values(lms.users);
-  const general = lms.channels.general;
-  const priv = lms.channels.private;
-  const inGeneral = users.filter((u) => general.members.includes(u.id));
-  const outsider = inGeneral.find((u) => !priv.members.includes(u.id));
-  const [sender, receiver] = inGeneral.filter((u) => u !== outsider);
-  assert.ok(sender && receiver && outsider, 'the seed has two members of general and one of general only');
-  return { sender, receiver, outsider, general: general.id, priv: priv.id };
-}
-
-let browser;
 before(async () => {
-  if (skip) return;
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-background-networking',
-      '--disable-dev-shm-usage',
-      '--disable-background-timer-throttling',
-      '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows',
-    ],
-  });
+  if (!skip) await launch();
 });
-after(async () => {
-  await browser?.close();
-});
-
-/** A browser context logged in as a session user through the fixture's login page. */
-async function login(user, chatUrl) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.log(`[${user.username}] page error: ${e.message}`));
-  await page.goto(`${base}/?lms_fixture_login=1&redirect_to=${encodeURIComponent(chatUrl)}`);
-  await page.fill('#lms-username', user.username);
-  await page.fill('#lms-password', user.password);
-  await Promise.all([page.waitForURL((u) => u.searchParams.has('lms_fixture_chat'), { timeout: 15000 }), page.click('#lms-login-submit')]);
-  // The client has started and its first poll is on its way.
-  await page.waitForFunction(() => window.lmsFixture && window.lmsFixture.polls > 0, null, { timeout: 15000 });
-  return { context, page, user };
-}
-
-/** Calls one of the page's lmsFixture* actions; returns its answer and when it came (page clock). */
-async function act(who, fn, ...args) {
-  return who.page.evaluate(
-    async ([name, a]) => {
-      const r = await window[name](...a);
-      return { r, at: Date.now() };
-    },
-    [fn, args]
-  );
-}
-
-/** Waits until `who` shows an event of one of `types` for `id`; returns that `shown` entry. */
-async function waitShown(who, types, id, timeout = 10000) {
-  try {
-    const h = await who.page.waitForFunction(
-      ([t, i]) => window.lmsFixture.shown.find((s) => t.includes(s.type) && Number(s.message_id) === i),
-      [types, id],
-      { timeout, polling: 20 }
-    );
-    return await h.jsonValue();
-  } catch (e) {
-    // Say why: dropped as too old, the client stopped, what the server answered last.
-    const why = await who.page
-      .evaluate(() => {
-        const s = window.lmsFixture;
-        return JSON.stringify({ dropped: s.dropped, stopped: s.stopped, timeouts: s.timeouts, errors: s.errors, lastEventId: s.lastEventId, lastEvents: s.events.slice(-3), lastResponses: s.responses.slice(-2) });
-      })
-      .catch(() => '?');
-    throw new Error(`${who.user.username} did not show ${types.join('/')} of ${id} within ${timeout} ms: ${why.slice(0, 1500)}`);
-  }
-}
-
-async function state(who) {
-  return who.page.evaluate(() => {
-    const s = window.lmsFixture;
-    return { dropped: s.dropped, detailCalls: s.detailCalls, stopped: s.stopped, timeouts: s.timeouts, errors: s.errors, method: s.method, lastEventId: s.lastEventId };
-  });
-}
+after(close);
 
 /** A raw poll for `channel` from the page, with the page's nonce, by `method`. */
 async function rawPoll(who, channel, method) {
@@ -202,6 +116,15 @@ async function scenario(method) {
       assert.equal(s.stopped, false, `${who.user.username}: the client stopped polling (${JSON.stringify(s)})`);
     }
     for (const l of lat) assert.ok(l.ms < LIMIT_MS, `${l.type} shown ${l.ms} ms after the sender's answer (limit ${LIMIT_MS} ms)`);
+    if (expectPlugin) {
+      // The plugin's answer carries last_event_id and gap; the theme's says system: 'theme'.
+      const answers = await b.page.evaluate(() => window.lmsFixture.responses.map((r) => r.body || r).filter((r) => r && r.success));
+      assert.ok(answers.length > 0);
+      for (const r of answers) {
+        assert.notEqual(r.data.system, 'theme', 'a poll answered by the theme\'s own handler');
+        assert.ok('last_event_id' in r.data && 'gap' in r.data, `not the plugin's answer: ${JSON.stringify(r).slice(0, 300)}`);
+      }
+    }
 
     // A member of general only: its own channel answers, the private channel is refused.
     const ok = await rawPoll(o, c.general, method);

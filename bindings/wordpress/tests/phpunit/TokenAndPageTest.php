@@ -166,6 +166,11 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$this->assertSame( 0.0, $m->invoke( $rt, $u, array( 'mode' => 'emergency' ) ) );
 		update_option( 'lms_realtime_daemon_url', '/lmsrt' );
 		$this->assertSame( (float) LMSRT_Unified_Long_Poll::FALLBACK_WAIT, $m->invoke( $rt, $u, $long ), 'the daemon is configured: a short fallback wait' );
+		update_option( 'lms_longpoll_rollout', 0 );
+		update_option( 'lms_realtime_daemon_url', '' );
+		$own = array( 'client' => 'lmsrt' );
+		$this->assertSame( 0.0, $m->invoke( $rt, $u, $long, $own ), 'the plugin\'s client outside the rollout short-polls' );
+		$this->assertSame( 25.0, $m->invoke( $rt, $u, $long, array() ), 'the theme\'s client long-polls anyway (answer_poll caps it at 5 s)' );
 	}
 
 	public function test_cursor_positions(): void {
