@@ -863,6 +863,29 @@ enum lmsrt_status lmsrt_store_wait(const struct lmsrt_store *store,
 enum lmsrt_status lmsrt_store_head_cursor(const struct lmsrt_store *store,
                                           struct lmsrt_buf *out_cursor);
 
+// Makes every event appended from now on, by any process, get an id greater than `past`, and
+// writes the head id afterwards to `*out_head` (the id `lmsrt_store_head_cursor` then starts
+// from: `past`, or the head as it was when that is already at or beyond `past`).
+//
+// For a site that moves between its own event table and this store: clients keep the
+// `last_event_id` the old backend gave them, so before switching, pass the highest id it ever
+// issued, and no new event gets an id those clients would take as already seen. When the
+// store's ids are already at or beyond `past` nothing changes. The skipped ids are never
+// assigned; nothing was lost, so readers whose cursors are before the jump get the later
+// events with `"gap":false`. It is one write transaction under the writer lock appends take:
+// atomic, and ordered with the appends of every process.
+//
+// `past` is 0 to `INT64_MAX - 1`; anything else is `INVALID_ARGUMENT` and changes nothing.
+//
+// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_ARGUMENT`, `BUSY`, `STORAGE`.
+//
+// # Safety
+//
+// `store` as for `lmsrt_store_append`; `out_head` valid for a write of one `int64_t`.
+enum lmsrt_status lmsrt_store_advance_ids(const struct lmsrt_store *store,
+                                          int64_t past,
+                                          int64_t *out_head);
+
 // Deletes up to `max_rows` expired events, in short transactions, and writes how many were
 // deleted to `*out_deleted`. Clients whose cursors had not passed a purged event get
 // `"gap":true`.

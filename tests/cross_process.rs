@@ -308,3 +308,100 @@ fn writers_killed_while_others_contend_hold_nobody_up() {
         assert!(present.contains(id), "acknowledged append {id} lost");
     }
 }
+
+/// `advance_ids` from this process while two others append as fast as they can: each append
+/// commits either before the jump or after it, so the ids on each side are contiguous, and a
+/// reader from the start (or from a cursor before the jump) gets them all with `gap: false`.
+#[test]
+fn advance_ids_is_ordered_with_appends_in_other_processes() {
+    use std::sync::{Arc, Mutex};
+    const PAST: i64 = 1_000_000_000;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("floor.db");
+    let store = EventStore::open(&db, Config::default()).unwrap();
+    /// Kills the children however the test ends, so a failure leaves no writer behind.
+    struct Children(Vec<Child>);
+    impl Drop for Children {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let acked = Arc::new(Mutex::new(vec![Vec::<i64>::new(); 2]));
+    let mut children = Children(Vec::new());
+    let mut readers = Vec::new();
+    for k in 0..2 {
+        let mut child = spawn_child("append_forever", &db, &[]);
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let acked = acked.clone();
+        readers.push(std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                if let Some(id) = tagged(&l, "ACK ") {
+                    acked.lock().unwrap()[k].push(id);
+                }
+            }
+        }));
+        children.0.push(child);
+    }
+    let above = |k: usize| {
+        acked.lock().unwrap()[k]
+            .iter()
+            .filter(|id| **id > PAST)
+            .count()
+    };
+    let count = |k: usize| acked.lock().unwrap()[k].len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..2).any(|k| count(k) < 100) {
+        assert!(Instant::now() < deadline, "the writers made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(store.advance_ids(PAST).unwrap(), PAST);
+    while (0..2).any(|k| above(k) < 100) {
+        assert!(Instant::now() < deadline, "no append got past the floor");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(children);
+    for r in readers {
+        r.join().unwrap();
+    }
+
+    let acked = acked.lock().unwrap();
+    for ids in acked.iter() {
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "a child's ids went back"
+        );
+    }
+    let mut all: Vec<i64> = acked.iter().flatten().copied().collect();
+    all.sort_unstable();
+    // Everything is in the file, and the ids the children were told are exactly those
+    // stored (a child killed mid-append may have committed one more it never reported).
+    let stored = all_ids(&store, &[1]);
+    assert!(stored.len() >= all.len() && stored.len() - all.len() <= 2);
+    let below = stored.iter().take_while(|id| **id <= PAST).count();
+    let expect: Vec<i64> = (1..=below as i64)
+        .chain(PAST + 1..=PAST + (stored.len() - below) as i64)
+        .collect();
+    assert_eq!(
+        stored, expect,
+        "ids on each side of the jump are contiguous"
+    );
+    assert!(all.iter().all(|id| stored.binary_search(id).is_ok()));
+    // A reader whose cursor is before the jump crosses it without a gap.
+    let b = store
+        .fetch(
+            &FetchRequest::new([1])
+                .cursor(Cursor::from_last_event_id(below as i64 - 1))
+                .limit(1000),
+        )
+        .unwrap();
+    assert!(!b.gap);
+    assert_eq!(
+        b.events.iter().map(|e| e.id).take(2).collect::<Vec<_>>(),
+        vec![below as i64, PAST + 1]
+    );
+}

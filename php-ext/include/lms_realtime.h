@@ -260,6 +260,10 @@ enum lmsrt_status lmsrt_store_wait(const struct lmsrt_store *store,
 enum lmsrt_status lmsrt_store_head_cursor(const struct lmsrt_store *store,
                                           struct lmsrt_buf *out_cursor);
 
+enum lmsrt_status lmsrt_store_advance_ids(const struct lmsrt_store *store,
+                                          int64_t past,
+                                          int64_t *out_head);
+
 enum lmsrt_status lmsrt_store_purge_expired(const struct lmsrt_store *store,
                                             uint64_t max_rows,
                                             uint64_t *out_deleted);

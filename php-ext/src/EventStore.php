@@ -227,6 +227,31 @@ final class EventStore
     }
 
     /**
+     * Makes every event appended from now on (by any process) get an id greater than `$past`,
+     * and returns the head id afterwards: `$past`, or the current head when the store's ids
+     * are already at or beyond it (then nothing changes, so calling it again is harmless).
+     *
+     * For a site moving its events from another backend (the plugin's own table) to this
+     * store: browsers keep the `last_event_id` the old backend gave them, so pass the highest
+     * id it ever issued before switching, and no new event gets an id those clients would
+     * take as already seen. The skipped ids are never assigned; nothing was lost, so a client
+     * whose cursor is before the jump gets the later events with `gap` false. It is one
+     * transaction under the writer lock every append takes: atomic, and ordered with the
+     * appends of every process.
+     *
+     * @param int $past 0 to PHP_INT_MAX - 1
+     * @throws InvalidArgumentException when `$past` is out of range (nothing changes)
+     * @throws LmsRealtimeException
+     */
+    public function advanceIds(int $past): int
+    {
+        $handle = $this->handle();
+        $head = 0;
+        self::check($this->native, $this->native->advanceIds($handle, $past, $head));
+        return $head;
+    }
+
+    /**
      * Deletes up to `$maxRows` expired events (in short transactions) and returns how many.
      *
      * @throws LmsRealtimeException

@@ -170,6 +170,15 @@ final class FfiNative implements Native
         return $status;
     }
 
+    public function advanceIds(mixed $handle, int $past, mixed &$head): int
+    {
+        $status = $this->ffi->lmsrt_store_advance_ids($handle, $past, $this->idPtr);
+        if ($status === Status::OK) {
+            $head = $this->id->cdata;
+        }
+        return $status;
+    }
+
     public function commitCursor(mixed $handle, string $consumer, string $cursor): int
     {
         return $this->ffi->lmsrt_store_commit_cursor(

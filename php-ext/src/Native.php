@@ -52,6 +52,9 @@ interface Native
     /** @param-out int $deleted */
     public function purgeExpired(mixed $handle, int $maxRows, mixed &$deleted): int;
 
+    /** @param-out int $head */
+    public function advanceIds(mixed $handle, int $past, mixed &$head): int;
+
     public function commitCursor(mixed $handle, string $consumer, string $cursor): int;
 
     /** @param-out string|null $cursor null when the consumer has none */

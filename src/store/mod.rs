@@ -455,12 +455,16 @@ impl EventStore {
             .into_iter()
             .map(|e| self.validate(e, now))
             .collect::<Result<Vec<_>>>()?;
-        self.writer.submit(rows, &|| {
-            let commits = self.shared.signal.bump();
-            if commits.is_multiple_of(conn::CHECKPOINT_EVERY) || self.shared.wal_grew() {
-                self.start_checkpoint();
-            }
-        })
+        self.writer.submit(rows, &|| self.announce_commit())
+    }
+
+    /// After a commit that moved the head: wakes the tail readers of every process, and starts
+    /// a checkpoint when one is due.
+    fn announce_commit(&self) {
+        let commits = self.shared.signal.bump();
+        if commits.is_multiple_of(conn::CHECKPOINT_EVERY) || self.shared.wal_grew() {
+            self.start_checkpoint();
+        }
     }
 
     fn validate(&self, e: NewEvent, now: i64) -> Result<writer::Row> {
@@ -602,6 +606,58 @@ impl EventStore {
 
     fn head_id(&self) -> Result<i64> {
         self.with_reader(fetch::head_id)
+    }
+
+    /// Makes every event appended from now on, by any process, get an id greater than `past`;
+    /// returns the head id afterwards (what [`head_cursor`](Self::head_cursor) then starts
+    /// from: `past`, or the head as it was when that is already at or beyond `past`).
+    ///
+    /// Why it exists: the WordPress plugin can move between two backends, its own MySQL table
+    /// and this store. Browsers keep polling with the `last_event_id` the old backend gave
+    /// them, and that number must stay meaningful after the move: if this store handed out ids
+    /// at or below it again, those clients would skip the new events as already seen. Before
+    /// switching, the plugin calls this with the highest id the old backend ever issued.
+    ///
+    /// When the sequence is already at or beyond `past` nothing changes (calling it again, or
+    /// with a smaller number, is harmless). The skipped ids are never assigned; no event was
+    /// lost, so readers whose cursors are before the jump get the events after it with
+    /// `gap: false`. An append retried with an idempotency key that was stored before the
+    /// call still returns the earlier event's (smaller) id: that is the same event, not a new
+    /// one.
+    ///
+    /// It runs in one write transaction under the writer lock that appends take, so it is
+    /// atomic and ordered with every concurrent append of every process: an append that
+    /// commits before it keeps its id, one that commits after it gets an id above `past`.
+    ///
+    /// `past` must be 0 to `i64::MAX - 1` ([`Error::InvalidArgument`] otherwise, and nothing
+    /// changes): at `i64::MAX` there would be no id left for the next event.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lms_realtime::EventStore::open(dir.path().join("e.db"), Default::default()).unwrap();
+    /// use lms_realtime::NewEvent;
+    /// store.append(NewEvent::new("message_create", 1))?;
+    /// assert_eq!(store.advance_ids(1000)?, 1000);
+    /// assert_eq!(store.append(NewEvent::new("message_create", 1))?, 1001);
+    /// // Already past it: nothing changes, the head comes back.
+    /// assert_eq!(store.advance_ids(5)?, 1001);
+    /// # Ok::<(), lms_realtime::Error>(())
+    /// ```
+    pub fn advance_ids(&self, past: i64) -> Result<i64> {
+        self.check_open()?;
+        if !(0..i64::MAX).contains(&past) {
+            return Err(Error::InvalidArgument(format!(
+                "advance_ids: past must be 0 to {}, not {past}",
+                i64::MAX - 1
+            )));
+        }
+        let (head, raised) = self.writer.advance_ids(past)?;
+        if raised {
+            // The head moved without an event: tail readers (the daemon's fan-out) learn the
+            // new head now rather than at their next safety-net look.
+            self.announce_commit();
+        }
+        Ok(head)
     }
 
     /// Deletes up to `max_rows` expired events, in transactions of at most

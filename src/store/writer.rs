@@ -281,6 +281,36 @@ impl Writer {
         Ok(out)
     }
 
+    /// Raises the id sequence of `lmsrt_events` (its AUTOINCREMENT row in `sqlite_sequence`) to
+    /// at least `past`, in one write transaction under the cross-process writer lock, so it
+    /// is ordered with every append of every process: an append that commits before it keeps
+    /// its id, one that commits after it gets an id above `past`. Returns the sequence after the
+    /// transaction and whether it changed.
+    ///
+    /// SQLite gives a new row `max(seq, largest id in the table) + 1`, so a raised `seq` is all
+    /// it takes. The table has no `sqlite_sequence` row until its first insert, and the table
+    /// has no unique constraint on `name`: the row is updated when it exists and inserted
+    /// only when it does not, never duplicated.
+    pub(crate) fn advance_ids(&self, past: i64) -> Result<(i64, bool)> {
+        self.with_write_tx(|tx| {
+            let seq: Option<i64> = tx
+                .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'lmsrt_events'")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+                .map_err(map_sqlite_error)?;
+            let current = seq.unwrap_or(0);
+            if current >= past {
+                return Ok((current, false));
+            }
+            let sql = if seq.is_some() {
+                "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'lmsrt_events'"
+            } else {
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('lmsrt_events', ?1)"
+            };
+            tx.execute(sql, [past]).map_err(map_sqlite_error)?;
+            Ok((past, true))
+        })
+    }
+
     /// Deletes up to `max` rows that expired at or before `now`, recording what was removed per
     /// channel and lane so fetches can report the gap. Returns how many rows were deleted.
     pub(crate) fn purge_chunk(&self, now: i64, max: usize) -> Result<usize> {

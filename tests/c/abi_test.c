@@ -416,6 +416,49 @@ static void test_purge(const char *dir) {
     OK(lmsrt_store_close(&s));
 }
 
+static void test_advance_ids(const char *dir) {
+    lmsrt_store *s = open_store(dir, "advance.db", NULL);
+    int64_t first = append_simple(s, 50, 0);
+    CHECK(first == 1);
+    /* Past the head: every later append gets a larger id, and readers see no gap. */
+    int64_t head = -7;
+    OK(lmsrt_store_advance_ids(s, 1000, &head));
+    CHECK(head == 1000);
+    lmsrt_buf cursor = {NULL, 0};
+    OK(lmsrt_store_head_cursor(s, &cursor));
+    char after_jump[128];
+    snprintf(after_jump, sizeof after_jump, "%s", take(&cursor));
+    int64_t next = append_simple(s, 50, 0);
+    CHECK(next == 1001);
+    lmsrt_buf batch = {NULL, 0};
+    OK(lmsrt_store_fetch(s, S("{\"channels\":[50],\"cursor\":1}"), &batch));
+    const char *t = take(&batch);
+    CHECK(count(t, "\"id\":") == 1 && strstr(t, "\"id\":1001,") != NULL);
+    CHECK(strstr(t, "\"gap\":false") != NULL);
+    char request[256];
+    snprintf(request, sizeof request, "{\"channels\":[50],\"cursor\":\"%s\"}", after_jump);
+    OK(lmsrt_store_fetch(s, request, strlen(request), &batch));
+    t = take(&batch);
+    CHECK(count(t, "\"id\":") == 1 && strstr(t, "\"id\":1001,") != NULL);
+
+    /* Behind or at the head: nothing changes, the head comes back. */
+    OK(lmsrt_store_advance_ids(s, 5, &head));
+    CHECK(head == 1001);
+    OK(lmsrt_store_advance_ids(s, 1001, &head));
+    CHECK(head == 1001);
+
+    /* Bad input: an error, nothing changed, the out-parameter untouched. */
+    head = -7;
+    EXPECT(lmsrt_store_advance_ids(s, -1, &head), LMSRT_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(last_error(), "past") != NULL);
+    EXPECT(lmsrt_store_advance_ids(s, INT64_MAX, &head), LMSRT_STATUS_INVALID_ARGUMENT);
+    EXPECT(lmsrt_store_advance_ids(s, 2000, NULL), LMSRT_STATUS_NULL_POINTER);
+    EXPECT(lmsrt_store_advance_ids(NULL, 2000, &head), LMSRT_STATUS_NULL_POINTER);
+    CHECK(head == -7);
+    CHECK(append_simple(s, 50, 0) == 1002);
+    OK(lmsrt_store_close(&s));
+}
+
 static void test_close(const char *dir) {
     lmsrt_store *s = open_store(dir, "close.db", NULL);
     lmsrt_store *copy = s;
@@ -449,6 +492,8 @@ static void test_close(const char *dir) {
     EXPECT(lmsrt_store_wait(copy, S("{\"channels\":[1]}"), 10, &b), LMSRT_STATUS_CLOSED);
     EXPECT(lmsrt_store_head_cursor(copy, &b), LMSRT_STATUS_CLOSED);
     EXPECT(lmsrt_store_purge_expired(copy, 1, &n), LMSRT_STATUS_CLOSED);
+    EXPECT(lmsrt_store_advance_ids(copy, 1, &id), LMSRT_STATUS_CLOSED);
+    CHECK(id == 0);
     EXPECT(lmsrt_store_commit_cursor(copy, S("w"), S("1")), LMSRT_STATUS_CLOSED);
     EXPECT(lmsrt_store_load_cursor(copy, S("w"), &b, &found), LMSRT_STATUS_CLOSED);
     CHECK(b.ptr == NULL);
@@ -1005,6 +1050,7 @@ int main(int argc, char **argv) {
     test_wait(s);
     OK(lmsrt_store_close(&s));
     test_purge(dir);
+    test_advance_ids(dir);
     test_close(dir);
     test_guards_open_errors(dir);
     test_limiter(dir);

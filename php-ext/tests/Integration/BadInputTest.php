@@ -45,6 +45,7 @@ final class BadInputTest extends IntegrationTestCase
             fn () => $s->wait([1], timeout: 'soon'),
             fn () => $s->commitCursor('w', null),
             fn () => $s->purgeExpired('all'),
+            fn () => $s->advanceIds('1000'),
         ];
         foreach ($bad as $call) {
             self::assertThrows(\TypeError::class, $call);

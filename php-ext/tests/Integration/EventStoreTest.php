@@ -159,6 +159,45 @@ final class EventStoreTest extends IntegrationTestCase
         self::assertSame([$live], array_map(static fn (Event $e) => $e->id, $b->events));
     }
 
+    public function testAdvanceIdsKeepsNewIdsAboveAFloorWithoutAGap(): void
+    {
+        $s = $this->open();
+        $ids = [];
+        for ($i = 0; $i < 3; $i++) {
+            $ids[] = $s->append('message_create', 5, ['i' => $i]);
+        }
+        self::assertSame([1, 2, 3], $ids);
+        $before = $s->headCursor();
+        self::assertSame(1000, $s->advanceIds(1000));
+        $after = $s->headCursor();
+        $next = $s->append('message_create', 5, ['i' => 3]);
+        self::assertGreaterThanOrEqual(1001, $next);
+
+        // A client that had seen event 3 (a legacy last_event_id, or the cursor from before
+        // the call) gets the new event, and no gap: nothing was lost.
+        foreach ([3, $before] as $cursor) {
+            $b = $s->fetch([5], $cursor);
+            self::assertSame([$next], array_map(static fn (Event $e) => $e->id, $b->events));
+            self::assertFalse($b->gap);
+        }
+        $b = $s->fetch([5], 3, order: 'sequential');
+        self::assertSame([$next], array_map(static fn (Event $e) => $e->id, $b->events));
+        self::assertFalse($b->gap);
+        // A page rendered after the call starts past the floor.
+        self::assertSame([$next], array_map(static fn (Event $e) => $e->id, $s->fetch([5], $after)->events));
+
+        // Behind the head: a no-op that returns the head.
+        self::assertSame($next, $s->advanceIds(5));
+        self::assertSame($next + 1, $s->append('message_create', 5));
+        try {
+            $s->advanceIds(-1);
+            self::fail('expected InvalidArgumentException');
+        } catch (Exception\InvalidArgumentException $e) {
+            self::assertSame(\LmsRealtime\Status::INVALID_ARGUMENT, $e->getCode());
+        }
+        self::assertSame($next + 1, $s->advanceIds(0), 'the refused call changed nothing');
+    }
+
     public function testOptionsAreAppliedAndUnknownOnesRefused(): void
     {
         $s = $this->open(['max_data_bytes' => 64, 'default_ttl_ms' => 5000, 'durability' => 'power_loss', 'purge_interval_ms' => 50]);

@@ -216,6 +216,27 @@ final class EventStoreTest extends TestCase
         $s->purgeExpired(-1);
     }
 
+    public function testAdvanceIdsPassesThePastAndReturnsTheHead(): void
+    {
+        $s = $this->store();
+        $this->native->answer(Status::OK, 1000);
+        self::assertSame(1000, $s->advanceIds(1000));
+        self::assertSame(['advanceIds', ['handle', 1000]], $this->native->lastCall());
+        // The library decides what is out of range (negative, PHP_INT_MAX): PHP passes it on.
+        $this->native->answer(Status::INVALID_ARGUMENT, null, 'invalid argument: advance_ids: past must be 0 to 9223372036854775806, not -1');
+        try {
+            $s->advanceIds(-1);
+            self::fail('expected InvalidArgumentException');
+        } catch (Exception\InvalidArgumentException $e) {
+            self::assertSame(Status::INVALID_ARGUMENT, $e->getCode());
+            self::assertStringContainsString('past must be', $e->getMessage());
+        }
+        self::assertSame(['advanceIds', ['handle', -1]], $this->native->lastCall());
+        $this->native->answer(Status::BUSY, null, 'database busy');
+        $this->expectException(Exception\StorageBusyException::class);
+        $s->advanceIds(5);
+    }
+
     public function testEveryStatusBecomesItsExceptionFromEveryMethod(): void
     {
         $s = $this->store();
@@ -246,6 +267,7 @@ final class EventStoreTest extends TestCase
             fn () => $s->wait([1]),
             fn () => $s->headCursor(),
             fn () => $s->purgeExpired(),
+            fn () => $s->advanceIds(1),
             fn () => $s->commitCursor('a', 'b'),
             fn () => $s->loadCursor('a'),
         ] as $call) {

@@ -107,6 +107,11 @@ final class FakeNative implements Native
         return $this->next('purgeExpired', [$handle, $maxRows], $deleted);
     }
 
+    public function advanceIds(mixed $handle, int $past, mixed &$head): int
+    {
+        return $this->next('advanceIds', [$handle, $past], $head);
+    }
+
     public function commitCursor(mixed $handle, string $consumer, string $cursor): int
     {
         $ignored = null;
