@@ -292,9 +292,9 @@ class LMSRT_Chat_Realtime_Base {
 		if ( ( null === $name || null === $text ) && $message_id > 0 && LMS_Realtime_Theme_Data::present() ) {
 			$row = LMS_Realtime_Theme_Data::message( $message_id, $reply );
 			if ( null !== $row ) {
-				$text       ??= $row['message'] ?? $row['content'] ?? null;
-				$user_id      = $user_id > 0 ? $user_id : (int) ( $row['user_id'] ?? 0 );
-				$data        += array_filter(
+				$text  ??= $row['message'] ?? $row['content'] ?? null;
+				$user_id = $user_id > 0 ? $user_id : (int) ( $row['user_id'] ?? 0 );
+				$data   += array_filter(
 					array(
 						'created_at'        => $row['created_at'] ?? null,
 						'parent_message_id' => isset( $row['parent_message_id'] ) ? (int) $row['parent_message_id'] : null,

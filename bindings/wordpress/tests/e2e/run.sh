@@ -6,7 +6,7 @@
 # 1. installs what is missing (apt): wordpress, mariadb, php-fpm, nginx-light, chromium, ...;
 # 2. builds the library (cargo build --release --lib) and, if the package has it, the daemon;
 # 3. builds the plugin (build.sh), starts a private MariaDB in a temporary directory, writes
-#    /etc/wordpress/config-127.0.0.1.php, installs WordPress from PHP CLI, activates the plugin,
+#    /etc/wordpress/config-<its loopback address>.php, installs WordPress from PHP CLI, activates the plugin,
 #    creates the users and a channel;
 # 4. serves the site with php-fpm (FFI enabled) + nginx on a free loopback port, /lmsrt/
 #    proxied to the daemon's port;
@@ -32,14 +32,9 @@ only="${LMSRT_E2E_ONLY:-}"
 log() { printf '\n== %s\n' "$*"; }
 die() { printf 'e2e: %s\n' "$*" >&2; exit 1; }
 
-# One run at a time on a machine: the site's config (/etc/wordpress/config-127.0.0.1.php) and the
-# plugin, theme and mu-plugin under /var/lib/wordpress/wp-content are shared by every run (and
-# removed by its clean-up), so a second run waits for the first (from any worktree).
-exec 9>/run/lock/lmsrt-wordpress-e2e.lock
-if ! flock -n 9; then
-    echo "e2e: another run holds /run/lock/lmsrt-wordpress-e2e.lock; waiting for it (up to 30 min)"
-    flock -w 1800 9 || die "gave up waiting for the other run"
-fi
+# Runs can go side by side: each has its own loopback address (so its own site config,
+# /etc/wordpress/config-<address>.php, which Debian's wp-config.php picks by Host) and its own
+# wp-content in its temporary directory.
 
 # -- 1. packages ----------------------------------------------------------------------------
 need=()
@@ -77,8 +72,11 @@ export LMSRT_DAEMON_CMD="${LMSRT_DAEMON_CMD:-$default_daemon_cmd}"
 # -- 3. the site ----------------------------------------------------------------------------
 work="$(mktemp -d /tmp/lmsrt-e2e.XXXXXX)"
 chmod 755 "$work"
-content=/var/lib/wordpress/wp-content
-site_cfg=/etc/wordpress/config-127.0.0.1.php
+host="127.0.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 2))"
+while [ -e "/etc/wordpress/config-$host.php" ]; do host="127.0.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 2))"; done
+content="$work/wp-content"
+site_cfg="/etc/wordpress/config-$host.php"
+mkdir -p "$content/plugins" "$content/themes" "$content/mu-plugins"
 pids=()
 
 cleanup() {
@@ -88,31 +86,25 @@ cleanup() {
     [ -f "$work/daemon.pid" ] && kill "$(cat "$work/daemon.pid")" 2>/dev/null
     sleep 0.5
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
-    rm -f "$site_cfg" "$content/mu-plugins/lmsrt-e2e.php"
-    rmdir "$content/mu-plugins" 2>/dev/null
-    rm -rf "$content/plugins/lms-realtime" "$content/plugins/lms-realtime-demo" "$content/themes/lmsrt-e2e" "$content/themes/lms-chat-fixture" "$content/lms-realtime"
+    rm -f "$site_cfg"
     if [ "${LMSRT_E2E_KEEP:-0}" = 1 ]; then echo "e2e: kept $work"; else rm -rf "$work"; fi
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-port="$(free_port)"
+free_port() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "${1:-127.0.0.1}"; }
+port="$(free_port "$host")"
 dport="$(free_port)"
-base="http://127.0.0.1:$port"
+base="http://$host:$port"
 
 log "plugin build"
 bash "$wpdir/build.sh" --out "$work/dist" >/dev/null || die "build.sh failed"
-rm -rf "$content/plugins/lms-realtime" "$content/plugins/lms-realtime-demo"
 cp -R "$work/dist/lms-realtime" "$content/plugins/lms-realtime"
 cp -R "$work/dist/lms-realtime-demo" "$content/plugins/lms-realtime-demo"
-mkdir -p "$content/themes" "$content/mu-plugins"
-rm -rf "$content/themes/lmsrt-e2e" "$content/themes/lms-chat-fixture"
 cp -R "$here/fixtures/theme" "$content/themes/lmsrt-e2e"
 cp -R "$here/fixtures/lms-theme" "$content/themes/lms-chat-fixture"
 cp "$here/fixtures/lmsrt-e2e.php" "$content/mu-plugins/lmsrt-e2e.php"
-rm -rf "$content/lms-realtime"
 
 log "MariaDB in $work/mysql"
 mkdir -p "$work/mysql/data"
@@ -227,7 +219,7 @@ http {
     uwsgi_temp_path $work/nginx/tmp/uwsgi;
     scgi_temp_path $work/nginx/tmp/scgi;
     server {
-        listen 127.0.0.1:$port;
+        listen $host:$port;
         root /usr/share/wordpress;
         index index.php;
         location ^~ /wp-content/ {
@@ -280,13 +272,13 @@ for _ in $(seq 1 100); do
 done
 curl -fsS -o /dev/null "$base/wp-login.php" || die "the site does not answer on $base (see $work/nginx/error.log, $work/php-fpm.log)"
 
-export LMSRT_E2E_WORK="$work" LMSRT_E2E_BASE="$base" LMSRT_E2E_DAEMON_PORT="$dport" \
+export LMSRT_WP_HOST="$host" LMSRT_E2E_WORK="$work" LMSRT_E2E_BASE="$base" LMSRT_E2E_DAEMON_PORT="$dport" \
        LMSRT_E2E_LIBRARY="$lib" LMSRT_E2E_DAEMON_BIN="$daemon_bin" LMSRT_E2E_DB="$work/store/events.db" \
        LMSRT_E2E_ROOT="$root"
 
 if [ -n "${LMSRT_E2E_HOLD:-}" ]; then
     # Development: keep the site up for running tests by hand; stop with Ctrl-C (or kill).
-    { echo "export LMSRT_E2E_WORK=$work LMSRT_E2E_BASE=$base LMSRT_E2E_DAEMON_PORT=$dport LMSRT_E2E_SITE=$LMSRT_E2E_SITE"
+    { echo "export LMSRT_WP_HOST=$host LMSRT_E2E_WORK=$work LMSRT_E2E_BASE=$base LMSRT_E2E_DAEMON_PORT=$dport LMSRT_E2E_SITE=$LMSRT_E2E_SITE"
       echo "export LMSRT_E2E_LIBRARY=$lib LMSRT_E2E_DAEMON_BIN=$daemon_bin LMSRT_E2E_DB=$work/store/events.db LMSRT_E2E_ROOT=$root"
       printf 'export LMSRT_DAEMON_CMD=%q\n' "$LMSRT_DAEMON_CMD"; } >"$LMSRT_E2E_HOLD"
     echo "e2e: holding the site at $base (environment in $LMSRT_E2E_HOLD)"
@@ -303,7 +295,7 @@ count_tap() { # totals from a node --test TAP log
 # -- 5a. PHPUnit inside WordPress -----------------------------------------------------------
 if [ -z "$only" ] || [ "$only" = phpunit ]; then
     log "PHPUnit (plugin classes inside WordPress)"
-    phpunit -c "$wpdir/tests/phpunit/phpunit.xml.dist" --log-junit "$work/phpunit.xml" 2>&1 | tee "$work/phpunit.log"
+    LMSRT_WP_HOST="$host" phpunit -c "$wpdir/tests/phpunit/phpunit.xml.dist" --log-junit "$work/phpunit.xml" 2>&1 | tee "$work/phpunit.log"
     if [ -f "$work/phpunit.xml" ]; then
         read -r t f e s < <(php -r '$x = simplexml_load_file($argv[1]); $a = $x->testsuite->attributes(); echo (int)$a["tests"], " ", (int)$a["failures"], " ", (int)$a["errors"], " ", (int)$a["skipped"], "\n";' "$work/phpunit.xml")
         passed=$((passed + t - f - e - s)); failed=$((failed + f + e)); skipped=$((skipped + s))
