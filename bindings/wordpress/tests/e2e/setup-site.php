@@ -210,8 +210,9 @@ switch ( $command ) {
 			$x = $a[ $table ];
 			$y = $b[ $table ];
 			if ( 'schema' === $only ) {
-				$x = array_intersect_key( $x, array( 'create' => 1 ) );
-				$y = array_intersect_key( $y, array( 'create' => 1 ) );
+				// The layout, not the next id (the theme's own inserts move AUTO_INCREMENT).
+				$x = preg_replace( '/ AUTO_INCREMENT=\d+/', '', (string) ( $x['create'] ?? '' ) );
+				$y = preg_replace( '/ AUTO_INCREMENT=\d+/', '', (string) ( $y['create'] ?? '' ) );
 			}
 			if ( $x !== $y ) {
 				$diff[] = "$table: " . json_encode( $x ) . ' => ' . json_encode( $y );

@@ -70,7 +70,10 @@ final class RecordingTest extends LMSRT_TestCase {
 		$e    = $batch->events[0];
 		$data = self::fill( $data, $ch, $u );
 		$this->assertSame( array( $type, $priority, $ch, $message, $thread, self::fill( $user, $ch, $u ) ), array( $e->type, $e->priority, $e->channelId, $e->messageId, $e->threadId, $e->userId ) );
-		$this->assertSame( $data, array_intersect_key( $e->data, $data ), 'the data the theme\'s UI reads' );
+		$got = array_intersect_key( $e->data, $data );
+		ksort( $got );
+		ksort( $data );
+		$this->assertSame( $data, $got, 'the data the theme\'s UI reads' );
 		$this->assertSame( $ttl, $e->expiresAt - $e->timestamp, 'expiry by priority' );
 		$this->assertEqualsWithDelta( microtime( true ) * 1000, $e->timestamp, 5000 );
 		$store->close();
@@ -91,7 +94,10 @@ final class RecordingTest extends LMSRT_TestCase {
 		$r = $rows[0];
 		$this->assertSame( array( $type, $priority, $message, $thread, self::fill( $user, $ch, $u ) ), array( $r['event_type'], (int) $r['priority'], (int) $r['message_id'], null === $r['thread_id'] ? null : (int) $r['thread_id'], (int) $r['user_id'] ) );
 		$data = self::fill( $data, $ch, $u );
-		$this->assertSame( $data, array_intersect_key( json_decode( $r['data'], true ), $data ) );
+		$got = array_intersect_key( json_decode( $r['data'], true ), $data );
+		ksort( $got );
+		ksort( $data );
+		$this->assertSame( $data, $got, 'the data the theme\'s UI reads' );
 		$this->assertSame( $ttl, (int) $r['expires_at'] - (int) $r['timestamp'] );
 	}
 

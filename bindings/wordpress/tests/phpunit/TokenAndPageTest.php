@@ -185,15 +185,15 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$ch = $this->channel( array( $u ) );
 		LMSRT_Demo_Chat::post_message( $ch, $u, 'history <i>line</i>' );
 		wp_set_current_user( $u );
-		$html = do_shortcode( '[lms_chat channel="' . $ch . '"]' );
+		$html = do_shortcode( '[lmsrt_demo_chat channel="' . $ch . '"]' );
 		$this->assertStringContainsString( 'history &lt;i&gt;line&lt;/i&gt;', $html, 'escaped' );
 		$this->assertStringContainsString( 'id="lms-chat-' . $ch . '"', $html );
 		$this->assertTrue( wp_script_is( 'lms-chat', 'enqueued' ) );
 		$inline = implode( "\n", (array) wp_scripts()->get_data( 'lms-chat', 'before' ) );
 		$this->assertStringContainsString( 'window.lmsRealtimeConfig = ', $inline );
 		wp_set_current_user( $this->user() );
-		$this->assertStringContainsString( 'lms-chat-denied', do_shortcode( '[lms_chat channel="' . $ch . '"]' ) );
+		$this->assertStringContainsString( 'lms-chat-denied', do_shortcode( '[lmsrt_demo_chat channel="' . $ch . '"]' ) );
 		wp_set_current_user( 0 );
-		$this->assertStringContainsString( 'lms-chat-login', do_shortcode( '[lms_chat channel="' . $ch . '"]' ) );
+		$this->assertStringContainsString( 'lms-chat-login', do_shortcode( '[lmsrt_demo_chat channel="' . $ch . '"]' ) );
 	}
 }
