@@ -92,6 +92,10 @@ switch ( $command ) {
 		}
 		require_once WP_PLUGIN_DIR . '/lms-realtime-demo/lms-realtime-demo.php';
 		LMSRT_Demo_Chat::install_tables();
+		// The demo's channel ids start far above the LMS fixture theme's (1, 2): both chats
+		// share this site's event store, and the LMS scenarios must not see demo events.
+		global $wpdb;
+		$wpdb->query( "ALTER TABLE {$wpdb->prefix}lmsrt_demo_channels AUTO_INCREMENT = 1000" ); // phpcs:ignore WordPress.DB.DirectDatabaseQuery,WordPress.DB.PreparedSQL.InterpolatedNotPrepared
 		// Channel 1: private, alice, bob, dave and erin (carol is not a member).
 		$channel = LMSRT_Demo_Chat::create_channel( 'general', true, array( $users['alice']['id'], $users['bob']['id'], $users['dave']['id'], $users['erin']['id'] ) );
 		$page    = wp_insert_post(

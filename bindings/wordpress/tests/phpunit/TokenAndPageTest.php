@@ -188,8 +188,8 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$html = do_shortcode( '[lmsrt_demo_chat channel="' . $ch . '"]' );
 		$this->assertStringContainsString( 'history &lt;i&gt;line&lt;/i&gt;', $html, 'escaped' );
 		$this->assertStringContainsString( 'id="lms-chat-' . $ch . '"', $html );
-		$this->assertTrue( wp_script_is( 'lms-chat', 'enqueued' ) );
-		$inline = implode( "\n", (array) wp_scripts()->get_data( 'lms-chat', 'before' ) );
+		$this->assertTrue( wp_script_is( 'lmsrt-demo-chat', 'enqueued' ) );
+		$inline = implode( "\n", (array) wp_scripts()->get_data( 'lmsrt-demo-chat', 'before' ) );
 		$this->assertStringContainsString( 'window.lmsRealtimeConfig = ', $inline );
 		wp_set_current_user( $this->user() );
 		$this->assertStringContainsString( 'lms-chat-denied', do_shortcode( '[lmsrt_demo_chat channel="' . $ch . '"]' ) );
