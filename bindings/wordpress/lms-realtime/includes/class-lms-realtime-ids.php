@@ -102,6 +102,10 @@ final class LMS_Realtime_Ids {
 			$state['backend']     = 'store';
 		} else {
 			$head = LMSRT_Realtime::cursor_max( $store->headCursor() );
+			if ( $head < $state['store_floor'] ) {
+				// A new or replaced store file starts at 1: above every id handed out before.
+				$head = (int) $store->advanceIds( max( $state['store_floor'], $state['reserve'] ) );
+			}
 		}
 		if ( $head + self::RESERVE_MARGIN > $state['reserve'] ) {
 			$state['reserve'] = $head + self::RESERVE_STEP;

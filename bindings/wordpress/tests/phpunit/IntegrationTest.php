@@ -254,4 +254,17 @@ final class IntegrationTest extends LMSRT_TestCase {
 		$this->assertFalse( $this->poll( $u, $ch, $s2 )['data']['gap'] );
 		$this->assertTrue( $this->poll( $u, $ch, $s1 )['data']['gap'] );
 	}
+
+	public function test_a_replaced_store_file_starts_above_every_id_handed_out(): void {
+		$u  = $this->user();
+		$ch = $this->channel( array( $u ) );
+		$s1 = LMS_Realtime_Plugin::realtime()->record_event( 'message_create', $ch, array(), 1, null, $u );
+		// The store file is moved or deleted: a new, empty one opens at the same path setting.
+		$fresh = dirname( $this->db_path ) . '/replaced/events.db';
+		$this->filter( 'lms_realtime_db_path', static fn () => $fresh, 20 );
+		LMS_Realtime_Plugin::set_realtime( null );
+		LMS_Realtime_Ids::reset();
+		$s2 = LMS_Realtime_Plugin::realtime()->record_event( 'message_create', $ch, array(), 2, null, $u );
+		$this->assertGreaterThan( $s1, $s2, 'a client holding the old id would otherwise miss the new events' );
+	}
 }

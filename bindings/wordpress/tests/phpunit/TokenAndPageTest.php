@@ -85,6 +85,21 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$this->assertSame( $r['data']['expires_at'], $c['exp'] );
 	}
 
+	public function test_a_chat_user_who_is_not_a_wordpress_user_gets_a_token_for_their_channels(): void {
+		// As the LMS theme's session users: no WordPress login; identity and access from the site.
+		update_option( 'lms_realtime_daemon_url', '/lmsrt' );
+		$this->filter( 'lms_realtime_current_user_id', static fn () => 5001 );
+		$this->filter( 'lms_realtime_user_can_access_channel', static fn ( $can, $user, $channel ) => 5001 === $user && in_array( $channel, array( 71, 72 ), true ), 10, 3 );
+		$this->filter( 'lms_realtime_channels_for_user', static fn () => array( 71, 72, 73 ) );
+		LMS_Realtime_Plugin::set_realtime( null );
+		$r = $this->ajax( 'lms_realtime_token', array( 'nonce' => $this->nonce( 0, 'lms_ajax_nonce' ) ), 0 );
+		$this->assertTrue( $r['success'], wp_json_encode( $r ) );
+		$this->assertSame( 5001, $r['data']['user_id'] );
+		$this->assertSame( array( 71, 72 ), $r['data']['channels'], 'only the channels access allows' );
+		list( $user, $channels ) = end( $this->issuer->calls );
+		$this->assertSame( array( 5001, array( 71, 72 ) ), array( $user, $channels ) );
+	}
+
 	public function test_tokens_cover_the_channels_the_user_may_read(): void {
 		update_option( 'lms_realtime_daemon_url', '/lmsrt' );
 		$u       = $this->user();
