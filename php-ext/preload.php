@@ -18,7 +18,9 @@
  *     opcache.preload = /path/to/php-ext/preload.php
  *     opcache.preload_user = www-data
  *
- * This script then finds the scope loaded and checks its ABI version. A master that does not
+ * This script then finds the scope loaded and checks its ABI version. It is needed even so:
+ * under ffi.enable=preload PHP lets only preloaded code call FFI (FFI::scope() included), so the
+ * package's classes must be preloaded to use the scope. A master that does not
  * run as root (no opcache.preload_user) may leave out ffi.preload: this script then loads the
  * header itself with FFI::load() (from a temporary copy whose FFI_LIB is the library's absolute
  * path, found as LmsRealtime\Library::resolvePath() finds it: LMSRT_LIBRARY in the environment,

@@ -91,6 +91,16 @@ final class Library
         return self::$ffi = $ffi;
     }
 
+    /**
+     * Whether the scope `LMSRT` is loaded. Under `ffi.enable=preload` PHP lets only preloaded
+     * code (and the CLI) call `FFI::scope()`: this class, preloaded by `preload.php`, can ask;
+     * code outside the preload cannot.
+     */
+    public static function scopeLoaded(): bool
+    {
+        return extension_loaded('ffi') && self::fromScope() !== null;
+    }
+
     /** Where the loaded library came from: `scope LMSRT` or its path ('' before loading). */
     public static function source(): string
     {
