@@ -88,7 +88,7 @@ cleanup() {
     [ -n "${hold_pid:-}" ] && kill "$hold_pid" 2>/dev/null
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
     [ -f "$work/daemon.pid" ] && kill "$(cat "$work/daemon.pid")" 2>/dev/null
-    stop_fpm
+    declare -F stop_fpm >/dev/null && stop_fpm
     sleep 0.5
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
     rm -f "$site_cfg" "$content/mu-plugins/lmsrt-e2e.php" "$content/mu-plugins/lmsrt-e2e-setups.php"
