@@ -11,13 +11,16 @@ use LmsRealtime\Exception\LibraryNotFoundException;
 /**
  * Owns the process's `\FFI` instance for the native library.
  *
- * Loading order: the preloaded scope `LMSRT` first (production: `ffi.enable=preload` and
- * `opcache.preload=preload.php`, so the header is parsed once per server start, never per
- * request); otherwise `FFI::cdef()` with the bundled header and a library path chosen in this
- * order: the explicit argument, the `LMSRT_LIBRARY` environment variable, then the newest build
- * output (`target/{release,debug}/liblms_realtime.so` beside this package, or under
- * `CARGO_TARGET_DIR`). An explicit path or `LMSRT_LIBRARY` that does not exist is an error, not
- * a reason to look elsewhere. Finally the library's ABI version must be `ABI_VERSION`.
+ * Loading order: the preloaded scope `LMSRT` first (production: `ffi.enable=preload` with
+ * `ffi.preload` and `opcache.preload=preload.php`, so the header is parsed once per server
+ * start, never per request); otherwise `FFI::cdef()` with the bundled header and a library path
+ * chosen in this order (`candidates()`): the explicit argument, the `LMSRT_LIBRARY` environment
+ * variable, the library beside this package's directory (`../liblms_realtime.so`: where the
+ * WordPress plugin bundles it, `<plugin>/lib/liblms_realtime.so` next to `<plugin>/lib/php-ext/`),
+ * then the newest build output (`target/{release,debug}/liblms_realtime.so` beside this package,
+ * or under `CARGO_TARGET_DIR`). An explicit path or `LMSRT_LIBRARY` that does not exist is an
+ * error, not a reason to look elsewhere. Finally the library's ABI version must be
+ * `ABI_VERSION`.
  *
  * The instance is cached for the rest of the process (a PHP-FPM request): the first call's
  * path wins.
@@ -60,8 +63,8 @@ final class Library
         $mode = strtolower(trim((string) ini_get('ffi.enable')));
         if (in_array($mode, ['0', '', 'false', 'off', 'no'], true)) {
             throw new FfiUnavailableException(
-                'FFI is disabled (ffi.enable=' . $mode . '): set ffi.enable=preload and preload '
-                . 'php-ext/preload.php with opcache.preload (or ffi.enable=true for the CLI)'
+                'FFI is disabled (ffi.enable=' . ($mode === '' ? '0' : $mode) . '): set ffi.enable=preload '
+                . 'with ffi.preload and opcache.preload=' . self::preloadScript() . ', or ffi.enable=true'
             );
         }
         $ffi = self::fromScope();
@@ -69,11 +72,7 @@ final class Library
             $source = 'scope ' . self::SCOPE;
         } else {
             if ($mode === 'preload' && PHP_SAPI !== 'cli') {
-                throw new FfiUnavailableException(
-                    'ffi.enable=preload allows FFI only for preloaded headers, and the scope "'
-                    . self::SCOPE . '" is not loaded: set opcache.preload to php-ext/preload.php '
-                    . '(or ffi.preload to a header with an absolute FFI_LIB)'
-                );
+                throw new FfiUnavailableException(self::notPreloadedReason());
             }
             $source = self::resolvePath($libraryPath);
             $ffi = self::fromHeader($source);
@@ -90,6 +89,16 @@ final class Library
         }
         self::$source = $source;
         return self::$ffi = $ffi;
+    }
+
+    /**
+     * Whether the scope `LMSRT` is loaded. Under `ffi.enable=preload` PHP lets only preloaded
+     * code (and the CLI) call `FFI::scope()`: this class, preloaded by `preload.php`, can ask;
+     * code outside the preload cannot.
+     */
+    public static function scopeLoaded(): bool
+    {
+        return extension_loaded('ffi') && self::fromScope() !== null;
     }
 
     /** Where the loaded library came from: `scope LMSRT` or its path ('' before loading). */
@@ -117,15 +126,26 @@ final class Library
     }
 
     /**
-     * The library path `ffi()` would load (explicit, then `LMSRT_LIBRARY`, then the newest build
-     * output).
+     * The library path `ffi()` would load: the first of `candidates()` that exists (of the build
+     * outputs, the newest).
      *
-     * @throws LibraryNotFoundException
+     * @throws LibraryNotFoundException An explicit path or `LMSRT_LIBRARY` names no file, or no
+     *                                  candidate exists.
      */
     public static function resolvePath(?string $explicit = null): string
     {
-        foreach ([['the explicit path', $explicit], ['LMSRT_LIBRARY', self::env('LMSRT_LIBRARY')]] as [$what, $path]) {
-            if ($path === null || $path === '') {
+        $found = [];
+        foreach (self::candidates($explicit) as [$what, $path]) {
+            if ($what === 'the build output') {
+                if (is_file($path)) {
+                    $found[$path] = (int) filemtime($path);
+                }
+                continue;
+            }
+            if ($what === 'the bundled library') {
+                if (is_file($path)) {
+                    return $path;
+                }
                 continue;
             }
             // A bare file name is left to the dynamic loader's search path.
@@ -138,20 +158,126 @@ final class Library
                 $what
             ));
         }
-        $found = [];
-        foreach (self::buildOutputs() as $candidate) {
-            if (is_file($candidate)) {
-                $found[$candidate] = (int) filemtime($candidate);
-            }
-        }
         if ($found === []) {
             throw new LibraryNotFoundException(
-                'lms-realtime library not found: pass its path, set LMSRT_LIBRARY, or build it '
-                . 'with `cargo build --release` (looked in: ' . implode(', ', self::buildOutputs()) . ')'
+                'lms-realtime library not found: pass its path, set LMSRT_LIBRARY, bundle it as '
+                . self::bundledPath() . ', or build it with `cargo build --release` (looked in: '
+                . implode(', ', array_merge([self::bundledPath()], self::buildOutputs())) . ')'
             );
         }
         arsort($found);
         return (string) array_key_first($found);
+    }
+
+    /**
+     * Where `resolvePath()` looks, in order, as [what, path]: the explicit path and
+     * `LMSRT_LIBRARY` (when given; either must exist), `bundledPath()`, then `buildOutputs()`.
+     *
+     * @return list<array{0: string, 1: string}>
+     */
+    public static function candidates(?string $explicit = null): array
+    {
+        $out = [];
+        foreach ([['the explicit path', $explicit], ['LMSRT_LIBRARY', self::env('LMSRT_LIBRARY')]] as [$what, $path]) {
+            if ($path !== null && $path !== '') {
+                $out[] = [$what, $path];
+            }
+        }
+        $out[] = ['the bundled library', self::bundledPath()];
+        foreach (self::buildOutputs() as $path) {
+            $out[] = ['the build output', $path];
+        }
+        return $out;
+    }
+
+    /**
+     * This package's directory (`php-ext/`; `<plugin>/lib/php-ext/` in the WordPress plugin).
+     */
+    public static function packageDir(): string
+    {
+        $dir = dirname(__DIR__);
+        return realpath($dir) ?: $dir;
+    }
+
+    /**
+     * The library beside this package's directory: `<plugin>/lib/liblms_realtime.so` when the
+     * package is the WordPress plugin's `<plugin>/lib/php-ext/`.
+     */
+    public static function bundledPath(): string
+    {
+        return dirname(self::packageDir()) . '/' . self::FILE_NAME;
+    }
+
+    /** This package's preload script (the value for `opcache.preload`). */
+    public static function preloadScript(): string
+    {
+        return self::packageDir() . '/preload.php';
+    }
+
+    /**
+     * What `preload.php` recorded at the last server start (null when it recorded nothing that
+     * this process can see): `ok`, `via` (`ffi.preload` or `FFI::load`), `library`, `header`, `error`,
+     * `script`, `time`, `pid`, `user`, `failed_classes`, and `file` (where it was read).
+     *
+     * The record is a small JSON file in the directory of `sys_temp_dir` (else `/tmp`; not
+     * `$TMPDIR`, which PHP-FPM's workers do not inherit), named after the preload script's real
+     * path and the user that wrote it: `lms-realtime-preload-<sha1 prefix>.<uid>.json`. A file
+     * whose owner is not that uid is ignored.
+     *
+     * @return array<string, mixed>|null
+     */
+    public static function preloadStatus(?string $script = null): ?array
+    {
+        $prefix = self::preloadStatusPrefix($script ?? self::preloadScript());
+        $best = null;
+        foreach (glob($prefix . '*.json') ?: [] as $file) {
+            $uid = substr($file, strlen($prefix), -strlen('.json'));
+            if (!ctype_digit($uid) || @fileowner($file) !== (int) $uid) {
+                continue;
+            }
+            $data = json_decode((string) @file_get_contents($file), true);
+            if (!is_array($data) || !isset($data['time'])) {
+                continue;
+            }
+            $data['file'] = $file;
+            if ($best === null || $data['time'] > $best['time']) {
+                $best = $data;
+            }
+        }
+        return $best;
+    }
+
+    /**
+     * The status files' common prefix for a preload script (`preload.php` computes the same).
+     *
+     * @internal
+     */
+    public static function preloadStatusPrefix(string $script): string
+    {
+        $dir = (string) ini_get('sys_temp_dir');
+        $dir = rtrim($dir === '' ? '/tmp' : $dir, '/');
+        return $dir . '/lms-realtime-preload-' . substr(sha1(realpath($script) ?: $script), 0, 12) . '.';
+    }
+
+    /**
+     * Why the scope is missing under `ffi.enable=preload`, with the settings that fix it (real
+     * paths).
+     */
+    private static function notPreloadedReason(): string
+    {
+        $script = self::preloadScript();
+        $preload = (string) ini_get('opcache.preload');
+        $status = self::preloadStatus();
+        $why = 'ffi.enable=preload allows FFI only for preloaded headers, and the scope "' . self::SCOPE
+            . '" is not loaded';
+        if ($preload !== '' && (realpath($preload) ?: $preload) === $script && $status !== null && empty($status['ok'])) {
+            $why .= ': opcache.preload ran ' . $script . ' and it failed: ' . $status['error'];
+        } elseif ($preload === '') {
+            $why .= ': opcache.preload is not set';
+        }
+        return $why . '. Write a header (php ' . self::packageDir() . '/bin/write-header.php '
+            . '<header file> [library]) and set ffi.preload=<header file> and opcache.preload=' . $script
+            . ' (with opcache.preload_user=<the pool\'s user> when the master runs as root)';
     }
 
     /**

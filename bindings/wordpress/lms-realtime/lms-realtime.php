@@ -56,3 +56,5 @@ register_deactivation_hook( __FILE__, array( 'LMS_Realtime_Plugin', 'deactivate'
  * shows an admin notice.
  */
 LMS_Realtime_Plugin::boot();
+// The set-up check: JSON for administrators, and `wp lmsrt doctor` under WP-CLI.
+LMS_Realtime_Doctor::register();

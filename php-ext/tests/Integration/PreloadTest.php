@@ -17,6 +17,13 @@ use LmsRealtime\Library;
  */
 final class PreloadTest extends IntegrationTestCase
 {
+    protected function tearDown(): void
+    {
+        // preload.php's record of each start (see PreloadFailureTest).
+        array_map('unlink', glob(Library::preloadStatusPrefix(self::preloadScript()) . '*') ?: []);
+        parent::tearDown();
+    }
+
     /** @param list<string> $prefix @return array<string, mixed> */
     private function probe(array $ini, array $prefix = []): array
     {

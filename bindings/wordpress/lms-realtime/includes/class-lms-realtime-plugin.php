@@ -302,20 +302,25 @@ final class LMS_Realtime_Plugin {
 	}
 
 	/**
-	 * The notice when the store path is unavailable and the site runs on legacy polling.
+	 * The notice when the store path is unavailable and the site runs on the table path: why,
+	 * and the exact lines that fix it (`LMS_Realtime_Doctor`, with this installation's paths).
 	 */
 	public static function admin_notice(): void {
 		if ( ! current_user_can( 'manage_options' ) || LMS_Realtime_Requirements::met() ) {
 			return;
 		}
-		echo '<div class="notice notice-warning"><p><strong>';
-		esc_html_e( 'LMS Chat Realtime is running on legacy polling.', 'lms-realtime' );
+		$report = LMS_Realtime_Doctor::report();
+		echo '<div class="notice notice-warning lmsrt-notice"><p><strong>';
+		esc_html_e( 'LMS Chat Realtime is running on legacy polling (the plugin\'s table).', 'lms-realtime' );
 		echo '</strong> ';
-		echo esc_html( implode( ' ', LMS_Realtime_Requirements::problems() ) );
-		echo ' ';
 		esc_html_e( 'The chat keeps working through admin-ajax short polling from the plugin\'s own table.', 'lms-realtime' );
-		echo ' <a href="' . esc_url( admin_url( 'options-general.php?page=' . LMS_Realtime_Settings::PAGE ) ) . '">';
-		esc_html_e( 'Status', 'lms-realtime' );
+		echo '</p>';
+		foreach ( $report['problems'] as $problem ) {
+			echo '<p><strong>' . esc_html__( 'Why:', 'lms-realtime' ) . '</strong> ' . esc_html( $problem['problem'] ) . '</p>';
+			LMS_Realtime_Doctor::render_fix( $problem );
+		}
+		echo '<p><a href="' . esc_url( admin_url( 'options-general.php?page=' . LMS_Realtime_Settings::PAGE ) ) . '#lmsrt-doctor">';
+		esc_html_e( 'Set-up check and status', 'lms-realtime' );
 		echo '</a></p></div>';
 	}
 }

@@ -80,12 +80,23 @@ final class LMS_Realtime_Requirements {
 			return array(
 				sprintf(
 					/* translators: %s: the ffi.enable setting. */
-					__( 'FFI is disabled (ffi.enable=%s). Set ffi.enable=preload with opcache.preload, or ffi.enable=true.', 'lms-realtime' ),
+					__( 'FFI is disabled (ffi.enable=%s).', 'lms-realtime' ),
 					'' === $mode ? '0' : $mode
 				),
 			);
 		}
-		if ( ! class_exists( 'LmsRealtime\\EventStore' ) ) {
+		try {
+			$binding = class_exists( 'LmsRealtime\\EventStore' );
+		} catch ( \Throwable $e ) {
+			return array(
+				sprintf(
+					/* translators: %s: the error. */
+					__( 'The PHP binding failed to load: %s', 'lms-realtime' ),
+					$e->getMessage()
+				),
+			);
+		}
+		if ( ! $binding ) {
 			return array( __( 'The PHP binding (LmsRealtime\\EventStore) was not found: bundle it under lib/php-ext or define LMSRT_PHP_PACKAGE.', 'lms-realtime' ) );
 		}
 		try {

@@ -10,7 +10,8 @@ defined( 'ABSPATH' ) || exit;
 /**
  * The settings page. Saving goes through `options.php` (the Settings API checks the nonce of
  * the `lms_realtime` group and the capability from `option_page_capability_lms_realtime`);
- * every option has a sanitising callback (the static `sanitize_*` methods, unit-tested).
+ * every option has a sanitising callback (the static `sanitize_*` methods, unit-tested); a
+ * number out of its range is refused with a message and the previous value kept.
  * The reset buttons post to `admin-post.php` with their own nonces and capability check.
  */
 final class LMS_Realtime_Settings {
@@ -20,6 +21,9 @@ final class LMS_Realtime_Settings {
 
 	/** The settings group. */
 	public const GROUP = 'lms_realtime';
+
+	/** Seconds after which the LMS theme's client gives up a poll request. */
+	public const THEME_CLIENT_TIMEOUT = 7;
 
 	/** The event families an admin can pick. */
 	public const FAMILIES = array( 'messages', 'reactions' );
@@ -82,7 +86,7 @@ final class LMS_Realtime_Settings {
 		return array(
 			'lms_use_unified_longpoll'         => array( array( self::class, 'sanitize_bool' ), __( 'Unified long poll', 'lms-realtime' ), 'bool' ),
 			'lms_unified_longpoll_events'      => array( array( self::class, 'sanitize_events' ), __( 'Events through the unified poll', 'lms-realtime' ), 'events' ),
-			'lms_longpoll_timeout'             => array( array( self::class, 'sanitize_timeout' ), __( 'Long-poll timeout (seconds)', 'lms-realtime' ), 'number' ),
+			'lms_longpoll_timeout'             => array( array( self::class, 'sanitize_timeout' ), __( 'Long-poll timeout (seconds)', 'lms-realtime' ), 'timeout' ),
 			'lms_longpoll_rollout'             => array( array( self::class, 'sanitize_rollout' ), __( 'Rollout (% of users)', 'lms-realtime' ), 'number' ),
 			'lms_longpoll_beta_users'          => array( array( self::class, 'sanitize_beta_users' ), __( 'Beta users', 'lms-realtime' ), 'users' ),
 			'lms_longpoll_max_connections'     => array( array( self::class, 'sanitize_max_connections' ), __( 'Connections per user', 'lms-realtime' ), 'number' ),
@@ -151,22 +155,47 @@ final class LMS_Realtime_Settings {
 		return array_values( array_intersect( self::FAMILIES, $value ) );
 	}
 
+	/** The ranges of the number options: option => [lowest, highest]. */
+	public const RANGES = array(
+		'lms_longpoll_timeout'         => array( 1, 60 ),
+		'lms_longpoll_rollout'         => array( 0, 100 ),
+		'lms_longpoll_max_connections' => array( 1, 15 ),
+		'lms_longpoll_batch_size'      => array( 1, 500 ),
+	);
+
 	/**
-	 * An integer clamped to a range.
+	 * A whole number in the option's range (`RANGES`); anything else is refused with a
+	 * settings error, and the option keeps its current value.
 	 *
-	 * @param mixed $value raw.
-	 * @param int   $min   lowest.
-	 * @param int   $max   highest.
-	 * @param int   $fallback when not a number.
+	 * @param string $option the option.
+	 * @param mixed  $value  raw.
 	 */
-	public static function clamp_int( $value, int $min, int $max, int $fallback ): int {
-		if ( is_string( $value ) ) {
-			$value = trim( $value );
+	public static function int_in_range( string $option, $value ): int {
+		list( $min, $max ) = self::RANGES[ $option ];
+		$raw               = is_string( $value ) ? trim( $value ) : $value;
+		if ( is_int( $raw ) || ( is_string( $raw ) && 1 === preg_match( '/^-?\d{1,9}$/', $raw ) ) ) {
+			if ( (int) $raw >= $min && (int) $raw <= $max ) {
+				return (int) $raw;
+			}
 		}
-		if ( ! is_numeric( $value ) ) {
-			return $fallback;
+		$old = (int) get_option( $option, LMS_Realtime_Plugin::DEFAULTS[ $option ] );
+		if ( function_exists( 'add_settings_error' ) ) {
+			$labels = array_map( static fn ( array $o ): string => $o[1], self::options() );
+			add_settings_error(
+				$option,
+				'out_of_range',
+				sprintf(
+					/* translators: 1: the setting's label, 2: lowest, 3: highest, 4: the value entered, 5: the value kept. */
+					__( '%1$s must be a whole number from %2$d to %3$d: "%4$s" was not saved, the setting stays %5$d.', 'lms-realtime' ),
+					$labels[ $option ],
+					$min,
+					$max,
+					is_scalar( $value ) ? sanitize_text_field( (string) $value ) : gettype( $value ),
+					$old
+				)
+			);
 		}
-		return max( $min, min( $max, (int) $value ) );
+		return $old;
 	}
 
 	/**
@@ -175,7 +204,7 @@ final class LMS_Realtime_Settings {
 	 * @param mixed $value raw.
 	 */
 	public static function sanitize_timeout( $value ): int {
-		return self::clamp_int( $value, 1, 60, 30 );
+		return self::int_in_range( 'lms_longpoll_timeout', $value );
 	}
 
 	/**
@@ -184,7 +213,7 @@ final class LMS_Realtime_Settings {
 	 * @param mixed $value raw.
 	 */
 	public static function sanitize_rollout( $value ): int {
-		return self::clamp_int( $value, 0, 100, 0 );
+		return self::int_in_range( 'lms_longpoll_rollout', $value );
 	}
 
 	/**
@@ -193,7 +222,7 @@ final class LMS_Realtime_Settings {
 	 * @param mixed $value raw.
 	 */
 	public static function sanitize_max_connections( $value ): int {
-		return self::clamp_int( $value, 1, 15, 3 );
+		return self::int_in_range( 'lms_longpoll_max_connections', $value );
 	}
 
 	/**
@@ -202,7 +231,7 @@ final class LMS_Realtime_Settings {
 	 * @param mixed $value raw.
 	 */
 	public static function sanitize_batch_size( $value ): int {
-		return self::clamp_int( $value, 1, 500, 50 );
+		return self::int_in_range( 'lms_longpoll_batch_size', $value );
 	}
 
 	/**
@@ -382,13 +411,31 @@ final class LMS_Realtime_Settings {
 					echo '<p class="description">' . esc_html__( 'The constant LMSRT_DAEMON_SECRET overrides this setting.', 'lms-realtime' ) . '</p>';
 				}
 				break;
+			case 'timeout':
+				printf( '<input type="number" class="small-text" id="%1$s" name="%1$s" value="%2$s" min="1" max="60" />', esc_attr( $option ), esc_attr( (string) $value ) );
+				echo '<p class="description">' . esc_html( self::timeout_help() ) . '</p>';
+				break;
 			default:
-				printf( '<input type="number" class="small-text" id="%1$s" name="%1$s" value="%2$s" />', esc_attr( $option ), esc_attr( (string) $value ) );
+				list( $min, $max ) = self::RANGES[ $option ] ?? array( '', '' );
+				printf( '<input type="number" class="small-text" id="%1$s" name="%1$s" value="%2$s" min="%3$s" max="%4$s" />', esc_attr( $option ), esc_attr( (string) $value ), esc_attr( (string) $min ), esc_attr( (string) $max ) );
 		}
 	}
 
 	/**
-	 * The page: the form, then the status panel.
+	 * What the timeout applies to.
+	 */
+	public static function timeout_help(): string {
+		return sprintf(
+			/* translators: 1: the theme client's request timeout, 2: the hold for that client, 3: the longest hold when WordPress serves the plugin's client. */
+			__( 'The LMS theme\'s client gives up a request after %1$d s, so its polls are held at most %2$d s whatever this value. The plugin\'s own client is held up to this value (at most %3$d s when WordPress serves it); the daemon holds its own long polls.', 'lms-realtime' ),
+			self::THEME_CLIENT_TIMEOUT,
+			LMSRT_Realtime::LEGACY_CLIENT_MAX_WAIT,
+			LMSRT_Unified_Long_Poll::SELF_SERVE_MAX_WAIT
+		);
+	}
+
+	/**
+	 * The page: the form, then the status panel and the set-up check.
 	 */
 	public static function render(): void {
 		if ( ! current_user_can( self::capability() ) ) {
@@ -396,6 +443,20 @@ final class LMS_Realtime_Settings {
 		}
 		echo '<div class="wrap"><h1>' . esc_html__( 'LMS Chat Realtime', 'lms-realtime' ) . '</h1>';
 		settings_errors();
+		$timeout = (int) get_option( 'lms_longpoll_timeout', LMS_Realtime_Plugin::DEFAULTS['lms_longpoll_timeout'] );
+		if ( $timeout > LMSRT_Realtime::LEGACY_CLIENT_MAX_WAIT ) {
+			echo '<div class="notice notice-info inline lmsrt-timeout-notice"><p>';
+			echo esc_html(
+				sprintf(
+					/* translators: 1: the timeout setting, 2: the hold for the theme's client, 3: the theme client's request timeout. */
+					__( 'The long-poll timeout is %1$d s, but the LMS theme\'s client gives up a request after %3$d s: the plugin holds that client\'s polls at most %2$d s whatever this setting. The longer hold applies only to the plugin\'s own client and the daemon.', 'lms-realtime' ),
+					$timeout,
+					LMSRT_Realtime::LEGACY_CLIENT_MAX_WAIT,
+					self::THEME_CLIENT_TIMEOUT
+				)
+			);
+			echo '</p></div>';
+		}
 		echo '<form method="post" action="options.php">';
 		settings_fields( self::GROUP );
 		do_settings_sections( self::PAGE );
@@ -433,6 +494,7 @@ final class LMS_Realtime_Settings {
 				'next'       => wp_next_scheduled( LMS_Realtime_Plugin::CRON_HOOK ),
 				'last_purge' => get_option( 'lms_realtime_last_purge', null ),
 			),
+			'doctor'   => LMS_Realtime_Doctor::report(),
 		);
 		if ( $rt instanceof LMSRT_Unified_Long_Poll ) {
 			$status['library'] = array(
@@ -534,6 +596,7 @@ final class LMS_Realtime_Settings {
 			submit_button( $label, 'secondary', 'submit', false );
 			echo '</form>';
 		}
+		LMS_Realtime_Doctor::render( $s['doctor'] );
 	}
 
 	/**

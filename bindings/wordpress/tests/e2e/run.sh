@@ -8,10 +8,11 @@
 # 3. builds the plugin (build.sh), starts a private MariaDB in a temporary directory, writes
 #    /etc/wordpress/config-<its loopback address>.php, installs WordPress from PHP CLI, activates the plugin,
 #    creates the users and a channel;
-# 4. serves the site with php-fpm (FFI enabled) + nginx on a free loopback port, /lmsrt/
-#    proxied to the daemon's port;
+# 4. serves the site with php-fpm (start_fpm ffi: FFI enabled) + nginx on a free loopback port,
+#    /lmsrt/ proxied to the daemon's port;
 # 5. runs the PHPUnit suite inside that WordPress, then the browser scenarios (node --test,
-#    playwright-core driving /usr/bin/chromium), then the uninstall check;
+#    playwright-core driving /usr/bin/chromium), then the PHP set-ups (php-setups.sh: php-fpm
+#    restarted in each set-up, start_fpm <mode>), then the uninstall check;
 # 6. prints "N passed, M failed, K skipped" and tears everything down (trap), so it can run
 #    again at once.
 #
@@ -21,7 +22,7 @@
 #                      127.0.0.1:{port} --token-key {key_id}:{secret} --trust-proxy; the daemon
 #                      scenario is skipped, with the reason, while that binary does not exist)
 #   LMSRT_E2E_KEEP=1   keep the temporary directory (logs) after the run
-#   LMSRT_E2E_ONLY     "phpunit" or "browser" to run one part
+#   LMSRT_E2E_ONLY     "phpunit", "browser" (with the uninstall check) or "php-setups" to run one part
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -77,6 +78,7 @@ while [ -e "/etc/wordpress/config-$host.php" ]; do host="127.0.$((RANDOM % 200 +
 content="$work/wp-content"
 site_cfg="/etc/wordpress/config-$host.php"
 mkdir -p "$content/plugins" "$content/themes" "$content/mu-plugins"
+export LMSRT_E2E_WORK="$work" LMSRT_E2E_CONTENT="$content"
 pids=()
 
 cleanup() {
@@ -84,6 +86,7 @@ cleanup() {
     [ -n "${hold_pid:-}" ] && kill "$hold_pid" 2>/dev/null
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
     [ -f "$work/daemon.pid" ] && kill "$(cat "$work/daemon.pid")" 2>/dev/null
+    declare -F stop_fpm >/dev/null && stop_fpm
     sleep 0.5
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
     rm -f "$site_cfg"
@@ -99,7 +102,9 @@ dport="$(free_port)"
 base="http://$host:$port"
 
 log "plugin build"
-bash "$wpdir/build.sh" --out "$work/dist" >/dev/null || die "build.sh failed"
+# With the library bundled (lib/liblms_realtime.so), as a site owner installs it; the phases
+# before php-setups load the one LMSRT_LIBRARY names (the site config below).
+bash "$wpdir/build.sh" --with-library --out "$work/dist" >/dev/null || die "build.sh failed"
 cp -R "$work/dist/lms-realtime" "$content/plugins/lms-realtime"
 cp -R "$work/dist/lms-realtime-demo" "$content/plugins/lms-realtime-demo"
 cp -R "$here/fixtures/theme" "$content/themes/lmsrt-e2e"
@@ -137,7 +142,11 @@ define( 'AUTOMATIC_UPDATER_DISABLED', true );
 define( 'WP_DEBUG', true );
 define( 'WP_DEBUG_DISPLAY', false );
 define( 'WP_DEBUG_LOG', '$work/wp-debug.log' );
-define( 'LMSRT_LIBRARY', '$lib' );
+// php-setups.sh runs php-fpm with env[LMSRT_E2E_BUNDLED_LIBRARY]: the plugin then finds the
+// library it bundles, as on a site without this constant.
+if ( ! getenv( 'LMSRT_E2E_BUNDLED_LIBRARY' ) ) {
+	define( 'LMSRT_LIBRARY', '$lib' );
+}
 if ( ! getenv( 'LMSRT_E2E_NO_DB_PATH' ) ) {
 	define( 'LMSRT_DB_PATH', '$work/store/events.db' );
 }
@@ -182,25 +191,75 @@ snap 2
 check "activating the plugin leaves the theme's tables byte-identical" same 0 2
 
 log "php-fpm and nginx"
-cat >"$work/php-fpm.conf" <<CONF
-[global]
-pid = $work/php-fpm.pid
-error_log = $work/php-fpm.log
-daemonize = no
-[lmsrt]
-user = root
-group = root
-listen = $work/php-fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = ${LMSRT_E2E_FPM_CHILDREN:-16}
-catch_workers_output = yes
-php_admin_value[ffi.enable] = true
-php_admin_value[error_log] = $work/php-errors.log
-php_admin_flag[log_errors] = on
-CONF
-php-fpm8.2 -R -y "$work/php-fpm.conf" 9>&- &
-pids+=($!)
+# start_fpm <mode> [bundled]: writes the pool config of a PHP set-up and (re)starts php-fpm on the
+# same socket ($work/php-fpm.sock); returns once the site answers, 1 if php-fpm does not come up
+# (its log: $work/php-fpm.log, PHP's start-up messages: $work/php-startup.log). The master runs
+# as root, so the preload modes need opcache.preload_user (www-data runs the preload).
+#   ffi               php_admin_value[ffi.enable] = true (FFI::cdef per request)
+#   preload           ffi.enable=preload, ffi.preload=$work/lms_realtime.h (php-setups.sh writes
+#                     it with write-header.php), opcache.enable=1,
+#                     opcache.preload=<installed plugin>/lib/php-ext/preload.php
+#   noffi             php_admin_value[ffi.enable] = false (FFI unavailable)
+#   badpreload        as preload without ffi.preload, LMSRT_LIBRARY=/nonexistent/... in the
+#                     master's environment: preload.php finds no library
+#   badpreload-user   as preload without ffi.preload: PHP refuses preload.php's FFI::load()
+#                     under opcache.preload_user
+# "bundled": the workers get env[LMSRT_E2E_BUNDLED_LIBRARY] (the site config then leaves
+# LMSRT_LIBRARY undefined and the plugin finds the library it bundles).
+stop_fpm() {
+    local pidfile="$LMSRT_E2E_WORK/php-fpm.pid" pid
+    [ -f "$pidfile" ] || return 0
+    pid="$(cat "$pidfile")"
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null
+    rm -f "$pidfile" "$LMSRT_E2E_WORK/php-fpm.sock"
+}
+start_fpm() {
+    local mode="$1" w="$LMSRT_E2E_WORK" plugin="$LMSRT_E2E_CONTENT/plugins/lms-realtime"
+    local ini=() env=() admin=() pid
+    case "$mode" in
+        ffi) admin=("php_admin_value[ffi.enable] = true") ;;
+        noffi) admin=("php_admin_value[ffi.enable] = false") ;;
+        preload | badpreload | badpreload-user)
+            ini=(-d ffi.enable=preload -d opcache.enable=1 -d "opcache.preload=$plugin/lib/php-ext/preload.php"
+                 -d opcache.preload_user=www-data -d "error_log=$w/php-startup.log" -d log_errors=1)
+            touch "$w/php-startup.log" && chmod 666 "$w/php-startup.log"
+            if [ "$mode" = preload ]; then
+                [ -f "$w/lms_realtime.h" ] || { echo "start_fpm: no $w/lms_realtime.h" >&2; return 1; }
+                ini+=(-d "ffi.preload=$w/lms_realtime.h")
+            fi
+            [ "$mode" = badpreload ] && env=(LMSRT_LIBRARY=/nonexistent/liblms_realtime.so)
+            ;;
+        *) echo "start_fpm: unknown mode $mode" >&2; return 2 ;;
+    esac
+    [ "${2:-}" = bundled ] && admin+=("env[LMSRT_E2E_BUNDLED_LIBRARY] = 1")
+    stop_fpm
+    {
+        printf '[global]\npid = %s\nerror_log = %s\ndaemonize = no\n' "$w/php-fpm.pid" "$w/php-fpm.log"
+        printf '[lmsrt]\nuser = root\ngroup = root\nlisten = %s\nlisten.mode = 0666\npm = static\n' "$w/php-fpm.sock"
+        printf 'pm.max_children = %s\ncatch_workers_output = yes\n' "${LMSRT_E2E_FPM_CHILDREN:-16}"
+        printf 'php_admin_value[error_log] = %s\nphp_admin_flag[log_errors] = on\n' "$w/php-errors.log"
+        for line in "${admin[@]}"; do printf '%s\n' "$line"; done
+    } >"$w/php-fpm.conf"
+    echo "php-fpm: $mode ${2:-} ${ini[*]} ${env[*]}" >>"$w/php-fpm.log"
+    # Its output to a file: a php-fpm started by php-setups.sh must not hold run.sh's pipe open.
+    env "${env[@]}" php-fpm8.2 -R -y "$w/php-fpm.conf" "${ini[@]}" >>"$w/php-fpm.out" 2>&1 9>&- &
+    pid=$!
+    # Ready: the socket is there and, once nginx runs, the site answers through it.
+    for _ in $(seq 1 150); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if [ -S "$w/php-fpm.sock" ]; then
+            [ -f "$w/nginx/nginx.pid" ] || return 0
+            [ "$(curl -s -o /dev/null -w '%{http_code}' "$LMSRT_E2E_BASE/wp-login.php")" = 200 ] && return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+export -f start_fpm stop_fpm
+export LMSRT_E2E_BASE="$base"
+start_fpm ffi || die "php-fpm did not start (see $work/php-fpm.log)"
 mkdir -p "$work/nginx/tmp"
 cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
@@ -317,7 +376,14 @@ if [ -z "$only" ] || [ "$only" = browser ]; then
     count_tap "$work/node.tap"
 fi
 
-# -- 5c. the LMS chat theme -----------------------------------------------------------------
+# -- 5c. the PHP set-ups, php-fpm restarted for each (on the demo site, before the LMS theme) --
+if [ -z "$only" ] || [ "$only" = php-setups ]; then
+    log "PHP set-ups (php-setups.sh)"
+    bash "$here/php-setups.sh" 2>&1 | tee "$work/php-setups.tap"
+    count_tap "$work/php-setups.tap"
+fi
+
+# -- 5d. the LMS chat theme -----------------------------------------------------------------
 if [ -z "$only" ] || [ "$only" = browser ] || [ "$only" = lms ]; then
     pages_answer() { # the home page, the login page and admin-ajax answer without a server error
         local u code
@@ -355,6 +421,7 @@ if [ -z "$only" ] || [ "$only" = browser ] || [ "$only" = lms ]; then
     check "every page answers after activation" pages_answer
 fi
 
+# -- 5e. uninstall ----------------------------------------------------------------------------
 if [ -z "$only" ] || [ "$only" = browser ]; then
     log "uninstall"
     snap 3

@@ -28,21 +28,57 @@ final class SettingsTest extends LMSRT_TestCase {
 		$this->assertSame( array( 'reactions' ), LMS_Realtime_Settings::sanitize_events( array( 'reactions', '<script>' ) ) );
 	}
 
-	public function test_numbers_are_clamped(): void {
-		$this->assertSame( 30, LMS_Realtime_Settings::sanitize_timeout( 'abc' ) );
-		$this->assertSame( 60, LMS_Realtime_Settings::sanitize_timeout( '600' ) );
-		$this->assertSame( 1, LMS_Realtime_Settings::sanitize_timeout( '-3' ) );
-		$this->assertSame( 25, LMS_Realtime_Settings::sanitize_timeout( ' 25 ' ) );
-		$this->assertSame( 100, LMS_Realtime_Settings::sanitize_rollout( '150' ) );
-		$this->assertSame( 0, LMS_Realtime_Settings::sanitize_rollout( '-1' ) );
-		$this->assertSame( 20, LMS_Realtime_Settings::sanitize_rollout( '20.7' ) );
-		$this->assertSame( 15, LMS_Realtime_Settings::sanitize_max_connections( 99 ) );
-		$this->assertSame( 1, LMS_Realtime_Settings::sanitize_max_connections( 0 ) );
-		$this->assertSame( 3, LMS_Realtime_Settings::sanitize_max_connections( array() ) );
-		$this->assertSame( 500, LMS_Realtime_Settings::sanitize_batch_size( 10000 ) );
-		$this->assertSame( 50, LMS_Realtime_Settings::sanitize_batch_size( '' ) );
+	/**
+	 * The last settings error of an option.
+	 *
+	 * @param string $option the option.
+	 */
+	private function last_error( string $option ): ?array {
+		$errors = get_settings_errors( $option );
+		return array() === $errors ? null : end( $errors );
 	}
 
+	public function test_numbers_in_range_are_kept(): void {
+		$GLOBALS['wp_settings_errors'] = array();
+		$this->assertSame( 25, LMS_Realtime_Settings::sanitize_timeout( ' 25 ' ) );
+		$this->assertSame( 1, LMS_Realtime_Settings::sanitize_timeout( 1 ) );
+		$this->assertSame( 60, LMS_Realtime_Settings::sanitize_timeout( '60' ) );
+		$this->assertSame( 0, LMS_Realtime_Settings::sanitize_rollout( '0' ) );
+		$this->assertSame( 100, LMS_Realtime_Settings::sanitize_rollout( 100 ) );
+		$this->assertSame( 15, LMS_Realtime_Settings::sanitize_max_connections( '15' ) );
+		$this->assertSame( 500, LMS_Realtime_Settings::sanitize_batch_size( '500' ) );
+		$this->assertSame( array(), get_settings_errors(), 'no message for a valid value' );
+	}
+
+	public function test_numbers_out_of_range_are_refused_with_a_message_and_the_old_value_kept(): void {
+		update_option( 'lms_longpoll_timeout', 12 );
+		update_option( 'lms_longpoll_rollout', 40 );
+		update_option( 'lms_longpoll_max_connections', 4 );
+		update_option( 'lms_longpoll_batch_size', 80 );
+		$cases = array(
+			array( 'sanitize_timeout', 'lms_longpoll_timeout', '600', 12, 'from 1 to 60' ),
+			array( 'sanitize_timeout', 'lms_longpoll_timeout', '0', 12, 'from 1 to 60' ),
+			array( 'sanitize_timeout', 'lms_longpoll_timeout', '-3', 12, 'from 1 to 60' ),
+			array( 'sanitize_timeout', 'lms_longpoll_timeout', 'abc', 12, 'from 1 to 60' ),
+			array( 'sanitize_rollout', 'lms_longpoll_rollout', '150', 40, 'from 0 to 100' ),
+			array( 'sanitize_rollout', 'lms_longpoll_rollout', '20.7', 40, 'from 0 to 100' ),
+			array( 'sanitize_max_connections', 'lms_longpoll_max_connections', 99, 4, 'from 1 to 15' ),
+			array( 'sanitize_max_connections', 'lms_longpoll_max_connections', array(), 4, 'from 1 to 15' ),
+			array( 'sanitize_batch_size', 'lms_longpoll_batch_size', 10000, 80, 'from 1 to 500' ),
+			array( 'sanitize_batch_size', 'lms_longpoll_batch_size', '', 80, 'from 1 to 500' ),
+		);
+		foreach ( $cases as list( $method, $option, $raw, $kept, $range ) ) {
+			$GLOBALS['wp_settings_errors'] = array();
+			$this->assertSame( $kept, LMS_Realtime_Settings::$method( $raw ), "$option <- " . wp_json_encode( $raw ) );
+			$error = $this->last_error( $option );
+			$this->assertIsArray( $error, "a message for $option <- " . wp_json_encode( $raw ) );
+			$this->assertSame( 'out_of_range', $error['code'] );
+			$this->assertSame( 'error', $error['type'] );
+			$this->assertStringContainsString( $range, $error['message'] );
+			$this->assertStringContainsString( 'stays ' . $kept, $error['message'] );
+			$this->assertStringContainsString( '"' . ( is_scalar( $raw ) ? $raw : 'array' ) . '" was not saved', $error['message'] );
+		}
+	}
 	public function test_beta_users_by_id_login_or_email(): void {
 		$a     = $this->user();
 		$b     = $this->user();
@@ -87,14 +123,18 @@ final class SettingsTest extends LMSRT_TestCase {
 
 	public function test_options_are_sanitised_when_saved(): void {
 		LMS_Realtime_Settings::register_settings();
+		update_option( 'lms_longpoll_rollout', '30' );
+		$this->assertSame( 30, get_option( 'lms_longpoll_rollout' ) );
+		$GLOBALS['wp_settings_errors'] = array();
 		update_option( 'lms_longpoll_rollout', '250' );
-		$this->assertSame( 100, get_option( 'lms_longpoll_rollout' ) );
+		$this->assertSame( 30, get_option( 'lms_longpoll_rollout' ), 'out of range: the old value stays' );
+		$this->assertCount( 1, get_settings_errors( 'lms_longpoll_rollout' ), 'one message' );
 		update_option( 'lms_unified_longpoll_events', array( 'messages', 'evil' ) );
 		$this->assertSame( array( 'messages' ), get_option( 'lms_unified_longpoll_events' ) );
 		update_option( 'lms_longpoll_circuit_breaker', null );
 		$this->assertFalse( (bool) get_option( 'lms_longpoll_circuit_breaker' ) );
 		update_option( 'lms_longpoll_timeout', '0' );
-		$this->assertSame( 1, get_option( 'lms_longpoll_timeout' ) );
+		$this->assertSame( 30, (int) get_option( 'lms_longpoll_timeout' ), 'unchanged (as stored: the options table may give it back as a string)' );
 		$registered = get_registered_settings();
 		foreach ( array_keys( LMS_Realtime_Settings::options() ) as $option ) {
 			$this->assertArrayHasKey( $option, $registered );
@@ -170,5 +210,34 @@ final class SettingsTest extends LMSRT_TestCase {
 		$this->assertFalse( $s['daemon']['enabled'] );
 		$this->assertContains( $s['native_health']['status'], array( 'ok', 'degraded' ), 'the host-wide verdict of the binding' );
 		$this->assertArrayHasKey( 'counters', $s['native_metrics'] );
+	}
+
+	/**
+	 * The settings page's HTML for an administrator.
+	 */
+	private function page_html(): string {
+		wp_set_current_user( $this->user( 'administrator' ) );
+		LMS_Realtime_Settings::register_settings();
+		ob_start();
+		LMS_Realtime_Settings::render();
+		return (string) ob_get_clean();
+	}
+
+	public function test_a_timeout_above_five_seconds_says_the_theme_client_is_capped(): void {
+		update_option( 'lms_longpoll_timeout', 20 );
+		$html = $this->page_html();
+		$this->assertStringContainsString( 'lmsrt-timeout-notice', $html );
+		$this->assertStringContainsString( 'The long-poll timeout is 20 s, but the LMS theme&#039;s client gives up a request after 7 s: the plugin holds that client&#039;s polls at most 5 s', $html );
+		$this->assertStringContainsString( 'gives up a request after 7 s, so its polls are held at most 5 s', $html, 'the field\'s help' );
+		update_option( 'lms_longpoll_timeout', 5 );
+		$this->assertStringNotContainsString( 'lmsrt-timeout-notice', $this->page_html() );
+	}
+
+	public function test_the_page_shows_the_set_up_check(): void {
+		$html = $this->page_html();
+		$this->assertStringContainsString( 'id="lmsrt-doctor"', $html );
+		$this->assertStringContainsString( 'data-live="store"', $html );
+		$this->assertMatchesRegularExpression( '#admin-ajax\.php\?action=lms_realtime_doctor&(amp;|\#038;)_wpnonce=[0-9a-f]{10}#', $html );
+		$this->assertStringContainsString( 'opcache.preload=' . realpath( \LmsRealtime\Library::packageDir() ) . '/preload.php', $html );
 	}
 }
