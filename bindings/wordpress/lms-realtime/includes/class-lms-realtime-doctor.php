@@ -77,6 +77,7 @@ final class LMS_Realtime_Doctor {
 			'preload_status'       => null,
 			'ini_loaded_file'      => (string) php_ini_loaded_file(),
 			'ini_scan_dir'         => self::scan_dir(),
+			'integration'          => LMS_Realtime_Plugin::integration(),
 		);
 		try {
 			if ( class_exists( 'LmsRealtime\\Library' ) && class_exists( 'LmsRealtime\\EventStore' ) ) {
@@ -399,6 +400,15 @@ final class LMS_Realtime_Doctor {
 		$f = $report['facts'];
 		echo '<h2 id="lmsrt-doctor">' . esc_html__( 'Set-up check', 'lms-realtime' ) . '</h2>';
 		echo '<p><strong>' . esc_html__( 'Live path:', 'lms-realtime' ) . '</strong> <span class="lmsrt-live" data-live="' . esc_attr( $report['live'] ) . '" data-via="' . esc_attr( $report['via'] ) . '">' . esc_html( $report['label'] ) . '</span></p>';
+		$ways = array(
+			'theme-extends' => __( 'the LMS chat theme\'s LMS_Chat_Realtime extends LMSRT_Chat_Realtime_Base (way in (a))', 'lms-realtime' ),
+			'theme-hooks'   => __( 'the LMS chat theme, unmodified: its hooks, and its lms_unified_long_poll action answered by the plugin (way in (b))', 'lms-realtime' ),
+			'standalone'    => __( 'no LMS chat theme: the chat user is the WordPress user; channel access from the lms_realtime_user_can_access_channel filter', 'lms-realtime' ),
+		);
+		$way  = (string) ( $f['integration'] ?? '' );
+		if ( isset( $ways[ $way ] ) ) {
+			echo '<p><strong>' . esc_html__( 'Integration:', 'lms-realtime' ) . '</strong> <span class="lmsrt-integration" data-integration="' . esc_attr( $way ) . '">' . esc_html( $ways[ $way ] ) . '</span></p>';
+		}
 		foreach ( $report['problems'] as $problem ) {
 			echo '<div class="notice notice-warning inline"><p><strong>' . esc_html__( 'Problem:', 'lms-realtime' ) . '</strong> ' . esc_html( $problem['problem'] ) . '</p>';
 			self::render_fix( $problem );

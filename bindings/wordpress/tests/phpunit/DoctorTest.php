@@ -83,6 +83,14 @@ final class DoctorTest extends LMSRT_TestCase {
 		);
 	}
 
+	public function test_the_check_says_how_the_plugin_meets_the_theme(): void {
+		$report = LMS_Realtime_Doctor::report();
+		$this->assertSame( 'standalone', $report['facts']['integration'], 'no LMS theme on this site' );
+		ob_start();
+		LMS_Realtime_Doctor::render( $report );
+		$this->assertStringContainsString( 'data-integration="standalone"', (string) ob_get_clean() );
+	}
+
 	public function test_this_php_runs_the_store_through_cdef(): void {
 		$r = LMS_Realtime_Doctor::report();
 		$this->assertSame( 'store', $r['live'] );
