@@ -40,6 +40,17 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const MAX_BATCH: usize = 10_000;
 /// Idle read connections kept per store.
 const MAX_IDLE_READERS: usize = 16;
+/// How many times this process has met a stored event that cannot be delivered and skipped it
+/// as if it had expired (the batch that moves past it says `gap: true`).
+///
+/// Appends refuse such data (see [`validate_data`](crate::event::validate_data)), so a row
+/// like that was written by an older version, by hand, or damaged: its data is not UTF-8 text,
+/// not a JSON object, nested deeper than [`MAX_DATA_DEPTH`](crate::event::MAX_DATA_DEPTH) or
+/// holds a lone surrogate escape. Each fetch that selects it and each tail reader that reads it
+/// counts once, so this is a rate to watch (the daemon exports it), not a number of rows.
+pub fn undeliverable_events_seen() -> u64 {
+    fetch::undeliverable_seen()
+}
 
 /// Settings for [`EventStore::open`].
 #[derive(Debug, Clone)]
