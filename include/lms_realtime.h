@@ -749,8 +749,11 @@ enum lmsrt_status lmsrt_store_close(struct lmsrt_store **store);
 // * `channel_id`: > 0.
 // * `message_id`, `thread_id`: 0 means none.
 // * `user_id`: the acting user.
-// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`; NULL
-//   means `{}`.
+// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`, nested
+//   at most 64 levels deep (arrays and objects, the object itself included), whose strings
+//   are well-formed Unicode (no `\uD800`-style escape of a lone UTF-16 surrogate): anything
+//   else is `INVALID_DATA` naming the cause, so that every reader can decode what is stored.
+//   NULL means `{}`.
 // * `ttl_ms`: time to live in milliseconds within the store's bounds; 0 takes the store's
 //   default.
 // * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL for none. A second append
@@ -812,13 +815,19 @@ enum lmsrt_status lmsrt_store_append_batch(const struct lmsrt_store *store,
 // `channels` (1 to 1024 ids > 0) is required. `cursor` is the string a previous batch
 // returned, a legacy `last_event_id` integer, or absent/null/"" for the start of the log.
 // `limit` is 1 to 1000 (default 50); `order` is `"priority"` (default) or `"sequential"`;
-// `thread_id` (0 or absent: any) and `types` (up to 64) filter. Unknown fields are refused.
+// `thread_id` (0 or absent: any) and `types` (up to 64) filter. `data_as_text` (default
+// false) true renders each event's `data` as a JSON string holding the object's text
+// (`"data":"{\"text\":\"hi\"}"`), so that a reader can decode each event on its own and skip
+// one it cannot decode instead of failing on the whole batch (the PHP binding does). Unknown
+// fields are refused.
 //
 // On success `*out_batch` receives the batch as JSON, which the caller frees with
 // `lmsrt_buf_free`:
 // `{"events":[{"id":1,"event_type":"message_create","priority":1,"channel_id":7,"message_id":1,"thread_id":null,"user_id":3,"data":{...},"timestamp":1700000000000,"expires_at":1700003600000}],"cursor":"v1....","gap":false,"has_more":false}`.
 // Pass `cursor` back to receive what comes next: every matching event arrives exactly once.
-// `gap` true means something this cursor would have received expired first (resynchronise);
+// `gap` true means something this cursor would have received expired first, or could not be
+// delivered (stored data no reader can decode, left by an older version or damage; skipped,
+// never returned): resynchronise;
 // `has_more` true means more is pending now. Times are milliseconds since the Unix epoch.
 //
 // Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT`, `INVALID_CHANNEL`,

@@ -19,12 +19,65 @@ use super::panic::ffi_boundary;
 use super::status::{FfiError, FfiResult, lmsrt_status};
 use crate::cursor::{Cursor, MAX_CURSOR_LEN};
 use crate::error::{Error, ErrorCode};
-use crate::store::EventStore;
+use crate::event::Priority;
+use crate::store::{Batch, EventStore};
 
 fn to_json(value: &impl serde::Serialize) -> FfiResult<lmsrt_buf> {
     serde_json::to_vec(value)
         .map(lmsrt_buf::from_vec)
         .map_err(|e| FfiError::new(ErrorCode::Internal, format!("serializing the result: {e}")))
+}
+
+/// A batch whose events carry their data as JSON text (`"data":"{\"k\":1}"`): see
+/// `data_as_text` in `lmsrt_store_fetch`.
+#[derive(serde::Serialize)]
+struct TextBatch<'a> {
+    events: Vec<TextEvent<'a>>,
+    cursor: Cursor,
+    gap: bool,
+    has_more: bool,
+}
+
+#[derive(serde::Serialize)]
+struct TextEvent<'a> {
+    id: i64,
+    event_type: &'a str,
+    priority: Priority,
+    channel_id: i64,
+    message_id: Option<i64>,
+    thread_id: Option<i64>,
+    user_id: i64,
+    data: &'a str,
+    timestamp: i64,
+    expires_at: i64,
+}
+
+/// The batch as the request asked for it.
+fn batch_json(batch: &Batch, data_as_text: bool) -> FfiResult<lmsrt_buf> {
+    if !data_as_text {
+        return to_json(batch);
+    }
+    to_json(&TextBatch {
+        events: batch
+            .events
+            .iter()
+            .map(|e| TextEvent {
+                id: e.id,
+                event_type: &e.event_type,
+                priority: e.priority,
+                channel_id: e.channel_id,
+                message_id: e.message_id,
+                thread_id: e.thread_id,
+                user_id: e.user_id,
+                data: &e.data,
+                timestamp: e.timestamp,
+                expires_at: e.expires_at,
+            })
+            .collect(),
+        cursor: batch.cursor,
+        gap: batch.gap,
+        has_more: batch.has_more,
+    })
 }
 
 /// Opens (creating or migrating) the event store at the file `path` and returns a handle to it
@@ -130,8 +183,11 @@ pub unsafe extern "C" fn lmsrt_store_close(store: *mut *mut lmsrt_store) -> lmsr
 /// * `channel_id`: > 0.
 /// * `message_id`, `thread_id`: 0 means none.
 /// * `user_id`: the acting user.
-/// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`; NULL
-///   means `{}`.
+/// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`, nested
+///   at most 64 levels deep (arrays and objects, the object itself included), whose strings
+///   are well-formed Unicode (no `\uD800`-style escape of a lone UTF-16 surrogate): anything
+///   else is `INVALID_DATA` naming the cause, so that every reader can decode what is stored.
+///   NULL means `{}`.
 /// * `ttl_ms`: time to live in milliseconds within the store's bounds; 0 takes the store's
 ///   default.
 /// * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL for none. A second append
@@ -256,13 +312,19 @@ pub unsafe extern "C" fn lmsrt_store_append_batch(
 /// `channels` (1 to 1024 ids > 0) is required. `cursor` is the string a previous batch
 /// returned, a legacy `last_event_id` integer, or absent/null/"" for the start of the log.
 /// `limit` is 1 to 1000 (default 50); `order` is `"priority"` (default) or `"sequential"`;
-/// `thread_id` (0 or absent: any) and `types` (up to 64) filter. Unknown fields are refused.
+/// `thread_id` (0 or absent: any) and `types` (up to 64) filter. `data_as_text` (default
+/// false) true renders each event's `data` as a JSON string holding the object's text
+/// (`"data":"{\"text\":\"hi\"}"`), so that a reader can decode each event on its own and skip
+/// one it cannot decode instead of failing on the whole batch (the PHP binding does). Unknown
+/// fields are refused.
 ///
 /// On success `*out_batch` receives the batch as JSON, which the caller frees with
 /// `lmsrt_buf_free`:
 /// `{"events":[{"id":1,"event_type":"message_create","priority":1,"channel_id":7,"message_id":1,"thread_id":null,"user_id":3,"data":{...},"timestamp":1700000000000,"expires_at":1700003600000}],"cursor":"v1....","gap":false,"has_more":false}`.
 /// Pass `cursor` back to receive what comes next: every matching event arrives exactly once.
-/// `gap` true means something this cursor would have received expired first (resynchronise);
+/// `gap` true means something this cursor would have received expired first, or could not be
+/// delivered (stored data no reader can decode, left by an older version or damage; skipped,
+/// never returned): resynchronise;
 /// `has_more` true means more is pending now. Times are milliseconds since the Unix epoch.
 ///
 /// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT`, `INVALID_CHANNEL`,
@@ -283,8 +345,8 @@ pub unsafe extern "C" fn lmsrt_store_fetch(
         let out = out_arg(out_batch, "out_batch")?;
         let store = handle::get(store)?;
         // SAFETY: the caller guarantees `request_len` readable bytes at `request`.
-        let req = unsafe { request_arg(request, request_len) }?;
-        let buf = to_json(&store.fetch(&req)?)?;
+        let r = unsafe { request_arg(request, request_len) }?;
+        let buf = batch_json(&store.fetch(&r.req)?, r.data_as_text)?;
         // SAFETY: `out` is not NULL and the caller guarantees it is writable.
         unsafe { out.write(buf) };
         Ok(())
@@ -315,9 +377,9 @@ pub unsafe extern "C" fn lmsrt_store_wait(
         let out = out_arg(out_batch, "out_batch")?;
         let store = handle::get(store)?;
         // SAFETY: the caller guarantees `request_len` readable bytes at `request`.
-        let req = unsafe { request_arg(request, request_len) }?;
-        let batch = store.wait(&req, Duration::from_millis(timeout_ms.into()))?;
-        let buf = to_json(&batch)?;
+        let r = unsafe { request_arg(request, request_len) }?;
+        let batch = store.wait(&r.req, Duration::from_millis(timeout_ms.into()))?;
+        let buf = batch_json(&batch, r.data_as_text)?;
         // SAFETY: `out` is not NULL and the caller guarantees it is writable.
         unsafe { out.write(buf) };
         Ok(())
@@ -327,7 +389,7 @@ pub unsafe extern "C" fn lmsrt_store_wait(
 /// # Safety
 ///
 /// `request` valid for reads of `len` bytes when not NULL.
-unsafe fn request_arg(request: *const c_char, len: usize) -> FfiResult<crate::FetchRequest> {
+unsafe fn request_arg(request: *const c_char, len: usize) -> FfiResult<args::Request> {
     // SAFETY: forwarded from the caller.
     let text = unsafe {
         str_arg(
@@ -338,7 +400,7 @@ unsafe fn request_arg(request: *const c_char, len: usize) -> FfiResult<crate::Fe
             too_long("request", MAX_REQUEST_BYTES),
         )
     }?;
-    args::parse_request(text)
+    args::parse_request_doc(text)
 }
 
 /// Writes a cursor at the current end of the log to `*out_cursor` (a string; free it with

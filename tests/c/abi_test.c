@@ -181,6 +181,21 @@ static void test_append(lmsrt_store *s) {
            LMSRT_STATUS_INVALID_DATA);
     EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, S("{\"a\":\"\xff\"}"), 0, NULL, 0, &id),
            LMSRT_STATUS_INVALID_UTF8);
+    /* Data a reader could not decode: a lone surrogate escape, nesting past 64 levels. */
+    EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, S("{\"a\":\"\\ud800\"}"), 0, NULL, 0,
+                              &id),
+           LMSRT_STATUS_INVALID_DATA);
+    CHECK(strstr(last_error(), "lone UTF-16 surrogate") != NULL);
+    char deep[600];
+    size_t n = 0;
+    n += (size_t)snprintf(deep, sizeof deep, "{\"a\":");
+    for (int i = 0; i < 64; i++) deep[n++] = '[';
+    deep[n++] = '1';
+    for (int i = 0; i < 64; i++) deep[n++] = ']';
+    deep[n++] = '}';
+    EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, deep, n, 0, NULL, 0, &id),
+           LMSRT_STATUS_INVALID_DATA); /* 65 levels */
+    CHECK(strstr(last_error(), "nested more than 64") != NULL);
     /* The store was opened with max_data_bytes 1024. A huge length is refused before any byte
        is read, so the pointer only needs to be valid for what the length would allow. */
     char big[2048];
@@ -242,6 +257,14 @@ static void test_batch_and_fetch(lmsrt_store *s) {
     CHECK(strstr(t, "\"gap\":false") != NULL && strstr(t, "\"has_more\":false") != NULL);
     const char *c = strstr(t, "\"cursor\":\"v1.");
     CHECK(c != NULL);
+
+    /* data_as_text: each event's data as a JSON string of its text. */
+    OK(lmsrt_store_fetch(s, S("{\"channels\":[20],\"types\":[\"message_create\"],"
+                              "\"data_as_text\":true}"),
+                         &batch));
+    CHECK(strstr(take(&batch), "\"data\":\"{\\\"n\\\":1}\"") != NULL);
+    EXPECT(lmsrt_store_fetch(s, S("{\"channels\":[20],\"data_as_text\":1}"), &untouched),
+           LMSRT_STATUS_INVALID_ARGUMENT);
 
     /* Filters, order, legacy cursor. */
     OK(lmsrt_store_fetch(s, S("{\"channels\":[20],\"thread_id\":3,\"types\":[\"statistics_update\"],"
