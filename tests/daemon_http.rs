@@ -702,3 +702,83 @@ async fn polls_sharing_a_large_response_each_get_it_gzipped_or_plain_as_they_ask
         "one response, shared"
     );
 }
+
+/// Poison events over HTTP: `POST /v1/events` refuses data nested deeper than 64 levels and
+/// lone surrogate escapes (400 `invalid_data`, nothing appended); rows like that already in the
+/// file (written behind the store's back) are stepped over by a `limit=1` poller, with
+/// `gap: true`, and the next event arrives; the daemon stays healthy and counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_are_refused_and_stepped_over() {
+    let d = Daemon::start(config()).await;
+    let mut c = d.client().await;
+    let start = d.store.head_cursor().unwrap().to_string();
+    let deep = |n: usize| format!(r#"{{"a":{}1{}}}"#, "[".repeat(n - 1), "]".repeat(n - 1));
+    for data in [deep(65), deep(520), r#"{"t":"\ud800"}"#.to_owned()] {
+        let body = format!(r#"{{"event_type":"message_create","channel_id":1,"data":{data}}}"#);
+        let r = c.publish_bytes(body.into_bytes()).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_data"),
+            "{}",
+            r.text()
+        );
+    }
+    assert!(
+        d.store
+            .fetch(&lms_realtime::FetchRequest::new([1]))
+            .unwrap()
+            .events
+            .is_empty(),
+        "nothing refused was appended"
+    );
+
+    // Rows an older version (or damage) left behind, each followed by a good event.
+    let db = rusqlite::Connection::open(d.dir.path().join("chat.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let now = now_s() * 1000;
+    let mut good = Vec::new();
+    for data in [
+        rusqlite::types::Value::Text(deep(520)),
+        rusqlite::types::Value::Text(r#"{"t":"\ud800"}"#.into()),
+        rusqlite::types::Value::Blob(vec![b'{', 0xff, b'}']),
+    ] {
+        db.execute(
+            "INSERT INTO lmsrt_events (event_type, priority, channel_id, user_id, data, timestamp, expires_at)
+             VALUES ('message_create', 1, 1, 1, ?1, ?2, ?3)",
+            rusqlite::params![data, now, now + 3_600_000],
+        )
+        .unwrap();
+        good.extend(
+            d.publish(&mut c, &event("message_create", 1, good.len()))
+                .await,
+        );
+    }
+    let t = token(5, &[1]);
+    let mut cursor = start;
+    let mut got = Vec::new();
+    let mut gaps = 0;
+    for _ in 0..20 {
+        let r = c
+            .poll(&t, &format!("channels=1&limit=1&timeout=2&cursor={cursor}"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        got.extend(ids(&v));
+        gaps += usize::from(v["gap"] == true);
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+        if got.len() == good.len() {
+            break;
+        }
+    }
+    assert_eq!(got, good, "every good event, past every poison row");
+    assert!(gaps >= 1, "stepping over a poison row says gap");
+    assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
+    let m = c.get("/metrics", &[]).await.text();
+    let seen: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("lmsrt_daemon_undeliverable_events_total "))
+        .unwrap_or_else(|| panic!("no undeliverable counter in\n{m}"))
+        .parse()
+        .unwrap();
+    assert!(seen >= 3, "{seen}");
+}

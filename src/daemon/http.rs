@@ -941,6 +941,14 @@ fn metrics(state: &State) -> Resp {
         let _ = writeln!(text, "# TYPE {name} gauge");
         let _ = writeln!(text, "{name} {value}");
     }
+    let name = "lmsrt_daemon_undeliverable_events_total";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Times a stored event whose data no reader can decode was met and skipped \
+         (rows left by an older version or damage)."
+    );
+    let _ = writeln!(text, "# TYPE {name} counter");
+    let _ = writeln!(text, "{name} {}", crate::store::undeliverable_events_seen());
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
