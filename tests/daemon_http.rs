@@ -452,6 +452,8 @@ async fn cors_security_headers_gzip_health_and_metrics() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Its own code: the origin is refused, no channel is involved.
+    assert_eq!(r.code(), "origin_not_allowed", "{}", r.text());
     assert!(r.header("access-control-allow-origin").is_none());
 
     let t = token(3, &[1]);

@@ -1080,7 +1080,7 @@ pub(crate) fn error_response(e: &ApiError) -> Resp {
 fn preflight(state: &State, headers: &HeaderMap) -> Result<Resp, ApiError> {
     let origin = headers.get(header::ORIGIN);
     if origin.is_none_or(|o| !origin_allowed(state, o)) {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::OriginNotAllowed(
             "this origin may not call the daemon (see --cors-origins)".into(),
         ));
     }
