@@ -73,7 +73,12 @@ pub(crate) unsafe fn str_arg<'a>(
     })
 }
 
-/// An optional UTF-8 string argument: NULL means absent.
+/// An optional UTF-8 string argument: NULL with a length of 0 means absent.
+///
+/// NULL with a non-zero length is `NULL_POINTER`, never "absent": the caller meant to pass
+/// bytes and lost them (an allocation that failed, a wrong variable), and reading it as absent
+/// would turn data into `{}` or silently drop an idempotency key, so that a retry appends a
+/// duplicate.
 ///
 /// # Safety
 ///
@@ -86,6 +91,12 @@ pub(crate) unsafe fn opt_str_arg<'a>(
     too_long: impl FnOnce(usize) -> FfiError,
 ) -> FfiResult<Option<&'a str>> {
     if ptr.is_null() {
+        if len != 0 {
+            return Err(FfiError::new(
+                ErrorCode::NullPointer,
+                format!("{what} is NULL with a length of {len}: pass NULL with length 0 for none"),
+            ));
+        }
         return Ok(None);
     }
     // SAFETY: forwarded from the caller.

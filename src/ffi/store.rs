@@ -87,14 +87,17 @@ fn batch_json(batch: &Batch, data_as_text: bool) -> FfiResult<lmsrt_buf> {
 /// the store keeps `<path>-wal`, `<path>-shm`, `<path>-lmsrt-writer` and `<path>-lmsrt-signal`.
 /// Any number of processes and threads may open the same file at once.
 ///
-/// `options` (`options_len` bytes) is NULL, empty, or a JSON object whose fields are all
-/// optional: `durability` (`"process_crash"`, the default, or `"power_loss"`: an fsync per
-/// commit), `max_data_bytes` (default 65536), `default_ttl_ms` (default 3600000),
-/// `min_ttl_ms` (default 1000), `max_ttl_ms` (default 2592000000), `purge_interval_ms`
-/// (a background thread purges expired events at this interval; 0 or absent: none),
-/// `purge_chunk` (rows per purge transaction, default 500) and `live_tail_window` (see the
-/// crate's `Config`; default 256). Unknown fields are refused with
-/// `LMSRT_STATUS_INVALID_ARGUMENT`, so a typo is not silently ignored.
+/// `options` (`options_len` bytes) is NULL (with length 0), empty, or a JSON object whose
+/// fields are all optional: `durability` (`"process_crash"`, the default, or `"power_loss"`:
+/// an fsync per commit), `max_data_bytes` (1 to 16777216, default 65536), `default_ttl_ms`
+/// (default 3600000), `min_ttl_ms` (default 1000), `max_ttl_ms` (default 2592000000; the
+/// three TTLs are 1 to 3155760000000, 100 years, with min <= default <= max),
+/// `purge_interval_ms` (a background thread purges expired events at this interval, 10 to
+/// 86400000; 0 or absent: none), `purge_chunk` (rows per purge transaction, 1 to 100000,
+/// default 500) and `live_tail_window` (0 to 1000000, see the crate's `Config`; default 256).
+/// Unknown fields, and values outside these ranges, are refused with
+/// `LMSRT_STATUS_INVALID_ARGUMENT` naming the option and its range, so a typo or a stray
+/// value is not silently taken.
 ///
 /// On success `*out_store` receives a new handle, owned by the caller, who releases it with
 /// `lmsrt_store_close`. On failure `*out_store` is left untouched.
@@ -187,10 +190,11 @@ pub unsafe extern "C" fn lmsrt_store_close(store: *mut *mut lmsrt_store) -> lmsr
 ///   at most 64 levels deep (arrays and objects, the object itself included), whose strings
 ///   are well-formed Unicode (no `\uD800`-style escape of a lone UTF-16 surrogate): anything
 ///   else is `INVALID_DATA` naming the cause, so that every reader can decode what is stored.
-///   NULL means `{}`.
+///   NULL (with `data_len` 0) means `{}`; NULL with a non-zero `data_len` is `NULL_POINTER`.
 /// * `ttl_ms`: time to live in milliseconds within the store's bounds; 0 takes the store's
 ///   default.
-/// * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL for none. A second append
+/// * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL (with length 0) for none;
+///   NULL with a non-zero length is `NULL_POINTER`, not "none". A second append
 ///   with the same key returns the first event's id instead of appending again (for retries).
 ///
 /// Concurrent appends from threads share one transaction (group commit).
@@ -689,6 +693,107 @@ mod tests {
         let st = unsafe { lmsrt_store_advance_ids(copy, 1, &mut head) };
         assert_eq!(st, lmsrt_status::Closed);
         assert_eq!(head, -7);
+    }
+
+    #[test]
+    fn null_with_a_length_is_null_pointer_never_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = open(&dir);
+        let t = "message_create";
+        let append = |data: *const c_char, data_len, key: *const c_char, key_len| {
+            let mut id = -7;
+            // SAFETY: live strings and out-pointer; NULL pointers are never read.
+            let st = unsafe {
+                lmsrt_store_append(
+                    h,
+                    s(t).0,
+                    s(t).1,
+                    0,
+                    1,
+                    0,
+                    0,
+                    0,
+                    data,
+                    data_len,
+                    0,
+                    key,
+                    key_len,
+                    &mut id,
+                )
+            };
+            (st, id)
+        };
+        // Before: data=NULL,len=5 was appended as `{}`, and key=NULL,len=5 appended without
+        // its key, so a retry made a second event.
+        let null = std::ptr::null();
+        assert_eq!(append(null, 5, null, 0), (lmsrt_status::NullPointer, -7));
+        assert_eq!(append(null, 0, null, 5), (lmsrt_status::NullPointer, -7));
+        let req = r#"{"channels":[1]}"#;
+        let mut out = lmsrt_buf::EMPTY;
+        // SAFETY: live strings and out-pointer.
+        let st = unsafe { lmsrt_store_fetch(h, s(req).0, s(req).1, &mut out) };
+        assert_eq!(st, lmsrt_status::Ok);
+        let v: serde_json::Value = serde_json::from_str(&take(out)).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 0, "nothing appended");
+        // (NULL, 0) is still "none".
+        assert_eq!(append(null, 0, null, 0).0, lmsrt_status::Ok);
+        // And NULL options with a length are not "no options".
+        let path = dir.path().join("o.db");
+        let path = path.to_str().unwrap();
+        let mut h2 = std::ptr::null_mut();
+        // SAFETY: live strings and out-pointer; the NULL options are never read.
+        let st = unsafe { lmsrt_store_open(s(path).0, s(path).1, std::ptr::null(), 5, &mut h2) };
+        assert_eq!(st, lmsrt_status::NullPointer);
+        assert!(h2.is_null());
+        // SAFETY: `h` is a live local.
+        assert_eq!(unsafe { lmsrt_store_close(&mut h) }, lmsrt_status::Ok);
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_naming_the_option_and_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let path = path.to_str().unwrap();
+        for (options, says) in [
+            (
+                r#"{"max_data_bytes":1000000000000000000}"#,
+                "max_data_bytes must be 1 to 16777216, not 1000000000000000000",
+            ),
+            (
+                r#"{"live_tail_window":-5}"#,
+                "live_tail_window must be 0 to 1000000, not -5",
+            ),
+            (
+                r#"{"purge_chunk":1000000}"#,
+                "purge_chunk must be 1 to 100000",
+            ),
+            (
+                r#"{"default_ttl_ms":18446744073709551615}"#,
+                "default_ttl (ms) must be 1 to 3155760000000",
+            ),
+            (
+                r#"{"max_ttl_ms":60000}"#,
+                "expected min_ttl <= default_ttl <= max_ttl",
+            ),
+            (
+                r#"{"purge_interval_ms":5}"#,
+                "purge_interval (ms) must be 10 to",
+            ),
+        ] {
+            let mut h = std::ptr::null_mut();
+            // SAFETY: live strings and out-pointer.
+            let st = unsafe {
+                lmsrt_store_open(s(path).0, s(path).1, s(options).0, s(options).1, &mut h)
+            };
+            assert_eq!(st, lmsrt_status::InvalidArgument, "{options}");
+            assert!(h.is_null());
+            let msg = crate::ffi::status::last_error_string();
+            assert!(msg.contains(says), "{options}: {msg}");
+        }
+        assert!(
+            !dir.path().join("r.db").exists(),
+            "a refused configuration creates nothing"
+        );
     }
 
     #[test]
