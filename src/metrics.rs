@@ -152,6 +152,8 @@ metric_enum! {
         SlotsRejected = 15, "slots_rejected", "Connection slot requests refused.";
         /// Leases taken over from a dead or expired holder, or evicted as the oldest.
         SlotsReclaimed = 16, "slots_reclaimed", "Leases reclaimed from dead, expired or evicted holders.";
+        /// Signed publishes answered as replays of an earlier one, without appending (daemon).
+        PublishReplays = 17, "publish_replays", "Signed publishes answered as replays, without appending.";
     }
 }
 

@@ -784,3 +784,135 @@ async fn poison_events_are_refused_and_stepped_over() {
         .unwrap();
     assert!(seen >= 3, "{seen}");
 }
+
+/// A signed publish sent again (the same `X-LMS-Timestamp` and `X-LMS-Signature`) answers the
+/// first one's ids, 200 with the same body, and appends nothing: sent again at once, many at a
+/// time on other connections, or with the timestamp spelled differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_publish_gets_the_first_ids_and_appends_nothing() {
+    let d = Daemon::start(config()).await;
+    let mut c = d.client().await;
+    let body = serde_json::to_vec(&json!({
+        "events": [event("message_create", 1, 1), event("message_create", 1, 2)]
+    }))
+    .unwrap();
+    let ts = now_s();
+    let sig = token::sign_publish(&key(), ts, &body);
+    let ts_s = ts.to_string();
+    let headers = [
+        ("x-lms-timestamp", ts_s.as_str()),
+        ("x-lms-signature", sig.as_str()),
+    ];
+    let first = c.post_raw("/v1/events", body.clone(), &headers).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let again = c.post_raw("/v1/events", body.clone(), &headers).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.body, first.body, "the same answer");
+    // Many at once, each on its own connection.
+    let mut replays = Vec::new();
+    for _ in 0..8 {
+        let (addr, body, ts_s, sig) = (d.addr, body.clone(), ts_s.clone(), sig.clone());
+        replays.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.post_raw(
+                "/v1/events",
+                body,
+                &[("x-lms-timestamp", &ts_s), ("x-lms-signature", &sig)],
+            )
+            .await
+        }));
+    }
+    for r in replays {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, &r.body), (StatusCode::OK, &first.body));
+    }
+    // The same timestamp written another way is the same signed request.
+    let padded = format!("0{ts_s}");
+    let r = c
+        .post_raw(
+            "/v1/events",
+            body.clone(),
+            &[("x-lms-timestamp", &padded), ("x-lms-signature", &sig)],
+        )
+        .await;
+    assert_eq!((r.status, &r.body), (StatusCode::OK, &first.body));
+    let stored = d
+        .store
+        .fetch(&lms_realtime::FetchRequest::new([1]))
+        .unwrap();
+    assert_eq!(stored.events.len(), 2, "appended once");
+    // A new publish (another signature) appends as usual.
+    let more = d
+        .publish(&mut c, &json!({"events": [event("message_create", 1, 3)]}))
+        .await;
+    assert_eq!(more.len(), 1);
+    let m = c.get("/metrics", &[]).await.text();
+    assert!(m.contains("lmsrt_publish_replays_total 10\n"), "{m}");
+}
+
+/// The replay window is bounded: full of live entries, it refuses new publishes with 503
+/// `replay_window_full` and a Retry-After rather than forget one (whose replay would then
+/// append again); what it holds still answers as replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_window_refuses_rather_than_forgets() {
+    let mut cfg = config();
+    cfg.publish_replay_capacity = 2;
+    let d = Daemon::start(cfg).await;
+    let mut c = d.client().await;
+    let signed = |n: usize| {
+        let body = serde_json::to_vec(&event("message_create", 1, n)).unwrap();
+        let ts = now_s();
+        let sig = token::sign_publish(&key(), ts, &body);
+        (body, ts.to_string(), sig)
+    };
+    let mut answers = Vec::new();
+    let mut requests = Vec::new();
+    for n in 0..2 {
+        let (body, ts, sig) = signed(n);
+        let r = c
+            .post_raw(
+                "/v1/events",
+                body.clone(),
+                &[("x-lms-timestamp", &ts), ("x-lms-signature", &sig)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        answers.push(r.body);
+        requests.push((body, ts, sig));
+    }
+    let (body, ts, sig) = signed(2);
+    let r = c
+        .post_raw(
+            "/v1/events",
+            body,
+            &[("x-lms-timestamp", &ts), ("x-lms-signature", &sig)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "replay_window_full"),
+        "{}",
+        r.text()
+    );
+    assert!(r.header("retry-after").is_some());
+    for ((body, ts, sig), answer) in requests.into_iter().zip(answers) {
+        let r = c
+            .post_raw(
+                "/v1/events",
+                body,
+                &[("x-lms-timestamp", &ts), ("x-lms-signature", &sig)],
+            )
+            .await;
+        assert_eq!((r.status, r.body), (StatusCode::OK, answer));
+    }
+    let stored = d
+        .store
+        .fetch(&lms_realtime::FetchRequest::new([1]))
+        .unwrap();
+    assert_eq!(
+        stored.events.len(),
+        2,
+        "the refused publish appended nothing"
+    );
+    assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
+}

@@ -143,6 +143,14 @@ pub struct Config {
     #[arg(long, env = "LMSRT_PUBLISH_SKEW", default_value_t = 300)]
     pub publish_skew: u64,
 
+    /// Signed publishes remembered to answer a replay (the same `X-LMS-Timestamp` and
+    /// `X-LMS-Signature` again) with the first one's ids instead of appending again. Each is
+    /// kept until its timestamp leaves the --publish-skew window (about 100 bytes each; a batch
+    /// whose ids are not consecutive counts once per run). When the window is full of live
+    /// entries, further publishes get 503 `replay_window_full` until the oldest expires.
+    #[arg(long, env = "LMSRT_PUBLISH_REPLAY_CAPACITY", default_value_t = 100_000)]
+    pub publish_replay_capacity: usize,
+
     /// Milliseconds graceful shutdown waits for connections to finish after every waiter has
     /// been answered.
     #[arg(long, env = "LMSRT_SHUTDOWN_GRACE_MS", default_value_t = 1_500)]
@@ -227,6 +235,9 @@ impl Config {
         }
         if self.store_readers == 0 || self.store_writers == 0 || self.max_connections == 0 {
             return bad("--store-readers, --store-writers and --max-connections must be positive");
+        }
+        if self.publish_replay_capacity == 0 {
+            return bad("--publish-replay-capacity must be positive");
         }
         if self.header_timeout == 0 || self.idle_timeout == 0 {
             return bad("timeouts must be positive");

@@ -25,6 +25,7 @@ use super::State;
 use super::auth;
 use super::error::ApiError;
 use super::fanout::{Answer, Rendered};
+use super::replay::{self, Begin};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::event::{Event, NewEvent, Priority};
@@ -834,18 +835,65 @@ async fn publish(
         Duration::from_secs(state.config.idle_timeout),
     )
     .await?;
-    auth::publisher(
+    let now_s = now_ms() / 1000;
+    let signed = auth::publisher(
         &parts.headers,
         &body,
         &state.keys,
-        now_ms() / 1000,
+        now_s,
         state.config.publish_skew,
     )?;
     let events = parse_events(&body)?;
-    let started = Instant::now();
-    let ids = state.append(events).await;
-    state.metrics.record(Histogram::Append, started.elapsed());
-    let ids = ids?;
+    // The signature stays acceptable until its timestamp leaves the skew window: remembered
+    // that long, a replay within it gets the first one's ids and appends nothing.
+    let expires_s = signed
+        .timestamp
+        .saturating_add(state.config.publish_skew.min(i64::MAX as u64) as i64);
+    let mut events = Some(events);
+    let ids = loop {
+        match state
+            .replays
+            .begin(&signed.kid, &signed.tag, expires_s, now_ms() / 1000)
+        {
+            Begin::Replay(ids) => {
+                state.metrics.incr(Counter::PublishReplays);
+                break ids;
+            }
+            Begin::Wait(rx) => {
+                if let Some(ids) = replay::wait(rx).await {
+                    state.metrics.incr(Counter::PublishReplays);
+                    break ids;
+                }
+                // The first request failed and appended nothing: this one tries.
+            }
+            Begin::Full { retry_after_s } => {
+                return Err(ApiError::Unavailable {
+                    code: "replay_window_full",
+                    message: "too many recent publishes to tell replays apart; retry later".into(),
+                    mode: ClientMode::Long,
+                    retry_after_ms: retry_after_s * 1000,
+                });
+            }
+            Begin::First(ticket) => {
+                let events = events.take().unwrap_or_default();
+                // On a task of its own: if this request goes away mid-append (the client
+                // hangs up), the outcome is still recorded, and a replay of it still finds
+                // the ids instead of appending again.
+                let st = state.clone();
+                let task = tokio::spawn(async move {
+                    let started = Instant::now();
+                    let r = st.append(events).await;
+                    st.metrics.record(Histogram::Append, started.elapsed());
+                    ticket.finish(r.as_deref().ok());
+                    r
+                });
+                break task
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("publish task: {e}")))??
+                    .into();
+            }
+        }
+    };
     let mut body = Vec::with_capacity(16 + 21 * ids.len());
     body.extend_from_slice(b"{\"ids\":[");
     for (i, id) in ids.iter().enumerate() {

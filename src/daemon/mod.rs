@@ -45,6 +45,7 @@ mod demo;
 pub mod error;
 pub(crate) mod fanout;
 pub mod http;
+mod replay;
 pub mod shutdown;
 
 use std::future::Future;
@@ -86,6 +87,8 @@ pub(crate) struct State {
     pub(crate) breakers: Breakers,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) appender: appender::Appender,
+    /// Signed publishes seen within the skew window (see `replay.rs`).
+    pub(crate) replays: Arc<replay::ReplayWindow>,
     pub(crate) read_sem: Semaphore,
     pub(crate) write_sem: Semaphore,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -271,6 +274,7 @@ pub async fn run(
     let appender = appender::Appender::start(store.clone())?;
     let state = Arc::new(State {
         appender,
+        replays: Arc::new(replay::ReplayWindow::new(config.publish_replay_capacity)),
         read_sem: Semaphore::new(config.store_readers),
         write_sem: Semaphore::new(config.store_writers),
         store,
