@@ -154,6 +154,9 @@ metric_enum! {
         SlotsReclaimed = 16, "slots_reclaimed", "Leases reclaimed from dead, expired or evicted holders.";
         /// Signed publishes answered as replays of an earlier one, without appending (daemon).
         PublishReplays = 17, "publish_replays", "Signed publishes answered as replays, without appending.";
+        /// Connections refused at accept: over the per-address cap, or over the daemon's
+        /// capacity and its ops reserve (daemon).
+        ConnectionsRefused = 18, "connections_refused", "Connections refused: over the per-address cap or the capacity.";
     }
 }
 

@@ -65,6 +65,19 @@ pub struct Config {
     #[arg(long, env = "LMSRT_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
 
+    /// Most open connections from one client address; the next is answered 429 and closed at
+    /// once. Behind --trust-proxy (where every connection comes from the proxy) it counts the
+    /// requests in flight per forwarded address instead, a waiting long-poll included.
+    /// /healthz and /metrics are not counted.
+    #[arg(long, env = "LMSRT_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: u32,
+
+    /// Connections accepted beyond --max-connections that may only ask for /healthz or
+    /// /metrics (one request each, 2 s to send it), so that health checks and scrapes are
+    /// answered while the daemon is full; anything else on them gets 503.
+    #[arg(long, env = "LMSRT_OPS_RESERVE_CONNECTIONS", default_value_t = 32)]
+    pub ops_reserve_connections: usize,
+
     /// Largest request body (POST /v1/events), in bytes.
     #[arg(long, env = "LMSRT_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -235,6 +248,9 @@ impl Config {
         }
         if self.store_readers == 0 || self.store_writers == 0 || self.max_connections == 0 {
             return bad("--store-readers, --store-writers and --max-connections must be positive");
+        }
+        if self.max_connections_per_ip == 0 {
+            return bad("--max-connections-per-ip must be positive");
         }
         if self.publish_replay_capacity == 0 {
             return bad("--publish-replay-capacity must be positive");

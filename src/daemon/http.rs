@@ -64,6 +64,9 @@ struct Meta {
     peer: SocketAddr,
     /// The poll's verified token, once known: its user and session go to the logs.
     who: Option<Who>,
+    /// Behind a proxy, this request's count against its client address's cap, held until
+    /// the response is made (for a long-poll, for as long as it waits).
+    address: Option<super::addresses::AddressSlot>,
 }
 
 /// A verified token's user and session binding (`sid`, a hash of the WordPress session), kept
@@ -119,6 +122,7 @@ impl Meta {
             path: path_of(req.uri().path()),
             peer,
             who: None,
+            address: None,
         }
     }
 
@@ -133,6 +137,8 @@ impl Meta {
             path,
             peer,
             who,
+            // Held (not `_`, which would drop it now) until the response is made.
+            address: _address,
         } = self;
         // The token's user and session (`sid`: a hash of the WordPress session, never the
         // session itself): tells a user's browsers and logins apart in the logs.
@@ -182,6 +188,25 @@ pub(crate) type HandlerFuture =
 /// long as it waits. Everything else runs in [`route`].
 pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> HandlerFuture {
     let mut meta = Meta::new(&state, peer, &req);
+    // Behind a proxy every connection is the proxy's: the client's address, known only now,
+    // is counted per request in flight. Health checks and scrapes are not counted.
+    if state.config.trust_proxy && !matches!(req.uri().path(), "/healthz" | "/metrics") {
+        let ip = auth::client_ip(req.headers(), peer, true);
+        match state.addresses.acquire(ip) {
+            Some(slot) => meta.address = Some(slot),
+            None => {
+                state.metrics.incr(Counter::ConnectionsRefused);
+                let e = ApiError::TooMany {
+                    code: "too_many_connections_from_address",
+                    message: "this address has as many requests open as the daemon allows one \
+                              address (--max-connections-per-ip)"
+                        .into(),
+                    retry_after_ms: 1000,
+                };
+                return Box::pin(std::future::ready(meta.respond(&state, Err(e))));
+            }
+        }
+    }
     if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
         let prepared = prepare_poll(&state, &mut meta, peer, req);
         return match prepared {
@@ -193,6 +218,28 @@ pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>
         let r = route(&state, peer, req).await;
         meta.respond(&state, r)
     })
+}
+
+/// Entry point of a connection of the ops reserve (the daemon is at its capacity): `/healthz`
+/// and `/metrics` are answered as usual, anything else gets the 503 a connection over capacity
+/// gets.
+pub(crate) fn handle_ops(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> HandlerFuture {
+    let meta = Meta::new(&state, peer, &req);
+    let r = match (req.method() == Method::GET, req.uri().path()) {
+        (true, "/healthz") => Ok(health(&state)),
+        (true, "/metrics") => Ok(metrics(&state)),
+        _ => Err(ApiError::Unavailable {
+            code: "too_many_connections",
+            message: "the daemon is at its connection capacity".into(),
+            mode: ClientMode::Short,
+            retry_after_ms: 1000,
+        }),
+    };
+    Box::pin(std::future::ready(meta.respond(&state, r)))
 }
 
 async fn route(
@@ -929,6 +976,7 @@ fn health(state: &State) -> Resp {
         },
         "connections": state.connections.load(Ordering::Relaxed),
         "connection_capacity": state.capacity,
+        "ops_connections": state.ops_connections.load(Ordering::Relaxed),
         "waiters": state.hub.waiter_count(),
         "shards": state.hub.shard_count(),
         "shard_waiters": state.hub.shard_waiters(),
