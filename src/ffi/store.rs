@@ -94,7 +94,7 @@ fn batch_json(batch: &Batch, data_as_text: bool) -> FfiResult<lmsrt_buf> {
 /// three TTLs are 1 to 3155760000000, 100 years, with min <= default <= max),
 /// `purge_interval_ms` (a background thread purges expired events at this interval, 10 to
 /// 86400000; 0 or absent: none), `purge_chunk` (rows per purge transaction, 1 to 100000,
-/// default 500) and `live_tail_window` (0 to 1000000, see the crate's `Config`; default 256).
+/// default 500) and `live_tail_window` (0 or more, see the crate's `Config`; default 256).
 /// Unknown fields, and values outside these ranges, are refused with
 /// `LMSRT_STATUS_INVALID_ARGUMENT` naming the option and its range, so a typo or a stray
 /// value is not silently taken.
@@ -761,7 +761,7 @@ mod tests {
             ),
             (
                 r#"{"live_tail_window":-5}"#,
-                "live_tail_window must be 0 to 1000000, not -5",
+                "live_tail_window must be 0 to 9223372036854775807, not -5",
             ),
             (
                 r#"{"purge_chunk":1000000}"#,

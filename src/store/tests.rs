@@ -992,7 +992,7 @@ fn out_of_range_settings_are_refused_by_name_and_create_nothing() {
                 live_tail_window: -5,
                 ..Config::default()
             },
-            "live_tail_window must be 0 to 1000000, not -5",
+            "live_tail_window must be 0 to 9223372036854775807, not -5",
         ),
         (
             Config {

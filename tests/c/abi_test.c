@@ -140,7 +140,7 @@ static void test_open_errors(const char *dir) {
     } ranges[] = {
         {"{\"max_data_bytes\":1000000000000000000}", "max_data_bytes must be 1 to 16777216"},
         {"{\"max_data_bytes\":0}", "max_data_bytes must be 1 to"},
-        {"{\"live_tail_window\":-5}", "live_tail_window must be 0 to 1000000"},
+        {"{\"live_tail_window\":-5}", "live_tail_window must be 0 to 9223372036854775807, not -5"},
         {"{\"purge_chunk\":0}", "purge_chunk must be 1 to 100000"},
         {"{\"max_ttl_ms\":18446744073709551615}", "max_ttl (ms) must be 1 to"},
         {"{\"min_ttl_ms\":0}", "min_ttl (ms) must be 1 to"},
