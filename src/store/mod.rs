@@ -54,7 +54,7 @@ pub const PURGE_INTERVAL_MS_RANGE: (u64, u64) = (10, 86_400_000);
 /// How many times this process has met a stored event that cannot be delivered and skipped it
 /// as if it had expired (the batch that moves past it says `gap: true`).
 ///
-/// Appends refuse such data (see [`validate_data`](crate::event::validate_data)), so a row
+/// Appends refuse such data (see [`validate_data`]), so a row
 /// like that was written by an older version, by hand, or damaged: its data is not UTF-8 text,
 /// not a JSON object, nested deeper than [`MAX_DATA_DEPTH`](crate::event::MAX_DATA_DEPTH) or
 /// holds a lone surrogate escape. Each fetch that selects it and each tail reader that reads it
