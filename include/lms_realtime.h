@@ -5,7 +5,13 @@
  *    error code. Out-parameters are written only on success. lmsrt_last_error_message() explains
  *    the latest failure of the calling thread (the last error is per thread).
  *  - Strings cross as (const char *ptr, size_t len), UTF-8, bounded in size; the library never
- *    keeps a caller's pointer after a call returns.
+ *    keeps a caller's pointer after a call returns. A NULL ptr with a non-zero len is always
+ *    LMSRT_STATUS_NULL_POINTER, also where NULL is allowed: optional strings are absent only
+ *    as (NULL, 0), so lost bytes are never read as "none" (data as {}, no idempotency key).
+ *  - Settings documents are checked before anything opens: an unknown field, or a value
+ *    outside its documented range, is LMSRT_STATUS_INVALID_ARGUMENT (for lmsrt_store_open, the
+ *    message names the option and its range).
+ *  - Metrics counters saturate at UINT64_MAX; they never wrap.
  *  - Documents come back as lmsrt_buf values owned by the caller, released with lmsrt_buf_free().
  *    Guard decisions come back as plain structs (lmsrt_decision, lmsrt_breaker_status,
  *    lmsrt_lease); a refused decision is LMSRT_STATUS_OK with `allowed` (`acquired`) false.
@@ -270,9 +276,9 @@ void lmsrt_buf_free(struct lmsrt_buf *buf);
 // `<path>-lmsrt-limits`, `<path>-lmsrt-breakers`, `<path>-lmsrt-slots` and
 // `<path>-lmsrt-metrics`. Every process that opens them must be able to read and write them.
 //
-// `config` (`config_len` bytes, at most 64 KiB) is NULL, empty, or a JSON object mirroring
-// the crate's configuration types; every field is optional and defaults as the Rust
-// `Default`s do, and unknown fields are refused with `LMSRT_STATUS_INVALID_ARGUMENT`:
+// `config` (`config_len` bytes, at most 64 KiB) is NULL (with length 0), empty, or a JSON
+// object mirroring the crate's configuration types; every field is optional and defaults as
+// the Rust `Default`s do, and unknown fields are refused with `LMSRT_STATUS_INVALID_ARGUMENT`:
 //
 // * `limits`: an object of actions, each `{"rate": 20, "period_ms": 60000, "burst": 20,
 //   "adaptive": ..., "block": ...}`, adding to or replacing the defaults (`post` 20 per
@@ -550,8 +556,9 @@ enum lmsrt_status lmsrt_slot_count(const struct lmsrt_guards *guards,
 // `percent` is 0 to 100. `salt` (at most 1024 bytes) draws the cohorts: a user's bucket is a
 // stable hash of the salt and the user id modulo 10000, and the user is in the rollout when
 // the bucket is below `percent * 100`, so raising the percentage only ever adds users.
-// `beta_users` (`beta_len` bytes, at most 1 MiB) is NULL, empty, or a JSON array of user ids
-// (strings, or integers taken as their decimal text) who are always in (`LMSRT_COHORT_BETA`).
+// `beta_users` (`beta_len` bytes, at most 1 MiB) is NULL (with length 0), empty, or a JSON
+// array of user ids (strings, or integers taken as their decimal text) who are always in
+// (`LMSRT_COHORT_BETA`).
 // `user` (at most 1024 bytes) is the user id.
 //
 // On success `*out_cohort` receives an `lmsrt_cohort` value and `*out_bucket` the user's
@@ -697,14 +704,17 @@ size_t lmsrt_last_error_message(char *buf, size_t len, size_t *out_n);
 // the store keeps `<path>-wal`, `<path>-shm`, `<path>-lmsrt-writer` and `<path>-lmsrt-signal`.
 // Any number of processes and threads may open the same file at once.
 //
-// `options` (`options_len` bytes) is NULL, empty, or a JSON object whose fields are all
-// optional: `durability` (`"process_crash"`, the default, or `"power_loss"`: an fsync per
-// commit), `max_data_bytes` (default 65536), `default_ttl_ms` (default 3600000),
-// `min_ttl_ms` (default 1000), `max_ttl_ms` (default 2592000000), `purge_interval_ms`
-// (a background thread purges expired events at this interval; 0 or absent: none),
-// `purge_chunk` (rows per purge transaction, default 500) and `live_tail_window` (see the
-// crate's `Config`; default 256). Unknown fields are refused with
-// `LMSRT_STATUS_INVALID_ARGUMENT`, so a typo is not silently ignored.
+// `options` (`options_len` bytes) is NULL (with length 0), empty, or a JSON object whose
+// fields are all optional: `durability` (`"process_crash"`, the default, or `"power_loss"`:
+// an fsync per commit), `max_data_bytes` (1 to 16777216, default 65536), `default_ttl_ms`
+// (default 3600000), `min_ttl_ms` (default 1000), `max_ttl_ms` (default 2592000000; the
+// three TTLs are 1 to 3155760000000, 100 years, with min <= default <= max),
+// `purge_interval_ms` (a background thread purges expired events at this interval, 10 to
+// 86400000; 0 or absent: none), `purge_chunk` (rows per purge transaction, 1 to 100000,
+// default 500) and `live_tail_window` (0 or more, see the crate's `Config`; default 256).
+// Unknown fields, and values outside these ranges, are refused with
+// `LMSRT_STATUS_INVALID_ARGUMENT` naming the option and its range, so a typo or a stray
+// value is not silently taken.
 //
 // On success `*out_store` receives a new handle, owned by the caller, who releases it with
 // `lmsrt_store_close`. On failure `*out_store` is left untouched.
@@ -749,11 +759,15 @@ enum lmsrt_status lmsrt_store_close(struct lmsrt_store **store);
 // * `channel_id`: > 0.
 // * `message_id`, `thread_id`: 0 means none.
 // * `user_id`: the acting user.
-// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`; NULL
-//   means `{}`.
+// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`, nested
+//   at most 64 levels deep (arrays and objects, the object itself included), whose strings
+//   are well-formed Unicode (no `\uD800`-style escape of a lone UTF-16 surrogate): anything
+//   else is `INVALID_DATA` naming the cause, so that every reader can decode what is stored.
+//   NULL (with `data_len` 0) means `{}`; NULL with a non-zero `data_len` is `NULL_POINTER`.
 // * `ttl_ms`: time to live in milliseconds within the store's bounds; 0 takes the store's
 //   default.
-// * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL for none. A second append
+// * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL (with length 0) for none;
+//   NULL with a non-zero length is `NULL_POINTER`, not "none". A second append
 //   with the same key returns the first event's id instead of appending again (for retries).
 //
 // Concurrent appends from threads share one transaction (group commit).
@@ -812,13 +826,19 @@ enum lmsrt_status lmsrt_store_append_batch(const struct lmsrt_store *store,
 // `channels` (1 to 1024 ids > 0) is required. `cursor` is the string a previous batch
 // returned, a legacy `last_event_id` integer, or absent/null/"" for the start of the log.
 // `limit` is 1 to 1000 (default 50); `order` is `"priority"` (default) or `"sequential"`;
-// `thread_id` (0 or absent: any) and `types` (up to 64) filter. Unknown fields are refused.
+// `thread_id` (0 or absent: any) and `types` (up to 64) filter. `data_as_text` (default
+// false) true renders each event's `data` as a JSON string holding the object's text
+// (`"data":"{\"text\":\"hi\"}"`), so that a reader can decode each event on its own and skip
+// one it cannot decode instead of failing on the whole batch (the PHP binding does). Unknown
+// fields are refused.
 //
 // On success `*out_batch` receives the batch as JSON, which the caller frees with
 // `lmsrt_buf_free`:
 // `{"events":[{"id":1,"event_type":"message_create","priority":1,"channel_id":7,"message_id":1,"thread_id":null,"user_id":3,"data":{...},"timestamp":1700000000000,"expires_at":1700003600000}],"cursor":"v1....","gap":false,"has_more":false}`.
 // Pass `cursor` back to receive what comes next: every matching event arrives exactly once.
-// `gap` true means something this cursor would have received expired first (resynchronise);
+// `gap` true means something this cursor would have received expired first, or could not be
+// delivered (stored data no reader can decode, left by an older version or damage; skipped,
+// never returned): resynchronise;
 // `has_more` true means more is pending now. Times are milliseconds since the Unix epoch.
 //
 // Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT`, `INVALID_CHANNEL`,

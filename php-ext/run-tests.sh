@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the binding's tests on a fresh Debian/Ubuntu machine:
-#   1. installs php-cli (with FFI), phpunit and valgrind with apt-get when they are missing
+#   1. installs php-cli (with FFI), phpunit, valgrind and sqlite3 with apt-get when they are missing
 #      (as root; otherwise it says what to install);
 #   2. builds the cdylib (cargo build --lib; LMSRT_PROFILE=release for a release build);
 #   3. runs the C ABI test under valgrind (cargo test --test c_abi, LMSRT_VALGRIND=1: zero
@@ -16,6 +16,8 @@ missing=()
 command -v php >/dev/null 2>&1 || missing+=(php-cli)
 command -v phpunit >/dev/null 2>&1 || [ -x "$here/vendor/bin/phpunit" ] || missing+=(phpunit)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+# The poison-event test writes rows behind the library's back with the sqlite3 tool.
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "run-tests.sh: installing ${missing[*]}" >&2

@@ -110,7 +110,20 @@ fn truncate_for_message(s: &str) -> String {
     }
 }
 
-/// Checks that `data` is a JSON object of at most `max_bytes` bytes.
+/// Deepest nesting of arrays and objects accepted in `data`, the data object itself counting as
+/// the first level (`{"a":{"b":[1]}}` is 3 deep).
+///
+/// Every reader must be able to decode what the store holds: PHP's `json_decode` stops at 512
+/// levels (the batch around the data adds 3), JavaScript engines and other decoders at a few
+/// hundred or at their stack. Data nested deeper than any chat payload needs would be accepted
+/// here and then make every fetch of its channel fail in PHP, for as long as it lived.
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// Checks that `data` is a JSON object of at most `max_bytes` bytes that every binding can
+/// decode: nested at most [`MAX_DATA_DEPTH`] levels, and with only well-formed Unicode (no
+/// `\uD800`-style escape of a lone UTF-16 surrogate, which serde_json skips over unchecked
+/// when it only validates but PHP's and other strict decoders refuse). Each failure is
+/// [`Error::InvalidData`] naming the cause, or [`Error::DataTooLarge`].
 pub fn validate_data(data: &str, max_bytes: usize) -> Result<()> {
     if data.len() > max_bytes {
         return Err(Error::DataTooLarge {
@@ -118,12 +131,88 @@ pub fn validate_data(data: &str, max_bytes: usize) -> Result<()> {
             max: max_bytes,
         });
     }
+    check_data(data).map_err(Error::InvalidData)
+}
+
+/// Whether stored `data` can be delivered: what [`validate_data`] accepts, whatever its size
+/// (a store may have been reopened with a smaller cap). A row that fails this was written by
+/// an older version or damaged; readers skip it rather than fail every fetch that meets it.
+pub(crate) fn is_deliverable(data: &str) -> bool {
+    check_data(data).is_ok()
+}
+
+fn check_data(data: &str) -> std::result::Result<(), String> {
     if !data.trim_start().starts_with('{') {
-        return Err(Error::InvalidData("expected a JSON object".into()));
+        return Err("expected a JSON object".into());
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(data)
-        .map(|_| ())
-        .map_err(|e| Error::InvalidData(e.to_string()))
+    // Syntax first (its messages give line and column); the scan below relies on it.
+    serde_json::from_str::<serde::de::IgnoredAny>(data).map_err(|e| e.to_string())?;
+    check_depth_and_escapes(data.as_bytes())
+}
+
+/// Over syntactically valid JSON: the nesting depth, and that every `\u` escape of a UTF-16
+/// surrogate is a high one immediately followed by a low one. (Raw bytes are already UTF-8:
+/// the text is a `&str`, so only escapes can spell an unpaired surrogate.)
+fn check_depth_and_escapes(b: &[u8]) -> std::result::Result<(), String> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DATA_DEPTH {
+                    return Err(format!(
+                        "data is nested more than {MAX_DATA_DEPTH} levels deep (arrays and \
+                         objects, at byte {i}); not every reader can decode that"
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] != b'\\' {
+                        i += 1;
+                        continue;
+                    }
+                    if b.get(i + 1) != Some(&b'u') {
+                        i += 2;
+                        continue;
+                    }
+                    let unit = hex4(b, i + 2);
+                    match unit {
+                        Some(0xD800..=0xDBFF) => {
+                            let low = (b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u'))
+                                .then(|| hex4(b, i + 8))
+                                .flatten();
+                            if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                                return Err(lone_surrogate(b, i));
+                            }
+                            i += 12;
+                        }
+                        Some(0xDC00..=0xDFFF) => return Err(lone_surrogate(b, i)),
+                        _ => i += 6,
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let h = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+    u32::from_str_radix(h, 16).ok()
+}
+
+fn lone_surrogate(b: &[u8], at: usize) -> String {
+    let esc = String::from_utf8_lossy(&b[at..(at + 6).min(b.len())]);
+    format!(
+        "data holds the escape {esc} (at byte {at}), a lone UTF-16 surrogate: strings must be \
+         well-formed Unicode"
+    )
 }
 
 /// An event to append. Build it with [`NewEvent::new`] and the setters.
@@ -300,6 +389,54 @@ mod tests {
             validate_data(&big, 100),
             Err(Error::DataTooLarge { max: 100, .. })
         ));
+    }
+
+    #[test]
+    fn data_nesting_is_capped_at_64_levels() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"a":{}1{}}}"#,
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            )
+        };
+        assert!(validate_data(&nested(MAX_DATA_DEPTH), 1 << 20).is_ok());
+        for depth in [MAX_DATA_DEPTH + 1, 520] {
+            let e = validate_data(&nested(depth), 1 << 20).unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::InvalidData);
+            assert!(e.to_string().contains("nested more than 64 levels"), "{e}");
+        }
+        // Brackets inside strings are text, not nesting.
+        let text = format!(r#"{{"a":"{}"}}"#, "[{".repeat(200));
+        assert!(validate_data(&text, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_refused() {
+        for bad in [
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\uDBFF x"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":"\ud800\ud800"}"#,
+            r#"{"\ud800":1}"#,
+            r#"{"a":["ok","\\\ud800"]}"#,
+        ] {
+            let e = validate_data(bad, 100).unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::InvalidData, "{bad}");
+            assert!(
+                e.to_string().contains("lone UTF-16 surrogate"),
+                "{bad}: {e}"
+            );
+        }
+        for ok in [
+            r#"{"a":"\ud83d\ude00"}"#,
+            r#"{"a":"\\ud800"}"#,
+            r#"{"a":"\u00e9\"\\"}"#,
+            r#"{"a":"😀 é"}"#,
+        ] {
+            assert!(validate_data(ok, 100).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -152,6 +152,11 @@ metric_enum! {
         SlotsRejected = 15, "slots_rejected", "Connection slot requests refused.";
         /// Leases taken over from a dead or expired holder, or evicted as the oldest.
         SlotsReclaimed = 16, "slots_reclaimed", "Leases reclaimed from dead, expired or evicted holders.";
+        /// Signed publishes answered as replays of an earlier one, without appending (daemon).
+        PublishReplays = 17, "publish_replays", "Signed publishes answered as replays, without appending.";
+        /// Connections refused at accept: over the per-address cap, or over the daemon's
+        /// capacity and its ops reserve (daemon).
+        ConnectionsRefused = 18, "connections_refused", "Connections refused: over the per-address cap or the capacity.";
     }
 }
 
@@ -292,13 +297,15 @@ impl Metrics {
         self.add(c, 1);
     }
 
-    /// Adds `n` to a counter.
+    /// Adds `n` to a counter. Counters saturate at `u64::MAX` rather than wrap: a counter
+    /// that wrapped to a small number would read as a reset (or a huge negative rate) to
+    /// every consumer, and anyone can add any `n` through the C ABI.
     #[inline]
     pub fn add(&self, c: Counter, n: u64) {
         let w = self.words.get();
-        w[COUNTERS + c as usize].fetch_add(n, Ordering::Relaxed);
+        saturating_add(&w[COUNTERS + c as usize], n);
         let slot = self.current_slot(w);
-        w[slot + SLOT_COUNTERS + c as usize].fetch_add(n, Ordering::Relaxed);
+        saturating_add(&w[slot + SLOT_COUNTERS + c as usize], n);
     }
 
     /// Sets a gauge.
@@ -306,9 +313,13 @@ impl Metrics {
         self.words.get()[GAUGES + g as usize].store(value as u64, Ordering::Relaxed);
     }
 
-    /// Adds `delta` (possibly negative) to a gauge.
+    /// Adds `delta` (possibly negative) to a gauge, saturating at `i64::MIN` and `i64::MAX`.
     pub fn add_gauge(&self, g: Gauge, delta: i64) {
-        self.words.get()[GAUGES + g as usize].fetch_add(delta as u64, Ordering::Relaxed);
+        let _ = self.words.get()[GAUGES + g as usize].fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |v| Some((v as i64).saturating_add(delta) as u64),
+        );
     }
 
     /// Records one latency.
@@ -322,10 +333,11 @@ impl Metrics {
     pub fn record_us(&self, h: Histogram, us: u64) {
         let w = self.words.get();
         let cum = HIST_CUM + h as usize * HIST_CUM_WORDS;
-        w[cum].fetch_add(1, Ordering::Relaxed);
-        w[cum + 1].fetch_add(us, Ordering::Relaxed);
+        saturating_add(&w[cum], 1);
+        // The sum is what a huge latency (any `us` through the C ABI) could wrap.
+        saturating_add(&w[cum + 1], us);
         let hist = self.current_slot(w) + SLOT_HISTS + h as usize * SLOT_HIST_WORDS;
-        w[hist + 1 + bucket_of(us)].fetch_add(1, Ordering::Relaxed);
+        saturating_add(&w[hist + 1 + bucket_of(us)], 1);
         // The maximum changes rarely: read first so the common case writes nothing.
         if us > w[hist].load(Ordering::Relaxed) {
             w[hist].fetch_max(us, Ordering::Relaxed);
@@ -391,7 +403,7 @@ impl Metrics {
             let window = live
                 .iter()
                 .map(|at| w[at + SLOT_COUNTERS + c as usize].load(Ordering::Relaxed))
-                .sum();
+                .fold(0u64, u64::saturating_add);
             counters.insert(
                 c.name(),
                 CounterValue {
@@ -418,7 +430,7 @@ impl Metrics {
                 let hist = at + SLOT_HISTS + h as usize * SLOT_HIST_WORDS;
                 max = max.max(w[hist].load(Ordering::Relaxed));
                 for (b, sum) in buckets.iter_mut().enumerate() {
-                    *sum += w[hist + 1 + b].load(Ordering::Relaxed);
+                    *sum = sum.saturating_add(w[hist + 1 + b].load(Ordering::Relaxed));
                 }
             }
             histograms.insert(
@@ -451,6 +463,23 @@ impl Metrics {
     pub fn health(&self) -> Health {
         self.snapshot().health
     }
+}
+
+/// Adds `n` to `word`, stopping at `u64::MAX`. The common case is one `fetch_add`; only a sum
+/// that wrapped is corrected, with a compare-and-swap loop that pins it at the maximum (a
+/// reader may see the wrapped value for that instant; no add is lost below the maximum).
+#[inline]
+fn saturating_add(word: &AtomicU64, n: u64) {
+    let before = word.fetch_add(n, Ordering::Relaxed);
+    if before.checked_add(n).is_none() {
+        saturating_fix(word);
+    }
+}
+
+#[cold]
+fn saturating_fix(word: &AtomicU64) {
+    // Everything added since the wrap belongs above the maximum too.
+    let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |_| Some(u64::MAX));
 }
 
 fn slot_offset(epoch: u64) -> usize {
@@ -507,7 +536,8 @@ pub struct LatencySummary {
 
 impl LatencySummary {
     fn from_buckets(buckets: &[u64], max: u64) -> LatencySummary {
-        let count: u64 = buckets.iter().sum();
+        // Saturating throughout: the words saturate at u64::MAX (see `Metrics::add`).
+        let count: u64 = buckets.iter().fold(0, |a, b| a.saturating_add(*b));
         let q = |p: f64| -> u64 {
             if count == 0 {
                 return 0;
@@ -515,7 +545,7 @@ impl LatencySummary {
             let rank = ((p * count as f64).ceil() as u64).clamp(1, count);
             let mut seen = 0;
             for (i, &n) in buckets.iter().enumerate() {
-                seen += n;
+                seen = u64::saturating_add(seen, n);
                 if seen >= rank {
                     return bucket_upper(i).min(max);
                 }
@@ -596,15 +626,22 @@ pub struct Snapshot {
 impl Snapshot {
     fn judge(&mut self, t: &HealthThresholds) {
         let win = |c: Counter| self.counters[c.name()].window;
-        let ops = win(Counter::Appends) + win(Counter::Fetches) + win(Counter::Waits);
-        let errors =
-            win(Counter::AppendErrors) + win(Counter::FetchErrors) + win(Counter::WaitErrors);
+        // u128: the counters saturate at u64::MAX, and their sums and products must not wrap.
+        let sum = |cs: [Counter; 3]| cs.iter().map(|c| u128::from(win(*c))).sum::<u128>();
+        let ops = sum([Counter::Appends, Counter::Fetches, Counter::Waits]);
+        let errors = sum([
+            Counter::AppendErrors,
+            Counter::FetchErrors,
+            Counter::WaitErrors,
+        ]);
         let secs = self.window_ms / 1000;
         let mut reasons = Vec::new();
         if ops > 0 {
             let rate = errors as f64 / ops as f64;
             self.error_rate = Some(rate);
-            if ops >= t.min_samples && errors * 1000 > ops * t.error_rate_permille as u64 {
+            if ops >= u128::from(t.min_samples)
+                && errors * 1000 > ops * u128::from(t.error_rate_permille)
+            {
                 reasons.push(format!(
                     "error rate {:.1}% is above {:.1}% ({errors} of {ops} appends, fetches and \
                      waits failed in the last {secs} s)",
@@ -615,7 +652,7 @@ impl Snapshot {
         }
         for h in [Histogram::Append, Histogram::Fetch] {
             let s = self.histograms[h.name()].window;
-            if s.count >= t.min_samples && s.p99_us > t.p99_ms * 1000 {
+            if s.count >= t.min_samples && u128::from(s.p99_us) > u128::from(t.p99_ms) * 1000 {
                 reasons.push(format!(
                     "{} p99 latency {:.1} ms is above {} ms ({} samples in the last {secs} s)",
                     h.name(),
@@ -713,6 +750,39 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_and_latency_sums_saturate_instead_of_wrapping() {
+        let m = Metrics::in_process(MetricsConfig::default());
+        m.add(Counter::Deliveries, u64::MAX - 1);
+        m.add(Counter::Deliveries, 5);
+        m.add(Counter::Deliveries, u64::MAX);
+        m.incr(Counter::Appends);
+        m.add(Counter::Appends, u64::MAX);
+        m.add(Counter::AppendErrors, u64::MAX);
+        m.record_us(Histogram::Append, u64::MAX);
+        m.record_us(Histogram::Append, u64::MAX);
+        m.add_gauge(Gauge::Connections, i64::MAX);
+        m.add_gauge(Gauge::Connections, i64::MAX);
+        m.add_gauge(Gauge::ActiveWaits, i64::MIN);
+        m.add_gauge(Gauge::ActiveWaits, -1);
+        // Before: the counters wrapped to small numbers (2, 3), the sum to u64::MAX - 1, the
+        // gauge to -2; and a debug build panicked summing the window.
+        let s = m.snapshot();
+        assert_eq!(s.counters["deliveries"].total, u64::MAX);
+        assert_eq!(s.counters["deliveries"].window, u64::MAX);
+        assert_eq!(s.counters["appends"].total, u64::MAX);
+        let h = &s.histograms["append"];
+        assert_eq!((h.count, h.sum_us, h.max_us), (2, u64::MAX, u64::MAX));
+        assert_eq!(s.gauges["connections"], i64::MAX);
+        assert_eq!(s.gauges["active_waits"], i64::MIN);
+        // Everything failed: the verdict says so rather than overflowing.
+        assert_eq!(s.health.status, HealthStatus::Degraded);
+        assert!(
+            s.to_prometheus()
+                .contains("lmsrt_deliveries_total 18446744073709551615\n")
+        );
+    }
     use crate::clock::ManualClock;
 
     const T0: i64 = 1_700_000_000_000;

@@ -310,6 +310,14 @@ pub fn verify_publish(
     mac.verify_slice(&tag).map_err(|_| TokenError::BadSignature)
 }
 
+/// The key id and MAC bytes of a publish signature (`<key id>:<base64url MAC>`), or `None` when
+/// it is not of that shape. What identifies a signed request for replay detection: the text
+/// of one signature can be spelled several ways (base64 trailing bits), its bytes cannot.
+pub fn publish_signature_tag(signature: &str) -> Option<(&str, Vec<u8>)> {
+    let (kid, mac_b64) = signature.split_once(':')?;
+    Some((kid, B64.decode(mac_b64).ok()?))
+}
+
 fn publish_input(mac: &mut HmacSha256, timestamp: i64, body: &[u8]) {
     mac.update(PUBLISH_PREFIX);
     mac.update(timestamp.to_string().as_bytes());

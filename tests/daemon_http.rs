@@ -452,6 +452,8 @@ async fn cors_security_headers_gzip_health_and_metrics() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Its own code: the origin is refused, no channel is involved.
+    assert_eq!(r.code(), "origin_not_allowed", "{}", r.text());
     assert!(r.header("access-control-allow-origin").is_none());
 
     let t = token(3, &[1]);
@@ -701,4 +703,216 @@ async fn polls_sharing_a_large_response_each_get_it_gzipped_or_plain_as_they_ask
         bodies.iter().all(|b| b == &bodies[0]),
         "one response, shared"
     );
+}
+
+/// Poison events over HTTP: `POST /v1/events` refuses data nested deeper than 64 levels and
+/// lone surrogate escapes (400 `invalid_data`, nothing appended); rows like that already in the
+/// file (written behind the store's back) are stepped over by a `limit=1` poller, with
+/// `gap: true`, and the next event arrives; the daemon stays healthy and counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_are_refused_and_stepped_over() {
+    let d = Daemon::start(config()).await;
+    let mut c = d.client().await;
+    let start = d.store.head_cursor().unwrap().to_string();
+    let deep = |n: usize| format!(r#"{{"a":{}1{}}}"#, "[".repeat(n - 1), "]".repeat(n - 1));
+    for data in [deep(65), deep(520), r#"{"t":"\ud800"}"#.to_owned()] {
+        let body = format!(r#"{{"event_type":"message_create","channel_id":1,"data":{data}}}"#);
+        let r = c.publish_bytes(body.into_bytes()).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_data"),
+            "{}",
+            r.text()
+        );
+    }
+    assert!(
+        d.store
+            .fetch(&lms_realtime::FetchRequest::new([1]))
+            .unwrap()
+            .events
+            .is_empty(),
+        "nothing refused was appended"
+    );
+
+    // Rows an older version (or damage) left behind, each followed by a good event.
+    let db = rusqlite::Connection::open(d.dir.path().join("chat.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let now = now_s() * 1000;
+    let mut good = Vec::new();
+    for data in [
+        rusqlite::types::Value::Text(deep(520)),
+        rusqlite::types::Value::Text(r#"{"t":"\ud800"}"#.into()),
+        rusqlite::types::Value::Blob(vec![b'{', 0xff, b'}']),
+    ] {
+        db.execute(
+            "INSERT INTO lmsrt_events (event_type, priority, channel_id, user_id, data, timestamp, expires_at)
+             VALUES ('message_create', 1, 1, 1, ?1, ?2, ?3)",
+            rusqlite::params![data, now, now + 3_600_000],
+        )
+        .unwrap();
+        good.extend(
+            d.publish(&mut c, &event("message_create", 1, good.len()))
+                .await,
+        );
+    }
+    let t = token(5, &[1]);
+    let mut cursor = start;
+    let mut got = Vec::new();
+    let mut gaps = 0;
+    for _ in 0..20 {
+        let r = c
+            .poll(&t, &format!("channels=1&limit=1&timeout=2&cursor={cursor}"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        got.extend(ids(&v));
+        gaps += usize::from(v["gap"] == true);
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+        if got.len() == good.len() {
+            break;
+        }
+    }
+    assert_eq!(got, good, "every good event, past every poison row");
+    assert!(gaps >= 1, "stepping over a poison row says gap");
+    assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
+    let m = c.get("/metrics", &[]).await.text();
+    let seen: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("lmsrt_daemon_undeliverable_events_total "))
+        .unwrap_or_else(|| panic!("no undeliverable counter in\n{m}"))
+        .parse()
+        .unwrap();
+    assert!(seen >= 3, "{seen}");
+}
+
+/// A signed publish sent again (the same `X-LMS-Timestamp` and `X-LMS-Signature`) answers the
+/// first one's ids, 200 with the same body, and appends nothing: sent again at once, many at a
+/// time on other connections, or with the timestamp spelled differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_publish_gets_the_first_ids_and_appends_nothing() {
+    let d = Daemon::start(config()).await;
+    let mut c = d.client().await;
+    let body = serde_json::to_vec(&json!({
+        "events": [event("message_create", 1, 1), event("message_create", 1, 2)]
+    }))
+    .unwrap();
+    let ts = now_s();
+    let sig = token::sign_publish(&key(), ts, &body);
+    let ts_s = ts.to_string();
+    let headers = [
+        ("x-lms-timestamp", ts_s.as_str()),
+        ("x-lms-signature", sig.as_str()),
+    ];
+    let first = c.post_raw("/v1/events", body.clone(), &headers).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let again = c.post_raw("/v1/events", body.clone(), &headers).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.body, first.body, "the same answer");
+    // Many at once, each on its own connection.
+    let mut replays = Vec::new();
+    for _ in 0..8 {
+        let (addr, body, ts_s, sig) = (d.addr, body.clone(), ts_s.clone(), sig.clone());
+        replays.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.post_raw(
+                "/v1/events",
+                body,
+                &[("x-lms-timestamp", &ts_s), ("x-lms-signature", &sig)],
+            )
+            .await
+        }));
+    }
+    for r in replays {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, &r.body), (StatusCode::OK, &first.body));
+    }
+    // The same timestamp written another way is the same signed request.
+    let padded = format!("0{ts_s}");
+    let r = c
+        .post_raw(
+            "/v1/events",
+            body.clone(),
+            &[("x-lms-timestamp", &padded), ("x-lms-signature", &sig)],
+        )
+        .await;
+    assert_eq!((r.status, &r.body), (StatusCode::OK, &first.body));
+    let stored = d
+        .store
+        .fetch(&lms_realtime::FetchRequest::new([1]))
+        .unwrap();
+    assert_eq!(stored.events.len(), 2, "appended once");
+    // A new publish (another signature) appends as usual.
+    let more = d
+        .publish(&mut c, &json!({"events": [event("message_create", 1, 3)]}))
+        .await;
+    assert_eq!(more.len(), 1);
+    let m = c.get("/metrics", &[]).await.text();
+    assert!(m.contains("lmsrt_publish_replays_total 10\n"), "{m}");
+}
+
+/// The replay window is bounded: full of live entries, it refuses new publishes with 503
+/// `replay_window_full` and a Retry-After rather than forget one (whose replay would then
+/// append again); what it holds still answers as replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_window_refuses_rather_than_forgets() {
+    let mut cfg = config();
+    cfg.publish_replay_capacity = 2;
+    let d = Daemon::start(cfg).await;
+    let mut c = d.client().await;
+    let signed = |n: usize| {
+        let body = serde_json::to_vec(&event("message_create", 1, n)).unwrap();
+        let ts = now_s();
+        let sig = token::sign_publish(&key(), ts, &body);
+        (body, ts.to_string(), sig)
+    };
+    let mut answers = Vec::new();
+    let mut requests = Vec::new();
+    for n in 0..2 {
+        let (body, ts, sig) = signed(n);
+        let r = c
+            .post_raw(
+                "/v1/events",
+                body.clone(),
+                &[("x-lms-timestamp", &ts), ("x-lms-signature", &sig)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        answers.push(r.body);
+        requests.push((body, ts, sig));
+    }
+    let (body, ts, sig) = signed(2);
+    let r = c
+        .post_raw(
+            "/v1/events",
+            body,
+            &[("x-lms-timestamp", &ts), ("x-lms-signature", &sig)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "replay_window_full"),
+        "{}",
+        r.text()
+    );
+    assert!(r.header("retry-after").is_some());
+    for ((body, ts, sig), answer) in requests.into_iter().zip(answers) {
+        let r = c
+            .post_raw(
+                "/v1/events",
+                body,
+                &[("x-lms-timestamp", &ts), ("x-lms-signature", &sig)],
+            )
+            .await;
+        assert_eq!((r.status, r.body), (StatusCode::OK, answer));
+    }
+    let stored = d
+        .store
+        .fetch(&lms_realtime::FetchRequest::new([1]))
+        .unwrap();
+    assert_eq!(
+        stored.events.len(),
+        2,
+        "the refused publish appended nothing"
+    );
+    assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
 }

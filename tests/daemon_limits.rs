@@ -1,5 +1,6 @@
 //! The daemon's protections against a running daemon: connection slots per user, rate limits
-//! with `Retry-After`, the total connection cap, slow clients (header timeout), the store's
+//! with `Retry-After`, the total connection cap (with the reserve that keeps `/healthz` and
+//! `/metrics` answering), the per-address connection cap, slow clients (header timeout), the store's
 //! circuit breaker (a locked store answers 503 with a mode hint and recovers by itself), and
 //! graceful shutdown answering every waiter at once with its cursor.
 
@@ -100,9 +101,10 @@ async fn rate_limits_answer_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_the_cap_get_503() {
+async fn connections_over_the_cap_get_503_but_health_and_metrics_still_answer() {
     let mut cfg = config();
     cfg.max_connections = 3;
+    cfg.ops_reserve_connections = 1;
     let d = Daemon::start(cfg).await;
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -110,6 +112,29 @@ async fn connections_over_the_cap_get_503() {
         assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
         held.push(c);
     }
+    // Full: anything but /healthz and /metrics gets the 503, on a connection of the reserve.
+    let out = raw(
+        d.addr,
+        b"GET /v1/poll?channels=1 HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("too_many_connections"));
+    assert!(out.to_ascii_lowercase().contains("retry-after: 1"));
+    // Health checks and scrapes are answered all the same (before: 503 too).
+    for path in ["/healthz", "/metrics"] {
+        let out = raw(
+            d.addr,
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+    }
+    // With the reserve held too (an idle connection), the next is refused at once.
+    let idle = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let out = raw(
         d.addr,
         b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
@@ -117,12 +142,145 @@ async fn connections_over_the_cap_get_503() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
-    assert!(out.contains("too_many_connections"));
-    assert!(out.to_ascii_lowercase().contains("retry-after: 1"));
+    drop(idle);
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut c = d.client().await;
     assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
+}
+
+/// A TCP connection to `addr` from the loopback address `src` (127.0.0.x all reach the host).
+async fn connect_from(src: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    sock.connect(addr).await.unwrap()
+}
+
+/// Sends a `Connection: close` GET on a fresh connection from `src`; returns the response
+/// (everything until the server closes) and how long it took.
+async fn get_from(src: &str, addr: std::net::SocketAddr, path: &str) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let mut s = connect_from(src, addr).await;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// One address cannot take every connection: past --max-connections-per-ip its next
+/// connection is answered 429 and closed at once, while another address is still served, and
+/// /healthz and /metrics answer even when the total is exhausted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let mut cfg = config();
+    cfg.max_connections = 6;
+    cfg.max_connections_per_ip = 3;
+    cfg.ops_reserve_connections = 2;
+    let d = Daemon::start(cfg).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.1", d.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (out, took) = get_from("127.0.0.1", d.addr, "/healthz").await;
+    assert!(out.starts_with("HTTP/1.1 429"), "{out}");
+    assert!(out.contains("too_many_connections_from_address"), "{out}");
+    assert!(
+        took < Duration::from_secs(2),
+        "refused quickly, not reaped: {took:?}"
+    );
+    // Another address is served.
+    let (out, _) = get_from("127.0.0.2", d.addr, "/healthz").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // Exhaust the total from a second address: 3 + 3 = 6.
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.2", d.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (out, _) = get_from("127.0.0.3", d.addr, "/v1/poll?channels=1").await;
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("too_many_connections"), "{out}");
+    let (out, took) = get_from("127.0.0.3", d.addr, "/healthz").await;
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "/healthz while full: {out}"
+    );
+    assert!(out.contains("\"connections\":6"), "{out}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (out, _) = get_from("127.0.0.3", d.addr, "/metrics").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("lmsrt_connections_refused_total 1\n"), "{out}");
+    // Closed connections free their address's count.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (out, _) = get_from("127.0.0.1", d.addr, "/healthz").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// Behind --trust-proxy every connection is the proxy's: the cap applies to the requests in
+/// flight of each forwarded address (a waiting long-poll counts), not to the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_cap_counts_requests_per_forwarded_address() {
+    let mut cfg = config();
+    cfg.trust_proxy = true;
+    cfg.max_connections_per_ip = 2;
+    let d = Daemon::start(cfg).await;
+    let poll = |uid: i64, xff: &'static str| {
+        let addr = d.addr;
+        async move {
+            let mut c = Client::connect(addr).await;
+            let auth = format!("Bearer {}", token(uid, &[1]));
+            c.get(
+                "/v1/poll?channels=1&timeout=3",
+                &[("authorization", &auth), ("x-forwarded-for", xff)],
+            )
+            .await
+        }
+    };
+    let waiting: Vec<_> = (0..2)
+        .map(|i| tokio::spawn(poll(10 + i, "203.0.113.7")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = poll(20, "203.0.113.7").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.code(), "too_many_connections_from_address");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Another forwarded address, over the same proxy, is served; so is /healthz.
+    let mut c = d.client().await;
+    let auth = format!("Bearer {}", token(30, &[1]));
+    let r = c
+        .get(
+            "/v1/poll?channels=1&timeout=0",
+            &[("authorization", &auth), ("x-forwarded-for", "203.0.113.8")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = c
+        .get("/healthz", &[("x-forwarded-for", "203.0.113.7")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    for w in waiting {
+        assert_eq!(w.await.unwrap().status, StatusCode::OK);
+    }
+    // Answered, they no longer count.
+    let r = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut c = d.client().await;
+        let auth = format!("Bearer {}", token(21, &[1]));
+        c.get(
+            "/v1/poll?channels=1&timeout=0",
+            &[("authorization", &auth), ("x-forwarded-for", "203.0.113.7")],
+        )
+        .await
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,13 +340,15 @@ async fn a_locked_store_opens_the_breaker_and_recovers() {
     let d = Daemon::start(cfg).await;
     let mut c = d.client().await;
     let t = token(5, &[1]);
-    let ev = json!({"event_type": "message_create", "channel_id": 1});
-    d.publish(&mut c, &ev).await;
+    // Each publish its own body: the same signed body twice in one second is one publish (the
+    // second is answered as a replay, without touching the store).
+    let ev = |n: i64| json!({"event_type": "message_create", "channel_id": 1, "message_id": n});
+    d.publish(&mut c, &ev(1)).await;
 
     let locker = rusqlite::Connection::open(d.dir.path().join("chat.db")).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let began = Instant::now();
-    let r = c.publish(&ev).await;
+    let r = c.publish(&ev(2)).await;
     assert!(
         began.elapsed() >= Duration::from_millis(500),
         "the append waited for the lock ({:?})",
@@ -203,11 +363,11 @@ async fn a_locked_store_opens_the_breaker_and_recovers() {
     assert!(r.header("retry-after").is_some());
     assert!(r.header("x-lms-mode").is_some(), "a mode hint");
     assert!(!r.text().contains("locked"), "internals are not echoed");
-    let r = c.publish(&ev).await;
+    let r = c.publish(&ev(3)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     // Open now: refused at once without touching the store, emergency mode, Retry-After.
     let began = Instant::now();
-    let r = c.publish(&ev).await;
+    let r = c.publish(&ev(4)).await;
     assert!(began.elapsed() < Duration::from_millis(300));
     assert_eq!(
         (r.status, r.code().as_str()),
@@ -239,7 +399,7 @@ async fn a_locked_store_opens_the_breaker_and_recovers() {
     );
     assert_eq!(r.json()["gap"], true, "another database's cursor is a gap");
     assert_eq!(r.json()["mode"], "long");
-    d.publish(&mut c, &ev).await;
+    d.publish(&mut c, &ev(5)).await;
     assert_eq!(
         c.get("/healthz", &[]).await.json()["store"]["breaker"],
         "closed"

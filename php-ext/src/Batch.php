@@ -10,7 +10,9 @@ namespace LmsRealtime;
  * Pass `$cursor` to the next fetch or wait to receive what comes next: a client that always
  * does receives every matching event exactly once. `$gap` true means an event this client would
  * have received expired or was purged first: resynchronise from the source of truth.
- * `$hasMore` true means more is pending now: fetch again without waiting.
+ * `$hasMore` true means more is pending now: fetch again without waiting. `$gap` is also true
+ * when an event could not be delivered (its stored data cannot be decoded): it is skipped, and
+ * the cursor moves past it all the same.
  *
  * @implements \IteratorAggregate<int, Event>
  */
@@ -18,12 +20,15 @@ final class Batch implements \Countable, \IteratorAggregate
 {
     /**
      * @param list<Event> $events in delivery order
+     * @param int $skipped events left out because their data could not be decoded (logged;
+     *        `$gap` is then true; see `EventStore::skippedEvents()`)
      */
     public function __construct(
         public readonly array $events,
         public readonly string $cursor,
         public readonly bool $gap,
         public readonly bool $hasMore,
+        public readonly int $skipped = 0,
     ) {
     }
 

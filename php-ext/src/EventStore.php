@@ -33,6 +33,9 @@ final class EventStore
     /** The longest wait the ABI takes (a `uint32_t` of milliseconds), in seconds. */
     public const MAX_TIMEOUT = 4294967.295;
 
+    /** Events this process skipped because their data could not be decoded (see `batch()`). */
+    private static int $skipped = 0;
+
     private mixed $handle;
 
     private function __construct(private readonly Native $native, private readonly string $path, mixed $handle)
@@ -292,6 +295,21 @@ final class EventStore
     }
 
     /**
+     * How many events this process has skipped, across every store, because their data could
+     * not be decoded.
+     *
+     * The library refuses such data at append and skips such rows itself, so this stays 0
+     * unless a store file holds rows written by another (older or foreign) writer, or damaged.
+     * Each skip is also written to the error log, and the batch that skipped it says `gap`
+     * (and counts it in `Batch::$skipped`): the reader resynchronises and goes on, its cursor
+     * past the row, instead of failing on every fetch until the row expires.
+     */
+    public static function skippedEvents(): int
+    {
+        return self::$skipped;
+    }
+
+    /**
      * Closes the store. Idempotent; runs on destruction. Afterwards every method throws
      * `StoreClosedException`.
      */
@@ -457,6 +475,9 @@ final class EventStore
         if ($types !== []) {
             $r['types'] = array_values($types);
         }
+        // Each event's data comes as its own JSON text: one the decoder refuses then costs
+        // that event (see `batch()`), not the whole batch.
+        $r['data_as_text'] = true;
         return self::encode($r, 'request');
     }
 
@@ -483,10 +504,51 @@ final class EventStore
         return json_decode($json, true, 512, JSON_THROW_ON_ERROR);
     }
 
+    /**
+     * A batch from the library's JSON, each event's data decoded on its own.
+     *
+     * An event whose data cannot be decoded (too deep for `json_decode`, an unpaired
+     * surrogate, not an object) must not make the whole batch throw: every later fetch of the
+     * channel would throw too, and a reader could never step past it. It is skipped instead,
+     * logged and counted (`skippedEvents()`, `Batch::$skipped`); the batch's cursor, which the
+     * library already moved past it, is kept, and the batch says `gap` so the reader
+     * resynchronises.
+     */
     private static function batch(string $json): Batch
     {
         /** @var array{events: list<array<string, mixed>>, cursor: string, gap: bool, has_more: bool} $b */
         $b = self::decode($json);
-        return Batch::fromArray($b);
+        $events = [];
+        $skipped = 0;
+        foreach ($b['events'] as $e) {
+            $data = $e['data'] ?? null;
+            if (is_string($data)) {
+                try {
+                    // As arrays, `{}` and `[]` look alike: the text tells an object.
+                    $object = str_starts_with(ltrim($data), '{');
+                    $data = json_decode($data, true, 512, JSON_THROW_ON_ERROR);
+                    $why = $object && is_array($data) ? null : 'not a JSON object';
+                } catch (\JsonException $x) {
+                    $why = $x->getMessage();
+                }
+            } else {
+                $why = is_array($data) ? null : 'not a JSON object';
+            }
+            if ($why !== null) {
+                $skipped++;
+                self::$skipped++;
+                error_log(sprintf(
+                    'lms-realtime: skipped event %s of channel %s: its data cannot be decoded (%s)',
+                    var_export($e['id'] ?? null, true),
+                    var_export($e['channel_id'] ?? null, true),
+                    $why
+                ));
+                continue;
+            }
+            $e['data'] = $data;
+            /** @phpstan-ignore-next-line argument.type (the library's JSON shape) */
+            $events[] = Event::fromArray($e);
+        }
+        return new Batch($events, $b['cursor'], $b['gap'] || $skipped > 0, $b['has_more'], $skipped);
     }
 }

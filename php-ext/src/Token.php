@@ -83,6 +83,9 @@ final class Token
      * The headers that sign a `POST /v1/events` body for the daemon:
      * `X-LMS-Timestamp` and `X-LMS-Signature` (`<key id>:<base64url(HMAC-SHA256(secret,
      * "lmsrt-publish-v1." + timestamp + "." + body))>`). Pure PHP; send the body byte for byte.
+     * The daemon answers the same signed request sent again (within its skew window) with the
+     * first one's ids and appends nothing, so a retry is safe; and so two identical bodies
+     * signed in the same second are one publish: vary the body (an `idempotency_key`) for two.
      *
      * @return array{X-LMS-Timestamp: string, X-LMS-Signature: string}
      */

@@ -114,6 +114,17 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(t.trim())
 }
 
+/// A publish request whose signature verified.
+#[derive(Debug)]
+pub(crate) struct SignedPublish {
+    /// `X-LMS-Timestamp`, Unix seconds.
+    pub(crate) timestamp: i64,
+    /// The signing key's id.
+    pub(crate) kid: String,
+    /// The MAC bytes: with `kid`, what identifies the request for replay detection.
+    pub(crate) tag: Vec<u8>,
+}
+
 /// Verifies a publish request's `X-LMS-Timestamp` and `X-LMS-Signature` over `body`.
 pub(crate) fn publisher(
     headers: &HeaderMap,
@@ -121,7 +132,7 @@ pub(crate) fn publisher(
     keys: &[TokenKey],
     now: i64,
     skew: u64,
-) -> Result<(), ApiError> {
+) -> Result<SignedPublish, ApiError> {
     let missing = || ApiError::Unauthorized {
         code: "signature_missing",
         message: "send X-LMS-Timestamp and X-LMS-Signature".into(),
@@ -151,6 +162,13 @@ pub(crate) fn publisher(
             _ => "signature_mismatch",
         },
         message: "the publish signature does not verify".into(),
+    })?;
+    let (kid, tag) = token::publish_signature_tag(sig)
+        .ok_or_else(|| ApiError::token(token::TokenError::Malformed))?;
+    Ok(SignedPublish {
+        timestamp: ts,
+        kid: kid.to_owned(),
+        tag,
     })
 }
 

@@ -65,6 +65,19 @@ pub struct Config {
     #[arg(long, env = "LMSRT_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
 
+    /// Most open connections from one client address; the next is answered 429 and closed at
+    /// once. Behind --trust-proxy (where every connection comes from the proxy) it counts the
+    /// requests in flight per forwarded address instead, a waiting long-poll included.
+    /// /healthz and /metrics are not counted.
+    #[arg(long, env = "LMSRT_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: u32,
+
+    /// Connections accepted beyond --max-connections that may only ask for /healthz or
+    /// /metrics (one request each, 2 s to send it), so that health checks and scrapes are
+    /// answered while the daemon is full; anything else on them gets 503.
+    #[arg(long, env = "LMSRT_OPS_RESERVE_CONNECTIONS", default_value_t = 32)]
+    pub ops_reserve_connections: usize,
+
     /// Largest request body (POST /v1/events), in bytes.
     #[arg(long, env = "LMSRT_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -142,6 +155,14 @@ pub struct Config {
     /// Seconds a publisher signature's timestamp may differ from the daemon's clock.
     #[arg(long, env = "LMSRT_PUBLISH_SKEW", default_value_t = 300)]
     pub publish_skew: u64,
+
+    /// Signed publishes remembered to answer a replay (the same `X-LMS-Timestamp` and
+    /// `X-LMS-Signature` again) with the first one's ids instead of appending again. Each is
+    /// kept until its timestamp leaves the --publish-skew window (about 100 bytes each; a batch
+    /// whose ids are not consecutive counts once per run). When the window is full of live
+    /// entries, further publishes get 503 `replay_window_full` until the oldest expires.
+    #[arg(long, env = "LMSRT_PUBLISH_REPLAY_CAPACITY", default_value_t = 100_000)]
+    pub publish_replay_capacity: usize,
 
     /// Milliseconds graceful shutdown waits for connections to finish after every waiter has
     /// been answered.
@@ -227,6 +248,12 @@ impl Config {
         }
         if self.store_readers == 0 || self.store_writers == 0 || self.max_connections == 0 {
             return bad("--store-readers, --store-writers and --max-connections must be positive");
+        }
+        if self.max_connections_per_ip == 0 {
+            return bad("--max-connections-per-ip must be positive");
+        }
+        if self.publish_replay_capacity == 0 {
+            return bad("--publish-replay-capacity must be positive");
         }
         if self.header_timeout == 0 || self.idle_timeout == 0 {
             return bad("timeouts must be positive");

@@ -27,8 +27,10 @@ pub enum ApiError {
         /// What was wrong.
         message: String,
     },
-    /// 403: the token does not allow a requested channel.
+    /// 403: the token does not allow a requested channel (`forbidden_channel`).
     Forbidden(String),
+    /// 403: a CORS preflight from an origin not in `--cors-origins` (`origin_not_allowed`).
+    OriginNotAllowed(String),
     /// 404.
     NotFound,
     /// 405.
@@ -79,7 +81,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => 400,
             ApiError::Unauthorized { .. } => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::OriginNotAllowed(_) => 403,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::Timeout => 408,
@@ -100,6 +102,7 @@ impl ApiError {
             | ApiError::TooMany { code, .. }
             | ApiError::Unavailable { code, .. } => code,
             ApiError::Forbidden(_) => "forbidden_channel",
+            ApiError::OriginNotAllowed(_) => "origin_not_allowed",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Timeout => "request_timeout",
@@ -118,6 +121,7 @@ impl ApiError {
             | ApiError::TooMany { message, .. }
             | ApiError::Unavailable { message, .. }
             | ApiError::Forbidden(message)
+            | ApiError::OriginNotAllowed(message)
             | ApiError::Conflict(message)
             | ApiError::PayloadTooLarge(message) => message.clone(),
             ApiError::NotFound => "no such endpoint".into(),

@@ -25,6 +25,7 @@ use super::State;
 use super::auth;
 use super::error::ApiError;
 use super::fanout::{Answer, Rendered};
+use super::replay::{self, Begin};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::event::{Event, NewEvent, Priority};
@@ -63,6 +64,9 @@ struct Meta {
     peer: SocketAddr,
     /// The poll's verified token, once known: its user and session go to the logs.
     who: Option<Who>,
+    /// Behind a proxy, this request's count against its client address's cap, held until
+    /// the response is made (for a long-poll, for as long as it waits).
+    address: Option<super::addresses::AddressSlot>,
 }
 
 /// A verified token's user and session binding (`sid`, a hash of the WordPress session), kept
@@ -118,6 +122,7 @@ impl Meta {
             path: path_of(req.uri().path()),
             peer,
             who: None,
+            address: None,
         }
     }
 
@@ -132,6 +137,8 @@ impl Meta {
             path,
             peer,
             who,
+            // Held (not `_`, which would drop it now) until the response is made.
+            address: _address,
         } = self;
         // The token's user and session (`sid`: a hash of the WordPress session, never the
         // session itself): tells a user's browsers and logins apart in the logs.
@@ -181,6 +188,25 @@ pub(crate) type HandlerFuture =
 /// long as it waits. Everything else runs in [`route`].
 pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> HandlerFuture {
     let mut meta = Meta::new(&state, peer, &req);
+    // Behind a proxy every connection is the proxy's: the client's address, known only now,
+    // is counted per request in flight. Health checks and scrapes are not counted.
+    if state.config.trust_proxy && !matches!(req.uri().path(), "/healthz" | "/metrics") {
+        let ip = auth::client_ip(req.headers(), peer, true);
+        match state.addresses.acquire(ip) {
+            Some(slot) => meta.address = Some(slot),
+            None => {
+                state.metrics.incr(Counter::ConnectionsRefused);
+                let e = ApiError::TooMany {
+                    code: "too_many_connections_from_address",
+                    message: "this address has as many requests open as the daemon allows one \
+                              address (--max-connections-per-ip)"
+                        .into(),
+                    retry_after_ms: 1000,
+                };
+                return Box::pin(std::future::ready(meta.respond(&state, Err(e))));
+            }
+        }
+    }
     if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
         let prepared = prepare_poll(&state, &mut meta, peer, req);
         return match prepared {
@@ -192,6 +218,28 @@ pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>
         let r = route(&state, peer, req).await;
         meta.respond(&state, r)
     })
+}
+
+/// Entry point of a connection of the ops reserve (the daemon is at its capacity): `/healthz`
+/// and `/metrics` are answered as usual, anything else gets the 503 a connection over capacity
+/// gets.
+pub(crate) fn handle_ops(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> HandlerFuture {
+    let meta = Meta::new(&state, peer, &req);
+    let r = match (req.method() == Method::GET, req.uri().path()) {
+        (true, "/healthz") => Ok(health(&state)),
+        (true, "/metrics") => Ok(metrics(&state)),
+        _ => Err(ApiError::Unavailable {
+            code: "too_many_connections",
+            message: "the daemon is at its connection capacity".into(),
+            mode: ClientMode::Short,
+            retry_after_ms: 1000,
+        }),
+    };
+    Box::pin(std::future::ready(meta.respond(&state, r)))
 }
 
 async fn route(
@@ -834,18 +882,65 @@ async fn publish(
         Duration::from_secs(state.config.idle_timeout),
     )
     .await?;
-    auth::publisher(
+    let now_s = now_ms() / 1000;
+    let signed = auth::publisher(
         &parts.headers,
         &body,
         &state.keys,
-        now_ms() / 1000,
+        now_s,
         state.config.publish_skew,
     )?;
     let events = parse_events(&body)?;
-    let started = Instant::now();
-    let ids = state.append(events).await;
-    state.metrics.record(Histogram::Append, started.elapsed());
-    let ids = ids?;
+    // The signature stays acceptable until its timestamp leaves the skew window: remembered
+    // that long, a replay within it gets the first one's ids and appends nothing.
+    let expires_s = signed
+        .timestamp
+        .saturating_add(state.config.publish_skew.min(i64::MAX as u64) as i64);
+    let mut events = Some(events);
+    let ids = loop {
+        match state
+            .replays
+            .begin(&signed.kid, &signed.tag, expires_s, now_ms() / 1000)
+        {
+            Begin::Replay(ids) => {
+                state.metrics.incr(Counter::PublishReplays);
+                break ids;
+            }
+            Begin::Wait(rx) => {
+                if let Some(ids) = replay::wait(rx).await {
+                    state.metrics.incr(Counter::PublishReplays);
+                    break ids;
+                }
+                // The first request failed and appended nothing: this one tries.
+            }
+            Begin::Full { retry_after_s } => {
+                return Err(ApiError::Unavailable {
+                    code: "replay_window_full",
+                    message: "too many recent publishes to tell replays apart; retry later".into(),
+                    mode: ClientMode::Long,
+                    retry_after_ms: retry_after_s * 1000,
+                });
+            }
+            Begin::First(ticket) => {
+                let events = events.take().unwrap_or_default();
+                // On a task of its own: if this request goes away mid-append (the client
+                // hangs up), the outcome is still recorded, and a replay of it still finds
+                // the ids instead of appending again.
+                let st = state.clone();
+                let task = tokio::spawn(async move {
+                    let started = Instant::now();
+                    let r = st.append(events).await;
+                    st.metrics.record(Histogram::Append, started.elapsed());
+                    ticket.finish(r.as_deref().ok());
+                    r
+                });
+                break task
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("publish task: {e}")))??
+                    .into();
+            }
+        }
+    };
     let mut body = Vec::with_capacity(16 + 21 * ids.len());
     body.extend_from_slice(b"{\"ids\":[");
     for (i, id) in ids.iter().enumerate() {
@@ -881,6 +976,7 @@ fn health(state: &State) -> Resp {
         },
         "connections": state.connections.load(Ordering::Relaxed),
         "connection_capacity": state.capacity,
+        "ops_connections": state.ops_connections.load(Ordering::Relaxed),
         "waiters": state.hub.waiter_count(),
         "shards": state.hub.shard_count(),
         "shard_waiters": state.hub.shard_waiters(),
@@ -941,6 +1037,14 @@ fn metrics(state: &State) -> Resp {
         let _ = writeln!(text, "# TYPE {name} gauge");
         let _ = writeln!(text, "{name} {value}");
     }
+    let name = "lmsrt_daemon_undeliverable_events_total";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Times a stored event whose data no reader can decode was met and skipped \
+         (rows left by an older version or damage)."
+    );
+    let _ = writeln!(text, "# TYPE {name} counter");
+    let _ = writeln!(text, "{name} {}", crate::store::undeliverable_events_seen());
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1072,7 +1176,7 @@ pub(crate) fn error_response(e: &ApiError) -> Resp {
 fn preflight(state: &State, headers: &HeaderMap) -> Result<Resp, ApiError> {
     let origin = headers.get(header::ORIGIN);
     if origin.is_none_or(|o| !origin_allowed(state, o)) {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::OriginNotAllowed(
             "this origin may not call the daemon (see --cors-origins)".into(),
         ));
     }

@@ -38,6 +38,7 @@
 //! kept-alive connections are closed, and [`run`] returns once every connection has finished
 //! or `--shutdown-grace-ms` has passed.
 
+mod addresses;
 mod appender;
 pub mod auth;
 pub mod config;
@@ -45,6 +46,7 @@ mod demo;
 pub mod error;
 pub(crate) mod fanout;
 pub mod http;
+mod replay;
 pub mod shutdown;
 
 use std::future::Future;
@@ -70,7 +72,7 @@ use crate::error::{Error, Result};
 use crate::guards::{
     ActionLimit, BreakerConfig, Breakers, LimiterConfig, RateLimiter, Slots, SlotsConfig,
 };
-use crate::metrics::{Gauge, Metrics, MetricsConfig};
+use crate::metrics::{Counter, Gauge, Metrics, MetricsConfig};
 use crate::store::EventStore;
 use crate::token::TokenKey;
 
@@ -86,10 +88,16 @@ pub(crate) struct State {
     pub(crate) breakers: Breakers,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) appender: appender::Appender,
+    /// Signed publishes seen within the skew window (see `replay.rs`).
+    pub(crate) replays: Arc<replay::ReplayWindow>,
     pub(crate) read_sem: Semaphore,
     pub(crate) write_sem: Semaphore,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) connections: AtomicUsize,
+    /// Open connections of the ops reserve (beyond `capacity`, /healthz and /metrics only).
+    pub(crate) ops_connections: AtomicUsize,
+    /// Open connections (or, behind a proxy, requests) per client address.
+    pub(crate) addresses: Arc<addresses::Addresses>,
     pub(crate) waiting: AtomicUsize,
     pub(crate) capacity: usize,
     pub(crate) request_seq: AtomicU64,
@@ -271,6 +279,7 @@ pub async fn run(
     let appender = appender::Appender::start(store.clone())?;
     let state = Arc::new(State {
         appender,
+        replays: Arc::new(replay::ReplayWindow::new(config.publish_replay_capacity)),
         read_sem: Semaphore::new(config.store_readers),
         write_sem: Semaphore::new(config.store_writers),
         store,
@@ -283,6 +292,8 @@ pub async fn run(
         metrics,
         shutdown: shutdown_rx,
         connections: AtomicUsize::new(0),
+        ops_connections: AtomicUsize::new(0),
+        addresses: Arc::new(addresses::Addresses::new(config.max_connections_per_ip)),
         waiting: AtomicUsize::new(0),
         capacity,
         request_seq: AtomicU64::new(0),
@@ -303,6 +314,7 @@ pub async fn run(
     }
 
     let builder = http_builder(&state.config);
+    let ops_builder = ops_builder(&state.config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
     // Shards 1..N: a thread each, with its own single-threaded runtime, fed connections by this
@@ -343,25 +355,48 @@ pub async fn run(
                 }
             },
         };
+        // One address may hold at most --max-connections-per-ip; behind a proxy the peer is
+        // the proxy, and the client's address is counted per request instead (`http.rs`).
+        let slot = if state.config.trust_proxy {
+            None
+        } else {
+            match state.addresses.acquire(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    state.metrics.incr(Counter::ConnectionsRefused);
+                    tokio::spawn(refuse_address(tcp));
+                    continue;
+                }
+            }
+        };
         // The capacity is shared by every shard.
         let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
         if open > state.capacity {
             state.connections.fetch_sub(1, Ordering::Relaxed);
-            tokio::spawn(refuse(tcp));
+            // Full: health checks and scrapes still get an answer, from the ops reserve.
+            let ops = state.ops_connections.fetch_add(1, Ordering::Relaxed);
+            if ops < state.config.ops_reserve_connections {
+                serve_ops(&state, &ops_builder, tcp, peer, slot);
+            } else {
+                state.ops_connections.fetch_sub(1, Ordering::Relaxed);
+                state.metrics.incr(Counter::ConnectionsRefused);
+                tokio::spawn(refuse(tcp));
+            }
             continue;
         }
         state.metrics.set_gauge(Gauge::Connections, open as i64);
         let shard = next_shard;
         next_shard = (next_shard + 1) % shards;
         if shard == 0 {
-            serve(&state, &builder, &graceful, tcp, peer);
+            serve(&state, &builder, &graceful, tcp, peer, slot);
             continue;
         }
-        // Handed over as a std socket: the shard registers it with its own runtime.
+        // Handed over as a std socket: the shard registers it with its own runtime. A
+        // connection that cannot be handed over is closed, and its slot freed, here.
         let handed = tcp
             .into_std()
             .ok()
-            .and_then(|s| feeds[shard - 1].send((s, peer)).ok());
+            .and_then(|s| feeds[shard - 1].send((s, peer, slot)).ok());
         if handed.is_none() {
             connection_closed(&state);
         }
@@ -414,19 +449,31 @@ fn http_builder(config: &Config) -> http1::Builder {
     builder
 }
 
+/// hyper's settings for a connection of the ops reserve: one request, sent within 2 s (or the
+/// header timeout, if shorter), so that idle connections cannot hold the reserve.
+fn ops_builder(config: &Config) -> http1::Builder {
+    let mut builder = http_builder(config);
+    builder
+        .header_read_timeout(Duration::from_secs(config.header_timeout.min(2)))
+        .keep_alive(false);
+    builder
+}
+
 /// A connection counted in `state.connections` has ended.
 fn connection_closed(state: &State) {
     let n = state.connections.fetch_sub(1, Ordering::Relaxed) - 1;
     state.metrics.set_gauge(Gauge::Connections, n as i64);
 }
 
-/// Serves one accepted connection (already counted) on the current runtime.
+/// Serves one accepted connection (already counted; `slot` is its address's, released when
+/// it closes) on the current runtime.
 fn serve(
     state: &Arc<State>,
     builder: &http1::Builder,
     graceful: &hyper_util::server::graceful::GracefulShutdown,
     tcp: TcpStream,
     peer: SocketAddr,
+    slot: Option<addresses::AddressSlot>,
 ) {
     let _ = tcp.set_nodelay(true);
     let io = TokioIo::new(TimedIo::new(
@@ -441,11 +488,42 @@ fn serve(
         if let Err(e) = conn.await {
             tracing::trace!(%peer, error = %e, "connection ended with an error");
         }
+        drop(slot);
         connection_closed(&st);
     });
 }
 
-type Feed = tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>;
+/// Serves a connection of the ops reserve (counted in `ops_connections`): `/healthz` and
+/// `/metrics` only, one request. Not watched by the graceful shutdown: it ends after its one
+/// request or its 2 s header timeout anyway.
+fn serve_ops(
+    state: &Arc<State>,
+    builder: &http1::Builder,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: Option<addresses::AddressSlot>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let io = TokioIo::new(TimedIo::new(tcp, Duration::from_secs(2)));
+    let st = state.clone();
+    let svc = service_fn(move |req| http::handle_ops(st.clone(), peer, req));
+    let conn = builder.serve_connection(io, svc);
+    let st = state.clone();
+    tokio::spawn(async move {
+        let _ = conn.await;
+        drop(slot);
+        st.ops_connections.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// A connection handed to a shard: the socket, the peer, and its address's slot.
+type Handed = (
+    std::net::TcpStream,
+    SocketAddr,
+    Option<addresses::AddressSlot>,
+);
+
+type Feed = tokio::sync::mpsc::UnboundedReceiver<Handed>;
 
 /// The thread of shard `shard` (1 or more): its own single-threaded runtime serving the
 /// connections the acceptor hands it, with its own fan-out dispatcher for its waiters.
@@ -487,8 +565,8 @@ async fn shard_serve(state: Arc<State>, shard: usize, mut feed: Feed) {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
             c = feed.recv() => match c {
-                Some((std, peer)) => match TcpStream::from_std(std) {
-                    Ok(tcp) => serve(&state, &builder, &graceful, tcp, peer),
+                Some((std, peer, slot)) => match TcpStream::from_std(std) {
+                    Ok(tcp) => serve(&state, &builder, &graceful, tcp, peer, slot),
                     Err(_) => connection_closed(&state),
                 },
                 None => break,
@@ -503,6 +581,22 @@ async fn shard_serve(state: Arc<State>, shard: usize, mut feed: Feed) {
     dispatch.abort();
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
+
+/// Answers a connection over its address's cap with a 429 and closes it.
+async fn refuse_address(mut tcp: TcpStream) {
+    let body = br#"{"error":{"code":"too_many_connections_from_address","message":"this address has as many connections open as the daemon allows one address (--max-connections-per-ip)"},"retry_ms":1000}"#;
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(head.as_bytes()).await?;
+        tcp.write_all(body).await?;
+        tcp.shutdown().await
+    })
+    .await;
 }
 
 /// Answers a connection over capacity with a 503 and closes it.

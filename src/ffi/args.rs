@@ -73,7 +73,12 @@ pub(crate) unsafe fn str_arg<'a>(
     })
 }
 
-/// An optional UTF-8 string argument: NULL means absent.
+/// An optional UTF-8 string argument: NULL with a length of 0 means absent.
+///
+/// NULL with a non-zero length is `NULL_POINTER`, never "absent": the caller meant to pass
+/// bytes and lost them (an allocation that failed, a wrong variable), and reading it as absent
+/// would turn data into `{}` or silently drop an idempotency key, so that a retry appends a
+/// duplicate.
 ///
 /// # Safety
 ///
@@ -86,6 +91,12 @@ pub(crate) unsafe fn opt_str_arg<'a>(
     too_long: impl FnOnce(usize) -> FfiError,
 ) -> FfiResult<Option<&'a str>> {
     if ptr.is_null() {
+        if len != 0 {
+            return Err(FfiError::new(
+                ErrorCode::NullPointer,
+                format!("{what} is NULL with a length of {len}: pass NULL with length 0 for none"),
+            ));
+        }
         return Ok(None);
     }
     // SAFETY: forwarded from the caller.
@@ -191,11 +202,28 @@ struct RequestJson {
     order: Option<String>,
     thread_id: Option<i64>,
     types: Option<Vec<String>>,
+    /// Each event's `data` as its JSON text (a string) instead of the object.
+    data_as_text: Option<bool>,
+}
+
+/// A parsed fetch/wait request document: the request, and how to render its batch.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) req: FetchRequest,
+    /// Render each event's `data` as a JSON string holding the object's text.
+    pub(crate) data_as_text: bool,
 }
 
 /// Parses a fetch/wait request document.
+#[cfg(test)]
 pub(crate) fn parse_request(text: &str) -> FfiResult<FetchRequest> {
+    parse_request_doc(text).map(|r| r.req)
+}
+
+/// Parses a fetch/wait request document, with its rendering options.
+pub(crate) fn parse_request_doc(text: &str) -> FfiResult<Request> {
     let j: RequestJson = serde_json::from_str(text).map_err(|e| json_error("request", e))?;
+    let data_as_text = j.data_as_text.unwrap_or(false);
     let mut r = FetchRequest::new(j.channels);
     r.cursor = match j.cursor {
         None => Cursor::START,
@@ -214,7 +242,10 @@ pub(crate) fn parse_request(text: &str) -> FfiResult<FetchRequest> {
     }
     r.thread_id = nonzero(j.thread_id);
     r.types = j.types.unwrap_or_default();
-    Ok(r)
+    Ok(Request {
+        req: r,
+        data_as_text,
+    })
 }
 
 /// One event of a batch-append document.

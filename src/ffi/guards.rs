@@ -328,9 +328,9 @@ fn to_json(value: &impl serde::Serialize) -> FfiResult<lmsrt_buf> {
 /// `<path>-lmsrt-limits`, `<path>-lmsrt-breakers`, `<path>-lmsrt-slots` and
 /// `<path>-lmsrt-metrics`. Every process that opens them must be able to read and write them.
 ///
-/// `config` (`config_len` bytes, at most 64 KiB) is NULL, empty, or a JSON object mirroring
-/// the crate's configuration types; every field is optional and defaults as the Rust
-/// `Default`s do, and unknown fields are refused with `LMSRT_STATUS_INVALID_ARGUMENT`:
+/// `config` (`config_len` bytes, at most 64 KiB) is NULL (with length 0), empty, or a JSON
+/// object mirroring the crate's configuration types; every field is optional and defaults as
+/// the Rust `Default`s do, and unknown fields are refused with `LMSRT_STATUS_INVALID_ARGUMENT`:
 ///
 /// * `limits`: an object of actions, each `{"rate": 20, "period_ms": 60000, "burst": 20,
 ///   "adaptive": ..., "block": ...}`, adding to or replacing the defaults (`post` 20 per
@@ -845,8 +845,9 @@ enum BetaUser {
 /// `percent` is 0 to 100. `salt` (at most 1024 bytes) draws the cohorts: a user's bucket is a
 /// stable hash of the salt and the user id modulo 10000, and the user is in the rollout when
 /// the bucket is below `percent * 100`, so raising the percentage only ever adds users.
-/// `beta_users` (`beta_len` bytes, at most 1 MiB) is NULL, empty, or a JSON array of user ids
-/// (strings, or integers taken as their decimal text) who are always in (`LMSRT_COHORT_BETA`).
+/// `beta_users` (`beta_len` bytes, at most 1 MiB) is NULL (with length 0), empty, or a JSON
+/// array of user ids (strings, or integers taken as their decimal text) who are always in
+/// (`LMSRT_COHORT_BETA`).
 /// `user` (at most 1024 bytes) is the user id.
 ///
 /// On success `*out_cohort` receives an `lmsrt_cohort` value and `*out_bucket` the user's

@@ -7,6 +7,13 @@
 //!   written only on success. `lmsrt_last_error_message` explains the latest failure of the
 //!   calling thread.
 //! * Strings cross as `(const char *ptr, size_t len)`: UTF-8 checked, size-bounded, never kept.
+//!   A NULL `ptr` with a non-zero `len` is `LMSRT_STATUS_NULL_POINTER` everywhere, also for
+//!   optional strings, which are absent only as `(NULL, 0)`: bytes the caller lost must not be
+//!   read as "none" (data as `{}`, a dropped idempotency key and a duplicate on retry).
+//! * Settings documents are checked before anything opens: unknown fields and out-of-range
+//!   values are `LMSRT_STATUS_INVALID_ARGUMENT` (for the store's options, naming the option
+//!   and its range).
+//! * Metrics counters saturate at `UINT64_MAX` instead of wrapping.
 //! * Documents (batches, id lists, cursors, metrics) come back as owned `lmsrt_buf`s, released
 //!   with `lmsrt_buf_free`. Guard decisions, made on every request, come back as plain C
 //!   structs instead (`lmsrt_decision`, `lmsrt_breaker_status`, `lmsrt_lease`); a refused

@@ -148,6 +148,12 @@ pub(crate) fn set_last_error(message: &str) {
     });
 }
 
+/// This thread's last error (for tests of the entry points).
+#[cfg(test)]
+pub(crate) fn last_error_string() -> String {
+    LAST_ERROR.with(|m| m.borrow().clone())
+}
+
 /// Clears this thread's last error (after a success).
 pub(crate) fn clear_last_error() {
     LAST_ERROR.with(|m| m.borrow_mut().clear());

@@ -19,12 +19,65 @@ use super::panic::ffi_boundary;
 use super::status::{FfiError, FfiResult, lmsrt_status};
 use crate::cursor::{Cursor, MAX_CURSOR_LEN};
 use crate::error::{Error, ErrorCode};
-use crate::store::EventStore;
+use crate::event::Priority;
+use crate::store::{Batch, EventStore};
 
 fn to_json(value: &impl serde::Serialize) -> FfiResult<lmsrt_buf> {
     serde_json::to_vec(value)
         .map(lmsrt_buf::from_vec)
         .map_err(|e| FfiError::new(ErrorCode::Internal, format!("serializing the result: {e}")))
+}
+
+/// A batch whose events carry their data as JSON text (`"data":"{\"k\":1}"`): see
+/// `data_as_text` in `lmsrt_store_fetch`.
+#[derive(serde::Serialize)]
+struct TextBatch<'a> {
+    events: Vec<TextEvent<'a>>,
+    cursor: Cursor,
+    gap: bool,
+    has_more: bool,
+}
+
+#[derive(serde::Serialize)]
+struct TextEvent<'a> {
+    id: i64,
+    event_type: &'a str,
+    priority: Priority,
+    channel_id: i64,
+    message_id: Option<i64>,
+    thread_id: Option<i64>,
+    user_id: i64,
+    data: &'a str,
+    timestamp: i64,
+    expires_at: i64,
+}
+
+/// The batch as the request asked for it.
+fn batch_json(batch: &Batch, data_as_text: bool) -> FfiResult<lmsrt_buf> {
+    if !data_as_text {
+        return to_json(batch);
+    }
+    to_json(&TextBatch {
+        events: batch
+            .events
+            .iter()
+            .map(|e| TextEvent {
+                id: e.id,
+                event_type: &e.event_type,
+                priority: e.priority,
+                channel_id: e.channel_id,
+                message_id: e.message_id,
+                thread_id: e.thread_id,
+                user_id: e.user_id,
+                data: &e.data,
+                timestamp: e.timestamp,
+                expires_at: e.expires_at,
+            })
+            .collect(),
+        cursor: batch.cursor,
+        gap: batch.gap,
+        has_more: batch.has_more,
+    })
 }
 
 /// Opens (creating or migrating) the event store at the file `path` and returns a handle to it
@@ -34,14 +87,17 @@ fn to_json(value: &impl serde::Serialize) -> FfiResult<lmsrt_buf> {
 /// the store keeps `<path>-wal`, `<path>-shm`, `<path>-lmsrt-writer` and `<path>-lmsrt-signal`.
 /// Any number of processes and threads may open the same file at once.
 ///
-/// `options` (`options_len` bytes) is NULL, empty, or a JSON object whose fields are all
-/// optional: `durability` (`"process_crash"`, the default, or `"power_loss"`: an fsync per
-/// commit), `max_data_bytes` (default 65536), `default_ttl_ms` (default 3600000),
-/// `min_ttl_ms` (default 1000), `max_ttl_ms` (default 2592000000), `purge_interval_ms`
-/// (a background thread purges expired events at this interval; 0 or absent: none),
-/// `purge_chunk` (rows per purge transaction, default 500) and `live_tail_window` (see the
-/// crate's `Config`; default 256). Unknown fields are refused with
-/// `LMSRT_STATUS_INVALID_ARGUMENT`, so a typo is not silently ignored.
+/// `options` (`options_len` bytes) is NULL (with length 0), empty, or a JSON object whose
+/// fields are all optional: `durability` (`"process_crash"`, the default, or `"power_loss"`:
+/// an fsync per commit), `max_data_bytes` (1 to 16777216, default 65536), `default_ttl_ms`
+/// (default 3600000), `min_ttl_ms` (default 1000), `max_ttl_ms` (default 2592000000; the
+/// three TTLs are 1 to 3155760000000, 100 years, with min <= default <= max),
+/// `purge_interval_ms` (a background thread purges expired events at this interval, 10 to
+/// 86400000; 0 or absent: none), `purge_chunk` (rows per purge transaction, 1 to 100000,
+/// default 500) and `live_tail_window` (0 or more, see the crate's `Config`; default 256).
+/// Unknown fields, and values outside these ranges, are refused with
+/// `LMSRT_STATUS_INVALID_ARGUMENT` naming the option and its range, so a typo or a stray
+/// value is not silently taken.
 ///
 /// On success `*out_store` receives a new handle, owned by the caller, who releases it with
 /// `lmsrt_store_close`. On failure `*out_store` is left untouched.
@@ -130,11 +186,15 @@ pub unsafe extern "C" fn lmsrt_store_close(store: *mut *mut lmsrt_store) -> lmsr
 /// * `channel_id`: > 0.
 /// * `message_id`, `thread_id`: 0 means none.
 /// * `user_id`: the acting user.
-/// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`; NULL
-///   means `{}`.
+/// * `data` (`data_len` bytes): a JSON object of at most the store's `max_data_bytes`, nested
+///   at most 64 levels deep (arrays and objects, the object itself included), whose strings
+///   are well-formed Unicode (no `\uD800`-style escape of a lone UTF-16 surrogate): anything
+///   else is `INVALID_DATA` naming the cause, so that every reader can decode what is stored.
+///   NULL (with `data_len` 0) means `{}`; NULL with a non-zero `data_len` is `NULL_POINTER`.
 /// * `ttl_ms`: time to live in milliseconds within the store's bounds; 0 takes the store's
 ///   default.
-/// * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL for none. A second append
+/// * `idempotency_key` (`idempotency_key_len` bytes, 1 to 255): NULL (with length 0) for none;
+///   NULL with a non-zero length is `NULL_POINTER`, not "none". A second append
 ///   with the same key returns the first event's id instead of appending again (for retries).
 ///
 /// Concurrent appends from threads share one transaction (group commit).
@@ -256,13 +316,19 @@ pub unsafe extern "C" fn lmsrt_store_append_batch(
 /// `channels` (1 to 1024 ids > 0) is required. `cursor` is the string a previous batch
 /// returned, a legacy `last_event_id` integer, or absent/null/"" for the start of the log.
 /// `limit` is 1 to 1000 (default 50); `order` is `"priority"` (default) or `"sequential"`;
-/// `thread_id` (0 or absent: any) and `types` (up to 64) filter. Unknown fields are refused.
+/// `thread_id` (0 or absent: any) and `types` (up to 64) filter. `data_as_text` (default
+/// false) true renders each event's `data` as a JSON string holding the object's text
+/// (`"data":"{\"text\":\"hi\"}"`), so that a reader can decode each event on its own and skip
+/// one it cannot decode instead of failing on the whole batch (the PHP binding does). Unknown
+/// fields are refused.
 ///
 /// On success `*out_batch` receives the batch as JSON, which the caller frees with
 /// `lmsrt_buf_free`:
 /// `{"events":[{"id":1,"event_type":"message_create","priority":1,"channel_id":7,"message_id":1,"thread_id":null,"user_id":3,"data":{...},"timestamp":1700000000000,"expires_at":1700003600000}],"cursor":"v1....","gap":false,"has_more":false}`.
 /// Pass `cursor` back to receive what comes next: every matching event arrives exactly once.
-/// `gap` true means something this cursor would have received expired first (resynchronise);
+/// `gap` true means something this cursor would have received expired first, or could not be
+/// delivered (stored data no reader can decode, left by an older version or damage; skipped,
+/// never returned): resynchronise;
 /// `has_more` true means more is pending now. Times are milliseconds since the Unix epoch.
 ///
 /// Errors: `NULL_POINTER`, `CLOSED`, `INVALID_UTF8`, `INVALID_ARGUMENT`, `INVALID_CHANNEL`,
@@ -283,8 +349,8 @@ pub unsafe extern "C" fn lmsrt_store_fetch(
         let out = out_arg(out_batch, "out_batch")?;
         let store = handle::get(store)?;
         // SAFETY: the caller guarantees `request_len` readable bytes at `request`.
-        let req = unsafe { request_arg(request, request_len) }?;
-        let buf = to_json(&store.fetch(&req)?)?;
+        let r = unsafe { request_arg(request, request_len) }?;
+        let buf = batch_json(&store.fetch(&r.req)?, r.data_as_text)?;
         // SAFETY: `out` is not NULL and the caller guarantees it is writable.
         unsafe { out.write(buf) };
         Ok(())
@@ -315,9 +381,9 @@ pub unsafe extern "C" fn lmsrt_store_wait(
         let out = out_arg(out_batch, "out_batch")?;
         let store = handle::get(store)?;
         // SAFETY: the caller guarantees `request_len` readable bytes at `request`.
-        let req = unsafe { request_arg(request, request_len) }?;
-        let batch = store.wait(&req, Duration::from_millis(timeout_ms.into()))?;
-        let buf = to_json(&batch)?;
+        let r = unsafe { request_arg(request, request_len) }?;
+        let batch = store.wait(&r.req, Duration::from_millis(timeout_ms.into()))?;
+        let buf = batch_json(&batch, r.data_as_text)?;
         // SAFETY: `out` is not NULL and the caller guarantees it is writable.
         unsafe { out.write(buf) };
         Ok(())
@@ -327,7 +393,7 @@ pub unsafe extern "C" fn lmsrt_store_wait(
 /// # Safety
 ///
 /// `request` valid for reads of `len` bytes when not NULL.
-unsafe fn request_arg(request: *const c_char, len: usize) -> FfiResult<crate::FetchRequest> {
+unsafe fn request_arg(request: *const c_char, len: usize) -> FfiResult<args::Request> {
     // SAFETY: forwarded from the caller.
     let text = unsafe {
         str_arg(
@@ -338,7 +404,7 @@ unsafe fn request_arg(request: *const c_char, len: usize) -> FfiResult<crate::Fe
             too_long("request", MAX_REQUEST_BYTES),
         )
     }?;
-    args::parse_request(text)
+    args::parse_request_doc(text)
 }
 
 /// Writes a cursor at the current end of the log to `*out_cursor` (a string; free it with
@@ -627,6 +693,107 @@ mod tests {
         let st = unsafe { lmsrt_store_advance_ids(copy, 1, &mut head) };
         assert_eq!(st, lmsrt_status::Closed);
         assert_eq!(head, -7);
+    }
+
+    #[test]
+    fn null_with_a_length_is_null_pointer_never_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = open(&dir);
+        let t = "message_create";
+        let append = |data: *const c_char, data_len, key: *const c_char, key_len| {
+            let mut id = -7;
+            // SAFETY: live strings and out-pointer; NULL pointers are never read.
+            let st = unsafe {
+                lmsrt_store_append(
+                    h,
+                    s(t).0,
+                    s(t).1,
+                    0,
+                    1,
+                    0,
+                    0,
+                    0,
+                    data,
+                    data_len,
+                    0,
+                    key,
+                    key_len,
+                    &mut id,
+                )
+            };
+            (st, id)
+        };
+        // Before: data=NULL,len=5 was appended as `{}`, and key=NULL,len=5 appended without
+        // its key, so a retry made a second event.
+        let null = std::ptr::null();
+        assert_eq!(append(null, 5, null, 0), (lmsrt_status::NullPointer, -7));
+        assert_eq!(append(null, 0, null, 5), (lmsrt_status::NullPointer, -7));
+        let req = r#"{"channels":[1]}"#;
+        let mut out = lmsrt_buf::EMPTY;
+        // SAFETY: live strings and out-pointer.
+        let st = unsafe { lmsrt_store_fetch(h, s(req).0, s(req).1, &mut out) };
+        assert_eq!(st, lmsrt_status::Ok);
+        let v: serde_json::Value = serde_json::from_str(&take(out)).unwrap();
+        assert_eq!(v["events"].as_array().unwrap().len(), 0, "nothing appended");
+        // (NULL, 0) is still "none".
+        assert_eq!(append(null, 0, null, 0).0, lmsrt_status::Ok);
+        // And NULL options with a length are not "no options".
+        let path = dir.path().join("o.db");
+        let path = path.to_str().unwrap();
+        let mut h2 = std::ptr::null_mut();
+        // SAFETY: live strings and out-pointer; the NULL options are never read.
+        let st = unsafe { lmsrt_store_open(s(path).0, s(path).1, std::ptr::null(), 5, &mut h2) };
+        assert_eq!(st, lmsrt_status::NullPointer);
+        assert!(h2.is_null());
+        // SAFETY: `h` is a live local.
+        assert_eq!(unsafe { lmsrt_store_close(&mut h) }, lmsrt_status::Ok);
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_naming_the_option_and_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let path = path.to_str().unwrap();
+        for (options, says) in [
+            (
+                r#"{"max_data_bytes":1000000000000000000}"#,
+                "max_data_bytes must be 1 to 16777216, not 1000000000000000000",
+            ),
+            (
+                r#"{"live_tail_window":-5}"#,
+                "live_tail_window must be 0 to 9223372036854775807, not -5",
+            ),
+            (
+                r#"{"purge_chunk":1000000}"#,
+                "purge_chunk must be 1 to 100000",
+            ),
+            (
+                r#"{"default_ttl_ms":18446744073709551615}"#,
+                "default_ttl (ms) must be 1 to 3155760000000",
+            ),
+            (
+                r#"{"max_ttl_ms":60000}"#,
+                "expected min_ttl <= default_ttl <= max_ttl",
+            ),
+            (
+                r#"{"purge_interval_ms":5}"#,
+                "purge_interval (ms) must be 10 to",
+            ),
+        ] {
+            let mut h = std::ptr::null_mut();
+            // SAFETY: live strings and out-pointer.
+            let st = unsafe {
+                lmsrt_store_open(s(path).0, s(path).1, s(options).0, s(options).1, &mut h)
+            };
+            assert_eq!(st, lmsrt_status::InvalidArgument, "{options}");
+            assert!(h.is_null());
+            let msg = crate::ffi::status::last_error_string();
+            assert!(msg.contains(says), "{options}: {msg}");
+        }
+        assert!(
+            !dir.path().join("r.db").exists(),
+            "a refused configuration creates nothing"
+        );
     }
 
     #[test]

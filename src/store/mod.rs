@@ -40,6 +40,28 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 pub const MAX_BATCH: usize = 10_000;
 /// Idle read connections kept per store.
 const MAX_IDLE_READERS: usize = 16;
+/// Largest [`Config::max_data_bytes`] accepted: 16 MiB. A batch of [`MAX_LIMIT`] such events
+/// is already 16 GiB; nothing a chat sends needs more.
+pub const MAX_DATA_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+/// Longest TTL bound accepted ([`Config::min_ttl`], `default_ttl`, `max_ttl`): 100 years, in
+/// ms. Expiry times are `i64` milliseconds; a longer TTL would overflow into the past.
+pub const MAX_TTL_MS_LIMIT: u64 = 100 * 365_250 * 86_400;
+/// Most rows per purge transaction ([`Config::purge_chunk`]): each holds the writer lock.
+pub const MAX_PURGE_CHUNK: usize = 100_000;
+/// Shortest and longest [`Config::purge_interval`], in ms: 10 ms to a day.
+pub const PURGE_INTERVAL_MS_RANGE: (u64, u64) = (10, 86_400_000);
+
+/// How many times this process has met a stored event that cannot be delivered and skipped it
+/// as if it had expired (the batch that moves past it says `gap: true`).
+///
+/// Appends refuse such data (see [`validate_data`]), so a row
+/// like that was written by an older version, by hand, or damaged: its data is not UTF-8 text,
+/// not a JSON object, nested deeper than [`MAX_DATA_DEPTH`](crate::event::MAX_DATA_DEPTH) or
+/// holds a lone surrogate escape. Each fetch that selects it and each tail reader that reads it
+/// counts once, so this is a rate to watch (the daemon exports it), not a number of rows.
+pub fn undeliverable_events_seen() -> u64 {
+    fetch::undeliverable_seen()
+}
 
 /// Settings for [`EventStore::open`].
 #[derive(Debug, Clone)]
@@ -71,6 +93,82 @@ pub struct Config {
     /// level, as the daemon does per HTTP request, leaves it unset so nothing counts twice.
     /// Bad input (a typed validation error) is not a fault and is not counted as an error.
     pub metrics: Option<Arc<Metrics>>,
+}
+
+impl Config {
+    /// Checks every setting's range; [`EventStore::open`] calls it. Each refusal is
+    /// [`Error::InvalidArgument`] naming the setting, its range and the value given.
+    ///
+    /// Ranges: `max_data_bytes` 1 to [`MAX_DATA_BYTES_LIMIT`]; `min_ttl`, `default_ttl`,
+    /// `max_ttl` 1 ms to [`MAX_TTL_MS_LIMIT`] ms with `min_ttl <= default_ttl <= max_ttl`;
+    /// `purge_interval` (when set) [`PURGE_INTERVAL_MS_RANGE`]; `purge_chunk` 1 to
+    /// [`MAX_PURGE_CHUNK`]; `live_tail_window` 0 or more (`i64::MAX`: always the live-tail
+    /// path).
+    pub fn validate(&self) -> Result<()> {
+        fn out_of_range(name: &str, range: &str, value: impl std::fmt::Display) -> Result<()> {
+            Err(Error::InvalidArgument(format!(
+                "config: {name} must be {range}, not {value}"
+            )))
+        }
+        if !(1..=MAX_DATA_BYTES_LIMIT).contains(&self.max_data_bytes) {
+            return out_of_range(
+                "max_data_bytes",
+                &format!("1 to {MAX_DATA_BYTES_LIMIT}"),
+                self.max_data_bytes,
+            );
+        }
+        for (name, ttl) in [
+            ("min_ttl", self.min_ttl),
+            ("default_ttl", self.default_ttl),
+            ("max_ttl", self.max_ttl),
+        ] {
+            let ms = ttl.as_millis();
+            if !(1..=u128::from(MAX_TTL_MS_LIMIT)).contains(&ms) {
+                return out_of_range(
+                    &format!("{name} (ms)"),
+                    &format!("1 to {MAX_TTL_MS_LIMIT} (100 years)"),
+                    ms,
+                );
+            }
+        }
+        // A default outside the bounds would refuse every append that gives no TTL.
+        if !(self.min_ttl <= self.default_ttl && self.default_ttl <= self.max_ttl) {
+            return Err(Error::InvalidArgument(format!(
+                "config: expected min_ttl <= default_ttl <= max_ttl, not {} ms, {} ms, {} ms",
+                self.min_ttl.as_millis(),
+                self.default_ttl.as_millis(),
+                self.max_ttl.as_millis()
+            )));
+        }
+        if let Some(every) = self.purge_interval {
+            let (lo, hi) = PURGE_INTERVAL_MS_RANGE;
+            let ms = every.as_millis();
+            if !(u128::from(lo)..=u128::from(hi)).contains(&ms) {
+                return out_of_range(
+                    "purge_interval (ms)",
+                    &format!("{lo} to {hi} (0 or none: no background purge)"),
+                    ms,
+                );
+            }
+        }
+        if !(1..=MAX_PURGE_CHUNK).contains(&self.purge_chunk) {
+            return out_of_range(
+                "purge_chunk",
+                &format!("1 to {MAX_PURGE_CHUNK}"),
+                self.purge_chunk,
+            );
+        }
+        // No upper bound: a larger window only reads more rows per fetch (tests use i64::MAX
+        // to force the live-tail path); a negative one means nothing.
+        if self.live_tail_window < 0 {
+            return out_of_range(
+                "live_tail_window",
+                &format!("0 to {}", i64::MAX),
+                self.live_tail_window,
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -324,16 +422,7 @@ impl EventStore {
     /// ```
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<EventStore> {
         let path = path.as_ref().to_path_buf();
-        if config.min_ttl > config.max_ttl || config.default_ttl < config.min_ttl {
-            return Err(Error::InvalidArgument(
-                "config: expected min_ttl <= default_ttl <= max_ttl".into(),
-            ));
-        }
-        if config.max_data_bytes == 0 || config.purge_chunk == 0 {
-            return Err(Error::InvalidArgument(
-                "config: max_data_bytes and purge_chunk must be positive".into(),
-            ));
-        }
+        config.validate()?;
         let lock = conn::WriterLock::open(&path)?;
         let signal = ChangeSignal::open(&path)?;
         let mut wconn = conn::open_connection(&path, config.durability)?;

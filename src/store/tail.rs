@@ -44,7 +44,9 @@ struct WaiterSlot {
 }
 
 /// What a tail subscriber is handed: every event with an id in `(after, head]` that still
-/// exists, in id order.
+/// exists, in id order. An event whose stored data cannot be delivered (see
+/// [`undeliverable_events_seen`](super::undeliverable_events_seen)) comes as expired:
+/// `expires_at` 0 and data `{}`.
 #[derive(Debug)]
 pub struct TailBatch<'a> {
     /// The events, ascending by id.

@@ -974,3 +974,53 @@ fn advance_ids_is_ordered_with_concurrent_appends() {
     }
     assert_eq!(got, all);
 }
+
+#[test]
+fn out_of_range_settings_are_refused_by_name_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cfg.db");
+    let cases: Vec<(Config, &str)> = vec![
+        (
+            Config {
+                max_data_bytes: 1_000_000_000_000_000_000,
+                ..Config::default()
+            },
+            "max_data_bytes must be 1 to 16777216",
+        ),
+        (
+            Config {
+                live_tail_window: -5,
+                ..Config::default()
+            },
+            "live_tail_window must be 0 to 9223372036854775807, not -5",
+        ),
+        (
+            Config {
+                max_ttl: Duration::from_millis(u64::MAX),
+                ..Config::default()
+            },
+            "max_ttl (ms) must be 1 to 3155760000000",
+        ),
+        (
+            Config {
+                purge_chunk: 0,
+                ..Config::default()
+            },
+            "purge_chunk must be 1 to 100000",
+        ),
+        (
+            Config {
+                purge_interval: Some(Duration::ZERO),
+                ..Config::default()
+            },
+            "purge_interval (ms) must be 10 to",
+        ),
+    ];
+    for (cfg, says) in cases {
+        let e = EventStore::open(&path, cfg).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    assert!(!path.exists(), "nothing was created");
+    assert!(Config::default().validate().is_ok());
+}

@@ -131,6 +131,27 @@ static void test_open_errors(const char *dir) {
                             &s),
            LMSRT_STATUS_INVALID_ARGUMENT);
     EXPECT(lmsrt_store_open(S("/nonexistent-dir/x/y.db"), NULL, 0, &s), LMSRT_STATUS_IO);
+    /* NULL options with a length are not "no options". */
+    EXPECT(lmsrt_store_open(path, strlen(path), NULL, 5, &s), LMSRT_STATUS_NULL_POINTER);
+    /* Out-of-range options: refused, naming the option and its range. */
+    const struct {
+        const char *options;
+        const char *names;
+    } ranges[] = {
+        {"{\"max_data_bytes\":1000000000000000000}", "max_data_bytes must be 1 to 16777216"},
+        {"{\"max_data_bytes\":0}", "max_data_bytes must be 1 to"},
+        {"{\"live_tail_window\":-5}", "live_tail_window must be 0 to 9223372036854775807, not -5"},
+        {"{\"purge_chunk\":0}", "purge_chunk must be 1 to 100000"},
+        {"{\"max_ttl_ms\":18446744073709551615}", "max_ttl (ms) must be 1 to"},
+        {"{\"min_ttl_ms\":0}", "min_ttl (ms) must be 1 to"},
+        {"{\"purge_interval_ms\":1}", "purge_interval (ms) must be 10 to 86400000"},
+    };
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        EXPECT(lmsrt_store_open(path, strlen(path), ranges[i].options, strlen(ranges[i].options),
+                                &s),
+               LMSRT_STATUS_INVALID_ARGUMENT);
+        CHECK(strstr(last_error(), ranges[i].names) != NULL);
+    }
     CHECK(s == NULL);
 }
 
@@ -181,6 +202,21 @@ static void test_append(lmsrt_store *s) {
            LMSRT_STATUS_INVALID_DATA);
     EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, S("{\"a\":\"\xff\"}"), 0, NULL, 0, &id),
            LMSRT_STATUS_INVALID_UTF8);
+    /* Data a reader could not decode: a lone surrogate escape, nesting past 64 levels. */
+    EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, S("{\"a\":\"\\ud800\"}"), 0, NULL, 0,
+                              &id),
+           LMSRT_STATUS_INVALID_DATA);
+    CHECK(strstr(last_error(), "lone UTF-16 surrogate") != NULL);
+    char deep[600];
+    size_t n = 0;
+    n += (size_t)snprintf(deep, sizeof deep, "{\"a\":");
+    for (int i = 0; i < 64; i++) deep[n++] = '[';
+    deep[n++] = '1';
+    for (int i = 0; i < 64; i++) deep[n++] = ']';
+    deep[n++] = '}';
+    EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, deep, n, 0, NULL, 0, &id),
+           LMSRT_STATUS_INVALID_DATA); /* 65 levels */
+    CHECK(strstr(last_error(), "nested more than 64") != NULL);
     /* The store was opened with max_data_bytes 1024. A huge length is refused before any byte
        is read, so the pointer only needs to be valid for what the length would allow. */
     char big[2048];
@@ -200,7 +236,19 @@ static void test_append(lmsrt_store *s) {
     EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, NULL, 0, 0, longtype, sizeof longtype,
                               &id),
            LMSRT_STATUS_INVALID_ARGUMENT);
+    /* NULL with a length is an error, never "absent": NULL data is not read as {}, a NULL key
+       is not dropped (a retry would then append a duplicate). */
+    EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, NULL, 5, 0, NULL, 0, &id),
+           LMSRT_STATUS_NULL_POINTER);
+    CHECK(strstr(last_error(), "data is NULL with a length of 5") != NULL);
+    EXPECT(lmsrt_store_append(s, S("a"), 0, 1, 0, 0, 0, NULL, 0, 0, NULL, 5, &id),
+           LMSRT_STATUS_NULL_POINTER);
+    CHECK(strstr(last_error(), "idempotency_key is NULL") != NULL);
     CHECK(id == -7);
+    /* None of the refused appends reached channel 1. */
+    lmsrt_buf b = {NULL, 0};
+    OK(lmsrt_store_fetch(s, S("{\"channels\":[1]}"), &b));
+    CHECK(count(take(&b), "\"id\":") == 0);
 }
 
 static void test_batch_and_fetch(lmsrt_store *s) {
@@ -242,6 +290,14 @@ static void test_batch_and_fetch(lmsrt_store *s) {
     CHECK(strstr(t, "\"gap\":false") != NULL && strstr(t, "\"has_more\":false") != NULL);
     const char *c = strstr(t, "\"cursor\":\"v1.");
     CHECK(c != NULL);
+
+    /* data_as_text: each event's data as a JSON string of its text. */
+    OK(lmsrt_store_fetch(s, S("{\"channels\":[20],\"types\":[\"message_create\"],"
+                              "\"data_as_text\":true}"),
+                         &batch));
+    CHECK(strstr(take(&batch), "\"data\":\"{\\\"n\\\":1}\"") != NULL);
+    EXPECT(lmsrt_store_fetch(s, S("{\"channels\":[20],\"data_as_text\":1}"), &untouched),
+           LMSRT_STATUS_INVALID_ARGUMENT);
 
     /* Filters, order, legacy cursor. */
     OK(lmsrt_store_fetch(s, S("{\"channels\":[20],\"thread_id\":3,\"types\":[\"statistics_update\"],"
@@ -567,6 +623,7 @@ static void test_guards_open_errors(const char *dir) {
     EXPECT(lmsrt_guards_open(path, n, S("[]"), &g), LMSRT_STATUS_INVALID_ARGUMENT);
     EXPECT(lmsrt_guards_open(path, n, S("{\"limit\":{}}"), &g), LMSRT_STATUS_INVALID_ARGUMENT);
     CHECK(strstr(last_error(), "unknown field `limit`") != NULL);
+    EXPECT(lmsrt_guards_open(path, n, NULL, 5, &g), LMSRT_STATUS_NULL_POINTER);
     EXPECT(lmsrt_guards_open(path, n, S("{\"limits\":{\"post\":{\"rate\":0}}}"), &g),
            LMSRT_STATUS_INVALID_ARGUMENT);
     EXPECT(lmsrt_guards_open(path, n, S("{\"limits\":{\"post\":{\"rate\":1,\"adaptive\":5}}}"), &g),
@@ -881,6 +938,8 @@ static void test_rollout(void) {
                                 &bucket));
         CHECK(bucket == buckets[i] && cohort == LMSRT_COHORT_ROLLOUT);
     }
+    EXPECT(lmsrt_rollout_cohort(33, S("lms"), NULL, 3, S("42"), &cohort, &bucket),
+           LMSRT_STATUS_NULL_POINTER);
     OK(lmsrt_rollout_cohort(33, S("lms"), NULL, 0, S("42"), &cohort, &bucket));
     CHECK(cohort == LMSRT_COHORT_ROLLOUT); /* 3230 < 3300 */
     OK(lmsrt_rollout_cohort(32, S("lms"), NULL, 0, S("42"), &cohort, &bucket));
@@ -953,6 +1012,20 @@ static void test_metrics(const char *dir) {
     OK(lmsrt_metrics_snapshot(g2, &b));
     CHECK(strstr(take(&b), "\"appends\":{\"total\":25,") != NULL);
     OK(lmsrt_guards_close(&g2));
+
+    /* Counters and latency sums saturate at UINT64_MAX instead of wrapping. */
+    OK(lmsrt_metrics_incr(g, S("deliveries"), UINT64_MAX - 1));
+    OK(lmsrt_metrics_incr(g, S("deliveries"), 5));
+    OK(lmsrt_metrics_incr(g, S("deliveries"), UINT64_MAX));
+    OK(lmsrt_metrics_record_us(g, S("delivery"), UINT64_MAX));
+    OK(lmsrt_metrics_record_us(g, S("delivery"), UINT64_MAX));
+    OK(lmsrt_metrics_snapshot(g, &b));
+    t = take(&b);
+    CHECK(strstr(t, "\"deliveries\":{\"total\":18446744073709551615,"
+                    "\"window\":18446744073709551615}") != NULL);
+    CHECK(strstr(t, "\"delivery\":{\"count\":2,\"sum_us\":18446744073709551615") != NULL);
+    OK(lmsrt_metrics_prometheus(g, &b));
+    CHECK(strstr(take(&b), "lmsrt_deliveries_total 18446744073709551615\n") != NULL);
 
     lmsrt_buf untouched = {(char *)"sentinel", 8};
     EXPECT(lmsrt_metrics_incr(g, S("nope"), 1), LMSRT_STATUS_INVALID_ARGUMENT);

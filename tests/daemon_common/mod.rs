@@ -179,7 +179,12 @@ impl Client {
 
     /// A signed `POST /v1/events`.
     pub async fn publish(&mut self, body: &Value) -> Reply {
-        let body = serde_json::to_vec(body).unwrap();
+        self.publish_bytes(serde_json::to_vec(body).unwrap()).await
+    }
+
+    /// A signed `POST /v1/events` of exactly these bytes (for bodies serde_json would not
+    /// build, such as data nested hundreds of levels deep).
+    pub async fn publish_bytes(&mut self, body: Vec<u8>) -> Reply {
         let ts = now_s();
         let sig = token::sign_publish(&key(), ts, &body);
         self.post_raw(

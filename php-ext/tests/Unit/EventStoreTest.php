@@ -143,7 +143,7 @@ final class EventStoreTest extends TestCase
         $this->native->answer(Status::OK, self::batchJson(1, 2));
         $b = $s->fetch([7, 8], 'v1.00000001.0.0.0.0', limit: 10, order: 'sequential', threadId: 4, types: ['message_create']);
         self::assertSame(
-            '{"channels":[7,8],"limit":10,"order":"sequential","cursor":"v1.00000001.0.0.0.0","thread_id":4,"types":["message_create"]}',
+            '{"channels":[7,8],"limit":10,"order":"sequential","cursor":"v1.00000001.0.0.0.0","thread_id":4,"types":["message_create"],"data_as_text":true}',
             $this->native->lastCall()[1][1]
         );
         self::assertInstanceOf(Batch::class, $b);
@@ -160,10 +160,61 @@ final class EventStoreTest extends TestCase
         // A legacy integer cursor and no cursor.
         $this->native->answer(Status::OK, self::batchJson());
         $s->fetch([1], 17);
-        self::assertSame('{"channels":[1],"limit":50,"order":"priority","cursor":17}', $this->native->lastCall()[1][1]);
+        self::assertSame('{"channels":[1],"limit":50,"order":"priority","cursor":17,"data_as_text":true}', $this->native->lastCall()[1][1]);
         $this->native->answer(Status::OK, self::batchJson());
         self::assertTrue($s->fetch([1], '')->isEmpty());
-        self::assertSame('{"channels":[1],"limit":50,"order":"priority"}', $this->native->lastCall()[1][1]);
+        self::assertSame('{"channels":[1],"limit":50,"order":"priority","data_as_text":true}', $this->native->lastCall()[1][1]);
+    }
+
+    /**
+     * The library sends each event's data as JSON text (`data_as_text`); one that PHP cannot
+     * decode is skipped, logged and counted, never thrown, and the batch keeps its cursor.
+     */
+    public function testUndecodableEventDataIsSkippedLoggedAndCountedNotThrown(): void
+    {
+        $s = $this->store();
+        $event = static fn (int $id, mixed $data): array => [
+            'id' => $id, 'event_type' => 'message_create', 'priority' => 1, 'channel_id' => 7,
+            'message_id' => null, 'thread_id' => null, 'user_id' => 3, 'data' => $data,
+            'timestamp' => 1000, 'expires_at' => 2000,
+        ];
+        $deep = str_repeat('[', 600) . str_repeat(']', 600);
+        $batch = json_encode([
+            'events' => [
+                $event(1, '{"n":1}'),
+                $event(2, '{"a":"\\ud800"}'),   // an unpaired surrogate
+                $event(3, '{"a":' . $deep . '}'), // deeper than json_decode's 512
+                $event(4, '[1,2]'),               // not an object
+                $event(5, 'nope'),                // not JSON
+                $event(6, '{}'),
+                $event(7, ['n' => 7]),            // an object as it is (older library)
+            ],
+            'cursor' => 'v1.00000001.9.9.9.9', 'gap' => false, 'has_more' => true,
+        ], JSON_THROW_ON_ERROR);
+        $log = tempnam(sys_get_temp_dir(), 'lmsrt-log');
+        $previous = ini_set('error_log', $log);
+        $before = EventStore::skippedEvents();
+        try {
+            $this->native->answer(Status::OK, $batch);
+            $b = $s->fetch([7], limit: 1);
+            $this->native->answer(Status::OK, $batch);
+            $w = $s->wait([7], timeout: 1.0);
+        } finally {
+            ini_set('error_log', $previous === false ? '' : $previous);
+        }
+        $logged = (string) file_get_contents($log);
+        unlink($log);
+        foreach ([$b, $w] as $got) {
+            self::assertSame([1, 6, 7], array_map(static fn (Event $e) => $e->id, $got->events));
+            self::assertSame([['n' => 1], [], ['n' => 7]], array_map(static fn (Event $e) => $e->data, $got->events));
+            self::assertSame('v1.00000001.9.9.9.9', $got->cursor, 'the cursor still moves past them');
+            self::assertTrue($got->gap, 'a skipped event is a gap');
+            self::assertTrue($got->hasMore);
+            self::assertSame(4, $got->skipped);
+        }
+        self::assertSame($before + 8, EventStore::skippedEvents());
+        self::assertSame(8, substr_count($logged, 'lms-realtime: skipped event'), $logged);
+        self::assertStringContainsString('skipped event 2 of channel 7', $logged);
     }
 
     public function testFetchRefusesNonIntegerChannelsAndNonStringTypes(): void
