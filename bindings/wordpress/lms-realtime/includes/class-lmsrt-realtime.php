@@ -653,16 +653,9 @@ class LMSRT_Realtime {
 	 * @param string $cursor cursor.
 	 */
 	public static function cursor_position( string $cursor ): int {
-		if ( preg_match( '/^\d{1,18}$/', $cursor ) ) {
-			return (int) $cursor;
-		}
-		if ( preg_match( '/^v1\.[0-9a-fA-F]{8}\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})$/', $cursor, $m ) ) {
-			return (int) min( (int) $m[1], (int) $m[2], (int) $m[3], (int) $m[4] );
-		}
-		return 0;
+		$lanes = self::cursor_lanes( $cursor );
+		return array() === $lanes ? 0 : min( $lanes );
 	}
-
-	// -- maintenance ------------------------------------------------------------------------
 
 	/**
 	 * The highest position in a cursor: an integer cursor itself, the highest lane of a `v1.`
@@ -671,14 +664,27 @@ class LMSRT_Realtime {
 	 * @param string $cursor cursor.
 	 */
 	public static function cursor_max( string $cursor ): int {
+		$lanes = self::cursor_lanes( $cursor );
+		return array() === $lanes ? 0 : max( $lanes );
+	}
+
+	/**
+	 * The lane positions of a cursor (one for an integer cursor; none when unreadable).
+	 *
+	 * @param string $cursor cursor.
+	 * @return int[]
+	 */
+	private static function cursor_lanes( string $cursor ): array {
 		if ( preg_match( '/^\d{1,18}$/', $cursor ) ) {
-			return (int) $cursor;
+			return array( (int) $cursor );
 		}
 		if ( preg_match( '/^v1\.[0-9a-fA-F]{8}\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})\.(\d{1,18})$/', $cursor, $m ) ) {
-			return (int) max( (int) $m[1], (int) $m[2], (int) $m[3], (int) $m[4] );
+			return array_map( 'intval', array_slice( $m, 1 ) );
 		}
-		return 0;
+		return array();
 	}
+
+	// -- maintenance ------------------------------------------------------------------------
 
 	/**
 	 * Deletes expired events (WP-Cron); returns how many.

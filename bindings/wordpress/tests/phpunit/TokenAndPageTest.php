@@ -193,6 +193,9 @@ final class TokenAndPageTest extends LMSRT_TestCase {
 		$this->assertSame( 42, LMSRT_Realtime::cursor_position( '42' ) );
 		$this->assertSame( 3, LMSRT_Realtime::cursor_position( 'v1.0badcafe.7.3.9.12' ) );
 		$this->assertSame( 0, LMSRT_Realtime::cursor_position( 'v2.whatever' ) );
+		$this->assertSame( 12, LMSRT_Realtime::cursor_max( 'v1.0badcafe.7.3.9.12' ) );
+		$this->assertSame( 42, LMSRT_Realtime::cursor_max( '42' ) );
+		$this->assertSame( 0, LMSRT_Realtime::cursor_max( 'v2.whatever' ) );
 	}
 
 	public function test_the_shortcode_renders_history_config_and_scripts(): void {
