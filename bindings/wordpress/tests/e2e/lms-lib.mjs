@@ -2,7 +2,7 @@
 // session user's login through the fixture's login page, and the page's actions and state.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { chromium } from 'playwright-core';
+import { launch as launchChromium } from './lib.mjs';
 
 const sitePath = process.env.LMSRT_E2E_LMS_SITE;
 export const lms = sitePath ? JSON.parse(fs.readFileSync(sitePath, 'utf8')) : null;
@@ -29,18 +29,7 @@ let browser = null;
 
 /** Starts the shared browser (once per test file, in before()). */
 export async function launch() {
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-background-networking',
-      '--disable-dev-shm-usage',
-      '--disable-background-timer-throttling',
-      '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows',
-    ],
-  });
+  browser = await launchChromium();
   return browser;
 }
 

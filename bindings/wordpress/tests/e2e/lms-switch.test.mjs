@@ -6,16 +6,14 @@
 // Runs only with the lms-realtime plugin active on the LMS fixture theme (LMSRT_E2E_EXPECT_PLUGIN).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { setOption } from './lib.mjs';
 import { base, skip, expectPlugin, cast, launch, close, login, act, waitShown, state } from './lms-lib.mjs';
 
-const setupSite = fileURLToPath(new URL('./setup-site.php', import.meta.url));
 const why = skip || (expectPlugin ? false : 'needs the plugin active (LMSRT_E2E_EXPECT_PLUGIN)');
 
 /** Turns the plugin's kill switch on (table path) or off (store path) for the next requests. */
 function tablePath(on) {
-  execFileSync('php', [setupSite, 'option', base, 'lmsrt_e2e_kill_switch', on ? 'true' : 'false'], { stdio: 'pipe' });
+  setOption('lmsrt_e2e_kill_switch', on);
 }
 
 before(async () => {
