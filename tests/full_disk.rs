@@ -5,78 +5,14 @@
 //! used to be created sparse, so the first store to one of their pages on a full disk killed
 //! the process with SIGBUS; here that would kill the test binary.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod tmpfs;
+
+use std::path::Path;
 
 use lms_realtime::guards::{Breakers, LimiterConfig, RateLimiter, Slots, SlotsConfig};
 use lms_realtime::metrics::{Metrics, MetricsConfig};
 use lms_realtime::{Config, Cursor, ErrorCode, EventStore, FetchRequest, NewEvent};
-
-/// A tmpfs mounted on a temporary directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `bytes`. `None` (after saying why) only where mounting is refused for
-    /// want of privilege outside CI; in CI (which runs as root) any failure fails the test.
-    fn mount(bytes: usize) -> Option<Tmpfs> {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let dir = tempfile::tempdir().unwrap();
-        let target = CString::new(dir.path().as_os_str().as_bytes()).unwrap();
-        let opts = CString::new(format!("size={bytes}")).unwrap();
-        // SAFETY: NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                opts.as_ptr().cast(),
-            )
-        };
-        if rc == 0 {
-            return Some(Tmpfs { dir });
-        }
-        let err = std::io::Error::last_os_error();
-        let refused = err.raw_os_error() == Some(libc::EPERM);
-        if std::env::var_os("CI").is_some() || !refused {
-            panic!("cannot mount a tmpfs for the full-disk test: {err}");
-        }
-        eprintln!("skipped: mounting a tmpfs needs root ({err})");
-        None
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let target = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
-            self.dir.path().as_os_str(),
-        ))
-        .unwrap();
-        // SAFETY: a NUL-terminated path. Lazy, so a file still open cannot keep it mounted.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
-/// Fills the file system under `dir` to its last page; returns the filler to delete.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    for chunk in [64 * 1024, 4096, 512, 1] {
-        let buf = vec![0xa5u8; chunk];
-        while f.write_all(&buf).is_ok() {}
-    }
-    // A write that fails part-way may leave the file at a length it cannot back: no matter,
-    // the point is that no free page is left.
-    path
-}
+use tmpfs::{Tmpfs, fill};
 
 /// The ids of every event on `channels`, fetched from the start in sequential order.
 fn all_ids(store: &EventStore, channels: &[i64]) -> Vec<i64> {
@@ -182,5 +118,4 @@ fn a_full_disk_is_a_storage_error_and_recovers_when_space_returns() {
     assert_eq!(all_ids(&store, &[1]), acked);
     drop(store);
     assert_eq!(integrity(&db), "ok");
-    std::thread::sleep(Duration::from_millis(1));
 }
