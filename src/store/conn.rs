@@ -322,8 +322,10 @@ impl WriterLock {
                 continue;
             }
             let alive = patience < HANDOFF_WAIT_LIVE && ticket_alive(&self.file, s);
-            // With the `flock` held nobody can be between its turn and the lock, so the marks
-            // looked at here are the waiters that are still queued.
+            // A waiter keeps its mark until it holds the `flock`, so every live waiter after
+            // `s` (one that has slept at least once) shows in the marks looked at here; one that
+            // took its ticket an instant ago and has not marked it yet may be skipped, and
+            // queues again (fairness, never exclusion).
             let to = if alive {
                 s
             } else {
