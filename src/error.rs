@@ -265,6 +265,19 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Error {
+        // A full disk (or quota) is the storage failure the C header documents as STORAGE,
+        // wherever it strikes, so callers back off and retry rather than treat the file as
+        // unusable.
+        #[cfg(unix)]
+        let full = matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        #[cfg(not(unix))]
+        let full = source.kind() == std::io::ErrorKind::StorageFull;
+        if full {
+            return Error::Storage(format!(
+                "no space left for {}: {source}",
+                path.as_ref().display()
+            ));
+        }
         Error::Io {
             path: path.as_ref().display().to_string(),
             source,

@@ -32,10 +32,16 @@ pub struct SharedRegion {
 }
 
 impl SharedRegion {
-    /// Maps `path`, creating it (zero-filled) or growing it to `len` bytes as needed.
+    /// Maps `path`, creating it (zero-filled) or growing it to `len` bytes as needed, with
+    /// disk blocks reserved for all of it before it is mapped.
     ///
     /// Zero is therefore every word's initial value; layouts are designed so that all-zero is a
     /// valid state.
+    ///
+    /// A full disk is an error here ([`Error::Storage`]), never later: a store to a page of a
+    /// sparse file that the file system cannot back raises SIGBUS, which kills the process
+    /// (a daemon, or a PHP worker on its first limiter check). A file created sparse by an
+    /// older version gets its blocks reserved here too.
     pub fn open(path: impl AsRef<Path>, len: usize) -> Result<SharedRegion> {
         let path = path.as_ref();
         let file = OpenOptions::new()
@@ -45,13 +51,10 @@ impl SharedRegion {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let cur = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if cur < len as u64 {
-            // Racing processes all extend to the same length; extension zero-fills.
-            file.set_len(len as u64).map_err(|e| Error::io(path, e))?;
-        }
+        reserve(&file, path, len as u64)?;
         // SAFETY: the file is only ever accessed through atomics by cooperating processes, and
-        // it is never truncated below `len` (we only grow it), so the mapping stays valid.
+        // it is never truncated below `len` (we only grow it), so the mapping stays valid; its
+        // blocks are allocated, so no store to it can fault for want of space.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }
             .map_err(|e| Error::io(path, e))?;
         Ok(SharedRegion {
@@ -106,6 +109,46 @@ impl SharedRegion {
             std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.map.len() / 8)
         }
     }
+}
+
+/// Grows `file` to at least `len` bytes with every block of its first `len` allocated.
+///
+/// `fallocate` (mode 0) extends and allocates without touching data already there, so racing
+/// openers, and processes already using the file, are safe; on a full disk it fails with
+/// ENOSPC instead of leaving a hole.
+#[cfg(target_os = "linux")]
+fn reserve(file: &std::fs::File, path: &Path, len: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: a valid descriptor, opened for writing; the range starts at 0.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // A file system that cannot allocate ahead: extend it sparse, as before (the
+            // SIGBUS risk on a full disk stays with such file systems).
+            Some(libc::EOPNOTSUPP) => return extend(file, path, len),
+            _ => return Err(Error::io(path, err)),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(file: &std::fs::File, path: &Path, len: u64) -> Result<()> {
+    extend(file, path, len)
+}
+
+/// Extends `file` to `len` bytes (sparse, zero-filled) if it is shorter.
+fn extend(file: &std::fs::File, path: &Path, len: u64) -> Result<()> {
+    let cur = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if cur < len {
+        // Racing processes all extend to the same length; extension zero-fills.
+        file.set_len(len).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// Sleeps while `word` holds `expected`, for at most `timeout`. Returns early when woken by
@@ -258,6 +301,29 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         a.bump();
         assert_eq!(t.join().unwrap(), seen.wrapping_add(1));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_region_is_backed_by_disk_blocks_before_it_is_mapped() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        // A sparse file as an older version left it: reserved when opened again.
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(64 * 1024)
+            .unwrap();
+        let len = 1 << 20;
+        let r = SharedRegion::open(&path, len).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), len as u64);
+        assert!(
+            meta.blocks() * 512 >= len as u64,
+            "{} bytes allocated of {len}",
+            meta.blocks() * 512
+        );
+        drop(r);
     }
 
     #[test]

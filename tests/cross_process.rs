@@ -405,3 +405,113 @@ fn advance_ids_is_ordered_with_appends_in_other_processes() {
         vec![below as i64, PAST + 1]
     );
 }
+
+/// Runs `f` on another thread and fails the test if it takes more than 10 s: a hang becomes a
+/// failure, without a tight wall-clock assertion.
+fn within_10s<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} did not finish within 10 s"))
+}
+
+/// Overwrites the start of the writer lock file of `db` with `bytes`, as a crash of an older
+/// version, an edit or a disk error might leave it.
+fn damage_writer_lock(db: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let mut p = db.as_os_str().to_owned();
+    p.push("-lmsrt-writer");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .unwrap();
+    f.write_all_at(bytes, 0).unwrap();
+}
+
+/// The lock file's queue words (next ticket at byte 256, the ticket being served at 320) as
+/// `next` and `serving`, the rest of the first page zero.
+fn queue_words(next: u32, serving: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 4096];
+    b[256..260].copy_from_slice(&next.to_ne_bytes());
+    b[320..324].copy_from_slice(&serving.to_ne_bytes());
+    b
+}
+
+fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_damaged_writer_lock_file_holds_up_neither_open_nor_append() {
+    let damages = [
+        ("garbage", pseudo_random(4096, 0x9e37_79b9_7f4a_7c15)),
+        ("tickets a million ahead", queue_words(1_000_000, 0)),
+        ("turn a million ahead", queue_words(0, 1_000_000)),
+    ];
+    for (what, bytes) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let store = EventStore::open(&db, Config::default()).unwrap();
+        let mut acked: Vec<i64> = (0..20)
+            .map(|_| store.append(NewEvent::new("message_create", 1)).unwrap())
+            .collect();
+        drop(store);
+
+        // Damaged while nobody has it open: opening (which migrates under the lock) and
+        // appending finish promptly.
+        damage_writer_lock(&db, &bytes);
+        let (store, id) = within_10s(&format!("open and append after {what}"), {
+            let db = db.clone();
+            move || {
+                let store = EventStore::open(&db, Config::default()).unwrap();
+                let id = store.append(NewEvent::new("message_create", 1)).unwrap();
+                (store, id)
+            }
+        });
+        acked.push(id);
+
+        // Damaged under an open store: its next append finishes promptly too.
+        damage_writer_lock(&db, &bytes);
+        let (store, id) = within_10s(&format!("append after {what} under an open store"), {
+            move || {
+                let id = store.append(NewEvent::new("message_create", 1)).unwrap();
+                (store, id)
+            }
+        });
+        acked.push(id);
+
+        // Writers in other processes queue normally afterwards, and nothing acknowledged is
+        // lost.
+        let kids: Vec<Child> = (0..2)
+            .map(|_| {
+                spawn_child(
+                    "append",
+                    &db,
+                    &[
+                        ("LMSRT_CHILD_N", "50".into()),
+                        ("LMSRT_CHILD_CHANNEL", "1".into()),
+                    ],
+                )
+            })
+            .collect();
+        for kid in kids {
+            acked.extend(within_10s(
+                &format!("two writers after {what}"),
+                move || acks(kid),
+            ));
+        }
+        acked.sort_unstable();
+        assert_eq!(all_ids(&store, &[1]), acked, "after {what}");
+    }
+}

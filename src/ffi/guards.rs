@@ -359,7 +359,9 @@ fn to_json(value: &impl serde::Serialize) -> FfiResult<lmsrt_buf> {
 /// have been created).
 ///
 /// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (bad settings, path too long),
-/// `IO` (a file cannot be created or mapped, or was written by another version).
+/// `IO` (a file cannot be created or mapped, or was written by another version), `STORAGE`
+/// (no space left on the disk for the files: they are allocated in full before they are
+/// mapped, so a full disk is this error rather than a crash later; retry when space returns).
 ///
 /// # Safety
 ///

@@ -124,6 +124,17 @@ pub(crate) fn open_connection(path: &Path, durability: Durability) -> Result<Con
 ///   one's after [`HANDOFF_WAIT_LIVE`] in all. A writer whose ticket was skipped takes a new
 ///   one.
 ///
+/// * The words live in a file that outlives every process, so they can be left in any state:
+///   a crash, an edit, a file of garbage. A waiter that finds a dead ticket being served skips
+///   it and every dead ticket after it up to the first marked one (or its own) at once, so a
+///   turn a million tickets behind costs one look, not a million; a fresh ticket found more
+///   than [`MARK_SLOTS`] behind the turn (impossible in a sound queue: the turn only moves to
+///   tickets handed out, or one past) brings the turn back to it. Whatever the words hold, the
+///   queue is sound again within one [`HANDOFF_WAIT`] of the next writer.
+/// * Every wait is bounded: a writer that has not got the lock after [`LOCK_WAIT_MAX`] in all
+///   (a live process holding it that long, or one outside the queue) gives up with
+///   [`Error::Busy`], as the C header promises, instead of blocking without limit.
+///
 /// The tickets only order the writers; the `flock` still keeps them apart. A mistake in the
 /// order (a ticket skipped while its owner was about to take the lock, a process of an older
 /// version that takes the `flock` directly) costs fairness, never exclusion.
@@ -142,7 +153,15 @@ pub(crate) struct WriterLock {
     file: File,
     path: PathBuf,
     shared: SharedRegion,
+    /// [`LOCK_WAIT_MAX`], shorter in tests that wait it out.
+    wait_max: Duration,
 }
+
+/// Longest a writer waits for the lock (its turn, then the `flock`) before it answers
+/// [`Error::Busy`]. Well above what a sound queue takes (a commit is milliseconds, a
+/// checkpoint's locked pass holds at most its budget), so only a wedged or hostile holder
+/// reaches it.
+pub(crate) const LOCK_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// How long a waiter lets the ticket being served make no progress before it asks whether the
 /// ticket's owner is alive.
@@ -179,7 +198,12 @@ impl WriterLock {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let shared = SharedRegion::open(&path, 4096)?;
-        Ok(WriterLock { file, path, shared })
+        Ok(WriterLock {
+            file,
+            path,
+            shared,
+            wait_max: LOCK_WAIT_MAX,
+        })
     }
 
     fn next(&self) -> &AtomicU32 {
@@ -190,20 +214,25 @@ impl WriterLock {
         self.shared.atomic_u32(SERVING_OFFSET)
     }
 
-    /// Blocks until this process holds the lock, after every writer that asked before it.
-    /// Released when the guard drops.
+    /// Blocks until this process holds the lock, after every writer that asked before it, or
+    /// answers [`Error::Busy`] after [`LOCK_WAIT_MAX`]. Released when the guard drops.
     pub(crate) fn lock(&self) -> Result<WriterLockGuard<'_>> {
+        let deadline = Instant::now() + self.wait_max;
         loop {
+            if Instant::now() >= deadline {
+                return Err(self.busy());
+            }
             let ticket = self.next().fetch_add(1, Ordering::SeqCst);
+            self.repair_turn_ahead(ticket);
             let mut marked = false;
-            let turn = self.wait_turn(ticket, &mut marked);
+            let turn = self.wait_turn(ticket, &mut marked, deadline);
             if marked && !matches!(turn, Ok(Turn::Mine)) {
                 set_ticket_mark(&self.file, ticket, false);
             }
             if turn? == Turn::Skipped {
                 continue;
             }
-            let locked = flock(&self.file, &self.path, true);
+            let locked = self.flock_by(deadline);
             // The mark stays until the `flock` is held, so that a waiter checking on this ticket
             // sees either the mark or the lock taken.
             if marked {
@@ -217,9 +246,48 @@ impl WriterLock {
         }
     }
 
-    /// Waits until `ticket` is served or skipped. Sets `marked` when it marks the ticket alive
-    /// (the caller clears the mark).
-    fn wait_turn(&self, ticket: u32, marked: &mut bool) -> Result<Turn> {
+    fn busy(&self) -> Error {
+        Error::Busy(format!(
+            "the writer lock {} was not granted within {:?}",
+            self.path.display(),
+            self.wait_max
+        ))
+    }
+
+    /// A fresh ticket far behind the turn means damaged words (see the type's docs): the turn
+    /// goes back to this ticket, and the writers that take tickets after it queue behind it.
+    /// A ticket a little behind is left to be skipped (it may be this writer's own, skipped in
+    /// the instant before it looked), which costs a few more tickets at most.
+    fn repair_turn_ahead(&self, ticket: u32) {
+        let serving = self.serving();
+        let s = serving.load(Ordering::SeqCst);
+        let behind = s.wrapping_sub(ticket);
+        if behind > MARK_SLOTS && behind <= u32::MAX / 2 {
+            let _ = serving.compare_exchange(s, ticket, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes the `flock` once the turn is ours. It is free then unless a process outside the
+    /// queue (an older version, or a writer skipped while it was slow) holds it; that rare case
+    /// is polled with short sleeps, since a blocking `flock` cannot be given a deadline.
+    fn flock_by(&self, deadline: Instant) -> Result<()> {
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if try_flock(&self.file, &self.path)? {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.busy());
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits until `ticket` is served or skipped, or `deadline` passes ([`Error::Busy`]). Sets
+    /// `marked` when it marks the ticket alive (the caller clears the mark).
+    fn wait_turn(&self, ticket: u32, marked: &mut bool, deadline: Instant) -> Result<Turn> {
         let serving = self.serving();
         let mut last = serving.load(Ordering::SeqCst);
         let mut progress_at = Instant::now();
@@ -232,6 +300,9 @@ impl WriterLock {
                 _ => {}
             }
             let now = Instant::now();
+            if now >= deadline {
+                return Err(self.busy());
+            }
             if s != last {
                 (last, progress_at, patience) = (s, now, HANDOFF_WAIT);
             }
@@ -240,7 +311,8 @@ impl WriterLock {
                     set_ticket_mark(&self.file, ticket, true);
                     *marked = true;
                 }
-                futex_wait_bits(serving, s, ticket_bit(ticket), progress_at + patience - now);
+                let until = (progress_at + patience).min(deadline);
+                futex_wait_bits(serving, s, ticket_bit(ticket), until - now);
                 continue;
             }
             // Ticket `s` made no progress for a while. A held lock is progress (a long commit,
@@ -250,29 +322,43 @@ impl WriterLock {
                 continue;
             }
             let alive = patience < HANDOFF_WAIT_LIVE && ticket_alive(&self.file, s);
+            // A waiter keeps its mark until it holds the `flock`, so every live waiter after
+            // `s` (one that has slept at least once) shows in the marks looked at here; one that
+            // took its ticket an instant ago and has not marked it yet may be skipped, and
+            // queues again (fairness, never exclusion).
+            let to = if alive {
+                s
+            } else {
+                first_marked(&self.file, s.wrapping_add(1), ticket)
+            };
             flock(&self.file, &self.path, false)?;
             if alive {
                 patience = HANDOFF_WAIT_LIVE;
                 continue;
             }
-            // Dead, or alive and still not taking it: skip it, as its release would have. Only
-            // one of the waiters that decided so moves the turn on.
-            self.pass_turn(s);
+            // Dead, or alive and still not taking it: skip it and the dead tickets after it, as
+            // their releases would have. Only one of the waiters that decided so moves the turn.
+            self.advance_turn(s, to);
         }
     }
 
     /// Passes the turn from `ticket` to the next one, unless it was skipped meanwhile.
     fn pass_turn(&self, ticket: u32) {
+        self.advance_turn(ticket, ticket.wrapping_add(1));
+    }
+
+    /// Moves the turn from `from` to `to` (a later ticket), unless it moved meanwhile, and
+    /// wakes the writer of `to`.
+    fn advance_turn(&self, from: u32, to: u32) {
         let serving = self.serving();
-        let next = ticket.wrapping_add(1);
         if serving
-            .compare_exchange(ticket, next, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
             // Nobody took a ticket since: no one to wake, no system call. A waiter that takes
             // one after this look sees `serving` already moved on (both sides are SeqCst).
-            && self.next().load(Ordering::SeqCst) != next
+            && self.next().load(Ordering::SeqCst) != to
         {
-            futex_wake_bits(serving, ticket_bit(next));
+            futex_wake_bits(serving, ticket_bit(to));
         }
     }
 
@@ -453,6 +539,82 @@ fn ticket_alive(file: &File, ticket: u32) -> bool {
         .map_or(true, |ty| ty != libc::F_UNLCK)
 }
 
+/// Whether another open file marks any of the `n` tickets from `from` (`n` at most
+/// [`MARK_SLOTS`]; the marks of a run that wraps around the slots take two looks).
+#[cfg(target_os = "linux")]
+fn any_marked(file: &File, from: u32, n: u32) -> bool {
+    let slot = from % MARK_SLOTS;
+    let first = n.min(MARK_SLOTS - slot);
+    let look = |start: u32, len: u32| len > 0 && ticket_range_marked(file, start, len);
+    look(slot, first) || look(0, n - first)
+}
+
+/// Whether another open file holds a mark on any of `len` slots from `slot`. When the kernel
+/// cannot say, they are taken as marked (their tickets are then looked at one by one).
+#[cfg(target_os = "linux")]
+fn ticket_range_marked(file: &File, slot: u32, len: u32) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `flock` is plain data; all-zero is a valid value that is overwritten below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::from(MARK_BASE + slot);
+    fl.l_len = libc::off_t::from(len);
+    loop {
+        // SAFETY: the descriptor belongs to `file`; `fl` is a valid `struct flock` that the
+        // call reads and writes.
+        let rc = unsafe {
+            libc::fcntl(
+                file.as_raw_fd(),
+                libc::F_OFD_GETLK,
+                &mut fl as *mut libc::flock,
+            )
+        };
+        if rc == 0 {
+            return fl.l_type != libc::F_UNLCK as libc::c_short;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return true;
+        }
+    }
+}
+
+/// The first ticket from `from` up to (not including) `to` that a live waiter marks, or `to`
+/// when none does. A binary search over range looks, so a run of a million dead tickets costs
+/// some twenty system calls. Tickets more than [`MARK_SLOTS`] before `to` are taken as dead:
+/// their marks would share slots with later tickets, and that many waiters is not a real queue
+/// (only damaged words make such a run).
+#[cfg(target_os = "linux")]
+fn first_marked(file: &File, from: u32, to: u32) -> u32 {
+    let span = to.wrapping_sub(from);
+    let (from, span) = if span > MARK_SLOTS {
+        (to.wrapping_sub(MARK_SLOTS), MARK_SLOTS)
+    } else {
+        (from, span)
+    };
+    if span == 0 || !any_marked(file, from, span) {
+        return to;
+    }
+    // The shortest run from `from` with a mark in it ends at the first marked ticket.
+    let (mut lo, mut hi) = (1, span);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if any_marked(file, from, mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    from.wrapping_add(lo - 1)
+}
+
+/// Without marks to look at, skip one ticket at a time (each dead one costs
+/// [`HANDOFF_WAIT_LIVE`]; damaged words then still cost a while, bounded by [`LOCK_WAIT_MAX`]).
+#[cfg(not(target_os = "linux"))]
+fn first_marked(_file: &File, from: u32, _to: u32) -> u32 {
+    from
+}
+
 #[cfg(not(target_os = "linux"))]
 fn set_ticket_mark(_file: &File, _ticket: u32, _on: bool) {}
 
@@ -527,13 +689,19 @@ mod tests {
             let took = started.elapsed();
             let _ = tx.send((lock, took));
         });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("the lock was never granted")
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the lock was not granted within 10 s")
     }
 
     #[test]
     fn writers_get_the_lock_in_the_order_they_asked_for_it() {
-        let (_dir, mut locks) = handles(6);
+        let (_dir, locks) = handles(6);
+        assert_fifo(locks);
+    }
+
+    /// Five writers queue behind a sixth that holds the lock, which asks again at once on
+    /// release: the five get it in the order they asked, then the sixth.
+    fn assert_fifo(mut locks: Vec<WriterLock>) {
         let holder = locks.remove(0);
         let held = holder.lock().unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -561,6 +729,126 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4, 99]);
+    }
+
+    /// Opens `n` handles on a lock file whose first page was overwritten with `bytes` (the
+    /// rest zero) before anyone opened it.
+    fn handles_on_damaged_file(n: usize, bytes: &[u8]) -> (tempfile::TempDir, Vec<WriterLock>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        std::fs::write(sidecar(&db, "-lmsrt-writer"), bytes).unwrap();
+        let locks = (0..n).map(|_| WriterLock::open(&db).unwrap()).collect();
+        (dir, locks)
+    }
+
+    /// Deterministic garbage (xorshift), so a failure can be replayed.
+    fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    /// A lock file whose words say `next` and `serving`, nothing else.
+    fn words(next: u32, serving: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[NEXT_OFFSET..NEXT_OFFSET + 4].copy_from_slice(&next.to_ne_bytes());
+        b[SERVING_OFFSET..SERVING_OFFSET + 4].copy_from_slice(&serving.to_ne_bytes());
+        b
+    }
+
+    /// Takes the lock a few times through each handle (a watchdog turns a hang into a failure),
+    /// then checks that the queue is fair again.
+    fn recovers(locks: Vec<WriterLock>) {
+        let mut back = Vec::new();
+        for lock in locks {
+            let (lock, _) = lock_or_fail(lock);
+            let (lock, _) = lock_or_fail(lock);
+            back.push(lock);
+        }
+        let (next, serving) = (back[0].next(), back[0].serving());
+        assert_eq!(next.load(Ordering::SeqCst), serving.load(Ordering::SeqCst));
+        assert_fifo(back);
+    }
+
+    #[test]
+    fn a_lock_file_of_garbage_is_repaired_promptly() {
+        for seed in [1, 0x9e37_79b9_7f4a_7c15, 42, 7] {
+            let (_dir, locks) = handles_on_damaged_file(6, &garbage(4096, seed));
+            recovers(locks);
+        }
+    }
+
+    #[test]
+    fn tickets_a_million_ahead_of_the_turn_are_skipped_at_once() {
+        // Without the run skip this takes ~2 ms per dead ticket: about half an hour.
+        let (_dir, locks) = handles_on_damaged_file(6, &words(1_000_000, 0));
+        recovers(locks);
+    }
+
+    #[test]
+    fn a_turn_far_ahead_of_the_tickets_is_brought_back() {
+        // Every fresh ticket is behind the turn, so without the repair each writer would take
+        // and drop a million tickets, or two billion for a turn 2^31 - 1 ahead.
+        for (next, serving) in [(0, 1_000_000), (5, 5u32.wrapping_add(u32::MAX / 2))] {
+            let (_dir, locks) = handles_on_damaged_file(6, &words(next, serving));
+            recovers(locks);
+        }
+    }
+
+    #[test]
+    fn a_dead_run_before_a_live_waiter_is_skipped_up_to_it() {
+        let (_dir, locks) = handles(3);
+        let [live, b, c] = <[WriterLock; 3]>::try_from(locks).unwrap();
+        // A thousand dead tickets, then a live waiter, then b.
+        let dead = live.next().fetch_add(1000, Ordering::SeqCst);
+        let waiting = live.next().fetch_add(1, Ordering::SeqCst);
+        set_ticket_mark(&live.file, waiting, true);
+        let skipped = Arc::new(Mutex::new(None));
+        let seen = skipped.clone();
+        let watcher = std::thread::spawn(move || {
+            // The turn jumps from the dead run straight to the live waiter.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let s = c.serving().load(Ordering::SeqCst);
+                if s != dead {
+                    *seen.lock().unwrap() = Some(s);
+                    return;
+                }
+                std::thread::yield_now();
+            }
+        });
+        let (_b, _) = lock_or_fail(b);
+        watcher.join().unwrap();
+        assert_eq!(*skipped.lock().unwrap(), Some(waiting));
+        set_ticket_mark(&live.file, waiting, false);
+    }
+
+    #[test]
+    fn a_lock_held_outside_the_queue_answers_busy_in_bounded_time() {
+        let (_dir, locks) = handles(2);
+        let [outsider, mut b] = <[WriterLock; 2]>::try_from(locks).unwrap();
+        // A process that takes the `flock` without a ticket and keeps it (an older version,
+        // or one stopped while holding it).
+        assert!(try_flock(&outsider.file, &outsider.path).unwrap());
+        b.wait_max = Duration::from_millis(300);
+        let started = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(b.lock().map(drop));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the wait for a held lock was not bounded");
+        assert!(matches!(got, Err(Error::Busy(_))), "{got:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // Released, the next writer gets it.
+        flock(&outsider.file, &outsider.path, false).unwrap();
+        lock_or_fail(outsider);
     }
 
     #[test]
@@ -604,7 +892,9 @@ mod tests {
         );
         // When it resumes, its turn is gone: it queues again.
         assert_eq!(
-            stopped.wait_turn(ticket, &mut false).unwrap(),
+            stopped
+                .wait_turn(ticket, &mut false, Instant::now() + LOCK_WAIT_MAX)
+                .unwrap(),
             Turn::Skipped
         );
         set_ticket_mark(&stopped.file, ticket, false);
