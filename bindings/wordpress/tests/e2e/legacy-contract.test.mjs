@@ -140,15 +140,16 @@ test('the legacy error shapes: nonce, login, parameters, access, rate and connec
     await anonPage.goto(site.base + '/wp-login.php');
     assertError(await poll(anonPage, { nonce: bobNonce }), 'not_authenticated');
 
-    // dave polls faster than allowed (immediate answers: last_event_id 0 has events).
+    // dave polls faster than allowed (immediate answers: last_event_id 0 has events): a burst
+    // of 90 at once, three times the per-user burst of 30. (One after the other, on a loaded
+    // host each poll can take longer than the refill interval of 1/3 s, and none is refused.)
     const daveNonce = await nonceOf(dave);
     await dave.page.evaluate(() => window.lmsChat && window.lmsChat.client.stop());
-    let limited = null;
-    for (let i = 0; i < 60 && !limited; i++) {
-      const r = await poll(dave.page, { nonce: daveNonce });
-      if (r.body && r.body.success === false) limited = r;
-      else assert.equal(r.body.success, true, r.text);
-    }
+    const burst = await Promise.all(Array.from({ length: 90 }, () => poll(dave.page, { nonce: daveNonce })));
+    const code = (r) => (r.body && r.body.success === false ? r.body.data.code : 'ok');
+    // Those let through may also meet the connection slots (3 held at once per user).
+    for (const r of burst) assert.ok(['ok', 'rate_limit_exceeded', 'connection_limit_exceeded'].includes(code(r)), r.text);
+    const limited = burst.find((r) => code(r) === 'rate_limit_exceeded');
     assert.ok(limited, 'a burst of polls is limited');
     assertError(limited, 'rate_limit_exceeded');
     assert.ok(Number(limited.retryAfter) >= 1, 'with Retry-After');
