@@ -611,35 +611,37 @@ fn purged_gap(
     new: &[i64; 4],
     moved: &[usize],
 ) -> Result<bool> {
-    // Cheap probe on the rowid first: purged events are usually older than every position of
-    // a client that keeps up.
-    let floor = moved.iter().map(|l| old[*l]).min().unwrap_or(i64::MAX);
-    let any: bool = c
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM lmsrt_purged_events WHERE id > ?1)")
-        .and_then(|mut s| s.query_row([floor], |r| r.get(0)))
+    // One scan of the ids the cursor moved over, in any lane (the records are keyed by id
+    // alone, which keeps purges cheap; see `schema::V2`): usually short, since purged events
+    // are older than a client that keeps up, and it stops at the first record it owes.
+    let lo = moved.iter().map(|l| old[*l]).min().unwrap_or(0);
+    let hi = moved.iter().map(|l| new[*l]).max().unwrap_or(0);
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM lmsrt_purged_events
+         WHERE id > ?2 AND id <= ?3 AND channel_id IN rarray(?1)
+           AND ((priority = 1 AND id > ?10 AND id <= ?11) OR (priority = 2 AND id > ?12 AND id <= ?13)
+             OR (priority = 3 AND id > ?14 AND id <= ?15) OR (priority = 4 AND id > ?16 AND id <= ?17)){})",
+        f.extra_sql()
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    s.raw_bind_parameter(1, f.channels.clone())
+        .and_then(|_| s.raw_bind_parameter(2, lo))
+        .and_then(|_| s.raw_bind_parameter(3, hi))
+        .and_then(|_| {
+            (0..4).try_for_each(|l| {
+                s.raw_bind_parameter(10 + 2 * l, old[l])?;
+                s.raw_bind_parameter(11 + 2 * l, new[l])
+            })
+        })
+        .and_then(|_| f.bind_extra(&mut s))
         .map_err(map_sqlite_error)?;
-    if any {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM lmsrt_purged_events
-             WHERE channel_id IN rarray(?1) AND priority = ?2 AND id > ?3 AND id <= ?4{})",
-            f.extra_sql()
-        );
-        let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
-        for &l in moved {
-            s.raw_bind_parameter(1, f.channels.clone())
-                .and_then(|_| s.raw_bind_parameter(2, l as i64 + 1))
-                .and_then(|_| s.raw_bind_parameter(3, old[l]))
-                .and_then(|_| s.raw_bind_parameter(4, new[l]))
-                .and_then(|_| f.bind_extra(&mut s))
-                .map_err(map_sqlite_error)?;
-            let mut q = s.raw_query();
-            if let Some(r) = q.next().map_err(map_sqlite_error)?
-                && r.get::<_, bool>(0).map_err(map_sqlite_error)?
-            {
-                return Ok(true);
-            }
-        }
+    let mut q = s.raw_query();
+    if let Some(r) = q.next().map_err(map_sqlite_error)?
+        && r.get::<_, bool>(0).map_err(map_sqlite_error)?
+    {
+        return Ok(true);
     }
+    drop(q);
     folded_gap(c, f, old, new, moved)
 }
 

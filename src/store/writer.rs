@@ -316,15 +316,18 @@ impl Writer {
     /// rows were deleted.
     pub(crate) fn purge_chunk(&self, now: i64, max: usize) -> Result<usize> {
         self.with_write_tx(|tx| {
-            let victims: Vec<(i64, i64, i64)> = {
+            // The record is copied from the row itself, so it carries exactly what a fetch
+            // filters on (a type that is not text stays as it is, matching no filter).
+            type Victim = (i64, i64, i64, Option<i64>, rusqlite::types::Value);
+            let victims: Vec<Victim> = {
                 let mut s = tx
                     .prepare_cached(
-                        "SELECT id, channel_id, priority FROM lmsrt_events
+                        "SELECT id, channel_id, priority, thread_id, event_type FROM lmsrt_events
                          WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
                     )
                     .map_err(map_sqlite_error)?;
                 s.query_map(params![now, max as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .map_err(map_sqlite_error)?
                 .collect::<rusqlite::Result<_>>()
@@ -336,22 +339,21 @@ impl Writer {
             let mut spans: std::collections::HashMap<(i64, i64), (i64, i64)> =
                 std::collections::HashMap::new();
             {
-                // The record is copied from the row itself, so it carries exactly what a
-                // fetch filters on. OR IGNORE: ids are never reused, so a record with the
-                // same id can only be this event's own.
+                // OR IGNORE: ids are never reused, so a record with the same id can only be
+                // this event's own.
                 let mut keep = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO lmsrt_purged_events
                              (id, channel_id, priority, thread_id, event_type)
-                         SELECT id, channel_id, priority, thread_id, event_type
-                         FROM lmsrt_events WHERE id = ?1",
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
                     .map_err(map_sqlite_error)?;
                 let mut del = tx
                     .prepare_cached("DELETE FROM lmsrt_events WHERE id = ?1")
                     .map_err(map_sqlite_error)?;
-                for (id, ch, pr) in &victims {
-                    keep.execute([id]).map_err(map_sqlite_error)?;
+                for (id, ch, pr, thread, ty) in &victims {
+                    keep.execute(params![id, ch, pr, thread, ty])
+                        .map_err(map_sqlite_error)?;
                     del.execute([id]).map_err(map_sqlite_error)?;
                     let e = spans.entry((*ch, *pr)).or_insert((*id, *id));
                     e.0 = e.0.min(*id);
