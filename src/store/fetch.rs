@@ -596,9 +596,14 @@ fn expired_gap(
     Ok(false)
 }
 
-/// Whether a purged interval of a requested (channel, lane) meets a range the cursor moved
-/// over. Purge records are per channel and lane, not per thread or type, so a filtered client
-/// may be told of a gap in events it would not have matched: a spurious resync, never a loss.
+/// Whether a purged event the client would have received lies in a range the cursor moved
+/// over.
+///
+/// Exact for everything purged since schema version 2: each purged event is recorded with its
+/// channel, lane, thread and type, so a range that held only live events, or only events of
+/// other threads or types, is no gap. What has no exact record (folded away far behind the
+/// head, purged before the upgrade, or since by a process running version 1 code) is checked
+/// as an interval: a cursor behind it may be told of a gap it was not owed, never spared one.
 fn purged_gap(
     c: &Connection,
     f: &Filter,
@@ -606,18 +611,73 @@ fn purged_gap(
     new: &[i64; 4],
     moved: &[usize],
 ) -> Result<bool> {
+    // One scan of the ids the cursor moved over, in any lane (the records are keyed by id
+    // alone, which keeps purges cheap; see `schema::V2`): usually short, since purged events
+    // are older than a client that keeps up, and it stops at the first record it owes.
+    let lo = moved.iter().map(|l| old[*l]).min().unwrap_or(0);
+    let hi = moved.iter().map(|l| new[*l]).max().unwrap_or(0);
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM lmsrt_purged_events
+         WHERE id > ?2 AND id <= ?3 AND channel_id IN rarray(?1)
+           AND ((priority = 1 AND id > ?10 AND id <= ?11) OR (priority = 2 AND id > ?12 AND id <= ?13)
+             OR (priority = 3 AND id > ?14 AND id <= ?15) OR (priority = 4 AND id > ?16 AND id <= ?17)){})",
+        f.extra_sql()
+    );
+    let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
+    s.raw_bind_parameter(1, f.channels.clone())
+        .and_then(|_| s.raw_bind_parameter(2, lo))
+        .and_then(|_| s.raw_bind_parameter(3, hi))
+        .and_then(|_| {
+            (0..4).try_for_each(|l| {
+                s.raw_bind_parameter(10 + 2 * l, old[l])?;
+                s.raw_bind_parameter(11 + 2 * l, new[l])
+            })
+        })
+        .and_then(|_| f.bind_extra(&mut s))
+        .map_err(map_sqlite_error)?;
+    let mut q = s.raw_query();
+    if let Some(r) = q.next().map_err(map_sqlite_error)?
+        && r.get::<_, bool>(0).map_err(map_sqlite_error)?
+    {
+        return Ok(true);
+    }
+    drop(q);
+    folded_gap(c, f, old, new, moved)
+}
+
+/// Whether the part of a requested (channel, lane)'s purge interval that has no exact records
+/// (see `schema::V2`) meets a range the cursor moved over.
+fn folded_gap(
+    c: &Connection,
+    f: &Filter,
+    old: &[i64; 4],
+    new: &[i64; 4],
+    moved: &[usize],
+) -> Result<bool> {
     let mut s = c
-        .prepare_cached("SELECT priority, lo, hi FROM lmsrt_purged WHERE channel_id IN rarray(?1)")
+        .prepare_cached(
+            "SELECT priority, lo, hi, exact_lo, exact_hi, folded_hi FROM lmsrt_purged
+             WHERE channel_id IN rarray(?1)",
+        )
         .map_err(map_sqlite_error)?;
     s.raw_bind_parameter(1, f.channels.clone())
         .map_err(map_sqlite_error)?;
     let mut q = s.raw_query();
     while let Some(r) = q.next().map_err(map_sqlite_error)? {
-        let p: i64 = r.get(0).map_err(map_sqlite_error)?;
-        let lo: i64 = r.get(1).map_err(map_sqlite_error)?;
-        let hi: i64 = r.get(2).map_err(map_sqlite_error)?;
+        let get = |i| r.get::<_, Option<i64>>(i).map_err(map_sqlite_error);
+        let (p, lo, hi) = (get(0)?.unwrap_or(0), get(1)?, get(2)?);
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            continue;
+        };
+        // Widened by a version 1 process since: all of it may hold unrecorded purges.
+        let widened = get(3)? != Some(lo) || get(4)? != Some(hi);
+        let coarse_hi = if widened { Some(hi) } else { get(5)? };
         let l = (p - 1).clamp(0, 3) as usize;
-        if moved.contains(&l) && lo <= new[l] && hi > old[l] {
+        if let Some(h) = coarse_hi
+            && moved.contains(&l)
+            && lo <= new[l]
+            && h > old[l]
+        {
             return Ok(true);
         }
     }

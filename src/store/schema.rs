@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Error, Result};
 
 /// The newest schema this library writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE lmsrt_meta (
@@ -41,7 +41,8 @@ CREATE INDEX lmsrt_events_expiry ON lmsrt_events (expires_at);
 CREATE UNIQUE INDEX lmsrt_events_idem ON lmsrt_events (idem_key) WHERE idem_key IS NOT NULL;
 
 -- What purges removed, per channel and lane, as one id interval: a fetch whose range crosses
--- it reports a gap. One row per (channel, lane), so it never grows with traffic.
+-- it reports a gap. One row per (channel, lane), so it never grows with traffic. Version 2
+-- adds exact records beside it (see V2 below).
 CREATE TABLE lmsrt_purged (
     channel_id INTEGER NOT NULL,
     priority   INTEGER NOT NULL,
@@ -56,6 +57,33 @@ CREATE TABLE lmsrt_cursors (
     cursor     TEXT    NOT NULL,
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 2: one record per purged event, with the columns a fetch filters on, so that `gap`
+/// is exact: a range that held nothing the client would have received never reports one
+/// (a single interval per lane did whenever it straddled live events). Keyed by the event's
+/// id alone, with no other index: a purge appends its records near the end of one b-tree (a
+/// per-lane index took random leaves, and made 500-row purge chunks 4 times slower, appends
+/// waiting behind them 10 times), and a fetch scans only the id range its cursor moved over.
+///
+/// `lmsrt_purged` keeps its interval, still widened by every purge, for processes running
+/// version 1 code that are still open (they read only it). Its new columns say which part of
+/// the interval a version 2 reader must still treat as a gap: up to `folded_hi` (records
+/// folded away, and everything recorded before the upgrade); all of it when `lo`/`hi` differ
+/// from `exact_lo`/`exact_hi`, the bounds as version 2 code last left them, which means a
+/// version 1 process purged since and recorded nothing else.
+const V2: &str = "
+CREATE TABLE lmsrt_purged_events (
+    id         INTEGER PRIMARY KEY,
+    channel_id INTEGER NOT NULL,
+    priority   INTEGER NOT NULL,
+    thread_id  INTEGER,
+    event_type TEXT
+);
+ALTER TABLE lmsrt_purged ADD COLUMN exact_lo INTEGER;
+ALTER TABLE lmsrt_purged ADD COLUMN exact_hi INTEGER;
+ALTER TABLE lmsrt_purged ADD COLUMN folded_hi INTEGER;
+UPDATE lmsrt_purged SET exact_lo = lo, exact_hi = hi, folded_hi = hi;
 ";
 
 /// Brings the schema to [`SCHEMA_VERSION`] and returns the store's epoch.
@@ -80,10 +108,19 @@ pub(crate) fn migrate(conn: &Connection) -> Result<u32> {
             [epoch.to_string()],
         )
         .map_err(storage)?;
+    }
+    if version < 2 {
+        // What version 1 recorded stays a gap, as an interval (`folded_hi = hi`): possibly
+        // spurious, never fewer. A process running version 1 code is refused by the new
+        // version number on its next open; until then it keeps reading and widening the
+        // intervals, which version 2 keeps current for it.
+        conn.execute_batch(V2).map_err(storage)?;
+    }
+    // Future migrations go here: `if version < 3 { ... }`.
+    if version < SCHEMA_VERSION {
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(storage)?;
     }
-    // Future migrations go here: `if version < 2 { ... }`.
     read_epoch(conn)
 }
 

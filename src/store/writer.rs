@@ -311,19 +311,23 @@ impl Writer {
         })
     }
 
-    /// Deletes up to `max` rows that expired at or before `now`, recording what was removed per
-    /// channel and lane so fetches can report the gap. Returns how many rows were deleted.
+    /// Deletes up to `max` rows that expired at or before `now`, recording each one (id,
+    /// channel, lane, thread, type) so fetches can report the gap exactly. Returns how many
+    /// rows were deleted.
     pub(crate) fn purge_chunk(&self, now: i64, max: usize) -> Result<usize> {
         self.with_write_tx(|tx| {
-            let victims: Vec<(i64, i64, i64)> = {
+            // The record is copied from the row itself, so it carries exactly what a fetch
+            // filters on (a type that is not text stays as it is, matching no filter).
+            type Victim = (i64, i64, i64, Option<i64>, rusqlite::types::Value);
+            let victims: Vec<Victim> = {
                 let mut s = tx
                     .prepare_cached(
-                        "SELECT id, channel_id, priority FROM lmsrt_events
+                        "SELECT id, channel_id, priority, thread_id, event_type FROM lmsrt_events
                          WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
                     )
                     .map_err(map_sqlite_error)?;
                 s.query_map(params![now, max as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .map_err(map_sqlite_error)?
                 .collect::<rusqlite::Result<_>>()
@@ -335,30 +339,100 @@ impl Writer {
             let mut spans: std::collections::HashMap<(i64, i64), (i64, i64)> =
                 std::collections::HashMap::new();
             {
+                // OR IGNORE: ids are never reused, so a record with the same id can only be
+                // this event's own.
+                let mut keep = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO lmsrt_purged_events
+                             (id, channel_id, priority, thread_id, event_type)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(map_sqlite_error)?;
                 let mut del = tx
                     .prepare_cached("DELETE FROM lmsrt_events WHERE id = ?1")
                     .map_err(map_sqlite_error)?;
-                for (id, ch, pr) in &victims {
+                for (id, ch, pr, thread, ty) in &victims {
+                    keep.execute(params![id, ch, pr, thread, ty])
+                        .map_err(map_sqlite_error)?;
                     del.execute([id]).map_err(map_sqlite_error)?;
                     let e = spans.entry((*ch, *pr)).or_insert((*id, *id));
                     e.0 = e.0.min(*id);
                     e.1 = e.1.max(*id);
                 }
             }
+            // The interval, for processes still running version 1 code (see `schema::V2`).
+            // `exact_lo`/`exact_hi` follow it only while they still match it: once a version
+            // 1 process has widened it (recording nothing else), they stay behind, and
+            // version 2 readers treat the whole interval as a gap.
             let mut up = tx
                 .prepare_cached(
-                    "INSERT INTO lmsrt_purged (channel_id, priority, lo, hi) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO lmsrt_purged (channel_id, priority, lo, hi, exact_lo, exact_hi)
+                     VALUES (?1, ?2, ?3, ?4, ?3, ?4)
                      ON CONFLICT (channel_id, priority) DO UPDATE
-                     SET lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)",
+                     SET lo = min(lo, excluded.lo), hi = max(hi, excluded.hi),
+                         exact_lo = CASE WHEN lo IS exact_lo AND hi IS exact_hi
+                                    THEN min(lo, excluded.lo) ELSE exact_lo END,
+                         exact_hi = CASE WHEN lo IS exact_lo AND hi IS exact_hi
+                                    THEN max(hi, excluded.hi) ELSE exact_hi END",
                 )
                 .map_err(map_sqlite_error)?;
             for ((ch, pr), (lo, hi)) in spans {
                 up.execute(params![ch, pr, lo, hi])
                     .map_err(map_sqlite_error)?;
             }
+            let head = super::fetch::head_id(tx)?;
+            fold_purged(tx, head - PURGED_EXACT_IDS)?;
             Ok(victims.len())
         })
     }
+}
+
+/// How far behind the head (in ids) a purged event keeps its exact record. Older records are
+/// folded into their lane's interval (`lmsrt_purged.folded_hi`), which bounds
+/// `lmsrt_purged_events` to this many rows (ids are unique; some 50 MB at worst). Only a
+/// cursor this far behind can then be told of a gap it was not owed (as every cursor could
+/// before schema version 2): a resync, never a loss.
+pub(crate) const PURGED_EXACT_IDS: i64 = 1_000_000;
+
+/// Folds the exact purge records with ids at or below `upto` into their lanes' intervals.
+/// When there are none (the usual case) this is one seek on the rowid.
+pub(crate) fn fold_purged(tx: &Connection, upto: i64) -> Result<()> {
+    if upto <= 0 {
+        return Ok(());
+    }
+    let spans: Vec<(i64, i64, i64, i64)> = {
+        let mut s = tx
+            .prepare_cached(
+                "SELECT channel_id, priority, min(id), max(id) FROM lmsrt_purged_events
+                 WHERE id <= ?1 GROUP BY channel_id, priority",
+            )
+            .map_err(map_sqlite_error)?;
+        s.query_map([upto], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(map_sqlite_error)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(map_sqlite_error)?
+    };
+    if spans.is_empty() {
+        return Ok(());
+    }
+    // The purge that recorded them widened the interval to cover them, so raising
+    // `folded_hi` is enough; the insert is for a row removed by hand.
+    let mut up = tx
+        .prepare_cached(
+            "INSERT INTO lmsrt_purged (channel_id, priority, lo, hi, exact_lo, exact_hi, folded_hi)
+             VALUES (?1, ?2, ?3, ?4, ?3, ?4, ?4)
+             ON CONFLICT (channel_id, priority) DO UPDATE
+             SET folded_hi = max(coalesce(folded_hi, excluded.folded_hi), excluded.folded_hi)",
+        )
+        .map_err(map_sqlite_error)?;
+    for (ch, pr, lo, hi) in spans {
+        up.execute(params![ch, pr, lo, hi])
+            .map_err(map_sqlite_error)?;
+    }
+    tx.prepare_cached("DELETE FROM lmsrt_purged_events WHERE id <= ?1")
+        .and_then(|mut s| s.execute([upto]))
+        .map_err(map_sqlite_error)?;
+    Ok(())
 }
 
 /// Hands leadership to the first queued caller, or stands the leader down.
