@@ -607,7 +607,11 @@ fn purged_gap(
     moved: &[usize],
 ) -> Result<bool> {
     let mut s = c
-        .prepare_cached("SELECT priority, lo, hi FROM lmsrt_purged WHERE channel_id IN rarray(?1)")
+        // Channel 0 covers every channel: what a salvage lost without knowing its channel.
+        .prepare_cached(
+            "SELECT priority, lo, hi FROM lmsrt_purged
+             WHERE channel_id IN rarray(?1) OR channel_id = 0",
+        )
         .map_err(map_sqlite_error)?;
     s.raw_bind_parameter(1, f.channels.clone())
         .map_err(map_sqlite_error)?;
