@@ -8,7 +8,7 @@ mod corrupt_common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use corrupt_common::{CHANNELS, EVENTS, build, damage, event};
+use corrupt_common::{CHANNELS, EVENTS, build, damage, damage_pages, event};
 use lms_realtime::error::{Error, ErrorCode};
 use lms_realtime::metrics::{HealthStatus, Metrics, MetricsConfig};
 use lms_realtime::store::{self, FetchRequest, Order};
@@ -158,6 +158,43 @@ fn a_damaged_page_is_reported_checked_and_salvaged_with_an_honest_gap() {
         "a replay gets its old id"
     );
     assert_eq!(s.append(event(EVENTS + 1, &pad)).unwrap(), EVENTS + 1);
+}
+
+#[test]
+fn with_the_index_damaged_too_the_lost_ids_are_a_gap_for_every_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    build(&db);
+    damage(&db);
+    // The lane index, which tells which channel and lane each lost event belonged to.
+    damage_pages(&db, "lmsrt_events_lane", |pages| pages.to_vec());
+    let new = dir.path().join("salvaged.db");
+    let r = store::salvage_file(&db, &new).unwrap();
+    assert!(r.dest_ok, "{r:?}");
+    assert!(!r.lost_exact, "{r:?}");
+    assert_eq!(r.lost_ranges.len(), 1, "{r:?}");
+    let [lo, hi] = r.lost_ranges[0];
+    assert_eq!(
+        r.events_lost,
+        (hi - lo + 1) as u64,
+        "an upper bound: every unreadable id"
+    );
+    assert_eq!(r.events_copied + r.events_lost, EVENTS as u64, "{r:?}");
+    let s = EventStore::open(&new, store::Config::default()).unwrap();
+    let before = Cursor::parse(&(lo - 1).to_string()).unwrap();
+    for ch in 1..=CHANNELS {
+        let b = s
+            .fetch(&FetchRequest::new([ch]).cursor(before).limit(1000))
+            .unwrap();
+        assert!(
+            b.gap,
+            "channel {ch}: which channel lost events is unknown, so all are told"
+        );
+        assert!(b.events.iter().all(|e| e.id < lo || e.id > hi));
+    }
+    let past = Cursor::parse(&hi.to_string()).unwrap();
+    let b = s.fetch(&FetchRequest::new([1]).cursor(past)).unwrap();
+    assert!(!b.gap, "readers past the loss are not told");
 }
 
 fn salvage_refuses_to_overwrite(db: &std::path::Path, existing: &std::path::Path) -> bool {

@@ -59,31 +59,42 @@ pub fn event(i: i64, pad: &str) -> NewEvent {
 /// Overwrites the middle one of the table's leaf pages with garbage (an invalid page type, so
 /// SQLite reports corruption rather than reading nonsense). Returns the page number.
 pub fn damage(path: &Path) -> i64 {
-    let (page_size, page) = {
-        let c = rusqlite::Connection::open(path).unwrap();
-        let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-        let mut s = c
-            .prepare(
-                "SELECT pageno FROM dbstat WHERE name = 'lmsrt_events' AND pagetype = 'leaf'
-                 ORDER BY pageno",
-            )
-            .unwrap();
-        let pages: Vec<i64> = s
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+    damage_pages(path, "lmsrt_events", |pages| {
         assert!(
             pages.len() > 100,
             "the table spans many pages: {}",
             pages.len()
         );
-        (page_size, pages[pages.len() / 2])
+        vec![pages[pages.len() / 2]]
+    })[0]
+}
+
+/// Overwrites with garbage the leaf pages of b-tree `name` that `pick` chooses from all of
+/// them (ascending); returns the page numbers overwritten.
+pub fn damage_pages(path: &Path, name: &str, pick: impl Fn(&[i64]) -> Vec<i64>) -> Vec<i64> {
+    let (page_size, chosen) = {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let mut s = c
+            .prepare(
+                "SELECT pageno FROM dbstat WHERE name = ?1 AND pagetype = 'leaf'
+                 ORDER BY pageno",
+            )
+            .unwrap();
+        let pages: Vec<i64> = s
+            .query_map([name], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!pages.is_empty(), "{name} has leaf pages");
+        (page_size, pick(&pages))
     };
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(((page - 1) * page_size) as u64))
-        .unwrap();
-    f.write_all(&vec![0xA5; page_size as usize]).unwrap();
+    for page in &chosen {
+        f.seek(SeekFrom::Start(((page - 1) * page_size) as u64))
+            .unwrap();
+        f.write_all(&vec![0xA5; page_size as usize]).unwrap();
+    }
     f.sync_all().unwrap();
-    page
+    chosen
 }
