@@ -83,6 +83,9 @@ typedef enum lmsrt_status {
     LMSRT_STATUS_INVALID_UTF8 = -19,
     // An idempotency key was reused for a different event.
     LMSRT_STATUS_IDEMPOTENCY_CONFLICT = -20,
+    // A page of the database file is damaged; retrying does not help. Check and salvage the
+    // store (`lmsrt_store_check`, `lmsrt_store_salvage`).
+    LMSRT_STATUS_CORRUPT = -21,
     // An internal invariant failed (a bug in this library).
     LMSRT_STATUS_INTERNAL = -99,
 } lmsrt_status;
@@ -953,6 +956,53 @@ enum lmsrt_status lmsrt_store_load_cursor(const struct lmsrt_store *store,
                                           size_t consumer_len,
                                           struct lmsrt_buf *out_cursor,
                                           bool *out_found);
+
+// Checks the store file at `path` for damage (SQLite's `PRAGMA integrity_check`) and writes a
+// JSON report to `*out_json` (free it with `lmsrt_buf_free`):
+// `{"path": "...", "ok": true|false, "problems": ["..."], "page_count": N}`, with at most 100
+// problems.
+//
+// A damaged file is a successful check (`LMSRT_STATUS_OK` with `"ok": false`). It reads only,
+// and is safe while other processes use the store. Use it when a call returned
+// `LMSRT_STATUS_CORRUPT`; then salvage the file with `lmsrt_store_salvage`.
+//
+// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (path too long, not a file),
+// `STORAGE` (the file cannot be opened as a database).
+//
+// # Safety
+//
+// `path` must be valid for reads of `path_len` bytes; `out_json` valid for a write of one
+// `lmsrt_buf`.
+enum lmsrt_status lmsrt_store_check(const char *path, size_t path_len, struct lmsrt_buf *out_json);
+
+// Copies every readable row of the store file at `path` into a new store file at `dest`
+// (which must not exist) and writes a JSON report to `*out_json` (free it with
+// `lmsrt_buf_free`).
+//
+// Event ids, the id sequence and the store's epoch are kept, so cursors handed out before
+// stay valid; consumer cursors, idempotency keys and purge records are copied. Events that
+// could not be read are recorded as purged, so a reader whose cursor moves over them gets
+// `"gap": true`. The report: `source`, `dest`, `events_copied`, `events_lost` (exact when
+// `lost_exact`, otherwise an upper bound), `lost_ranges` (inclusive `[lo, hi]` id ranges),
+// `idempotency_keys_copied`, `cursors_copied`, `cursors_complete`, `purged_copied`,
+// `purged_complete`, `sequence`, `epoch`, `epoch_kept` and `dest_ok` (the new file passes
+// the integrity check).
+//
+// Run it while no process uses the store (stop the daemon, take writes offline), then move
+// `dest` over `path` and remove `path`'s `-wal` and `-shm` files.
+//
+// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (a path too long, `path` not a
+// file, `dest` exists), `STORAGE` (either file cannot be used as a database).
+//
+// # Safety
+//
+// `path` must be valid for reads of `path_len` bytes and `dest` of `dest_len` bytes;
+// `out_json` valid for a write of one `lmsrt_buf`.
+enum lmsrt_status lmsrt_store_salvage(const char *path,
+                                      size_t path_len,
+                                      const char *dest,
+                                      size_t dest_len,
+                                      struct lmsrt_buf *out_json);
 
 // Issues a token for the daemon and writes it to `*out_token` (a string; free it with
 // `lmsrt_buf_free`).

@@ -54,13 +54,16 @@ pub enum ErrorCode {
     InvalidUtf8 = -19,
     /// An idempotency key was reused for a different event.
     IdempotencyConflict = -20,
+    /// A page of the database file is damaged (SQLite reported corruption). Retrying does not
+    /// help: run `lms-longpolld --check` and salvage the store (see the README).
+    Corrupt = -21,
     /// An internal invariant failed (a bug in this library).
     Internal = -99,
 }
 
 impl ErrorCode {
     /// Every code, in table order (used by the bindings to check their mappings).
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Ok,
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidEventType,
@@ -82,6 +85,7 @@ impl ErrorCode {
         ErrorCode::NullPointer,
         ErrorCode::InvalidUtf8,
         ErrorCode::IdempotencyConflict,
+        ErrorCode::Corrupt,
     ];
 
     /// The numeric value.
@@ -113,6 +117,7 @@ impl ErrorCode {
             ErrorCode::NullPointer => "null_pointer",
             ErrorCode::InvalidUtf8 => "invalid_utf8",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::Corrupt => "corrupt",
             ErrorCode::Internal => "internal",
         }
     }
@@ -225,6 +230,10 @@ pub enum Error {
     /// An idempotency key was reused for a different event.
     #[error("idempotency key {0:?} was already used for a different event")]
     IdempotencyConflict(String),
+    /// A page of the database file is damaged. Kept apart from [`Error::Storage`] because
+    /// retrying cannot fix it: the operator has to check and salvage the file.
+    #[error("the database is corrupt: {0}")]
+    Corrupt(String),
     /// An internal invariant failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -251,16 +260,21 @@ impl Error {
             Error::CircuitOpen { .. } => ErrorCode::CircuitOpen,
             Error::SlotsExhausted { .. } => ErrorCode::SlotsExhausted,
             Error::IdempotencyConflict(_) => ErrorCode::IdempotencyConflict,
+            Error::Corrupt(_) => ErrorCode::Corrupt,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// Whether this is a fault of the store or the host (busy, storage, I/O, internal) rather
+    /// Whether this is a fault of the store or the host (busy, storage, corrupt, I/O, internal) rather
     /// than a refusal of bad input or a guard's decision: what breakers and error rates count.
     pub fn is_fault(&self) -> bool {
         matches!(
             self.code(),
-            ErrorCode::Busy | ErrorCode::Storage | ErrorCode::Io | ErrorCode::Internal
+            ErrorCode::Busy
+                | ErrorCode::Storage
+                | ErrorCode::Corrupt
+                | ErrorCode::Io
+                | ErrorCode::Internal
         )
     }
 

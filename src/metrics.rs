@@ -44,6 +44,10 @@
 //! but not judged (a long-poll lasts up to 30 s by design). The reasons say which line was
 //! crossed and by how much.
 //!
+//! It turns `unavailable` when a store call met a damaged page of the database file
+//! (`corrupt_reads`) in the recent window: no retry gets a reader past it, so the operator has
+//! to check and salvage the file (see the README).
+//!
 //! ```
 //! use std::time::Duration;
 //! use lms_realtime::metrics::{Counter, Histogram, Metrics, MetricsConfig};
@@ -157,6 +161,9 @@ metric_enum! {
         /// Connections refused at accept: over the per-address cap, or over the daemon's
         /// capacity and its ops reserve (daemon).
         ConnectionsRefused = 18, "connections_refused", "Connections refused: over the per-address cap or the capacity.";
+        /// Store calls that met a damaged page of the database file (`ErrorCode::Corrupt`).
+        /// Any in the recent window makes the health `unavailable`.
+        CorruptReads = 19, "corrupt_reads", "Store calls that met a damaged page of the database file.";
     }
 }
 
@@ -583,14 +590,17 @@ pub enum HealthStatus {
     Ok,
     /// Past at least one alert line (see the reasons).
     Degraded,
+    /// The store cannot serve: a damaged page was met in the recent window.
+    Unavailable,
 }
 
 impl HealthStatus {
-    /// `"ok"` or `"degraded"`.
+    /// `"ok"`, `"degraded"` or `"unavailable"`.
     pub fn as_str(self) -> &'static str {
         match self {
             HealthStatus::Ok => "ok",
             HealthStatus::Degraded => "degraded",
+            HealthStatus::Unavailable => "unavailable",
         }
     }
 }
@@ -636,6 +646,15 @@ impl Snapshot {
         ]);
         let secs = self.window_ms / 1000;
         let mut reasons = Vec::new();
+        let corrupt = win(Counter::CorruptReads);
+        if corrupt > 0 {
+            // First, and above every latency line: readers cannot get past a damaged page,
+            // and only the operator can fix it.
+            reasons.push(format!(
+                "the store is corrupt: {corrupt} store calls met a damaged page in the last \
+                 {secs} s; run `lms-longpolld --check` and salvage the file"
+            ));
+        }
         if ops > 0 {
             let rate = errors as f64 / ops as f64;
             self.error_rate = Some(rate);
@@ -663,7 +682,9 @@ impl Snapshot {
             }
         }
         self.health = Health {
-            status: if reasons.is_empty() {
+            status: if corrupt > 0 {
+                HealthStatus::Unavailable
+            } else if reasons.is_empty() {
                 HealthStatus::Ok
             } else {
                 HealthStatus::Degraded

@@ -25,6 +25,7 @@ typedef enum lmsrt_status {
     LMSRT_STATUS_NULL_POINTER = -18,
     LMSRT_STATUS_INVALID_UTF8 = -19,
     LMSRT_STATUS_IDEMPOTENCY_CONFLICT = -20,
+    LMSRT_STATUS_CORRUPT = -21,
     LMSRT_STATUS_INTERNAL = -99,
 } lmsrt_status;
 
@@ -279,6 +280,14 @@ enum lmsrt_status lmsrt_store_load_cursor(const struct lmsrt_store *store,
                                           size_t consumer_len,
                                           struct lmsrt_buf *out_cursor,
                                           bool *out_found);
+
+enum lmsrt_status lmsrt_store_check(const char *path, size_t path_len, struct lmsrt_buf *out_json);
+
+enum lmsrt_status lmsrt_store_salvage(const char *path,
+                                      size_t path_len,
+                                      const char *dest,
+                                      size_t dest_len,
+                                      struct lmsrt_buf *out_json);
 
 enum lmsrt_status lmsrt_token_issue(const char *key_id,
                                     size_t key_id_len,

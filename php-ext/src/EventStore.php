@@ -72,7 +72,7 @@ final class EventStore
     {
         $json = $options === [] ? null : self::encode($options, 'options');
         $handle = null;
-        self::check($native, $native->open($path, $json, $handle));
+        self::ensureOk($native, $native->open($path, $json, $handle));
         return new self($native, $path, $handle);
     }
 
@@ -109,7 +109,7 @@ final class EventStore
             throw Status::toException(Status::INVALID_TTL, "invalid ttl $ttlMs ms: expected a positive number of milliseconds");
         }
         $id = 0;
-        self::check($this->native, $this->native->append(
+        self::ensureOk($this->native, $this->native->append(
             $handle,
             $type,
             $priority ?? 0,
@@ -154,7 +154,7 @@ final class EventStore
         }
         $json = self::encode(array_values($rows), 'events');
         $ids = '';
-        self::check($this->native, $this->native->appendBatch($handle, $json, $ids));
+        self::ensureOk($this->native, $this->native->appendBatch($handle, $json, $ids));
         /** @var list<int> */
         return self::decode($ids);
     }
@@ -180,7 +180,7 @@ final class EventStore
         $handle = $this->handle();
         $request = self::request($channels, $cursor, $limit, $order, $threadId, $types);
         $json = '';
-        self::check($this->native, $this->native->fetch($handle, $request, $json));
+        self::ensureOk($this->native, $this->native->fetch($handle, $request, $json));
         return self::batch($json);
     }
 
@@ -211,7 +211,7 @@ final class EventStore
         }
         $request = self::request($channels, $cursor, $limit, $order, $threadId, $types);
         $json = '';
-        self::check($this->native, $this->native->wait($handle, $request, (int) ceil($timeout * 1000), $json));
+        self::ensureOk($this->native, $this->native->wait($handle, $request, (int) ceil($timeout * 1000), $json));
         return self::batch($json);
     }
 
@@ -225,7 +225,7 @@ final class EventStore
     {
         $handle = $this->handle();
         $cursor = '';
-        self::check($this->native, $this->native->headCursor($handle, $cursor));
+        self::ensureOk($this->native, $this->native->headCursor($handle, $cursor));
         return $cursor;
     }
 
@@ -250,7 +250,7 @@ final class EventStore
     {
         $handle = $this->handle();
         $head = 0;
-        self::check($this->native, $this->native->advanceIds($handle, $past, $head));
+        self::ensureOk($this->native, $this->native->advanceIds($handle, $past, $head));
         return $head;
     }
 
@@ -266,7 +266,7 @@ final class EventStore
             throw new InvalidArgumentException("maxRows must not be negative, got $maxRows", Status::INVALID_ARGUMENT);
         }
         $deleted = 0;
-        self::check($this->native, $this->native->purgeExpired($handle, $maxRows, $deleted));
+        self::ensureOk($this->native, $this->native->purgeExpired($handle, $maxRows, $deleted));
         return $deleted;
     }
 
@@ -278,7 +278,7 @@ final class EventStore
     public function commitCursor(string $consumer, string $cursor): void
     {
         $handle = $this->handle();
-        self::check($this->native, $this->native->commitCursor($handle, $consumer, $cursor));
+        self::ensureOk($this->native, $this->native->commitCursor($handle, $consumer, $cursor));
     }
 
     /**
@@ -290,8 +290,79 @@ final class EventStore
     {
         $handle = $this->handle();
         $cursor = null;
-        self::check($this->native, $this->native->loadCursor($handle, $consumer, $cursor));
+        self::ensureOk($this->native, $this->native->loadCursor($handle, $consumer, $cursor));
         return $cursor;
+    }
+
+    /**
+     * Checks the store file at `$path` for damage (SQLite's integrity check): `['path' => ...,
+     * 'ok' => bool, 'problems' => list<string> (at most 100), 'page_count' => int]`.
+     *
+     * A damaged file is a successful check with `ok` false; it reads only and is safe while
+     * the store is in use. Run it when a call threw `CorruptException`; then `salvage()`.
+     *
+     * @return array<string, mixed>
+     * @throws LmsRealtimeException
+     */
+    public static function check(string $path, ?string $library = null): array
+    {
+        return self::checkWith(new FfiNative(Library::ffi($library)), $path);
+    }
+
+    /**
+     * `check()` over a given `Native` (tests use a fake).
+     *
+     * @internal
+     * @return array<string, mixed>
+     */
+    public static function checkWith(Native $native, string $path): array
+    {
+        $json = '';
+        self::ensureOk($native, $native->storeCheck($path, $json));
+        return self::report($json);
+    }
+
+    /**
+     * Copies every readable row of the store file at `$path` into a new store file at `$dest`
+     * (which must not exist), keeping event ids, the id sequence and the epoch (old cursors
+     * stay valid), consumer cursors, idempotency keys and purge records; events that could not
+     * be read are recorded as purged, so readers whose cursors cross them get `gap`.
+     *
+     * Returns the report: `events_copied`, `events_lost` (exact when `lost_exact`),
+     * `lost_ranges` (inclusive `[lo, hi]` id ranges), `idempotency_keys_copied`,
+     * `cursors_copied`, `cursors_complete`, `purged_copied`, `purged_complete`, `sequence`,
+     * `epoch`, `epoch_kept`, `dest_ok`, `source`, `dest`. Run it with the daemon stopped and
+     * writes offline, then move `$dest` over `$path` and delete `$path`'s `-wal` and `-shm`.
+     *
+     * @return array<string, mixed>
+     * @throws LmsRealtimeException
+     */
+    public static function salvage(string $path, string $dest, ?string $library = null): array
+    {
+        return self::salvageWith(new FfiNative(Library::ffi($library)), $path, $dest);
+    }
+
+    /**
+     * `salvage()` over a given `Native` (tests use a fake).
+     *
+     * @internal
+     * @return array<string, mixed>
+     */
+    public static function salvageWith(Native $native, string $path, string $dest): array
+    {
+        $json = '';
+        self::ensureOk($native, $native->storeSalvage($path, $dest, $json));
+        return self::report($json);
+    }
+
+    /** @return array<string, mixed> */
+    private static function report(string $json): array
+    {
+        $report = json_decode($json, true, 16, JSON_THROW_ON_ERROR);
+        if (!is_array($report)) {
+            throw new Exception\InternalException('the library returned a report that is not an object', Status::INTERNAL);
+        }
+        return $report;
     }
 
     /**
@@ -322,7 +393,7 @@ final class EventStore
         $this->handle = null;
         // Closing a handle the library already closed is not worth an exception here.
         if ($status !== Status::OK && $status !== Status::CLOSED) {
-            self::check($this->native, $status);
+            self::ensureOk($this->native, $status);
         }
     }
 
@@ -372,7 +443,7 @@ final class EventStore
     }
 
     /** @throws LmsRealtimeException */
-    private static function check(Native $native, int $status): void
+    private static function ensureOk(Native $native, int $status): void
     {
         if ($status !== Status::OK) {
             throw Status::toException($status, $native->lastError());

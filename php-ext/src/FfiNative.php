@@ -161,6 +161,22 @@ final class FfiNative implements Native
         return $this->withBuf(fn () => $this->ffi->lmsrt_store_head_cursor($handle, $this->bufPtr), $cursor);
     }
 
+    public function storeCheck(string $path, mixed &$reportJson): int
+    {
+        return $this->withBuf(
+            fn () => $this->ffi->lmsrt_store_check($path, strlen($path), $this->bufPtr),
+            $reportJson
+        );
+    }
+
+    public function storeSalvage(string $path, string $dest, mixed &$reportJson): int
+    {
+        return $this->withBuf(
+            fn () => $this->ffi->lmsrt_store_salvage($path, strlen($path), $dest, strlen($dest), $this->bufPtr),
+            $reportJson
+        );
+    }
+
     public function purgeExpired(mixed $handle, int $maxRows, mixed &$deleted): int
     {
         $status = $this->ffi->lmsrt_store_purge_expired($handle, $maxRows, $this->u64Ptr);

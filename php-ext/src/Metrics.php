@@ -101,8 +101,10 @@ final class Metrics
     }
 
     /**
-     * The health verdict: `['status' => 'ok'|'degraded', 'reasons' => list<string>]`, degraded
-     * past the alert lines (append or fetch p99, error rate) over the last minute.
+     * The health verdict: `['status' => 'ok'|'degraded'|'unavailable', 'reasons' => list<string>]`,
+     * degraded past the alert lines (append or fetch p99, error rate) over the last minute,
+     * unavailable when a store call met a damaged page of the database file in that minute
+     * (`corrupt_reads`; see `EventStore::check()` and `EventStore::salvage()`).
      *
      * @return array{status: string, reasons: list<string>}
      * @throws LmsRealtimeException

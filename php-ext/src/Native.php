@@ -61,6 +61,20 @@ interface Native
     public function loadCursor(mixed $handle, string $consumer, mixed &$cursor): int;
 
     /**
+     * `lmsrt_store_check` (no handle: a file path).
+     *
+     * @param-out string $reportJson
+     */
+    public function storeCheck(string $path, mixed &$reportJson): int;
+
+    /**
+     * `lmsrt_store_salvage` (no handle: file paths).
+     *
+     * @param-out string $reportJson
+     */
+    public function storeSalvage(string $path, string $dest, mixed &$reportJson): int;
+
+    /**
      * `lmsrt_token_issue`: a token for the daemon (no store needed).
      *
      * @param-out string $token

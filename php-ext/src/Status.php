@@ -35,6 +35,7 @@ final class Status
     public const NULL_POINTER = -18;
     public const INVALID_UTF8 = -19;
     public const IDEMPOTENCY_CONFLICT = -20;
+    public const CORRUPT = -21;
     public const INTERNAL = -99;
 
     /** Exception class per failure status. */
@@ -59,6 +60,7 @@ final class Status
         self::NULL_POINTER => Exception\InvalidArgumentException::class,
         self::INVALID_UTF8 => Exception\InvalidUtf8Exception::class,
         self::IDEMPOTENCY_CONFLICT => Exception\IdempotencyConflictException::class,
+        self::CORRUPT => Exception\CorruptException::class,
         self::INTERNAL => Exception\InternalException::class,
     ];
 

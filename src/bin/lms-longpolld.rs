@@ -12,6 +12,10 @@ use lms_realtime::{EventStore, store};
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    // An operator's one-shot command: no token key or runtime needed, and nothing to serve.
+    if let Some(path) = config.check_path() {
+        return check(path, config.salvage.as_deref());
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: under systemd or with output redirected to a file, escape
@@ -75,6 +79,73 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("lms-longpolld: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check [--salvage NEW_FILE]`: prints the report as JSON on stdout and a one-line summary
+/// on stderr. Exit codes: 0 intact (or salvaged into a file that passes the check), 1 damaged
+/// (check only) or salvaged with a damaged result, 2 could not run.
+fn check(path: &std::path::Path, salvage: Option<&std::path::Path>) -> ExitCode {
+    let report = match store::check_file(path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lms-longpolld: checking {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let Some(dest) = salvage else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        if report.ok {
+            eprintln!("{}: ok ({} pages)", path.display(), report.page_count);
+            return ExitCode::SUCCESS;
+        }
+        eprintln!(
+            "{}: DAMAGED ({} problems); stop the daemon and run again with --salvage <new file>",
+            path.display(),
+            report.problems.len()
+        );
+        return ExitCode::from(1);
+    };
+    match store::salvage_file(path, dest) {
+        Ok(s) => {
+            let both = serde_json::json!({ "check": report, "salvage": s });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&both).unwrap_or_default()
+            );
+            eprintln!(
+                "{}: copied {} events into {}, lost {}{} (id ranges {:?}); sequence {}; the new \
+                 file {} the integrity check. With the daemon stopped, move it over {} and \
+                 remove {}-wal and {}-shm.",
+                path.display(),
+                s.events_copied,
+                dest.display(),
+                s.events_lost,
+                if s.lost_exact { "" } else { " at most" },
+                s.lost_ranges,
+                s.sequence,
+                if s.dest_ok { "passes" } else { "FAILS" },
+                path.display(),
+                path.display(),
+                path.display(),
+            );
+            if s.dest_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "lms-longpolld: salvaging {} into {}: {e}",
+                path.display(),
+                dest.display()
+            );
+            ExitCode::from(2)
         }
     }
 }

@@ -200,6 +200,7 @@ fn same_error(e: &Error) -> Error {
         Error::Closed => Error::Closed,
         Error::Busy(m) => Error::Busy(m.clone()),
         Error::Storage(m) => Error::Storage(m.clone()),
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
         other => match other.code() {
             ErrorCode::Io => Error::Storage(other.to_string()),
             _ => Error::Internal(other.to_string()),

@@ -193,6 +193,19 @@ pub struct Config {
     /// with a bot posting every few seconds. Never in production: it hands out tokens.
     #[arg(long, env = "LMSRT_DEMO")]
     pub demo: bool,
+
+    /// Check the store instead of serving: `--check <db>` (or `--check` with `--db`) runs
+    /// SQLite's integrity check, prints a JSON report and exits 0 when the file is intact, 1
+    /// when it is damaged. Safe while the daemon runs elsewhere on the file.
+    #[arg(long, value_name = "DB", num_args = 0..=1)]
+    pub check: Option<Option<PathBuf>>,
+
+    /// With `--check`: copy every readable row into this new file (ids, the id sequence,
+    /// cursors, idempotency keys and purge records kept; lost ids recorded so readers get a
+    /// gap), print what was copied and lost, and exit. Stop the daemon first; then swap the
+    /// new file in for the old one (see the README).
+    #[arg(long, value_name = "NEW_FILE", requires = "check")]
+    pub salvage: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -202,6 +215,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The file `--check` examines: its argument, or `--db` when it has none.
+    pub fn check_path(&self) -> Option<&std::path::Path> {
+        self.check
+            .as_ref()
+            .map(|p| p.as_deref().unwrap_or(self.db.as_path()))
+    }
+
     /// The token keys: the current one first, then the previous one.
     pub fn token_keys(&self) -> Result<Vec<TokenKey>> {
         let mut keys = Vec::new();

@@ -195,14 +195,16 @@ impl ApiError {
                 message: e.to_string(),
                 retry_after_ms,
             },
-            ErrorCode::CircuitOpen | ErrorCode::Busy | ErrorCode::Storage | ErrorCode::Io => {
-                ApiError::Unavailable {
-                    code: code.name(),
-                    message: "the event store is unavailable; back off and retry".into(),
-                    mode,
-                    retry_after_ms,
-                }
-            }
+            ErrorCode::CircuitOpen
+            | ErrorCode::Busy
+            | ErrorCode::Storage
+            | ErrorCode::Corrupt
+            | ErrorCode::Io => ApiError::Unavailable {
+                code: code.name(),
+                message: "the event store is unavailable; back off and retry".into(),
+                mode,
+                retry_after_ms,
+            },
             ErrorCode::Closed => ApiError::Unavailable {
                 code: "shutting_down",
                 message: "the daemon is shutting down".into(),

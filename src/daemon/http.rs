@@ -30,7 +30,7 @@ use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::event::{Event, NewEvent, Priority};
 use crate::guards::ClientMode;
-use crate::metrics::{Counter, Gauge, Histogram};
+use crate::metrics::{Counter, Gauge, HealthStatus, Histogram};
 use crate::store::{Batch, EventStore, FetchRequest, MAX_TYPES, Order};
 use crate::token::Claims;
 
@@ -956,11 +956,28 @@ async fn publish(
 // -- health and metrics -------------------------------------------------------------------------
 
 fn health(state: &State) -> Resp {
-    let h = state.metrics.health();
+    let mut h = state.metrics.health();
     let b = state.breakers.status(STORE_BREAKER).ok();
     let shutting_down = *state.shutdown.borrow();
     let open = b.is_some_and(|b| !b.allowed);
-    let status = if shutting_down || open {
+    // Corruption met by this process (a request, or the fan-out's tail reader, which no
+    // request sees) stays reported until a restart: the damaged page does not heal, and the
+    // shared window of `corrupt_reads` forgets it after a minute without readers.
+    let (corrupt_seen, corrupt_last) = crate::store::corruption_seen();
+    if corrupt_seen > 0 {
+        h.reasons.insert(
+            0,
+            format!(
+                "the store is corrupt ({corrupt_seen} store calls of this daemon met a damaged \
+                 page; latest: {}); stop the daemon, run `lms-longpolld --check` and salvage the \
+                 file",
+                corrupt_last.as_deref().unwrap_or("unknown")
+            ),
+        );
+    }
+    let corrupt = corrupt_seen > 0 || h.status == HealthStatus::Unavailable;
+    let unavailable = shutting_down || open || corrupt;
+    let status = if unavailable {
         "unavailable"
     } else {
         h.status.as_str()
@@ -969,6 +986,7 @@ fn health(state: &State) -> Resp {
     let body = serde_json::json!({
         "status": status,
         "reasons": h.reasons,
+        "corrupt": corrupt,
         "store": {
             "breaker": b.map(|b| b.state.as_str()),
             "mode": b.map_or("long", |b| b.mode.as_str()),
@@ -985,7 +1003,7 @@ fn health(state: &State) -> Resp {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
     });
-    let code = if shutting_down || open {
+    let code = if unavailable {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -1090,6 +1108,9 @@ impl State {
                         Counter::Appends => Counter::AppendErrors,
                         _ => Counter::FetchErrors,
                     });
+                    if e.code() == ErrorCode::Corrupt {
+                        self.metrics.incr(Counter::CorruptReads);
+                    }
                     tracing::warn!(error = %e, "store call failed");
                     self.breakers.record_failure(STORE_BREAKER).ok()
                 } else {

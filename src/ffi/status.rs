@@ -62,6 +62,9 @@ pub enum lmsrt_status {
     InvalidUtf8 = -19,
     /// An idempotency key was reused for a different event.
     IdempotencyConflict = -20,
+    /// A page of the database file is damaged; retrying does not help. Check and salvage the
+    /// store (`lmsrt_store_check`, `lmsrt_store_salvage`).
+    Corrupt = -21,
     /// An internal invariant failed (a bug in this library).
     Internal = -99,
 }
@@ -93,6 +96,7 @@ impl From<ErrorCode> for lmsrt_status {
             ErrorCode::NullPointer => lmsrt_status::NullPointer,
             ErrorCode::InvalidUtf8 => lmsrt_status::InvalidUtf8,
             ErrorCode::IdempotencyConflict => lmsrt_status::IdempotencyConflict,
+            ErrorCode::Corrupt => lmsrt_status::Corrupt,
             ErrorCode::Internal => lmsrt_status::Internal,
         }
     }
@@ -226,7 +230,7 @@ mod tests {
     use super::*;
 
     /// Every status, in table order.
-    const ALL: [lmsrt_status; 22] = [
+    const ALL: [lmsrt_status; 23] = [
         lmsrt_status::Ok,
         lmsrt_status::InvalidArgument,
         lmsrt_status::InvalidEventType,
@@ -248,6 +252,7 @@ mod tests {
         lmsrt_status::NullPointer,
         lmsrt_status::InvalidUtf8,
         lmsrt_status::IdempotencyConflict,
+        lmsrt_status::Corrupt,
         lmsrt_status::Internal,
     ];
 

@@ -578,6 +578,107 @@ pub unsafe extern "C" fn lmsrt_store_load_cursor(
     }
 }
 
+/// A store path argument: UTF-8, at most 4096 bytes, non-empty, no NUL.
+///
+/// # Safety
+///
+/// `ptr` must be valid for reads of `len` bytes.
+unsafe fn path_arg<'a>(ptr: *const c_char, len: usize, what: &'static str) -> FfiResult<&'a str> {
+    // SAFETY: forwarded from the caller.
+    let path = unsafe {
+        str_arg(
+            ptr,
+            len,
+            MAX_PATH_BYTES,
+            what,
+            too_long(what, MAX_PATH_BYTES),
+        )
+    }?;
+    if path.is_empty() || path.contains('\0') {
+        return Err(FfiError::invalid(format!(
+            "{what} must be non-empty and contain no NUL byte"
+        )));
+    }
+    Ok(path)
+}
+
+/// Checks the store file at `path` for damage (SQLite's `PRAGMA integrity_check`) and writes a
+/// JSON report to `*out_json` (free it with `lmsrt_buf_free`):
+/// `{"path": "...", "ok": true|false, "problems": ["..."], "page_count": N}`, with at most 100
+/// problems.
+///
+/// A damaged file is a successful check (`LMSRT_STATUS_OK` with `"ok": false`). It reads only,
+/// and is safe while other processes use the store. Use it when a call returned
+/// `LMSRT_STATUS_CORRUPT`; then salvage the file with `lmsrt_store_salvage`.
+///
+/// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (path too long, not a file),
+/// `STORAGE` (the file cannot be opened as a database).
+///
+/// # Safety
+///
+/// `path` must be valid for reads of `path_len` bytes; `out_json` valid for a write of one
+/// `lmsrt_buf`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lmsrt_store_check(
+    path: *const c_char,
+    path_len: usize,
+    out_json: *mut lmsrt_buf,
+) -> lmsrt_status {
+    ffi_boundary! {
+        let out = out_arg(out_json, "out_json")?;
+        // SAFETY: the caller guarantees `path_len` readable bytes at `path`.
+        let path = unsafe { path_arg(path, path_len, "path") }?;
+        let buf = to_json(&crate::store::check_file(path)?)?;
+        // SAFETY: `out` is not NULL and the caller guarantees it is writable.
+        unsafe { out.write(buf) };
+        Ok(())
+    }
+}
+
+/// Copies every readable row of the store file at `path` into a new store file at `dest`
+/// (which must not exist) and writes a JSON report to `*out_json` (free it with
+/// `lmsrt_buf_free`).
+///
+/// Event ids, the id sequence and the store's epoch are kept, so cursors handed out before
+/// stay valid; consumer cursors, idempotency keys and purge records are copied. Events that
+/// could not be read are recorded as purged, so a reader whose cursor moves over them gets
+/// `"gap": true`. The report: `source`, `dest`, `events_copied`, `events_lost` (exact when
+/// `lost_exact`, otherwise an upper bound), `lost_ranges` (inclusive `[lo, hi]` id ranges),
+/// `idempotency_keys_copied`, `cursors_copied`, `cursors_complete`, `purged_copied`,
+/// `purged_complete`, `sequence`, `epoch`, `epoch_kept` and `dest_ok` (the new file passes
+/// the integrity check).
+///
+/// Run it while no process uses the store (stop the daemon, take writes offline), then move
+/// `dest` over `path` and remove `path`'s `-wal` and `-shm` files.
+///
+/// Errors: `NULL_POINTER`, `INVALID_UTF8`, `INVALID_ARGUMENT` (a path too long, `path` not a
+/// file, `dest` exists), `STORAGE` (either file cannot be used as a database).
+///
+/// # Safety
+///
+/// `path` must be valid for reads of `path_len` bytes and `dest` of `dest_len` bytes;
+/// `out_json` valid for a write of one `lmsrt_buf`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lmsrt_store_salvage(
+    path: *const c_char,
+    path_len: usize,
+    dest: *const c_char,
+    dest_len: usize,
+    out_json: *mut lmsrt_buf,
+) -> lmsrt_status {
+    ffi_boundary! {
+        let out = out_arg(out_json, "out_json")?;
+        // SAFETY: the caller guarantees `path_len` readable bytes at `path`.
+        let path = unsafe { path_arg(path, path_len, "path") }?;
+        // SAFETY: the caller guarantees `dest_len` readable bytes at `dest`.
+        let dest = unsafe { path_arg(dest, dest_len, "dest") }?;
+        let buf = to_json(&crate::store::salvage_file(path, dest)?)?;
+        // SAFETY: `out` is not NULL and the caller guarantees it is writable.
+        unsafe { out.write(buf) };
+        Ok(())
+    }
+}
+
 #[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode as SqliteCode, OpenFlags};
@@ -42,8 +42,35 @@ pub(crate) fn map_sqlite_error(e: rusqlite::Error) -> Error {
         Some(SqliteCode::DatabaseBusy) | Some(SqliteCode::DatabaseLocked) => {
             Error::Busy(e.to_string())
         }
+        // Told apart from other storage failures because a retry cannot help and the operator
+        // must act; every occurrence is remembered so the daemon's health can say so even
+        // when the failing call was a tail read that no request saw. "Not a database" stays a
+        // storage error: it is what a path to some other file gets, where salvage means
+        // nothing.
+        Some(SqliteCode::DatabaseCorrupt) => {
+            let message = e.to_string();
+            CORRUPTION_SEEN.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = LAST_CORRUPTION.lock() {
+                *last = Some(message.clone());
+            }
+            Error::Corrupt(message)
+        }
         _ => Error::Storage(e.to_string()),
     }
+}
+
+/// Store calls in this process that met a damaged page (see [`map_sqlite_error`]).
+static CORRUPTION_SEEN: AtomicU64 = AtomicU64::new(0);
+/// SQLite's message for the latest of them.
+static LAST_CORRUPTION: Mutex<Option<String>> = Mutex::new(None);
+
+/// How many store calls of this process met a damaged page, and SQLite's latest message.
+pub(crate) fn corruption_seen() -> (u64, Option<String>) {
+    let last = LAST_CORRUPTION
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    (CORRUPTION_SEEN.load(Ordering::Relaxed), last)
 }
 
 /// Short sleeps for a bounded time: the lock is normally free (see the module docs), so a busy

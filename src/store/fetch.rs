@@ -655,9 +655,10 @@ fn folded_gap(
     moved: &[usize],
 ) -> Result<bool> {
     let mut s = c
+        // Channel 0 covers every channel: what a salvage lost without knowing its channel.
         .prepare_cached(
             "SELECT priority, lo, hi, exact_lo, exact_hi, folded_hi FROM lmsrt_purged
-             WHERE channel_id IN rarray(?1)",
+             WHERE channel_id IN rarray(?1) OR channel_id = 0",
         )
         .map_err(map_sqlite_error)?;
     s.raw_bind_parameter(1, f.channels.clone())

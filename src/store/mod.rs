@@ -2,6 +2,7 @@
 
 mod conn;
 mod fetch;
+mod repair;
 mod schema;
 mod tail;
 mod warm;
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 pub use conn::Durability;
+pub use repair::{CheckReport, MAX_PROBLEMS, SalvageReport, check_file, salvage_file};
 pub use schema::SCHEMA_VERSION;
 pub use tail::{Subscription, TailBatch};
 
@@ -61,6 +63,15 @@ pub const PURGE_INTERVAL_MS_RANGE: (u64, u64) = (10, 86_400_000);
 /// counts once, so this is a rate to watch (the daemon exports it), not a number of rows.
 pub fn undeliverable_events_seen() -> u64 {
     fetch::undeliverable_seen()
+}
+
+/// How many store calls of this process met a damaged page of a database file
+/// ([`Error::Corrupt`]), with SQLite's message for the latest one.
+///
+/// A damaged page does not heal: every fetch that reads it fails until the file is salvaged
+/// (see [`salvage_file`]). The daemon reports a non-zero count in `/healthz` as `unavailable`.
+pub fn corruption_seen() -> (u64, Option<String>) {
+    conn::corruption_seen()
 }
 
 /// Settings for [`EventStore::open`].
@@ -522,7 +533,12 @@ impl EventStore {
         m.incr(count);
         match &r {
             Ok(_) => m.record(latency, started.elapsed()),
-            Err(e) if e.is_fault() => m.incr(errors),
+            Err(e) if e.is_fault() => {
+                m.incr(errors);
+                if e.code() == crate::error::ErrorCode::Corrupt {
+                    m.incr(Counter::CorruptReads);
+                }
+            }
             Err(_) => {}
         }
         r

@@ -557,6 +557,7 @@ fn clone_error(e: &Error) -> Error {
     match e {
         Error::Busy(m) => Error::Busy(m.clone()),
         Error::Storage(m) => Error::Storage(m.clone()),
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
         Error::Io { path, source } => Error::Io {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),

@@ -40,6 +40,26 @@ final class EventStoreTest extends TestCase
         return json_encode(['events' => $events, 'cursor' => 'v1.00000001.5.5.5.5', 'gap' => false, 'has_more' => true]);
     }
 
+    public function testCheckAndSalvagePassPathsAndDecodeTheReports(): void
+    {
+        $this->native->answer(Status::OK, '{"path":"/x/e.db","ok":false,"problems":["bad page"],"page_count":9}');
+        $r = EventStore::checkWith($this->native, '/x/e.db');
+        self::assertFalse($r['ok']);
+        self::assertSame(['bad page'], $r['problems']);
+        $this->native->answer(Status::OK, '{"events_copied":5,"events_lost":2,"lost_ranges":[[3,4]],"dest_ok":true}');
+        $r = EventStore::salvageWith($this->native, '/x/e.db', '/x/new.db');
+        self::assertSame([[3, 4]], $r['lost_ranges']);
+        self::assertSame([['storeCheck', ['/x/e.db']], ['storeSalvage', ['/x/e.db', '/x/new.db']]], $this->native->calls);
+        $this->native->answer(Status::CORRUPT, null, 'the database is corrupt: malformed');
+        try {
+            EventStore::checkWith($this->native, '/x/e.db');
+            self::fail('expected CorruptException');
+        } catch (Exception\CorruptException $e) {
+            self::assertInstanceOf(Exception\StorageException::class, $e);
+            self::assertSame(Status::CORRUPT, $e->getCode());
+        }
+    }
+
     public function testOpenPassesOptionsAsJsonOrNull(): void
     {
         $first = $this->store();

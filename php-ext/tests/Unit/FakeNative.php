@@ -123,6 +123,16 @@ final class FakeNative implements Native
         return $this->next('loadCursor', [$handle, $consumer], $cursor);
     }
 
+    public function storeCheck(string $path, mixed &$reportJson): int
+    {
+        return $this->next('storeCheck', [$path], $reportJson);
+    }
+
+    public function storeSalvage(string $path, string $dest, mixed &$reportJson): int
+    {
+        return $this->next('storeSalvage', [$path, $dest], $reportJson);
+    }
+
     public function lastError(): string
     {
         return $this->error;
