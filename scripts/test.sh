@@ -18,6 +18,9 @@ export LMSRT_REQUIRE_PHP=1
 echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests"
 cargo test --locked --all-features
 
+echo "== Fuzz targets: each for ${LMSRT_FUZZ_SECONDS:-20} s from a copy of its seed corpus (nightly, cargo-fuzz)"
+bash fuzz/run.sh
+
 echo "== C ABI under valgrind, then PHPUnit (installs php-cli, phpunit, valgrind if missing)"
 bash php-ext/run-tests.sh
 

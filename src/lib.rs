@@ -44,6 +44,9 @@ pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod ffi;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guards;
 pub mod metrics;
 pub mod shm;

@@ -28,7 +28,7 @@ use super::fanout::{Answer, Rendered};
 use super::replay::{self, Begin};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
-use crate::event::{Event, NewEvent, Priority};
+use crate::event::{Event, NewEvent, Priority, validate_data, validate_event_type};
 use crate::guards::ClientMode;
 use crate::metrics::{Counter, Gauge, HealthStatus, Histogram};
 use crate::store::{Batch, EventStore, FetchRequest, MAX_TYPES, Order};
@@ -792,7 +792,18 @@ struct BatchIn {
 }
 
 impl EventIn {
+    /// The event, if its type, channel and data are well-formed (the store checks them again,
+    /// with its size cap on the data and its TTL bounds): a malformed body is refused here,
+    /// before it takes a place in the replay window or a trip through the appender.
     fn into_new_event(self) -> Result<NewEvent, ApiError> {
+        let store_err = |e| ApiError::from_store(e, ClientMode::Long, 0);
+        validate_event_type(&self.event_type).map_err(store_err)?;
+        if self.channel_id <= 0 {
+            return Err(store_err(Error::InvalidChannel(self.channel_id)));
+        }
+        if let Some(d) = &self.data {
+            validate_data(d.get(), usize::MAX).map_err(store_err)?;
+        }
         let mut e = NewEvent::new(self.event_type, self.channel_id);
         if let Some(p) = self.priority {
             e = e.priority(
@@ -1482,6 +1493,26 @@ mod tests {
         ] {
             assert_eq!(parse_events(bad).unwrap_err().status(), 400);
         }
+        // Type, channel and data are checked here, before the replay window and the appender,
+        // with the codes the store gives them (a batch is refused whole).
+        for (bad, code) in [
+            (&br#"{"event_type":"Bad","channel_id":1}"#[..], "invalid_event_type"),
+            (br#"{"event_type":"","channel_id":1}"#, "invalid_event_type"),
+            (br#"{"event_type":"a","channel_id":0}"#, "invalid_channel"),
+            (br#"{"event_type":"a","channel_id":-7}"#, "invalid_channel"),
+            (br#"{"event_type":"a","channel_id":1,"data":[1]}"#, "invalid_data"),
+            (br#"{"event_type":"a","channel_id":1,"data":"{}"}"#, "invalid_data"),
+            (br#"{"event_type":"a","channel_id":1,"data":{"t":"\ud800"}}"#, "invalid_data"),
+            (
+                br#"{"events":[{"event_type":"a","channel_id":1},{"event_type":"a","channel_id":0}]}"#,
+                "invalid_channel",
+            ),
+        ] {
+            let e = parse_events(bad).unwrap_err();
+            assert_eq!((e.status(), e.code()), (400, code), "{}", String::from_utf8_lossy(bad));
+        }
+        let null_data = parse_events(br#"{"event_type":"a","channel_id":1,"data":null}"#).unwrap();
+        assert_eq!(null_data[0].data, "{}");
     }
 
     #[test]

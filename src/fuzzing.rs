@@ -1,0 +1,95 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, which implies `daemon`).
+//!
+//! **Not a stable API**: hidden from the docs, changed or removed with the daemon's internals,
+//! and of no use outside the fuzz targets. It exposes the daemon's two parsers of untrusted
+//! input, the poll request (query and the headers a poll reads) and the publish body, as the
+//! daemon calls them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub use crate::daemon::error::ApiError;
+use crate::daemon::{auth, http};
+use crate::event::NewEvent;
+use crate::store::FetchRequest;
+
+/// The daemon's limits a poll query is parsed under (its `Config` fields of the same names).
+#[derive(Debug, Clone, Copy)]
+pub struct PollLimits {
+    /// `--poll-timeout`, seconds: the longest wait, and the default.
+    pub poll_timeout: u64,
+    /// `--batch`: the default `limit`.
+    pub batch: usize,
+    /// `--max-batch`: the largest `limit`.
+    pub max_batch: usize,
+    /// `--max-channels`: the most channels in one poll.
+    pub max_channels: usize,
+}
+
+/// What the daemon reads of a `GET /v1/poll` before it verifies the token and takes a slot.
+#[derive(Debug)]
+pub struct Poll {
+    /// The address the IP rate limit counts.
+    pub ip: IpAddr,
+    /// The bearer token, before verification.
+    pub token: Result<String, ApiError>,
+    /// The parsed query: the request and the wait.
+    pub params: Result<(FetchRequest, Duration), ApiError>,
+}
+
+/// Reads a request head (request line and headers, as on the wire) the way the daemon reads a
+/// poll: `None` when it is not a complete HTTP/1.x head that hyper would pass on (httparse, the
+/// parser hyper uses, then its URI and header types), or not a `GET /v1/poll`.
+pub fn poll_request(
+    head: &[u8],
+    peer: SocketAddr,
+    trust_proxy: bool,
+    limits: PollLimits,
+) -> Option<Poll> {
+    let mut raw = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut raw);
+    if !req.parse(head).ok()?.is_complete() {
+        return None;
+    }
+    if req.method? != "GET" {
+        return None;
+    }
+    let uri: hyper::Uri = req.path?.parse().ok()?;
+    if uri.path() != "/v1/poll" {
+        return None;
+    }
+    let mut headers = HeaderMap::new();
+    for h in req.headers.iter() {
+        headers.append(
+            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(h.value).ok()?,
+        );
+    }
+    Some(Poll {
+        ip: auth::client_ip(&headers, peer, trust_proxy),
+        token: auth::bearer_token(&headers).map(str::to_owned),
+        params: parse_poll(uri.query(), limits),
+    })
+}
+
+/// The poll query parser alone.
+pub fn parse_poll(
+    query: Option<&str>,
+    limits: PollLimits,
+) -> Result<(FetchRequest, Duration), ApiError> {
+    http::parse_poll(
+        query,
+        limits.poll_timeout,
+        limits.batch,
+        limits.max_batch,
+        limits.max_channels,
+    )
+    .map(|p| (p.req, p.timeout))
+}
+
+/// The publish body parser: one event object, or `{"events": [...]}`.
+pub fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
+    http::parse_events(body)
+}
