@@ -4,12 +4,15 @@
 //! The test binary re-executes itself as the child processes: `child_entry` does nothing unless
 //! `LMSRT_CHILD_ROLE` is set, in which case it plays that role and exits.
 
+mod read_all;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lms_realtime::{Config, Cursor, EventStore, FetchRequest, NewEvent};
+use read_all::all_ids;
 
 fn spawn_child(role: &str, db: &Path, extra: &[(&str, String)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -90,26 +93,6 @@ fn acks(child: Child) -> Vec<i64> {
         .lines()
         .filter_map(|l| tagged(l, "ACK "))
         .collect()
-}
-
-/// The ids of every event on `channels`, fetched from the start in sequential order.
-fn all_ids(store: &EventStore, channels: &[i64]) -> Vec<i64> {
-    let mut cur = Cursor::START;
-    let mut ids = Vec::new();
-    loop {
-        let b = store
-            .fetch(
-                &FetchRequest::new(channels.iter().copied())
-                    .cursor(cur)
-                    .limit(1000),
-            )
-            .unwrap();
-        if b.events.is_empty() {
-            return ids;
-        }
-        ids.extend(b.events.iter().map(|e| e.id));
-        cur = b.cursor;
-    }
 }
 
 #[test]

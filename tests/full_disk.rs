@@ -5,34 +5,16 @@
 //! used to be created sparse, so the first store to one of their pages on a full disk killed
 //! the process with SIGBUS; here that would kill the test binary.
 
+mod read_all;
 mod tmpfs;
 
 use std::path::Path;
 
 use lms_realtime::guards::{Breakers, LimiterConfig, RateLimiter, Slots, SlotsConfig};
 use lms_realtime::metrics::{Metrics, MetricsConfig};
-use lms_realtime::{Config, Cursor, ErrorCode, EventStore, FetchRequest, NewEvent};
+use lms_realtime::{Config, ErrorCode, EventStore, NewEvent};
+use read_all::all_ids;
 use tmpfs::{Tmpfs, fill};
-
-/// The ids of every event on `channels`, fetched from the start in sequential order.
-fn all_ids(store: &EventStore, channels: &[i64]) -> Vec<i64> {
-    let mut cur = Cursor::START;
-    let mut ids = Vec::new();
-    loop {
-        let b = store
-            .fetch(
-                &FetchRequest::new(channels.iter().copied())
-                    .cursor(cur)
-                    .limit(1000),
-            )
-            .unwrap();
-        if b.events.is_empty() {
-            return ids;
-        }
-        ids.extend(b.events.iter().map(|e| e.id));
-        cur = b.cursor;
-    }
-}
 
 fn integrity(db: &Path) -> String {
     let c = rusqlite::Connection::open(db).unwrap();
