@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
 use crate::event::Event;
 use crate::guards::ClientMode;
@@ -560,7 +561,7 @@ impl Hub {
         if batch.events.is_empty() && !batch.gap && !batch.has_more {
             return Answer::Empty(batch.cursor);
         }
-        let now_ms = crate::daemon::http::now_ms();
+        let now_ms = SystemClock.now_ms();
         let shareable = batch
             .events
             .iter()
