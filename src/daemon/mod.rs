@@ -31,6 +31,24 @@
 //! connection count and cap, metrics and the shutdown signal are shared (they are `Sync`
 //! in-process structures). Background tasks (appender answers, purge, demo bot) run on shard 0.
 //!
+//! ## Modules
+//!
+//! Each layer imports only from the layers below it (no loops):
+//!
+//! ```text
+//! mod.rs (run: accept loop, shards, shutdown)   timed_io.rs
+//!   router.rs (routing, the proxy's per-address count)
+//!     poll.rs · publish.rs · ops.rs · demo.rs   (the endpoints; none imports another)
+//!       response.rs (Resp, JSON, errors, CORS, gzip, security headers, Meta, read_body)
+//!       limits.rs (per-address rate limit)       gate.rs (impl State: store calls, breaker)
+//!         state.rs (State and building it from the Config)
+//!           fanout.rs (+ fanout/responses.rs) · appender · replay · auth · addresses
+//!           config · error · shutdown
+//! ```
+//!
+//! `GET /v1/stream` (server-sent events) would be a sibling of `poll.rs` (see its docs), routed
+//! by `router.rs`.
+//!
 //! ## Shutdown
 //!
 //! When `shutdown` completes the listener is dropped (no new connections), every waiting poll
