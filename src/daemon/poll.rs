@@ -94,33 +94,7 @@ pub(crate) fn parse_poll(
         }
         seen.push(key);
         match key {
-            "channels" => {
-                let mut list = Vec::new();
-                for c in v.split(',') {
-                    let c = c.trim();
-                    let id: i64 = c.parse().map_err(|_| {
-                        ApiError::invalid(format!("channels: {c:?} is not an integer"))
-                    })?;
-                    if id <= 0 {
-                        return Err(ApiError::BadRequest {
-                            code: ErrorCode::InvalidChannel.name(),
-                            message: format!("channel {id} is not positive"),
-                        });
-                    }
-                    list.push(id);
-                    if list.len() > max_channels {
-                        break;
-                    }
-                }
-                list.sort_unstable();
-                list.dedup();
-                if list.len() > max_channels {
-                    return Err(ApiError::invalid(format!(
-                        "too many channels: at most {max_channels} per poll"
-                    )));
-                }
-                channels = Some(list);
-            }
+            "channels" => channels = Some(parse_channels(&v, max_channels)?),
             "cursor" => {
                 if !v.is_empty() {
                     cursor = Cursor::parse(&v).map_err(|e| ApiError::BadRequest {
@@ -185,6 +159,37 @@ pub(crate) fn parse_poll(
     })
 }
 
+/// The `channels` list: positive ids, sorted, without duplicates, at most `max` of them (the
+/// rest of an overlong list is not parsed).
+fn parse_channels(v: &str, max: usize) -> Result<Vec<i64>, ApiError> {
+    let mut list = Vec::new();
+    for c in v.split(',') {
+        let c = c.trim();
+        let id: i64 = c
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("channels: {c:?} is not an integer")))?;
+        if id <= 0 {
+            return Err(ApiError::BadRequest {
+                code: ErrorCode::InvalidChannel.name(),
+                message: format!("channel {id} is not positive"),
+            });
+        }
+        list.push(id);
+        if list.len() > max {
+            break;
+        }
+    }
+    list.sort_unstable();
+    list.dedup();
+    if list.len() > max {
+        return Err(ApiError::invalid(format!(
+            "too many channels: at most {max} per poll"
+        )));
+    }
+    Ok(list)
+}
+
+/// Decodes one query key or value (`%XX` and `+`); refuses bad escapes and non-UTF-8.
 fn percent_decode(s: &str) -> Result<String, ApiError> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(s.to_owned());
