@@ -85,13 +85,10 @@
     return me;
   }
 
-  /**
-   * Who sent an event: the name in its data, else its user id. A daemon that does not pass the
-   * posted name through stamps every post `"from": "you"`, which names nobody, so it is ignored.
-   */
+  /** Who sent an event: the name in its data (the daemon keeps the posted one), else its user id. */
   function sender(e) {
     const from = e.data.from;
-    if (typeof from === 'string' && from !== '' && from !== 'you') return from;
+    if (typeof from === 'string' && from !== '') return from;
     return e.user_id != null ? 'user ' + e.user_id : '?';
   }
 })();
