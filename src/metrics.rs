@@ -72,8 +72,8 @@ use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Result;
-use crate::guards::Words;
 use crate::shm::sidecar;
+use crate::shm::table::Words;
 
 /// Suffix of the shared metrics file, appended to the database path.
 pub const FILE_SUFFIX: &str = "-lmsrt-metrics";

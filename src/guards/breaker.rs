@@ -52,11 +52,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::{Table, check_of, stable_hash, tag_of};
+use super::stable_hash;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::metrics::{Counter, Metrics};
 use crate::shm::sidecar;
+use crate::shm::table::{Occupant, Probe, Table, check_of, swap_tag, tag_of};
 
 /// Suffix of the shared table's file, appended to the database path.
 pub const FILE_SUFFIX: &str = "-lmsrt-breakers";
@@ -65,11 +66,14 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"LMSRBRK1");
 const RECORD_WORDS: usize = 16;
-const W_TAG: usize = 0;
 const W_STATE: usize = 1;
 const W_BUCKETS: usize = 2;
 const NBUCKETS: u64 = 10;
-const PROBE: usize = 16;
+/// Records examined from a name's hash position, and looks after a lost race for an idle one.
+const PROBE: Probe = Probe {
+    window: 16,
+    rounds: 4,
+};
 const TIME_MASK: u64 = (1 << 42) - 1;
 const N_MAX: u64 = 127;
 const EXP_MAX: u64 = 31;
@@ -650,43 +654,18 @@ impl Breakers {
         }
     }
 
+    /// The record of breaker `tag`, claiming a free or idle one if the breaker is new. An idle
+    /// record's words read as a fresh breaker whether or not the check bytes happen to match,
+    /// so handing it over loses nothing.
     fn find_or_claim(&self, tag: u64, now: u64) -> Option<usize> {
-        let start = tag as usize;
-        for _ in 0..4 {
-            let mut idle = None;
-            for i in 0..PROBE {
-                let idx = start.wrapping_add(i);
-                let rec = self.table.record(idx);
-                let t = rec[W_TAG].load(Ordering::Acquire);
-                if t == tag {
-                    return Some(idx);
-                }
-                if t == 0 {
-                    match rec[W_TAG].compare_exchange(0, tag, Ordering::AcqRel, Ordering::Acquire) {
-                        Ok(_) => return Some(idx),
-                        Err(t) if t == tag => return Some(idx),
-                        Err(_) => continue,
-                    }
-                }
-                if idle.is_none() && self.is_idle(rec, t, now) {
-                    idle = Some((idx, t));
-                }
+        let occupant = |rec: &[AtomicU64], owner: u64| {
+            if self.is_idle(rec, owner, now) {
+                Occupant::Reusable
+            } else {
+                Occupant::Live
             }
-            let (idx, old) = idle?;
-            match self.table.record(idx)[W_TAG].compare_exchange(
-                old,
-                tag,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                // The old owner was idle (closed, no failures), so its words read as a fresh
-                // breaker whether or not the check bytes happen to match.
-                Ok(_) => return Some(idx),
-                Err(t) if t == tag => return Some(idx),
-                Err(_) => {}
-            }
-        }
-        None
+        };
+        self.table.find_or_claim(tag, PROBE, occupant, swap_tag)
     }
 
     /// Closed, no consecutive failures, no failures in the window: the all-zero equivalent.

@@ -61,11 +61,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Fnv, Table, check_of, ms, tag_of};
+use super::{Fnv, ms};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::metrics::{Counter, Metrics};
 use crate::shm::sidecar;
+use crate::shm::table::{Occupant, Probe, TAG_WORD, Table, check_of, swap_tag, tag_of};
 
 /// Records in a default table.
 pub const DEFAULT_CAPACITY: usize = 65_536;
@@ -74,14 +75,16 @@ pub const FILE_SUFFIX: &str = "-lmsrt-limits";
 
 const MAGIC: u64 = u64::from_le_bytes(*b"LMSRLIM1");
 const RECORD_WORDS: usize = 4;
-const W_TAG: usize = 0;
 const W_TAT: usize = 1;
 const W_REP: usize = 2;
 const W_BLOCK: usize = 3;
 /// Header word counting decisions made untracked because the table was full.
 const H_UNTRACKED: usize = 2;
-/// Records examined from a key's hash position.
-const PROBE: usize = 32;
+/// Records examined from a key's hash position, and looks after a lost race for a stale one.
+const PROBE: Probe = Probe {
+    window: 32,
+    rounds: 4,
+};
 /// TAT resolution: 1/64 ms.
 const UNITS_PER_MS: u64 = 64;
 const PAYLOAD_MASK: u64 = (1 << 56) - 1;
@@ -464,19 +467,11 @@ impl RateLimiter {
     pub fn reset(&self, action: &str, key: &str) -> Result<()> {
         let a = self.action(action, key, 1)?;
         let tag = self.tag(a, key);
-        let start = tag as usize;
-        for i in 0..PROBE {
-            let rec = self.table.record(start + i);
-            match rec[W_TAG].load(Ordering::Acquire) {
-                t if t == tag => {
-                    let zero = check_of(tag) << 56;
-                    for w in [W_TAT, W_REP, W_BLOCK] {
-                        rec[w].store(zero, Ordering::Release);
-                    }
-                    return Ok(());
-                }
-                0 => return Ok(()),
-                _ => {}
+        if let Some(idx) = self.table.find(tag, PROBE.window) {
+            let rec = self.table.record(idx);
+            let zero = check_of(tag) << 56;
+            for w in [W_TAT, W_REP, W_BLOCK] {
+                rec[w].store(zero, Ordering::Release);
             }
         }
         Ok(())
@@ -485,7 +480,7 @@ impl RateLimiter {
     /// Counts about the table.
     pub fn stats(&self) -> LimiterStats {
         let used = (0..self.table.capacity())
-            .filter(|&i| self.table.record(i)[W_TAG].load(Ordering::Relaxed) != 0)
+            .filter(|&i| self.table.record(i)[TAG_WORD].load(Ordering::Relaxed) != 0)
             .count();
         LimiterStats {
             capacity: self.table.capacity(),
@@ -605,7 +600,7 @@ impl RateLimiter {
             let w = rec[W_TAT].load(Ordering::Acquire);
             let tat = if w >> 56 == check {
                 w & PAYLOAD_MASK
-            } else if rec[W_TAG].load(Ordering::Acquire) == tag {
+            } else if rec[TAG_WORD].load(Ordering::Acquire) == tag {
                 0 // left by the record's previous (stale) owner
             } else {
                 return None;
@@ -666,7 +661,7 @@ impl RateLimiter {
         let check = check_of(tag);
         loop {
             let w = rec[W_REP].load(Ordering::Acquire);
-            if w >> 56 != check && rec[W_TAG].load(Ordering::Acquire) != tag {
+            if w >> 56 != check && rec[TAG_WORD].load(Ordering::Acquire) != tag {
                 return None;
             }
             let p = decayed(w, check, now, a.limit.recovery_ms);
@@ -690,7 +685,7 @@ impl RateLimiter {
         let check = check_of(tag);
         loop {
             let w = rec[W_BLOCK].load(Ordering::Acquire);
-            if w >> 56 != check && rec[W_TAG].load(Ordering::Acquire) != tag {
+            if w >> 56 != check && rec[TAG_WORD].load(Ordering::Acquire) != tag {
                 return None;
             }
             let (strikes, until) = unpack_small(w, check);
@@ -727,43 +722,14 @@ impl RateLimiter {
 
     /// The record holding `tag`, claiming a free or stale one if the key is new.
     fn find_or_claim(&self, tag: u64, now: u64) -> Option<usize> {
-        let start = tag as usize;
-        for _ in 0..4 {
-            let mut stale = None;
-            for i in 0..PROBE {
-                let idx = start.wrapping_add(i);
-                let rec = self.table.record(idx);
-                let t = rec[W_TAG].load(Ordering::Acquire);
-                if t == tag {
-                    return Some(idx);
-                }
-                if t == 0 {
-                    // Keys are never removed, so a key is never found past a free record.
-                    match rec[W_TAG].compare_exchange(0, tag, Ordering::AcqRel, Ordering::Acquire) {
-                        Ok(_) => return Some(idx),
-                        Err(t) if t == tag => return Some(idx),
-                        Err(_) => continue,
-                    }
-                }
-                if stale.is_none() && self.is_stale(rec, t, now) {
-                    stale = Some((idx, t));
-                }
+        let occupant = |rec: &[AtomicU64], owner: u64| {
+            if self.is_stale(rec, owner, now) {
+                Occupant::Reusable
+            } else {
+                Occupant::Live
             }
-            // Every process picks the first stale record, so racing claimants of one key meet
-            // on the same record.
-            let (idx, old) = stale?;
-            match self.table.record(idx)[W_TAG].compare_exchange(
-                old,
-                tag,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(idx),
-                Err(t) if t == tag => return Some(idx),
-                Err(_) => {}
-            }
-        }
-        None
+        };
+        self.table.find_or_claim(tag, PROBE, occupant, swap_tag)
     }
 
     /// Whether a record's state equals the all-zero one, so handing it to another key loses

@@ -37,11 +37,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::{Table, stable_hash, tag_of};
+use super::stable_hash;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::metrics::{Counter, Metrics};
 use crate::shm::sidecar;
+use crate::shm::table::{Occupant, Probe, TAG_WORD, Table, swap_tag, tag_of};
 
 /// Suffix of the shared table's file, appended to the database path.
 pub const FILE_SUFFIX: &str = "-lmsrt-slots";
@@ -52,8 +53,12 @@ pub const MAX_SLOTS: u32 = 15;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"LMSRSLT1");
 const RECORD_WORDS: usize = 16;
-const W_TAG: usize = 0;
-const PROBE: usize = 16;
+/// Records examined from a key's hash position, and looks after a lost race for an idle record
+/// or while one nearby is being handed over.
+const PROBE: Probe = Probe {
+    window: 16,
+    rounds: 16,
+};
 const PID_BITS: u32 = 22;
 const PID_MASK: u64 = (1 << PID_BITS) - 1;
 const GEN_MASK: u64 = (1 << 10) - 1;
@@ -289,7 +294,7 @@ impl Slots {
             }
             // The record may have been handed to another key between our look-up and our
             // compare-and-swap; if so the lease is not ours to keep (see the module docs).
-            if rec[W_TAG].load(Ordering::SeqCst) != tag {
+            if rec[TAG_WORD].load(Ordering::SeqCst) != tag {
                 let _ = rec[1 + i].compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst);
                 continue;
             }
@@ -352,24 +357,16 @@ impl Slots {
     pub fn count(&self, key: &str) -> Result<u32> {
         let tag = Self::tag(key)?;
         let now = self.now();
-        let start = tag as usize;
-        for i in 0..PROBE {
-            let rec = self.table.record(start.wrapping_add(i));
-            match rec[W_TAG].load(Ordering::SeqCst) {
-                t if t == tag => {
-                    return Ok(rec[1..=self.config.max_per_key as usize]
-                        .iter()
-                        .filter(|w| {
-                            let w = w.load(Ordering::SeqCst);
-                            pid_of(w) != 0 && is_live(w, now)
-                        })
-                        .count() as u32);
-                }
-                0 => break,
-                _ => {}
-            }
-        }
-        Ok(0)
+        let Some(idx) = self.table.find(tag, PROBE.window) else {
+            return Ok(0);
+        };
+        Ok(self.table.record(idx)[1..=self.config.max_per_key as usize]
+            .iter()
+            .filter(|w| {
+                let w = w.load(Ordering::SeqCst);
+                pid_of(w) != 0 && is_live(w, now)
+            })
+            .count() as u32)
     }
 
     fn tag(key: &str) -> Result<u64> {
@@ -392,47 +389,25 @@ impl Slots {
         Some(&self.table.record(idx)[1 + lease.index as usize])
     }
 
+    /// The record of key `tag`, claiming a free or idle one (every lease free) if the key is
+    /// new; an idle record changes hands by [`hand_over`](Self::hand_over).
     fn find_or_claim(&self, tag: u64, now: u64) -> Option<usize> {
-        let start = tag as usize;
-        for _ in 0..16 {
-            let mut idle = None;
-            let mut busy = false;
-            for i in 0..PROBE {
-                let idx = start.wrapping_add(i);
-                let rec = self.table.record(idx);
-                let t = rec[W_TAG].load(Ordering::SeqCst);
-                if t == tag {
-                    return Some(idx);
-                }
-                if t == 0 {
-                    match rec[W_TAG].compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst) {
-                        Ok(_) => return Some(idx),
-                        Err(t) if t == tag => return Some(idx),
-                        Err(_) => continue,
-                    }
-                }
-                let mut words = [0u64; MAX_SLOTS as usize];
-                for (w, word) in words.iter_mut().zip(&rec[1..]) {
-                    *w = word.load(Ordering::SeqCst);
-                }
-                if words.iter().any(|&w| pid_of(w) == 0 && is_live(w, now)) {
-                    busy = true;
-                } else if idle.is_none() && words.iter().all(|&w| is_free(w, now)) {
-                    idle = Some((idx, t));
-                }
+        let occupant = |rec: &[AtomicU64], _owner: u64| {
+            let mut words = [0u64; MAX_SLOTS as usize];
+            for (w, word) in words.iter_mut().zip(&rec[1..]) {
+                *w = word.load(Ordering::SeqCst);
             }
-            // A record is being handed over nearby, perhaps to this very key: let it finish
-            // rather than hand the key a second record.
-            if busy {
-                std::thread::yield_now();
-                continue;
+            if words.iter().any(|&w| pid_of(w) == 0 && is_live(w, now)) {
+                // Locked: a hand-over is in progress.
+                Occupant::Busy
+            } else if words.iter().all(|&w| is_free(w, now)) {
+                Occupant::Reusable
+            } else {
+                Occupant::Live
             }
-            let (idx, old) = idle?;
-            if self.hand_over(self.table.record(idx), old, tag, now) {
-                return Some(idx);
-            }
-        }
-        None
+        };
+        let take_over = |rec: &[AtomicU64], old: u64, new: u64| self.hand_over(rec, old, new, now);
+        self.table.find_or_claim(tag, PROBE, occupant, take_over)
     }
 
     /// Moves an idle record from key `old` to key `new`: lock every lease word, swap the tag,
@@ -451,14 +426,15 @@ impl Slots {
             }
             locked += 1;
         }
-        let ok = locked == rec.len() - 1
-            && rec[W_TAG]
-                .compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
+        // The tag changes as in every table (`shm::table::swap_tag`); the locks around the
+        // swap are what keep an acquirer from taking a lease of the record meanwhile.
+        let mine = locked == rec.len() - 1 && swap_tag(rec, old, new);
         for word in &rec[1..1 + locked] {
             let _ = word.compare_exchange(lock, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
-        ok || rec[W_TAG].load(Ordering::SeqCst) == new
+        // Not swapped here (a lease was taken, or another process is handing the record over):
+        // it may still have gone to this very key.
+        mine || rec[TAG_WORD].load(Ordering::Acquire) == new
     }
 }
 

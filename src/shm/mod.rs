@@ -22,6 +22,7 @@
 pub(crate) mod futex;
 pub(crate) mod region;
 pub(crate) mod signal;
+pub(crate) mod table;
 
 pub(crate) use futex::{futex_wait_bits, futex_wake_bits};
 pub(crate) use region::{SharedRegion, sidecar};
