@@ -27,6 +27,18 @@ fn allowed(l: &RateLimiter, action: &str, key: &str, n: usize) -> usize {
         .count()
 }
 
+/// Checks `key` until a check is refused by a block, at most 1,000 times: a key that is never
+/// blocked fails the test instead of looping forever.
+fn until_blocked(l: &RateLimiter, action: &str, key: &str) -> Decision {
+    for _ in 0..1_000 {
+        let d = l.check(action, key).unwrap();
+        if d.blocked {
+            return d;
+        }
+    }
+    panic!("{action} {key:?} was not blocked within 1,000 checks");
+}
+
 #[test]
 fn burst_then_steady_rate() {
     let (l, clock) = limiter(&[("post", ActionLimit::per_minute(20).fixed())]);
@@ -146,22 +158,13 @@ fn repeat_offenders_are_blocked_for_growing_periods() {
     clock.advance_ms(1);
     assert!(l.check("ip", "10.0.0.1").unwrap().allowed);
     // Still at low reputation: the next violations re-block at once, for twice as long.
-    let mut d = l.check("ip", "10.0.0.1").unwrap();
-    while !d.blocked {
-        d = l.check("ip", "10.0.0.1").unwrap();
-    }
+    let d = until_blocked(&l, "ip", "10.0.0.1");
     assert_eq!(d.retry_after_ms, 120_000);
     clock.advance_ms(120_000);
-    let mut d = l.check("ip", "10.0.0.1").unwrap();
-    while !d.blocked {
-        d = l.check("ip", "10.0.0.1").unwrap();
-    }
+    let d = until_blocked(&l, "ip", "10.0.0.1");
     assert_eq!(d.retry_after_ms, 240_000);
     clock.advance_ms(240_000);
-    let mut d = l.check("ip", "10.0.0.1").unwrap();
-    while !d.blocked {
-        d = l.check("ip", "10.0.0.1").unwrap();
-    }
+    let d = until_blocked(&l, "ip", "10.0.0.1");
     assert_eq!(d.retry_after_ms, 300_000, "capped at block_max");
     // Other keys were never affected; an administrator can unblock.
     assert!(l.check("ip", "10.0.0.2").unwrap().allowed);
@@ -180,13 +183,7 @@ fn block_repeat_count_is_forgotten() {
             Duration::from_secs(100),
         );
     let (l, clock) = limiter(&[("ip", limit)]);
-    let strike = |l: &RateLimiter| {
-        let mut d = l.check("ip", "k").unwrap();
-        while !d.blocked {
-            d = l.check("ip", "k").unwrap();
-        }
-        d.retry_after_ms
-    };
+    let strike = |l: &RateLimiter| until_blocked(l, "ip", "k").retry_after_ms;
     assert_eq!(strike(&l), 10_000);
     clock.advance_ms(10_000);
     assert_eq!(strike(&l), 20_000);
