@@ -7,7 +7,7 @@ use super::record::{N_MAX, NBUCKETS, TIME_MASK};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 
-/// Settings shared by every breaker of a [`Breakers`] set.
+/// Settings shared by every breaker of a [`Breakers`](super::Breakers) set.
 #[derive(Debug, Clone)]
 pub struct BreakerConfig {
     /// Consecutive failures that open a closed breaker (1–127). Default 5.

@@ -64,12 +64,12 @@ impl ClientMode {
     }
 }
 
-/// A breaker's state as seen now, and the answer to a [`Breakers::check`].
+/// A breaker's state as seen now, and the answer to a [`Breakers::check`](super::Breakers::check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BreakerStatus {
     /// The state (an open breaker whose period is over reads as half-open).
     pub state: BreakerState,
-    /// Whether the call may go ahead (for [`Breakers::status`]: whether a check would admit one).
+    /// Whether the call may go ahead (for [`Breakers::status`](super::Breakers::status): whether a check would admit one).
     pub allowed: bool,
     /// The call was admitted as a half-open probe: report its outcome.
     pub probe: bool,

@@ -123,7 +123,8 @@ impl ActionLimit {
     }
 }
 
-/// Settings for [`RateLimiter::open`] and [`RateLimiter::in_process`].
+/// Settings for [`RateLimiter::open`](super::RateLimiter::open) and
+/// [`RateLimiter::in_process`](super::RateLimiter::in_process).
 ///
 /// Processes sharing a table should open it with the same actions and limits: the table holds
 /// each key's state, the limits come from the caller.
