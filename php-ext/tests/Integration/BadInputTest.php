@@ -138,7 +138,7 @@ final class BadInputTest extends IntegrationTestCase
         $s = $this->open();
         $s->close();
         $s->close();
-        foreach ([
+        $calls = [
             fn () => $s->append('x', 1),
             fn () => $s->appendBatch([['type' => 'x', 'channel_id' => 1]]),
             fn () => $s->fetch([1]),
@@ -147,7 +147,8 @@ final class BadInputTest extends IntegrationTestCase
             fn () => $s->purgeExpired(),
             fn () => $s->commitCursor('w', '1'),
             fn () => $s->loadCursor('w'),
-        ] as $call) {
+        ];
+        foreach ($calls as $call) {
             self::assertThrows(Exception\StoreClosedException::class, $call, Status::CLOSED);
         }
     }

@@ -33,10 +33,11 @@ final class PoisonEventTest extends IntegrationTestCase
             ['{"text":"\udfff!"}', 'lone UTF-16 surrogate'],
         ];
         foreach ($cases as [$data, $cause]) {
-            foreach ([
+            $calls = [
                 fn () => $s->append('message_create', 1, $data),
                 fn () => $s->appendBatch([['type' => 'message_create', 'channel_id' => 1, 'data' => $data]]),
-            ] as $call) {
+            ];
+            foreach ($calls as $call) {
                 try {
                     $call();
                     self::fail('expected InvalidDataException for ' . substr($data, 0, 30));
@@ -70,12 +71,13 @@ final class PoisonEventTest extends IntegrationTestCase
         $path = $this->dir . '/events.db';
         $now = (int) (microtime(true) * 1000);
         $good = [];
-        foreach ([
+        $values = [
             "'" . self::nested(520) . "'",           // json_decode's depth of 512 throws on it
             "'{\"text\":\"\\ud800\"}'",              // an unpaired surrogate: JSON_ERROR_UTF16
             "'not json'",
             "X'7BFFFE7D'",                           // not UTF-8
-        ] as $data) {
+        ];
+        foreach ($values as $data) {
             $sql = sprintf(
                 "INSERT INTO lmsrt_events (event_type, priority, channel_id, user_id, data, timestamp, expires_at) "
                 . "VALUES ('message_create', 1, 1, 1, %s, %d, %d);",

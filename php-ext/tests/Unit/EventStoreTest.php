@@ -108,14 +108,15 @@ final class EventStoreTest extends TestCase
     {
         $s = $this->store();
         $calls = count($this->native->calls);
-        foreach ([
+        $cases = [
             [fn () => $s->append('x', 1, [1, 2]), Exception\InvalidDataException::class],
             [fn () => $s->append('x', 1, priority: 0), Exception\InvalidPriorityException::class],
             [fn () => $s->append('x', 1, priority: 5), Exception\InvalidPriorityException::class],
             [fn () => $s->append('x', 1, ttlMs: 0), Exception\InvalidTtlException::class],
             [fn () => $s->append('x', 1, ['bad' => "\xff"]), Exception\InvalidUtf8Exception::class],
             [fn () => $s->append('x', 1, ['f' => NAN]), Exception\InvalidDataException::class],
-        ] as [$call, $class]) {
+        ];
+        foreach ($cases as [$call, $class]) {
             try {
                 $call();
                 self::fail("expected $class");
@@ -331,7 +332,7 @@ final class EventStoreTest extends TestCase
         self::assertTrue($s->isClosed());
         self::assertSame(1, count(array_filter($this->native->calls, static fn ($c) => $c[0] === 'close')));
         $before = count($this->native->calls);
-        foreach ([
+        $calls = [
             fn () => $s->append('x', 1),
             fn () => $s->appendBatch([]),
             fn () => $s->fetch([1]),
@@ -341,7 +342,8 @@ final class EventStoreTest extends TestCase
             fn () => $s->advanceIds(1),
             fn () => $s->commitCursor('a', 'b'),
             fn () => $s->loadCursor('a'),
-        ] as $call) {
+        ];
+        foreach ($calls as $call) {
             try {
                 $call();
                 self::fail('expected StoreClosedException');

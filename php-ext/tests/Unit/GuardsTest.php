@@ -272,14 +272,15 @@ final class GuardsTest extends TestCase
         self::assertTrue($g->isClosed());
         self::assertSame(['guardsClose', ['guards']], $this->native->lastCall());
         self::assertCount(2, $this->native->calls, 'one open, one close');
-        foreach ([
+        $calls = [
             fn () => $limiter->check('post', 'k'),
             fn () => $g->breakers()->check('store'),
             fn () => $g->slots()->acquire('k'),
             fn () => $g->slots()->release(self::lease()),
             fn () => $g->metrics()->increment('appends'),
             fn () => $g->metrics()->snapshot(),
-        ] as $call) {
+        ];
+        foreach ($calls as $call) {
             try {
                 $call();
                 self::fail('a call after close went through');
