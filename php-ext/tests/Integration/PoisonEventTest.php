@@ -45,7 +45,10 @@ final class PoisonEventTest extends IntegrationTestCase
                     self::assertSame(Status::INVALID_DATA, $e->getCode());
                     // appendBatch() decodes data given as text in PHP first, whose own limit
                     // (512, and unpaired surrogates) refuses some cases before the library sees them.
-                    self::assertMatchesRegularExpression('/' . $cause . '|Maximum stack depth|unpaired UTF-16 surrogate/', $e->getMessage());
+                    self::assertMatchesRegularExpression(
+                        '/' . $cause . '|Maximum stack depth|unpaired UTF-16 surrogate/',
+                        $e->getMessage()
+                    );
                 }
             }
         }
@@ -87,7 +90,8 @@ final class PoisonEventTest extends IntegrationTestCase
             );
             $out = [];
             $rc = 0;
-            exec('sqlite3 -cmd ' . escapeshellarg('.timeout 5000') . ' ' . escapeshellarg($path) . ' ' . escapeshellarg($sql) . ' 2>&1', $out, $rc);
+            $command = array_map('escapeshellarg', ['sqlite3', '-cmd', '.timeout 5000', $path, $sql]);
+            exec(implode(' ', $command) . ' 2>&1', $out, $rc);
             self::assertSame(0, $rc, implode("\n", $out));
             $good[] = $s->append('message_create', 1, ['ok' => true]);
         }
