@@ -437,7 +437,10 @@ final class EventStore
         throw new \LogicException('an EventStore cannot be serialized; open it again instead');
     }
 
-    /** @param array<mixed> $data */
+    /**
+     * @param array<mixed> $data
+     * @SuppressWarnings(PHPMD.UnusedFormalParameter) PHP's signature; nothing is restored.
+     */
     public function __unserialize(array $data): void
     {
         throw new \LogicException('an EventStore cannot be unserialized; open it instead');

@@ -80,10 +80,11 @@ final class EscapeOutputSniff implements Sniff
     private function checkPieces(File $file, int $start, int $end): void
     {
         $tokens = $file->getTokens();
+        $empty = Tokens::$emptyTokens;
         $piece = [];
         for ($i = $start; $i <= $end; $i++) {
             $code = $tokens[$i]['code'];
-            if (isset(Tokens::$emptyTokens[$code])) {
+            if (isset($empty[$code])) {
                 continue;
             }
             if ($code === T_INLINE_THEN) {
@@ -100,7 +101,7 @@ final class EscapeOutputSniff implements Sniff
             $closer = $tokens[$i]['parenthesis_closer'] ?? ($tokens[$i]['bracket_closer'] ?? null);
             if ($closer !== null && $closer > $i) {
                 for ($j = $i + 1; $j <= $closer; $j++) {
-                    if (!isset(Tokens::$emptyTokens[$tokens[$j]['code']])) {
+                    if (!isset($empty[$tokens[$j]['code']])) {
                         $piece[] = $j;
                     }
                 }

@@ -74,7 +74,7 @@ final class ValidatedSanitizedInputSniff implements Sniff
     {
         $tokens = $file->getTokens();
         $names = [];
-        foreach (array_reverse($tokens[$ptr]['nested_parenthesis'] ?? [], true) as $open => $close) {
+        foreach (array_reverse(array_keys($tokens[$ptr]['nested_parenthesis'] ?? [])) as $open) {
             $before = $file->findPrevious(Tokens::$emptyTokens, $open - 1, null, true);
             $code = $before === false ? null : $tokens[$before]['code'];
             $isCall = $code === T_STRING || $code === T_ISSET || $code === T_EMPTY;
