@@ -98,7 +98,11 @@ async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Api
     }
     let text: String = post.text.chars().take(500).collect();
     let from: String = post.from.trim().chars().take(40).collect();
-    let from = if from.is_empty() { "guest".to_owned() } else { from };
+    let from = if from.is_empty() {
+        "guest".to_owned()
+    } else {
+        from
+    };
     let data = serde_json::json!({ "text": text, "from": from }).to_string();
     let ev = NewEvent::new("message_create", post.channel_id)
         .user_id(post.user_id)
