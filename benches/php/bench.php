@@ -6,7 +6,7 @@
  *   LMSRT_LIBRARY=target/release/liblms_realtime.so php -d ffi.enable=1 benches/php/bench.php [quick]
  *
  * Needs php-cli (FFI), php-sqlite3 (PDO-SQLite, the alternative) and opcache (the preload
- * figure). Prints a Markdown report (paste it into benches/README.md). The scenarios:
+ * figure). Prints a Markdown report (keep it in a benches/journal/ file; today's figure goes to benches/README.md). The scenarios:
  *
  *  1. single appends/s from one process: EventStore::append() vs a PDO-SQLite INSERT of the
  *     same row into a table with the same columns and indexes, same WAL and synchronous mode;

@@ -6,7 +6,7 @@
  *
  *   LMSRT_LIBRARY=target/release/liblms_realtime.so php -d ffi.enable=1 benches/php/guards.php [quick]
  *
- * Prints a Markdown report (paste it into benches/README.md). The scenarios, each a median of
+ * Prints a Markdown report (keep it in a benches/journal/ file; today's figure goes to benches/README.md). The scenarios, each a median of
  * three rounds:
  *
  *  1. shared limiter decisions/s from one process: `RateLimiter::check()` on 10,000 keys in

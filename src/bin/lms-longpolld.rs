@@ -167,7 +167,7 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
 
 /// jemalloc instead of the system allocator: it keeps its bookkeeping outside the blocks it
 /// hands out, so the parts of each connection's 8 KiB buffers that are never written stay out
-/// of memory. Measured with 10,000 idle long-polls (benches/README.md): glibc's malloc 141 MiB
-/// RSS, jemalloc 98 MiB.
+/// of memory. Measured with 10,000 idle long-polls: glibc's malloc 141 MiB RSS
+/// (benches/journal/2026-11-23-daemon-vs-nchan.md), jemalloc 92.8 MiB (benches/README.md).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

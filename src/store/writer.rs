@@ -9,8 +9,8 @@
 //! The hand-offs cost more than the commits here: a queued caller watches its slot for a
 //! moment (yielding the CPU) before it sleeps, a leader acknowledges a watching caller without
 //! a system call, and a new leader gives the callers of the last group a moment to queue
-//! again, inserting the rows of those already queued meanwhile. See `benches/README.md`,
-//! "Appends".
+//! again, inserting the rows of those already queued meanwhile. See
+//! `benches/journal/2026-11-23-store-appends.md`.
 
 use std::collections::VecDeque;
 use std::path::Path;
