@@ -14,8 +14,12 @@
  * renewed from admin-ajax (action lms_realtime_token) before it expires or after the daemon
  * refused it. Every other request of the page is left to jQuery.
  *
+ * A client still holding an id from before the store took over (0 < last_event_id < storeFloor)
+ * is left to admin-ajax, where the plugin serves the rest of its old table first; a fresh
+ * client (last_event_id 0) has the page's messages already and starts on the daemon.
+ *
  * Configuration (window.lmsRealtimeThemeBridge, printed by the plugin): pollUrl, token,
- * expiresAt (unix s), tokenUrl, tokenAction, tokenNonce, nonceAction. State for tests and the
+ * expiresAt (unix s), tokenUrl, tokenAction, tokenNonce, nonceAction, storeFloor. State for tests and the
  * curious: window.lmsRealtimeThemeBridge.stats.
  */
 (function (root) {
@@ -122,8 +126,13 @@
       });
     }
 
+    function tableEra(fields) {
+      var last = Number(fields.get('last_event_id')) || 0;
+      return last > 0 && last < (Number(cfg.storeFloor) || 0);
+    }
+
     function transport(options, original) {
-      if (!isThemePoll(options, original) || now() < downUntil) {
+      if (!isThemePoll(options, original) || now() < downUntil || tableEra(requestFields(options, original))) {
         return undefined; // jQuery's own XHR to admin-ajax
       }
       var controller = new AbortController();

@@ -76,6 +76,8 @@ final class LMS_Realtime_Theme_Bridge {
 			'tokenAction' => LMSRT_Realtime::TOKEN_ACTION,
 			'tokenNonce'  => wp_create_nonce( LMSRT_Realtime::NONCE_ACTION ),
 			'nonceAction' => LMSRT_Realtime::NONCE_ACTION,
+			// Clients holding an id below it read the plugin's old table first: admin-ajax.
+			'storeFloor'  => (int) LMS_Realtime_Ids::state()['store_floor'],
 		);
 	}
 }

@@ -170,3 +170,13 @@ test('an aborted request (jQuery timeout) completes nothing and falls back to no
   assert.equal(completed, false);
   assert.equal(calls.length, 1, 'no fallback request after an abort');
 });
+
+test('a client holding an id from the table era is left to admin-ajax; a fresh one (0) starts on the daemon', async () => {
+  const { bridge } = setup([['/lmsrt/', () => response(200, daemonOk)]]);
+  const opts = (last) => ({ url: '/wp-admin/admin-ajax.php', type: 'POST', data: `action=lms_unified_long_poll&channel_id=3&last_event_id=${last}` });
+  const withFloor = bridgeApi.create({ pollUrl: '/lmsrt/v1/lms/poll', token: 't', expiresAt: 1e12, storeFloor: 1000 }, { fetch: async () => response(200, daemonOk), now: () => 0 });
+  assert.equal(withFloor.transport(opts(999), opts(999)), undefined, 'below the floor: admin-ajax');
+  assert.notEqual(withFloor.transport(opts(1000), opts(1000)), undefined, 'at the floor: the daemon');
+  assert.notEqual(withFloor.transport(opts(0), opts(0)), undefined, 'a fresh client: the daemon');
+  assert.notEqual(bridge.transport(opts(5), opts(5)), undefined, 'no floor configured: the daemon');
+});
