@@ -2,7 +2,8 @@
 # Runs the daemon's load scenarios against lms-longpolld and against nginx + Nchan, alternately,
 # in one sitting (benches/README.md, "Daemon"). Client and server share this machine's cores.
 # usage: benches/daemon-vs-nchan.sh [OUT_DIR]   (needs: cargo build --release --features daemon
-#        --bins --lib; apt-get install nginx-light libnginx-mod-nchan for the Nchan runs)
+#        --bins --lib && cargo build --release -p lms-loadgen; apt-get install nginx-light
+#        libnginx-mod-nchan for the Nchan runs)
 #        ONLY=fanout ROUNDS=3 benches/daemon-vs-nchan.sh   runs only the scenarios whose name
 #        starts with $ONLY, $ROUNDS times each (default: all of them, twice)
 set -uo pipefail
@@ -10,6 +11,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-/tmp/lmsrt-bench-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 lg="$root/target/release/lms-loadgen"
+if [ ! -x "$lg" ]; then
+    echo "no $lg: build it with cargo build --release -p lms-loadgen" >&2
+    exit 1
+fi
 port=18950
 
 wanted() { [[ -z "${ONLY:-}" || "$1" == "$ONLY"* ]]; }

@@ -1,6 +1,6 @@
-//! The main job until the daemon lands: opens `lms-realtime.db` in the working directory,
-//! appends a few chat events from a second thread, and prints them as a waiting reader
-//! receives them.
+//! The store alone, without HTTP (the daemon, `lms-longpolld`, serves browsers): opens
+//! `lms-realtime.db` in the working directory, appends a few chat events from a second thread,
+//! and prints them as a waiting reader receives them.
 //!
 //! Run: `cargo run --release --example demo`
 

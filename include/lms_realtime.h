@@ -59,7 +59,7 @@ typedef enum lmsrt_status {
     LMSRT_STATUS_INVALID_TTL = -7,
     // The cursor string cannot be parsed.
     LMSRT_STATUS_INVALID_CURSOR = -8,
-    // The store handle has been closed (or was never opened).
+    // The store (or its handle) has been closed, or the handle was never opened.
     LMSRT_STATUS_CLOSED = -9,
     // The database is locked by another writer for longer than allowed; retry later.
     LMSRT_STATUS_BUSY = -10,
@@ -83,8 +83,9 @@ typedef enum lmsrt_status {
     LMSRT_STATUS_INVALID_UTF8 = -19,
     // An idempotency key was reused for a different event.
     LMSRT_STATUS_IDEMPOTENCY_CONFLICT = -20,
-    // A page of the database file is damaged; retrying does not help. Check and salvage the
-    // store (`lmsrt_store_check`, `lmsrt_store_salvage`).
+    // A page of the database file is damaged (SQLite reported corruption); retrying does not
+    // help. Check and salvage the store (`lmsrt_store_check` and `lmsrt_store_salvage`, or
+    // `lms-longpolld --check`; see the README).
     LMSRT_STATUS_CORRUPT = -21,
     // An internal invariant failed (a bug in this library).
     LMSRT_STATUS_INTERNAL = -99,

@@ -15,8 +15,9 @@ if ! command -v php >/dev/null 2>&1; then
 fi
 export LMSRT_REQUIRE_PHP=1
 
-echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests"
-cargo test --locked --all-features
+echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests,"
+echo "   and the load generator (tools/loadgen)"
+cargo test --workspace --locked --all-features
 
 echo "== Fuzz targets: each for ${LMSRT_FUZZ_SECONDS:-20} s from a copy of its seed corpus (nightly, cargo-fuzz)"
 bash fuzz/run.sh

@@ -6,128 +6,110 @@
 
 use std::fmt;
 
-/// Stable status codes: 0 is success, every failure is negative.
+/// Declares [`ErrorCode`] from one table: each row is a code's doc, variant, number and name.
 ///
-/// The C ABI returns these from every fallible function, so the values never change.
-#[repr(i32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// Success.
-    Ok = 0,
-    /// An argument is out of range or malformed (see the message).
-    InvalidArgument = -1,
-    /// The event type does not match `[a-z][a-z0-9_]{0,63}`.
-    InvalidEventType = -2,
-    /// The priority is not 1–4.
-    InvalidPriority = -3,
-    /// The channel id is not positive.
-    InvalidChannel = -4,
-    /// The event data is not a JSON object.
-    InvalidData = -5,
-    /// The event data is larger than the configured cap.
-    DataTooLarge = -6,
-    /// The time-to-live is outside the configured bounds.
-    InvalidTtl = -7,
-    /// The cursor string cannot be parsed.
-    InvalidCursor = -8,
-    /// The store (or handle) has been closed.
-    Closed = -9,
-    /// The database is locked by another writer for longer than allowed; retry later.
-    Busy = -10,
-    /// The database failed (I/O error, full disk, corruption).
-    Storage = -11,
-    /// The database file was written by a newer version of this library.
-    SchemaTooNew = -12,
-    /// A file beside the database (shared memory, lock file) could not be used.
-    Io = -13,
-    /// A rate limit refused the request; retry after the advertised delay.
-    RateLimited = -14,
-    /// A circuit breaker is open; back off.
-    CircuitOpen = -15,
-    /// All connection slots of the key are taken.
-    SlotsExhausted = -16,
-    /// A panic was caught at the C boundary (a bug in this library).
-    Panic = -17,
-    /// A required pointer argument was NULL.
-    NullPointer = -18,
-    /// A string argument is not valid UTF-8.
-    InvalidUtf8 = -19,
-    /// An idempotency key was reused for a different event.
-    IdempotencyConflict = -20,
-    /// A page of the database file is damaged (SQLite reported corruption). Retrying does not
-    /// help: run `lms-longpolld --check` and salvage the store (see the README).
-    Corrupt = -21,
-    /// An internal invariant failed (a bug in this library).
-    Internal = -99,
+/// Everything about a code comes from its row: the enum, [`ErrorCode::ALL`], [`ErrorCode::name`]
+/// and [`ErrorCode::from_i32`] here, and the C ABI's `lmsrt_status` enum, which `build.rs`
+/// generates from the rows of this file (cbindgen does not expand macros, so the C side cannot be
+/// a macro of its own). Two rows with one number do not compile (the enum's discriminants
+/// collide); `build.rs` reads the rows strictly and fails on a line it does not understand.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $value:literal => $name:literal,)*) => {
+        /// Stable status codes: 0 is success, every failure is negative.
+        ///
+        /// The C ABI returns these from every fallible function (as `lmsrt_status`), so the values
+        /// never change. A plain `repr(C)` enum (an `int`, 32 bits on every supported target),
+        /// like the C enum generated from it.
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant = $value,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order (used by the bindings to check their mappings).
+            pub const ALL: [ErrorCode; [$(stringify!($variant)),*].len()] =
+                [$(ErrorCode::$variant),*];
+
+            /// A short, stable, machine-readable name (`"invalid_cursor"`), used in HTTP error
+            /// bodies.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// The code for a numeric value, if it is one of the table.
+            pub fn from_i32(v: i32) -> Option<ErrorCode> {
+                match v {
+                    $($value => Some(ErrorCode::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, in table order (used by the bindings to check their mappings).
-    pub const ALL: [ErrorCode; 22] = [
-        ErrorCode::Ok,
-        ErrorCode::InvalidArgument,
-        ErrorCode::InvalidEventType,
-        ErrorCode::InvalidPriority,
-        ErrorCode::InvalidChannel,
-        ErrorCode::InvalidData,
-        ErrorCode::DataTooLarge,
-        ErrorCode::InvalidTtl,
-        ErrorCode::InvalidCursor,
-        ErrorCode::Closed,
-        ErrorCode::Busy,
-        ErrorCode::Storage,
-        ErrorCode::SchemaTooNew,
-        ErrorCode::Io,
-        ErrorCode::RateLimited,
-        ErrorCode::CircuitOpen,
-        ErrorCode::SlotsExhausted,
-        ErrorCode::Panic,
-        ErrorCode::NullPointer,
-        ErrorCode::InvalidUtf8,
-        ErrorCode::IdempotencyConflict,
-        ErrorCode::Corrupt,
-    ];
+// The one table of codes. A code, once published, keeps its number; a removed one stays here as
+// a comment. The docs are also the C header's, so they name no Rust-only item.
+error_codes! {
+    /// Success.
+    Ok = 0 => "ok",
+    /// An argument is out of range or malformed (see the message).
+    InvalidArgument = -1 => "invalid_argument",
+    /// The event type does not match `[a-z][a-z0-9_]{0,63}`.
+    InvalidEventType = -2 => "invalid_event_type",
+    /// The priority is not 1-4.
+    InvalidPriority = -3 => "invalid_priority",
+    /// The channel id is not positive.
+    InvalidChannel = -4 => "invalid_channel",
+    /// The event data is not a JSON object.
+    InvalidData = -5 => "invalid_data",
+    /// The event data is larger than the configured cap.
+    DataTooLarge = -6 => "data_too_large",
+    /// The time-to-live is outside the configured bounds.
+    InvalidTtl = -7 => "invalid_ttl",
+    /// The cursor string cannot be parsed.
+    InvalidCursor = -8 => "invalid_cursor",
+    /// The store (or its handle) has been closed, or the handle was never opened.
+    Closed = -9 => "closed",
+    /// The database is locked by another writer for longer than allowed; retry later.
+    Busy = -10 => "busy",
+    /// The database failed (I/O error, full disk, corruption).
+    Storage = -11 => "storage",
+    /// The database file was written by a newer version of this library.
+    SchemaTooNew = -12 => "schema_too_new",
+    /// A file beside the database (shared memory, lock file) could not be used.
+    Io = -13 => "io",
+    /// A rate limit refused the request; retry after the advertised delay.
+    RateLimited = -14 => "rate_limited",
+    /// A circuit breaker is open; back off.
+    CircuitOpen = -15 => "circuit_open",
+    /// All connection slots of the key are taken.
+    SlotsExhausted = -16 => "slots_exhausted",
+    /// A panic was caught at the C boundary (a bug in this library).
+    Panic = -17 => "panic",
+    /// A required pointer argument was NULL.
+    NullPointer = -18 => "null_pointer",
+    /// A string argument is not valid UTF-8.
+    InvalidUtf8 = -19 => "invalid_utf8",
+    /// An idempotency key was reused for a different event.
+    IdempotencyConflict = -20 => "idempotency_conflict",
+    /// A page of the database file is damaged (SQLite reported corruption); retrying does not
+    /// help. Check and salvage the store (`lmsrt_store_check` and `lmsrt_store_salvage`, or
+    /// `lms-longpolld --check`; see the README).
+    Corrupt = -21 => "corrupt",
+    /// An internal invariant failed (a bug in this library).
+    Internal = -99 => "internal",
+}
 
+// The C ABI promises 32-bit status codes.
+const _: () = assert!(std::mem::size_of::<ErrorCode>() == 4);
+
+impl ErrorCode {
     /// The numeric value.
     pub fn as_i32(self) -> i32 {
         self as i32
-    }
-
-    /// A short, stable, machine-readable name (`"invalid_cursor"`), used in HTTP error bodies.
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorCode::Ok => "ok",
-            ErrorCode::InvalidArgument => "invalid_argument",
-            ErrorCode::InvalidEventType => "invalid_event_type",
-            ErrorCode::InvalidPriority => "invalid_priority",
-            ErrorCode::InvalidChannel => "invalid_channel",
-            ErrorCode::InvalidData => "invalid_data",
-            ErrorCode::DataTooLarge => "data_too_large",
-            ErrorCode::InvalidTtl => "invalid_ttl",
-            ErrorCode::InvalidCursor => "invalid_cursor",
-            ErrorCode::Closed => "closed",
-            ErrorCode::Busy => "busy",
-            ErrorCode::Storage => "storage",
-            ErrorCode::SchemaTooNew => "schema_too_new",
-            ErrorCode::Io => "io",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::CircuitOpen => "circuit_open",
-            ErrorCode::SlotsExhausted => "slots_exhausted",
-            ErrorCode::Panic => "panic",
-            ErrorCode::NullPointer => "null_pointer",
-            ErrorCode::InvalidUtf8 => "invalid_utf8",
-            ErrorCode::IdempotencyConflict => "idempotency_conflict",
-            ErrorCode::Corrupt => "corrupt",
-            ErrorCode::Internal => "internal",
-        }
-    }
-
-    /// The code for a numeric value, if it is one of the table.
-    pub fn from_i32(v: i32) -> Option<ErrorCode> {
-        if v == ErrorCode::Internal as i32 {
-            return Some(ErrorCode::Internal);
-        }
-        ErrorCode::ALL.iter().copied().find(|c| *c as i32 == v)
     }
 }
 
@@ -307,13 +289,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_unique_and_round_trip() {
-        let mut seen = std::collections::HashSet::new();
-        for c in ErrorCode::ALL.iter().chain([ErrorCode::Internal].iter()) {
-            assert!(seen.insert(c.as_i32()), "duplicate code {c:?}");
-            assert!(seen.len() == 1 || c.as_i32() < 0);
-            assert_eq!(ErrorCode::from_i32(c.as_i32()), Some(*c));
+    fn every_code_is_listed_once_and_round_trips_through_its_number() {
+        let mut numbers = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(numbers.insert(c.as_i32()), "two codes share {}", c.as_i32());
+            assert!(
+                names.insert(c.name()),
+                "two codes share the name {}",
+                c.name()
+            );
+            assert!(
+                c == ErrorCode::Ok || c.as_i32() < 0,
+                "{c:?} is not negative"
+            );
+            assert_eq!(ErrorCode::from_i32(c.as_i32()), Some(c));
+            // The name is the variant's, in snake case (what the C constant is built from).
+            let snake: String = format!("{c:?}")
+                .chars()
+                .enumerate()
+                .flat_map(|(i, ch)| {
+                    let sep = (i > 0 && ch.is_ascii_uppercase()).then_some('_');
+                    sep.into_iter()
+                        .chain(std::iter::once(ch.to_ascii_lowercase()))
+                })
+                .collect();
+            assert_eq!(c.name(), snake);
         }
+        assert!(ErrorCode::ALL.contains(&ErrorCode::Internal));
         assert_eq!(ErrorCode::from_i32(-1000), None);
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub use crate::daemon::error::ApiError;
-use crate::daemon::{auth, http};
+use crate::daemon::{auth, poll, publish};
 use crate::event::NewEvent;
 use crate::store::FetchRequest;
 
@@ -79,7 +79,7 @@ pub fn parse_poll(
     query: Option<&str>,
     limits: PollLimits,
 ) -> Result<(FetchRequest, Duration), ApiError> {
-    http::parse_poll(
+    poll::parse_poll(
         query,
         limits.poll_timeout,
         limits.batch,
@@ -91,5 +91,5 @@ pub fn parse_poll(
 
 /// The publish body parser: one event object, or `{"events": [...]}`.
 pub fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
-    http::parse_events(body)
+    publish::parse_events(body)
 }

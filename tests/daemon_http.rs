@@ -125,7 +125,7 @@ async fn a_waiting_poll_wakes_on_publish_and_filters_apply() {
             .await;
         (r.json(), began.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_waiters(addr, 1).await;
     let mut p = d.client().await;
     // Neither matches the filters: the poll keeps waiting.
     d.publish(
@@ -133,12 +133,19 @@ async fn a_waiting_poll_wakes_on_publish_and_filters_apply() {
         &json!({"event_type": "message_create", "channel_id": 5, "thread_id": 9}),
     )
     .await;
-    d.publish(
-        &mut p,
-        &json!({"event_type": "reaction_update", "channel_id": 5, "thread_id": 8}),
+    let last = d
+        .publish(
+            &mut p,
+            &json!({"event_type": "reaction_update", "channel_id": 5, "thread_id": 8}),
+        )
+        .await[0];
+    // Both reach the fan-out while the poll still waits, before the one that matches.
+    wait_for_health(
+        addr,
+        "the fan-out to see both events, the poll still waiting",
+        |h| h["ring"]["head"].as_i64().is_some_and(|head| head >= last) && h["waiters"] == 1,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let want = d
         .publish(&mut p, &json!({"event_type": "reaction_update", "channel_id": 5, "thread_id": 9, "data": {"r": "+1"}}))
         .await;
@@ -591,7 +598,6 @@ async fn polls_on_every_shard_get_the_event_exactly_once() {
     })
     .await;
     let start = d.store.head_cursor().unwrap().to_string();
-    let mut health = d.client().await;
     let n = 12;
     let mut pollers = Vec::new();
     for i in 0..n {
@@ -616,23 +622,16 @@ async fn polls_on_every_shard_get_the_event_exactly_once() {
         }));
     }
     // Wait until every poll waits, on every shard.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let h = health.get("/healthz", &[]).await.json();
-        assert_eq!(h["shards"], 3);
-        let per: Vec<u64> = h["shard_waiters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        if per.iter().sum::<u64>() == n as u64 {
-            assert!(per.iter().all(|&w| w > 0), "a shard has no waiter: {per:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "polls not waiting: {per:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let h = wait_for_waiters(d.addr, n as u64).await;
+    assert_eq!(h["shards"], 3);
+    let per: Vec<u64> = h["shard_waiters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(per.iter().sum::<u64>(), n as u64, "{per:?}");
+    assert!(per.iter().all(|&w| w > 0), "a shard has no waiter: {per:?}");
     let mut publisher = d.client().await;
     let id = d
         .publish(
@@ -673,7 +672,7 @@ async fn polls_sharing_a_large_response_each_get_it_gzipped_or_plain_as_they_ask
             (i, r)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_waiters(d.addr, 4).await;
     let events: Vec<_> = (0..40).map(|n| event("message_create", 1, n)).collect();
     d.publish(&mut p, &json!({ "events": events })).await;
     let mut bodies = Vec::new();

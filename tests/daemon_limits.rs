@@ -27,7 +27,7 @@ async fn a_fourth_concurrent_poll_of_a_user_is_refused() {
             c.poll(&t, "channels=1&cursor=999999&timeout=3").await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_waiters(d.addr, 3).await;
     let mut c = d.client().await;
     let r = c.poll(&t, "channels=1&timeout=0").await;
     assert_eq!(
@@ -124,22 +124,13 @@ async fn connections_over_the_cap_get_503_but_health_and_metrics_still_answer() 
     assert!(out.to_ascii_lowercase().contains("retry-after: 1"));
     // Health checks and scrapes are answered all the same (before: 503 too). Each takes the
     // one reserve connection, which the server frees once it has seen the previous one close:
-    // a refusal for that reason is retried (bounded), any other answer is final.
+    // a refusal for that reason is retried (bounded).
     for path in ["/healthz", "/metrics"] {
-        let mut out = String::new();
-        for _ in 0..100 {
-            out = raw(
-                d.addr,
-                format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes(),
-                Duration::from_secs(3),
-            )
-            .await;
-            if !out.contains("too_many_connections") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(out.starts_with("HTTP/1.1 200"), "{path}: {out}");
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        until_answer("HTTP/1.1 200", path, || {
+            raw(d.addr, req.as_bytes(), Duration::from_secs(3))
+        })
+        .await;
     }
     // With the reserve held too (an idle connection), the next is refused at once.
     let idle = tokio::net::TcpStream::connect(d.addr).await.unwrap();
@@ -153,9 +144,37 @@ async fn connections_over_the_cap_get_503_but_health_and_metrics_still_answer() 
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
     drop(idle);
     drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the server has seen them close, a request that only the capacity serves (not the
+    // ops reserve) is served again: a 404, not the 503.
+    until_answer("HTTP/1.1 404", "capacity freed", || {
+        raw(
+            d.addr,
+            b"GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(3),
+        )
+    })
+    .await;
     let mut c = d.client().await;
     assert_eq!(c.get("/healthz", &[]).await.status, StatusCode::OK);
+}
+
+/// Sends `request()` until its answer starts with `want` (every 20 ms, for at most 5 s), for a
+/// state the server reaches soon after on its own (a closed connection freed) and that no
+/// request can ask about first; panics with `what` and the last answer.
+async fn until_answer<F, Fut>(want: &str, what: &str, request: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = request().await;
+        if out.starts_with(want) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {out:?} after 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A TCP connection to `addr` from the loopback address `src` (127.0.0.x all reach the host).
@@ -226,9 +245,10 @@ async fn one_address_cannot_take_every_connection() {
     assert!(out.contains("lmsrt_connections_refused_total 1\n"), "{out}");
     // Closed connections free their address's count.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (out, _) = get_from("127.0.0.1", d.addr, "/healthz").await;
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    until_answer("HTTP/1.1 200", "the address's count freed", || async {
+        get_from("127.0.0.1", d.addr, "/healthz").await.0
+    })
+    .await;
 }
 
 /// Behind --trust-proxy every connection is the proxy's: the cap applies to the requests in
@@ -254,7 +274,7 @@ async fn behind_a_proxy_the_cap_counts_requests_per_forwarded_address() {
     let waiting: Vec<_> = (0..2)
         .map(|i| tokio::spawn(poll(10 + i, "203.0.113.7")))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_waiters(d.addr, 2).await;
     let started = Instant::now();
     let r = poll(20, "203.0.113.7").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
@@ -440,7 +460,7 @@ async fn shutdown_answers_every_waiter_at_once_with_its_cursor() {
             (r.status, r.json(), Instant::now())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_waiters(d.addr, 60).await;
     let began = Instant::now();
     d.stop().await;
     let stopped = began.elapsed();

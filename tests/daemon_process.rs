@@ -75,7 +75,7 @@ async fn sigterm_answers_waiters_and_exits_within_two_seconds() {
             (r.status, r.json())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_waiters(addr, 50).await;
     let began = Instant::now();
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -156,7 +156,7 @@ async fn an_append_through_the_c_abi_in_another_process_wakes_a_waiting_poll() {
     let head = d.store.head_cursor().unwrap().to_string();
     let addr = d.addr;
     let waiting = spawn_waiting_poll(addr, 1, head);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_waiters(addr, 1).await;
     let db = d.dir.path().join("chat.db");
     let began = Instant::now();
     let out = Command::new(&exe)
@@ -212,7 +212,7 @@ async fn an_append_from_a_php_process_wakes_a_waiting_poll() {
     let head = d.store.head_cursor().unwrap().to_string();
     let addr = d.addr;
     let waiting = spawn_waiting_poll(addr, 4, head);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_waiters(addr, 1).await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("php")
         .args(["-d", "ffi.enable=1"])

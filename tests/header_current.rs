@@ -47,8 +47,7 @@ fn php_header_is_current() {
 
 #[test]
 fn every_error_code_is_a_status_constant_in_both_headers() {
-    let codes = ErrorCode::ALL.iter().copied().chain([ErrorCode::Internal]);
-    for c in codes {
+    for c in ErrorCode::ALL {
         let line = format!(
             "LMSRT_STATUS_{} = {},",
             c.name().to_ascii_uppercase(),
@@ -65,7 +64,7 @@ fn every_error_code_is_a_status_constant_in_both_headers() {
             .count();
         assert_eq!(
             n,
-            ErrorCode::ALL.len() + 1,
+            ErrorCode::ALL.len(),
             "{name} header: {n} status constants"
         );
     }

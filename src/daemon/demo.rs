@@ -13,9 +13,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
-use super::State;
 use super::error::ApiError;
-use super::http::{Resp, json, now_ms, read_body};
+use super::response::{Resp, json, read_body};
+use super::state::{State, random_bytes};
+use crate::clock::{Clock, SystemClock};
 use crate::event::NewEvent;
 use crate::metrics::Counter;
 
@@ -57,8 +58,8 @@ pub(crate) async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<
 
 /// A token for a random demo user on the demo channels, and the head cursor to start from.
 async fn session(state: &Arc<State>) -> Result<Resp, ApiError> {
-    let user = 1000 + i64::from(super::random_bytes(2)[0]);
-    let exp = now_ms() / 1000 + 600;
+    let user = 1000 + i64::from(random_bytes(2)[0]);
+    let exp = SystemClock.now_ms() / 1000 + 600;
     let token = crate::token::issue(&state.keys[0], user, &CHANNELS, exp, "demo-session")
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let cursor = state

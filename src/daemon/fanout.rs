@@ -29,19 +29,24 @@
 //! The dispatcher takes a waiter it wakes out of the waiter maps. A woken poll almost always
 //! has a batch to deliver; one that finds nothing after all registers again
 //! ([`Registration::rearm`]) and builds its batch again after that, as it did the first time.
+//!
+//! The cache of rendered responses the waiters share is in `fanout/responses.rs`; the hub's
+//! tests are in `fanout/tests.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::cursor::Cursor;
 use crate::event::Event;
 use crate::guards::ClientMode;
-use crate::store::{Batch, EventStore, FetchRequest, Order, TailBatch};
+use crate::store::{Batch, EventStore, FetchRequest, TailBatch};
+
+mod responses;
+pub(crate) use responses::Rendered;
+use responses::{Responses, shareable};
 
 /// A waiting poll as the hub sees it.
 #[derive(Debug)]
@@ -96,109 +101,6 @@ impl Ring {
         &self.events[self.start..]
     }
 }
-
-/// A poll response, rendered once and shared by every waiter that would get the same one.
-#[derive(Debug)]
-pub(crate) struct Rendered {
-    /// The JSON body.
-    pub(crate) body: Bytes,
-    /// The delivered events' append times (ms), for the delivery-latency metric.
-    pub(crate) stamps: Vec<i64>,
-    /// The mode advertised in the body.
-    pub(crate) mode: ClientMode,
-    /// The body gzipped, made by the first poll that gets this response and accepts gzip (when
-    /// the body is large enough to be compressed), then shared like the body; `None` inside if
-    /// compressing failed.
-    pub(crate) gz: std::sync::OnceLock<Option<Bytes>>,
-}
-
-impl Rendered {
-    /// A rendered response, not compressed yet.
-    pub(crate) fn new(body: Bytes, stamps: Vec<i64>, mode: ClientMode) -> Rendered {
-        Rendered {
-            body,
-            stamps,
-            mode,
-            gz: std::sync::OnceLock::new(),
-        }
-    }
-}
-
-/// What makes two polls' responses identical at one head: the request (with its cursor) and
-/// the advertised mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Key {
-    channels: Vec<i64>,
-    thread: Option<i64>,
-    types: Vec<String>,
-    cursor: Cursor,
-    limit: usize,
-    sequential: bool,
-    mode: ClientMode,
-    retry_ms: u64,
-}
-
-impl Key {
-    fn new(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> Key {
-        Key {
-            channels: req.channels.clone(),
-            thread: req.thread_id,
-            types: req.types.clone(),
-            cursor: req.cursor,
-            limit: req.limit,
-            sequential: req.order == Order::Sequential,
-            mode,
-            retry_ms,
-        }
-    }
-
-    /// Whether this is the key of `req` (without building that key).
-    fn is(&self, req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> bool {
-        self.cursor == req.cursor
-            && self.channels == req.channels
-            && self.thread == req.thread_id
-            && self.types == req.types
-            && self.limit == req.limit
-            && self.sequential == (req.order == Order::Sequential)
-            && self.mode == mode
-            && self.retry_ms == retry_ms
-    }
-
-    /// The hash of the key of `req`: what the cache is indexed by.
-    fn hash_of(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        req.channels.hash(&mut h);
-        req.thread_id.hash(&mut h);
-        req.types.hash(&mut h);
-        req.cursor.hash(&mut h);
-        req.limit.hash(&mut h);
-        (req.order == Order::Sequential).hash(&mut h);
-        mode.hash(&mut h);
-        retry_ms.hash(&mut h);
-        h.finish()
-    }
-}
-
-/// Responses rendered at one head. When one event wakes 10,000 waiters of a channel, they all
-/// hold the same cursor: the batch is assembled and serialized once, not 10,000 times.
-#[derive(Debug, Default)]
-struct Responses {
-    head: i64,
-    made: Option<Instant>,
-    /// By [`Key::hash_of`]; a lookup compares the keys of its bucket, so it allocates nothing.
-    map: HashMap<u64, Vec<(Key, Arc<Rendered>)>>,
-    len: usize,
-    /// The response stored last, checked before the map: a fan-out's polls all ask for the
-    /// one the first of them stored, and are answered without hashing their request.
-    last: Option<(Key, Arc<Rendered>)>,
-}
-
-/// Longest a rendered response is reused: expiry is judged when a batch is assembled, so a
-/// response is only shared while it is fresh (and never one holding an event close to expiry).
-const RESPONSE_TTL: Duration = Duration::from_millis(200);
-/// Most distinct responses kept per head.
-const RESPONSES_MAX: usize = 4096;
 
 /// The waiters of one shard (one serving thread with its own runtime, see `daemon::run`),
 /// with its own dispatcher: a fan-out wakes each shard's polls from that shard's thread, so
@@ -529,27 +431,10 @@ impl Hub {
                 // Nothing past the cursor: the common re-poll, answered without assembling.
                 return Answer::Empty(req.cursor);
             }
-            let hash;
-            {
-                let cache = lock(&self.responses);
-                let fresh =
-                    cache.head == r.head && cache.made.is_some_and(|m| m.elapsed() < RESPONSE_TTL);
-                if fresh
-                    && let Some((k, hit)) = &cache.last
-                    && k.is(req, mode, retry_ms)
-                {
-                    return Answer::Ready(hit.clone());
-                }
-                hash = Key::hash_of(req, mode, retry_ms);
-                if fresh
-                    && let Some((_, hit)) = cache
-                        .map
-                        .get(&hash)
-                        .and_then(|b| b.iter().find(|(k, _)| k.is(req, mode, retry_ms)))
-                {
-                    return Answer::Ready(hit.clone());
-                }
-            }
+            let hash = match lock(&self.responses).get(r.head, req, mode, retry_ms) {
+                Ok(hit) => return Answer::Ready(hit),
+                Err(hash) => hash,
+            };
             let live = r.live();
             let from = live.partition_point(|e| e.id <= floor);
             match store.assemble(req, &live[from..], r.head) {
@@ -560,30 +445,9 @@ impl Hub {
         if batch.events.is_empty() && !batch.gap && !batch.has_more {
             return Answer::Empty(batch.cursor);
         }
-        let now_ms = crate::daemon::http::now_ms();
-        let shareable = batch
-            .events
-            .iter()
-            .all(|e| e.expires_at > now_ms + 2 * RESPONSE_TTL.as_millis() as i64);
         let rendered = Arc::new(render(&batch));
-        if shareable {
-            let mut cache = lock(&self.responses);
-            if cache.head < head || cache.made.is_none_or(|m| m.elapsed() >= RESPONSE_TTL) {
-                cache.map.clear();
-                cache.len = 0;
-                cache.last = None;
-                cache.head = head;
-                cache.made = Some(Instant::now());
-            }
-            if cache.head == head && cache.len < RESPONSES_MAX {
-                let bucket = cache.map.entry(hash).or_default();
-                if !bucket.iter().any(|(k, _)| k.is(req, mode, retry_ms)) {
-                    let key = Key::new(req, mode, retry_ms);
-                    bucket.push((key.clone(), rendered.clone()));
-                    cache.len += 1;
-                    cache.last = Some((key, rendered.clone()));
-                }
-            }
+        if shareable(&batch.events) {
+            lock(&self.responses).put(head, hash, req, mode, retry_ms, &rendered);
         }
         Answer::Ready(rendered)
     }
@@ -665,205 +529,4 @@ impl Drop for Registration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::Priority;
-    use crate::{Config, NewEvent};
-
-    /// Hands `events` to the hub as the store's tail reader would.
-    fn feed(hub: &Hub, events: &[Event], after: i64, head: i64) {
-        hub.on_tail(&TailBatch {
-            events,
-            after,
-            head,
-        });
-    }
-
-    fn ev(id: i64, ch: i64) -> Event {
-        Event {
-            id,
-            event_type: "message_create".into(),
-            priority: Priority::Critical,
-            channel_id: ch,
-            message_id: None,
-            thread_id: None,
-            user_id: 0,
-            data: "{}".into(),
-            timestamp: 0,
-            expires_at: i64::MAX,
-        }
-    }
-
-    #[test]
-    fn ring_trims_and_reports_misses_below_its_floor() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
-        let hub = Arc::new(Hub::new(4));
-        hub.start_at(0);
-        let events: Vec<Event> = (1..=10).map(|i| ev(i, 1)).collect();
-        feed(&hub, &events, 0, 10);
-        assert_eq!(hub.ring_stats(), (4, 6, 10));
-        let req = FetchRequest::new([1]).normalized().unwrap();
-        assert!(matches!(hub.assemble(&store, &req), FromRing::Miss));
-        let req = FetchRequest::new([1])
-            .cursor(crate::Cursor::from_last_event_id(7))
-            .normalized()
-            .unwrap();
-        let FromRing::Batch(b) = hub.assemble(&store, &req) else {
-            panic!("the ring covers 7")
-        };
-        assert_eq!(
-            b.events.iter().map(|e| e.id).collect::<Vec<_>>(),
-            [8, 9, 10]
-        );
-        // A discontinuity restarts the ring.
-        feed(&hub, &[ev(20, 1)], 19, 20);
-        assert_eq!(hub.ring_stats(), (1, 19, 20));
-        let _ = store.append(NewEvent::new("x", 1));
-    }
-
-    #[test]
-    fn identical_polls_share_one_rendered_response() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
-        let hub = Arc::new(Hub::new(16));
-        hub.start_at(0);
-        feed(&hub, &[ev(1, 1), ev(2, 2)], 0, 2);
-        let renders = std::cell::Cell::new(0);
-        let render = |b: &Batch| {
-            renders.set(renders.get() + 1);
-            Rendered::new(
-                Bytes::from(format!("{}", b.events.len())),
-                vec![],
-                ClientMode::Long,
-            )
-        };
-        let req = FetchRequest::new([1]).normalized().unwrap();
-        let Answer::Ready(a) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
-            panic!()
-        };
-        let Answer::Ready(b) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
-            panic!()
-        };
-        assert!(Arc::ptr_eq(&a, &b));
-        // Another channel, another mode, or a newer head: rendered anew.
-        let other = FetchRequest::new([2]).normalized().unwrap();
-        assert!(matches!(
-            hub.respond(&store, &other, ClientMode::Long, 0, render),
-            Answer::Ready(_)
-        ));
-        assert!(matches!(
-            hub.respond(&store, &req, ClientMode::Medium, 0, render),
-            Answer::Ready(_)
-        ));
-        feed(&hub, &[ev(3, 1)], 2, 3);
-        let Answer::Ready(c) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
-            panic!()
-        };
-        assert_eq!(&c.body[..], b"2");
-        assert_eq!(renders.get(), 4);
-        // Nothing new past the cursor: empty, with the cursor to wait from.
-        let at_head = FetchRequest::new([1])
-            .cursor(crate::Cursor::from_last_event_id(3))
-            .normalized()
-            .unwrap();
-        assert!(matches!(
-            hub.respond(&store, &at_head, ClientMode::Long, 0, render),
-            Answer::Empty(_)
-        ));
-    }
-
-    #[test]
-    fn commits_with_no_waiter_are_dispatched_without_a_wake_up_and_still_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EventStore::open(dir.path().join("e.db"), Config::default()).unwrap();
-        let hub = Arc::new(Hub::new(16));
-        hub.start_at(0);
-        feed(&hub, &[ev(1, 1), ev(2, 1)], 0, 2);
-        assert_eq!(*lock(&hub.shards[0].dispatched), 2, "counted as dispatched");
-        // A poll registering afterwards reads them from the ring.
-        let req = FetchRequest::new([1]).normalized().unwrap();
-        let reg = hub.register(&req);
-        let render = |b: &Batch| {
-            Rendered::new(
-                Bytes::from(format!("{}", b.events.len())),
-                vec![],
-                ClientMode::Long,
-            )
-        };
-        let Answer::Ready(r) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
-            panic!("the events are in the ring")
-        };
-        assert_eq!(&r.body[..], b"2");
-        // With a waiter registered, a commit is dispatched to it.
-        reg.waiter.set_lanes([2; 4]);
-        feed(&hub, &[ev(3, 1)], 2, 3);
-        assert_eq!(
-            *lock(&hub.shards[0].dispatched),
-            2,
-            "left to the dispatcher"
-        );
-        hub.dispatch();
-        assert!(reg.waiter.fired.load(Ordering::Acquire));
-    }
-
-    #[test]
-    fn a_woken_waiter_leaves_every_map_and_rearms() {
-        let hub = Arc::new(Hub::new(16));
-        hub.start_at(0);
-        // Channels 1 and 2: woken by an event on 1, it leaves the map of 2 as well.
-        let a = hub.register(&FetchRequest::new([1, 2]).normalized().unwrap());
-        let b = hub.register(&FetchRequest::new([2]).normalized().unwrap());
-        assert_eq!(hub.waiter_count(), 2);
-        feed(&hub, &[ev(1, 1)], 0, 1);
-        hub.dispatch();
-        assert!(a.waiter.fired.load(Ordering::Acquire));
-        assert_eq!(hub.waiter_count(), 1, "only b is still registered");
-        {
-            let ws = lock(&hub.shards[0].waiters);
-            assert!(!ws.contains_key(&1));
-            assert_eq!(ws[&2].len(), 1);
-        }
-        // A second event on 2 wakes only b: a is out of the maps until it rearms.
-        feed(&hub, &[ev(2, 2)], 1, 2);
-        hub.dispatch();
-        assert!(b.waiter.fired.load(Ordering::Acquire));
-        assert_eq!(hub.waiter_count(), 0);
-        assert!(lock(&hub.shards[0].waiters).is_empty());
-        // Rearmed (a poll that found nothing to deliver), it is woken by the next event.
-        assert!(a.rearm());
-        assert!(!a.rearm(), "already registered");
-        a.waiter.set_lanes([2; 4]);
-        assert_eq!(hub.waiter_count(), 1);
-        feed(&hub, &[ev(3, 2)], 2, 3);
-        hub.dispatch();
-        assert!(a.waiter.fired.load(Ordering::Acquire));
-        // Dropping fired registrations leaves the count alone (the dispatcher counted them).
-        drop((a, b));
-        assert_eq!(hub.waiter_count(), 0);
-        assert!(lock(&hub.shards[0].waiters).is_empty());
-    }
-
-    #[test]
-    fn only_matching_waiters_are_notified() {
-        let hub = Arc::new(Hub::new(16));
-        hub.start_at(0);
-        let a = hub.register(&FetchRequest::new([1]).normalized().unwrap());
-        let b = hub.register(&FetchRequest::new([2]).normalized().unwrap());
-        let c = hub.register(
-            &FetchRequest::new([1])
-                .cursor(crate::Cursor::from_last_event_id(5))
-                .normalized()
-                .unwrap(),
-        );
-        assert_eq!(hub.waiter_count(), 3);
-        feed(&hub, &[ev(3, 1)], 0, 3);
-        hub.dispatch();
-        assert!(a.waiter.fired.load(Ordering::Acquire));
-        assert!(!b.waiter.fired.load(Ordering::Acquire));
-        assert!(!c.waiter.fired.load(Ordering::Acquire), "below its cursor");
-        drop((a, b, c));
-        assert_eq!(hub.waiter_count(), 0);
-        assert!(lock(&hub.shards[0].waiters).is_empty());
-    }
-}
+mod tests;

@@ -31,6 +31,24 @@
 //! connection count and cap, metrics and the shutdown signal are shared (they are `Sync`
 //! in-process structures). Background tasks (appender answers, purge, demo bot) run on shard 0.
 //!
+//! ## Modules
+//!
+//! Each layer imports only from the layers below it (no loops):
+//!
+//! ```text
+//! mod.rs (run: accept loop, shards, shutdown)   timed_io.rs
+//!   router.rs (routing, the proxy's per-address count)
+//!     poll.rs · publish.rs · ops.rs · demo.rs   (the endpoints; none imports another)
+//!       response.rs (Resp, JSON, errors, CORS, gzip, security headers, Meta, read_body)
+//!       limits.rs (per-address rate limit)       gate.rs (impl State: store calls, breaker)
+//!         state.rs (State and building it from the Config)
+//!           fanout.rs (+ fanout/responses.rs) · appender · replay · auth · addresses
+//!           config · error · shutdown
+//! ```
+//!
+//! `GET /v1/stream` (server-sent events) would be a sibling of `poll.rs` (see its docs), routed
+//! by `router.rs`.
+//!
 //! ## Shutdown
 //!
 //! When `shutdown` completes the listener is dropped (no new connections), every waiting poll
@@ -45,67 +63,38 @@ pub mod config;
 mod demo;
 pub mod error;
 pub(crate) mod fanout;
-pub mod http;
+mod gate;
+mod limits;
+mod ops;
+pub(crate) mod poll;
+pub(crate) mod publish;
 mod replay;
+mod response;
+mod router;
 pub mod shutdown;
+mod state;
+mod timed_io;
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tokio::time::Sleep;
 
 pub use config::Config;
+pub use state::raise_nofile_limit;
 
 use crate::error::{Error, Result};
-use crate::guards::{
-    ActionLimit, BreakerConfig, Breakers, LimiterConfig, RateLimiter, Slots, SlotsConfig,
-};
-use crate::metrics::{Counter, Gauge, Metrics, MetricsConfig};
+use crate::metrics::{Counter, Gauge};
 use crate::store::EventStore;
-use crate::token::TokenKey;
-
-/// Everything a request handler needs, shared by all connections.
-pub(crate) struct State {
-    pub(crate) store: Arc<EventStore>,
-    pub(crate) config: Config,
-    pub(crate) keys: Vec<TokenKey>,
-    pub(crate) tokens: auth::TokenCache,
-    pub(crate) hub: Arc<fanout::Hub>,
-    pub(crate) limiter: RateLimiter,
-    pub(crate) slots: Slots,
-    pub(crate) breakers: Breakers,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) appender: appender::Appender,
-    /// Signed publishes seen within the skew window (see `replay.rs`).
-    pub(crate) replays: Arc<replay::ReplayWindow>,
-    pub(crate) read_sem: Semaphore,
-    pub(crate) write_sem: Semaphore,
-    pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) connections: AtomicUsize,
-    /// Open connections of the ops reserve (beyond `capacity`, /healthz and /metrics only).
-    pub(crate) ops_connections: AtomicUsize,
-    /// Open connections (or, behind a proxy, requests) per client address.
-    pub(crate) addresses: Arc<addresses::Addresses>,
-    pub(crate) waiting: AtomicUsize,
-    pub(crate) capacity: usize,
-    pub(crate) request_seq: AtomicU64,
-    pub(crate) boot_id: u32,
-    pub(crate) started: Instant,
-    /// What every poll response's headers start as: see `http::poll_headers`.
-    pub(crate) poll_headers: hyper::HeaderMap,
-}
+use state::State;
+use timed_io::TimedIo;
 
 /// Scheduler ticks between two looks for I/O and timer events, for the runtimes serving
 /// connections (tokio's default is 61). A fan-out wakes thousands of polls at once; with the
@@ -119,71 +108,6 @@ pub(crate) struct State {
 /// own should too (`tokio::runtime::Builder::event_interval`).
 pub const RUNTIME_EVENT_INTERVAL: u32 = 16_384;
 
-/// Verified tokens remembered (see `auth::TokenCache`): at most about 1.6 MiB.
-const TOKEN_CACHE_CAPACITY: usize = 4096;
-
-/// Descriptors kept back from the connection capacity: the store's files, the listener, the
-/// blocking threads' SQLite connections, logs.
-const FD_RESERVE: u64 = 128;
-
-/// Raises this process's open-file soft limit to its hard limit; returns `(soft, hard)` after.
-/// Each connection costs one descriptor, so this is what lets one daemon hold 10,000 polls.
-pub fn raise_nofile_limit() -> (u64, u64) {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return (0, 0);
-        }
-        if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                r.rlim_cur = r.rlim_max;
-            }
-        }
-        (r.rlim_cur, r.rlim_max)
-    }
-}
-
-fn nofile_soft_limit() -> u64 {
-    // SAFETY: as above.
-    unsafe {
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 1024;
-        }
-        r.rlim_cur
-    }
-}
-
-/// A random-enough 32-bit number (request-id prefix, demo key) without a dependency.
-pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut buf = vec![0u8; n];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (seed.rotate_left(i as u32 * 7) >> 3) as u8;
-        }
-    }
-    buf
-}
-
 /// Serves `store` on `listener` until `shutdown` completes, then shuts down gracefully (see the
 /// module docs). Errors only at start (a bad configuration, a store that cannot be subscribed).
 pub async fn run(
@@ -193,117 +117,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     config.validate()?;
-    let mut keys = config.token_keys()?;
-    if keys.is_empty() {
-        // --demo without a key: a fresh random one, so demo tokens work and nothing else does.
-        let secret: String = random_bytes(32)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        keys.push(TokenKey::new("demo", secret.into_bytes())?);
-    }
-    let metrics = Arc::new(
-        Metrics::open(store.path(), MetricsConfig::default())
-            .unwrap_or_else(|_| Metrics::in_process(MetricsConfig::default())),
-    );
-    let limiter = RateLimiter::in_process(LimiterConfig {
-        actions: vec![
-            (
-                "poll".into(),
-                ActionLimit::per_minute(config.poll_rate).burst(config.poll_burst),
-            ),
-            (
-                "ip".into(),
-                ActionLimit::per_minute(config.ip_rate)
-                    .burst(config.ip_burst)
-                    .block(
-                        Duration::from_secs(60),
-                        Duration::from_secs(3600),
-                        Duration::from_secs(86_400),
-                    ),
-            ),
-        ],
-        ..LimiterConfig::default()
-    })?
-    .with_metrics(metrics.clone());
-    let fd_soft = nofile_soft_limit();
-    let capacity = config
-        .max_connections
-        .min(fd_soft.saturating_sub(FD_RESERVE).max(1) as usize);
-    // The slot table fails closed when a user finds no free record near its hash: keep it at
-    // most two-thirds full even when every connection is a different user.
-    let slot_records = capacity
-        .saturating_add(capacity / 2)
-        .clamp(16_384, crate::guards::MAX_CAPACITY);
-    let slots = Slots::in_process(SlotsConfig {
-        capacity: slot_records,
-        max_per_key: config.slots_per_user,
-        // A poll holds its slot for at most its wait plus a slow response; the lease outlives
-        // that, and a poll releases it as soon as it ends.
-        lease_ms: (config.poll_timeout + config.idle_timeout + 5) * 1000,
-        check_pid: false,
-        ..SlotsConfig::default()
-    })?
-    .with_metrics(metrics.clone());
-    let breakers = Breakers::in_process(BreakerConfig {
-        failure_threshold: config.breaker_failures.clamp(1, 127),
-        open_ms: config.breaker_open_ms.max(1),
-        max_open_ms: config.breaker_open_ms.max(1).max(120_000),
-        ..BreakerConfig::default()
-    })?
-    .with_metrics(metrics.clone());
-
-    let shards = config.shard_count();
-    let hub = Arc::new(fanout::Hub::with_shards(config.ring_events, shards));
-    let subscription = {
-        let hub = hub.clone();
-        store.subscribe(move |b| hub.on_tail(b))?
-    };
-    hub.start_at(subscription.start());
-
-    tracing::info!(
-        open_file_limit = fd_soft,
-        connection_capacity = capacity,
-        max_connections_flag = config.max_connections,
-        "connection capacity"
-    );
-    if capacity < config.max_connections {
-        tracing::warn!(
-            "the open-file limit ({fd_soft}) caps connections at {capacity}, below \
-             --max-connections {}; raise LimitNOFILE (systemd) or `ulimit -Hn`",
-            config.max_connections
-        );
-    }
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let appender = appender::Appender::start(store.clone())?;
-    let state = Arc::new(State {
-        appender,
-        replays: Arc::new(replay::ReplayWindow::new(config.publish_replay_capacity)),
-        read_sem: Semaphore::new(config.store_readers),
-        write_sem: Semaphore::new(config.store_writers),
-        store,
-        keys,
-        tokens: auth::TokenCache::new(TOKEN_CACHE_CAPACITY),
-        hub,
-        limiter,
-        slots,
-        breakers,
-        metrics,
-        shutdown: shutdown_rx,
-        connections: AtomicUsize::new(0),
-        ops_connections: AtomicUsize::new(0),
-        addresses: Arc::new(addresses::Addresses::new(config.max_connections_per_ip)),
-        waiting: AtomicUsize::new(0),
-        capacity,
-        request_seq: AtomicU64::new(0),
-        boot_id: u32::from_le_bytes(random_bytes(4).try_into().unwrap_or([0; 4])),
-        started: Instant::now(),
-        poll_headers: http::poll_headers(),
-        config,
-    });
-    state.metrics.set_gauge(Gauge::Connections, 0);
-    state.metrics.set_gauge(Gauge::ActiveWaits, 0);
+    let state::Built {
+        state,
+        subscription,
+        shutdown: shutdown_tx,
+    } = state::build(store, config)?;
+    let shards = state.config.shard_count();
 
     let mut background = vec![tokio::spawn(state.hub.clone().dispatch_loop(0))];
     if state.config.purge_interval > 0 {
@@ -356,7 +175,7 @@ pub async fn run(
             },
         };
         // One address may hold at most --max-connections-per-ip; behind a proxy the peer is
-        // the proxy, and the client's address is counted per request instead (`http.rs`).
+        // the proxy, and the client's address is counted per request instead (`router.rs`).
         let slot = if state.config.trust_proxy {
             None
         } else {
@@ -409,7 +228,7 @@ pub async fn run(
     let waiting = state.hub.waiter_count();
     tracing::info!(waiters = waiting, "shutting down: answering waiting polls");
     let _ = shutdown_tx.send(true);
-    // Waiting polls do not watch the shutdown channel (see `http::wait_for_batch`): they are
+    // Waiting polls do not watch the shutdown channel (see `poll::wait_for_batch`): they are
     // woken here, after the flag is set, and answer.
     state.hub.wake_all();
     for t in &background {
@@ -481,7 +300,7 @@ fn serve(
         Duration::from_secs(state.config.idle_timeout),
     ));
     let st = state.clone();
-    let svc = service_fn(move |req| http::handle(st.clone(), peer, req));
+    let svc = service_fn(move |req| router::handle(st.clone(), peer, req));
     let conn = graceful.watch(builder.serve_connection(io, svc));
     let st = state.clone();
     tokio::spawn(async move {
@@ -506,7 +325,7 @@ fn serve_ops(
     let _ = tcp.set_nodelay(true);
     let io = TokioIo::new(TimedIo::new(tcp, Duration::from_secs(2)));
     let st = state.clone();
-    let svc = service_fn(move |req| http::handle_ops(st.clone(), peer, req));
+    let svc = service_fn(move |req| router::handle_ops(st.clone(), peer, req));
     let conn = builder.serve_connection(io, svc);
     let st = state.clone();
     tokio::spawn(async move {
@@ -584,27 +403,29 @@ async fn shard_serve(state: Arc<State>, shard: usize, mut feed: Feed) {
 }
 
 /// Answers a connection over its address's cap with a 429 and closes it.
-async fn refuse_address(mut tcp: TcpStream) {
+async fn refuse_address(tcp: TcpStream) {
     let body = br#"{"error":{"code":"too_many_connections_from_address","message":"this address has as many connections open as the daemon allows one address (--max-connections-per-ip)"},"retry_ms":1000}"#;
-    let head = format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        tcp.write_all(head.as_bytes()).await?;
-        tcp.write_all(body).await?;
-        tcp.shutdown().await
-    })
-    .await;
+    refuse_with(tcp, "429 Too Many Requests", "", body).await;
 }
 
 /// Answers a connection over capacity with a 503 and closes it.
-async fn refuse(mut tcp: TcpStream) {
+async fn refuse(tcp: TcpStream) {
     let body = br#"{"error":{"code":"too_many_connections","message":"the daemon is at its connection capacity","mode":"short"},"mode":"short","retry_ms":1000}"#;
+    refuse_with(
+        tcp,
+        "503 Service Unavailable",
+        "x-lms-mode: short\r\n",
+        body,
+    )
+    .await;
+}
+
+/// Writes a JSON refusal (`status`, then `extra` header lines) on a connection hyper never
+/// sees, and closes it; gives up after a second (a client that does not read).
+async fn refuse_with(mut tcp: TcpStream, status: &str, extra: &str, body: &[u8]) {
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         x-lms-mode: short\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         {extra}connection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -622,7 +443,7 @@ async fn purge_loop(state: Arc<State>) {
     loop {
         tick.tick().await;
         let r = state
-            .store_call(&state.write_sem, crate::metrics::Counter::Appends, |s| {
+            .store_call(&state.write_sem, Counter::Appends, |s| {
                 s.purge_expired(100_000)
             })
             .await;
@@ -631,92 +452,6 @@ async fn purge_loop(state: Arc<State>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge failed"),
         }
-    }
-}
-
-/// A TCP stream whose writes fail with `TimedOut` once they have made no progress for
-/// `timeout`: a client that stops reading its response cannot hold a connection (and its
-/// buffers) for ever. Reads have no timeout here: hyper bounds the wait for request headers,
-/// and body reads are bounded by the handler.
-struct TimedIo {
-    io: TcpStream,
-    timeout: Duration,
-    stall: Option<Pin<Box<Sleep>>>,
-}
-
-impl TimedIo {
-    fn new(io: TcpStream, timeout: Duration) -> TimedIo {
-        TimedIo {
-            io,
-            timeout,
-            stall: None,
-        }
-    }
-
-    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let timeout = self.timeout;
-        let stall = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if stall.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client stopped reading",
-            )));
-        }
-        Poll::Pending
-    }
-}
-
-impl AsyncRead for TimedIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TimedIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.stall = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.pending_write(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                self.stall = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => self.pending_write(cx),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -117,6 +117,58 @@ pub(crate) fn out_arg<T>(ptr: *mut T, what: &str) -> FfiResult<*mut T> {
     }
 }
 
+/// A path argument (a database, a salvage destination): UTF-8, at most 4096 bytes, non-empty and
+/// without NUL, since the OS would cut the name at the NUL.
+///
+/// # Safety
+///
+/// As [`bytes_arg`].
+pub(crate) unsafe fn path_arg<'a>(
+    ptr: *const c_char,
+    len: usize,
+    what: &'static str,
+) -> FfiResult<&'a str> {
+    // SAFETY: forwarded from the caller.
+    let path = unsafe {
+        str_arg(
+            ptr,
+            len,
+            MAX_PATH_BYTES,
+            what,
+            too_long(what, MAX_PATH_BYTES),
+        )
+    }?;
+    if path.is_empty() || path.contains('\0') {
+        return Err(FfiError::invalid(format!(
+            "{what} must be non-empty and contain no NUL byte"
+        )));
+    }
+    Ok(path)
+}
+
+/// A short UTF-8 name (an action, a key, a breaker or metric name, a consumer): at most
+/// [`MAX_SHORT_BYTES`] before the core's own checks (emptiness, its smaller limits) see it.
+///
+/// # Safety
+///
+/// As [`bytes_arg`].
+pub(crate) unsafe fn name_arg<'a>(
+    ptr: *const c_char,
+    len: usize,
+    what: &'static str,
+) -> FfiResult<&'a str> {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        str_arg(
+            ptr,
+            len,
+            MAX_SHORT_BYTES,
+            what,
+            too_long(what, MAX_SHORT_BYTES),
+        )
+    }
+}
+
 fn json_error(what: &str, e: serde_json::Error) -> FfiError {
     FfiError::invalid(format!("{what}: {e}"))
 }

@@ -3,6 +3,9 @@
 
 use std::ffi::c_char;
 
+use super::status::{FfiError, FfiResult};
+use crate::error::ErrorCode;
+
 /// Bytes owned by the caller after a successful call (a JSON document or a cursor string).
 ///
 /// `ptr` points to `len` bytes of UTF-8 followed by a NUL that `len` does not count, so C code
@@ -30,6 +33,13 @@ impl lmsrt_buf {
         ptr: std::ptr::null_mut(),
         len: 0,
     };
+
+    /// Hands `value` to the caller as a JSON document.
+    pub(crate) fn json(value: &impl serde::Serialize) -> FfiResult<lmsrt_buf> {
+        serde_json::to_vec(value)
+            .map(lmsrt_buf::from_vec)
+            .map_err(|e| FfiError::new(ErrorCode::Internal, format!("serializing the result: {e}")))
+    }
 
     /// Hands `bytes` to the caller, NUL-terminated.
     pub(crate) fn from_vec(mut bytes: Vec<u8>) -> lmsrt_buf {

@@ -79,7 +79,7 @@ impl<T> Registry<T> {
     }
 
     /// Unregisters `h` and returns its object, or `Closed` if it is not registered.
-    pub(crate) fn take<H>(&self, h: *mut H) -> FfiResult<Arc<T>> {
+    fn take<H>(&self, h: *mut H) -> FfiResult<Arc<T>> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let value = map.remove(&h.addr()).ok_or_else(|| self.closed())?;
         if map.is_empty() {
@@ -88,6 +88,33 @@ impl<T> Registry<T> {
             *map = BTreeMap::new();
         }
         Ok(value)
+    }
+
+    /// The close protocol of every kind of handle, for `lmsrt_<kind>_close(<kind> **slot)`:
+    /// a NULL `slot` is `NULL_POINTER` (naming `what`); a NULL `*slot` is a no-op (`None`), so
+    /// closing the same variable twice is harmless; otherwise `*slot` is set to NULL and the
+    /// object unregistered and returned, or `CLOSED` when it is not registered (a copy of a
+    /// handle closed through another variable: `*slot` is still set to NULL).
+    ///
+    /// # Safety
+    ///
+    /// `slot`, when not NULL, must be valid for reading and writing one pointer.
+    pub(crate) unsafe fn close<H>(
+        &self,
+        slot: *mut *mut H,
+        what: &str,
+    ) -> FfiResult<Option<Arc<T>>> {
+        if slot.is_null() {
+            return Err(FfiError::null(what));
+        }
+        // SAFETY: `slot` is not NULL and the caller guarantees it is readable and writable.
+        let h = unsafe { slot.read() };
+        if h.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: as above.
+        unsafe { slot.write(std::ptr::null_mut()) };
+        self.take(h).map(Some)
     }
 }
 
@@ -104,9 +131,14 @@ pub(crate) fn get(h: *const lmsrt_store) -> FfiResult<Arc<EventStore>> {
     STORES.get(h, "store")
 }
 
-/// Unregisters `h` and returns its store, or `Closed` if it is not registered.
-pub(crate) fn take(h: *mut lmsrt_store) -> FfiResult<Arc<EventStore>> {
-    STORES.take(h)
+/// Closes the store handle in `*slot` (see [`Registry::close`]) and returns its store.
+///
+/// # Safety
+///
+/// As [`Registry::close`].
+pub(crate) unsafe fn close(slot: *mut *mut lmsrt_store) -> FfiResult<Option<Arc<EventStore>>> {
+    // SAFETY: forwarded from the caller.
+    unsafe { STORES.close(slot, "store") }
 }
 
 #[cfg(test)]

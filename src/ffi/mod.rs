@@ -24,8 +24,8 @@
 
 mod args;
 pub mod buf;
+mod call;
 pub mod guards;
-mod guards_config;
 pub mod handle;
 pub(crate) mod panic;
 pub mod status;

@@ -13,23 +13,27 @@
 //!    are found for free). Otherwise (catch-up) each (channel, lane) is read index-only with a
 //!    limit, so the work is bounded by the batch size, not by how far behind the client is.
 //! 2. **Selection** in memory, by the request's order (see [`select_priority`]).
-//! 3. **Rows** for the selected ids, and the gap checks for the ranges the cursor moved over.
+//! 3. **Rows** for the selected ids (`rows`), and the gap checks for the ranges the cursor moved
+//!    over (`gaps`).
+
+mod gaps;
+mod rows;
+
+pub(crate) use self::rows::{events_between, undeliverable_seen};
 
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use rusqlite::Connection;
+use rusqlite::types::Value;
 
-use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, Row, params};
-
+use self::gaps::{expired_gap, purged_gap};
+use self::rows::{COLUMNS, drop_undeliverable, load_rows, row_to_event};
 use super::conn::map_sqlite_error;
 use super::{Batch, FetchRequest, Order};
 use crate::cursor::Cursor;
 use crate::error::Result;
-use crate::event::{Event, Priority, is_deliverable};
-
-const COLUMNS: &str = "id, event_type, priority, channel_id, message_id, thread_id, user_id, data, timestamp, expires_at";
+use crate::event::Event;
 
 /// The id of the newest event ever appended (0 for an empty log), purged or not.
 pub(crate) fn head_id(c: &Connection) -> Result<i64> {
@@ -39,88 +43,6 @@ pub(crate) fn head_id(c: &Connection) -> Result<i64> {
         )
         .map_err(map_sqlite_error)?;
     s.query_row([], |r| r.get(0)).map_err(map_sqlite_error)
-}
-
-/// Rows read (by any store of this process) whose data could not be delivered, and so were
-/// treated as expired (see [`undeliverable`]).
-static UNDELIVERABLE: AtomicU64 = AtomicU64::new(0);
-
-/// How many stored events this process has met that could not be delivered (data that is not
-/// text, not UTF-8, not a JSON object, nested too deep or holding a lone surrogate escape:
-/// written by an older version, by hand, or damaged) and skipped as if expired.
-pub(crate) fn undeliverable_seen() -> u64 {
-    UNDELIVERABLE.load(Ordering::Relaxed)
-}
-
-/// The text of a stored column, or `None` when it is not text or not UTF-8.
-fn text(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
-    Ok(match r.get_ref(i)? {
-        ValueRef::Text(b) | ValueRef::Blob(b) => std::str::from_utf8(b).ok().map(str::to_owned),
-        _ => None,
-    })
-}
-
-fn row_to_event(r: &Row<'_>) -> rusqlite::Result<Event> {
-    let p: i64 = r.get(2)?;
-    let event_type = text(r, 1)?;
-    let data = text(r, 7)?;
-    let mut e = Event {
-        id: r.get(0)?,
-        event_type: event_type.clone().unwrap_or_default(),
-        // The CHECK constraint keeps stored priorities in range.
-        priority: Priority::from_i64(p).unwrap_or(Priority::Normal),
-        channel_id: r.get(3)?,
-        message_id: r.get(4)?,
-        thread_id: r.get(5)?,
-        user_id: r.get(6)?,
-        data: data.unwrap_or_default(),
-        timestamp: r.get(8)?,
-        expires_at: r.get(9)?,
-    };
-    if event_type.is_none() {
-        // Not even its type can be read: nothing about it is deliverable.
-        undeliverable(&mut e);
-    }
-    Ok(e)
-}
-
-/// Marks an event that cannot be delivered as expired, with `{}` as its data.
-///
-/// A reader that failed on such a row would fail every fetch of its channel until it expired
-/// (a poison event: a PHP reader's `json_decode` throws on the whole batch, a `limit=1` reader
-/// can never step past it). Treated as expired, it is never delivered, the cursor moves past
-/// it, and the batch that moves past it says `gap: true`: the client resynchronises, as for
-/// any event it could not receive. Its data is replaced so that nothing can try to decode it.
-fn undeliverable(e: &mut Event) {
-    UNDELIVERABLE.fetch_add(1, Ordering::Relaxed);
-    e.expires_at = 0;
-    e.data = "{}".to_owned();
-}
-
-/// [`row_to_event`], with the data checked as an append checks it: for rows that are handed
-/// on as they are (the tail reader's, which the daemon keeps in memory).
-fn row_to_checked_event(r: &Row<'_>) -> rusqlite::Result<Event> {
-    let mut e = row_to_event(r)?;
-    if e.expires_at != 0 && !is_deliverable(&e.data) {
-        undeliverable(&mut e);
-    }
-    Ok(e)
-}
-
-/// Drops the events of a batch that cannot be delivered (see [`undeliverable`]); returns
-/// whether it dropped any. Only the events a fetch selected are checked, once each.
-fn drop_undeliverable(events: &mut Vec<Event>) -> bool {
-    let before = events.len();
-    events.retain_mut(|e| {
-        if e.expires_at != 0 && is_deliverable(&e.data) {
-            return true;
-        }
-        if e.expires_at != 0 {
-            undeliverable(e);
-        }
-        false
-    });
-    events.len() < before
 }
 
 /// Candidate ids of one lane, ascending, all after the lane's position.
@@ -516,173 +438,6 @@ pub(crate) fn select_sequential(
         }
     }
     (take, new)
-}
-
-/// Every event with an id in `(after, upto]`, ascending, at most `limit`.
-pub(crate) fn events_between(
-    c: &Connection,
-    after: i64,
-    upto: i64,
-    limit: i64,
-) -> Result<Vec<Event>> {
-    let mut s = c
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM lmsrt_events WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"
-        ))
-        .map_err(map_sqlite_error)?;
-    s.query_map(params![after, upto, limit], row_to_checked_event)
-        .map_err(map_sqlite_error)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(map_sqlite_error)
-}
-
-fn load_rows(c: &Connection, ids: &[i64]) -> Result<Vec<Event>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut s = c
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM lmsrt_events WHERE id IN rarray(?1)"
-        ))
-        .map_err(map_sqlite_error)?;
-    let v: Rc<Vec<Value>> = Rc::new(ids.iter().map(|i| Value::Integer(*i)).collect());
-    let rows = s
-        .query_map(params![v], row_to_event)
-        .map_err(map_sqlite_error)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(map_sqlite_error)?;
-    Ok(rows)
-}
-
-/// Whether an expired (not yet purged) matching event lies in a range the cursor moved over.
-fn expired_gap(
-    c: &Connection,
-    f: &Filter,
-    old: &[i64; 4],
-    new: &[i64; 4],
-    moved: &[usize],
-    now: i64,
-) -> Result<bool> {
-    // Cheap probe on the expiry index first: usually nothing at all has expired.
-    let any: bool = c
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM lmsrt_events WHERE expires_at <= ?1)")
-        .and_then(|mut s| s.query_row([now], |r| r.get(0)))
-        .map_err(map_sqlite_error)?;
-    if !any {
-        return Ok(false);
-    }
-    let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM lmsrt_events
-         WHERE channel_id IN rarray(?1) AND priority = ?2 AND id > ?3 AND id <= ?4
-           AND expires_at <= ?5{})",
-        f.extra_sql()
-    );
-    let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
-    for &l in moved {
-        s.raw_bind_parameter(1, f.channels.clone())
-            .and_then(|_| s.raw_bind_parameter(2, l as i64 + 1))
-            .and_then(|_| s.raw_bind_parameter(3, old[l]))
-            .and_then(|_| s.raw_bind_parameter(4, new[l]))
-            .and_then(|_| s.raw_bind_parameter(5, now))
-            .and_then(|_| f.bind_extra(&mut s))
-            .map_err(map_sqlite_error)?;
-        let mut q = s.raw_query();
-        if let Some(r) = q.next().map_err(map_sqlite_error)?
-            && r.get::<_, bool>(0).map_err(map_sqlite_error)?
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Whether a purged event the client would have received lies in a range the cursor moved
-/// over.
-///
-/// Exact for everything purged since schema version 2: each purged event is recorded with its
-/// channel, lane, thread and type, so a range that held only live events, or only events of
-/// other threads or types, is no gap. What has no exact record (folded away far behind the
-/// head, purged before the upgrade, or since by a process running version 1 code) is checked
-/// as an interval: a cursor behind it may be told of a gap it was not owed, never spared one.
-fn purged_gap(
-    c: &Connection,
-    f: &Filter,
-    old: &[i64; 4],
-    new: &[i64; 4],
-    moved: &[usize],
-) -> Result<bool> {
-    // One scan of the ids the cursor moved over, in any lane (the records are keyed by id
-    // alone, which keeps purges cheap; see `schema::V2`): usually short, since purged events
-    // are older than a client that keeps up, and it stops at the first record it owes.
-    let lo = moved.iter().map(|l| old[*l]).min().unwrap_or(0);
-    let hi = moved.iter().map(|l| new[*l]).max().unwrap_or(0);
-    let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM lmsrt_purged_events
-         WHERE id > ?2 AND id <= ?3 AND channel_id IN rarray(?1)
-           AND ((priority = 1 AND id > ?10 AND id <= ?11) OR (priority = 2 AND id > ?12 AND id <= ?13)
-             OR (priority = 3 AND id > ?14 AND id <= ?15) OR (priority = 4 AND id > ?16 AND id <= ?17)){})",
-        f.extra_sql()
-    );
-    let mut s = c.prepare_cached(&sql).map_err(map_sqlite_error)?;
-    s.raw_bind_parameter(1, f.channels.clone())
-        .and_then(|_| s.raw_bind_parameter(2, lo))
-        .and_then(|_| s.raw_bind_parameter(3, hi))
-        .and_then(|_| {
-            (0..4).try_for_each(|l| {
-                s.raw_bind_parameter(10 + 2 * l, old[l])?;
-                s.raw_bind_parameter(11 + 2 * l, new[l])
-            })
-        })
-        .and_then(|_| f.bind_extra(&mut s))
-        .map_err(map_sqlite_error)?;
-    let mut q = s.raw_query();
-    if let Some(r) = q.next().map_err(map_sqlite_error)?
-        && r.get::<_, bool>(0).map_err(map_sqlite_error)?
-    {
-        return Ok(true);
-    }
-    drop(q);
-    folded_gap(c, f, old, new, moved)
-}
-
-/// Whether the part of a requested (channel, lane)'s purge interval that has no exact records
-/// (see `schema::V2`) meets a range the cursor moved over.
-fn folded_gap(
-    c: &Connection,
-    f: &Filter,
-    old: &[i64; 4],
-    new: &[i64; 4],
-    moved: &[usize],
-) -> Result<bool> {
-    let mut s = c
-        // Channel 0 covers every channel: what a salvage lost without knowing its channel.
-        .prepare_cached(
-            "SELECT priority, lo, hi, exact_lo, exact_hi, folded_hi FROM lmsrt_purged
-             WHERE channel_id IN rarray(?1) OR channel_id = 0",
-        )
-        .map_err(map_sqlite_error)?;
-    s.raw_bind_parameter(1, f.channels.clone())
-        .map_err(map_sqlite_error)?;
-    let mut q = s.raw_query();
-    while let Some(r) = q.next().map_err(map_sqlite_error)? {
-        let get = |i| r.get::<_, Option<i64>>(i).map_err(map_sqlite_error);
-        let (p, lo, hi) = (get(0)?.unwrap_or(0), get(1)?, get(2)?);
-        let (Some(lo), Some(hi)) = (lo, hi) else {
-            continue;
-        };
-        // Widened by a version 1 process since: all of it may hold unrecorded purges.
-        let widened = get(3)? != Some(lo) || get(4)? != Some(hi);
-        let coarse_hi = if widened { Some(hi) } else { get(5)? };
-        let l = (p - 1).clamp(0, 3) as usize;
-        if let Some(h) = coarse_hi
-            && moved.contains(&l)
-            && lo <= new[l]
-            && h > old[l]
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 #[cfg(test)]

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::conn::{self, Durability, WriterLock, map_sqlite_error};
+use super::conn::{self, Durability, map_sqlite_error};
 use super::warm::WalWarmer;
+use super::writer_lock::WriterLock;
 use crate::error::{Error, Result};
 use crate::event::{NewEvent, Priority};
 

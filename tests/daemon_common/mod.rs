@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -229,4 +229,39 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Longest a test waits for the daemon to reach a state it reports on `/healthz`.
+pub const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// Asks `/healthz` (over one connection of its own) until `ready` holds for its body, and
+/// returns that body. Panics after [`READY_WITHIN`] with `what` and the last body seen: a
+/// daemon that never gets there fails the test, it does not hang it. Tests wait on this, never
+/// on a sleep: a sleep is too short on a busy machine and wasted time on a quiet one.
+pub async fn wait_for_health(
+    addr: SocketAddr,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + READY_WITHIN;
+    let mut c = Client::connect(addr).await;
+    let mut last = Value::Null;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, c.get("/healthz", &[])).await {
+            Ok(r) => last = r.json(),
+            Err(_) => break,
+        }
+        if ready(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("waited {READY_WITHIN:?} for {what}; the last /healthz said: {last}");
+}
+
+/// Waits until exactly `n` polls wait in the daemon (`waiters` in `/healthz`). A poll counts
+/// from the moment it registers with the fan-out, before it reads anything: an event published
+/// after this returns wakes it.
+pub async fn wait_for_waiters(addr: SocketAddr, n: u64) -> Value {
+    wait_for_health(addr, &format!("{n} waiting polls"), |h| h["waiters"] == n).await
 }

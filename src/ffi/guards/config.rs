@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::status::{FfiError, FfiResult};
+use crate::ffi::status::{FfiError, FfiResult};
 use crate::guards::{ActionLimit, BreakerConfig, LimiterConfig, OnFull, SlotsConfig};
 use crate::metrics::MetricsConfig;
 

@@ -1,0 +1,120 @@
+//! The gate in front of the store: every store call of a request (or a background task) goes
+//! through [`State::store_call`] or [`State::append`], behind the store's circuit breaker, on a
+//! bounded number of blocking threads, with the outcome booked with the breaker and the
+//! metrics. Also what the breaker tells clients ([`State::advertised`]).
+
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+use super::state::State;
+use crate::error::ErrorCode;
+use crate::event::NewEvent;
+use crate::guards::{BreakerStatus, ClientMode};
+use crate::metrics::{Counter, Histogram};
+use crate::store::EventStore;
+
+const STORE_BREAKER: &str = "store";
+
+impl State {
+    /// Whether the store's circuit breaker lets a call through now (a 503 telling the client
+    /// to back off if not).
+    fn admit(&self) -> Result<(), ApiError> {
+        let status = self
+            .breakers
+            .check(STORE_BREAKER)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !status.allowed {
+            Err(ApiError::Unavailable {
+                code: ErrorCode::CircuitOpen.name(),
+                message: "the event store is failing; back off and retry".into(),
+                mode: status.mode,
+                retry_after_ms: status.retry_after_ms.max(1),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The store breaker's status now (`None` if it cannot be read).
+    pub(crate) fn store_breaker(&self) -> Option<BreakerStatus> {
+        self.breakers.status(STORE_BREAKER).ok()
+    }
+
+    /// The mode and `retry_ms` to advertise now.
+    pub(crate) fn advertised(&self) -> (ClientMode, u64) {
+        let status = self.store_breaker();
+        let mode = status.map_or(ClientMode::Long, |s| s.mode);
+        let retry_ms = if *self.shutdown.borrow() {
+            1000
+        } else {
+            status.map_or(0, |s| s.retry_after_ms)
+        };
+        (mode, retry_ms)
+    }
+
+    /// Appends through the appender thread (commits shared with concurrent requests), behind
+    /// the store's circuit breaker.
+    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, ApiError> {
+        self.admit()?;
+        self.metrics.incr(Counter::Appends);
+        let r = self.appender.append(events).await;
+        self.outcome(r, Counter::Appends)
+    }
+
+    /// Books a store call's outcome with the breaker and the metrics, and maps its error.
+    fn outcome<T>(&self, r: crate::Result<T>, counter: Counter) -> Result<T, ApiError> {
+        match r {
+            Ok(v) => {
+                let _ = self.breakers.record_success(STORE_BREAKER);
+                Ok(v)
+            }
+            Err(e) => {
+                let fault = e.is_fault();
+                let after = if fault {
+                    self.metrics.incr(match counter {
+                        Counter::Appends => Counter::AppendErrors,
+                        _ => Counter::FetchErrors,
+                    });
+                    if e.code() == ErrorCode::Corrupt {
+                        self.metrics.incr(Counter::CorruptReads);
+                    }
+                    tracing::warn!(error = %e, "store call failed");
+                    self.breakers.record_failure(STORE_BREAKER).ok()
+                } else {
+                    // The store answered (the request was bad): that is not a store failure.
+                    self.breakers.record_success(STORE_BREAKER).ok()
+                };
+                let mode = after.map_or(ClientMode::Medium, |s| s.mode.max(ClientMode::Medium));
+                let retry = after.map_or(1000, |s| s.retry_after_ms.max(1000));
+                Err(ApiError::from_store(e, mode, retry))
+            }
+        }
+    }
+
+    /// Runs `f` on a blocking thread (at most as many at once as `sem` allows), behind the
+    /// store's circuit breaker, counting the call in `counter` (and its `_errors` twin).
+    pub(crate) async fn store_call<T: Send + 'static>(
+        &self,
+        sem: &Semaphore,
+        counter: Counter,
+        f: impl FnOnce(&EventStore) -> crate::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.admit()?;
+        self.metrics.incr(counter);
+        let _permit = sem
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Internal("semaphore closed".into()))?;
+        let store = self.store.clone();
+        let started = Instant::now();
+        let r = tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::Internal(format!("store task: {e}")))?;
+        if counter == Counter::Fetches {
+            self.metrics.record(Histogram::Fetch, started.elapsed());
+        }
+        self.outcome(r, counter)
+    }
+}

@@ -1,0 +1,52 @@
+//! The per-address rate limit both endpoints open with, and the allocation-free formatting of
+//! the limiter's and the slot table's keys.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use hyper::header::HeaderMap;
+
+use super::auth;
+use super::error::ApiError;
+use super::state::State;
+use crate::error::ErrorCode;
+
+/// The per-address limit (with its DDoS block): the first check of a poll or a publish.
+pub(crate) fn check_ip(
+    state: &State,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let ip = auth::client_ip(headers, peer, state.config.trust_proxy);
+    let mut buf = itoa_buf();
+    let d = state
+        .limiter
+        .check("ip", fmt_into(&mut buf, format_args!("{ip}")))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(ApiError::TooMany {
+            code: ErrorCode::RateLimited.name(),
+            message: if d.blocked {
+                "too many requests from this address: blocked for a while".into()
+            } else {
+                "too many requests from this address".into()
+            },
+            retry_after_ms: d.retry_after_ms.max(1),
+        })
+    }
+}
+
+/// A stack buffer for [`fmt_into`]: room for an IPv6 address or an i64.
+pub(crate) fn itoa_buf() -> [u8; 64] {
+    [0u8; 64]
+}
+
+/// Formats into `buf` without allocating; a key for the limiter or the slots.
+pub(crate) fn fmt_into<'a>(buf: &'a mut [u8; 64], args: std::fmt::Arguments<'_>) -> &'a str {
+    let mut w = &mut buf[..];
+    let _ = w.write_fmt(args);
+    let len = 64 - w.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
+}

@@ -1,0 +1,118 @@
+//! Routing: every request enters at [`handle`] (or [`handle_ops`] on the ops reserve) and goes
+//! to its endpoint module. The router sits on top of the HTTP layer: it depends on every
+//! endpoint, and none depends on it.
+//!
+//! Routes: `GET /v1/poll` (`poll.rs`), `POST /v1/events` (`publish.rs`), `GET /healthz` and
+//! `GET /metrics` (`ops.rs`), CORS preflights (`response.rs`), and with `--demo` the demo pages
+//! (`demo.rs`). `GET /v1/stream` would be routed here, next to the poll.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+
+use super::auth;
+use super::error::ApiError;
+use super::response::{HandlerFuture, Meta, Resp, preflight};
+use super::state::State;
+use super::{demo, ops, poll, publish};
+use crate::guards::ClientMode;
+use crate::metrics::Counter;
+
+/// Entry point of every request.
+///
+/// A poll's future is built by `poll::serve` (kept compact: thousands of them wait at once);
+/// everything else runs in [`route`].
+pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> HandlerFuture {
+    let mut meta = Meta::new(&state, peer, &req);
+    // Behind a proxy every connection is the proxy's: the client's address, known only now,
+    // is counted per request in flight. Health checks and scrapes are not counted.
+    if state.config.trust_proxy && !matches!(req.uri().path(), "/healthz" | "/metrics") {
+        let ip = auth::client_ip(req.headers(), peer, true);
+        match state.addresses.acquire(ip) {
+            Some(slot) => meta.address = Some(slot),
+            None => {
+                state.metrics.incr(Counter::ConnectionsRefused);
+                let e = ApiError::TooMany {
+                    code: "too_many_connections_from_address",
+                    message: "this address has as many requests open as the daemon allows one \
+                              address (--max-connections-per-ip)"
+                        .into(),
+                    retry_after_ms: 1000,
+                };
+                return Box::pin(std::future::ready(meta.respond(&state, Err(e))));
+            }
+        }
+    }
+    if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
+        return poll::serve(state, meta, peer, req);
+    }
+    Box::pin(async move {
+        let r = route(&state, peer, req).await;
+        meta.respond(&state, r)
+    })
+}
+
+/// Entry point of a connection of the ops reserve (the daemon is at its capacity): `/healthz`
+/// and `/metrics` are answered as usual, anything else gets the 503 a connection over capacity
+/// gets.
+pub(crate) fn handle_ops(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> HandlerFuture {
+    let meta = Meta::new(&state, peer, &req);
+    let r = match (req.method() == Method::GET, req.uri().path()) {
+        (true, "/healthz") => Ok(ops::health(&state)),
+        (true, "/metrics") => Ok(ops::metrics(&state)),
+        _ => Err(ApiError::Unavailable {
+            code: "too_many_connections",
+            message: "the daemon is at its connection capacity".into(),
+            mode: ClientMode::Short,
+            retry_after_ms: 1000,
+        }),
+    };
+    Box::pin(std::future::ready(meta.respond(&state, r)))
+}
+
+async fn route(
+    state: &Arc<State>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let path = req.uri().path();
+    let method = req.method();
+    if method == Method::OPTIONS {
+        return preflight(state, req.headers());
+    }
+    match path {
+        "/v1/poll" => Err(ApiError::MethodNotAllowed("GET")),
+        "/v1/events" => {
+            only(method, &Method::POST, "POST")?;
+            // Boxed, like every branch but the poll: a waiting poll's future is as large as
+            // the largest branch, and there are thousands of them.
+            Box::pin(publish::publish(state, peer, req)).await
+        }
+        "/healthz" => {
+            only(method, &Method::GET, "GET")?;
+            Ok(ops::health(state))
+        }
+        "/metrics" => {
+            only(method, &Method::GET, "GET")?;
+            Ok(ops::metrics(state))
+        }
+        p if state.config.demo && (p == "/" || p == "/demo" || p.starts_with("/demo/")) => {
+            Box::pin(demo::route(state, req)).await
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+fn only(method: &Method, want: &Method, allow: &'static str) -> Result<(), ApiError> {
+    if method == want {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(allow))
+    }
+}
