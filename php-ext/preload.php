@@ -178,8 +178,10 @@ declare(strict_types=1);
             $file = $tmp . '/lms-realtime-preload-' . substr(sha1($script), 0, 12) . '.' . $uid . '.json';
             $fresh = @tempnam($tmp, 'lms-realtime-preload-');
             $json = json_encode($status, JSON_UNESCAPED_SLASHES | JSON_PRETTY_PRINT | JSON_INVALID_UTF8_SUBSTITUTE);
-            if ($fresh !== false && $json !== false && @file_put_contents($fresh, $json . "\n") !== false
-                && @chmod($fresh, 0644) && @rename($fresh, $file)) {
+            if (
+                $fresh !== false && $json !== false && @file_put_contents($fresh, $json . "\n") !== false
+                && @chmod($fresh, 0644) && @rename($fresh, $file)
+            ) {
                 $written = "recorded in $file";
             } else {
                 $written = "could not record it in $file";

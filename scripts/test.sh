@@ -22,6 +22,21 @@ cargo test --workspace --locked --all-features
 echo "== Fuzz targets: each for ${LMSRT_FUZZ_SECONDS:-20} s from a copy of its seed corpus (nightly, cargo-fuzz)"
 bash fuzz/run.sh
 
+echo "== PHP coding standard and static analysis (installs php-codesniffer, phpmd if missing)"
+# php -l on every PHP file; phpcs: PSR-12 for the binding, the WordPress ruleset for the plugins
+# (warnings fail too), PSR-12 and fixture tests for that ruleset's own sniffs; phpmd's bug rules.
+if ! command -v phpcs >/dev/null 2>&1 || ! command -v phpmd >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends php-codesniffer phpmd >/dev/null
+fi
+find . \( -name target -o -name node_modules -o -name vendor -o -name dist -o -name .git \) -prune \
+    -o -name '*.php' -print0 | xargs -0 -n1 php -l >/dev/null
+phpcs -q --standard=php-ext/phpcs.xml.dist
+phpcs -q --standard=bindings/wordpress/phpcs.xml
+phpcs -q --standard=PSR12 --extensions=php bindings/wordpress/phpcs
+php bindings/wordpress/phpcs/tests/run.php
+phpmd php-ext/src,php-ext/preload.php,php-ext/bin,bindings/wordpress/lms-realtime,bindings/wordpress/lms-realtime-demo,bindings/wordpress/phpcs/WordPress \
+    text php-ext/phpmd.xml
+
 echo "== C ABI under valgrind, then PHPUnit (installs php-cli, phpunit, valgrind if missing)"
 bash php-ext/run-tests.sh
 

@@ -49,7 +49,7 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod guards;
 pub mod metrics;
-pub mod shm;
+pub(crate) mod shm;
 pub mod store;
 pub mod token;
 

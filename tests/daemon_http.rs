@@ -560,7 +560,7 @@ async fn demo_mode_serves_the_page_a_session_and_a_bot() {
     let r = c
         .post_raw(
             "/demo/publish",
-            br#"{"channel_id":2,"text":"hello from the test"}"#.to_vec(),
+            br#"{"channel_id":2,"text":"hello from the test","from":"  Hanako  "}"#.to_vec(),
             &[],
         )
         .await;
@@ -578,7 +578,10 @@ async fn demo_mode_serves_the_page_a_session_and_a_bot() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["data"]["text"] == "hello from the test");
+            .filter(|e| e["data"]["text"] == "hello from the test")
+            .inspect(|e| assert_eq!(e["data"]["from"], "Hanako", "the sender's name"))
+            .count()
+            > 0;
         cursor = v["cursor"].as_str().unwrap().to_owned();
     }
     assert!(seen, "the demo message was delivered");

@@ -6,11 +6,15 @@
 //! unless `LMSRT_GUARDS_ROLE` is set, in which case it plays that role and exits. Every process
 //! uses a `ManualClock` set from `LMSRT_GUARDS_NOW`, so no test depends on timing; processes
 //! synchronise through their pipes (a child prints `READY`, then waits for a line on stdin).
+//! Every wait for a child is bounded ([`BOUND`]): a hung child fails its test, it never hangs
+//! the run.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use lms_realtime::ErrorCode;
 use lms_realtime::clock::ManualClock;
@@ -37,9 +41,16 @@ fn slots_config(clock: &ManualClock, check_pid: bool) -> SlotsConfig {
     }
 }
 
+/// Longest a child may take to print what the parent waits for, or to exit once told to: far
+/// above what the slowest role needs on a loaded machine, so reaching it means a hang, which
+/// fails the test with the role and the awaited line instead of blocking the run.
+const BOUND: Duration = Duration::from_secs(120);
+
 struct Kid {
+    role: String,
     child: Child,
-    out: BufReader<ChildStdout>,
+    /// The child's stdout, line by line, read on a thread so every wait can be bounded.
+    lines: Receiver<String>,
 }
 
 impl Kid {
@@ -57,21 +68,41 @@ impl Kid {
         }
         let mut child = cmd.spawn().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
-        Kid { child, out }
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Kid {
+            role: role.to_owned(),
+            child,
+            lines,
+        }
     }
 
     /// What follows `tag` on the first line containing it. The harness prints its own text
     /// too, on the same line as the child's first output (`test guards_child ... READY`).
     fn expect(&mut self, tag: &str) -> String {
-        let mut line = String::new();
+        let deadline = Instant::now() + BOUND;
         loop {
-            line.clear();
-            assert!(
-                self.out.read_line(&mut line).unwrap() > 0,
-                "child exited before printing {tag}"
-            );
-            if let Some(at) = line.find(tag) {
-                return line[at + tag.len()..].trim().to_owned();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(at) = line.find(tag) {
+                        return line[at + tag.len()..].trim().to_owned();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("child {} exited before printing {tag}", self.role)
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!("child {} printed no {tag} within {BOUND:?}", self.role);
+                }
             }
         }
     }
@@ -84,8 +115,18 @@ impl Kid {
 
     fn finish(mut self) {
         drop(self.child.stdin.take());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "child failed: {status}");
+        let deadline = Instant::now() + BOUND;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("child {} did not exit within {BOUND:?}", self.role);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "child {} failed: {status}", self.role);
     }
 }
 
@@ -120,8 +161,12 @@ fn guards_child() {
         }
         "breaker_fail" => {
             let b = Breakers::open(&db, BreakerConfig::default().clock(Arc::new(clock))).unwrap();
+            // Bounded: a breaker that never opens prints `closed`, which the parent refuses.
             let mut s = b.check("store").unwrap();
-            while s.state == BreakerState::Closed {
+            for _ in 0..1_000 {
+                if s.state != BreakerState::Closed {
+                    break;
+                }
                 s = b.record_failure("store").unwrap();
             }
             println!("STATE {}", s.state.as_str());

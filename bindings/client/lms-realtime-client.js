@@ -1,9 +1,16 @@
 /*!
  * lms-realtime browser client.
  *
- * One file, no dependencies, no build step. Loaded as a classic <script> it defines
- * window.LMSRealtime (the whole API) and the LMS* class names as globals; required from Node
- * (the tests) it is a CommonJS module. Nothing here touches window, document, fetch, timers or
+ * One file of ~2,000 lines on purpose: the WordPress plugin and the daemon's demo page serve it as is
+ * (bindings/wordpress/build.sh copies this one file into the plugin's assets/; src/daemon/demo.rs
+ * embeds it), with no bundler or build step, and one <script> tag loads it all. Inside, each class
+ * has one job and sections follow the layers, lowest first: helpers; the policies (breaker,
+ * fallback tiers, router, tab pool, cohort, monitor); the position; HTTP and tokens; the
+ * transports (daemon long-poll, WordPress AJAX) behind one interface ("The transport interface");
+ * and the loop, LMSUnifiedLongPoll, which drives them.
+ *
+ * No dependencies. Loaded as a classic <script> it defines window.LMSRealtime (the whole API)
+ * and the LMS* class names as globals; required from Node (the tests) it is a CommonJS module. Nothing here touches window, document, fetch, timers or
  * BroadcastChannel at load time: every class takes them as options, and the defaults are looked
  * up when an object is constructed.
  *
@@ -1040,14 +1047,455 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // CursorPosition
+
+  /**
+   * Where the page is in the stream: the daemon cursor last returned (or rendered), the legacy
+   * tier's highest id per channel, and the highest lanes of every cursor held since the last
+   * reset (the "cover"), which says which incoming events the page already has.
+   */
+  class CursorPosition {
+    constructor(cursor, lastEventId) {
+      this._initialLastEventId = toInt(lastEventId);
+      this.reset(cursor);
+    }
+
+    /** The cursor the daemon last returned (or the initial one); null when none is held. */
+    get cursor() {
+      return this._cursor;
+    }
+
+    /** Starts over from `cursor` (empty: none); ids received on the legacy tier are forgotten. */
+    reset(cursor) {
+      this._cursor = cursor === undefined || cursor === null || cursor === '' ? null : String(cursor);
+      this._legacyIds = new Map();
+      this._cover = null;
+      this._noteCursor(this._cursor);
+    }
+
+    /**
+     * A gap: what the page held no longer says which events it has. Returns true when the store
+     * was recreated (the new cursor's epoch differs), so ids remembered elsewhere mean nothing.
+     */
+    restart(cursor) {
+      const next = parseCursor(cursor);
+      const cover = this._cover;
+      this._cover = null;
+      return !!(next && cover && next.epoch && cover.epoch && next.epoch !== cover.epoch);
+    }
+
+    /** True if the page already has this event: its id is at or below its lane in a cursor held. */
+    covers(e) {
+      if (!this._cover || typeof e.id !== 'number') return false;
+      const p = e.priority;
+      const lane = p >= 1 && p <= 4 ? this._cover.lanes[p - 1] : Math.min.apply(null, this._cover.lanes);
+      return e.id <= lane;
+    }
+
+    /** Takes the position a batch leads to: its cursor (if any) and its legacy ids (highest wins). */
+    advance(cursor, legacyIds) {
+      if (typeof cursor === 'string') {
+        this._cursor = cursor;
+        this._noteCursor(cursor);
+      }
+      if (!legacyIds || typeof legacyIds !== 'object') return;
+      for (const k of Object.keys(legacyIds)) {
+        const ch = toId(k);
+        const id = toInt(legacyIds[k]);
+        if (ch === null || id === null) continue;
+        this._legacyIds.set(ch, Math.max(this._legacyIds.get(ch) ?? id, id));
+      }
+    }
+
+    /** Where the legacy tier starts for a channel: the safe floor from the cursor, or further. */
+    legacyPosition(ch) {
+      const c = parseCursor(this._cursor);
+      const floor = c ? Math.min.apply(null, c.lanes) : this._initialLastEventId ?? 0;
+      return Math.max(this._legacyIds.get(ch) ?? floor, floor);
+    }
+
+    /** `{channel_id: last_event_id}` for the legacy tier. */
+    lastEventIds(channels) {
+      const out = {};
+      for (const ch of channels) out[ch] = this.legacyPosition(ch);
+      return out;
+    }
+
+    /** The legacy ids received, `{channel_id: id}` (for relaying to other tabs). */
+    legacyIds() {
+      return Object.fromEntries(this._legacyIds);
+    }
+
+    /**
+     * The cursor for the daemon: the one it last returned (or the page's head cursor). Only a
+     * client that never held one sends the legacy integer it has (accepted by the daemon as a
+     * sequential cursor), or nothing.
+     */
+    daemonCursor(channels) {
+      if (this._cursor !== null) return this._cursor;
+      if (this._legacyIds.size > 0 || this._initialLastEventId !== null) {
+        return String(Math.min.apply(null, channels.map((ch) => this.legacyPosition(ch))));
+      }
+      return null;
+    }
+
+    /** Keeps the highest lane positions of every cursor held since the last reset. */
+    _noteCursor(cursor) {
+      const c = parseCursor(cursor);
+      if (!c) return;
+      const cover = this._cover;
+      if (!cover || (c.epoch && cover.epoch && c.epoch !== cover.epoch)) {
+        this._cover = { epoch: c.epoch, lanes: c.lanes.slice() };
+        return;
+      }
+      cover.lanes = cover.lanes.map((v, i) => Math.max(v, c.lanes[i]));
+      cover.epoch = cover.epoch || c.epoch;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // HTTP and tokens (what the transports share)
+
+  /** A failed outcome from a thrown error (network error, watchdog timeout, token provider). */
+  function failureFrom(err, fallbackCode) {
+    return { ok: false, kind: 'failure', code: (err && err.code) || fallbackCode, message: String((err && err.message) || err), error: err };
+  }
+
+  function headerOf(r, name) {
+    return r.headers && typeof r.headers.get === 'function' ? r.headers.get(name) : null;
+  }
+
+  /**
+   * fetch with a watchdog, counting each request sent (`onRequest`). Resolves with
+   * `{status, headers, text}`; a request the watchdog cut off rejects with `code: 'timeout'`,
+   * one aborted through `signal` with the abort error.
+   */
+  class HttpRequester {
+    constructor(options = {}) {
+      const timers = globalTimers();
+      this._fetch = options.fetch || ((url, init) => globalThis.fetch(url, init));
+      this._setTimeout = options.setTimeout || timers.setTimeout;
+      this._clearTimeout = options.clearTimeout || timers.clearTimeout;
+      this._onRequest = options.onRequest || (() => {});
+    }
+
+    async request(url, init, timeoutMs, outer) {
+      const ctrl = new AbortController();
+      const onAbort = () => ctrl.abort();
+      if (outer.aborted) ctrl.abort();
+      else outer.addEventListener('abort', onAbort, { once: true });
+      let timedOut = false;
+      const timer = this._setTimeout(() => {
+        timedOut = true;
+        ctrl.abort();
+      }, timeoutMs);
+      this._onRequest();
+      try {
+        const res = await this._fetch(url, Object.assign({}, init, { signal: ctrl.signal }));
+        const text = await res.text();
+        return { status: res.status, headers: res.headers, text };
+      } catch (err) {
+        if (timedOut && !outer.aborted) {
+          const e = new Error('request timed out after ' + timeoutMs + ' ms');
+          e.code = 'timeout';
+          throw e;
+        }
+        throw err;
+      } finally {
+        this._clearTimeout(timer);
+        outer.removeEventListener('abort', onAbort);
+      }
+    }
+  }
+
+  /** The transport's `http` option, or one built from its `fetch`, timers and `onRequest`. */
+  function httpFrom(o) {
+    return o.http || new HttpRequester(o);
+  }
+
+  /**
+   * Holds the daemon token from `provider` and asks for a new one `skewMs` before it expires;
+   * concurrent callers share one provider call.
+   */
+  class TokenCache {
+    constructor({ provider, skewMs, now } = {}) {
+      this._provider = typeof provider === 'function' ? provider : null;
+      this.skewMs = skewMs ?? 30000;
+      this._now = now || defaultNow;
+      this._token = null;
+      this._pending = null;
+    }
+
+    /** Whether there is a provider (without one, requests go out without a token). */
+    get enabled() {
+      return !!this._provider;
+    }
+
+    /** The token to send, or null without a provider; `force` asks the provider for a new one. */
+    async get(force) {
+      if (!this._provider) return null;
+      const t = this._token;
+      if (!force && t && (t.expiresAt === null || t.expiresAt - this._now() > this.skewMs)) return t.token;
+      if (!this._pending) {
+        this._pending = Promise.resolve()
+          .then(() => this._provider({ force: !!force }))
+          .then((r) => {
+            if (!r || typeof r.token !== 'string' || r.token === '') throw new Error('token provider returned no token');
+            this._token = { token: r.token, expiresAt: toMillis(r.expires_at) };
+            return r.token;
+          })
+          .finally(() => {
+            this._pending = null;
+          });
+      }
+      return this._pending;
+    }
+
+    /** Forgets the token (the daemon refused it). */
+    drop() {
+      this._token = null;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Transports
+
+  /*
+   * The transport interface. LMSUnifiedLongPoll picks one transport per request and calls
+   *
+   *   transport.poll(request, signal, push) → Promise<outcome>
+   *
+   *   request  {tier, waitSeconds, cursor, lastEventIds}: how long the server may hold the request
+   *            (null on AJAX) and where to resume: the daemon cursor (null: none held) and the
+   *            legacy position per channel.
+   *   signal   aborts the call (stop, or this tab stepped down); poll() then rejects with it.
+   *   push     push(batch), for a streaming transport (an EventSource, issue 20): each batch as
+   *            it arrives is applied, counted as a success and relayed to the other tabs at
+   *            once, and poll() resolves when the stream ends. A transport that gets one batch
+   *            per request ignores it and returns the batch in its outcome.
+   *   outcome  {ok: true, batch, retryMs}
+   *            | {ok: false, kind: 'failure' | 'rate_limited', status, code, message, retryAfterMs,
+   *               mode, error, batch}. A failure may carry the part received before it.
+   *            A rejection other than the abort is a failure with the error's code
+   *            ('network_error' if none).
+   *   batch    {events (the daemon's shape), cursor, legacyIds, gap, mode}; cursor and
+   *            legacyIds are each optional.
+   *
+   * Besides poll(): `name` (the `transport` in the client's events and the fallback manager's
+   * hints and timings: 'daemon' or 'ajax'), `guarded` (true: it talks to the daemon, so the
+   * circuit breaker and the A/B cohort gate it) and `close()` (releases what it holds between
+   * polls; it may be polled again afterwards). Transports keep no position: the loop owns it.
+   */
+
+  /**
+   * Long-polls the daemon: `GET {url}/v1/poll` with a bearer token. Options: `url`, the
+   * subscription (`channels`, `thread`, `types`, `order`, `batchSize`, already normalised),
+   * `tokenProvider`, `tokenSkewMs` (30 000), `requestSlackMs` (10 000: the watchdog cuts a poll
+   * off after wait + slack), `now`, and `http` or `fetch`/`setTimeout`/`clearTimeout`/`onRequest`.
+   */
+  class LMSDaemonTransport {
+    constructor(options = {}) {
+      const o = options || {};
+      this.name = 'daemon';
+      this.guarded = true;
+      this.url = String(o.url || '').replace(/\/+$/, '');
+      this.channels = o.channels || [];
+      this.thread = o.thread ?? null;
+      this.types = o.types || null;
+      this.order = o.order || null;
+      this.batchSize = o.batchSize ?? null;
+      this.requestSlackMs = o.requestSlackMs ?? 10000;
+      this._now = o.now || defaultNow;
+      this._http = httpFrom(o);
+      this._tokens = new TokenCache({ provider: o.tokenProvider, skewMs: o.tokenSkewMs, now: this._now });
+    }
+
+    async poll(request, signal) {
+      let refreshed = false;
+      for (;;) {
+        let token;
+        try {
+          token = await this._tokens.get(refreshed);
+        } catch (err) {
+          if (signal.aborted) throw abortError();
+          return failureFrom(err, 'token_unavailable');
+        }
+        if (signal.aborted) throw abortError();
+        const headers = { Accept: 'application/json' };
+        if (token) headers.Authorization = 'Bearer ' + token;
+        const r = await this._http.request(
+          this._pollUrl(request),
+          { method: 'GET', headers, cache: 'no-store', credentials: 'omit' },
+          request.waitSeconds * 1000 + this.requestSlackMs,
+          signal
+        );
+        if (r.status === 401 && !refreshed && this._tokens.enabled) {
+          // The token expired or was revoked: fetch a fresh one and retry, once.
+          refreshed = true;
+          this._tokens.drop();
+          continue;
+        }
+        return this._classify(r);
+      }
+    }
+
+    close() {}
+
+    _pollUrl(request) {
+      let q = 'channels=' + this.channels.join(',');
+      if (request.cursor !== null && request.cursor !== undefined) q += '&cursor=' + encodeURIComponent(request.cursor);
+      q += '&timeout=' + request.waitSeconds;
+      if (this.thread !== null) q += '&thread=' + this.thread;
+      if (this.types) q += '&types=' + this.types.join(',');
+      if (this.order) q += '&order=' + this.order;
+      if (this.batchSize !== null) q += '&limit=' + this.batchSize;
+      return this.url + '/v1/poll?' + q;
+    }
+
+    _classify(r) {
+      const body = safeJson(r.text);
+      if (r.status >= 200 && r.status < 300) {
+        if (!body || typeof body !== 'object' || !Array.isArray(body.events) || typeof body.cursor !== 'string') {
+          return { ok: false, kind: 'failure', status: r.status, code: 'invalid_response', message: 'malformed poll response' };
+        }
+        return {
+          ok: true,
+          batch: { events: body.events.map(normalizeDaemonEvent), cursor: body.cursor, gap: body.gap === true, mode: modeOrNull(body.mode) },
+          retryMs: Math.max(0, toInt(body.retry_ms) || 0),
+        };
+      }
+      const err = body && typeof body === 'object' && body.error && typeof body.error === 'object' ? body.error : {};
+      const retryAfterMs = parseRetryAfter(headerOf(r, 'Retry-After'), this._now()) ?? (toInt(body && body.retry_ms) || null);
+      const base = {
+        ok: false,
+        status: r.status,
+        code: typeof err.code === 'string' ? err.code : 'http_' + r.status,
+        message: typeof err.message === 'string' ? err.message : '',
+        retryAfterMs,
+      };
+      if (r.status === 429) return Object.assign(base, { kind: 'rate_limited' });
+      const mode = modeOrNull(body && body.mode) || modeOrNull(err.mode) || modeOrNull(headerOf(r, 'X-LMS-Mode'));
+      return Object.assign(base, { kind: 'failure', mode });
+    }
+  }
+
+  /**
+   * Polls WordPress's admin-ajax.php (the legacy endpoint, `action=lms_unified_long_poll`): one
+   * POST per channel, which WordPress may hold (it decides how long). Options: `url`, `action`,
+   * `nonce` (a value, or a function called for every request), `nonceAction`, `channels`,
+   * `thread`, `timeoutMs` (45 000: the watchdog), `now`, and `http` or
+   * `fetch`/`setTimeout`/`clearTimeout`/`onRequest`.
+   */
+  class LMSAjaxTransport {
+    constructor(options = {}) {
+      const o = options || {};
+      this.name = 'ajax';
+      this.guarded = false;
+      this.url = String(o.url || '');
+      this.action = o.action || LEGACY_ACTION;
+      this.nonceAction = o.nonceAction || null;
+      this.channels = o.channels || [];
+      this.thread = o.thread ?? null;
+      this.timeoutMs = o.timeoutMs ?? 45000;
+      this._nonce = o.nonce;
+      this._now = o.now || defaultNow;
+      this._http = httpFrom(o);
+    }
+
+    /**
+     * One POST per channel (the endpoint takes one `channel_id`), in sequence, as one batch.
+     * Channels answered before a failure keep their events and positions.
+     */
+    async poll(request, signal) {
+      const events = [];
+      const legacyIds = {};
+      let mode = null;
+      let gap = false;
+      const partial = () => (events.length || Object.keys(legacyIds).length ? { events, legacyIds, mode, gap } : null);
+      for (const ch of this.channels) {
+        const last = toInt(request.lastEventIds && request.lastEventIds[ch]) ?? 0;
+        let r;
+        try {
+          r = await this._post(ch, last, signal);
+        } catch (err) {
+          if (signal.aborted) throw err;
+          return Object.assign(failureFrom(err, 'network_error'), { batch: partial() });
+        }
+        const c = this._classify(r);
+        if (!c.ok) return Object.assign(c, { batch: partial() });
+        let max = last;
+        for (const e of c.events) {
+          if (typeof e.id === 'number' && e.id > max) max = e.id;
+          events.push(e);
+        }
+        legacyIds[ch] = max;
+        mode = c.mode || mode;
+        gap = gap || c.gap;
+      }
+      return { ok: true, batch: { events, legacyIds, mode, gap } };
+    }
+
+    close() {}
+
+    async _post(ch, last, signal) {
+      const nonce = typeof this._nonce === 'function' ? await this._nonce() : this._nonce;
+      if (signal.aborted) throw abortError();
+      const form = new URLSearchParams();
+      form.set('action', this.action);
+      form.set('channel_id', String(ch));
+      form.set('thread_id', String(this.thread ?? 0));
+      form.set('last_event_id', String(last));
+      form.set('nonce', nonce == null ? '' : String(nonce));
+      if (this.nonceAction) form.set('nonce_action', this.nonceAction);
+      // This client may be held longer than the LMS theme's own (which the plugin caps at 5 s).
+      form.set('client', 'lmsrt');
+      return this._http.request(
+        this.url,
+        {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=UTF-8', Accept: 'application/json' },
+          body: form.toString(),
+          credentials: 'same-origin',
+          cache: 'no-store',
+        },
+        this.timeoutMs,
+        signal
+      );
+    }
+
+    _classify(r) {
+      const body = safeJson(r.text);
+      const ok = r.status >= 200 && r.status < 300;
+      if (ok && body && body.success === true && body.data && Array.isArray(body.data.events)) {
+        return { ok: true, events: body.data.events.map(mapLegacyEvent), mode: modeOrNull(body.data.mode), gap: body.data.gap === true };
+      }
+      const data = body && typeof body === 'object' && body.data && typeof body.data === 'object' ? body.data : {};
+      let code = typeof data.code === 'string' ? data.code : null;
+      // admin-ajax.php answers a bare -1 when check_ajax_referer fails and 0 for an unknown action.
+      if (!code && (body === -1 || r.text === '-1')) code = 'invalid_nonce';
+      if (!code && (body === 0 || r.text === '0')) code = 'unknown_action';
+      if (!code) code = ok ? 'invalid_response' : 'http_' + r.status;
+      const now = this._now();
+      const retryAfterMs = parseRetryAfter(headerOf(r, 'Retry-After'), now) ?? (data.retry_after != null ? parseRetryAfter(data.retry_after, now) : null);
+      const base = { ok: false, status: r.status, code, message: typeof data.message === 'string' ? data.message : '', retryAfterMs };
+      if (r.status === 429 || code === 'rate_limit_exceeded' || code === 'connection_limit_exceeded') {
+        return Object.assign(base, { kind: 'rate_limited' });
+      }
+      return Object.assign(base, { kind: 'failure', mode: modeOrNull(data.mode) });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // LMSUnifiedLongPoll
 
   let sharedPool = null;
 
   /**
-   * The client. Polls the daemon (`GET {daemonUrl}/v1/poll`) or, when the daemon is unavailable
-   * or the user is in the legacy cohort, the WordPress AJAX endpoint, and dispatches events.
-   * See README.md for the options, the transport per tier and the error handling.
+   * The client: the loop. It picks a transport (the daemon when configured, the cohort allows it
+   * and its breaker admits the request; otherwise AJAX), keeps the position, backs off, trips
+   * the breaker, dispatches events and relays them to the other tabs. The transports only
+   * speak their protocol (see "The transport interface" above). See README.md for the options,
+   * the transport per tier and the error handling.
    */
   class LMSUnifiedLongPoll {
     constructor(options = {}) {
@@ -1056,9 +1504,9 @@
       this.tokenProvider = typeof o.tokenProvider === 'function' ? o.tokenProvider : null;
       this.ajaxUrl = o.ajaxUrl ? String(o.ajaxUrl) : null;
       this.ajaxAction = o.ajaxAction || LEGACY_ACTION;
-      this._nonce = o.nonce;
       this.nonceAction = o.nonceAction || null;
-      if (!this.daemonUrl && !this.ajaxUrl) throw new TypeError('daemonUrl or ajaxUrl is required');
+      const custom = Array.isArray(o.transports) && o.transports.length > 0;
+      if (!this.daemonUrl && !this.ajaxUrl && !custom) throw new TypeError('daemonUrl or ajaxUrl is required');
 
       const chans = Array.isArray(o.channels) ? o.channels : o.channels != null ? [o.channels] : [];
       this.channels = Array.from(new Set(chans.map(toId).filter((c) => c !== null)));
@@ -1068,22 +1516,13 @@
       this._typeSet = this.types ? new Set(this.types) : null;
       this.batchSize = toId(o.batchSize);
       this.order = o.order === 'sequential' || o.order === 'priority' ? o.order : null;
-
-      this._cursor = o.cursor !== undefined && o.cursor !== null && o.cursor !== '' ? String(o.cursor) : null;
-      this._initialLastEventId = toInt(o.lastEventId);
-      this._legacyIds = new Map();
-      this._cover = null;
-      this._noteCursor(this._cursor);
+      this._position = new CursorPosition(o.cursor, o.lastEventId);
 
       const timers = globalTimers();
-      this._fetchImpl = o.fetch || ((url, init) => globalThis.fetch(url, init));
       this._setTimeout = o.setTimeout || timers.setTimeout;
       this._clearTimeout = o.clearTimeout || timers.clearTimeout;
       this._now = o.now || defaultNow;
       this._random = o.random || Math.random;
-      this.requestSlackMs = o.requestSlackMs ?? 10000;
-      this.ajaxTimeoutMs = o.ajaxTimeoutMs ?? 45000;
-      this.tokenSkewMs = o.tokenSkewMs ?? 30000;
 
       const onHandlerError = o.onHandlerError || defaultHandlerError;
       this.router = o.router || new LMSEventRouter({ dedupCapacity: o.dedupCapacity, onHandlerError });
@@ -1093,9 +1532,9 @@
       this.abTesting = o.abTesting || null;
       this.pool = o.pool || LMSUnifiedLongPoll.defaultPool();
       this._life = new Emitter(onHandlerError);
+      /** The transports, most preferred first (see _choose). */
+      this._transports = custom ? o.transports.slice() : this._builtinTransports(o);
 
-      this._token = null;
-      this._tokenPromise = null;
       this._running = false;
       this._gen = 0;
       this._member = null;
@@ -1112,6 +1551,40 @@
     static defaultPool() {
       if (!sharedPool) sharedPool = new LMSConnectionPool();
       return sharedPool;
+    }
+
+    _builtinTransports(o) {
+      const http = new HttpRequester({
+        fetch: o.fetch,
+        setTimeout: this._setTimeout,
+        clearTimeout: this._clearTimeout,
+        onRequest: () => this.monitor.recordRequest(),
+      });
+      const sub = { channels: this.channels, thread: this.thread, http, now: this._now };
+      const list = [];
+      if (this.daemonUrl) {
+        list.push(
+          new LMSDaemonTransport(
+            Object.assign({}, sub, {
+              url: this.daemonUrl,
+              types: this.types,
+              order: this.order,
+              batchSize: this.batchSize,
+              tokenProvider: this.tokenProvider,
+              tokenSkewMs: o.tokenSkewMs,
+              requestSlackMs: o.requestSlackMs,
+            })
+          )
+        );
+      }
+      if (this.ajaxUrl) {
+        list.push(
+          new LMSAjaxTransport(
+            Object.assign({}, sub, { url: this.ajaxUrl, action: this.ajaxAction, nonce: o.nonce, nonceAction: this.nonceAction, timeoutMs: o.ajaxTimeoutMs })
+          )
+        );
+      }
+      return list;
     }
 
     // -- public API -------------------------------------------------------------------------
@@ -1132,14 +1605,12 @@
 
     /** The cursor the daemon last returned (or the initial one). */
     get cursor() {
-      return this._cursor;
+      return this._position.cursor;
     }
 
     /** `{channel_id: last_event_id}` for the legacy tier. */
     get lastEventIds() {
-      const out = {};
-      for (const ch of this.channels) out[ch] = this._legacyPosition(ch);
-      return out;
+      return this._position.lastEventIds(this.channels);
     }
 
     /** `{tier, transport}` of the latest request, or null before the first. */
@@ -1161,10 +1632,7 @@
      * next request uses it; events at or below it are treated as already shown.
      */
     setCursor(cursor) {
-      this._cursor = cursor === undefined || cursor === null || cursor === '' ? null : String(cursor);
-      this._legacyIds.clear();
-      this._cover = null;
-      this._noteCursor(this._cursor);
+      this._position.reset(cursor);
     }
 
     start() {
@@ -1193,6 +1661,7 @@
         this._member.leave();
         this._member = null;
       }
+      for (const t of this._transports) t.close();
       return this._loop;
     }
 
@@ -1214,32 +1683,34 @@
 
     async _run(gen) {
       while (this._alive(gen)) {
-        if (!this._member || !this._member.isLeader) {
+        if (!this.isLeader) {
           await this._idle();
           continue;
         }
-        const plan = this._choosePlan();
-        if (!plan) {
+        const choice = this._choose();
+        if (!choice) {
           // Daemon breaker open and no AJAX endpoint: wait for the probe window.
           await this._sleep(Math.max(250, this.breaker.msUntilHalfOpen()));
           continue;
         }
-        this._announceMode(plan.tier, plan.transport);
+        const { transport, plan } = choice;
+        this._announceMode(plan.tier, transport.name);
         const started = this._now();
         const ctrl = new AbortController();
         this._ctrl = ctrl;
+        const push = (batch) => {
+          if (!ctrl.signal.aborted && this._alive(gen)) this._onPushed(transport, plan, batch);
+        };
         let outcome = null;
         let release = null;
         try {
           release = await this.pool.acquire(ctrl.signal);
-          if (this._alive(gen) && this._member && this._member.isLeader) {
+          if (this._alive(gen) && this.isLeader) {
             if (this._failing) this.monitor.recordReconnect();
-            outcome = plan.transport === 'daemon' ? await this._pollDaemon(plan, ctrl.signal) : await this._pollAjax(ctrl.signal);
+            outcome = await transport.poll(this._request(plan), ctrl.signal, push);
           }
         } catch (err) {
-          outcome = ctrl.signal.aborted
-            ? null
-            : { ok: false, kind: 'failure', code: (err && err.code) || 'network_error', message: String((err && err.message) || err), error: err };
+          outcome = ctrl.signal.aborted ? null : failureFrom(err, 'network_error');
         } finally {
           if (release) release();
           if (this._ctrl === ctrl) this._ctrl = null;
@@ -1249,58 +1720,70 @@
           if (plan.probe) this.breaker.releaseProbe();
           continue;
         }
-        const delay = this._settle(plan, outcome, started);
+        const delay = this._settle(transport, plan, outcome, started);
         if (delay > 0 && this._alive(gen)) await this._sleep(delay);
       }
     }
 
-    /**
-     * The transport and tier of the next request. The daemon is used when configured, the
-     * cohort allows it and its breaker admits the request (a half-open probe asks for an
-     * immediate answer, timeout=0, so a hung daemon cannot stall the page); otherwise AJAX.
-     */
-    _daemonAllowed() {
-      return !!this.daemonUrl && (!this.abTesting || this.abTesting.useUnified());
+    _request(plan) {
+      return {
+        tier: plan.tier,
+        waitSeconds: plan.waitSeconds,
+        cursor: this._position.daemonCursor(this.channels),
+        lastEventIds: this._position.lastEventIds(this.channels),
+      };
+    }
+
+    /** Whether the A/B cohort lets this client use the daemon (guarded transports). */
+    _unified() {
+      return !this.abTesting || this.abTesting.useUnified();
+    }
+
+    /** Whether a guarded transport (the daemon) may be used at all. */
+    _guardedAllowed() {
+      return this._unified() && this._transports.some((t) => t.guarded);
     }
 
     /**
-     * AJAX is the primary transport when no daemon is configured and the user is in the unified
-     * cohort: WordPress then holds the poll itself. (The legacy cohort keeps a fixed cadence.)
+     * An unguarded transport (AJAX) is the transport of choice when there is no daemon and the
+     * user is in the unified cohort: WordPress then holds the poll itself. Otherwise it stands in
+     * (the legacy cohort keeps a fixed cadence).
      */
-    _ajaxPrimary() {
-      return !this.daemonUrl && (!this.abTesting || this.abTesting.useUnified());
+    _planFor(transport) {
+      const primary = !transport.guarded && this._unified() && !this._transports.some((t) => t.guarded);
+      return this.fallback.plan(transport.name, primary);
     }
 
-    _choosePlan() {
-      if (this._daemonAllowed()) {
+    /**
+     * The transport and plan of the next request: the first guarded transport the cohort allows
+     * and the breaker admits (a half-open probe asks for an immediate answer, timeout=0, so a hung
+     * daemon cannot stall the page), else the first unguarded one; null if none.
+     */
+    _choose() {
+      const unified = this._unified();
+      for (const transport of this._transports) {
+        if (!transport.guarded) return { transport, plan: this._planFor(transport) };
+        if (!unified) continue;
         const probe = this.breaker.state === 'half-open';
-        if (this.breaker.allowRequest()) {
-          const plan = this.fallback.plan('daemon');
-          plan.probe = probe;
-          if (probe) plan.waitSeconds = 0;
-          return plan;
-        }
+        if (!this.breaker.allowRequest()) continue;
+        const plan = this._planFor(transport);
+        plan.probe = probe;
+        if (probe) plan.waitSeconds = 0;
+        return { transport, plan };
       }
-      if (!this.ajaxUrl) return null;
-      return this.fallback.plan('ajax', this._ajaxPrimary());
+      return null;
     }
 
-    _settle(plan, outcome, started) {
-      const transport = plan.transport;
-      if (outcome.batch) this._applyBatch(outcome.batch, transport);
+    /** The end of one poll() call: returns how long to wait before the next. */
+    _settle(transport, plan, outcome, started) {
+      const name = transport.name;
+      if (outcome.batch) this._applyBatch(outcome.batch, name);
       let wait;
       if (outcome.ok) {
-        if (transport === 'daemon') this.breaker.recordSuccess();
-        this.fallback.recordSuccess({ transport, mode: outcome.batch ? outcome.batch.mode : null });
-        this._failing = false;
-        this._rateStreak = 0;
-        if (!this._connected) {
-          this._connected = true;
-          this._emit('connected', { transport, tier: plan.tier, shared: false });
-        }
-        const interval = this.fallback.plan(transport, this._ajaxPrimary()).intervalMs || 0;
+        this._recordSuccess(transport, plan, outcome.batch ? outcome.batch.mode : null);
+        const interval = this._planFor(transport).intervalMs || 0;
         wait = Math.max(0, interval - (this._now() - started), outcome.retryMs || 0);
-        if (transport === 'ajax' && this._daemonAllowed() && this.breaker.state === 'open') {
+        if (!transport.guarded && this._guardedAllowed() && this.breaker.state === 'open') {
           // Probe the daemon as soon as its breaker allows rather than at the next AJAX tick.
           wait = Math.min(wait, this.breaker.msUntilHalfOpen());
         }
@@ -1309,28 +1792,49 @@
         this.monitor.recordError(outcome.code);
         this._rateStreak += 1;
         wait = outcome.retryAfterMs ?? this.fallback.backoffDelay(this._rateStreak);
-        this._emit('error', this._errorPayload(outcome, transport, wait));
+        this._emit('error', this._errorPayload(outcome, name, wait));
       } else {
         this.monitor.recordError(outcome.code);
-        if (transport === 'daemon') this.breaker.recordFailure();
-        const backoff = this.fallback.recordFailure({ transport, mode: outcome.mode });
+        if (transport.guarded) this.breaker.recordFailure();
+        const backoff = this.fallback.recordFailure({ transport: name, mode: outcome.mode });
         this._failing = true;
         this._connected = false;
         wait = Math.max(backoff, outcome.retryAfterMs || 0);
-        this._emit('error', this._errorPayload(outcome, transport, wait));
+        this._emit('error', this._errorPayload(outcome, name, wait));
       }
-      if (outcome.batch && this._member && this._member.isLeader) {
-        // Followers get what was applied here, with the position it leads to.
-        this._member.publish({
-          events: outcome.batch.events,
-          cursor: this._cursor,
-          legacyIds: Object.fromEntries(this._legacyIds),
-          gap: !!outcome.batch.gap,
-          tier: this.fallback.plan(transport, this._ajaxPrimary()).tier,
-          transport,
-        });
-      }
+      if (outcome.batch) this._relay(transport, outcome.batch);
       return wait;
+    }
+
+    /** A batch a streaming transport pushed while its poll() is still open. */
+    _onPushed(transport, plan, batch) {
+      this._applyBatch(batch, transport.name);
+      this._recordSuccess(transport, plan, batch.mode);
+      this._relay(transport, batch);
+    }
+
+    _recordSuccess(transport, plan, mode) {
+      if (transport.guarded) this.breaker.recordSuccess();
+      this.fallback.recordSuccess({ transport: transport.name, mode });
+      this._failing = false;
+      this._rateStreak = 0;
+      if (!this._connected) {
+        this._connected = true;
+        this._emit('connected', { transport: transport.name, tier: plan.tier, shared: false });
+      }
+    }
+
+    /** Followers get what was applied here, with the position it leads to. */
+    _relay(transport, batch) {
+      if (!this.isLeader) return;
+      this._member.publish({
+        events: batch.events,
+        cursor: this._position.cursor,
+        legacyIds: this._position.legacyIds(),
+        gap: !!batch.gap,
+        tier: this._planFor(transport).tier,
+        transport: transport.name,
+      });
     }
 
     _errorPayload(outcome, transport, retryInMs) {
@@ -1390,88 +1894,30 @@
       const events = Array.isArray(batch.events) ? batch.events : [];
       const cursor = typeof batch.cursor === 'string' ? batch.cursor : null;
       if (batch.gap) {
-        const next = parseCursor(cursor);
-        if (next && this._cover && next.epoch && this._cover.epoch && next.epoch !== this._cover.epoch) {
-          // A new store: ids restarted, so remembered ids mean nothing any more.
-          this.router.clearSeen();
-        }
-        this._cover = null;
+        // A new store: ids restarted, so remembered ids mean nothing any more.
+        if (this._position.restart(cursor)) this.router.clearSeen();
         this._emit('resync', { cursor, source });
       }
-      const fresh = events.filter((e) => !this._isCovered(e) && (!this._typeSet || this._typeSet.has(e.event_type)));
+      const fresh = events.filter((e) => !this._position.covers(e) && (!this._typeSet || this._typeSet.has(e.event_type)));
       const delivered = this.router.dispatch(fresh);
       const at = this._now();
       for (const e of delivered) this.monitor.recordEvent(e, at);
-      if (cursor !== null) {
-        this._cursor = cursor;
-        this._noteCursor(cursor);
-      }
-      if (batch.legacyIds && typeof batch.legacyIds === 'object') {
-        for (const k of Object.keys(batch.legacyIds)) {
-          const ch = toId(k);
-          const id = toInt(batch.legacyIds[k]);
-          if (ch === null || id === null) continue;
-          this._legacyIds.set(ch, Math.max(this._legacyIds.get(ch) ?? id, id));
-        }
-      }
-    }
-
-    /** Keeps the highest lane positions of every cursor held since the last reset. */
-    _noteCursor(cursor) {
-      const c = parseCursor(cursor);
-      if (!c) return;
-      const cover = this._cover;
-      if (!cover || (c.epoch && cover.epoch && c.epoch !== cover.epoch)) {
-        this._cover = { epoch: c.epoch, lanes: c.lanes.slice() };
-        return;
-      }
-      cover.lanes = cover.lanes.map((v, i) => Math.max(v, c.lanes[i]));
-      cover.epoch = cover.epoch || c.epoch;
-    }
-
-    /** True if the page already has this event: its id is at or below its lane in a cursor held. */
-    _isCovered(e) {
-      if (!this._cover || typeof e.id !== 'number') return false;
-      const p = e.priority;
-      const lane = p >= 1 && p <= 4 ? this._cover.lanes[p - 1] : Math.min.apply(null, this._cover.lanes);
-      return e.id <= lane;
+      this._position.advance(cursor, batch.legacyIds);
     }
 
     _onRelay(state) {
-      if (!this._running || !state || (this._member && this._member.isLeader)) return;
+      if (!this._running || !state || this.isLeader) return;
       this._applyBatch(
         { events: Array.isArray(state.events) ? state.events : [], cursor: state.cursor, legacyIds: state.legacyIds, gap: !!state.gap },
         'relay'
       );
       const tier = modeOrNull(state.tier);
-      const transport = state.transport === 'daemon' || state.transport === 'ajax' ? state.transport : null;
+      const transport = this._transports.some((t) => t.name === state.transport) ? state.transport : null;
       if (tier && transport) this._announceMode(tier, transport);
       if (!this._connected) {
         this._connected = true;
         this._emit('connected', { transport, tier, shared: true });
       }
-    }
-
-    // -- positions --------------------------------------------------------------------------
-
-    /** Where the legacy tier starts for a channel: the safe floor from the cursor, or further. */
-    _legacyPosition(ch) {
-      const c = parseCursor(this._cursor);
-      const floor = c ? Math.min.apply(null, c.lanes) : this._initialLastEventId ?? 0;
-      return Math.max(this._legacyIds.get(ch) ?? floor, floor);
-    }
-
-    /**
-     * The cursor for the daemon: the one it last returned (or the page's head cursor). Only a
-     * client that never held one sends the legacy integer it has (accepted by the daemon as a
-     * sequential cursor), or nothing.
-     */
-    _daemonCursor() {
-      if (this._cursor !== null) return this._cursor;
-      if (this._legacyIds.size > 0 || this._initialLastEventId !== null) {
-        return String(Math.min.apply(null, this.channels.map((ch) => this._legacyPosition(ch))));
-      }
-      return null;
     }
 
     _shareKey() {
@@ -1483,211 +1929,6 @@
         y: this.types ? this.types.slice().sort() : null,
         o: this.order,
       });
-    }
-
-    // -- transports -------------------------------------------------------------------------
-
-    _pollUrl(waitSeconds) {
-      let q = 'channels=' + this.channels.join(',');
-      const cursor = this._daemonCursor();
-      if (cursor !== null) q += '&cursor=' + encodeURIComponent(cursor);
-      q += '&timeout=' + waitSeconds;
-      if (this.thread !== null) q += '&thread=' + this.thread;
-      if (this.types) q += '&types=' + this.types.join(',');
-      if (this.order) q += '&order=' + this.order;
-      if (this.batchSize !== null) q += '&limit=' + this.batchSize;
-      return this.daemonUrl + '/v1/poll?' + q;
-    }
-
-    async _getToken(force) {
-      if (!this.tokenProvider) return null;
-      const t = this._token;
-      if (!force && t && (t.expiresAt === null || t.expiresAt - this._now() > this.tokenSkewMs)) return t.token;
-      if (!this._tokenPromise) {
-        this._tokenPromise = Promise.resolve()
-          .then(() => this.tokenProvider({ force: !!force }))
-          .then((r) => {
-            if (!r || typeof r.token !== 'string' || r.token === '') throw new Error('token provider returned no token');
-            this._token = { token: r.token, expiresAt: toMillis(r.expires_at) };
-            return r.token;
-          })
-          .finally(() => {
-            this._tokenPromise = null;
-          });
-      }
-      return this._tokenPromise;
-    }
-
-    /** fetch with a watchdog; resolves with `{status, headers, text}`. */
-    async _fetch(url, init, timeoutMs, outer) {
-      const ctrl = new AbortController();
-      const onAbort = () => ctrl.abort();
-      if (outer.aborted) ctrl.abort();
-      else outer.addEventListener('abort', onAbort, { once: true });
-      let timedOut = false;
-      const timer = this._setTimeout(() => {
-        timedOut = true;
-        ctrl.abort();
-      }, timeoutMs);
-      try {
-        const res = await this._fetchImpl(url, Object.assign({}, init, { signal: ctrl.signal }));
-        const text = await res.text();
-        return { status: res.status, headers: res.headers, text };
-      } catch (err) {
-        if (timedOut && !outer.aborted) {
-          const e = new Error('request timed out after ' + timeoutMs + ' ms');
-          e.code = 'timeout';
-          throw e;
-        }
-        throw err;
-      } finally {
-        this._clearTimeout(timer);
-        outer.removeEventListener('abort', onAbort);
-      }
-    }
-
-    async _pollDaemon(plan, signal) {
-      let refreshed = false;
-      for (;;) {
-        let token;
-        try {
-          token = await this._getToken(refreshed);
-        } catch (err) {
-          if (signal.aborted) throw abortError();
-          return { ok: false, kind: 'failure', code: 'token_unavailable', message: String((err && err.message) || err), error: err };
-        }
-        if (signal.aborted) throw abortError();
-        const headers = { Accept: 'application/json' };
-        if (token) headers.Authorization = 'Bearer ' + token;
-        this.monitor.recordRequest();
-        const r = await this._fetch(
-          this._pollUrl(plan.waitSeconds),
-          { method: 'GET', headers, cache: 'no-store', credentials: 'omit' },
-          plan.waitSeconds * 1000 + this.requestSlackMs,
-          signal
-        );
-        if (r.status === 401 && !refreshed && this.tokenProvider) {
-          // The token expired or was revoked: fetch a fresh one and retry, once.
-          refreshed = true;
-          this._token = null;
-          continue;
-        }
-        return this._classifyDaemon(r);
-      }
-    }
-
-    _classifyDaemon(r) {
-      const body = safeJson(r.text);
-      if (r.status >= 200 && r.status < 300) {
-        if (!body || typeof body !== 'object' || !Array.isArray(body.events) || typeof body.cursor !== 'string') {
-          return { ok: false, kind: 'failure', status: r.status, code: 'invalid_response', message: 'malformed poll response' };
-        }
-        return {
-          ok: true,
-          batch: {
-            events: body.events.map(normalizeDaemonEvent),
-            cursor: body.cursor,
-            gap: body.gap === true,
-            mode: modeOrNull(body.mode),
-          },
-          retryMs: Math.max(0, toInt(body.retry_ms) || 0),
-        };
-      }
-      const err = body && typeof body === 'object' && body.error && typeof body.error === 'object' ? body.error : {};
-      const header = (name) => (r.headers && typeof r.headers.get === 'function' ? r.headers.get(name) : null);
-      const retryAfterMs = parseRetryAfter(header('Retry-After'), this._now()) ?? (toInt(body && body.retry_ms) || null);
-      const base = {
-        ok: false,
-        status: r.status,
-        code: typeof err.code === 'string' ? err.code : 'http_' + r.status,
-        message: typeof err.message === 'string' ? err.message : '',
-        retryAfterMs,
-      };
-      if (r.status === 429) return Object.assign(base, { kind: 'rate_limited' });
-      const mode = modeOrNull(body && body.mode) || modeOrNull(err.mode) || modeOrNull(header('X-LMS-Mode'));
-      return Object.assign(base, { kind: 'failure', mode });
-    }
-
-    /**
-     * One AJAX poll: one POST per channel (the legacy endpoint takes one `channel_id`), in
-     * sequence. Channels answered before a failure keep their events and positions.
-     */
-    async _pollAjax(signal) {
-      const events = [];
-      const legacyIds = {};
-      let mode = null;
-      let gap = false;
-      const partial = () => (events.length || Object.keys(legacyIds).length ? { events, legacyIds, mode, gap } : null);
-      for (const ch of this.channels) {
-        const last = this._legacyPosition(ch);
-        const nonce = typeof this._nonce === 'function' ? await this._nonce() : this._nonce;
-        if (signal.aborted) throw abortError();
-        const form = new URLSearchParams();
-        form.set('action', this.ajaxAction);
-        form.set('channel_id', String(ch));
-        form.set('thread_id', String(this.thread ?? 0));
-        form.set('last_event_id', String(last));
-        form.set('nonce', nonce == null ? '' : String(nonce));
-        if (this.nonceAction) form.set('nonce_action', this.nonceAction);
-        // This client may be held longer than the LMS theme's own (which the plugin caps at 5 s).
-        form.set('client', 'lmsrt');
-        this.monitor.recordRequest();
-        let r;
-        try {
-          r = await this._fetch(
-            this.ajaxUrl,
-            {
-              method: 'POST',
-              headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=UTF-8', Accept: 'application/json' },
-              body: form.toString(),
-              credentials: 'same-origin',
-              cache: 'no-store',
-            },
-            this.ajaxTimeoutMs,
-            signal
-          );
-        } catch (err) {
-          if (signal.aborted) throw err;
-          return { ok: false, kind: 'failure', code: err.code || 'network_error', message: String(err.message || err), error: err, batch: partial() };
-        }
-        const c = this._classifyAjax(r);
-        if (!c.ok) return Object.assign(c, { batch: partial() });
-        let max = last;
-        for (const e of c.events) {
-          if (typeof e.id === 'number' && e.id > max) max = e.id;
-          events.push(e);
-        }
-        legacyIds[ch] = max;
-        mode = c.mode || mode;
-        gap = gap || c.gap;
-      }
-      return { ok: true, batch: { events, legacyIds, mode, gap } };
-    }
-
-    _classifyAjax(r) {
-      const body = safeJson(r.text);
-      const ok = r.status >= 200 && r.status < 300;
-      if (ok && body && body.success === true && body.data && Array.isArray(body.data.events)) {
-        return {
-          ok: true,
-          events: body.data.events.map(mapLegacyEvent),
-          mode: modeOrNull(body.data.mode),
-          gap: body.data.gap === true,
-        };
-      }
-      const data = body && typeof body === 'object' && body.data && typeof body.data === 'object' ? body.data : {};
-      let code = typeof data.code === 'string' ? data.code : null;
-      // admin-ajax.php answers a bare -1 when check_ajax_referer fails and 0 for an unknown action.
-      if (!code && (body === -1 || r.text === '-1')) code = 'invalid_nonce';
-      if (!code && (body === 0 || r.text === '0')) code = 'unknown_action';
-      if (!code) code = ok ? 'invalid_response' : 'http_' + r.status;
-      const header = (name) => (r.headers && typeof r.headers.get === 'function' ? r.headers.get(name) : null);
-      const retryAfterMs = parseRetryAfter(header('Retry-After'), this._now()) ?? (data.retry_after != null ? parseRetryAfter(data.retry_after, this._now()) : null);
-      const base = { ok: false, status: r.status, code, message: typeof data.message === 'string' ? data.message : '', retryAfterMs };
-      if (r.status === 429 || code === 'rate_limit_exceeded' || code === 'connection_limit_exceeded') {
-        return Object.assign(base, { kind: 'rate_limited' });
-      }
-      return Object.assign(base, { kind: 'failure', mode: modeOrNull(data.mode) });
     }
 
     // -- configuration from the page --------------------------------------------------------
@@ -1765,6 +2006,11 @@
     LMSCircuitBreaker,
     LMSABTesting,
     LMSPerformanceMonitor,
+    LMSDaemonTransport,
+    LMSAjaxTransport,
+    CursorPosition,
+    HttpRequester,
+    TokenCache,
     parseCursor,
     parseRetryAfter,
     mapLegacyEvent,

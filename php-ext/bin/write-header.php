@@ -37,7 +37,8 @@ if ($absolute === false) {
     exit(1);
 }
 $check = 'not checked: this PHP does not allow FFI (ext-ffi missing or ffi.enable off)';
-if (extension_loaded('ffi') && !in_array(strtolower((string) ini_get('ffi.enable')), ['', '0', 'false', 'off', 'no'], true)) {
+$ffiEnable = strtolower((string) ini_get('ffi.enable'));
+if (extension_loaded('ffi') && !in_array($ffiEnable, ['', '0', 'false', 'off', 'no'], true)) {
     try {
         $abi = FFI::cdef('uint32_t lmsrt_abi_version(void);', $absolute)->lmsrt_abi_version();
     } catch (FFI\Exception $e) {
@@ -45,7 +46,8 @@ if (extension_loaded('ffi') && !in_array(strtolower((string) ini_get('ffi.enable
         exit(1);
     }
     if ($abi !== Library::ABI_VERSION) {
-        fwrite(STDERR, sprintf("%s implements ABI version %d, this package needs %d\n", $absolute, $abi, Library::ABI_VERSION));
+        $needs = Library::ABI_VERSION;
+        fwrite(STDERR, sprintf("%s implements ABI version %d, this package needs %d\n", $absolute, $abi, $needs));
         exit(1);
     }
     $check = "ABI $abi";

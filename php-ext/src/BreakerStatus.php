@@ -22,7 +22,12 @@ final class BreakerStatus
     /** `lmsrt_breaker_state` values (`LMSRT_BREAKER_STATE_*`) to `state` strings. */
     public const STATES = [0 => self::CLOSED, 1 => self::OPEN, 2 => self::HALF_OPEN];
     /** `lmsrt_mode` values (`LMSRT_MODE_*`) to `mode` strings. */
-    public const MODES = [0 => self::MODE_LONG, 1 => self::MODE_MEDIUM, 2 => self::MODE_SHORT, 3 => self::MODE_EMERGENCY];
+    public const MODES = [
+        0 => self::MODE_LONG,
+        1 => self::MODE_MEDIUM,
+        2 => self::MODE_SHORT,
+        3 => self::MODE_EMERGENCY,
+    ];
 
     public function __construct(
         /** 'closed', 'open' or 'half_open' (an open breaker whose period is over). */

@@ -106,7 +106,10 @@ final class Breakers
     public function forceOpen(string $name, int $durationMs): BreakerStatus
     {
         if ($durationMs < 0) {
-            throw new InvalidArgumentException("durationMs must not be negative, got $durationMs", Status::INVALID_ARGUMENT);
+            throw new InvalidArgumentException(
+                "durationMs must not be negative, got $durationMs",
+                Status::INVALID_ARGUMENT
+            );
         }
         $s = null;
         $status = $this->native->breakerForceOpen($this->guards->handle(), $name, $durationMs, $s);

@@ -103,10 +103,16 @@ final class EventStore
         $dataJson = self::dataJson($data);
         if ($priority !== null && ($priority < 1 || $priority > 4)) {
             // 0 would mean "default" to the ABI; only null means that here.
-            throw Status::toException(Status::INVALID_PRIORITY, "invalid priority $priority: expected 1 (critical) to 4 (low)");
+            throw Status::toException(
+                Status::INVALID_PRIORITY,
+                "invalid priority $priority: expected 1 (critical) to 4 (low)"
+            );
         }
         if ($ttlMs !== null && $ttlMs <= 0) {
-            throw Status::toException(Status::INVALID_TTL, "invalid ttl $ttlMs ms: expected a positive number of milliseconds");
+            throw Status::toException(
+                Status::INVALID_TTL,
+                "invalid ttl $ttlMs ms: expected a positive number of milliseconds"
+            );
         }
         $id = 0;
         self::ensureOk($this->native, $this->native->append(
@@ -360,7 +366,10 @@ final class EventStore
     {
         $report = json_decode($json, true, 16, JSON_THROW_ON_ERROR);
         if (!is_array($report)) {
-            throw new Exception\InternalException('the library returned a report that is not an object', Status::INTERNAL);
+            throw new Exception\InternalException(
+                'the library returned a report that is not an object',
+                Status::INTERNAL
+            );
         }
         return $report;
     }
@@ -428,7 +437,10 @@ final class EventStore
         throw new \LogicException('an EventStore cannot be serialized; open it again instead');
     }
 
-    /** @param array<mixed> $data */
+    /**
+     * @param array<mixed> $data
+     * @SuppressWarnings(PHPMD.UnusedFormalParameter) PHP's signature; nothing is restored.
+     */
     public function __unserialize(array $data): void
     {
         throw new \LogicException('an EventStore cannot be unserialized; open it instead');

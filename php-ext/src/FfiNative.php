@@ -317,7 +317,14 @@ final class FfiNative implements Native
         if ($this->decisionPtr === null) {
             $this->allocDecision();
         }
-        $status = $this->ffi->lmsrt_limiter_peek($handle, $action, strlen($action), $key, strlen($key), $this->decisionPtr);
+        $status = $this->ffi->lmsrt_limiter_peek(
+            $handle,
+            $action,
+            strlen($action),
+            $key,
+            strlen($key),
+            $this->decisionPtr
+        );
         if ($status === Status::OK) {
             $decision = $this->decisionOut();
         }
@@ -417,8 +424,14 @@ final class FfiNative implements Native
         return $status;
     }
 
-    public function rolloutCohort(int $percent, string $salt, ?string $betaUsersJson, string $user, mixed &$cohort, mixed &$bucket): int
-    {
+    public function rolloutCohort(
+        int $percent,
+        string $salt,
+        ?string $betaUsersJson,
+        string $user,
+        mixed &$cohort,
+        mixed &$bucket
+    ): int {
         if ($this->u32Ptr === null) {
             $this->allocInts();
         }

@@ -160,7 +160,10 @@ final class Guards
         throw new \LogicException('Guards cannot be serialized; open them again instead');
     }
 
-    /** @param array<mixed> $data */
+    /**
+     * @param array<mixed> $data
+     * @SuppressWarnings(PHPMD.UnusedFormalParameter) PHP's signature; nothing is restored.
+     */
     public function __unserialize(array $data): void
     {
         throw new \LogicException('Guards cannot be unserialized; open them instead');

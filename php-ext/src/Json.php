@@ -33,7 +33,11 @@ final class Json
             if ($e->getCode() === JSON_ERROR_UTF8) {
                 throw new InvalidUtf8Exception("$what: a string is not valid UTF-8", Status::INVALID_UTF8, $e);
             }
-            throw new InvalidArgumentException("$what cannot be encoded as JSON: " . $e->getMessage(), Status::INVALID_ARGUMENT, $e);
+            throw new InvalidArgumentException(
+                "$what cannot be encoded as JSON: " . $e->getMessage(),
+                Status::INVALID_ARGUMENT,
+                $e
+            );
         }
     }
 

@@ -29,7 +29,10 @@ final class Lease
     ) {
     }
 
-    /** @return array{key: string, record: int, index: int, token: int, expires_at_ms: int, reclaimed: bool, key_hash: int} */
+    /**
+     * @return array{key: string, record: int, index: int, token: int, expires_at_ms: int, reclaimed: bool,
+     *     key_hash: int}
+     */
     public function toArray(): array
     {
         return [
@@ -43,7 +46,10 @@ final class Lease
         ];
     }
 
-    /** @param array{key: string, record: int, index: int, token: int, expires_at_ms: int, reclaimed?: bool, key_hash?: int} $a */
+    /**
+     * @param array{key: string, record: int, index: int, token: int, expires_at_ms: int, reclaimed?: bool,
+     *     key_hash?: int} $a
+     */
     public static function fromArray(array $a): self
     {
         return new self(

@@ -270,7 +270,8 @@ final class Library
         $status = self::preloadStatus();
         $why = 'ffi.enable=preload allows FFI only for preloaded headers, and the scope "' . self::SCOPE
             . '" is not loaded';
-        if ($preload !== '' && (realpath($preload) ?: $preload) === $script && $status !== null && empty($status['ok'])) {
+        $preloadFailed = $status !== null && empty($status['ok']);
+        if ($preload !== '' && (realpath($preload) ?: $preload) === $script && $preloadFailed) {
             $why .= ': opcache.preload ran ' . $script . ' and it failed: ' . $status['error'];
         } elseif ($preload === '') {
             $why .= ': opcache.preload is not set';

@@ -147,7 +147,14 @@ interface Native
      * @param-out int $cohort an `lmsrt_cohort` value
      * @param-out int $bucket
      */
-    public function rolloutCohort(int $percent, string $salt, ?string $betaUsersJson, string $user, mixed &$cohort, mixed &$bucket): int;
+    public function rolloutCohort(
+        int $percent,
+        string $salt,
+        ?string $betaUsersJson,
+        string $user,
+        mixed &$cohort,
+        mixed &$bucket
+    ): int;
 
     public function metricsIncr(mixed $handle, string $counter, int $n): int;
 

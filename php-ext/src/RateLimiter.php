@@ -32,7 +32,10 @@ final class RateLimiter
     public function check(string $action, string $key, int $cost = 1): Decision
     {
         if ($cost < 1 || $cost > 0xFFFFFFFF) {
-            throw new InvalidArgumentException("cost $cost: expected 1 to the action's burst", Status::INVALID_ARGUMENT);
+            throw new InvalidArgumentException(
+                "cost $cost: expected 1 to the action's burst",
+                Status::INVALID_ARGUMENT
+            );
         }
         $decision = null;
         $status = $this->native->limiterCheck($this->guards->handle(), $action, $key, $cost, $decision);

@@ -86,7 +86,10 @@ final class Rollout
     private static function call(int $percent, string $salt, array $betaUsers, string $userId): array
     {
         if ($percent < 0 || $percent > 100) {
-            throw new InvalidArgumentException("rollout percentage $percent: expected 0 to 100", Status::INVALID_ARGUMENT);
+            throw new InvalidArgumentException(
+                "rollout percentage $percent: expected 0 to 100",
+                Status::INVALID_ARGUMENT
+            );
         }
         $ids = [];
         foreach ($betaUsers as $u) {

@@ -30,7 +30,10 @@ final class Slots
     public function acquire(string $key): Lease
     {
         return $this->tryAcquire($key) ?? throw new SlotsExhaustedException(
-            sprintf('all connection slots of %s are taken', json_encode($key, JSON_UNESCAPED_UNICODE | JSON_INVALID_UTF8_SUBSTITUTE)),
+            sprintf(
+                'all connection slots of %s are taken',
+                json_encode($key, JSON_UNESCAPED_UNICODE | JSON_INVALID_UTF8_SUBSTITUTE)
+            ),
             Status::SLOTS_EXHAUSTED
         );
     }

@@ -47,7 +47,8 @@ final class Token
         string $session,
         ?string $library = null
     ): string {
-        return self::issueWith(new FfiNative(Library::ffi($library)), $keyId, $secret, $userId, $channels, $expiresAt, $session);
+        $native = new FfiNative(Library::ffi($library));
+        return self::issueWith($native, $keyId, $secret, $userId, $channels, $expiresAt, $session);
     }
 
     /**
@@ -67,7 +68,10 @@ final class Token
     ): string {
         foreach ($channels as $c) {
             if (!is_int($c)) {
-                throw new InvalidArgumentException('channels must be integers, got ' . get_debug_type($c), Status::INVALID_ARGUMENT);
+                throw new InvalidArgumentException(
+                    'channels must be integers, got ' . get_debug_type($c),
+                    Status::INVALID_ARGUMENT
+                );
             }
         }
         $json = json_encode(array_values($channels), JSON_THROW_ON_ERROR);

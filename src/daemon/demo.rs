@@ -84,6 +84,9 @@ struct Post {
     text: String,
     #[serde(default)]
     user_id: i64,
+    /// The name the posting tab goes by (the page picks one per tab).
+    #[serde(default)]
+    from: String,
 }
 
 async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, ApiError> {
@@ -94,7 +97,13 @@ async fn publish(state: &Arc<State>, req: Request<Incoming>) -> Result<Resp, Api
         return Err(ApiError::Forbidden("demo channels are 1, 2 and 3".into()));
     }
     let text: String = post.text.chars().take(500).collect();
-    let data = serde_json::json!({ "text": text, "from": "you" }).to_string();
+    let from: String = post.from.trim().chars().take(40).collect();
+    let from = if from.is_empty() {
+        "guest".to_owned()
+    } else {
+        from
+    };
+    let data = serde_json::json!({ "text": text, "from": from }).to_string();
     let ev = NewEvent::new("message_create", post.channel_id)
         .user_id(post.user_id)
         .data(data);

@@ -25,9 +25,11 @@
 //!   ever waits on it. Where a record has several words (a limiter key has three), the words are
 //!   independent facts and any combination is a valid state; each module says why.
 //! * A record is claimed by a compare-and-swap of its key tag from 0 (or from a stale key whose
-//!   state has decayed to the all-zero equivalent). Words that carry state also carry a few
-//!   check bits of the tag, so an update computed for the previous owner of a reused record
-//!   fails its compare-and-swap instead of landing on the new owner.
+//!   state has decayed to the all-zero equivalent), by the one claiming loop every table
+//!   shares (`shm::table`, which also holds the table itself; each guard says what makes one
+//!   of its records reusable). Words that carry state also carry a few check bits of the tag,
+//!   so an update computed for the previous owner of a reused record fails its
+//!   compare-and-swap instead of landing on the new owner.
 //! * A table that is full (no free or stale record within a key's probe window) fails open for
 //!   rate limits and breakers and closed for connection slots; each module says why.
 
@@ -41,11 +43,8 @@ pub use rate_limit::{ActionLimit, Decision, LimiterConfig, RateLimiter};
 pub use rollout::{Cohort, Rollout};
 pub use slots::{Lease, OnFull, Slots, SlotsConfig};
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::error::{Error, Result};
-use crate::shm::SharedRegion;
+/// Largest record count a guard table accepts (the daemon sizes its tables up to it).
+pub(crate) use crate::shm::table::MAX_CAPACITY;
 
 /// A stable 64-bit hash of a sequence of byte strings: FNV-1a over the parts, each followed by
 /// a 0xFF separator (a byte that never occurs in UTF-8, so `("ab","c")` and `("a","bc")`
@@ -100,214 +99,6 @@ fn fmix64(mut k: u64) -> u64 {
     k
 }
 
-/// The tag stored for a key: its hash, with 0 (the empty marker) mapped to 1.
-pub(crate) fn tag_of(hash: u64) -> u64 {
-    if hash == 0 { 1 } else { hash }
-}
-
-/// The 8 check bits of a tag carried by a record's state words.
-#[inline]
-pub(crate) fn check_of(tag: u64) -> u64 {
-    tag >> 56
-}
-
-/// Words in a table's header; records start after it.
-pub(crate) const HEADER_WORDS: usize = 8;
-/// Header word 0: the layout magic (0 until the first opener writes it).
-const H_MAGIC: usize = 0;
-/// Header word 1: the record count (0 until the first opener writes it).
-const H_CAPACITY: usize = 1;
-/// Largest record count accepted from a file or a configuration.
-pub(crate) const MAX_CAPACITY: usize = 1 << 22;
-
-/// Where a block of shared words lives: a file mapped shared, or process memory.
-#[derive(Debug)]
-enum Backing {
-    Shared(SharedRegion),
-    Local(Box<[AtomicU64]>),
-}
-
-/// A fixed-size block of 64-bit atomics whose word 0 holds a layout magic, in a shared file or
-/// in process memory. Both backends run the same code.
-#[derive(Debug)]
-pub(crate) struct Words {
-    backing: Backing,
-}
-
-impl Words {
-    /// Maps (creating if needed) `len` words of the file at `path`, checking its layout magic
-    /// (written by the first opener; a file with another magic is refused).
-    pub(crate) fn open_shared(path: &Path, magic: u64, len: usize) -> Result<Words> {
-        let region = SharedRegion::open(path, len * 8)?;
-        let words = region.atomic_u64_slice();
-        match words[H_MAGIC].compare_exchange(0, magic, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {}
-            Err(found) if found == magic => {}
-            Err(found) => {
-                return Err(bad_file(
-                    path,
-                    format!("layout {found:#018x}, expected {magic:#018x}"),
-                ));
-            }
-        }
-        Ok(Words {
-            backing: Backing::Shared(region),
-        })
-    }
-
-    /// `len` zeroed words in process memory, with the magic in word 0.
-    pub(crate) fn in_process(magic: u64, len: usize) -> Words {
-        // Zeroed by the allocator rather than written: pages of a large table that no key
-        // ever touches are never made resident (the daemon sizes tables for its peak).
-        let words = zeroed_words(len.max(1));
-        words[H_MAGIC].store(magic, Ordering::Relaxed);
-        Words {
-            backing: Backing::Local(words),
-        }
-    }
-
-    /// All the words.
-    #[inline]
-    pub(crate) fn get(&self) -> &[AtomicU64] {
-        match &self.backing {
-            Backing::Shared(r) => r.atomic_u64_slice(),
-            Backing::Local(b) => b,
-        }
-    }
-
-    /// The file behind shared words.
-    pub(crate) fn path(&self) -> Option<&Path> {
-        match &self.backing {
-            Backing::Shared(r) => Some(r.path()),
-            Backing::Local(_) => None,
-        }
-    }
-}
-
-/// `len` (> 0) zeroed atomics, zeroed by the allocator (`calloc`-style).
-fn zeroed_words(len: usize) -> Box<[AtomicU64]> {
-    let layout = std::alloc::Layout::array::<AtomicU64>(len).expect("table size fits in memory");
-    // SAFETY: `layout` has a non-zero size (len > 0); the result is checked for NULL; all-zero
-    // bytes are a valid `AtomicU64`; the box frees it with the same layout (a slice of `len`
-    // atomics allocated by the global allocator).
-    unsafe {
-        let p = std::alloc::alloc_zeroed(layout).cast::<AtomicU64>();
-        if p.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len))
-    }
-}
-
-/// A fixed-size table of records of `record_words` 64-bit atomics after a small header.
-#[derive(Debug)]
-pub(crate) struct Table {
-    words: Words,
-    record_words: usize,
-    capacity: usize,
-}
-
-impl Table {
-    /// Maps (creating if needed) the table file at `path`.
-    ///
-    /// The first opener fixes the layout (`magic`) and the record count; later openers use the
-    /// count found in the file whatever they asked for, so every process indexes alike.
-    pub(crate) fn open_shared(
-        path: &Path,
-        magic: u64,
-        record_words: usize,
-        capacity: usize,
-    ) -> Result<Table> {
-        let capacity = Self::check_capacity(capacity)?;
-        let mut words = Words::open_shared(path, magic, Self::len(record_words, capacity))?;
-        let stored = match words.get()[H_CAPACITY].compare_exchange(
-            0,
-            capacity as u64,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => capacity,
-            Err(found) => found as usize,
-        };
-        if stored != capacity {
-            if !stored.is_power_of_two() || stored > MAX_CAPACITY {
-                return Err(bad_file(path, format!("record count {stored}")));
-            }
-            words = Words::open_shared(path, magic, Self::len(record_words, stored))?;
-        }
-        Ok(Table {
-            words,
-            record_words,
-            capacity: stored,
-        })
-    }
-
-    /// A table in process memory.
-    pub(crate) fn in_process(magic: u64, record_words: usize, capacity: usize) -> Result<Table> {
-        let capacity = Self::check_capacity(capacity)?;
-        let words = Words::in_process(magic, Self::len(record_words, capacity));
-        words.get()[H_CAPACITY].store(capacity as u64, Ordering::Relaxed);
-        Ok(Table {
-            words,
-            record_words,
-            capacity,
-        })
-    }
-
-    fn check_capacity(capacity: usize) -> Result<usize> {
-        if capacity == 0 || capacity > MAX_CAPACITY {
-            return Err(Error::InvalidArgument(format!(
-                "table capacity {capacity}: expected 1..={MAX_CAPACITY}"
-            )));
-        }
-        // At least one probe window, and a power of two so positions are a mask away.
-        Ok(capacity.next_power_of_two().max(64))
-    }
-
-    fn len(record_words: usize, capacity: usize) -> usize {
-        HEADER_WORDS + record_words * capacity
-    }
-
-    #[inline]
-    fn words(&self) -> &[AtomicU64] {
-        self.words.get()
-    }
-
-    /// Header word `i` (2..8 are free for the table's owner).
-    #[inline]
-    pub(crate) fn header(&self, i: usize) -> &AtomicU64 {
-        debug_assert!((2..HEADER_WORDS).contains(&i));
-        &self.words()[i]
-    }
-
-    /// The words of record `idx` (taken modulo the capacity).
-    #[inline]
-    pub(crate) fn record(&self, idx: usize) -> &[AtomicU64] {
-        let start = HEADER_WORDS + (idx & (self.capacity - 1)) * self.record_words;
-        &self.words()[start..start + self.record_words]
-    }
-
-    /// Number of records.
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// The file behind a shared table.
-    pub(crate) fn path(&self) -> Option<&Path> {
-        self.words.path()
-    }
-}
-
-fn bad_file(path: &Path, what: String) -> Error {
-    Error::io(
-        path,
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not a table this version understands: {what}"),
-        ),
-    )
-}
-
 /// Milliseconds of a duration, saturating.
 pub(crate) fn ms(d: std::time::Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
@@ -327,20 +118,5 @@ mod tests {
         f.write(b"post");
         f.write(b"42");
         assert_eq!(f.finish(), stable_hash(&[b"post", b"42"]));
-    }
-
-    #[test]
-    fn shared_table_keeps_the_first_capacity_and_refuses_other_layouts() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t");
-        let a = Table::open_shared(&p, 7, 4, 100).unwrap();
-        assert_eq!(a.capacity(), 128);
-        let b = Table::open_shared(&p, 7, 4, 4096).unwrap();
-        assert_eq!(b.capacity(), 128, "later openers adopt the file's capacity");
-        a.record(5)[1].store(99, Ordering::Relaxed);
-        assert_eq!(b.record(5)[1].load(Ordering::Relaxed), 99);
-        let e = Table::open_shared(&p, 8, 4, 128).unwrap_err();
-        assert_eq!(e.code(), crate::ErrorCode::Io);
-        assert!(Table::in_process(7, 4, 0).is_err());
     }
 }

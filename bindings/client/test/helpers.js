@@ -217,7 +217,60 @@ function ajaxOk(events, extra = {}) {
   return { success: true, data: Object.assign({ events, timestamp: Math.floor(nextTs / 1000) }, extra) };
 }
 
-module.exports = { flush, FakeClock, FakeFetch, FakeBroadcastHub, jsonResponse, query, form, batch, ev, legacyEv, ajaxOk };
+/**
+ * A transport the test drives, behind the same interface as the real ones: every poll() waits
+ * until the test settles it, and a streaming test pushes batches through the call's `push`.
+ */
+class FakeTransport {
+  constructor(name, { guarded = false } = {}) {
+    this.name = name;
+    this.guarded = guarded;
+    this.calls = [];
+    this.closed = 0;
+  }
+
+  poll(request, signal, push) {
+    return new Promise((resolve, reject) => {
+      const call = { request, signal, push, settled: false };
+      call.resolve = (outcome) => {
+        call.settled = true;
+        resolve(outcome);
+      };
+      call.reject = (err) => {
+        call.settled = true;
+        reject(err);
+      };
+      signal.addEventListener(
+        'abort',
+        () => {
+          const e = new Error('aborted');
+          e.name = 'AbortError';
+          call.reject(e);
+        },
+        { once: true }
+      );
+      this.calls.push(call);
+    });
+  }
+
+  close() {
+    this.closed += 1;
+  }
+
+  get last() {
+    return this.calls[this.calls.length - 1];
+  }
+
+  /** Ends the open call with `outcome`. */
+  settle(outcome) {
+    const c = this.last;
+    if (!c || c.settled) throw new Error(this.name + ': no open poll to settle');
+    c.resolve(outcome);
+    return c;
+  }
+}
+
+module.exports = { flush, FakeClock, FakeFetch, FakeBroadcastHub, FakeTransport, jsonResponse, query, form, batch, ev, legacyEv, ajaxOk };
 
 const lib = require('../lms-realtime-client.js');
 

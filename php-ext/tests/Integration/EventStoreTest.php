@@ -32,7 +32,8 @@ final class EventStoreTest extends IntegrationTestCase
         $s = $this->open();
         $start = $s->headCursor();
         $stats = $s->append('statistics_update', 7, ['views' => 10]);
-        $msg = $s->append('message_create', 7, ['text' => 'héllo', 'tags' => ['a', 'b'], 'meta' => []], messageId: 42, userId: 3);
+        $text = ['text' => 'héllo', 'tags' => ['a', 'b'], 'meta' => []];
+        $msg = $s->append('message_create', 7, $text, messageId: 42, userId: 3);
         $react = $s->append('reaction_update', 7, messageId: 42, userId: 4, priority: Priority::HIGH, ttlMs: 60_000);
         self::assertGreaterThan($stats, $msg);
 
@@ -200,7 +201,12 @@ final class EventStoreTest extends IntegrationTestCase
 
     public function testOptionsAreAppliedAndUnknownOnesRefused(): void
     {
-        $s = $this->open(['max_data_bytes' => 64, 'default_ttl_ms' => 5000, 'durability' => 'power_loss', 'purge_interval_ms' => 50]);
+        $s = $this->open([
+            'max_data_bytes' => 64,
+            'default_ttl_ms' => 5000,
+            'durability' => 'power_loss',
+            'purge_interval_ms' => 50,
+        ]);
         $s->append('x', 1, ['a' => str_repeat('b', 40)]);
         try {
             $s->append('x', 1, ['a' => str_repeat('b', 100)]);

@@ -42,10 +42,19 @@ final class GuardsCrossProcessTest extends IntegrationTestCase
     private function spawn(string $mode, array $args): array
     {
         $cmd = array_merge(
-            [self::php(), '-d', 'ffi.enable=1', self::fixture('guards_worker.php'), $mode, $this->dir . '/shared.db', json_encode(self::CONFIG)],
+            [
+                self::php(),
+                '-d',
+                'ffi.enable=1',
+                self::fixture('guards_worker.php'),
+                $mode,
+                $this->dir . '/shared.db',
+                json_encode(self::CONFIG),
+            ],
             $args
         );
-        $proc = proc_open($cmd, [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, null, self::childEnv());
+        $io = [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']];
+        $proc = proc_open($cmd, $io, $pipes, null, self::childEnv());
         self::assertIsResource($proc);
         $this->children[] = [$proc, $pipes];
         return [$proc, $pipes];
@@ -63,7 +72,10 @@ final class GuardsCrossProcessTest extends IntegrationTestCase
 
     public function testTwoProcessesHammeringOneKeyAreAllowedExactlyTheBudget(): void
     {
-        $kids = [$this->spawn('hammer', ['budget', 'user:7', '20000']), $this->spawn('hammer', ['budget', 'user:7', '20000'])];
+        $kids = [
+            $this->spawn('hammer', ['budget', 'user:7', '20000']),
+            $this->spawn('hammer', ['budget', 'user:7', '20000']),
+        ];
         foreach ($kids as [, $pipes]) {
             self::assertSame('ready', self::line($pipes));
         }
@@ -86,14 +98,20 @@ final class GuardsCrossProcessTest extends IntegrationTestCase
     public function testABreakerOpenedInOneProcessIsOpenInTheOther(): void
     {
         [, $pipes] = $this->spawn('breaker', ['store', 'trip']);
-        self::assertSame(['state' => 'open', 'mode' => 'emergency', 'allowed' => false], json_decode(self::line($pipes), true));
+        self::assertSame(
+            ['state' => 'open', 'mode' => 'emergency', 'allowed' => false],
+            json_decode(self::line($pipes), true)
+        );
         $breakers = $this->guards(self::CONFIG, 'shared.db')->breakers();
         $s = $breakers->check('store');
         self::assertSame(['open', 'emergency', false], [$s->state, $s->mode, $s->allowed]);
         self::assertGreaterThan(50_000, $s->retryAfterMs);
         $breakers->reset('store');
         [, $pipes] = $this->spawn('breaker', ['store', 'peek']);
-        self::assertSame(['state' => 'closed', 'mode' => 'long', 'allowed' => true], json_decode(self::line($pipes), true));
+        self::assertSame(
+            ['state' => 'closed', 'mode' => 'long', 'allowed' => true],
+            json_decode(self::line($pipes), true)
+        );
     }
 
     public function testASlotHeldByAnotherProcessCountsAndIsReclaimedWhenItIsGone(): void

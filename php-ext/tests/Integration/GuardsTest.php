@@ -81,16 +81,25 @@ final class GuardsTest extends IntegrationTestCase
 
     public function testKeysAreBytesEmbeddedNulIncludedAndBadInputIsTyped(): void
     {
-        $limiter = $this->guards(['limits' => ['one' => ['rate' => 1, 'period_ms' => self::DAY_MS, 'adaptive' => false]]])->limiter();
+        $one = ['rate' => 1, 'period_ms' => self::DAY_MS, 'adaptive' => false];
+        $limiter = $this->guards(['limits' => ['one' => $one]])->limiter();
         self::assertTrue($limiter->check('one', "a\0b")->allowed);
         self::assertTrue($limiter->check('one', 'a')->allowed, '"a\0b" is not cut at the NUL');
         self::assertFalse($limiter->check('one', "a\0b")->allowed);
         $bad = [
-            [fn () => $limiter->check('nope', 'k'), Exception\InvalidArgumentException::class, 'unknown rate-limit action'],
+            [
+                fn () => $limiter->check('nope', 'k'),
+                Exception\InvalidArgumentException::class,
+                'unknown rate-limit action',
+            ],
             [fn () => $limiter->check('one', ''), Exception\InvalidArgumentException::class, 'empty'],
             [fn () => $limiter->check('one', 'k', 2), Exception\InvalidArgumentException::class, 'cost 2'],
             [fn () => $limiter->check('one', "\xff"), Exception\InvalidUtf8Exception::class, 'UTF-8'],
-            [fn () => $limiter->check('one', str_repeat('k', 2000)), Exception\InvalidArgumentException::class, 'longer than'],
+            [
+                fn () => $limiter->check('one', str_repeat('k', 2000)),
+                Exception\InvalidArgumentException::class,
+                'longer than',
+            ],
             [fn () => $limiter->reset('nope', 'k'), Exception\InvalidArgumentException::class, 'unknown'],
         ];
         foreach ($bad as [$call, $class, $message]) {
@@ -108,9 +117,15 @@ final class GuardsTest extends IntegrationTestCase
     {
         $b = $this->guards(['breaker' => ['failure_threshold' => 2, 'open_ms' => 150]])->breakers();
         $s = $b->check('store');
-        self::assertSame([BreakerStatus::CLOSED, BreakerStatus::MODE_LONG, 30000, true], [$s->state, $s->mode, $s->waitMs, $s->allowed]);
+        self::assertSame(
+            [BreakerStatus::CLOSED, BreakerStatus::MODE_LONG, 30000, true],
+            [$s->state, $s->mode, $s->waitMs, $s->allowed]
+        );
         $s = $b->recordFailure('store');
-        self::assertSame([BreakerStatus::CLOSED, 'medium', 1, 1, 1], [$s->state, $s->mode, $s->consecutiveFailures, $s->windowFailures, $s->windowRequests]);
+        self::assertSame(
+            [BreakerStatus::CLOSED, 'medium', 1, 1, 1],
+            [$s->state, $s->mode, $s->consecutiveFailures, $s->windowFailures, $s->windowRequests]
+        );
         $s = $b->recordFailure('store');
         self::assertSame(['open', 'emergency', 1000], [$s->state, $s->mode, $s->waitMs]);
         $s = $b->check('store');
@@ -123,7 +138,10 @@ final class GuardsTest extends IntegrationTestCase
         $s = $b->status('store');
         self::assertSame(['half_open', true, false], [$s->state, $s->allowed, $s->probe]);
         $s = $b->check('store');
-        self::assertSame(['half_open', 'short', 3000, true, true], [$s->state, $s->mode, $s->waitMs, $s->allowed, $s->probe]);
+        self::assertSame(
+            ['half_open', 'short', 3000, true, true],
+            [$s->state, $s->mode, $s->waitMs, $s->allowed, $s->probe]
+        );
         self::assertFalse($b->check('store')->allowed, 'one probe at a time');
         $s = $b->recordSuccess('store');
         self::assertSame(['closed', 'long', true], [$s->state, $s->mode, $s->allowed]);
@@ -253,7 +271,11 @@ final class GuardsTest extends IntegrationTestCase
         $cases = [
             [['limit' => []], Exception\InvalidArgumentException::class, 'unknown field `limit`'],
             [['limits' => ['post' => ['rate' => 0]]], Exception\InvalidArgumentException::class, 'positive'],
-            [['limits' => ['post' => ['rate' => 1, 'adaptive' => 'yes']]], Exception\InvalidArgumentException::class, 'limits.post.adaptive'],
+            [
+                ['limits' => ['post' => ['rate' => 1, 'adaptive' => 'yes']]],
+                Exception\InvalidArgumentException::class,
+                'limits.post.adaptive',
+            ],
             [['slots' => ['max' => 16]], Exception\InvalidArgumentException::class, 'max_per_key 16'],
             [['slots' => ['on_full' => 'drop']], Exception\InvalidArgumentException::class, 'slots.on_full'],
             [['breaker' => ['open_ms' => 0]], Exception\InvalidArgumentException::class, 'breaker config'],
@@ -278,7 +300,12 @@ final class GuardsTest extends IntegrationTestCase
         $limiter = $g->limiter();
         $g->close();
         $g->close();
-        foreach ([fn () => $limiter->check('post', 'k'), fn () => $g->slots()->release($lease), fn () => $g->metrics()->health()] as $call) {
+        $calls = [
+            fn () => $limiter->check('post', 'k'),
+            fn () => $g->slots()->release($lease),
+            fn () => $g->metrics()->health(),
+        ];
+        foreach ($calls as $call) {
             try {
                 $call();
                 self::fail('no exception');

@@ -33,10 +33,11 @@ final class PoisonEventTest extends IntegrationTestCase
             ['{"text":"\udfff!"}', 'lone UTF-16 surrogate'],
         ];
         foreach ($cases as [$data, $cause]) {
-            foreach ([
+            $calls = [
                 fn () => $s->append('message_create', 1, $data),
                 fn () => $s->appendBatch([['type' => 'message_create', 'channel_id' => 1, 'data' => $data]]),
-            ] as $call) {
+            ];
+            foreach ($calls as $call) {
                 try {
                     $call();
                     self::fail('expected InvalidDataException for ' . substr($data, 0, 30));
@@ -44,7 +45,10 @@ final class PoisonEventTest extends IntegrationTestCase
                     self::assertSame(Status::INVALID_DATA, $e->getCode());
                     // appendBatch() decodes data given as text in PHP first, whose own limit
                     // (512, and unpaired surrogates) refuses some cases before the library sees them.
-                    self::assertMatchesRegularExpression('/' . $cause . '|Maximum stack depth|unpaired UTF-16 surrogate/', $e->getMessage());
+                    self::assertMatchesRegularExpression(
+                        '/' . $cause . '|Maximum stack depth|unpaired UTF-16 surrogate/',
+                        $e->getMessage()
+                    );
                 }
             }
         }
@@ -70,12 +74,13 @@ final class PoisonEventTest extends IntegrationTestCase
         $path = $this->dir . '/events.db';
         $now = (int) (microtime(true) * 1000);
         $good = [];
-        foreach ([
+        $values = [
             "'" . self::nested(520) . "'",           // json_decode's depth of 512 throws on it
             "'{\"text\":\"\\ud800\"}'",              // an unpaired surrogate: JSON_ERROR_UTF16
             "'not json'",
             "X'7BFFFE7D'",                           // not UTF-8
-        ] as $data) {
+        ];
+        foreach ($values as $data) {
             $sql = sprintf(
                 "INSERT INTO lmsrt_events (event_type, priority, channel_id, user_id, data, timestamp, expires_at) "
                 . "VALUES ('message_create', 1, 1, 1, %s, %d, %d);",
@@ -85,7 +90,8 @@ final class PoisonEventTest extends IntegrationTestCase
             );
             $out = [];
             $rc = 0;
-            exec('sqlite3 -cmd ' . escapeshellarg('.timeout 5000') . ' ' . escapeshellarg($path) . ' ' . escapeshellarg($sql) . ' 2>&1', $out, $rc);
+            $command = array_map('escapeshellarg', ['sqlite3', '-cmd', '.timeout 5000', $path, $sql]);
+            exec(implode(' ', $command) . ' 2>&1', $out, $rc);
             self::assertSame(0, $rc, implode("\n", $out));
             $good[] = $s->append('message_create', 1, ['ok' => true]);
         }

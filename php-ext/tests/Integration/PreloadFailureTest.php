@@ -131,9 +131,23 @@ final class PreloadFailureTest extends IntegrationTestCase
     public function testWithFfiPreloadItChecksTheScopeAndRecordsTheHeader(): void
     {
         $header = $this->dir . '/lms_realtime.h';
-        exec(implode(' ', array_map('escapeshellarg', ['env', '-u', 'LMSRT_LIBRARY', '-u', 'CARGO_TARGET_DIR', self::php(), $this->package . '/bin/write-header.php', $header])) . ' 2>&1', $out, $rc);
+        $command = [
+            'env',
+            '-u',
+            'LMSRT_LIBRARY',
+            '-u',
+            'CARGO_TARGET_DIR',
+            self::php(),
+            $this->package . '/bin/write-header.php',
+            $header,
+        ];
+        exec(implode(' ', array_map('escapeshellarg', $command)) . ' 2>&1', $out, $rc);
         self::assertSame(0, $rc, implode("\n", $out));
-        self::assertStringContainsString('FFI_LIB ' . realpath($this->bundled) . ', ABI 1', implode("\n", $out), 'write-header.php defaults to the bundled library');
+        self::assertStringContainsString(
+            'FFI_LIB ' . realpath($this->bundled) . ', ABI 1',
+            implode("\n", $out),
+            'write-header.php defaults to the bundled library'
+        );
         $ini = ['ffi.preload' => $header];
         if (self::isRoot()) {
             $ini['opcache.preload_user'] = 'nobody';
@@ -153,7 +167,11 @@ final class PreloadFailureTest extends IntegrationTestCase
         $status = $this->assertFailedWith($missing, $this->preload([], ['LMSRT_LIBRARY' => $missing]));
         self::assertStringContainsString('LMSRT_LIBRARY', $status['error']);
         $status = $this->preload([], ['LMSRT_LIBRARY' => $missing])['probe'];
-        self::assertContains('LmsRealtime\\EventStore', $status['preloaded_classes'], 'the classes are still preloaded');
+        self::assertContains(
+            'LmsRealtime\\EventStore',
+            $status['preloaded_classes'],
+            'the classes are still preloaded'
+        );
     }
 
     public function testFfiLoadRefusedUnderPreloadUserIsRecordedWithTheFix(): void
@@ -194,7 +212,8 @@ final class PreloadFailureTest extends IntegrationTestCase
         }
         file_put_contents($this->dir . '/other.c', "unsigned int lmsrt_abi_version(void) { return 999; }\n");
         $other = $this->dir . '/libother.so';
-        exec(escapeshellarg($cc) . ' -shared -fPIC -o ' . escapeshellarg($other) . ' ' . escapeshellarg($this->dir . '/other.c') . ' 2>&1', $out, $rc);
+        $source = escapeshellarg($this->dir . '/other.c');
+        exec(escapeshellarg($cc) . ' -shared -fPIC -o ' . escapeshellarg($other) . ' ' . $source . ' 2>&1', $out, $rc);
         self::assertSame(0, $rc, implode("\n", $out));
         chmod($other, 0755);
         $this->assertFailedWith('implements ABI version 999', $this->preload([], ['LMSRT_LIBRARY' => $other]));

@@ -89,7 +89,10 @@ final class PreloadTest extends IntegrationTestCase
             self::php(), dirname(__DIR__, 2) . '/bin/write-header.php', $header, Library::resolvePath(),
         ])) . ' 2>&1');
         self::assertFileExists($header, (string) $out);
-        self::assertMatchesRegularExpression('/^#define FFI_LIB "\/.+liblms_realtime\.so"$/m', (string) file_get_contents($header));
+        self::assertMatchesRegularExpression(
+            '/^#define FFI_LIB "\/.+liblms_realtime\.so"$/m',
+            (string) file_get_contents($header)
+        );
         $ini = [
             'ffi.enable' => 'preload',
             'ffi.preload' => $header,

@@ -37,7 +37,12 @@ final class EventStoreTest extends TestCase
             'message_id' => 40 + $id, 'thread_id' => null, 'user_id' => 3, 'data' => ['n' => $id],
             'timestamp' => 1000, 'expires_at' => 2000,
         ], $ids);
-        return json_encode(['events' => $events, 'cursor' => 'v1.00000001.5.5.5.5', 'gap' => false, 'has_more' => true]);
+        return json_encode([
+            'events' => $events,
+            'cursor' => 'v1.00000001.5.5.5.5',
+            'gap' => false,
+            'has_more' => true,
+        ]);
     }
 
     public function testCheckAndSalvagePassPathsAndDecodeTheReports(): void
@@ -49,7 +54,10 @@ final class EventStoreTest extends TestCase
         $this->native->answer(Status::OK, '{"events_copied":5,"events_lost":2,"lost_ranges":[[3,4]],"dest_ok":true}');
         $r = EventStore::salvageWith($this->native, '/x/e.db', '/x/new.db');
         self::assertSame([[3, 4]], $r['lost_ranges']);
-        self::assertSame([['storeCheck', ['/x/e.db']], ['storeSalvage', ['/x/e.db', '/x/new.db']]], $this->native->calls);
+        self::assertSame(
+            [['storeCheck', ['/x/e.db']], ['storeSalvage', ['/x/e.db', '/x/new.db']]],
+            $this->native->calls
+        );
         $this->native->answer(Status::CORRUPT, null, 'the database is corrupt: malformed');
         try {
             EventStore::checkWith($this->native, '/x/e.db');
@@ -92,7 +100,17 @@ final class EventStoreTest extends TestCase
             $this->native->lastCall()
         );
         $this->native->answer(Status::OK, 42);
-        $s->append('reaction_update', 8, ['emoji' => '👍', 'path' => 'a/b'], messageId: 5, threadId: 6, userId: 9, priority: Priority::HIGH, ttlMs: 60000, idempotencyKey: 'k');
+        $s->append(
+            'reaction_update',
+            8,
+            ['emoji' => '👍', 'path' => 'a/b'],
+            messageId: 5,
+            threadId: 6,
+            userId: 9,
+            priority: Priority::HIGH,
+            ttlMs: 60000,
+            idempotencyKey: 'k'
+        );
         self::assertSame(
             ['append', ['handle', 'reaction_update', 2, 8, 5, 6, 9, '{"emoji":"👍","path":"a/b"}', 60000, 'k']],
             $this->native->lastCall()
@@ -108,14 +126,15 @@ final class EventStoreTest extends TestCase
     {
         $s = $this->store();
         $calls = count($this->native->calls);
-        foreach ([
+        $cases = [
             [fn () => $s->append('x', 1, [1, 2]), Exception\InvalidDataException::class],
             [fn () => $s->append('x', 1, priority: 0), Exception\InvalidPriorityException::class],
             [fn () => $s->append('x', 1, priority: 5), Exception\InvalidPriorityException::class],
             [fn () => $s->append('x', 1, ttlMs: 0), Exception\InvalidTtlException::class],
             [fn () => $s->append('x', 1, ['bad' => "\xff"]), Exception\InvalidUtf8Exception::class],
             [fn () => $s->append('x', 1, ['f' => NAN]), Exception\InvalidDataException::class],
-        ] as [$call, $class]) {
+        ];
+        foreach ($cases as [$call, $class]) {
             try {
                 $call();
                 self::fail("expected $class");
@@ -137,7 +156,9 @@ final class EventStoreTest extends TestCase
         ]);
         self::assertSame([5, 6, 7], $ids);
         self::assertSame(
-            '[{"type":"message_create","channel_id":1,"data":{}},{"type":"x","channel_id":2,"data":{},"message_id":3},{"type":"y","channel_id":3,"data":{"a":1}}]',
+            '[{"type":"message_create","channel_id":1,"data":{}},'
+            . '{"type":"x","channel_id":2,"data":{},"message_id":3},'
+            . '{"type":"y","channel_id":3,"data":{"a":1}}]',
             $this->native->lastCall()[1][1]
         );
         $this->expectException(Exception\InvalidDataException::class);
@@ -147,7 +168,13 @@ final class EventStoreTest extends TestCase
     public function testAppendBatchRefusesNonArrayEventsAndBadData(): void
     {
         $s = $this->store();
-        foreach ([['nope'], [['type' => 'x', 'channel_id' => 1, 'data' => 5]], [['type' => 'x', 'channel_id' => 1, 'data' => [1]]], [['type' => 'x', 'channel_id' => 1, 'data' => '{']]] as $events) {
+        $batches = [
+            ['nope'],
+            [['type' => 'x', 'channel_id' => 1, 'data' => 5]],
+            [['type' => 'x', 'channel_id' => 1, 'data' => [1]]],
+            [['type' => 'x', 'channel_id' => 1, 'data' => '{']],
+        ];
+        foreach ($batches as $events) {
             try {
                 $s->appendBatch($events);
                 self::fail('expected an InvalidArgumentException');
@@ -161,9 +188,17 @@ final class EventStoreTest extends TestCase
     {
         $s = $this->store();
         $this->native->answer(Status::OK, self::batchJson(1, 2));
-        $b = $s->fetch([7, 8], 'v1.00000001.0.0.0.0', limit: 10, order: 'sequential', threadId: 4, types: ['message_create']);
+        $b = $s->fetch(
+            [7, 8],
+            'v1.00000001.0.0.0.0',
+            limit: 10,
+            order: 'sequential',
+            threadId: 4,
+            types: ['message_create']
+        );
         self::assertSame(
-            '{"channels":[7,8],"limit":10,"order":"sequential","cursor":"v1.00000001.0.0.0.0","thread_id":4,"types":["message_create"],"data_as_text":true}',
+            '{"channels":[7,8],"limit":10,"order":"sequential","cursor":"v1.00000001.0.0.0.0",'
+            . '"thread_id":4,"types":["message_create"],"data_as_text":true}',
             $this->native->lastCall()[1][1]
         );
         self::assertInstanceOf(Batch::class, $b);
@@ -174,16 +209,36 @@ final class EventStoreTest extends TestCase
         self::assertSame('v1.00000001.5.5.5.5', $b->cursor);
         $e = $b->events[1];
         self::assertInstanceOf(Event::class, $e);
-        self::assertSame([2, 'message_create', 1, 7, 42, null, 3, ['n' => 2], 1000, 2000], [$e->id, $e->type, $e->priority, $e->channelId, $e->messageId, $e->threadId, $e->userId, $e->data, $e->timestamp, $e->expiresAt]);
+        self::assertSame(
+            [2, 'message_create', 1, 7, 42, null, 3, ['n' => 2], 1000, 2000],
+            [
+                $e->id,
+                $e->type,
+                $e->priority,
+                $e->channelId,
+                $e->messageId,
+                $e->threadId,
+                $e->userId,
+                $e->data,
+                $e->timestamp,
+                $e->expiresAt,
+            ]
+        );
         self::assertSame([1, 2], array_map(static fn (Event $e) => $e->id, iterator_to_array($b)));
         self::assertSame('message_create', $b->toArray()['events'][0]['type']);
         // A legacy integer cursor and no cursor.
         $this->native->answer(Status::OK, self::batchJson());
         $s->fetch([1], 17);
-        self::assertSame('{"channels":[1],"limit":50,"order":"priority","cursor":17,"data_as_text":true}', $this->native->lastCall()[1][1]);
+        self::assertSame(
+            '{"channels":[1],"limit":50,"order":"priority","cursor":17,"data_as_text":true}',
+            $this->native->lastCall()[1][1]
+        );
         $this->native->answer(Status::OK, self::batchJson());
         self::assertTrue($s->fetch([1], '')->isEmpty());
-        self::assertSame('{"channels":[1],"limit":50,"order":"priority","data_as_text":true}', $this->native->lastCall()[1][1]);
+        self::assertSame(
+            '{"channels":[1],"limit":50,"order":"priority","data_as_text":true}',
+            $this->native->lastCall()[1][1]
+        );
     }
 
     /**
@@ -294,7 +349,11 @@ final class EventStoreTest extends TestCase
         self::assertSame(1000, $s->advanceIds(1000));
         self::assertSame(['advanceIds', ['handle', 1000]], $this->native->lastCall());
         // The library decides what is out of range (negative, PHP_INT_MAX): PHP passes it on.
-        $this->native->answer(Status::INVALID_ARGUMENT, null, 'invalid argument: advance_ids: past must be 0 to 9223372036854775806, not -1');
+        $this->native->answer(
+            Status::INVALID_ARGUMENT,
+            null,
+            'invalid argument: advance_ids: past must be 0 to 9223372036854775806, not -1'
+        );
         try {
             $s->advanceIds(-1);
             self::fail('expected InvalidArgumentException');
@@ -331,7 +390,7 @@ final class EventStoreTest extends TestCase
         self::assertTrue($s->isClosed());
         self::assertSame(1, count(array_filter($this->native->calls, static fn ($c) => $c[0] === 'close')));
         $before = count($this->native->calls);
-        foreach ([
+        $calls = [
             fn () => $s->append('x', 1),
             fn () => $s->appendBatch([]),
             fn () => $s->fetch([1]),
@@ -341,7 +400,8 @@ final class EventStoreTest extends TestCase
             fn () => $s->advanceIds(1),
             fn () => $s->commitCursor('a', 'b'),
             fn () => $s->loadCursor('a'),
-        ] as $call) {
+        ];
+        foreach ($calls as $call) {
             try {
                 $call();
                 self::fail('expected StoreClosedException');

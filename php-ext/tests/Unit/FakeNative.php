@@ -239,8 +239,14 @@ final class FakeNative implements Native
     }
 
     /** The queued output is `[cohort, bucket]`. */
-    public function rolloutCohort(int $percent, string $salt, ?string $betaUsersJson, string $user, mixed &$cohort, mixed &$bucket): int
-    {
+    public function rolloutCohort(
+        int $percent,
+        string $salt,
+        ?string $betaUsersJson,
+        string $user,
+        mixed &$cohort,
+        mixed &$bucket
+    ): int {
         $out = null;
         $st = $this->next('rolloutCohort', [$percent, $salt, $betaUsersJson, $user], $out);
         if ($st === Status::OK) {

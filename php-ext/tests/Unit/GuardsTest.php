@@ -63,7 +63,8 @@ final class GuardsTest extends TestCase
             'breaker' => [],
         ]);
         self::assertSame(
-            '{"limits":{"post":{"rate":10,"adaptive":false,"block":{}}},"slots":{"max":2,"on_full":"evict_oldest"},"breaker":{}}',
+            '{"limits":{"post":{"rate":10,"adaptive":false,"block":{}}},'
+            . '"slots":{"max":2,"on_full":"evict_oldest"},"breaker":{}}',
             $this->native->lastCall()[1][1]
         );
     }
@@ -243,7 +244,10 @@ final class GuardsTest extends TestCase
         $m->addGauge('active_waits', -1);
         self::assertSame(['metricsAddGauge', ['guards', 'active_waits', -1]], $this->native->lastCall());
         $this->native->answer(Status::OK, '{"counters":{"appends":{"total":1,"window":1}},"error_rate":null}');
-        self::assertSame(['counters' => ['appends' => ['total' => 1, 'window' => 1]], 'error_rate' => null], $m->snapshot());
+        self::assertSame(
+            ['counters' => ['appends' => ['total' => 1, 'window' => 1]], 'error_rate' => null],
+            $m->snapshot()
+        );
         $this->native->answer(Status::OK, "lmsrt_appends_total 1\n");
         self::assertSame("lmsrt_appends_total 1\n", $m->prometheus());
         $this->native->answer(Status::OK, '{"status":"degraded","reasons":["error rate"]}');
@@ -272,14 +276,15 @@ final class GuardsTest extends TestCase
         self::assertTrue($g->isClosed());
         self::assertSame(['guardsClose', ['guards']], $this->native->lastCall());
         self::assertCount(2, $this->native->calls, 'one open, one close');
-        foreach ([
+        $calls = [
             fn () => $limiter->check('post', 'k'),
             fn () => $g->breakers()->check('store'),
             fn () => $g->slots()->acquire('k'),
             fn () => $g->slots()->release(self::lease()),
             fn () => $g->metrics()->increment('appends'),
             fn () => $g->metrics()->snapshot(),
-        ] as $call) {
+        ];
+        foreach ($calls as $call) {
             try {
                 $call();
                 self::fail('a call after close went through');

@@ -101,7 +101,11 @@ final class LibraryTest extends TestCase
         self::assertSame(['the bundled library', dirname(__DIR__, 3) . '/liblms_realtime.so'], $c[2]);
         self::assertSame(Library::buildOutputs(), array_column(array_slice($c, 3), 1));
         putenv('LMSRT_LIBRARY');
-        self::assertSame('the bundled library', Library::candidates()[0][0], 'nothing explicit: the bundled library first');
+        self::assertSame(
+            'the bundled library',
+            Library::candidates()[0][0],
+            'nothing explicit: the bundled library first'
+        );
     }
 
     /**

@@ -227,11 +227,13 @@ final class LMSRT_Demo_Chat {
 		);
 		$message = self::get_message( (int) $wpdb->insert_id );
 		// The LMS theme's hooks, with its arguments (a reply's hook passes no data).
+		// phpcs:disable WordPress.NamingConventions.PrefixAllGlobals.NonPrefixedHooknameFound -- the theme's names, which the plugin listens to.
 		if ( $parent_id > 0 ) {
 			do_action( 'lms_chat_thread_message_sent', $message['id'], $parent_id, $channel_id, $user_id );
 		} else {
 			do_action( 'lms_chat_message_created', $message['id'], $channel_id, $user_id, $message );
 		}
+		// phpcs:enable WordPress.NamingConventions.PrefixAllGlobals.NonPrefixedHooknameFound
 		return $message;
 	}
 
@@ -319,8 +321,9 @@ final class LMSRT_Demo_Chat {
 		// phpcs:disable WordPress.Security.NonceVerification.Missing -- each handler checks the nonce.
 		foreach ( $keys as $key ) {
 			if ( isset( $_POST[ $key ] ) && is_scalar( $_POST[ $key ] ) ) {
-				$raw         = wp_unslash( (string) $_POST[ $key ] );
-				$out[ $key ] = 'message' === $key ? sanitize_textarea_field( $raw ) : sanitize_text_field( $raw );
+				$out[ $key ] = 'message' === $key
+					? sanitize_textarea_field( wp_unslash( (string) $_POST[ $key ] ) )
+					: sanitize_text_field( wp_unslash( (string) $_POST[ $key ] ) );
 			}
 		}
 		// phpcs:enable
@@ -388,11 +391,13 @@ final class LMSRT_Demo_Chat {
 				global $wpdb;
 				// phpcs:ignore WordPress.DB.DirectDatabaseQuery.DirectQuery
 				$wpdb->update( self::table( 'messages' ), array( 'deleted_at' => current_time( 'mysql', true ) ), array( 'id' => $message['id'] ), array( '%s' ), array( '%d' ) );
+				// phpcs:disable WordPress.NamingConventions.PrefixAllGlobals.NonPrefixedHooknameFound -- the LMS theme's hooks.
 				if ( $message['thread_id'] > 0 ) {
 					do_action( 'lms_chat_thread_message_deleted', $message['id'], $message['thread_id'], $message['channel_id'] );
 				} else {
 					do_action( 'lms_chat_message_deleted', $message['id'], $message['channel_id'], $user_id, array( 'deleted_by' => $user_id ) );
 				}
+				// phpcs:enable WordPress.NamingConventions.PrefixAllGlobals.NonPrefixedHooknameFound
 				return array( 'message_id' => $message['id'] );
 			}
 		);
@@ -424,11 +429,13 @@ final class LMSRT_Demo_Chat {
 				// phpcs:enable
 				$reactions = self::reactions( $message['id'] );
 				$list = LMSRT_Chat_Realtime_Base::lmsrt_reaction_list( $reactions );
+				// phpcs:disable WordPress.NamingConventions.PrefixAllGlobals.NonPrefixedHooknameFound -- the LMS theme's hooks.
 				if ( $message['thread_id'] > 0 ) {
 					do_action( 'lms_thread_reaction_updated', $message['id'], $message['channel_id'], $message['thread_id'], $list );
 				} else {
 					do_action( 'lms_reaction_updated', $message['id'], $message['channel_id'], $list, $user_id );
 				}
+				// phpcs:enable WordPress.NamingConventions.PrefixAllGlobals.NonPrefixedHooknameFound
 				return array(
 					'message_id' => $message['id'],
 					'reactions'  => $reactions,

@@ -510,6 +510,7 @@ final class LMS_Realtime_Doctor {
 	 *
 	 * @param string[]              $args       positional arguments (none).
 	 * @param array<string, string> $assoc_args `format`.
+	 * @SuppressWarnings(PHPMD.UnusedFormalParameter) WP-CLI passes both.
 	 */
 	public static function cli( $args = array(), $assoc_args = array() ): void {
 		$report = self::report();

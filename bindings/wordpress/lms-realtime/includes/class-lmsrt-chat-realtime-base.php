@@ -253,6 +253,7 @@ class LMSRT_Chat_Realtime_Base {
 	 * @param int    $thread_id  thread (0: none).
 	 * @param int    $user_id    actor.
 	 * @return array<string, mixed>
+	 * @SuppressWarnings(PHPMD.UnusedFormalParameter) $thread_id is for a theme's override.
 	 */
 	public function lmsrt_event_data( string $type, array $data, int $channel_id, int $message_id, int $thread_id, int $user_id ): array {
 		$data += array(

@@ -231,6 +231,7 @@ class LMSRT_Realtime {
 		$out = array();
 		// phpcs:disable WordPress.Security.NonceVerification -- the handlers check the nonce.
 		foreach ( $keys as $key ) {
+			// phpcs:ignore WordPress.Security.ValidatedSanitizedInput.InputNotSanitized -- each field is checked and sanitised below.
 			foreach ( array( $_POST, $_GET ) as $source ) {
 				if ( isset( $source[ $key ] ) && is_scalar( $source[ $key ] ) ) {
 					$out[ $key ] = sanitize_text_field( wp_unslash( (string) $source[ $key ] ) );

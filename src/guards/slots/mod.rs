@@ -26,6 +26,15 @@
 //! re-reads the tag after taking a lease and gives it back if the record changed hands. A
 //! taker killed midway leaves locks that expire by themselves within 2 s.
 //!
+//! Why the acquirer's re-read of the tag is enough: the taker's lock and the acquirer's lease
+//! are compare-and-swaps of the *same* lease word, so one of them comes first in that word's
+//! order. If the acquirer's does, the taker's lock fails and the record is not handed over. If
+//! the taker's does, the acquirer can only take the word once it is free again, i.e. by reading
+//! the unlock, which the taker makes after swapping the tag (release); so the acquirer's
+//! re-read (acquire) sees the new tag. No step relies on a single order across different words;
+//! the lease words are still accessed `SeqCst`, a margin, not a requirement. (A taker stalled
+//! past its 2 s locks is the one case the re-read cannot see, and is why locks expire.)
+//!
 //! A full table (no free or idle record within 16 of the user's hash) *fails closed* with
 //! [`Error::SlotsExhausted`]: the cap exists to bound the daemon's load, and a client refused
 //! a slot falls back to short polling, which still works. The default table holds 16,384
@@ -33,15 +42,24 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::{Table, stable_hash, tag_of};
+mod lease;
+mod record;
+#[cfg(test)]
+mod tests;
+
+use lease::{PID_MASK, expiry_ms, is_free, is_live, next_generation, pack, pid_alive, pid_of};
+use record::PROBE;
+
+use super::stable_hash;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::metrics::{Counter, Metrics};
 use crate::shm::sidecar;
+use crate::shm::table::{TAG_WORD, Table, tag_of};
 
 /// Suffix of the shared table's file, appended to the database path.
 pub const FILE_SUFFIX: &str = "-lmsrt-slots";
@@ -52,14 +70,6 @@ pub const MAX_SLOTS: u32 = 15;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"LMSRSLT1");
 const RECORD_WORDS: usize = 16;
-const W_TAG: usize = 0;
-const PROBE: usize = 16;
-const PID_BITS: u32 = 22;
-const PID_MASK: u64 = (1 << PID_BITS) - 1;
-const GEN_MASK: u64 = (1 << 10) - 1;
-/// How long a lock placed while handing a record over lasts, in seconds.
-const LOCK_SECS: u64 = 2;
-
 /// What [`Slots::acquire`] does when every slot of the key is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -158,9 +168,6 @@ pub struct Slots {
     pid: u64,
     metrics: Option<Arc<Metrics>>,
 }
-
-/// Per-process generation counter, so two leases of one process never share a word value.
-static GENERATION: AtomicU32 = AtomicU32::new(0);
 
 impl Slots {
     /// Opens the slots shared by every process using the database at `db_path`, in
@@ -289,7 +296,7 @@ impl Slots {
             }
             // The record may have been handed to another key between our look-up and our
             // compare-and-swap; if so the lease is not ours to keep (see the module docs).
-            if rec[W_TAG].load(Ordering::SeqCst) != tag {
+            if rec[TAG_WORD].load(Ordering::SeqCst) != tag {
                 let _ = rec[1 + i].compare_exchange(token, 0, Ordering::SeqCst, Ordering::SeqCst);
                 continue;
             }
@@ -352,24 +359,16 @@ impl Slots {
     pub fn count(&self, key: &str) -> Result<u32> {
         let tag = Self::tag(key)?;
         let now = self.now();
-        let start = tag as usize;
-        for i in 0..PROBE {
-            let rec = self.table.record(start.wrapping_add(i));
-            match rec[W_TAG].load(Ordering::SeqCst) {
-                t if t == tag => {
-                    return Ok(rec[1..=self.config.max_per_key as usize]
-                        .iter()
-                        .filter(|w| {
-                            let w = w.load(Ordering::SeqCst);
-                            pid_of(w) != 0 && is_live(w, now)
-                        })
-                        .count() as u32);
-                }
-                0 => break,
-                _ => {}
-            }
-        }
-        Ok(0)
+        let Some(idx) = self.table.find(tag, PROBE.window) else {
+            return Ok(0);
+        };
+        Ok(self.table.record(idx)[1..=self.config.max_per_key as usize]
+            .iter()
+            .filter(|w| {
+                let w = w.load(Ordering::SeqCst);
+                pid_of(w) != 0 && is_live(w, now)
+            })
+            .count() as u32)
     }
 
     fn tag(key: &str) -> Result<u64> {
@@ -390,286 +389,5 @@ impl Slots {
             return None;
         }
         Some(&self.table.record(idx)[1 + lease.index as usize])
-    }
-
-    fn find_or_claim(&self, tag: u64, now: u64) -> Option<usize> {
-        let start = tag as usize;
-        for _ in 0..16 {
-            let mut idle = None;
-            let mut busy = false;
-            for i in 0..PROBE {
-                let idx = start.wrapping_add(i);
-                let rec = self.table.record(idx);
-                let t = rec[W_TAG].load(Ordering::SeqCst);
-                if t == tag {
-                    return Some(idx);
-                }
-                if t == 0 {
-                    match rec[W_TAG].compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst) {
-                        Ok(_) => return Some(idx),
-                        Err(t) if t == tag => return Some(idx),
-                        Err(_) => continue,
-                    }
-                }
-                let mut words = [0u64; MAX_SLOTS as usize];
-                for (w, word) in words.iter_mut().zip(&rec[1..]) {
-                    *w = word.load(Ordering::SeqCst);
-                }
-                if words.iter().any(|&w| pid_of(w) == 0 && is_live(w, now)) {
-                    busy = true;
-                } else if idle.is_none() && words.iter().all(|&w| is_free(w, now)) {
-                    idle = Some((idx, t));
-                }
-            }
-            // A record is being handed over nearby, perhaps to this very key: let it finish
-            // rather than hand the key a second record.
-            if busy {
-                std::thread::yield_now();
-                continue;
-            }
-            let (idx, old) = idle?;
-            if self.hand_over(self.table.record(idx), old, tag, now) {
-                return Some(idx);
-            }
-        }
-        None
-    }
-
-    /// Moves an idle record from key `old` to key `new`: lock every lease word, swap the tag,
-    /// unlock. Returns whether the record now belongs to `new`.
-    fn hand_over(&self, rec: &[AtomicU64], old: u64, new: u64, now: u64) -> bool {
-        let lock = pack(0, next_generation(), now / 1000 + 1 + LOCK_SECS);
-        let mut locked = 0;
-        for word in &rec[1..] {
-            let w = word.load(Ordering::SeqCst);
-            if !is_free(w, now)
-                || word
-                    .compare_exchange(w, lock, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_err()
-            {
-                break;
-            }
-            locked += 1;
-        }
-        let ok = locked == rec.len() - 1
-            && rec[W_TAG]
-                .compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
-        for word in &rec[1..1 + locked] {
-            let _ = word.compare_exchange(lock, 0, Ordering::SeqCst, Ordering::SeqCst);
-        }
-        ok || rec[W_TAG].load(Ordering::SeqCst) == new
-    }
-}
-
-fn next_generation() -> u64 {
-    GENERATION.fetch_add(1, Ordering::Relaxed) as u64 & GEN_MASK
-}
-
-fn pack(pid: u64, generation: u64, expires_s: u64) -> u64 {
-    (pid << 42) | (generation << 32) | (expires_s & 0xFFFF_FFFF)
-}
-
-fn pid_of(w: u64) -> u64 {
-    w >> 42
-}
-
-fn expiry_ms(w: u64) -> u64 {
-    (w & 0xFFFF_FFFF) * 1000
-}
-
-fn is_live(w: u64, now: u64) -> bool {
-    w != 0 && expiry_ms(w) > now
-}
-
-fn is_free(w: u64, now: u64) -> bool {
-    !is_live(w, now)
-}
-
-/// Whether a process exists (`kill(pid, 0)` is anything but `ESRCH`).
-fn pid_alive(pid: u64) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 performs only the existence and permission checks; no signal is
-        // sent. `pid` is positive (at most 2^22), so it never names a process group.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-
-    const T0: i64 = 1_700_000_000_000;
-
-    fn slots(f: impl FnOnce(&mut SlotsConfig)) -> (Slots, ManualClock) {
-        let clock = ManualClock::new(T0);
-        let mut c = SlotsConfig::default().clock(Arc::new(clock.clone()));
-        f(&mut c);
-        (Slots::in_process(c).unwrap(), clock)
-    }
-
-    #[test]
-    fn at_most_n_per_key_and_release_frees() {
-        let (s, _) = slots(|_| {});
-        let a: Vec<Lease> = (0..3).map(|_| s.acquire("u").unwrap()).collect();
-        let e = s.acquire("u").unwrap_err();
-        assert_eq!(e.code(), crate::ErrorCode::SlotsExhausted);
-        assert_eq!(s.count("u").unwrap(), 3);
-        assert!(s.acquire("v").is_ok(), "keys are independent");
-        assert!(s.release(&a[1]));
-        assert!(!s.release(&a[1]), "a second release is a no-op");
-        assert!(!s.is_held(&a[1]));
-        assert!(s.is_held(&a[0]));
-        let b = s.acquire("u").unwrap();
-        assert_eq!(b.index, a[1].index);
-        assert!(!b.reclaimed);
-        assert!(s.acquire("").is_err());
-    }
-
-    #[test]
-    fn forgotten_leases_expire_and_renewal_keeps_them() {
-        let (s, clock) = slots(|c| c.max_per_key = 2);
-        let mut kept = s.acquire("u").unwrap();
-        let _forgotten = s.acquire("u").unwrap();
-        assert_eq!(kept.expires_at_ms, T0 + 35_000);
-        clock.advance_ms(20_000);
-        assert!(s.renew(&mut kept));
-        assert_eq!(kept.expires_at_ms, T0 + 55_000);
-        clock.advance_ms(15_000);
-        assert_eq!(s.count("u").unwrap(), 1, "the forgotten lease expired");
-        let again = s.acquire("u").unwrap();
-        assert!(!again.reclaimed);
-        assert!(s.acquire("u").is_err());
-        clock.advance_ms(20_000);
-        assert!(!s.is_held(&kept));
-        assert!(!s.renew(&mut kept), "an expired lease cannot be renewed");
-    }
-
-    #[test]
-    fn evict_oldest_takes_over_the_least_recent_lease() {
-        let (s, clock) = slots(|c| c.on_full = OnFull::EvictOldest);
-        let first = s.acquire("u").unwrap();
-        clock.advance_ms(1_000);
-        let mut second = s.acquire("u").unwrap();
-        clock.advance_ms(1_000);
-        let _third = s.acquire("u").unwrap();
-        clock.advance_ms(1_000);
-        assert!(s.renew(&mut second));
-        let fourth = s.acquire("u").unwrap();
-        assert!(fourth.reclaimed);
-        assert_eq!(fourth.index, first.index);
-        assert!(!s.is_held(&first), "the evicted holder can tell");
-        assert!(!s.release(&first));
-        assert_eq!(s.count("u").unwrap(), 3);
-    }
-
-    #[test]
-    fn leases_of_dead_processes_are_reclaimed() {
-        let (s, _) = slots(|c| c.max_per_key = 1);
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id() as u64;
-        child.wait().unwrap();
-        // Plant a live lease held by the (reaped) child.
-        let held = s.acquire("u").unwrap();
-        let word = &s.table.record(held.record as usize)[1 + held.index as usize];
-        let planted = pack(dead, 0, held.token & 0xFFFF_FFFF);
-        word.store(planted, Ordering::SeqCst);
-        let l = s.acquire("u").unwrap();
-        assert!(l.reclaimed);
-        // Without the pid check, the lease holds until it expires.
-        let (s2, _) = slots(|c| {
-            c.max_per_key = 1;
-            c.check_pid = false;
-        });
-        let held = s2.acquire("u").unwrap();
-        s2.table.record(held.record as usize)[1 + held.index as usize]
-            .store(planted, Ordering::SeqCst);
-        assert!(s2.acquire("u").is_err());
-    }
-
-    #[test]
-    fn idle_records_are_handed_to_new_keys_and_a_full_table_fails_closed() {
-        let (s, clock) = slots(|c| {
-            c.capacity = 64;
-            c.max_per_key = 1;
-        });
-        let held: Vec<Lease> = (0..500)
-            .filter_map(|i| s.acquire(&format!("k{i}")).ok())
-            .collect();
-        assert_eq!(held.len(), 64, "every record holds one key");
-        let e = s.acquire("newcomer").unwrap_err();
-        assert_eq!(e.code(), crate::ErrorCode::SlotsExhausted);
-        // Once the leases are given back, records go to new keys.
-        for l in &held {
-            assert!(s.release(l));
-        }
-        let l = s.acquire("newcomer").unwrap();
-        assert!(s.acquire("newcomer").is_err(), "max 1");
-        assert!(s.release(&l));
-        // Expired leases count as free too.
-        let held: Vec<Lease> = (0..500)
-            .filter_map(|i| s.acquire(&format!("j{i}")).ok())
-            .collect();
-        assert_eq!(held.len(), 64);
-        clock.advance_ms(35_000);
-        assert!(s.acquire("late").is_ok());
-    }
-
-    #[test]
-    fn threads_never_exceed_the_cap() {
-        let (s, _) = slots(|_| {});
-        let s = Arc::new(s);
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    let mut max_seen = 0;
-                    for _ in 0..2000 {
-                        if let Ok(l) = s.acquire("hot") {
-                            max_seen = max_seen.max(s.count("hot").unwrap());
-                            assert!(s.release(&l));
-                        }
-                    }
-                    max_seen
-                })
-            })
-            .collect();
-        for t in threads {
-            assert!(t.join().unwrap() <= 3);
-        }
-        assert_eq!(s.count("hot").unwrap(), 0);
-    }
-
-    #[test]
-    fn bad_configs_are_refused() {
-        assert!(
-            Slots::in_process(SlotsConfig {
-                max_per_key: 0,
-                ..SlotsConfig::default()
-            })
-            .is_err()
-        );
-        assert!(
-            Slots::in_process(SlotsConfig {
-                max_per_key: 16,
-                ..SlotsConfig::default()
-            })
-            .is_err()
-        );
-        assert!(
-            Slots::in_process(SlotsConfig {
-                lease_ms: 10,
-                ..SlotsConfig::default()
-            })
-            .is_err()
-        );
     }
 }
