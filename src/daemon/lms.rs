@@ -265,9 +265,7 @@ fn error(e: &ApiError) -> Resp {
     }
     let body = serde_json::json!({ "success": false, "data": data });
     let mut r = error_response(e);
-    *r.body_mut() = Full::new(Bytes::from(
-        serde_json::to_vec(&body).unwrap_or_default(),
-    ));
+    *r.body_mut() = Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
     r
 }
 
@@ -296,8 +294,8 @@ pub(crate) fn iso8601_ms(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::response::body_bytes;
+    use super::*;
 
     fn p(form: &str) -> Result<PollParams, ApiError> {
         parse_form(form, 30, 50)
@@ -305,8 +303,10 @@ mod tests {
 
     #[test]
     fn the_theme_form() {
-        let r = p("action=lms_unified_long_poll&channel_id=7&thread_id=0&last_event_id=41\
-                   &connection_id=conn_1&nonce=abc&nonce_action=lms_unified_longpoll")
+        let r = p(
+            "action=lms_unified_long_poll&channel_id=7&thread_id=0&last_event_id=41\
+                   &connection_id=conn_1&nonce=abc&nonce_action=lms_unified_longpoll",
+        )
         .unwrap();
         assert_eq!(r.req.channels, vec![7]);
         assert_eq!(r.req.cursor, Cursor::from_last_event_id(41));
@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(r.req.cursor, Cursor::from_last_event_id(0));
         assert_eq!(r.req.types, vec!["message_create", "reaction_update"]);
         assert_eq!(r.timeout, Duration::from_secs(2));
-        assert_eq!(p("channel_id=7&event_types=all").unwrap().req.types.len(), 0);
+        assert_eq!(
+            p("channel_id=7&event_types=all").unwrap().req.types.len(),
+            0
+        );
         assert_eq!(p("channel_id=7&timeout=x").unwrap().timeout, MAX_HOLD);
         assert_eq!(
             parse_form("channel_id=7", 1, 50).unwrap().timeout,
@@ -370,7 +373,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["success"], true);
         let d = &v["data"];
-        assert_eq!(d["last_event_id"], 44, "the scanned position, past the last event");
+        assert_eq!(
+            d["last_event_id"], 44,
+            "the scanned position, past the last event"
+        );
         assert_eq!(d["has_more"], true);
         assert_eq!(d["gap"], false);
         assert_eq!(d["system"], "daemon");
@@ -416,7 +422,9 @@ mod tests {
 
     #[test]
     fn errors_in_the_theme_shape() {
-        let r = error(&ApiError::Forbidden("the token does not allow channel 9".into()));
+        let r = error(&ApiError::Forbidden(
+            "the token does not allow channel 9".into(),
+        ));
         assert_eq!(r.status(), 403);
         let v: serde_json::Value = serde_json::from_slice(&body_bytes(r.into_body())).unwrap();
         assert_eq!(v["success"], false);

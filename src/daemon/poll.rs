@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::HeaderMap;
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use serde::Serialize;
 
 use super::auth;
-use crate::token::Claims;
 use super::error::ApiError;
 use super::fanout::{Answer, Format, Rendered, Style};
 use super::limits::{check_ip, fmt_into, itoa_buf};
@@ -36,6 +35,7 @@ use crate::event::Event;
 use crate::guards::ClientMode;
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::store::{Batch, FetchRequest, MAX_TYPES, Order};
+use crate::token::Claims;
 
 /// Serves a `GET /v1/poll`: checked now (limits, token, query, slot), then only a compact job
 /// is kept for the wait. Thousands of polls wait at once, and each one's future is allocated
