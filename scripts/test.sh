@@ -44,7 +44,7 @@ echo "== Browser client: node's built-in test runner"
 if ! command -v node >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs >/dev/null
 fi
-node --test bindings/client/test/
+node --test bindings/client/test/ bindings/wordpress/tests/js/
 
 echo "== WordPress plugin: PHPUnit inside a real WordPress, then two browsers end to end"
 echo "   (installs wordpress, mariadb, php-fpm, nginx-light, chromium if missing; needs root)"

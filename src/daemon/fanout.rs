@@ -41,11 +41,10 @@ use tokio::sync::Notify;
 
 use crate::cursor::Cursor;
 use crate::event::Event;
-use crate::guards::ClientMode;
 use crate::store::{Batch, EventStore, FetchRequest, TailBatch};
 
 mod responses;
-pub(crate) use responses::Rendered;
+pub(crate) use responses::{Format, Rendered, Style};
 use responses::{Responses, shareable};
 
 /// A waiting poll as the hub sees it.
@@ -417,8 +416,7 @@ impl Hub {
         &self,
         store: &EventStore,
         req: &FetchRequest,
-        mode: ClientMode,
-        retry_ms: u64,
+        style: Style,
         render: impl FnOnce(&Batch) -> Rendered,
     ) -> Answer {
         let (batch, head, hash) = {
@@ -431,7 +429,7 @@ impl Hub {
                 // Nothing past the cursor: the common re-poll, answered without assembling.
                 return Answer::Empty(req.cursor);
             }
-            let hash = match lock(&self.responses).get(r.head, req, mode, retry_ms) {
+            let hash = match lock(&self.responses).get(r.head, req, style) {
                 Ok(hit) => return Answer::Ready(hit),
                 Err(hash) => hash,
             };
@@ -447,7 +445,7 @@ impl Hub {
         }
         let rendered = Arc::new(render(&batch));
         if shareable(&batch.events) {
-            lock(&self.responses).put(head, hash, req, mode, retry_ms, &rendered);
+            lock(&self.responses).put(head, hash, req, style, &rendered);
         }
         Answer::Ready(rendered)
     }

@@ -65,6 +65,7 @@ pub mod error;
 pub(crate) mod fanout;
 mod gate;
 mod limits;
+mod lms;
 mod ops;
 pub(crate) mod poll;
 pub(crate) mod publish;

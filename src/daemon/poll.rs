@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::HeaderMap;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
@@ -23,7 +24,7 @@ use serde::Serialize;
 
 use super::auth;
 use super::error::ApiError;
-use super::fanout::{Answer, Rendered};
+use super::fanout::{Answer, Format, Rendered, Style};
 use super::limits::{check_ip, fmt_into, itoa_buf};
 use super::response::{HandlerFuture, Meta, POLL_HEADERS, Resp, Who, X_LMS_MODE, gzip_bytes};
 use super::state::State;
@@ -34,6 +35,7 @@ use crate::event::Event;
 use crate::guards::ClientMode;
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::store::{Batch, FetchRequest, MAX_TYPES, Order};
+use crate::token::Claims;
 
 /// Serves a `GET /v1/poll`: checked now (limits, token, query, slot), then only a compact job
 /// is kept for the wait. Thousands of polls wait at once, and each one's future is allocated
@@ -190,7 +192,7 @@ fn parse_channels(v: &str, max: usize) -> Result<Vec<i64>, ApiError> {
 }
 
 /// Decodes one query key or value (`%XX` and `+`); refuses bad escapes and non-UTF-8.
-fn percent_decode(s: &str) -> Result<String, ApiError> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, ApiError> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(s.to_owned());
     }
@@ -255,7 +257,7 @@ impl Drop for WaitGuard<'_> {
 
 /// A poll that passed every check and holds one of the user's slots.
 pub(crate) struct PollJob {
-    params: PollParams,
+    pub(crate) params: PollParams,
     /// Held for the length of the poll; released when the job is dropped.
     _slot: SlotGuard,
 }
@@ -267,16 +269,7 @@ pub(crate) fn prepare_poll(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<PollJob, ApiError> {
-    check_ip(state, peer, req.headers())?;
-    let claims = state
-        .tokens
-        .verify(
-            &state.keys,
-            auth::bearer_token(req.headers())?,
-            SystemClock.now_ms() / 1000,
-        )
-        .map_err(ApiError::token)?;
-    meta.who = Some(Who::new(&claims));
+    let claims = authorize(state, meta, peer, req.headers())?;
     let cfg = &state.config;
     let params = parse_poll(
         req.uri().query(),
@@ -288,6 +281,37 @@ pub(crate) fn prepare_poll(
     // The request (its head shares hyper's read buffer) is not needed any more: dropping it
     // now lets hyper reuse that buffer while the poll waits.
     drop(req);
+    admit(state, &claims, params)
+}
+
+/// The first checks of any poll: the address's limit, then the token (whose user and session
+/// go into `meta` for the logs).
+pub(crate) fn authorize(
+    state: &State,
+    meta: &mut Meta,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Arc<Claims>, ApiError> {
+    check_ip(state, peer, headers)?;
+    let claims = state
+        .tokens
+        .verify(
+            &state.keys,
+            auth::bearer_token(headers)?,
+            SystemClock.now_ms() / 1000,
+        )
+        .map_err(ApiError::token)?;
+    meta.who = Some(Who::new(&claims));
+    Ok(claims)
+}
+
+/// The last checks of a parsed poll: its channels against the token, the user's rate limit,
+/// then one of the user's slots, held by the job.
+pub(crate) fn admit(
+    state: &Arc<State>,
+    claims: &Claims,
+    params: PollParams,
+) -> Result<PollJob, ApiError> {
     if let Some(c) = params.req.channels.iter().find(|c| !claims.allows(**c)) {
         return Err(ApiError::Forbidden(format!(
             "the token does not allow channel {c}"
@@ -326,37 +350,55 @@ struct PollCtx {
 }
 
 async fn run_poll(mut ctx: Box<PollCtx>) -> Result<Resp, Infallible> {
-    let started = Instant::now();
     let result = {
         let PollCtx { state, job, .. } = &mut *ctx;
-        state.metrics.incr(Counter::Waits);
-        let n = state.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-        state.metrics.set_gauge(Gauge::ActiveWaits, n as i64);
-        let _wait = WaitGuard(state);
-        wait_for_batch(state, &mut job.params).await
+        counted_wait(state, &mut job.params, Format::Poll, render).await
     };
     let PollCtx { state, meta, job } = *ctx;
     drop(job);
+    let r = result.map(|batch| poll_response(&state, &batch, meta.gzip));
+    meta.respond(&state, r)
+}
+
+/// A body renderer: the batch, the advertised mode and `retry_ms`.
+pub(crate) type Render = fn(&Batch, ClientMode, u64) -> Rendered;
+
+/// [`wait_for_batch`], counted in the metrics (waits, active waits, wait time, timeouts, errors).
+pub(crate) async fn counted_wait(
+    state: &Arc<State>,
+    params: &mut PollParams,
+    format: Format,
+    render: Render,
+) -> Result<Arc<Rendered>, ApiError> {
+    let started = Instant::now();
+    state.metrics.incr(Counter::Waits);
+    let n = state.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+    state.metrics.set_gauge(Gauge::ActiveWaits, n as i64);
+    let result = {
+        let _wait = WaitGuard(state);
+        wait_for_batch(state, params, format, render).await
+    };
     state.metrics.record(Histogram::Wait, started.elapsed());
-    let r = match result {
+    match result {
         Ok((batch, timed_out)) => {
             if timed_out {
                 state.metrics.incr(Counter::WaitTimeouts);
             }
-            Ok(poll_response(&state, &batch, meta.gzip))
+            Ok(batch)
         }
         Err(e) => {
             state.metrics.incr(Counter::WaitErrors);
             Err(e)
         }
-    };
-    meta.respond(&state, r)
+    }
 }
 
 /// The long-poll proper. Returns the response and whether it ended empty on its deadline.
 pub(crate) async fn wait_for_batch(
     state: &Arc<State>,
     params: &mut PollParams,
+    format: Format,
+    render: Render,
 ) -> Result<(Arc<Rendered>, bool), ApiError> {
     let first = state.advertised();
     // In a degraded mode a poll waits no longer than the mode's wait.
@@ -369,9 +411,14 @@ pub(crate) async fn wait_for_batch(
     let reg = state.hub.register(req);
     loop {
         let (mode, retry_ms) = fresh.take().unwrap_or_else(|| state.advertised());
-        let answer = state.hub.respond(&state.store, req, mode, retry_ms, |b| {
-            render(b, mode, retry_ms)
-        });
+        let style = Style {
+            format,
+            mode,
+            retry_ms,
+        };
+        let answer = state
+            .hub
+            .respond(&state.store, req, style, |b| render(b, mode, retry_ms));
         let cursor = match answer {
             Answer::Ready(r) => return Ok((r, false)),
             Answer::Empty(c) => c,
@@ -401,10 +448,10 @@ pub(crate) async fn wait_for_batch(
         // Shutdown sets the flag, then wakes every registered waiter (`Hub::wake_all`): a poll
         // registered after that sees the flag here, one registered before is woken.
         if *state.shutdown.borrow() {
-            return Ok((empty(state, cursor), false));
+            return Ok((empty(state, cursor, render), false));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok((empty(state, cursor), true));
+            return Ok((empty(state, cursor, render), true));
         }
         // No branch for shutdown: every poll waiting on the shutdown channel would sit in one
         // shared waiter list, and unlinking from it (cold neighbours, under its lock) cost
@@ -414,13 +461,13 @@ pub(crate) async fn wait_for_batch(
             // comes with the deadline still delivers.
             biased;
             _ = reg.waiter.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok((empty(state, cursor), true)),
+            _ = tokio::time::sleep_until(deadline) => return Ok((empty(state, cursor, render), true)),
         }
     }
 }
 
 /// The response to a poll that ends with nothing to deliver.
-fn empty(state: &State, cursor: Cursor) -> Arc<Rendered> {
+fn empty(state: &State, cursor: Cursor, render: Render) -> Arc<Rendered> {
     let (mode, retry_ms) = state.advertised();
     let batch = Batch {
         events: Vec::new(),
@@ -450,7 +497,7 @@ pub(crate) fn render(batch: &Batch, mode: ClientMode, retry_ms: u64) -> Rendered
 }
 
 /// The response to a poll; `gzip`: the client accepts gzip.
-fn poll_response(state: &State, r: &Rendered, gzip: bool) -> Resp {
+pub(crate) fn poll_response(state: &State, r: &Rendered, gzip: bool) -> Resp {
     if !r.stamps.is_empty() {
         let now = SystemClock.now_ms();
         state

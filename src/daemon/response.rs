@@ -433,7 +433,7 @@ impl SizeHint for Full<Bytes> {
     }
 }
 
-fn body_bytes(body: Full<Bytes>) -> Bytes {
+pub(crate) fn body_bytes(body: Full<Bytes>) -> Bytes {
     // A `Full` body yields its one frame at once, without waiting.
     let mut body = std::pin::pin!(body);
     let waker = std::task::Waker::noop();

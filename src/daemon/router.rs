@@ -2,7 +2,8 @@
 //! to its endpoint module. The router sits on top of the HTTP layer: it depends on every
 //! endpoint, and none depends on it.
 //!
-//! Routes: `GET /v1/poll` (`poll.rs`), `POST /v1/events` (`publish.rs`), `GET /healthz` and
+//! Routes: `GET /v1/poll` (`poll.rs`), `GET|POST /v1/lms/poll` (the LMS theme's long poll,
+//! `lms.rs`), `POST /v1/events` (`publish.rs`), `GET /healthz` and
 //! `GET /metrics` (`ops.rs`), CORS preflights (`response.rs`), and with `--demo` the demo pages
 //! (`demo.rs`). `GET /v1/stream` would be routed here, next to the poll.
 
@@ -16,7 +17,7 @@ use super::auth;
 use super::error::ApiError;
 use super::response::{HandlerFuture, Meta, Resp, preflight};
 use super::state::State;
-use super::{demo, ops, poll, publish};
+use super::{demo, lms, ops, poll, publish};
 use crate::guards::ClientMode;
 use crate::metrics::Counter;
 
@@ -47,6 +48,9 @@ pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>
     }
     if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
         return poll::serve(state, meta, peer, req);
+    }
+    if req.uri().path() == "/v1/lms/poll" && matches!(*req.method(), Method::GET | Method::POST) {
+        return lms::serve(state, meta, peer, req);
     }
     Box::pin(async move {
         let r = route(&state, peer, req).await;
@@ -88,6 +92,7 @@ async fn route(
     }
     match path {
         "/v1/poll" => Err(ApiError::MethodNotAllowed("GET")),
+        "/v1/lms/poll" => Err(ApiError::MethodNotAllowed("GET, POST")),
         "/v1/events" => {
             only(method, &Method::POST, "POST")?;
             // Boxed, like every branch but the poll: a waiting poll's future is as large as

@@ -41,8 +41,28 @@ impl Rendered {
     }
 }
 
+/// The body a response is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Format {
+    /// `GET /v1/poll`'s `{"events", "cursor", "gap", ...}`.
+    Poll,
+    /// `/v1/lms/poll`'s answer in the LMS chat theme's own shape (`{"success", "data"}`).
+    Lms,
+}
+
+/// Everything a response depends on besides its batch: its format and the advertised mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Style {
+    /// The body's format.
+    pub(crate) format: Format,
+    /// The mode advertised.
+    pub(crate) mode: ClientMode,
+    /// The `retry_ms` advertised.
+    pub(crate) retry_ms: u64,
+}
+
 /// What makes two polls' responses identical at one head: the request (with its cursor) and
-/// the advertised mode.
+/// the style (format and advertised mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     channels: Vec<i64>,
@@ -51,12 +71,11 @@ struct Key {
     cursor: Cursor,
     limit: usize,
     sequential: bool,
-    mode: ClientMode,
-    retry_ms: u64,
+    style: Style,
 }
 
 impl Key {
-    fn new(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> Key {
+    fn new(req: &FetchRequest, style: Style) -> Key {
         Key {
             channels: req.channels.clone(),
             thread: req.thread_id,
@@ -64,25 +83,23 @@ impl Key {
             cursor: req.cursor,
             limit: req.limit,
             sequential: req.order == Order::Sequential,
-            mode,
-            retry_ms,
+            style,
         }
     }
 
     /// Whether this is the key of `req` (without building that key).
-    fn is(&self, req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> bool {
+    fn is(&self, req: &FetchRequest, style: Style) -> bool {
         self.cursor == req.cursor
             && self.channels == req.channels
             && self.thread == req.thread_id
             && self.types == req.types
             && self.limit == req.limit
             && self.sequential == (req.order == Order::Sequential)
-            && self.mode == mode
-            && self.retry_ms == retry_ms
+            && self.style == style
     }
 
     /// The hash of the key of `req`: what the cache is indexed by.
-    fn hash_of(req: &FetchRequest, mode: ClientMode, retry_ms: u64) -> u64 {
+    fn hash_of(req: &FetchRequest, style: Style) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         req.channels.hash(&mut h);
@@ -91,8 +108,7 @@ impl Key {
         req.cursor.hash(&mut h);
         req.limit.hash(&mut h);
         (req.order == Order::Sequential).hash(&mut h);
-        mode.hash(&mut h);
-        retry_ms.hash(&mut h);
+        style.hash(&mut h);
         h.finish()
     }
 }
@@ -124,22 +140,21 @@ impl Responses {
         &self,
         head: i64,
         req: &FetchRequest,
-        mode: ClientMode,
-        retry_ms: u64,
+        style: Style,
     ) -> Result<Arc<Rendered>, u64> {
         let fresh = self.head == head && self.made.is_some_and(|m| m.elapsed() < RESPONSE_TTL);
         if fresh
             && let Some((k, hit)) = &self.last
-            && k.is(req, mode, retry_ms)
+            && k.is(req, style)
         {
             return Ok(hit.clone());
         }
-        let hash = Key::hash_of(req, mode, retry_ms);
+        let hash = Key::hash_of(req, style);
         if fresh
             && let Some((_, hit)) = self
                 .map
                 .get(&hash)
-                .and_then(|b| b.iter().find(|(k, _)| k.is(req, mode, retry_ms)))
+                .and_then(|b| b.iter().find(|(k, _)| k.is(req, style)))
         {
             return Ok(hit.clone());
         }
@@ -153,8 +168,7 @@ impl Responses {
         head: i64,
         hash: u64,
         req: &FetchRequest,
-        mode: ClientMode,
-        retry_ms: u64,
+        style: Style,
         rendered: &Arc<Rendered>,
     ) {
         if self.head < head || self.made.is_none_or(|m| m.elapsed() >= RESPONSE_TTL) {
@@ -166,8 +180,8 @@ impl Responses {
         }
         if self.head == head && self.len < RESPONSES_MAX {
             let bucket = self.map.entry(hash).or_default();
-            if !bucket.iter().any(|(k, _)| k.is(req, mode, retry_ms)) {
-                let key = Key::new(req, mode, retry_ms);
+            if !bucket.iter().any(|(k, _)| k.is(req, style)) {
+                let key = Key::new(req, style);
                 bucket.push((key.clone(), rendered.clone()));
                 self.len += 1;
                 self.last = Some((key, rendered.clone()));

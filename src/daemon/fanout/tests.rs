@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::event::Priority;
+use crate::guards::ClientMode;
 use crate::{Config, NewEvent};
 
 /// Hands `events` to the hub as the store's tail reader would.
@@ -13,6 +14,14 @@ fn feed(hub: &Hub, events: &[Event], after: i64, head: i64) {
         after,
         head,
     });
+}
+
+fn style(mode: ClientMode) -> Style {
+    Style {
+        format: Format::Poll,
+        mode,
+        retry_ms: 0,
+    }
 }
 
 fn ev(id: i64, ch: i64) -> Event {
@@ -75,36 +84,45 @@ fn identical_polls_share_one_rendered_response() {
         )
     };
     let req = FetchRequest::new([1]).normalized().unwrap();
-    let Answer::Ready(a) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+    let Answer::Ready(a) = hub.respond(&store, &req, style(ClientMode::Long), render) else {
         panic!()
     };
-    let Answer::Ready(b) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+    let Answer::Ready(b) = hub.respond(&store, &req, style(ClientMode::Long), render) else {
         panic!()
     };
     assert!(Arc::ptr_eq(&a, &b));
     // Another channel, another mode, or a newer head: rendered anew.
     let other = FetchRequest::new([2]).normalized().unwrap();
     assert!(matches!(
-        hub.respond(&store, &other, ClientMode::Long, 0, render),
+        hub.respond(&store, &other, style(ClientMode::Long), render),
         Answer::Ready(_)
     ));
     assert!(matches!(
-        hub.respond(&store, &req, ClientMode::Medium, 0, render),
+        hub.respond(&store, &req, style(ClientMode::Medium), render),
         Answer::Ready(_)
     ));
+    // The same batch in the LMS theme's format is another body.
+    let lms = Style {
+        format: Format::Lms,
+        ..style(ClientMode::Long)
+    };
+    let Answer::Ready(l) = hub.respond(&store, &req, lms, render) else {
+        panic!()
+    };
+    assert!(!Arc::ptr_eq(&a, &l));
     feed(&hub, &[ev(3, 1)], 2, 3);
-    let Answer::Ready(c) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+    let Answer::Ready(c) = hub.respond(&store, &req, style(ClientMode::Long), render) else {
         panic!()
     };
     assert_eq!(&c.body[..], b"2");
-    assert_eq!(renders.get(), 4);
+    assert_eq!(renders.get(), 5);
     // Nothing new past the cursor: empty, with the cursor to wait from.
     let at_head = FetchRequest::new([1])
         .cursor(crate::Cursor::from_last_event_id(3))
         .normalized()
         .unwrap();
     assert!(matches!(
-        hub.respond(&store, &at_head, ClientMode::Long, 0, render),
+        hub.respond(&store, &at_head, style(ClientMode::Long), render),
         Answer::Empty(_)
     ));
 }
@@ -127,7 +145,7 @@ fn commits_with_no_waiter_are_dispatched_without_a_wake_up_and_still_seen() {
             ClientMode::Long,
         )
     };
-    let Answer::Ready(r) = hub.respond(&store, &req, ClientMode::Long, 0, render) else {
+    let Answer::Ready(r) = hub.respond(&store, &req, style(ClientMode::Long), render) else {
         panic!("the events are in the ring")
     };
     assert_eq!(&r.body[..], b"2");

@@ -34,6 +34,7 @@ spl_autoload_register(
 			'LMS_Realtime_Settings'            => 'class-lms-realtime-settings.php',
 			'LMS_Realtime_Ajax_Error'          => 'class-lms-realtime-ajax-error.php',
 			'LMS_Realtime_Doctor'              => 'class-lms-realtime-doctor.php',
+			'LMS_Realtime_Theme_Bridge'        => 'class-lms-realtime-theme-bridge.php',
 		);
 		if ( isset( $map[ $class_name ] ) ) {
 			require_once __DIR__ . '/' . $map[ $class_name ];

@@ -78,6 +78,7 @@ final class LMS_Realtime_Plugin {
 		add_action( 'after_setup_theme', array( self::class, 'legacy_aliases' ), PHP_INT_MAX );
 		add_action( 'init', array( self::class, 'init' ) );
 		add_action( 'wp_enqueue_scripts', array( self::class, 'register_client' ), 5 );
+		add_action( 'wp_enqueue_scripts', array( LMS_Realtime_Theme_Bridge::class, 'enqueue' ), 20 );
 		add_filter( 'cron_schedules', array( self::class, 'cron_schedules' ) );
 		add_action( self::CRON_HOOK, array( self::class, 'purge_expired' ) );
 		add_action( 'admin_notices', array( self::class, 'admin_notice' ) );

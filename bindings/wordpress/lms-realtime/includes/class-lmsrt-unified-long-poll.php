@@ -333,9 +333,6 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 		$this->metrics->count( 'requests.token' );
 		$this->check_user_and_nonce( $request, $user_id );
 		$this->check_rate( 'poll', $user_id );
-		if ( ! $this->daemon_enabled() ) {
-			throw $this->refuse( 'daemon_unavailable', __( 'The long-poll daemon is not in use.', 'lms-realtime' ) );
-		}
 		$wanted = array();
 		if ( isset( $request['channels'] ) && '' !== $request['channels'] ) {
 			foreach ( explode( ',', $request['channels'] ) as $raw ) {
@@ -345,7 +342,25 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 				}
 				$wanted[] = $id;
 			}
-		} else {
+		}
+		return $this->issue_token( $user_id, $wanted );
+	}
+
+	/**
+	 * A daemon token for a user, for the channels of `$wanted` the user may read (all the
+	 * user's channels when empty). No nonce or rate check: callers do that (`answer_token`) or
+	 * render it into the user's own page (`LMS_Realtime_Theme_Bridge`).
+	 *
+	 * @param int   $user_id the user.
+	 * @param int[] $wanted  channel ids, or none for all of the user's.
+	 * @return array{token: string, expires_at: int, channels: int[], user_id: int}
+	 * @throws LMS_Realtime_Ajax_Error When no channel is allowed or the issuer fails.
+	 */
+	public function issue_token( int $user_id, array $wanted = array() ): array {
+		if ( ! $this->daemon_enabled() ) {
+			throw $this->refuse( 'daemon_unavailable', __( 'The long-poll daemon is not in use.', 'lms-realtime' ) );
+		}
+		if ( array() === $wanted ) {
 			$wanted = LMS_Realtime_Plugin::bridge()->lmsrt_channels_for_user( $user_id );
 		}
 		$channels = array();

@@ -363,14 +363,17 @@ if [ -z "$only" ] || [ "$only" = phpunit ]; then
     fi
 fi
 
-# -- 5b. browser scenarios ------------------------------------------------------------------
-if [ -z "$only" ] || [ "$only" = browser ]; then
+ensure_playwright() { # the browser driver, for the browser and the LMS phases alike
     log "playwright-core (npm, no browser download)"
-    nm="$here/node_modules/playwright-core"
-    if [ ! -f "$nm/package.json" ]; then
+    if [ ! -f "$here/node_modules/playwright-core/package.json" ]; then
         (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error >/dev/null) \
             || die "npm install playwright-core failed"
     fi
+}
+
+# -- 5b. browser scenarios ------------------------------------------------------------------
+if [ -z "$only" ] || [ "$only" = browser ]; then
+    ensure_playwright
     log "browser scenarios (node --test)"
     node --test --test-concurrency=1 --test-reporter=tap "$here"/chat-*.test.mjs "$here"/legacy-*.test.mjs 2>&1 | tee "$work/node.tap"
     count_tap "$work/node.tap"
@@ -399,6 +402,7 @@ if [ -z "$only" ] || [ "$only" = browser ] || [ "$only" = lms ]; then
         count_tap "$work/lms-$1.tap"
     }
 
+    ensure_playwright
     log "LMS theme, way in (b): switching to the unmodified theme while the plugin is active"
     site lms-theme >>"$work/setup.log" 2>&1
     check "every page answers with the LMS theme and the plugin active (no 'Cannot declare class')" pages_answer
