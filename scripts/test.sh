@@ -34,7 +34,7 @@ phpcs -q --standard=php-ext/phpcs.xml.dist
 phpcs -q --standard=bindings/wordpress/phpcs.xml
 phpcs -q --standard=PSR12 --extensions=php bindings/wordpress/phpcs
 php bindings/wordpress/phpcs/tests/run.php
-phpmd php-ext/src,php-ext/preload.php,php-ext/bin,bindings/wordpress/lms-realtime,bindings/wordpress/lms-realtime-demo,bindings/wordpress/phpcs/WordPress \
+phpmd php-ext/src,php-ext/preload.php,php-ext/autoload.php,php-ext/examples,php-ext/bin,bindings/wordpress/lms-realtime,bindings/wordpress/lms-realtime-demo,bindings/wordpress/phpcs/WordPress \
     text php-ext/phpmd.xml
 
 echo "== C ABI under valgrind, then PHPUnit (installs php-cli, phpunit, valgrind if missing)"
