@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::fanout::{Format, Rendered};
-use super::poll::{PollParams, admit, authorize, counted_wait, percent_decode, poll_response};
+use super::poll::{PollParams, admit, authorize, counted_wait, known_fields, poll_response};
 use super::response::{HandlerFuture, Meta, Resp, error_response, read_body};
 use super::state::State;
 use crate::clock::{Clock, SystemClock};
@@ -104,7 +104,6 @@ pub(crate) fn parse_form(
     let mut last = 0i64;
     let mut types: Vec<String> = Vec::new();
     let mut hold = MAX_HOLD.min(Duration::from_secs(max_timeout));
-    let mut seen: Vec<&'static str> = Vec::new();
     let id = |k: &str, v: &str, positive: bool| -> Result<i64, ApiError> {
         match v.parse::<i64>() {
             Ok(n) if n > 0 || (!positive && n == 0) => Ok(n),
@@ -115,22 +114,14 @@ pub(crate) fn parse_form(
             ))),
         }
     };
-    for pair in form.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k)?;
-        let key: &'static str = match k.as_str() {
-            "channel_id" => "channel_id",
-            "thread_id" => "thread_id",
-            "last_event_id" => "last_event_id",
-            "event_types" => "event_types",
-            "timeout" => "timeout",
-            _ => continue,
-        };
-        if seen.contains(&key) {
-            return Err(ApiError::invalid(format!("{key} is given twice")));
-        }
-        seen.push(key);
-        let v = percent_decode(v)?;
+    const KNOWN: &[&str] = &[
+        "channel_id",
+        "thread_id",
+        "last_event_id",
+        "event_types",
+        "timeout",
+    ];
+    for (key, v) in known_fields(form, KNOWN)? {
         let v = v.trim();
         match key {
             "channel_id" => channel = Some(id(key, v, true)?),

@@ -76,25 +76,10 @@ pub(crate) fn parse_poll(
     let mut thread = None;
     let mut order = Order::Priority;
     let mut limit = batch.min(max_batch);
-    let mut seen: Vec<&'static str> = Vec::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k)?;
-        let v = percent_decode(v)?;
-        let key: &'static str = match k.as_str() {
-            "channels" => "channels",
-            "cursor" => "cursor",
-            "timeout" => "timeout",
-            "types" => "types",
-            "thread" => "thread",
-            "order" => "order",
-            "limit" => "limit",
-            _ => continue,
-        };
-        if seen.contains(&key) {
-            return Err(ApiError::invalid(format!("{key} is given twice")));
-        }
-        seen.push(key);
+    const KNOWN: &[&str] = &[
+        "channels", "cursor", "timeout", "types", "thread", "order", "limit",
+    ];
+    for (key, v) in known_fields(query.unwrap_or(""), KNOWN)? {
         match key {
             "channels" => channels = Some(parse_channels(&v, max_channels)?),
             "cursor" => {
@@ -191,8 +176,31 @@ fn parse_channels(v: &str, max: usize) -> Result<Vec<i64>, ApiError> {
     Ok(list)
 }
 
+/// The fields of a query string or form body (`k=v&…`, percent-decoded) named in `known`, in
+/// order. Unknown ones (cache busters, nonces) are skipped, but must be well-encoded too; a
+/// known one given twice is refused.
+pub(crate) fn known_fields(
+    form: &str,
+    known: &[&'static str],
+) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for pair in form.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k)?;
+        let v = percent_decode(v)?;
+        let Some(key) = known.iter().copied().find(|n| *n == k) else {
+            continue;
+        };
+        if out.iter().any(|(n, _)| *n == key) {
+            return Err(ApiError::invalid(format!("{key} is given twice")));
+        }
+        out.push((key, v));
+    }
+    Ok(out)
+}
+
 /// Decodes one query key or value (`%XX` and `+`); refuses bad escapes and non-UTF-8.
-pub(crate) fn percent_decode(s: &str) -> Result<String, ApiError> {
+fn percent_decode(s: &str) -> Result<String, ApiError> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(s.to_owned());
     }
