@@ -5,6 +5,10 @@
 //! Each section prints one table; `benches/README.md` records the figures.
 //!
 //! The binary re-executes itself (`--child <role> …`) for the multi-process sections.
+//!
+//! One file over 600 lines on purpose: cargo builds each bench file as one binary, and every
+//! section shares the child-process protocol and the percentile table above; a section is a
+//! function of a few dozen lines.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! contract across re-polls (no loss, no duplicates, both orders, filters, polls that time out
 //! and re-poll on a kept-alive connection), tokens (tampered, expired, wrong channel, rotation),
 //! malformed requests, CORS, gzip, health and metrics.
+//!
+//! One file over 600 lines on purpose: each file under tests/ is a binary linking the whole
+//! daemon, and these tests share its one contract (the HTTP API of `/v1/poll` and
+//! `/v1/events`); the limits, the processes and the theme's endpoint have files of their own.
 
 #![cfg(feature = "daemon")]
 
