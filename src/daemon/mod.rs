@@ -46,8 +46,9 @@
 //!           config · error · shutdown
 //! ```
 //!
-//! `GET /v1/stream` (server-sent events) would be a sibling of `poll.rs` (see its docs), routed
-//! by `router.rs`.
+//! `GET /v1/stream` (server-sent events, `stream.rs`) and `/v1/lms/poll` (`lms.rs`) are
+//! siblings of `poll.rs` built from its parts (its checks, waits and rendering), routed by
+//! `router.rs`.
 //!
 //! ## Shutdown
 //!
@@ -74,6 +75,7 @@ mod response;
 mod router;
 pub mod shutdown;
 mod state;
+mod stream;
 mod timed_io;
 
 use std::future::Future;

@@ -23,6 +23,8 @@ pub(crate) struct Rendered {
     pub(crate) stamps: Vec<i64>,
     /// The mode advertised in the body.
     pub(crate) mode: ClientMode,
+    /// Where the reader stands after this response: what a stream waits from next.
+    pub(crate) cursor: Cursor,
     /// The body gzipped, made by the first poll that gets this response and accepts gzip (when
     /// the body is large enough to be compressed), then shared like the body; `None` inside if
     /// compressing failed.
@@ -31,11 +33,12 @@ pub(crate) struct Rendered {
 
 impl Rendered {
     /// A rendered response, not compressed yet.
-    pub(crate) fn new(body: Bytes, stamps: Vec<i64>, mode: ClientMode) -> Rendered {
+    pub(crate) fn new(body: Bytes, stamps: Vec<i64>, mode: ClientMode, cursor: Cursor) -> Rendered {
         Rendered {
             body,
             stamps,
             mode,
+            cursor,
             gz: std::sync::OnceLock::new(),
         }
     }
@@ -48,6 +51,8 @@ pub(crate) enum Format {
     Poll,
     /// `/v1/lms/poll`'s answer in the LMS chat theme's own shape (`{"success", "data"}`).
     Lms,
+    /// `/v1/stream`'s server-sent events: one `id:`/`data:` frame per event.
+    Stream,
 }
 
 /// Everything a response depends on besides its batch: its format and the advertised mode.
