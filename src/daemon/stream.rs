@@ -268,3 +268,101 @@ pub(crate) fn render(batch: &Batch, mode: ClientMode, retry_ms: u64) -> Rendered
         end,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Priority};
+
+    fn ev(id: i64, priority: Priority, data: &str) -> Event {
+        Event {
+            id,
+            event_type: "message_create".into(),
+            priority,
+            channel_id: 1,
+            message_id: None,
+            thread_id: None,
+            user_id: 0,
+            data: data.into(),
+            timestamp: 0,
+            expires_at: i64::MAX,
+        }
+    }
+
+    fn fields(body: &[u8], name: &str) -> Vec<String> {
+        let prefix = format!("{name}: ");
+        std::str::from_utf8(body)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn each_frame_id_is_the_cursor_after_its_event() {
+        // Priority order: the critical lane's 7 and 9, then the normal lane's 5 and 8; the
+        // store scanned every lane to 12.
+        let end = Cursor {
+            epoch: Some(0xabcd),
+            lanes: [12; 4],
+        };
+        let batch = Batch {
+            events: vec![
+                ev(7, Priority::Critical, "{}"),
+                ev(9, Priority::Critical, "{}"),
+                ev(5, Priority::Normal, "{}"),
+                ev(8, Priority::Normal, "{}"),
+            ],
+            cursor: end,
+            gap: true,
+            has_more: false,
+        };
+        let r = render(&batch, ClientMode::Long, 0);
+        assert_eq!(r.cursor, end);
+        assert_eq!(fields(&r.body, "retry"), ["0"]);
+        assert_eq!(fields(&r.body, "event"), ["gap"]);
+        assert_eq!(
+            fields(&r.body, "id"),
+            [
+                // Before any event: each lane with events just below its first one.
+                "v1.0000abcd.6.12.4.12",
+                "v1.0000abcd.7.12.4.12",
+                "v1.0000abcd.12.12.4.12",
+                "v1.0000abcd.12.12.5.12",
+                "v1.0000abcd.12.12.12.12",
+            ]
+        );
+        let empty = Batch {
+            events: vec![],
+            cursor: end,
+            gap: false,
+            has_more: false,
+        };
+        let r = render(&empty, ClientMode::Short, 5000);
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap(),
+            "retry: 5000\n: hb\nid: v1.0000abcd.12.12.12.12\n\n"
+        );
+    }
+
+    #[test]
+    fn line_breaks_in_the_json_continue_the_data_field() {
+        let mut out = Vec::new();
+        data_field(&mut out, b"{\n \"a\": 1,\r\n \"b\": 2\r}");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "data: {\ndata:  \"a\": 1,\ndata:  \"b\": 2\ndata: }\n"
+        );
+        let batch = Batch {
+            events: vec![ev(3, Priority::High, "{\"x\":\n1}")],
+            cursor: Cursor::from_last_event_id(3),
+            gap: false,
+            has_more: false,
+        };
+        let r = render(&batch, ClientMode::Long, 0);
+        let data = fields(&r.body, "data").join("\n");
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v["id"], 3);
+        assert_eq!(v["data"]["x"], 1);
+    }
+}
