@@ -54,6 +54,17 @@ impl Drop for Stream {
 }
 
 async fn open(addr: SocketAddr, token: &str, query: &str, last_id: Option<&str>) -> Stream {
+    open_with(addr, token, query, last_id, &[]).await
+}
+
+/// [`open`] with extra request headers.
+async fn open_with(
+    addr: SocketAddr,
+    token: &str,
+    query: &str,
+    last_id: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Stream {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = http1::handshake(TokioIo::new(tcp)).await.unwrap();
     let conn = tokio::spawn(async move {
@@ -66,6 +77,9 @@ async fn open(addr: SocketAddr, token: &str, query: &str, last_id: Option<&str>)
         .header("authorization", format!("Bearer {token}"));
     if let Some(id) = last_id {
         b = b.header("last-event-id", id);
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
     }
     let resp = tokio::time::timeout(
         WAIT,
@@ -456,4 +470,48 @@ async fn a_bad_stream_is_refused_before_it_opens() {
     assert_eq!(r.error_code().await, "invalid_cursor");
     let r = open(d.addr, "not-a-token", "channels=1", None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_from_the_wordpress_origin_passes_cors() {
+    let origin = "https://chat.example.org";
+    let d = Daemon::start(lms_realtime::daemon::Config {
+        cors_origins: vec![origin.to_owned()],
+        ..config()
+    })
+    .await;
+    let mut c = d.client().await;
+    let r = c
+        .send(
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/v1/stream")
+                .header("host", "localhost")
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header(
+                    "access-control-request-headers",
+                    "authorization, last-event-id",
+                )
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let allowed = r.header("access-control-allow-headers").unwrap();
+    assert!(allowed.contains("Last-Event-ID"), "{allowed}");
+    let s = open_with(
+        d.addr,
+        &token(14, &[1]),
+        "channels=1",
+        None,
+        &[("origin", origin)],
+    )
+    .await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(
+        s.headers.get("access-control-allow-origin").unwrap(),
+        origin
+    );
+    assert_eq!(s.headers.get("content-type").unwrap(), "text/event-stream");
 }

@@ -281,7 +281,8 @@ pub(crate) fn preflight(state: &State, headers: &HeaderMap) -> Result<Resp, ApiE
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static(
-            "Authorization, Content-Type, X-Request-Id, X-LMS-Timestamp, X-LMS-Signature",
+            "Authorization, Content-Type, Last-Event-ID, X-Request-Id, X-LMS-Timestamp, \
+             X-LMS-Signature",
         ),
     );
     h.insert(
