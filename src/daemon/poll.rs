@@ -514,24 +514,9 @@ pub(crate) fn render(batch: &Batch, mode: ClientMode, retry_ms: u64) -> Rendered
     )
 }
 
-/// Counts `r`'s events as delivered now (the deliveries counter and the delivery latency).
-pub(crate) fn count_deliveries(state: &State, r: &Rendered) {
-    if !r.stamps.is_empty() {
-        let now = SystemClock.now_ms();
-        state
-            .metrics
-            .add(Counter::Deliveries, r.stamps.len() as u64);
-        for t in &r.stamps {
-            state
-                .metrics
-                .record_us(Histogram::Delivery, (now - t).max(0) as u64 * 1000);
-        }
-    }
-}
-
 /// The response to a poll; `gzip`: the client accepts gzip.
 pub(crate) fn poll_response(state: &State, r: &Rendered, gzip: bool) -> Resp {
-    count_deliveries(state, r);
+    r.count_delivered(&state.metrics);
     // A copy of the headers every poll response has: one allocation and a copy, where
     // inserting them one by one hashes and probes each (a fan-out writes 10,000 of these).
     let mut h = POLL_HEADERS.clone();

@@ -27,7 +27,7 @@ use tokio::sync::mpsc::Sender;
 use super::addresses::AddressSlot;
 use super::error::ApiError;
 use super::fanout::{Format, Rendered};
-use super::poll::{PollJob, admit, authorize, count_deliveries, counted_wait, parse_poll};
+use super::poll::{PollJob, admit, authorize, counted_wait, parse_poll};
 use super::response::{HandlerFuture, Meta, Resp, Streamed, X_LMS_MODE};
 use super::state::{State, slot_lease};
 use crate::clock::{Clock, SystemClock};
@@ -172,7 +172,7 @@ async fn run(
         if tx.send(rendered.body.clone()).await.is_err() {
             break;
         }
-        count_deliveries(&state, &rendered);
+        rendered.count_delivered(&state.metrics);
         if *state.shutdown.borrow() {
             break;
         }

@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
 use crate::event::Event;
 use crate::guards::ClientMode;
+use crate::metrics::{Counter, Histogram, Metrics};
 use crate::store::{FetchRequest, Order};
 
 /// A poll response, rendered once and shared by every waiter that would get the same one.
@@ -40,6 +41,18 @@ impl Rendered {
             mode,
             cursor,
             gz: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts this response's events as delivered now (the deliveries counter and the
+    /// delivery latency), once per client it is written to.
+    pub(crate) fn count_delivered(&self, metrics: &Metrics) {
+        if !self.stamps.is_empty() {
+            let now = SystemClock.now_ms();
+            metrics.add(Counter::Deliveries, self.stamps.len() as u64);
+            for t in &self.stamps {
+                metrics.record_us(Histogram::Delivery, (now - t).max(0) as u64 * 1000);
+            }
         }
     }
 }
