@@ -11,7 +11,7 @@ use crate::token::TokenKey;
 
 /// `lms-longpolld`: holds thousands of waiting browsers so that PHP workers never wait.
 ///
-/// Serves `GET /v1/poll` (long-poll), `POST /v1/events` (signed publishing), `GET /healthz` and
+/// Serves `GET /v1/poll` (long-poll), `GET /v1/stream` (server-sent events), `POST /v1/events` (signed publishing), `GET /healthz` and
 /// `GET /metrics` over one SQLite event store shared with PHP. Every flag can also be set by the
 /// environment variable shown.
 #[derive(Debug, Clone, Parser)]
@@ -44,6 +44,11 @@ pub struct Config {
     /// that does not say.
     #[arg(long, env = "LMSRT_POLL_TIMEOUT", default_value_t = 30)]
     pub poll_timeout: u64,
+
+    /// Seconds between heartbeats on a quiet `GET /v1/stream` (a `: hb` comment with the
+    /// stream's position): often enough that proxies and browsers keep the stream open.
+    #[arg(long, env = "LMSRT_STREAM_HEARTBEAT", default_value_t = 15)]
+    pub stream_heartbeat: u64,
 
     /// Events per poll response when the poll does not say (`limit=`).
     #[arg(long, env = "LMSRT_BATCH", default_value_t = 50)]
@@ -253,6 +258,9 @@ impl Config {
         let bad = |m: &str| Err(Error::InvalidArgument(m.into()));
         if self.poll_timeout > 3600 {
             return bad("--poll-timeout is at most 3600 s");
+        }
+        if self.stream_heartbeat == 0 || self.stream_heartbeat > 3600 {
+            return bad("--stream-heartbeat is 1 to 3600 s");
         }
         if self.batch == 0 || self.max_batch == 0 || self.max_batch > crate::store::MAX_LIMIT {
             return bad("--batch and --max-batch are 1 to 1000");

@@ -241,6 +241,7 @@ fn render(batch: &Batch, mode: ClientMode, retry_ms: u64) -> Rendered {
         Bytes::from(body),
         batch.events.iter().map(|e| e.timestamp).collect(),
         mode,
+        batch.cursor,
     )
 }
 

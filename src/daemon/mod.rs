@@ -38,6 +38,7 @@
 //! ```text
 //! mod.rs (run: accept loop, shards, shutdown)   timed_io.rs
 //!   router.rs (routing, the proxy's per-address count)
+//!     lms.rs · stream.rs                        (endpoints built on poll.rs's parts)
 //!     poll.rs · publish.rs · ops.rs · demo.rs   (the endpoints; none imports another)
 //!       response.rs (Resp, JSON, errors, CORS, gzip, security headers, Meta, read_body)
 //!       limits.rs (per-address rate limit)       gate.rs (impl State: store calls, breaker)
@@ -46,13 +47,15 @@
 //!           config · error · shutdown
 //! ```
 //!
-//! `GET /v1/stream` (server-sent events) would be a sibling of `poll.rs` (see its docs), routed
-//! by `router.rs`.
+//! `GET /v1/stream` (server-sent events, `stream.rs`) and `/v1/lms/poll` (`lms.rs`) are
+//! siblings of `poll.rs` built from its parts (its checks, waits and rendering), routed by
+//! `router.rs`.
 //!
 //! ## Shutdown
 //!
 //! When `shutdown` completes the listener is dropped (no new connections), every waiting poll
-//! on every shard is answered at once with its current cursor (so clients resume without loss), idle
+//! on every shard is answered at once with its current cursor (so clients resume without loss),
+//! every stream ends after writing its position (a heartbeat with its `id:`), idle
 //! kept-alive connections are closed, and [`run`] returns once every connection has finished
 //! or `--shutdown-grace-ms` has passed.
 
@@ -74,6 +77,7 @@ mod response;
 mod router;
 pub mod shutdown;
 mod state;
+mod stream;
 mod timed_io;
 
 use std::future::Future;

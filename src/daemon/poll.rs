@@ -1,12 +1,10 @@
 //! `GET /v1/poll`: the query parser, the checks (cheapest first), the wait on the fan-out hub,
 //! and the rendering of a batch into the response body.
 //!
-//! `GET /v1/stream` (server-sent events, `Last-Event-ID` = cursor) is meant to be a sibling
-//! `stream.rs` built from the same parts: [`parse_poll`] for its query, [`prepare_poll`] for its
-//! checks and slot, and [`wait_for_batch`] for each wait between two frames, writing each event
-//! of a batch as one `id:`/`data:` frame instead of [`render`]'s single JSON body. The hub's
-//! cache of rendered responses is keyed by request, not by format: a stream's frames would need
-//! a format in that key (or a cache of their own).
+//! `GET /v1/stream` (server-sent events, `stream.rs`) is built from the same parts:
+//! [`parse_poll`] for its query, [`authorize`] and [`admit`] for its checks and slot, and
+//! [`counted_wait`] for each wait between two writes, with its own [`Format`] in the key of the
+//! hub's shared rendered responses.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +24,9 @@ use super::auth;
 use super::error::ApiError;
 use super::fanout::{Answer, Format, Rendered, Style};
 use super::limits::{check_ip, fmt_into, itoa_buf};
-use super::response::{HandlerFuture, Meta, POLL_HEADERS, Resp, Who, X_LMS_MODE, gzip_bytes};
+use super::response::{
+    HandlerFuture, Meta, POLL_HEADERS, Reply, Resp, Who, X_LMS_MODE, gzip_bytes,
+};
 use super::state::State;
 use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
@@ -267,7 +267,16 @@ impl Drop for WaitGuard<'_> {
 pub(crate) struct PollJob {
     pub(crate) params: PollParams,
     /// Held for the length of the poll; released when the job is dropped.
-    _slot: SlotGuard,
+    slot: SlotGuard,
+}
+
+impl PollJob {
+    /// Renews the slot's lease (a stream holds it longer than the lease); false when the slot
+    /// is not this job's any more.
+    pub(crate) fn renew_slot(&mut self) -> bool {
+        let SlotGuard(state, lease) = &mut self.slot;
+        state.slots.renew(lease)
+    }
 }
 
 /// The checks of a poll, cheapest first: IP limit, token, query, channels, user limit, slot.
@@ -345,7 +354,7 @@ pub(crate) fn admit(
     })?;
     Ok(PollJob {
         params,
-        _slot: SlotGuard(state.clone(), lease),
+        slot: SlotGuard(state.clone(), lease),
     })
 }
 
@@ -357,7 +366,7 @@ struct PollCtx {
     job: PollJob,
 }
 
-async fn run_poll(mut ctx: Box<PollCtx>) -> Result<Resp, Infallible> {
+async fn run_poll(mut ctx: Box<PollCtx>) -> Result<Reply, Infallible> {
     let result = {
         let PollCtx { state, job, .. } = &mut *ctx;
         counted_wait(state, &mut job.params, Format::Poll, render).await
@@ -501,22 +510,13 @@ pub(crate) fn render(batch: &Batch, mode: ClientMode, retry_ms: u64) -> Rendered
         Bytes::from(body),
         batch.events.iter().map(|e| e.timestamp).collect(),
         mode,
+        batch.cursor,
     )
 }
 
 /// The response to a poll; `gzip`: the client accepts gzip.
 pub(crate) fn poll_response(state: &State, r: &Rendered, gzip: bool) -> Resp {
-    if !r.stamps.is_empty() {
-        let now = SystemClock.now_ms();
-        state
-            .metrics
-            .add(Counter::Deliveries, r.stamps.len() as u64);
-        for t in &r.stamps {
-            state
-                .metrics
-                .record_us(Histogram::Delivery, (now - t).max(0) as u64 * 1000);
-        }
-    }
+    r.count_delivered(&state.metrics);
     // A copy of the headers every poll response has: one allocation and a copy, where
     // inserting them one by one hashes and probes each (a fan-out writes 10,000 of these).
     let mut h = POLL_HEADERS.clone();

@@ -4,7 +4,8 @@
 //! (publish, the demo) share.
 //!
 //! The bottom of the HTTP layer: it depends on the shared state and the error type only, and
-//! every endpoint module (`poll`, `publish`, `ops`, `demo`) and the router build on it.
+//! every endpoint module (`poll`, `stream`, `publish`, `ops`, `demo`) and the router build on
+//! it. [`Streamed`] is the body of a response written chunk by chunk (`GET /v1/stream`).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -27,6 +28,39 @@ use crate::token::Claims;
 /// The response type of every handler.
 pub(crate) type Resp = Response<Full<Bytes>>;
 
+/// The body hyper writes: a whole one, or (`GET /v1/stream`) one written chunk by chunk.
+pub(crate) type Body = http_body_util::Either<Full<Bytes>, Streamed>;
+
+/// The response hyper writes: [`Resp`] once [`Meta::respond`] has finished it, or a stream.
+pub(crate) type Reply = Response<Body>;
+
+/// A response body written by a task of its own, one chunk at a time: it ends when the task
+/// drops its sender, and the task learns that the client left when its sender is closed.
+pub(crate) struct Streamed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Streamed {
+    /// A body and the sender that writes it, with room for `chunks` unsent chunks: past them,
+    /// the writer waits for the client to read.
+    pub(crate) fn channel(chunks: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Streamed) {
+        let (tx, rx) = tokio::sync::mpsc::channel(chunks.max(1));
+        (tx, Streamed(rx))
+    }
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
 /// Headers of a JSON response once `finish` has added its own (request id, security, CORS).
 const RESPONSE_HEADERS: usize = 12;
 
@@ -37,7 +71,7 @@ pub(crate) const X_LMS_MODE: header::HeaderName = header::HeaderName::from_stati
 
 /// The future of one request.
 pub(crate) type HandlerFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Resp, Infallible>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Infallible>> + Send>>;
 
 /// What the response needs from the request, kept instead of the request itself.
 pub(crate) struct Meta {
@@ -85,6 +119,7 @@ impl Who {
 fn path_of(p: &str) -> Cow<'static, str> {
     match p {
         "/v1/poll" => Cow::Borrowed("/v1/poll"),
+        "/v1/stream" => Cow::Borrowed("/v1/stream"),
         "/v1/events" => Cow::Borrowed("/v1/events"),
         "/healthz" => Cow::Borrowed("/healthz"),
         "/metrics" => Cow::Borrowed("/metrics"),
@@ -117,7 +152,7 @@ impl Meta {
         self,
         state: &State,
         result: Result<Resp, ApiError>,
-    ) -> Result<Resp, Infallible> {
+    ) -> Result<Reply, Infallible> {
         let Meta {
             started,
             rid,
@@ -163,7 +198,7 @@ impl Meta {
             elapsed_us = started.elapsed().as_micros() as u64,
             "request"
         );
-        Ok(resp)
+        Ok(resp.map(Body::Left))
     }
 }
 
@@ -246,7 +281,8 @@ pub(crate) fn preflight(state: &State, headers: &HeaderMap) -> Result<Resp, ApiE
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static(
-            "Authorization, Content-Type, X-Request-Id, X-LMS-Timestamp, X-LMS-Signature",
+            "Authorization, Content-Type, Last-Event-ID, X-Request-Id, X-LMS-Timestamp, \
+             X-LMS-Signature",
         ),
     );
     h.insert(

@@ -4,8 +4,8 @@
 //!
 //! Routes: `GET /v1/poll` (`poll.rs`), `GET|POST /v1/lms/poll` (the LMS theme's long poll,
 //! `lms.rs`), `POST /v1/events` (`publish.rs`), `GET /healthz` and
-//! `GET /metrics` (`ops.rs`), CORS preflights (`response.rs`), and with `--demo` the demo pages
-//! (`demo.rs`). `GET /v1/stream` would be routed here, next to the poll.
+//! `GET /metrics` (`ops.rs`), CORS preflights (`response.rs`), `GET /v1/stream` (server-sent
+//! events, `stream.rs`), and with `--demo` the demo pages (`demo.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use super::auth;
 use super::error::ApiError;
 use super::response::{HandlerFuture, Meta, Resp, preflight};
 use super::state::State;
-use super::{demo, lms, ops, poll, publish};
+use super::{demo, lms, ops, poll, publish, stream};
 use crate::guards::ClientMode;
 use crate::metrics::Counter;
 
@@ -51,6 +51,9 @@ pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>
     }
     if req.uri().path() == "/v1/lms/poll" && matches!(*req.method(), Method::GET | Method::POST) {
         return lms::serve(state, meta, peer, req);
+    }
+    if req.uri().path() == "/v1/stream" && req.method() == Method::GET {
+        return stream::serve(state, meta, peer, req);
     }
     Box::pin(async move {
         let r = route(&state, peer, req).await;
@@ -91,7 +94,7 @@ async fn route(
         return preflight(state, req.headers());
     }
     match path {
-        "/v1/poll" => Err(ApiError::MethodNotAllowed("GET")),
+        "/v1/poll" | "/v1/stream" => Err(ApiError::MethodNotAllowed("GET")),
         "/v1/lms/poll" => Err(ApiError::MethodNotAllowed("GET, POST")),
         "/v1/events" => {
             only(method, &Method::POST, "POST")?;

@@ -172,9 +172,7 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
     let slots = Slots::in_process(SlotsConfig {
         capacity: slot_records,
         max_per_key: config.slots_per_user,
-        // A poll holds its slot for at most its wait plus a slow response; the lease outlives
-        // that, and a poll releases it as soon as it ends.
-        lease_ms: (config.poll_timeout + config.idle_timeout + 5) * 1000,
+        lease_ms: slot_lease(&config).as_millis() as u64,
         check_pid: false,
         ..SlotsConfig::default()
     })?
@@ -242,4 +240,11 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         subscription,
         shutdown: shutdown_tx,
     })
+}
+
+/// How long a user's slot is leased. A poll holds its slot for at most its wait plus a slow
+/// response; the lease outlives that, and a poll releases it as soon as it ends. A stream holds
+/// its slot longer and renews the lease well within this.
+pub(crate) fn slot_lease(config: &Config) -> Duration {
+    Duration::from_secs(config.poll_timeout + config.idle_timeout + 5)
 }

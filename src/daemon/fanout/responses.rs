@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
 use crate::event::Event;
 use crate::guards::ClientMode;
+use crate::metrics::{Counter, Histogram, Metrics};
 use crate::store::{FetchRequest, Order};
 
 /// A poll response, rendered once and shared by every waiter that would get the same one.
@@ -23,6 +24,8 @@ pub(crate) struct Rendered {
     pub(crate) stamps: Vec<i64>,
     /// The mode advertised in the body.
     pub(crate) mode: ClientMode,
+    /// Where the reader stands after this response: what a stream waits from next.
+    pub(crate) cursor: Cursor,
     /// The body gzipped, made by the first poll that gets this response and accepts gzip (when
     /// the body is large enough to be compressed), then shared like the body; `None` inside if
     /// compressing failed.
@@ -31,12 +34,25 @@ pub(crate) struct Rendered {
 
 impl Rendered {
     /// A rendered response, not compressed yet.
-    pub(crate) fn new(body: Bytes, stamps: Vec<i64>, mode: ClientMode) -> Rendered {
+    pub(crate) fn new(body: Bytes, stamps: Vec<i64>, mode: ClientMode, cursor: Cursor) -> Rendered {
         Rendered {
             body,
             stamps,
             mode,
+            cursor,
             gz: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts this response's events as delivered now (the deliveries counter and the
+    /// delivery latency), once per client it is written to.
+    pub(crate) fn count_delivered(&self, metrics: &Metrics) {
+        if !self.stamps.is_empty() {
+            let now = SystemClock.now_ms();
+            metrics.add(Counter::Deliveries, self.stamps.len() as u64);
+            for t in &self.stamps {
+                metrics.record_us(Histogram::Delivery, (now - t).max(0) as u64 * 1000);
+            }
         }
     }
 }
@@ -48,6 +64,8 @@ pub(crate) enum Format {
     Poll,
     /// `/v1/lms/poll`'s answer in the LMS chat theme's own shape (`{"success", "data"}`).
     Lms,
+    /// `/v1/stream`'s server-sent events: one `id:`/`data:` frame per event.
+    Stream,
 }
 
 /// Everything a response depends on besides its batch: its format and the advertised mode.

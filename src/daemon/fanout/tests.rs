@@ -81,6 +81,7 @@ fn identical_polls_share_one_rendered_response() {
             Bytes::from(format!("{}", b.events.len())),
             vec![],
             ClientMode::Long,
+            b.cursor,
         )
     };
     let req = FetchRequest::new([1]).normalized().unwrap();
@@ -143,6 +144,7 @@ fn commits_with_no_waiter_are_dispatched_without_a_wake_up_and_still_seen() {
             Bytes::from(format!("{}", b.events.len())),
             vec![],
             ClientMode::Long,
+            b.cursor,
         )
     };
     let Answer::Ready(r) = hub.respond(&store, &req, style(ClientMode::Long), render) else {
