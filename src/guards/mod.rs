@@ -44,6 +44,7 @@ pub use rollout::{Cohort, Rollout};
 pub use slots::{Lease, OnFull, Slots, SlotsConfig};
 
 /// Largest record count a guard table accepts (the daemon sizes its tables up to it).
+#[cfg(feature = "daemon")]
 pub(crate) use crate::shm::table::MAX_CAPACITY;
 
 /// A stable 64-bit hash of a sequence of byte strings: FNV-1a over the parts, each followed by
