@@ -42,7 +42,8 @@ final class LMS_Realtime_Theme_Bridge {
 	 * @return array<string, mixed>|null
 	 */
 	public static function config(): ?array {
-		if ( ! LMS_Realtime_Theme_Data::present() ) {
+		// Cheapest first: most sites have no daemon, and then no page builds the service for this.
+		if ( '' === LMSRT_Realtime::daemon_url() || ! LMS_Realtime_Theme_Data::present() ) {
 			return null;
 		}
 		$realtime = LMS_Realtime_Plugin::realtime();
