@@ -402,17 +402,25 @@ async fn streams_hold_the_users_slots() {
         open_streams.push(s);
     }
     wait_for_waiters(d.addr, d.config.slots_per_user as u64).await;
+    let n = d.config.slots_per_user as u64;
+    wait_for_health(d.addr, &format!("{n} open streams"), |h| h["streams"] == n).await;
+    let mut c = d.client().await;
+    let gauge = format!("lmsrt_daemon_streams {n}\n");
+    assert!(
+        c.get("/metrics", &[]).await.text().contains(&gauge),
+        "no {gauge:?} in /metrics"
+    );
     let refused = open(d.addr, &t, "channels=1", None).await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers.get("retry-after").is_some());
     assert_eq!(refused.error_code().await, "slots_exhausted");
     // A poll of the same user is refused too: they share the slots.
-    let mut c = d.client().await;
     let r = c.poll(&t, "channels=1&timeout=0").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     // A closed stream gives its slot back at once.
     open_streams.pop();
-    wait_for_waiters(d.addr, d.config.slots_per_user as u64 - 1).await;
+    wait_for_waiters(d.addr, n - 1).await;
+    wait_for_health(d.addr, "a stream fewer", |h| h["streams"] == n - 1).await;
     let s = open(d.addr, &t, "channels=1", None).await;
     assert_eq!(s.status, StatusCode::OK);
 }

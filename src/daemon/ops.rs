@@ -55,6 +55,7 @@ pub(crate) fn health(state: &State) -> Resp {
         "connection_capacity": state.capacity,
         "ops_connections": state.ops_connections.load(Ordering::Relaxed),
         "waiters": state.hub.waiter_count(),
+        "streams": state.streams.load(Ordering::Relaxed),
         "shards": state.hub.shard_count(),
         "shard_waiters": state.hub.shard_waiters(),
         "ring": { "events": ring_events, "floor": ring_floor, "head": ring_head },
@@ -91,6 +92,11 @@ pub(crate) fn metrics(state: &State) -> Resp {
             "lmsrt_daemon_waiters",
             "Long-polls waiting in this daemon.",
             state.hub.waiter_count() as i64,
+        ),
+        (
+            "lmsrt_daemon_streams",
+            "Server-sent event streams open in this daemon.",
+            state.streams.load(Ordering::Relaxed) as i64,
         ),
         (
             "lmsrt_daemon_ring_events",

@@ -42,6 +42,8 @@ pub(crate) struct State {
     /// Open connections (or, behind a proxy, requests) per client address.
     pub(crate) addresses: Arc<addresses::Addresses>,
     pub(crate) waiting: AtomicUsize,
+    /// Open `/v1/stream` responses (each also counts among the waiters while it waits).
+    pub(crate) streams: AtomicUsize,
     pub(crate) capacity: usize,
     pub(crate) request_seq: AtomicU64,
     pub(crate) boot_id: u32,
@@ -227,6 +229,7 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         ops_connections: AtomicUsize::new(0),
         addresses: Arc::new(addresses::Addresses::new(config.max_connections_per_ip)),
         waiting: AtomicUsize::new(0),
+        streams: AtomicUsize::new(0),
         capacity,
         request_seq: AtomicU64::new(0),
         boot_id: u32::from_le_bytes(random_bytes(4).try_into().unwrap_or([0; 4])),

@@ -15,6 +15,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -139,6 +140,7 @@ async fn run(
     tx: Sender<Bytes>,
     _address: Option<AddressSlot>,
 ) {
+    let _open = OpenStream::count(&state);
     // A wait never outlasts a third of the slot's lease, so the lease is renewed in time.
     let heartbeat = Duration::from_secs(state.config.stream_heartbeat)
         .min(slot_lease(&state.config) / 3)
@@ -182,6 +184,23 @@ async fn run(
             }
             renewed = Instant::now();
         }
+    }
+}
+
+/// One open stream in `State::streams` (the `/healthz` and `/metrics` gauge) until dropped,
+/// however the stream ends.
+struct OpenStream(Arc<State>);
+
+impl OpenStream {
+    fn count(state: &Arc<State>) -> OpenStream {
+        state.streams.fetch_add(1, Ordering::Relaxed);
+        OpenStream(Arc::clone(state))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
