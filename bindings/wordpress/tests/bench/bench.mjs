@@ -8,7 +8,9 @@
 //                  the legacy cohort (the endpoint answers at once)
 //   unified-ajax   the real browser client (LMSUnifiedLongPoll) without a daemon: WordPress
 //                  serves the long poll itself (admin-ajax waits in the store)
-//   unified-daemon the real browser client long-polling lms-longpolld (token from WordPress)
+//   unified-daemon the real browser client long-polling lms-longpolld (token from WordPress),
+//                  its stream turned off
+//   unified-stream the real browser client on lms-longpolld's server-sent events (/v1/stream)
 //
 // Traffic: every channel gets a message on average every POST_MEAN_S seconds (Poisson), posted
 // by a random member through admin-ajax (lmsrt_demo_post_message). Measured: poll requests per
@@ -95,7 +97,7 @@ function counted(c) {
   return async (url, init = {}) => {
     const u = String(url);
     const body = init.body ? String(init.body) : '';
-    if (u.includes('/v1/poll')) counts.daemon++;
+    if (u.includes('/v1/poll') || u.includes('/v1/stream')) counts.daemon++;
     else if (body.includes('action=lms_unified_long_poll')) counts.poll++;
     else if (body.includes('action=lms_realtime_token')) counts.token++;
     else counts.other++;
@@ -148,7 +150,7 @@ async function legacyClient(c, ci) {
   }
 }
 
-function unifiedClient(c, ci, withDaemon) {
+function unifiedClient(c, ci, withDaemon, stream) {
   const fetchImpl = counted(c);
   const opts = {
     ajaxUrl: base + '/wp-admin/admin-ajax.php',
@@ -164,6 +166,7 @@ function unifiedClient(c, ci, withDaemon) {
   };
   if (withDaemon) {
     opts.daemonUrl = base + '/lmsrt';
+    opts.stream = stream;
     opts.tokenProvider = client.createTokenProvider({ url: base + '/wp-admin/admin-ajax.php', action: 'lms_realtime_token', nonce: c.nonce, fetch: fetchImpl });
   }
   const lp = new client.LMSUnifiedLongPoll(opts);
@@ -209,7 +212,7 @@ const unified = [];
 if (mode === 'legacy') clients.forEach((c, i) => legacyClient(c, i));
 else
   clients.forEach((c, i) => {
-    const lp = unifiedClient(c, i, mode === 'unified-daemon');
+    const lp = unifiedClient(c, i, mode !== 'unified-ajax', mode === 'unified-stream');
     unified.push(lp);
     setTimeout(() => lp.start(), Math.random() * 3000);
   });

@@ -7,14 +7,15 @@
 #   bash bindings/wordpress/tests/bench/run-bench.sh
 #
 # BENCH_CLIENTS (100), BENCH_CHANNELS (10), BENCH_SECONDS (600), BENCH_POST_MEAN_S (10: a message
-# per channel every 10 s on average), BENCH_MODES ("legacy unified-ajax unified-daemon"),
+# per channel every 10 s on average), BENCH_MODES ("legacy unified-ajax unified-daemon
+# unified-stream"),
 # BENCH_FPM_CHILDREN (BENCH_CLIENTS + 30).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../../.." && pwd)"
 clients="${BENCH_CLIENTS:-100}"
 channels="${BENCH_CHANNELS:-10}"
-modes="${BENCH_MODES:-legacy unified-ajax unified-daemon}"
+modes="${BENCH_MODES:-legacy unified-ajax unified-daemon unified-stream}"
 results="$here/results"
 mkdir -p "$results"
 envfile="$(mktemp /tmp/lmsrt-bench-env.XXXXXX)"
@@ -54,11 +55,11 @@ for mode in $modes; do
             opt lms_longpoll_rollout 0; opt lms_realtime_daemon_url '""' ;;
         unified-ajax)
             opt lms_longpoll_rollout 100; opt lms_realtime_daemon_url '""' ;;
-        unified-daemon)
+        unified-daemon|unified-stream)
             bin="$(echo "$LMSRT_DAEMON_CMD" | awk '{print $1}')"
             token="$(php -r '$_SERVER["HTTP_HOST"]=parse_url($argv[1],PHP_URL_HOST).":".parse_url($argv[1],PHP_URL_PORT); require "/usr/share/wordpress/wp-load.php"; echo class_exists("LmsRealtime\\Token") ? "yes" : "no";' "$LMSRT_E2E_BASE")"
             if [ ! -x "$bin" ] || [ "$token" != yes ]; then
-                echo "{\"mode\": \"unified-daemon\", \"skipped\": \"no daemon binary ($bin) or no LmsRealtime\\\\Token in the binding\"}" | tee "$out"
+                echo "{\"mode\": \"$mode\", \"skipped\": \"no daemon binary ($bin) or no LmsRealtime\\\\Token in the binding\"}" | tee "$out"
                 continue
             fi
             printf '%s\n' "$secret" >"$LMSRT_E2E_WORK/bench-secret"

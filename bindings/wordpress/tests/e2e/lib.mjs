@@ -142,6 +142,24 @@ export function percentile(values, q) {
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
 }
 
+/** The daemon's `/healthz` body (asked directly, not through nginx). */
+export async function daemonHealth() {
+  const r = await fetch(`http://127.0.0.1:${daemonPort}/healthz`);
+  return r.json();
+}
+
+/** Asks the daemon's `/healthz` until `ready(body)` holds; fails with `what` and the last body. */
+export async function waitHealth(ready, what, timeout) {
+  const deadline = Date.now() + timeout;
+  let last = null;
+  while (Date.now() < deadline) {
+    last = await daemonHealth().catch((e) => ({ error: String(e) }));
+    if (ready(last)) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`waited ${timeout} ms for ${what}; the daemon's /healthz said ${JSON.stringify(last)}`);
+}
+
 /**
  * The daemon, run from LMSRT_DAEMON_CMD ({db}, {port}, {key_id}, {secret}, {secret_file}
  * replaced). Never
