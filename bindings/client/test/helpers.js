@@ -276,7 +276,9 @@ const lib = require('../lms-realtime-client.js');
 
 /**
  * A client wired to fakes: daemon at http://daemon.test, AJAX at http://wp.test, jitter-free
- * backoff (random() = 0), tokens tok1, tok2, ... Returns the pieces and recorders.
+ * backoff (random() = 0), tokens tok1, tok2, ... Returns the pieces and recorders. The stream
+ * transport is off unless `options.stream` is true: these tests are about the long-poll path
+ * (stream.test.js covers the stream, in front of it).
  */
 function setup(options = {}, env = {}) {
   const clock = env.clock || new FakeClock();
@@ -311,6 +313,8 @@ function setup(options = {}, env = {}) {
         now: clock.now,
         random: () => 0,
         pool,
+        stream: false,
+        pageEvents: null,
       },
       options
     )
