@@ -1673,6 +1673,7 @@
       // A body the fetch signal does not reach (a Response built by hand) still ends on abort.
       const stopReading = () => reader.cancel().catch(() => {});
       signal.addEventListener('abort', stopReading, { once: true });
+      if (signal.aborted) stopReading();
       const decoder = new TextDecoder();
       try {
         for (;;) {
