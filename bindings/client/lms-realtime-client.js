@@ -1,13 +1,13 @@
 /*!
  * lms-realtime browser client.
  *
- * One file of ~2,000 lines on purpose: the WordPress plugin and the daemon's demo page serve it as is
+ * One file of ~2,500 lines on purpose: the WordPress plugin and the daemon's demo page serve it as is
  * (bindings/wordpress/build.sh copies this one file into the plugin's assets/; src/daemon/demo.rs
  * embeds it), with no bundler or build step, and one <script> tag loads it all. Inside, each class
  * has one job and sections follow the layers, lowest first: helpers; the policies (breaker,
  * fallback tiers, router, tab pool, cohort, monitor); the position; HTTP and tokens; the
- * transports (daemon long-poll, WordPress AJAX) behind one interface ("The transport interface");
- * and the loop, LMSUnifiedLongPoll, which drives them.
+ * transports (daemon stream, daemon long-poll, WordPress AJAX) behind one interface ("The
+ * transport interface"); and the loop, LMSUnifiedLongPoll, which drives them.
  *
  * No dependencies. Loaded as a classic <script> it defines window.LMSRealtime (the whole API)
  * and the LMS* class names as globals; required from Node (the tests) it is a CommonJS module. Nothing here touches window, document, fetch, timers or
@@ -16,7 +16,8 @@
  *
  * The delivery contract this client keeps (DESIGN.md, "The delivery contract"):
  *   - the daemon always gets back exactly the cursor it last returned (or the head cursor the
- *     page rendered), so nothing is lost or repeated;
+ *     page rendered), as `cursor=` on a poll or `Last-Event-ID` on a stream, so nothing is lost
+ *     or repeated;
  *   - `gap: true` becomes a `resync` event so the app reloads from the source of truth;
  *   - the legacy AJAX tier keeps one `last_event_id` per channel (the highest id received), and
  *     the router drops any event this page has already seen, so a tier switch never shows an
@@ -1335,22 +1336,27 @@
    *            (null on AJAX) and where to resume: the daemon cursor (null: none held) and the
    *            legacy position per channel.
    *   signal   aborts the call (stop, or this tab stepped down); poll() then rejects with it.
-   *   push     push(batch), for a streaming transport (an EventSource, issue 20): each batch as
-   *            it arrives is applied, counted as a success and relayed to the other tabs at
-   *            once, and poll() resolves when the stream ends. A transport that gets one batch
-   *            per request ignores it and returns the batch in its outcome.
-   *   outcome  {ok: true, batch, retryMs}
+   *   push     push(batch), for a streaming transport (LMSStreamTransport): each batch as it
+   *            arrives is applied, counted as a success and relayed to the other tabs at once,
+   *            and poll() resolves when the stream ends. A transport that gets one batch per
+   *            request ignores it and returns the batch in its outcome.
+   *   outcome  {ok: true, batch, retryMs, mode}
    *            | {ok: false, kind: 'failure' | 'rate_limited', status, code, message, retryAfterMs,
-   *               mode, error, batch}. A failure may carry the part received before it.
+   *               mode, error, batch, stream}. A failure may carry the part received before it.
+   *            `mode` on a success without a batch (a stream's end) is the server's hint;
+   *            `stream` ('silent' | 'dropped') marks the failure of a stream that had opened.
    *            A rejection other than the abort is a failure with the error's code
    *            ('network_error' if none).
    *   batch    {events (the daemon's shape), cursor, legacyIds, gap, mode}; cursor and
    *            legacyIds are each optional.
    *
    * Besides poll(): `name` (the `transport` in the client's events and the fallback manager's
-   * hints and timings: 'daemon' or 'ajax'), `guarded` (true: it talks to the daemon, so the
-   * circuit breaker and the A/B cohort gate it) and `close()` (releases what it holds between
-   * polls; it may be polled again afterwards). Transports keep no position: the loop owns it.
+   * hints and timings: 'stream', 'daemon' or 'ajax'; the stream uses the daemon's), `guarded`
+   * (true: it talks to the daemon, so the circuit breaker and the A/B cohort gate it),
+   * `streaming` (true: the loop uses it only while LMSFallbackManager.streamAllowed() and the
+   * breaker is closed, and counts its failures toward setting it aside) and `close()` (releases
+   * what it holds between polls; it may be polled again afterwards). Transports keep no
+   * position: the loop owns it.
    */
 
   /**
@@ -1599,11 +1605,11 @@
    * batch (its events, the cursor after the last of them, `gap: true` when a gap frame came
    * first, the mode from the `X-LMS-Mode` head or the gap frame); an `id:` without data (the
    * heartbeat's position, the position written at the end) moves the cursor alone. poll()
-   * resolves when the stream ends: `{ok: true, retryMs}` when the server ended it (the `retry:`
-   * it sent, at most `retryMaxMs`), or a failure: refused before it started (as the long-poll
-   * reads it; one token refresh on 401), an `event: error` frame, a malformed frame, a broken
-   * connection, or no byte for `watchdogMs` (the heartbeat is 15 s; a proxy that buffers the
-   * stream trips it). Failures of a stream that had opened carry `stream: 'silent'` (not a byte
+   * resolves when the stream ends: `{ok: true, retryMs}` when the server ended it after a
+   * position (the `retry:` it sent, at most `retryMaxMs`), or a failure: refused before it
+   * started (as the long-poll reads it; one token refresh on 401), an `event: error` frame, a
+   * malformed frame, a broken connection, an end without any position, or no byte for
+   * `watchdogMs` (the heartbeat is 15 s; a proxy that buffers the stream trips it). Failures of a stream that had opened carry `stream: 'silent'` (not a byte
    * came) or `'dropped'`, which the loop uses to set the stream aside (LMSFallbackManager).
    *
    * Options: those of DaemonEndpoint, `watchdogMs` (37 500), `retryMaxMs` (30 000),
@@ -1627,7 +1633,7 @@
       if (signal.aborted) throw abortError();
       signal.addEventListener('abort', onAbort, { once: true });
       const dog = watchdog(this._timers, this.watchdogMs, () => ctrl.abort());
-      const read = { opened: false, bytes: 0 };
+      const read = { opened: false, bytes: 0, batches: 0 };
       try {
         const got = await this._authorized(
           signal,
@@ -1686,7 +1692,10 @@
           }
           frames.parser.feed(text);
           const batch = frames.take();
-          if (batch) push(batch);
+          if (batch) {
+            read.batches += 1;
+            push(batch);
+          }
           if (frames.failure) {
             stopReading();
             return this._streamFailure(frames, read);
@@ -1696,8 +1705,11 @@
       } finally {
         signal.removeEventListener('abort', stopReading);
       }
-      if (read.bytes === 0) {
-        return { ok: false, kind: 'failure', status: res.status, code: 'stream_closed', message: 'the stream ended before any data', stream: 'silent' };
+      if (read.batches === 0) {
+        // The daemon writes its position before it ends a stream; an end without one is not
+        // its doing (a proxy cutting the stream), and counts as a failure so the reconnects
+        // back off instead of hammering at `retry: 0`.
+        return this._broken({ ok: false, kind: 'failure', status: res.status, code: 'stream_closed', message: 'the stream ended without a position' }, read);
       }
       return { ok: true, batch: null, retryMs: Math.min(this.retryMaxMs, frames.parser.retry ?? 0), mode: frames.mode };
     }
@@ -1709,7 +1721,7 @@
     _streamFailure(frames, read) {
       const f = frames.failure;
       if (f.code) return this._broken({ ok: false, kind: 'failure', status: null, code: f.code, message: f.message }, read);
-      return this._refused(null, f.body, frames.parser.retry, null);
+      return this._refused(null, f.body, frames.parser.retry || null, null);
     }
 
     /** Marks the failure of a stream that had opened (`stream`), so the loop can set it aside. */
@@ -1889,11 +1901,11 @@
   }
 
   /**
-   * The client: the loop. It picks a transport (the daemon when configured, the cohort allows it
-   * and its breaker admits the request; otherwise AJAX), keeps the position, backs off, trips
-   * the breaker, dispatches events and relays them to the other tabs. The transports only
-   * speak their protocol (see "The transport interface" above). See README.md for the options,
-   * the transport per tier and the error handling.
+   * The client: the loop. It picks a transport (the daemon's stream, else its long poll, when
+   * configured, the cohort allows it and its breaker admits the request; otherwise AJAX), keeps
+   * the position, backs off, trips the breaker, dispatches events and relays them to the other
+   * tabs. The transports only speak their protocol (see "The transport interface" above). See
+   * README.md for the options, the transport per tier and the error handling.
    */
   class LMSUnifiedLongPoll {
     constructor(options = {}) {

@@ -285,3 +285,24 @@ test('stream: an error frame ends it with the daemon error; a non-stream 200 and
   assert.equal(b.client.cursor, C(1));
   await b.client.stop();
 });
+
+test('stream: an end without any position (a proxy cutting it) backs off instead of reconnecting at retry: 0', async () => {
+  const { client, fetch, clock, life } = setup({ stream: true, cursor: C(0) });
+  client.start();
+  await flush();
+  let s = fetch.respondStream();
+  s.write('retry: 0\n\n');
+  s.end();
+  await flush();
+  assert.equal(life.error.at(-1).code, 'stream_closed');
+  assert.equal(fetch.calls.length, 1, 'not at once');
+  await clock.advance(1000);
+  assert.equal(fetch.calls.length, 2);
+  s = fetch.respondStream();
+  s.write('retry: 0\n\n');
+  s.end();
+  await clock.advance(2000);
+  assert.equal(client.fallback.streamDemotions, 1, 'two in a row set the stream aside');
+  assert.equal(path(fetch.last), '/v1/poll');
+  await client.stop();
+});
