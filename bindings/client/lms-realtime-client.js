@@ -1361,7 +1361,8 @@
 
   /**
    * What both daemon transports share: the subscription (`url`, `channels`, `thread`, `types`,
-   * `order`, `batchSize`, already normalised), the bearer token (`tokenProvider`, `tokenSkewMs`
+   * `order`, `batchSize`, already normalised), the bearer token (`tokens`, a TokenCache the two
+   * transports of one client share, or one built from `tokenProvider` and `tokenSkewMs`
    * 30 000; one refresh after a 401) and how an answer the daemon refused is read.
    */
   class DaemonEndpoint {
@@ -1375,7 +1376,7 @@
       this.batchSize = o.batchSize ?? null;
       this._now = o.now || defaultNow;
       this._http = httpFrom(o);
-      this._tokens = new TokenCache({ provider: o.tokenProvider, skewMs: o.tokenSkewMs, now: this._now });
+      this._tokens = o.tokens || new TokenCache({ provider: o.tokenProvider, skewMs: o.tokenSkewMs, now: this._now });
     }
 
     close() {}
@@ -1989,8 +1990,8 @@
           types: this.types,
           order: this.order,
           batchSize: this.batchSize,
-          tokenProvider: this.tokenProvider,
-          tokenSkewMs: o.tokenSkewMs,
+          // One token for the stream and the long poll: a switch between them costs no token request.
+          tokens: new TokenCache({ provider: this.tokenProvider, skewMs: o.tokenSkewMs, now: this._now }),
         });
         if (o.stream !== false && typeof TextDecoder === 'function') {
           list.push(
@@ -2144,6 +2145,9 @@
         breaker: this.breaker.snapshot(),
         leader: this.isLeader,
         cohort: this.abTesting ? this.abTesting.cohort : null,
+        stream: this._transports.some((t) => t.streaming)
+          ? { allowed: this.fallback.streamAllowed(), cooldownLeftMs: this.fallback.streamCooldownLeftMs(), demotions: this.fallback.streamDemotions }
+          : null,
       });
     }
 

@@ -163,7 +163,7 @@ test('stream: a dropped stream resumes with Last-Event-ID: the partial frame is 
 });
 
 test('stream: the watchdog ends a quiet stream; heartbeats keep it open; a silent stream is set aside at once', async () => {
-  const { client, fetch, clock, life } = setup({ stream: true, cursor: C(0) });
+  const { client, fetch, clock, life, tokenCalls } = setup({ stream: true, cursor: C(0) });
   client.start();
   await flush();
   const s = fetch.respondStream();
@@ -191,6 +191,9 @@ test('stream: the watchdog ends a quiet stream; heartbeats keep it open; a silen
   await clock.advance(2000);
   assert.equal(path(fetch.last), '/v1/poll', 'the long poll serves during the cool-down');
   assert.equal(life.mode.at(-1).transport, 'daemon');
+  assert.equal(fetch.last.init.headers.Authorization, 'Bearer tok1', 'the stream and the long poll share the token');
+  assert.equal(tokenCalls.length, 1);
+  assert.deepEqual(client.stats().stream, { allowed: false, cooldownLeftMs: 60000 - 2000, demotions: 1 });
   await client.stop();
 });
 
