@@ -1771,7 +1771,8 @@
         const body = safeJson(f.data);
         gap = true;
         this.mode = modeOrNull(body && body.mode) || this.mode;
-      } else if (f.data !== null) {
+      } else if (f.data !== null && (f.event === '' || f.event === 'message')) {
+        // An event of a type this client does not know (none today) only moves the position.
         event = safeJson(f.data);
         if (!event || typeof event !== 'object' || Array.isArray(event)) {
           this.failure = { code: 'invalid_response', message: 'malformed stream frame' };

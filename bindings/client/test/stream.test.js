@@ -100,6 +100,12 @@ test('stream: frames become batches per chunk read; partial frames wait; heartbe
   await flush();
   assert.deepEqual(life.resync, [{ cursor: C(21), source: 'stream' }]);
   assert.deepEqual(seen, [8, 7, 9, 21]);
+
+  // A frame of a type the client does not know is not an event; its id still counts.
+  s.write('event: notice\nid: ' + C(22) + '\ndata: {"id":99}\n\n');
+  await flush();
+  assert.deepEqual(seen, [8, 7, 9, 21]);
+  assert.equal(client.cursor, C(22));
   assert.equal(life.error.length, 0);
   assert.equal(fetch.calls.length, 1, 'still one request');
   await client.stop();
