@@ -207,3 +207,28 @@ test('tabs: with N tabs one stream is held; each leader that leaves is replaced,
   }
   assert.equal(liveStreams(fetch).length, 0);
 });
+
+test('page lifecycle: beforeunload where there is no pagehide; an explicit stop() stops listening', async () => {
+  const clock = new FakeClock();
+  const page = new EventTarget(); // no `onpagehide`: an old browser
+  const { client, fetch } = setup({ stream: true, cursor: C(0), pageEvents: page }, { clock });
+  client.start();
+  await flush();
+  page.dispatchEvent(new Event('pagehide'));
+  await flush();
+  assert.equal(client.running, true, 'pagehide is not listened to where the target lacks it');
+  page.dispatchEvent(new Event('beforeunload'));
+  await flush();
+  assert.equal(client.running, false);
+  assert.ok(fetch.last.aborted);
+
+  const show = new Event('pageshow');
+  show.persisted = true;
+  page.dispatchEvent(show);
+  await flush();
+  assert.equal(client.running, true, 'back from the back/forward cache');
+  await client.stop();
+  page.dispatchEvent(show);
+  await flush();
+  assert.equal(client.running, false, 'after stop() the page events are not listened to');
+});
