@@ -1,13 +1,13 @@
 /*!
  * lms-realtime browser client.
  *
- * One file of ~2,000 lines on purpose: the WordPress plugin and the daemon's demo page serve it as is
+ * One file of ~2,500 lines on purpose: the WordPress plugin and the daemon's demo page serve it as is
  * (bindings/wordpress/build.sh copies this one file into the plugin's assets/; src/daemon/demo.rs
  * embeds it), with no bundler or build step, and one <script> tag loads it all. Inside, each class
  * has one job and sections follow the layers, lowest first: helpers; the policies (breaker,
  * fallback tiers, router, tab pool, cohort, monitor); the position; HTTP and tokens; the
- * transports (daemon long-poll, WordPress AJAX) behind one interface ("The transport interface");
- * and the loop, LMSUnifiedLongPoll, which drives them.
+ * transports (daemon stream, daemon long-poll, WordPress AJAX) behind one interface ("The
+ * transport interface"); and the loop, LMSUnifiedLongPoll, which drives them.
  *
  * No dependencies. Loaded as a classic <script> it defines window.LMSRealtime (the whole API)
  * and the LMS* class names as globals; required from Node (the tests) it is a CommonJS module. Nothing here touches window, document, fetch, timers or
@@ -16,7 +16,8 @@
  *
  * The delivery contract this client keeps (DESIGN.md, "The delivery contract"):
  *   - the daemon always gets back exactly the cursor it last returned (or the head cursor the
- *     page rendered), so nothing is lost or repeated;
+ *     page rendered), as `cursor=` on a poll or `Last-Event-ID` on a stream, so nothing is lost
+ *     or repeated;
  *   - `gap: true` becomes a `resync` event so the app reloads from the source of truth;
  *   - the legacy AJAX tier keeps one `last_event_id` per channel (the highest id received), and
  *     the router drops any event this page has already seen, so a tier switch never shows an
@@ -121,6 +122,11 @@
 
   function modeOrNull(m) {
     return typeof m === 'string' && TIERS.includes(m) ? m : null;
+  }
+
+  /** The row of hints and timings a transport uses: the stream reads the daemon, so it is the daemon's. */
+  function hintKey(transport) {
+    return transport === 'stream' ? 'daemon' : transport;
   }
 
   /**
@@ -347,6 +353,13 @@
    * cuts 30 s requests) does not flap straight back to long-polling. The delay after the n-th
    * consecutive failure is min(maxDelayMs, baseDelayMs * 2^(n-1)) less up to `jitter` of it:
    * always within [exp * (1 - jitter), exp].
+   *
+   * The stream (server-sent events, issue 20) is the daemon's best transport, used only while
+   * the daemon's tier is long. A stream that failed `streamFailureLimit` times in a row, or once
+   * without a single byte (a proxy that buffers it), is set aside for `streamCooldownMs` and the
+   * daemon long-poll serves meanwhile; each further demotion without a healthy stream between
+   * doubles the cool-down, up to `streamMaxCooldownMs`. The stream shares the daemon's mode hint
+   * and timings (one daemon, two ways to read it).
    */
   class LMSFallbackManager {
     constructor(options = {}) {
@@ -361,6 +374,13 @@
       this._level = 0;
       this._failures = 0;
       this._streak = 0;
+      this._now = options.now || defaultNow;
+      this.streamFailureLimit = Math.max(1, options.streamFailureLimit ?? 2);
+      this.streamCooldownMs = Math.max(0, options.streamCooldownMs ?? 60000);
+      this.streamMaxCooldownMs = Math.max(this.streamCooldownMs, options.streamMaxCooldownMs ?? 600000);
+      this._resetStream();
+      /** How many times the stream was set aside. */
+      this.streamDemotions = 0;
     }
 
     get consecutiveFailures() {
@@ -379,7 +399,7 @@
 
     /** The tier for `transport`; `primary` says AJAX is the transport of choice, not a stand-in. */
     tierFor(transport, primary = false) {
-      let level = Math.max(this._level, this._hints[transport] || 0);
+      let level = Math.max(this._level, this._hints[hintKey(transport)] || 0);
       if (transport === 'ajax' && !primary) level = Math.max(level, 1);
       return TIERS[level];
     }
@@ -388,7 +408,7 @@
     plan(transport, primary = false) {
       const tier = this.tierFor(transport, primary);
       const t = this.timings[tier];
-      if (transport === 'daemon') {
+      if (hintKey(transport) === 'daemon') {
         return { tier, transport, waitSeconds: t.waitSeconds, intervalMs: t.daemonIntervalMs };
       }
       return { tier, transport, waitSeconds: null, intervalMs: t.ajaxIntervalMs ?? 0 };
@@ -397,7 +417,37 @@
     /** Sets the server's hint for a transport; an unknown or missing mode means no constraint. */
     setServerHint(transport, mode) {
       const i = TIERS.indexOf(mode);
-      this._hints[transport] = i >= 0 ? i : 0;
+      this._hints[hintKey(transport)] = i >= 0 ? i : 0;
+    }
+
+    /** Whether the stream may be opened now: the daemon's tier is long and no cool-down runs. */
+    streamAllowed() {
+      return this.tierFor('daemon') === 'long' && this._now() >= this._streamUntil;
+    }
+
+    /** Milliseconds left in the stream's cool-down (0: none). */
+    streamCooldownLeftMs() {
+      return Math.max(0, this._streamUntil - this._now());
+    }
+
+    /** The stream delivered: it is healthy again. */
+    recordStreamSuccess() {
+      this._streamFails = 0;
+      this._streamCooldown = this.streamCooldownMs;
+    }
+
+    /**
+     * A stream that had opened failed; `silent`: it never delivered a byte. Returns true when
+     * this set the stream aside.
+     */
+    recordStreamFailure(silent) {
+      this._streamFails += 1;
+      if (!silent && this._streamFails < this.streamFailureLimit) return false;
+      this._streamFails = 0;
+      this._streamUntil = this._now() + this._streamCooldown;
+      this._streamCooldown = Math.min(this.streamMaxCooldownMs, this._streamCooldown * 2);
+      this.streamDemotions += 1;
+      return true;
     }
 
     recordSuccess({ transport = 'daemon', mode } = {}) {
@@ -430,6 +480,13 @@
       this._level = 0;
       this._failures = 0;
       this._streak = 0;
+      this._resetStream();
+    }
+
+    _resetStream() {
+      this._streamFails = 0;
+      this._streamUntil = 0;
+      this._streamCooldown = this.streamCooldownMs;
     }
 
     _levelFor(failures) {
@@ -1206,6 +1263,16 @@
         outer.removeEventListener('abort', onAbort);
       }
     }
+
+    /**
+     * Starts a request whose body the caller reads as it comes (a stream), counted like the
+     * others: resolves with the fetch Response. No watchdog here: the caller's decides how long
+     * the body may stay quiet, and aborts through `signal`.
+     */
+    open(url, init, signal) {
+      this._onRequest();
+      return Promise.resolve().then(() => this._fetch(url, Object.assign({}, init, { signal })));
+    }
   }
 
   /** The transport's `http` option, or one built from its `fetch`, timers and `onRequest`. */
@@ -1269,34 +1336,37 @@
    *            (null on AJAX) and where to resume: the daemon cursor (null: none held) and the
    *            legacy position per channel.
    *   signal   aborts the call (stop, or this tab stepped down); poll() then rejects with it.
-   *   push     push(batch), for a streaming transport (an EventSource, issue 20): each batch as
-   *            it arrives is applied, counted as a success and relayed to the other tabs at
-   *            once, and poll() resolves when the stream ends. A transport that gets one batch
-   *            per request ignores it and returns the batch in its outcome.
-   *   outcome  {ok: true, batch, retryMs}
+   *   push     push(batch), for a streaming transport (LMSStreamTransport): each batch as it
+   *            arrives is applied, counted as a success and relayed to the other tabs at once,
+   *            and poll() resolves when the stream ends. A transport that gets one batch per
+   *            request ignores it and returns the batch in its outcome.
+   *   outcome  {ok: true, batch, retryMs, mode}
    *            | {ok: false, kind: 'failure' | 'rate_limited', status, code, message, retryAfterMs,
-   *               mode, error, batch}. A failure may carry the part received before it.
+   *               mode, error, batch, stream}. A failure may carry the part received before it.
+   *            `mode` on a success without a batch (a stream's end) is the server's hint;
+   *            `stream` ('silent' | 'dropped') marks the failure of a stream that had opened.
    *            A rejection other than the abort is a failure with the error's code
    *            ('network_error' if none).
    *   batch    {events (the daemon's shape), cursor, legacyIds, gap, mode}; cursor and
    *            legacyIds are each optional.
    *
    * Besides poll(): `name` (the `transport` in the client's events and the fallback manager's
-   * hints and timings: 'daemon' or 'ajax'), `guarded` (true: it talks to the daemon, so the
-   * circuit breaker and the A/B cohort gate it) and `close()` (releases what it holds between
-   * polls; it may be polled again afterwards). Transports keep no position: the loop owns it.
+   * hints and timings: 'stream', 'daemon' or 'ajax'; the stream uses the daemon's), `guarded`
+   * (true: it talks to the daemon, so the circuit breaker and the A/B cohort gate it),
+   * `streaming` (true: the loop uses it only while LMSFallbackManager.streamAllowed() and the
+   * breaker is closed, and counts its failures toward setting it aside) and `close()` (releases
+   * what it holds between polls; it may be polled again afterwards). Transports keep no
+   * position: the loop owns it.
    */
 
   /**
-   * Long-polls the daemon: `GET {url}/v1/poll` with a bearer token. Options: `url`, the
-   * subscription (`channels`, `thread`, `types`, `order`, `batchSize`, already normalised),
-   * `tokenProvider`, `tokenSkewMs` (30 000), `requestSlackMs` (10 000: the watchdog cuts a poll
-   * off after wait + slack), `now`, and `http` or `fetch`/`setTimeout`/`clearTimeout`/`onRequest`.
+   * What both daemon transports share: the subscription (`url`, `channels`, `thread`, `types`,
+   * `order`, `batchSize`, already normalised), the bearer token (`tokens`, a TokenCache the two
+   * transports of one client share, or one built from `tokenProvider` and `tokenSkewMs`
+   * 30 000; one refresh after a 401) and how an answer the daemon refused is read.
    */
-  class LMSDaemonTransport {
-    constructor(options = {}) {
-      const o = options || {};
-      this.name = 'daemon';
+  class DaemonEndpoint {
+    constructor(o) {
       this.guarded = true;
       this.url = String(o.url || '').replace(/\/+$/, '');
       this.channels = o.channels || [];
@@ -1304,13 +1374,29 @@
       this.types = o.types || null;
       this.order = o.order || null;
       this.batchSize = o.batchSize ?? null;
-      this.requestSlackMs = o.requestSlackMs ?? 10000;
       this._now = o.now || defaultNow;
       this._http = httpFrom(o);
-      this._tokens = new TokenCache({ provider: o.tokenProvider, skewMs: o.tokenSkewMs, now: this._now });
+      this._tokens = o.tokens || new TokenCache({ provider: o.tokenProvider, skewMs: o.tokenSkewMs, now: this._now });
     }
 
-    async poll(request, signal) {
+    close() {}
+
+    /** `{path}?channels=…` with the subscription's optional parameters and `extra` (already encoded). */
+    _endpoint(path, extra) {
+      let q = 'channels=' + this.channels.join(',') + extra;
+      if (this.thread !== null) q += '&thread=' + this.thread;
+      if (this.types) q += '&types=' + this.types.join(',');
+      if (this.order) q += '&order=' + this.order;
+      if (this.batchSize !== null) q += '&limit=' + this.batchSize;
+      return this.url + path + '?' + q;
+    }
+
+    /**
+     * Sends with the token's `Authorization` header (`send(headers)` resolves with something that
+     * has a `status`); on a 401, `discard`s that answer, fetches a fresh token and sends again,
+     * once. Resolves `{response}`, or `{failure}` when no token could be had.
+     */
+    async _authorized(signal, send, discard) {
       let refreshed = false;
       for (;;) {
         let token;
@@ -1318,64 +1404,385 @@
           token = await this._tokens.get(refreshed);
         } catch (err) {
           if (signal.aborted) throw abortError();
-          return failureFrom(err, 'token_unavailable');
+          return { failure: failureFrom(err, 'token_unavailable') };
         }
         if (signal.aborted) throw abortError();
-        const headers = { Accept: 'application/json' };
-        if (token) headers.Authorization = 'Bearer ' + token;
-        const r = await this._http.request(
-          this._pollUrl(request),
-          { method: 'GET', headers, cache: 'no-store', credentials: 'omit' },
-          request.waitSeconds * 1000 + this.requestSlackMs,
-          signal
-        );
-        if (r.status === 401 && !refreshed && this._tokens.enabled) {
+        const response = await send(token ? { Authorization: 'Bearer ' + token } : {});
+        if (response.status === 401 && !refreshed && this._tokens.enabled) {
           // The token expired or was revoked: fetch a fresh one and retry, once.
           refreshed = true;
           this._tokens.drop();
+          if (discard) discard(response);
           continue;
         }
-        return this._classify(r);
+        return { response };
       }
     }
 
-    close() {}
+    /**
+     * The outcome of a refused request (`status` null: an error the daemon wrote into an open
+     * stream): its JSON error body, `Retry-After` (ms, or null) and `X-LMS-Mode` header.
+     */
+    _refused(status, body, retryAfterMs, headerMode) {
+      const err = body && typeof body === 'object' && body.error && typeof body.error === 'object' ? body.error : {};
+      const base = {
+        ok: false,
+        status,
+        code: typeof err.code === 'string' ? err.code : status === null ? 'stream_error' : 'http_' + status,
+        message: typeof err.message === 'string' ? err.message : '',
+        retryAfterMs: retryAfterMs ?? (toInt(body && body.retry_ms) || null),
+      };
+      if (status === 429) return Object.assign(base, { kind: 'rate_limited' });
+      const mode = modeOrNull(body && body.mode) || modeOrNull(err.mode) || modeOrNull(headerMode);
+      return Object.assign(base, { kind: 'failure', mode });
+    }
+
+    /** `_refused` for an HTTP answer `{status, headers, text}`. */
+    _refusedAnswer(r) {
+      return this._refused(r.status, safeJson(r.text), parseRetryAfter(headerOf(r, 'Retry-After'), this._now()), headerOf(r, 'X-LMS-Mode'));
+    }
+  }
+
+  /**
+   * Long-polls the daemon: `GET {url}/v1/poll` with a bearer token. Options: those of
+   * DaemonEndpoint, `requestSlackMs` (10 000: the watchdog cuts a poll off after wait + slack),
+   * `now`, and `http` or `fetch`/`setTimeout`/`clearTimeout`/`onRequest`.
+   */
+  class LMSDaemonTransport extends DaemonEndpoint {
+    constructor(options = {}) {
+      const o = options || {};
+      super(o);
+      this.name = 'daemon';
+      this.requestSlackMs = o.requestSlackMs ?? 10000;
+    }
+
+    async poll(request, signal) {
+      const got = await this._authorized(signal, (auth) =>
+        this._http.request(
+          this._pollUrl(request),
+          { method: 'GET', headers: Object.assign({ Accept: 'application/json' }, auth), cache: 'no-store', credentials: 'omit' },
+          request.waitSeconds * 1000 + this.requestSlackMs,
+          signal
+        )
+      );
+      return got.failure || this._classify(got.response);
+    }
 
     _pollUrl(request) {
-      let q = 'channels=' + this.channels.join(',');
-      if (request.cursor !== null && request.cursor !== undefined) q += '&cursor=' + encodeURIComponent(request.cursor);
-      q += '&timeout=' + request.waitSeconds;
-      if (this.thread !== null) q += '&thread=' + this.thread;
-      if (this.types) q += '&types=' + this.types.join(',');
-      if (this.order) q += '&order=' + this.order;
-      if (this.batchSize !== null) q += '&limit=' + this.batchSize;
-      return this.url + '/v1/poll?' + q;
+      let extra = '';
+      if (request.cursor !== null && request.cursor !== undefined) extra += '&cursor=' + encodeURIComponent(request.cursor);
+      return this._endpoint('/v1/poll', extra + '&timeout=' + request.waitSeconds);
     }
 
     _classify(r) {
+      if (r.status < 200 || r.status >= 300) return this._refusedAnswer(r);
       const body = safeJson(r.text);
-      if (r.status >= 200 && r.status < 300) {
-        if (!body || typeof body !== 'object' || !Array.isArray(body.events) || typeof body.cursor !== 'string') {
-          return { ok: false, kind: 'failure', status: r.status, code: 'invalid_response', message: 'malformed poll response' };
-        }
-        return {
-          ok: true,
-          batch: { events: body.events.map(normalizeDaemonEvent), cursor: body.cursor, gap: body.gap === true, mode: modeOrNull(body.mode) },
-          retryMs: Math.max(0, toInt(body.retry_ms) || 0),
-        };
+      if (!body || typeof body !== 'object' || !Array.isArray(body.events) || typeof body.cursor !== 'string') {
+        return { ok: false, kind: 'failure', status: r.status, code: 'invalid_response', message: 'malformed poll response' };
       }
-      const err = body && typeof body === 'object' && body.error && typeof body.error === 'object' ? body.error : {};
-      const retryAfterMs = parseRetryAfter(headerOf(r, 'Retry-After'), this._now()) ?? (toInt(body && body.retry_ms) || null);
-      const base = {
-        ok: false,
-        status: r.status,
-        code: typeof err.code === 'string' ? err.code : 'http_' + r.status,
-        message: typeof err.message === 'string' ? err.message : '',
-        retryAfterMs,
+      return {
+        ok: true,
+        batch: { events: body.events.map(normalizeDaemonEvent), cursor: body.cursor, gap: body.gap === true, mode: modeOrNull(body.mode) },
+        retryMs: Math.max(0, toInt(body.retry_ms) || 0),
       };
-      if (r.status === 429) return Object.assign(base, { kind: 'rate_limited' });
-      const mode = modeOrNull(body && body.mode) || modeOrNull(err.mode) || modeOrNull(headerOf(r, 'X-LMS-Mode'));
-      return Object.assign(base, { kind: 'failure', mode });
+    }
+  }
+
+  /**
+   * A `text/event-stream` parser as the WHATWG HTML standard specifies it ("Parsing an event
+   * stream"): lines end at CR LF, LF or CR (a CR at the end of one chunk and the LF starting the
+   * next are one line end); `field: value` with one optional space after the colon; a line
+   * starting with ':' is a comment; `data` lines join with LF; a blank line ends a frame; `id`
+   * sets the last event id, which persists across frames; `retry` takes ASCII digits only. Feed
+   * decoded text in any chunks; what follows the last blank line waits for the next chunk (and
+   * is dropped at the end of the stream, as the standard says).
+   *
+   * `onFrame({event, data, id, hasId})` is called for every frame: `event` ('' when none),
+   * `data` (null when the frame had no data line; the standard dispatches nothing then, but its
+   * `id` still counts), `id` the last event id after the frame, `hasId` whether the frame set it.
+   * `onComment(text)` for each comment. `retry` holds the latest reconnection time (ms) or null.
+   */
+  class SseParser {
+    constructor(onFrame, onComment) {
+      this._onFrame = onFrame;
+      this._onComment = onComment || (() => {});
+      this._rest = '';
+      this._afterCr = false;
+      this.lastEventId = '';
+      this.retry = null;
+      this._startFrame();
+    }
+
+    feed(text) {
+      if (text === '') return;
+      let s = this._rest + text;
+      if (this._afterCr) {
+        this._afterCr = false;
+        if (this._rest === '' && s[0] === '\n') s = s.slice(1);
+      }
+      let at = 0;
+      const re = /\r\n|\r|\n/g;
+      let m;
+      while ((m = re.exec(s)) !== null) {
+        if (m[0] === '\r' && re.lastIndex === s.length) this._afterCr = true;
+        this._line(s.slice(at, m.index));
+        at = re.lastIndex;
+      }
+      this._rest = s.slice(at);
+    }
+
+    _startFrame() {
+      this._event = '';
+      this._data = null;
+      this._hasId = false;
+    }
+
+    _line(line) {
+      if (line === '') {
+        const frame = { event: this._event, data: this._data, id: this.lastEventId, hasId: this._hasId };
+        this._startFrame();
+        this._onFrame(frame);
+        return;
+      }
+      if (line[0] === ':') {
+        this._onComment(line.slice(line[1] === ' ' ? 2 : 1));
+        return;
+      }
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? '' : line.slice(colon + 1);
+      if (value[0] === ' ') value = value.slice(1);
+      switch (field) {
+        case 'event':
+          this._event = value;
+          break;
+        case 'data':
+          this._data = this._data === null ? value : this._data + '\n' + value;
+          break;
+        case 'id':
+          if (!value.includes('\u0000')) {
+            this.lastEventId = value;
+            this._hasId = true;
+          }
+          break;
+        case 'retry':
+          if (/^\d+$/.test(value)) this.retry = Number(value);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  /** A timer that fires `onQuiet` unless it is kicked at least every `ms`. */
+  function watchdog(timers, ms, onQuiet) {
+    let id = null;
+    const dog = {
+      fired: false,
+      kick() {
+        if (id !== null) timers.clearTimeout(id);
+        id = timers.setTimeout(() => {
+          id = null;
+          dog.fired = true;
+          onQuiet();
+        }, ms);
+      },
+      stop() {
+        if (id !== null) timers.clearTimeout(id);
+        id = null;
+      },
+    };
+    dog.kick();
+    return dog;
+  }
+
+  /**
+   * Streams the daemon: `GET {url}/v1/stream`, server-sent events read from a fetch body, with
+   * the position in `Last-Event-ID`. Not `EventSource`: it cannot send an `Authorization`
+   * header, and the token must not travel in the URL (access logs, `Referer`). It also lets the
+   * loop, not the browser, decide when and where to reconnect.
+   *
+   * One poll() is one stream: each chunk read is parsed and what it completed is pushed as one
+   * batch (its events, the cursor after the last of them, `gap: true` when a gap frame came
+   * first, the mode from the `X-LMS-Mode` head or the gap frame); an `id:` without data (the
+   * heartbeat's position, the position written at the end) moves the cursor alone. poll()
+   * resolves when the stream ends: `{ok: true, retryMs}` when the server ended it after a
+   * position (the `retry:` it sent, at most `retryMaxMs`), or a failure: refused before it
+   * started (as the long-poll reads it; one token refresh on 401), an `event: error` frame, a
+   * malformed frame, a broken connection, an end without any position, or no byte for
+   * `watchdogMs` (the heartbeat is 15 s; a proxy that buffers the stream trips it). Failures of a stream that had opened carry `stream: 'silent'` (not a byte
+   * came) or `'dropped'`, which the loop uses to set the stream aside (LMSFallbackManager).
+   *
+   * Options: those of DaemonEndpoint, `watchdogMs` (37 500), `retryMaxMs` (30 000),
+   * `setTimeout`/`clearTimeout`, `now`, and `http` or `fetch`/`onRequest`.
+   */
+  class LMSStreamTransport extends DaemonEndpoint {
+    constructor(options = {}) {
+      const o = options || {};
+      super(o);
+      this.name = 'stream';
+      this.streaming = true;
+      this.watchdogMs = Math.max(1, o.watchdogMs ?? 37500);
+      this.retryMaxMs = Math.max(0, o.retryMaxMs ?? 30000);
+      const timers = globalTimers();
+      this._timers = { setTimeout: o.setTimeout || timers.setTimeout, clearTimeout: o.clearTimeout || timers.clearTimeout };
+    }
+
+    async poll(request, signal, push) {
+      const ctrl = new AbortController();
+      const onAbort = () => ctrl.abort();
+      if (signal.aborted) throw abortError();
+      signal.addEventListener('abort', onAbort, { once: true });
+      const dog = watchdog(this._timers, this.watchdogMs, () => ctrl.abort());
+      const read = { opened: false, bytes: 0, batches: 0 };
+      try {
+        const got = await this._authorized(
+          signal,
+          (auth) => this._open(request, auth, ctrl.signal),
+          (res) => cancelBody(res)
+        );
+        if (got.failure) return got.failure;
+        return await this._consume(got.response, read, ctrl.signal, dog, push);
+      } catch (err) {
+        if (signal.aborted) throw abortError();
+        if (dog.fired) {
+          const e = new Error('no data from the stream for ' + this.watchdogMs + ' ms');
+          e.code = 'timeout';
+          return this._broken(failureFrom(e, 'timeout'), read);
+        }
+        return this._broken(failureFrom(err, 'network_error'), read);
+      } finally {
+        dog.stop();
+        signal.removeEventListener('abort', onAbort);
+      }
+    }
+
+    _open(request, auth, signal) {
+      const headers = Object.assign({ Accept: 'text/event-stream' }, auth);
+      if (request.cursor !== null && request.cursor !== undefined) headers['Last-Event-ID'] = String(request.cursor);
+      return this._http.open(this._endpoint('/v1/stream', ''), { method: 'GET', headers, cache: 'no-store', credentials: 'omit' }, signal);
+    }
+
+    /** Reads an answer to its end (see the class doc). `read.bytes` counts what came. */
+    async _consume(res, read, signal, dog, push) {
+      if (res.status < 200 || res.status >= 300) {
+        const text = await res.text();
+        return this._refusedAnswer({ status: res.status, headers: res.headers, text });
+      }
+      const type = String(headerOf(res, 'Content-Type') || '');
+      if (!/^text\/event-stream\b/i.test(type) || !res.body || typeof res.body.getReader !== 'function') {
+        cancelBody(res);
+        return { ok: false, kind: 'failure', status: res.status, code: 'invalid_response', message: 'not an event stream: ' + type, stream: 'silent' };
+      }
+      read.opened = true;
+      const frames = new StreamFrames(modeOrNull(headerOf(res, 'X-LMS-Mode')) || 'long');
+      const reader = res.body.getReader();
+      // A body the fetch signal does not reach (a Response built by hand) still ends on abort.
+      const stopReading = () => reader.cancel().catch(() => {});
+      signal.addEventListener('abort', stopReading, { once: true });
+      if (signal.aborted) stopReading();
+      const decoder = new TextDecoder();
+      try {
+        for (;;) {
+          const chunk = await reader.read();
+          if (signal.aborted) throw abortError();
+          const text = chunk.done ? decoder.decode() : decoder.decode(chunk.value, { stream: true });
+          if (!chunk.done) {
+            read.bytes += chunk.value.byteLength;
+            dog.kick();
+          }
+          frames.parser.feed(text);
+          const batch = frames.take();
+          if (batch) {
+            read.batches += 1;
+            push(batch);
+          }
+          if (frames.failure) {
+            stopReading();
+            return this._streamFailure(frames, read);
+          }
+          if (chunk.done) break;
+        }
+      } finally {
+        signal.removeEventListener('abort', stopReading);
+      }
+      if (read.batches === 0) {
+        // The daemon writes its position before it ends a stream; an end without one is not
+        // its doing (a proxy cutting the stream), and counts as a failure so the reconnects
+        // back off instead of hammering at `retry: 0`.
+        return this._broken({ ok: false, kind: 'failure', status: res.status, code: 'stream_closed', message: 'the stream ended without a position' }, read);
+      }
+      return { ok: true, batch: null, retryMs: Math.min(this.retryMaxMs, frames.parser.retry ?? 0), mode: frames.mode };
+    }
+
+    /**
+     * The failure a frame reported: a malformed frame (the stream's fault), or an `event: error`
+     * with the daemon's error body (the daemon's: its breaker deals with it, not the stream's).
+     */
+    _streamFailure(frames, read) {
+      const f = frames.failure;
+      if (f.code) return this._broken({ ok: false, kind: 'failure', status: null, code: f.code, message: f.message }, read);
+      return this._refused(null, f.body, frames.parser.retry || null, null);
+    }
+
+    /** Marks the failure of a stream that had opened (`stream`), so the loop can set it aside. */
+    _broken(failure, read) {
+      if (read.opened) failure.stream = read.bytes > 0 ? 'dropped' : 'silent';
+      return failure;
+    }
+  }
+
+  /** Cancels a body nobody will read (so the connection is let go). */
+  function cancelBody(res) {
+    if (res && res.body && typeof res.body.cancel === 'function') res.body.cancel().catch(() => {});
+  }
+
+  /**
+   * The frames of one stream turned into batches: collected while a chunk is parsed, taken as
+   * one batch after it. `failure` is set by an error frame (`{body}`) or a malformed one
+   * (`{code, message}`); nothing after it is taken.
+   */
+  class StreamFrames {
+    constructor(mode) {
+      this.mode = mode;
+      this.failure = null;
+      this._batch = null;
+      this.parser = new SseParser((f) => this._frame(f));
+    }
+
+    /** The batch the frames parsed since the last call make, or null. */
+    take() {
+      const b = this._batch;
+      this._batch = null;
+      if (b) b.mode = this.mode;
+      return b;
+    }
+
+    _frame(f) {
+      if (this.failure) return;
+      if (f.event === 'error') {
+        this.failure = { body: safeJson(f.data) };
+        return;
+      }
+      if (f.data === null && !f.hasId) return;
+      let event = null;
+      let gap = false;
+      if (f.event === 'gap') {
+        const body = safeJson(f.data);
+        gap = true;
+        this.mode = modeOrNull(body && body.mode) || this.mode;
+      } else if (f.data !== null && (f.event === '' || f.event === 'message')) {
+        // An event of a type this client does not know (none today) only moves the position.
+        event = safeJson(f.data);
+        if (!event || typeof event !== 'object' || Array.isArray(event)) {
+          this.failure = { code: 'invalid_response', message: 'malformed stream frame' };
+          return;
+        }
+      }
+      const b = this._batch || (this._batch = { events: [], gap: false, mode: this.mode });
+      if (event) b.events.push(normalizeDaemonEvent(event));
+      b.gap = b.gap || gap;
+      if (f.id !== '') b.cursor = f.id;
     }
   }
 
@@ -1490,12 +1897,17 @@
 
   let sharedPool = null;
 
+  /** Where the page's lifecycle events fire (the window), or null outside a page. */
+  function defaultPageEvents() {
+    return typeof globalThis.addEventListener === 'function' ? globalThis : null;
+  }
+
   /**
-   * The client: the loop. It picks a transport (the daemon when configured, the cohort allows it
-   * and its breaker admits the request; otherwise AJAX), keeps the position, backs off, trips
-   * the breaker, dispatches events and relays them to the other tabs. The transports only
-   * speak their protocol (see "The transport interface" above). See README.md for the options,
-   * the transport per tier and the error handling.
+   * The client: the loop. It picks a transport (the daemon's stream, else its long poll, when
+   * configured, the cohort allows it and its breaker admits the request; otherwise AJAX), keeps
+   * the position, backs off, trips the breaker, dispatches events and relays them to the other
+   * tabs. The transports only speak their protocol (see "The transport interface" above). See
+   * README.md for the options, the transport per tier and the error handling.
    */
   class LMSUnifiedLongPoll {
     constructor(options = {}) {
@@ -1526,7 +1938,15 @@
 
       const onHandlerError = o.onHandlerError || defaultHandlerError;
       this.router = o.router || new LMSEventRouter({ dedupCapacity: o.dedupCapacity, onHandlerError });
-      this.fallback = o.fallback || new LMSFallbackManager({ random: this._random });
+      this.fallback =
+        o.fallback ||
+        new LMSFallbackManager({
+          random: this._random,
+          now: this._now,
+          streamFailureLimit: o.streamFailureLimit,
+          streamCooldownMs: o.streamCooldownMs,
+          streamMaxCooldownMs: o.streamMaxCooldownMs,
+        });
       this.breaker = o.breaker || new LMSCircuitBreaker({ now: this._now });
       this.monitor = o.monitor || new LMSPerformanceMonitor({ now: this._now });
       this.abTesting = o.abTesting || null;
@@ -1545,6 +1965,9 @@
       this._connected = false;
       this._failing = false;
       this._rateStreak = 0;
+      this._page = o.pageEvents !== undefined ? o.pageEvents : defaultPageEvents();
+      this._pageHooks = null;
+      this._hidden = false;
     }
 
     /** The pool shared by clients that were not given one (created on first use). */
@@ -1563,19 +1986,27 @@
       const sub = { channels: this.channels, thread: this.thread, http, now: this._now };
       const list = [];
       if (this.daemonUrl) {
-        list.push(
-          new LMSDaemonTransport(
-            Object.assign({}, sub, {
-              url: this.daemonUrl,
-              types: this.types,
-              order: this.order,
-              batchSize: this.batchSize,
-              tokenProvider: this.tokenProvider,
-              tokenSkewMs: o.tokenSkewMs,
-              requestSlackMs: o.requestSlackMs,
-            })
-          )
-        );
+        const daemon = Object.assign({}, sub, {
+          url: this.daemonUrl,
+          types: this.types,
+          order: this.order,
+          batchSize: this.batchSize,
+          // One token for the stream and the long poll: a switch between them costs no token request.
+          tokens: new TokenCache({ provider: this.tokenProvider, skewMs: o.tokenSkewMs, now: this._now }),
+        });
+        if (o.stream !== false && typeof TextDecoder === 'function') {
+          list.push(
+            new LMSStreamTransport(
+              Object.assign({}, daemon, {
+                watchdogMs: o.streamWatchdogMs,
+                retryMaxMs: o.streamRetryMaxMs,
+                setTimeout: this._setTimeout,
+                clearTimeout: this._clearTimeout,
+              })
+            )
+          );
+        }
+        list.push(new LMSDaemonTransport(Object.assign(daemon, { requestSlackMs: o.requestSlackMs })));
       }
       if (this.ajaxUrl) {
         list.push(
@@ -1637,6 +2068,7 @@
 
     start() {
       if (this._running) return;
+      this._hookPage();
       this._running = true;
       const gen = ++this._gen;
       this._member = this.pool.join(this._shareKey(), {
@@ -1653,6 +2085,48 @@
 
     /** Stops polling and aborts the request in flight. Resolves when the loop has exited. */
     stop() {
+      this._unhookPage();
+      this._hidden = false;
+      return this._halt();
+    }
+
+    /**
+     * When the page goes away (`pagehide`, or `beforeunload` where there is no `pagehide`), the
+     * client stops at once: leaving the pool says `bye`, so a follower in another tab takes the
+     * lead now rather than after the leader timeout. A page restored from the back/forward
+     * cache (`pageshow` with `persisted`) starts again.
+     */
+    _hookPage() {
+      const target = this._page;
+      if (this._pageHooks || !target || typeof target.addEventListener !== 'function') return;
+      const hide = 'onpagehide' in target ? 'pagehide' : 'beforeunload';
+      const hooks = {
+        hide,
+        onHide: () => {
+          if (!this._running) return;
+          this._hidden = true;
+          this._halt();
+        },
+        onShow: (ev) => {
+          if (!this._hidden || !(ev && ev.persisted)) return;
+          this._hidden = false;
+          this.start();
+        },
+      };
+      target.addEventListener(hide, hooks.onHide);
+      target.addEventListener('pageshow', hooks.onShow);
+      this._pageHooks = hooks;
+    }
+
+    _unhookPage() {
+      const hooks = this._pageHooks;
+      if (!hooks) return;
+      this._pageHooks = null;
+      this._page.removeEventListener(hooks.hide, hooks.onHide);
+      this._page.removeEventListener('pageshow', hooks.onShow);
+    }
+
+    _halt() {
       if (!this._running) return this._loop || Promise.resolve();
       this._running = false;
       if (this._ctrl) this._ctrl.abort();
@@ -1672,6 +2146,9 @@
         breaker: this.breaker.snapshot(),
         leader: this.isLeader,
         cohort: this.abTesting ? this.abTesting.cohort : null,
+        stream: this._transports.some((t) => t.streaming)
+          ? { allowed: this.fallback.streamAllowed(), cooldownLeftMs: this.fallback.streamCooldownLeftMs(), demotions: this.fallback.streamDemotions }
+          : null,
       });
     }
 
@@ -1764,6 +2241,8 @@
       for (const transport of this._transports) {
         if (!transport.guarded) return { transport, plan: this._planFor(transport) };
         if (!unified) continue;
+        // The stream only while the daemon is healthy and long-polling (never as the probe).
+        if (transport.streaming && (this.breaker.state !== 'closed' || !this.fallback.streamAllowed())) continue;
         const probe = this.breaker.state === 'half-open';
         if (!this.breaker.allowRequest()) continue;
         const plan = this._planFor(transport);
@@ -1780,7 +2259,7 @@
       if (outcome.batch) this._applyBatch(outcome.batch, name);
       let wait;
       if (outcome.ok) {
-        this._recordSuccess(transport, plan, outcome.batch ? outcome.batch.mode : null);
+        this._recordSuccess(transport, plan, outcome.batch ? outcome.batch.mode : outcome.mode ?? null);
         const interval = this._planFor(transport).intervalMs || 0;
         wait = Math.max(0, interval - (this._now() - started), outcome.retryMs || 0);
         if (!transport.guarded && this._guardedAllowed() && this.breaker.state === 'open') {
@@ -1796,6 +2275,7 @@
       } else {
         this.monitor.recordError(outcome.code);
         if (transport.guarded) this.breaker.recordFailure();
+        if (outcome.stream) this.fallback.recordStreamFailure(outcome.stream === 'silent');
         const backoff = this.fallback.recordFailure({ transport: name, mode: outcome.mode });
         this._failing = true;
         this._connected = false;
@@ -1808,6 +2288,7 @@
 
     /** A batch a streaming transport pushed while its poll() is still open. */
     _onPushed(transport, plan, batch) {
+      if (transport.streaming) this.fallback.recordStreamSuccess();
       this._applyBatch(batch, transport.name);
       this._recordSuccess(transport, plan, batch.mode);
       this._relay(transport, batch);
@@ -1957,6 +2438,7 @@
             cursor: c.cursor,
             lastEventId: c.last_event_id,
             batchSize: c.batch_size,
+            stream: c.stream,
             abTesting: ab,
           },
           overrides
@@ -2007,7 +2489,9 @@
     LMSABTesting,
     LMSPerformanceMonitor,
     LMSDaemonTransport,
+    LMSStreamTransport,
     LMSAjaxTransport,
+    SseParser,
     CursorPosition,
     HttpRequester,
     TokenCache,

@@ -107,6 +107,37 @@ class FakeFetch {
     return c;
   }
 
+  /**
+   * Answers the oldest open call with a streaming body (default: a 200 `text/event-stream`) and
+   * returns the server's end: `write(text or bytes)`, `end()`, `error(err)`, and `cancelled`
+   * (the client stopped reading) and `call`.
+   */
+  respondStream(status = 200, headers = {}) {
+    const c = this.open[0];
+    if (!c) throw new Error('no open request to answer');
+    const server = { call: c, cancelled: false, controller: null };
+    const body = new ReadableStream({
+      start(controller) {
+        server.controller = controller;
+      },
+      cancel() {
+        server.cancelled = true;
+      },
+    });
+    const encoder = new TextEncoder();
+    server.write = (chunk) => {
+      if (!server.cancelled) server.controller.enqueue(typeof chunk === 'string' ? encoder.encode(chunk) : chunk);
+    };
+    server.end = () => {
+      if (!server.cancelled) server.controller.close();
+    };
+    server.error = (err = new TypeError('network error')) => {
+      if (!server.cancelled) server.controller.error(err);
+    };
+    c.resolve(new Response(body, { status, headers: Object.assign({ 'content-type': 'text/event-stream' }, headers) }));
+    return server;
+  }
+
   fail(err = new TypeError('Failed to fetch')) {
     const c = this.open[0];
     if (!c) throw new Error('no open request to fail');
@@ -118,6 +149,11 @@ class FakeFetch {
 /** Query parameters of a daemon poll URL. */
 function query(call) {
   return Object.fromEntries(new URL(call.url).searchParams);
+}
+
+/** The frame the daemon writes for `e`, with `id` the cursor after it. */
+function sseEvent(e, id) {
+  return 'id: ' + id + '\ndata: ' + JSON.stringify(e) + '\n\n';
 }
 
 /** Form fields of an AJAX POST. */
@@ -270,13 +306,15 @@ class FakeTransport {
   }
 }
 
-module.exports = { flush, FakeClock, FakeFetch, FakeBroadcastHub, FakeTransport, jsonResponse, query, form, batch, ev, legacyEv, ajaxOk };
+module.exports = { flush, FakeClock, FakeFetch, FakeBroadcastHub, FakeTransport, jsonResponse, query, form, sseEvent, batch, ev, legacyEv, ajaxOk };
 
 const lib = require('../lms-realtime-client.js');
 
 /**
  * A client wired to fakes: daemon at http://daemon.test, AJAX at http://wp.test, jitter-free
- * backoff (random() = 0), tokens tok1, tok2, ... Returns the pieces and recorders.
+ * backoff (random() = 0), tokens tok1, tok2, ... Returns the pieces and recorders. The stream
+ * transport is off unless `options.stream` is true: these tests are about the long-poll path
+ * (stream.test.js covers the stream, in front of it).
  */
 function setup(options = {}, env = {}) {
   const clock = env.clock || new FakeClock();
@@ -311,6 +349,8 @@ function setup(options = {}, env = {}) {
         now: clock.now,
         random: () => 0,
         pool,
+        stream: false,
+        pageEvents: null,
       },
       options
     )

@@ -50,9 +50,21 @@ test('fromConfig builds a client from the page config; the legacy cohort never r
   assert.deepEqual(form(fetch.last), { action: 'lms_realtime_token', nonce: 'abc' });
   fetch.respond(200, { success: true, data: { token: 'T', expires_at: Math.floor(clock.now() / 1000) + 600 } });
   await flush();
-  assert.deepEqual(query(fetch.last), { channels: '4', cursor: 'v1.00000001.9.9.9.9', timeout: '30' });
+  // The stream first (on unless the page says `stream: false`), resuming from the rendered cursor.
+  assert.equal(new URL(fetch.last.url).pathname, '/v1/stream');
+  assert.deepEqual(query(fetch.last), { channels: '4' });
+  assert.equal(fetch.last.init.headers['Last-Event-ID'], 'v1.00000001.9.9.9.9');
   assert.equal(fetch.last.init.headers.Authorization, 'Bearer T');
   await unified.stop();
+
+  const polling = lib.LMSUnifiedLongPoll.fromConfig(Object.assign({}, page, { stream: false }), env);
+  polling.start();
+  await flush();
+  fetch.respond(200, { success: true, data: { token: 'T2', expires_at: Math.floor(clock.now() / 1000) + 600 } });
+  await flush();
+  assert.equal(new URL(fetch.last.url).pathname, '/v1/poll');
+  assert.deepEqual(query(fetch.last), { channels: '4', cursor: 'v1.00000001.9.9.9.9', timeout: '30' });
+  await polling.stop();
 
   const before = fetch.calls.length;
   const legacy = lib.LMSUnifiedLongPoll.fromConfig(Object.assign({}, page, { ab: { cohort: 'legacy', rollout_percent: 5 } }), env);
