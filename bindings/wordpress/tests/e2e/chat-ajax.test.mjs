@@ -5,7 +5,7 @@
 // In both, every message posted shows up on the other page exactly once.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { site, launch, login, openChat, post, waitForMessage, waitTransport, pageState, checkExactlyOnce, setOption, percentile, daemonSecret, daemonKeyId } from './lib.mjs';
+import { site, launch, login, openChat, post, waitForMessage, waitTransport, pageState, checkExactlyOnce, setOption, percentile, daemonSecret, daemonKeyId, THROUGH_DAEMON } from './lib.mjs';
 
 let browser;
 before(async () => {
@@ -99,8 +99,10 @@ test('with the daemon configured but not running, the client falls back to AJAX 
     const sb = await pageState(bob.page);
     checkExactlyOnce(assert, sa, posted, 'alice');
     checkExactlyOnce(assert, sb, posted, 'bob');
-    const daemonErrors = sa.errors.filter((e) => e.transport === 'daemon');
+    // Its stream first, then its long poll, until the breaker opened.
+    const daemonErrors = sa.errors.filter((e) => THROUGH_DAEMON.includes(e.transport));
     assert.ok(daemonErrors.length >= 3, `the client tried the daemon first (${daemonErrors.length} daemon errors)`);
+    assert.equal(daemonErrors[0].transport, 'stream', 'the first attempt was not the stream');
     console.log(`fallback (daemon down): latencies ms ${first.latencies.join(', ')}; daemon errors seen by alice: ${[...new Set(daemonErrors.map((e) => e.code))].join(', ')}`);
   } finally {
     await alice.context.close();

@@ -1,13 +1,15 @@
 // Two logged-in users in one channel, through the daemon lms-longpolld:
-//  - a message posted in one page appears in the other within one second, through the daemon;
+//  - a message posted in one page appears in the other within one second, through the daemon's
+//    stream (server-sent events), the client's first choice;
 //  - with the daemon stopped the client falls back to the AJAX tiers and still delivers;
-//  - when the daemon returns the client goes back to long-polling it;
+//  - when the daemon returns the client goes back to it (its long poll at first: the stream
+//    that failed sits out a cool-down before it is tried again);
 //  - across all of it no message is lost or shown twice.
 // Skipped (with the reason) while the daemon binary or the binding's token issuer is missing:
 // the daemon is never faked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { site, launch, login, openChat, post, waitForMessage, waitTransport, pageState, checkExactlyOnce, setOption, percentile, Daemon, daemonSecret, daemonKeyId } from './lib.mjs';
+import { site, launch, login, openChat, post, waitForMessage, waitTransport, pageState, checkExactlyOnce, setOption, percentile, Daemon, daemonSecret, daemonKeyId, THROUGH_DAEMON } from './lib.mjs';
 
 const daemon = new Daemon();
 const skip = !daemon.available
@@ -49,10 +51,10 @@ test('through the daemon: within one second, fallback while it is down, back whe
   try {
     await openChat(alice.page);
     await openChat(bob.page);
-    await waitTransport(alice.page, 'daemon', 20000);
-    await waitTransport(bob.page, 'daemon', 20000);
+    await waitTransport(alice.page, 'stream', 20000);
+    await waitTransport(bob.page, 'stream', 20000);
 
-    // 1. Through the daemon: each message within one second.
+    // 1. Through the daemon's stream: each message within one second.
     const fast = [];
     for (let i = 0; i < 8; i++) {
       const [from, to] = i % 2 ? [bob, alice] : [alice, bob];
@@ -60,7 +62,7 @@ test('through the daemon: within one second, fallback while it is down, back whe
     }
     console.log(`through the daemon: latencies ms ${fast.join(', ')} (p50 ${percentile(fast, 0.5)}, max ${Math.max(...fast)})`);
     for (const l of fast) assert.ok(l < 1000, `delivered in ${l} ms through the daemon, expected < 1000 ms`);
-    assert.equal(await alice.page.getAttribute('.lms-chat', 'data-transport'), 'daemon');
+    assert.equal(await alice.page.getAttribute('.lms-chat', 'data-transport'), 'stream');
 
     // 2. The daemon stops: the clients fall back to AJAX and still deliver.
     const stopped = Date.now();
@@ -77,9 +79,10 @@ test('through the daemon: within one second, fallback while it is down, back whe
     // 3. The daemon returns: the clients go back to long-polling it.
     const restarted = Date.now();
     await daemon.start();
-    await waitTransport(alice.page, 'daemon', 150000);
-    await waitTransport(bob.page, 'daemon', 150000);
-    console.log(`both clients long-poll the daemon again ${Date.now() - restarted} ms after it restarted`);
+    await waitTransport(alice.page, THROUGH_DAEMON, 150000);
+    await waitTransport(bob.page, THROUGH_DAEMON, 150000);
+    const on = [await alice.page.getAttribute('.lms-chat', 'data-transport'), await bob.page.getAttribute('.lms-chat', 'data-transport')];
+    console.log(`both clients go through the daemon again (${on.join(', ')}) ${Date.now() - restarted} ms after it restarted`);
     const back = [];
     for (let i = 0; i < 4; i++) {
       const [from, to] = i % 2 ? [bob, alice] : [alice, bob];

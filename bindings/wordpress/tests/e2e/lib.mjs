@@ -76,9 +76,16 @@ export async function transport(page) {
   return page.getAttribute('.lms-chat', 'data-transport');
 }
 
-/** Waits until the client's current transport is `want` ('daemon' or 'ajax'). */
+/** The client's transports that go through the daemon: its stream, then its long poll. */
+export const THROUGH_DAEMON = ['stream', 'daemon'];
+
+/**
+ * Waits until the client's current transport is `want` ('stream', 'daemon' or 'ajax'), or one
+ * of `want` when it is a list.
+ */
 export async function waitTransport(page, want, timeout) {
-  await page.waitForFunction((w) => document.querySelector('.lms-chat').getAttribute('data-transport') === w, want, {
+  const wanted = Array.isArray(want) ? want : [want];
+  await page.waitForFunction((w) => w.includes(document.querySelector('.lms-chat').getAttribute('data-transport')), wanted, {
     timeout,
     polling: 50,
   });
