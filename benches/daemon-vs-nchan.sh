@@ -61,9 +61,9 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
     daemon "timeouts-$round" steady --clients 1000 --channels 100 --rate 200 --duration 20 --poll-timeout 1
     NCHAN_SUB_TIMEOUT=1s nchan "timeouts-$round" steady --clients 1000 --channels 100 --rate 200 --duration 20 --poll-timeout 1
     # Server-sent events (#20): the same client reads both; Nchan's streams never time out
-    # (nchan_subscriber_timeout 0) except in stream-resume, where both servers end every
-    # stream within 2 s (the daemon: tokens that expire 2 s after they are minted) and the
-    # client resumes it with Last-Event-ID.
+    # (nchan_subscriber_timeout 0) except in stream-resume, where the servers end streams (the
+    # daemon every 2 s: tokens that expire 2 s after they are minted; Nchan after 2 s without
+    # a message) and the client resumes them with Last-Event-ID.
     ss=(--transport stream)
     daemon "stream-idle-$round" idle "${ss[@]}" --clients 10000 --channels 100 --duration 10
     NCHAN_SUB_TIMEOUT=0 nchan "stream-idle-$round" idle "${ss[@]}" --clients 10000 --channels 100 --duration 10
@@ -73,5 +73,9 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
     NCHAN_SUB_TIMEOUT=0 nchan "stream-steady-$round" steady "${ss[@]}" --clients 1000 --channels 100 --rate 1000 --duration 20 --publish http
     daemon "stream-resume-$round" steady "${ss[@]}" --clients 1000 --channels 100 --rate 300 --duration 30 --publish http --token-ttl 2
     NCHAN_SUB_TIMEOUT=2s nchan "stream-resume-$round" steady "${ss[@]}" --clients 1000 --channels 100 --rate 300 --duration 30 --publish http
+    # Nchan's timeout restarts at each message, so its busy streams are not ended: here the
+    # client drops every stream after 2 s, on both servers, and resumes it.
+    daemon "stream-drop-$round" steady "${ss[@]}" --clients 1000 --channels 100 --rate 300 --duration 30 --publish http --stream-max-age 2
+    NCHAN_SUB_TIMEOUT=0 nchan "stream-drop-$round" steady "${ss[@]}" --clients 1000 --channels 100 --rate 300 --duration 30 --publish http --stream-max-age 2
 done
 echo "results in $out"

@@ -142,6 +142,12 @@ pub(crate) struct Args {
     /// the daemon end every stream within 2 s.
     #[arg(long, default_value_t = 3600)]
     pub(crate) token_ttl: u64,
+    /// Seconds after which the client itself drops each stream and resumes it with
+    /// `Last-Event-ID` on a new connection (0: never), as after a proxy's timeout: Nchan never
+    /// ends a stream that keeps getting messages (its `nchan_subscriber_timeout` restarts at
+    /// each one), so this is how both servers get streams ended every few seconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) stream_max_age: f64,
     /// What to load.
     #[arg(long, value_enum, default_value_t = Target::Daemon)]
     pub(crate) target: Target,

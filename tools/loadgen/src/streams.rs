@@ -1,7 +1,7 @@
 //! The stream clients (`--transport stream`): one server-sent event stream at a time per
 //! client and user, read as a browser's `EventSource` would, and resumed with `Last-Event-ID`
 //! whenever the server ends it (the daemon at the token's expiry, Nchan at its
-//! `nchan_subscriber_timeout`). Each delivery is counted as the long-poll clients count theirs
+//! `nchan_subscriber_timeout`) or, with `--stream-max-age`, the client drops it. Each delivery is counted as the long-poll clients count theirs
 //! (`client.rs`): loss, duplicates and lateness come out of the same report.
 //!
 //! A stream that ends is reopened after the server's `retry:` (the daemon says 0 while
@@ -43,6 +43,7 @@ pub(crate) async fn stream_client(
     let mut stop_rx = shared.stop_rx.clone();
     let mut conn: Option<Conn> = None;
     let mut first = true;
+    let max_age = Duration::from_secs_f64(a.stream_max_age);
     while !shared.stop.load(Ordering::Relaxed) {
         let c = match &mut conn {
             Some(c) => c,
@@ -77,9 +78,13 @@ pub(crate) async fn stream_client(
             first = false;
         }
         parser.restart();
+        let dropped = tokio::time::sleep(max_age);
         let ended = tokio::select! {
             r = read_stream(i, c, framing, &mut parser, &mut seen, &a, &shared) => r,
             _ = stop_rx.wait_for(|v| *v) => break,
+            // Dropped by the client (--stream-max-age): what it had not parsed yet is sent
+            // again on the resumed stream.
+            _ = dropped, if !max_age.is_zero() => Ok(Ended::Closed),
         };
         match ended {
             Ok(Ended::Reusable) => {}
