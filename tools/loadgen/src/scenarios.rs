@@ -83,6 +83,7 @@ pub(crate) async fn run(a: Arc<Args>) {
         "transport": format!("{:?}", a.transport).to_lowercase(),
         "poll_timeout_s": a.poll_timeout,
         "token_ttl_s": a.token_ttl,
+        "stream_max_age_s": a.stream_max_age,
     });
 
     // Publishing, per scenario. `published` lists every acknowledged seq.
