@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts nginx + Nchan (Debian: apt-get install nginx-light libnginx-mod-nchan) on 127.0.0.1:PORT
-# in a fresh temporary prefix (NCHAN_SUB_TIMEOUT: the long-poll timeout, default 30s), and prints "PREFIX PIDS" (the prefix, then master and workers, comma-separated) for
+# in a fresh temporary prefix (NCHAN_SUB_TIMEOUT: nchan_subscriber_timeout, how long a long-poll
+# or an EventSource stream lasts; default 30s, 0 for never), and prints "PREFIX PIDS" (the prefix,
+# then master and workers, comma-separated) for
 # lms-loadgen --target nchan --url 127.0.0.1:PORT --pid PIDS. Stop it with stop.sh PREFIX.
 # usage: start.sh PORT [PREFIX]
 set -euo pipefail

@@ -1,17 +1,18 @@
 //! The long-poll clients: one kept-alive connection and one user each, counting every event
-//! they receive and how late it came.
+//! they receive and how late it came (the stream clients, `streams.rs`, count the same way).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lms_realtime::token;
+use lms_realtime::token::{self, TokenKey};
 use serde::Deserialize;
 
 use crate::http::{Conn, HeaderPair, request};
 use crate::server::Server;
-use crate::{Args, Target, now_us, token_key};
+use crate::streams::stream_client;
+use crate::{Args, Target, Transport, now_us, token_key};
 
 #[derive(Deserialize)]
 struct PollResp<'a> {
@@ -20,13 +21,15 @@ struct PollResp<'a> {
     cursor: &'a str,
 }
 
+/// A daemon event, of which the generator reads only its data.
 #[derive(Deserialize)]
-struct Ev {
-    data: Payload,
+pub(crate) struct Ev {
+    pub(crate) data: Payload,
 }
 
+/// What every published event carries: its sequence number and publish time (µs).
 #[derive(Deserialize)]
-struct Payload {
+pub(crate) struct Payload {
     seq: u64,
     t: i64,
 }
@@ -40,15 +43,58 @@ pub(crate) struct Seen {
     pub(crate) latencies_us: Vec<u32>,
     /// The same deliveries measured to their arrival at the client's socket.
     pub(crate) arrival_latencies_us: Vec<u32>,
+    /// Requests: polls, or streams opened.
     pub(crate) polls: u64,
     pub(crate) errors: u64,
+    /// `gap` events (streams).
+    pub(crate) gaps: u64,
+}
+
+impl Seen {
+    /// Counts one delivery of `e` read at `recv` that arrived at the socket at `arrived` (µs
+    /// since the epoch), for a client of a run over `channels` channels.
+    pub(crate) fn record(
+        &mut self,
+        e: &Payload,
+        channels: usize,
+        recv: i64,
+        arrived: i64,
+        shared: &Shared,
+    ) {
+        let slot = (e.seq / channels as u64) as usize;
+        if self.counts.len() <= slot {
+            self.counts.resize(slot + 1, 0);
+        }
+        self.counts[slot] = self.counts[slot].saturating_add(1);
+        let lat = (recv - e.t).max(0);
+        self.latencies_us.push(lat.min(u32::MAX as i64) as u32);
+        let lat = (arrived - e.t).max(0);
+        self.arrival_latencies_us
+            .push(lat.min(u32::MAX as i64) as u32);
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        shared
+            .last_receipt
+            .fetch_max(recv as u64, Ordering::Relaxed);
+        shared
+            .last_arrival
+            .fetch_max(arrived as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an error, printing the client's first one.
+    pub(crate) fn error(&mut self, i: usize, what: std::fmt::Arguments<'_>) {
+        self.errors += 1;
+        if self.errors <= 1 {
+            eprintln!("client {i}: {what}");
+        }
+    }
 }
 
 /// What the clients share with the scenario that runs them.
 pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
-    stop_rx: tokio::sync::watch::Receiver<bool>,
-    registered: AtomicUsize,
+    pub(crate) stop_rx: tokio::sync::watch::Receiver<bool>,
+    /// Clients that have sent their first poll, or whose first stream has opened.
+    pub(crate) registered: AtomicUsize,
     pub(crate) delivered: AtomicU64,
     /// Per fanout round: the time of the latest receipt (µs).
     pub(crate) last_receipt: AtomicU64,
@@ -72,8 +118,8 @@ impl Shared {
     }
 }
 
-/// Starts `n` long-poll clients from `start_cursor`, yielding now and then so the first ones
-/// connect while the rest are spawned.
+/// Starts `n` clients (long-poll or stream, as `--transport` says) from `start_cursor`,
+/// yielding now and then so the first ones connect while the rest are spawned.
 pub(crate) async fn spawn_clients(
     n: usize,
     a: &Arc<Args>,
@@ -83,13 +129,11 @@ pub(crate) async fn spawn_clients(
 ) -> Vec<tokio::task::JoinHandle<Seen>> {
     let mut clients = Vec::new();
     for i in 0..n {
-        clients.push(tokio::spawn(client(
-            i,
-            a.clone(),
-            addr,
-            start_cursor.to_owned(),
-            shared.clone(),
-        )));
+        let (a, cursor, shared) = (a.clone(), start_cursor.to_owned(), shared.clone());
+        clients.push(match a.transport {
+            Transport::Poll => tokio::spawn(client(i, a, addr, cursor, shared)),
+            Transport::Stream => tokio::spawn(stream_client(i, a, addr, cursor, shared)),
+        });
         if i % 500 == 499 {
             tokio::task::yield_now().await;
         }
@@ -107,18 +151,9 @@ async fn client(
 ) -> Seen {
     let channel = 1 + (i % a.channels) as i64;
     let mut seen = Seen::default();
-    let key = token_key();
-    let exp = now_us() / 1_000_000 + 3600;
-    let tok = token::issue(&key, 10_000 + i as i64, &[channel], exp, "loadgen").unwrap();
-    let auth = format!("Bearer {tok}");
-    let mut conn = loop {
-        match Conn::open(addr).await {
-            Ok(c) => break c,
-            Err(_) if !shared.stop.load(Ordering::Relaxed) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(_) => return seen,
-        }
+    let auth = bearer(&token_key(), i, channel, a.token_ttl);
+    let Some(mut conn) = connect(addr, &shared).await else {
+        return seen;
     };
     let mut cursor = start_cursor;
     let mut nchan = HeaderPair::default();
@@ -162,10 +197,7 @@ async fn client(
         let (status, headers, body) = match r {
             Ok(x) => x,
             Err(e) => {
-                seen.errors += 1;
-                if seen.errors <= 1 {
-                    eprintln!("client {i}: {e}");
-                }
+                seen.error(i, format_args!("{e}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 match Conn::open(addr).await {
                     Ok(c) => conn = c,
@@ -184,13 +216,8 @@ async fn client(
         match a.target {
             Target::Daemon => {
                 if status != 200 {
-                    seen.errors += 1;
-                    if seen.errors <= 1 {
-                        eprintln!(
-                            "client {i}: HTTP {status}: {}",
-                            String::from_utf8_lossy(&body)
-                        );
-                    }
+                    let body = String::from_utf8_lossy(&body);
+                    seen.error(i, format_args!("HTTP {status}: {body}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -218,27 +245,32 @@ async fn client(
                 }
             }
         }
-        for e in events {
-            let slot = (e.seq / a.channels as u64) as usize;
-            if seen.counts.len() <= slot {
-                seen.counts.resize(slot + 1, 0);
-            }
-            seen.counts[slot] = seen.counts[slot].saturating_add(1);
-            let lat = (recv - e.t).max(0);
-            seen.latencies_us.push(lat.min(u32::MAX as i64) as u32);
-            let lat = (arrived - e.t).max(0);
-            seen.arrival_latencies_us
-                .push(lat.min(u32::MAX as i64) as u32);
-            shared.delivered.fetch_add(1, Ordering::Relaxed);
-            shared
-                .last_receipt
-                .fetch_max(recv as u64, Ordering::Relaxed);
-            shared
-                .last_arrival
-                .fetch_max(arrived as u64, Ordering::Relaxed);
+        for e in &events {
+            seen.record(e, a.channels, recv, arrived, &shared);
         }
     }
     seen
+}
+
+/// The `Authorization` value of client `i` (user `10000 + i`) for `channel`: a token that
+/// expires `ttl_s` seconds from now (to the second, rounded down).
+pub(crate) fn bearer(key: &TokenKey, i: usize, channel: i64, ttl_s: u64) -> String {
+    let exp = (now_us() + ttl_s as i64 * 1_000_000) / 1_000_000;
+    let tok = token::issue(key, 10_000 + i as i64, &[channel], exp, "loadgen").unwrap();
+    format!("Bearer {tok}")
+}
+
+/// A connection to `addr`, retried every 50 ms until it opens or the run stops.
+pub(crate) async fn connect(addr: SocketAddr, shared: &Shared) -> Option<Conn> {
+    loop {
+        match Conn::open(addr).await {
+            Ok(c) => return Some(c),
+            Err(_) if !shared.stop.load(Ordering::Relaxed) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Waits until `n` clients have sent their first poll and, for the daemon, until it reports

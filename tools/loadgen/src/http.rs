@@ -112,17 +112,7 @@ impl Conn {
             if let Some(r) = self.parse()? {
                 return Ok(r);
             }
-            if self.buf.capacity() - self.buf.len() < 2048 {
-                // Asking for no more than the first allocation lets `BytesMut` move what is
-                // left to the front of that allocation (the responses read from it are gone)
-                // instead of allocating a larger one: with 8 KiB here, every client allocated
-                // and faulted in a new buffer in the same fan-out round (the fourth), and the
-                // generator read that round's responses tens of milliseconds after they arrived.
-                self.buf.reserve(2048);
-            }
-            if self.read_stamped().await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
+            self.fill().await?;
         }
     }
 
@@ -149,32 +139,72 @@ impl Conn {
         }
     }
 
-    /// A complete response at the start of the buffer, taken out of it.
-    fn parse(&mut self) -> std::io::Result<Option<(u16, HeaderPair, Bytes)>> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        let head = match resp.parse(&self.buf).map_err(other)? {
-            httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => return Ok(None),
-        };
-        let status = resp.code.unwrap_or(0);
-        let (mut len, mut chunked) = (0usize, false);
-        let mut h = HeaderPair::default();
-        for x in resp.headers.iter() {
-            let name = x.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                len = std::str::from_utf8(x.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| other("bad content-length"))?;
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                chunked = x.value.eq_ignore_ascii_case(b"chunked");
-            } else if name.eq_ignore_ascii_case(b"last-modified") {
-                h.last_modified = Some(String::from_utf8_lossy(x.value).into_owned());
-            } else if name.eq_ignore_ascii_case(b"etag") {
-                h.etag = Some(String::from_utf8_lossy(x.value).into_owned());
+    /// Writes one request (complete, as bytes) and reads the head of its response: the status
+    /// and how its body is framed. What of the body came with the head stays in the buffer,
+    /// for [`Conn::read_body`].
+    pub(crate) async fn send_head(&mut self, req: &[u8]) -> std::io::Result<(u16, Framing)> {
+        self.tcp.write_all(req).await?;
+        loop {
+            if let Some(head) = parse_head(&self.buf)? {
+                let _ = self.buf.split_to(head.len);
+                let framing = if head.chunked {
+                    Framing::Chunked
+                } else if let Some(n) = head.content_length {
+                    Framing::Length(n)
+                } else {
+                    Framing::UntilClose
+                };
+                return Ok((head.status, framing));
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The body's bytes read so far, taken out of the buffer; when there are none, what the
+    /// socket has next (empty at its end).
+    pub(crate) async fn read_body(&mut self) -> std::io::Result<Bytes> {
+        if self.buf.is_empty() {
+            self.reserve();
+            if self.read_stamped().await? == 0 {
+                return Ok(Bytes::new());
             }
         }
+        Ok(self.buf.split().freeze())
+    }
+
+    /// Reads more into the buffer; the socket's end is an error (a response was expected).
+    async fn fill(&mut self) -> std::io::Result<()> {
+        self.reserve();
+        if self.read_stamped().await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    fn reserve(&mut self) {
+        if self.buf.capacity() - self.buf.len() < 2048 {
+            // Asking for no more than the first allocation lets `BytesMut` move what is
+            // left to the front of that allocation (the responses read from it are gone)
+            // instead of allocating a larger one: with 8 KiB here, every client allocated
+            // and faulted in a new buffer in the same fan-out round (the fourth), and the
+            // generator read that round's responses tens of milliseconds after they arrived.
+            self.buf.reserve(2048);
+        }
+    }
+
+    /// A complete response at the start of the buffer, taken out of it.
+    fn parse(&mut self) -> std::io::Result<Option<(u16, HeaderPair, Bytes)>> {
+        let Some(Head {
+            len: head,
+            status,
+            content_length,
+            chunked,
+            validators: h,
+        }) = parse_head(&self.buf)?
+        else {
+            return Ok(None);
+        };
+        let len = content_length.unwrap_or(0);
         if chunked {
             // Chunks: `<hex size>[;ext]\r\n<data>\r\n`, ending with a zero-size chunk and
             // (no trailers expected) `\r\n`.
@@ -209,6 +239,62 @@ impl Conn {
         let body = msg.split_off(head).freeze();
         Ok(Some((status, h, body)))
     }
+}
+
+/// How a response's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `Transfer-Encoding: chunked` (the daemon's stream).
+    Chunked,
+    /// `Content-Length` bytes.
+    Length(usize),
+    /// At the connection's end (Nchan's EventSource).
+    UntilClose,
+}
+
+/// A response head: its length in bytes, the status and what the body's framing and the
+/// validators need.
+struct Head {
+    len: usize,
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+    validators: HeaderPair,
+}
+
+/// The response head at the start of `buf`, if it is complete.
+fn parse_head(buf: &[u8]) -> std::io::Result<Option<Head>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf).map_err(other)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let mut head = Head {
+        len,
+        status: resp.code.unwrap_or(0),
+        content_length: None,
+        chunked: false,
+        validators: HeaderPair::default(),
+    };
+    for x in resp.headers.iter() {
+        let name = x.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            head.content_length = Some(
+                std::str::from_utf8(x.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| other("bad content-length"))?,
+            );
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            head.chunked = x.value.eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"last-modified") {
+            head.validators.last_modified = Some(String::from_utf8_lossy(x.value).into_owned());
+        } else if name.eq_ignore_ascii_case(b"etag") {
+            head.validators.etag = Some(String::from_utf8_lossy(x.value).into_owned());
+        }
+    }
+    Ok(Some(head))
 }
 
 /// A request's bytes: `method path`, a Host header, `headers`, and `body` with its length.

@@ -1,9 +1,10 @@
 //! `lms-loadgen`: load for `lms-longpolld` (or, for comparison, nginx + Nchan).
 //!
 //! It starts the daemon itself on a fresh temporary store (the `lms-longpolld` binary beside
-//! this one) unless `--url` points at a running one, opens N long-poll clients (one kept-alive
-//! HTTP/1.1 connection each) over C channels, publishes, and reports delivery latency
-//! percentiles, loss and duplicates, throughput, and the server's RSS and CPU.
+//! this one) unless `--url` points at a running one, opens N clients (one kept-alive HTTP/1.1
+//! connection each: long-polls, or with `--transport stream` server-sent event streams) over C
+//! channels, publishes, and reports delivery latency percentiles, loss, duplicates and late
+//! events, throughput, and the server's RSS and CPU.
 //!
 //! Every event carries `{"seq": n, "t": µs}`: its sequence number (event `n` goes to channel
 //! `1 + n % C`) and the wall-clock time it was published, so each client knows exactly which
@@ -22,16 +23,21 @@
 //! publisher can), `publish` (P concurrent HTTP publishers, no waiters). Runs are bounded by
 //! `--duration`; all traffic stays on loopback.
 //!
-//! Modules: `http` (the hand-written HTTP/1.1 connection), `server` (the server under test:
-//! started, measured), `client` (the long-poll clients), `publishers`, `scenarios` (one run,
-//! from connecting the clients to the report) and `report` (percentiles, loss, duplicates).
+//! Modules: `http` (the hand-written HTTP/1.1 connection), `chunked` (its streamed chunked
+//! bodies), `sse` (the event-stream parser), `server` (the server under test: started,
+//! measured), `client` (the long-poll clients), `streams` (the stream clients), `publishers`,
+//! `scenarios` (one run, from connecting the clients to the report) and `report`
+//! (percentiles, loss, duplicates, late events).
 
+mod chunked;
 mod client;
 mod http;
 mod publishers;
 mod report;
 mod scenarios;
 mod server;
+mod sse;
+mod streams;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +79,16 @@ pub(crate) enum Publisher {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// Long-polls: `GET /v1/poll` (daemon), `GET /sub/<ch>` (Nchan's long-poll).
+    Poll,
+    /// Server-sent events, resumed with `Last-Event-ID` whenever the server ends one:
+    /// `GET /v1/stream` (daemon), `GET /sub/<ch>` with `Accept: text/event-stream` (Nchan's
+    /// EventSource).
+    Stream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Target {
     /// lms-longpolld.
     Daemon,
@@ -87,7 +103,7 @@ pub(crate) struct Args {
     /// What to run.
     #[arg(value_enum)]
     pub(crate) scenario: Scenario,
-    /// Long-poll clients (one connection and one user each).
+    /// Clients (one connection and one user each).
     #[arg(long, default_value_t = 1000)]
     pub(crate) clients: usize,
     /// Channels the clients are spread over (client i polls channel 1 + i % channels).
@@ -118,6 +134,20 @@ pub(crate) struct Args {
     /// Rounds of the fanout scenario.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: usize,
+    /// How the clients subscribe.
+    #[arg(long, value_enum, default_value_t = Transport::Poll)]
+    pub(crate) transport: Transport,
+    /// Seconds each client token lasts from when it is minted (daemon). A stream ends when its
+    /// token expires and is resumed with a fresh one: `--transport stream --token-ttl 2` has
+    /// the daemon end every stream within 2 s.
+    #[arg(long, default_value_t = 3600)]
+    pub(crate) token_ttl: u64,
+    /// Seconds after which the client itself drops each stream and resumes it with
+    /// `Last-Event-ID` on a new connection (0: never), as after a proxy's timeout: Nchan never
+    /// ends a stream that keeps getting messages (its `nchan_subscriber_timeout` restarts at
+    /// each one), so this is how both servers get streams ended every few seconds.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) stream_max_age: f64,
     /// What to load.
     #[arg(long, value_enum, default_value_t = Target::Daemon)]
     pub(crate) target: Target,

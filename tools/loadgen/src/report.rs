@@ -17,6 +17,9 @@ const REPORTED: [(&str, f64); 5] = [
     ("max", 1.0),
 ];
 
+/// A delivery later than this after its publish is counted late (#20: "none late").
+const LATE_US: u32 = 1_000_000;
+
 /// The [`REPORTED`] percentiles as text.
 fn pcts_text(sorted: &[u32]) -> String {
     REPORTED
@@ -94,11 +97,13 @@ pub(crate) fn deliveries(
         by_channel[(seq % a.channels as u64) as usize].push(seq);
     }
     let (mut expected, mut lost, mut dups, mut polls, mut errors) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut gaps = 0u64;
     let mut lat: Vec<u32> = Vec::new();
     let mut arrival_lat: Vec<u32> = Vec::new();
     for (i, s) in seen_all.iter().enumerate() {
         polls += s.polls;
         errors += s.errors;
+        gaps += s.gaps;
         for &seq in &by_channel[i % a.channels] {
             expected += 1;
             match s
@@ -118,7 +123,9 @@ pub(crate) fn deliveries(
     lat.sort_unstable();
     arrival_lat.sort_unstable();
     let delivered = lat.len() as u64;
-    println!("clients: {polls} polls, {errors} errors");
+    // Sorted: the late ones are the tail.
+    let late = (lat.len() - lat.partition_point(|l| *l <= LATE_US)) as u64;
+    println!("clients: {polls} requests, {errors} errors, {gaps} gap events");
     if !measured {
         return;
     }
@@ -133,7 +140,8 @@ pub(crate) fn deliveries(
     summary["latency_ms"] = pcts_json(&lat);
     summary["arrival_latency_ms"] = pcts_json(&arrival_lat);
     println!(
-        "loss {lost} of {expected} ({:.3}%), duplicates {dups}; {polls} polls, {errors} errors",
+        "loss {lost} of {expected} ({:.3}%), duplicates {dups}, late (> 1 s) {late}; \
+         {polls} requests, {errors} errors",
         if expected > 0 {
             lost as f64 * 100.0 / expected as f64
         } else {
@@ -152,6 +160,8 @@ pub(crate) fn deliveries(
     summary["expected"] = json!(expected);
     summary["lost"] = json!(lost);
     summary["duplicates"] = json!(dups);
+    summary["late"] = json!(late);
+    summary["gaps"] = json!(gaps);
     summary["polls"] = json!(polls);
     summary["errors"] = json!(errors);
 }

@@ -45,8 +45,17 @@ pub(crate) async fn run(a: Arc<Args>) {
         ..(*a).clone()
     });
     println!(
-        "scenario {:?}: {} clients over {} channels, target {:?} at {}, publisher {:?}, poll timeout {} s",
-        a.scenario, n_clients, a.channels, a.target, server.addr, a.publish, a.poll_timeout
+        "scenario {:?}: {} {:?} clients over {} channels, target {:?} at {}, publisher {:?}, \
+         poll timeout {} s, token ttl {} s",
+        a.scenario,
+        n_clients,
+        a.transport,
+        a.channels,
+        a.target,
+        server.addr,
+        a.publish,
+        a.poll_timeout,
+        a.token_ttl
     );
     if let Some((rss, _, _)) = procs_usage(&server.pids) {
         println!(
@@ -71,7 +80,10 @@ pub(crate) async fn run(a: Arc<Args>) {
         "clients": n_clients,
         "channels": a.channels,
         "publisher": format!("{:?}", a.publish).to_lowercase(),
+        "transport": format!("{:?}", a.transport).to_lowercase(),
         "poll_timeout_s": a.poll_timeout,
+        "token_ttl_s": a.token_ttl,
+        "stream_max_age_s": a.stream_max_age,
     });
 
     // Publishing, per scenario. `published` lists every acknowledged seq.

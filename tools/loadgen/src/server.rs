@@ -81,6 +81,7 @@ pub(crate) async fn start_server(a: &Args) -> Server {
         .env("LMSRT_IP_RATE", "3000000")
         .env("LMSRT_IP_BURST", "1000000")
         .env("LMSRT_MAX_CONNECTIONS", "20000")
+        .env("LMSRT_MAX_CONNECTIONS_PER_IP", "20000")
         .env("LMSRT_MAX_BATCH", "1000")
         .env("LMSRT_PURGE_INTERVAL", "0")
         .env("LMSRT_LOG", "warn")
