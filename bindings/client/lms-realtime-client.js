@@ -1322,6 +1322,16 @@
     drop() {
       this._token = null;
     }
+
+    /**
+     * Ms from now until the held token is due for renewal (`skewMs` before it expires; 0 when
+     * due), or null: no token, or one that never expires.
+     */
+    renewInMs() {
+      const t = this._token;
+      if (!this._provider || !t || t.expiresAt === null) return null;
+      return Math.max(0, t.expiresAt - this.skewMs - this._now());
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1635,6 +1645,7 @@
       signal.addEventListener('abort', onAbort, { once: true });
       const dog = watchdog(this._timers, this.watchdogMs, () => ctrl.abort());
       const read = { opened: false, bytes: 0, batches: 0 };
+      let renewal = null;
       try {
         const got = await this._authorized(
           signal,
@@ -1642,6 +1653,7 @@
           (res) => cancelBody(res)
         );
         if (got.failure) return got.failure;
+        renewal = this._renewWhileOpen();
         return await this._consume(got.response, read, ctrl.signal, dog, push);
       } catch (err) {
         if (signal.aborted) throw abortError();
@@ -1653,8 +1665,26 @@
         return this._broken(failureFrom(err, 'network_error'), read);
       } finally {
         dog.stop();
+        if (renewal !== null) this._timers.clearTimeout(renewal);
         signal.removeEventListener('abort', onAbort);
       }
+    }
+
+    /**
+     * The daemon ends a stream when its token expires. Renewing the token while the stream is
+     * still open (at the cache's skew before expiry) means the reconnect that follows needs no
+     * token request first: without it, every stream's reconnect waited on WordPress (all of a
+     * page's clients at once, as their tokens were issued together), and events in that window
+     * came late. Returns the timer, or null when the token does not expire.
+     */
+    _renewWhileOpen() {
+      const ms = this._tokens.renewInMs();
+      if (ms === null) return null;
+      return this._timers.setTimeout(() => {
+        this._tokens.get(false).catch(() => {
+          /* the reconnect asks again, and reports it if it still fails */
+        });
+      }, ms);
     }
 
     _open(request, auth, signal) {

@@ -315,3 +315,45 @@ test('stream: an end without any position (a proxy cutting it) backs off instead
   assert.equal(path(fetch.last), '/v1/poll');
   await client.stop();
 });
+
+test('stream: the token is renewed while the stream is open, so the reconnect after its expiry asks WordPress nothing', async () => {
+  // Tokens for two minutes; heartbeats every 15 s keep the stream open past the watchdog.
+  const tokenCalls = [];
+  let now = () => 0;
+  const tokenProvider = async (arg) => {
+    tokenCalls.push(arg);
+    return { token: 'tok' + tokenCalls.length, expires_at: Math.floor(now() / 1000) + 120 };
+  };
+  const { client, fetch, clock, seen } = setup({ stream: true, cursor: C(1) }, { tokenProvider });
+  now = () => clock.now();
+  client.start();
+  await flush();
+  assert.equal(tokenCalls.length, 1);
+  let s = fetch.respondStream();
+  s.write('retry: 0\n\n' + sseEvent(ev(2), C(2)));
+  const heartbeats = async (ms) => {
+    for (let t = 0; t < ms; t += 15000) {
+      await clock.advance(Math.min(15000, ms - t));
+      s.write(': hb\nid: ' + C(2) + '\n\n');
+    }
+  };
+  // Due 30 s before it expires: renewed then, with the stream still open.
+  await heartbeats(89_000);
+  assert.equal(tokenCalls.length, 1, 'not renewed early');
+  await heartbeats(1_000);
+  assert.equal(tokenCalls.length, 2, 'renewed while the stream is open');
+  assert.equal(fetch.calls.length, 1, 'the open stream is left alone');
+  // The daemon ends the stream at the old token's expiry, after writing its position.
+  await heartbeats(30_000);
+  s.end();
+  await flush();
+  assert.equal(fetch.calls.length, 2, 'reconnected at once');
+  assert.equal(fetch.last.init.headers.Authorization, 'Bearer tok2', 'with the renewed token');
+  assert.equal(tokenCalls.length, 2, 'no token request on the reconnect');
+  assert.equal(fetch.last.init.headers['Last-Event-ID'], C(2));
+  s = fetch.respondStream();
+  s.write(sseEvent(ev(3), C(3)));
+  await flush();
+  assert.deepEqual(seen, [2, 3]);
+  await client.stop();
+});
