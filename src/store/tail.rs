@@ -354,12 +354,15 @@ fn watch(shared: Arc<Shared>, registry: Arc<Mutex<Registry>>, order: Arc<Mutex<(
             seq: seen,
             handed: lock(&registry).handed,
         };
-        if !looked.is_some_and(|l| l.covers(now))
-            && route_new_events(&conn, &registry, &order).is_err()
-        {
+        let routed = looked.is_some_and(|l| l.covers(now))
+            || route_new_events(&conn, &registry, &order).is_ok();
+        looked = if routed {
+            Some(now)
+        } else {
+            // Failed: the next round looks again, whatever the counts say.
             std::thread::sleep(Duration::from_millis(10));
-        }
-        looked = Some(now);
+            None
+        };
         if shared.closed.load(Ordering::SeqCst) {
             break;
         }
@@ -457,6 +460,22 @@ mod tests {
     use crate::store::EventStore;
 
     use super::*;
+
+    /// The watcher skips its look only when the counter moved by exactly the hand-offs since:
+    /// never on a timeout (no move), never when another writer bumped too; counts wrap.
+    #[test]
+    fn the_reader_skips_only_bumps_that_were_hand_offs() {
+        let at = |seq, handed| Looked { seq, handed };
+        let last = at(10, 4);
+        assert!(!last.covers(at(10, 4)), "a timeout or a nudge looks");
+        assert!(last.covers(at(12, 6)), "two bumps, both hand-offs");
+        assert!(!last.covers(at(12, 5)), "another writer's bump");
+        assert!(
+            !last.covers(at(11, 6)),
+            "a hand-off whose bump is still to come"
+        );
+        assert!(at(u32::MAX, u32::MAX).covers(at(1, 1)), "across the wrap");
+    }
 
     /// Appends through the subscribed store (handed off) interleave with appends through a
     /// second store on the same file, as another process's: every event reaches the subscriber
