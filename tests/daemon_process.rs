@@ -1,6 +1,8 @@
 //! The daemon as a process among others: the real `lms-longpolld` binary answers its waiting
-//! polls and exits promptly on SIGTERM, and an append made by a separate process through the
-//! C ABI (as a PHP worker makes it) wakes a waiting poll within milliseconds.
+//! polls and exits promptly on SIGTERM, an append made by a separate process through the
+//! C ABI (as a PHP worker makes it) wakes a waiting poll within milliseconds, and such appends
+//! mixed with the daemon's own publishes (which reach its fan-out without its tail reader)
+//! are each delivered once, in order.
 
 #![cfg(feature = "daemon")]
 
@@ -185,6 +187,108 @@ async fn an_append_through_the_c_abi_in_another_process_wakes_a_waiting_poll() {
         appended - began,
         lag
     );
+}
+
+/// Walks channel 1 from the start with waiting polls until `want` events came; returns their
+/// ids and data, in the order delivered.
+async fn walk(addr: std::net::SocketAddr, want: usize) -> Vec<(i64, serde_json::Value)> {
+    let mut c = Client::connect(addr).await;
+    let tok = token(7, &[1]);
+    let mut cursor = String::new();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "a walker received {} of {want} events within 30 s",
+            seen.len()
+        );
+        let q = if cursor.is_empty() {
+            "channels=1&timeout=5&limit=50".to_string()
+        } else {
+            format!("channels=1&timeout=5&limit=50&cursor={cursor}")
+        };
+        let v = c.poll(&tok, &q).await.json();
+        assert_eq!(v["gap"], false, "no gap on a walk from the start: {v}");
+        for e in v["events"].as_array().unwrap() {
+            seen.push((e["id"].as_i64().unwrap(), e["data"].clone()));
+        }
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_mixed_with_another_processs_appends_are_each_delivered_once_in_order() {
+    const HTTP: usize = 300;
+    const OTHER: usize = 300;
+    let d = Daemon::start(config()).await;
+    let exe = d.dir.path().join("publisher");
+    compile_publisher(&exe);
+    let addr = d.addr;
+    let walkers: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(walk(addr, HTTP + OTHER)))
+        .collect();
+    wait_for_waiters(addr, 3).await;
+    // The other process appends to channel 1 as fast as it can while two connections publish.
+    let db = d.dir.path().join("chat.db");
+    let other = std::thread::spawn(move || {
+        Command::new(&exe)
+            .arg(&db)
+            .args(["1", &OTHER.to_string(), "0"])
+            .output()
+            .unwrap()
+    });
+    let mut publishers = Vec::new();
+    for p in 0..2 {
+        publishers.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let mut ids = Vec::new();
+            for j in (p..HTTP).step_by(2) {
+                let body = serde_json::json!({
+                    "event_type": "message_create", "channel_id": 1, "data": {"h": j}
+                });
+                let r = c.publish(&body).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+                ids.push(r.json()["ids"][0].as_i64().unwrap());
+            }
+            ids
+        }));
+    }
+    let mut published = std::collections::BTreeSet::new();
+    for p in publishers {
+        published.extend(p.await.unwrap());
+    }
+    let out = other.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for w in walkers {
+        let seen = w.await.unwrap();
+        assert_eq!(seen.len(), HTTP + OTHER, "nothing more than was appended");
+        assert!(
+            seen.windows(2).all(|p| p[0].0 < p[1].0),
+            "ids strictly ascending: no duplicate, no reordering"
+        );
+        let from_http: std::collections::BTreeSet<i64> = seen
+            .iter()
+            .filter(|(_, data)| data.get("h").is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(from_http, published, "every publish, with its id");
+        let mut seqs: Vec<i64> = seen
+            .iter()
+            .filter_map(|(_, data)| data.get("seq").and_then(|s| s.as_i64()))
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (0..OTHER as i64).collect::<Vec<_>>(),
+            "every append of the other process, once"
+        );
+    }
 }
 
 /// Whether `php` with the FFI extension is on the PATH (php-ext/run-tests.sh installs it; a

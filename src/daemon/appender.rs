@@ -19,13 +19,39 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::{Notify, oneshot};
 
+use super::replay::Ticket;
 use crate::error::{Error, ErrorCode, Result};
 use crate::event::NewEvent;
 use crate::store::{EventStore, MAX_BATCH};
 
 struct Job {
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<i64>>>,
+    reply: Answer,
+}
+
+/// Where a job's outcome goes: the request's channel, and the replay window's ticket of the
+/// request, recorded even when the request has gone away (its client hung up mid-append), so
+/// that a replay of it finds the ids instead of appending again.
+struct Answer {
+    tx: oneshot::Sender<Result<Vec<i64>>>,
+    ticket: Option<Ticket>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("ticket", &self.ticket.is_some())
+            .finish()
+    }
+}
+
+impl Answer {
+    fn send(self, r: Result<Vec<i64>>) {
+        if let Some(t) = self.ticket {
+            t.finish(r.as_deref().ok());
+        }
+        let _ = self.tx.send(r);
+    }
 }
 
 /// The handle requests use to append.
@@ -34,7 +60,7 @@ pub(crate) struct Appender {
     tx: mpsc::Sender<Job>,
 }
 
-type Reply = (oneshot::Sender<Result<Vec<i64>>>, Result<Vec<i64>>);
+type Reply = (Answer, Result<Vec<i64>>);
 
 /// Answers on their way back to the runtime. The appender thread hands over a whole
 /// transaction's answers at once and wakes the runtime once ([`complete`] then answers each
@@ -69,8 +95,8 @@ async fn complete(done: Arc<Done>) {
             &mut batch,
             &mut *done.replies.lock().unwrap_or_else(|p| p.into_inner()),
         );
-        for (tx, r) in batch.drain(..) {
-            let _ = tx.send(r);
+        for (answer, r) in batch.drain(..) {
+            answer.send(r);
         }
         if done.closed.load(Ordering::Acquire) {
             return;
@@ -106,9 +132,15 @@ impl Appender {
     }
 
     /// Appends `events` (in one transaction, possibly shared with other requests) and returns
-    /// their ids once committed.
-    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<i64>> {
-        let (reply, rx) = oneshot::channel();
+    /// their ids once committed. `ticket` records the outcome in the replay window, whether
+    /// or not this future is still awaited then (dropped unfinished, it records a failure).
+    pub(crate) async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        ticket: Option<Ticket>,
+    ) -> Result<Vec<i64>> {
+        let (tx, rx) = oneshot::channel();
+        let reply = Answer { tx, ticket };
         self.tx
             .send(Job { events, reply })
             .map_err(|_| Error::Closed)?;
@@ -227,7 +259,7 @@ mod tests {
                 } else {
                     "message_create"
                 };
-                a.append(vec![NewEvent::new(ty, 1), NewEvent::new("x", 2)])
+                a.append(vec![NewEvent::new(ty, 1), NewEvent::new("x", 2)], None)
                     .await
             }));
         }
@@ -247,13 +279,53 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 78);
         let k = a
-            .append(vec![NewEvent::new("m", 1).idempotency_key("k")])
+            .append(vec![NewEvent::new("m", 1).idempotency_key("k")], None)
             .await
             .unwrap();
         let again = a
-            .append(vec![NewEvent::new("m", 1).idempotency_key("k")])
+            .append(vec![NewEvent::new("m", 1).idempotency_key("k")], None)
             .await
             .unwrap();
         assert_eq!(k, again);
+    }
+
+    /// A request that goes away once its events are queued (its client hung up) still has its
+    /// outcome recorded in the replay window: a replay gets the ids instead of appending again.
+    #[tokio::test]
+    async fn the_outcome_is_recorded_when_the_request_goes_away() {
+        use super::super::replay::{self, Begin, ReplayWindow};
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(EventStore::open(dir.path().join("e.db"), Default::default()).unwrap());
+        let a = Appender::start(store.clone()).unwrap();
+        let window = Arc::new(ReplayWindow::new(10));
+        let Begin::First(ticket) = window.begin("k1", b"tag", i64::MAX, 0) else {
+            panic!("a new signature comes first");
+        };
+        // Polled once (the job is queued), then dropped. On this one-thread runtime the answer
+        // cannot come back during that poll.
+        let mut request = Box::pin(a.append(vec![NewEvent::new("m", 1)], Some(ticket)));
+        std::future::poll_fn(|cx| {
+            assert!(request.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(request);
+        let ids = match window.begin("k1", b"tag", i64::MAX, 0) {
+            Begin::Replay(ids) => ids,
+            Begin::Wait(rx) => {
+                tokio::time::timeout(std::time::Duration::from_secs(10), replay::wait(rx))
+                    .await
+                    .expect("the outcome within 10 s")
+                    .expect("recorded as appended")
+            }
+            _ => panic!("the signature was forgotten: a replay would append again"),
+        };
+        assert_eq!(ids.len(), 1);
+        let stored = store.fetch(&crate::store::FetchRequest::new([1])).unwrap();
+        assert_eq!(
+            stored.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            ids.to_vec()
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Fan-out: one tail subscription per store feeds a ring of recent events in memory and wakes
 //! only the waiters whose channels and filters match.
 //!
-//! The store's tail reader (one thread, woken by the cross-process futex on every commit from
-//! any process) hands every new event to [`Hub::on_tail`] in id order. The hub appends them to
+//! The store hands every new event to [`Hub::on_tail`] in id order: the appender's commits
+//! directly from its thread, with their ids, and other processes' commits (a PHP worker's)
+//! from its tail reader (one thread, woken by the cross-process futex on every commit). The hub appends them to
 //! the ring and kicks a dispatcher task, which, per new event, looks up the waiters of its
 //! channel and notifies those whose lane position, thread and types match: O(matching waiters)
 //! per event, no database query per waiter. (Waking from a runtime thread queues the woken
@@ -10,10 +11,11 @@
 //! batch a fetch would return — and only reads the database when the ring no longer reaches back
 //! to its cursor (a client far behind, or the first poll with an old cursor).
 //!
-//! An event reaches the ring when the tail reader has read it, a fraction of a millisecond after
-//! its commit. A publish is acknowledged at the commit, so a poll with `timeout=0` sent right
-//! after may not see the event yet: it sees it on its next poll (its cursor never moves past an
-//! event the ring has not seen). A poll that waits is woken by it.
+//! A publish through the daemon usually reaches the ring before it is acknowledged; an event
+//! appended by another process (or a publish committed right after one, before the tail reader
+//! has read that), when the tail reader has read it, a fraction of a millisecond after its
+//! commit. So a poll with `timeout=0` sent right after such a commit may not see the event yet: it sees it on its next poll (its cursor never moves past an event
+//! the ring has not seen). A poll that waits is woken by it.
 //!
 //! ## Why no wake-up is lost
 //!
@@ -199,7 +201,8 @@ impl Hub {
         }
     }
 
-    /// The subscription callback (on the store's tail-reader thread): must be quick.
+    /// The subscription callback (on the store's tail-reader thread, or on the appender's
+    /// after its commit): must be quick.
     pub(crate) fn on_tail(&self, batch: &TailBatch<'_>) {
         {
             let mut r = self.ring.write().unwrap_or_else(|p| p.into_inner());

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
+use super::replay::Ticket;
 use super::state::State;
 use crate::error::ErrorCode;
 use crate::event::NewEvent;
@@ -55,11 +56,15 @@ impl State {
     }
 
     /// Appends through the appender thread (commits shared with concurrent requests), behind
-    /// the store's circuit breaker.
-    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<i64>, ApiError> {
+    /// the store's circuit breaker; `ticket` records the outcome in the replay window.
+    pub(crate) async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        ticket: Ticket,
+    ) -> Result<Vec<i64>, ApiError> {
         self.admit()?;
         self.metrics.incr(Counter::Appends);
-        let r = self.appender.append(events).await;
+        let r = self.appender.append(events, Some(ticket)).await;
         self.outcome(r, Counter::Appends)
     }
 

@@ -166,21 +166,13 @@ pub(crate) async fn publish(
             }
             Begin::First(ticket) => {
                 let events = events.take().unwrap_or_default();
-                // On a task of its own: if this request goes away mid-append (the client
-                // hangs up), the outcome is still recorded, and a replay of it still finds
-                // the ids instead of appending again.
-                let st = state.clone();
-                let task = tokio::spawn(async move {
-                    let started = Instant::now();
-                    let r = st.append(events).await;
-                    st.metrics.record(Histogram::Append, started.elapsed());
-                    ticket.finish(r.as_deref().ok());
-                    r
-                });
-                break task
-                    .await
-                    .map_err(|e| ApiError::Internal(format!("publish task: {e}")))??
-                    .into();
+                // The ticket goes with the events: the appender records the outcome even if
+                // this request goes away mid-append (the client hangs up), so a replay of it
+                // still finds the ids instead of appending again.
+                let started = Instant::now();
+                let r = state.append(events, ticket).await;
+                state.metrics.record(Histogram::Append, started.elapsed());
+                break r?.into();
             }
         }
     };

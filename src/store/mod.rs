@@ -261,7 +261,12 @@ impl EventStore {
             .into_iter()
             .map(|e| self.validate(e, now))
             .collect::<Result<Vec<_>>>()?;
-        self.writer.submit(rows, &|| self.announce_commit())
+        self.writer.submit(rows, &|c| {
+            // Before the bump: this process's tail reader, woken by it, then finds them
+            // routed and need not read them back.
+            self.tail.hand_off(c.after, c.head, || c.events());
+            self.announce_commit();
+        })
     }
 
     /// After a commit that moved the head: wakes the tail readers of every process, and starts
@@ -356,10 +361,12 @@ impl EventStore {
         }
     }
 
-    /// Calls `f` with every event appended from now on (by any process), in id order, from the
-    /// store's tail-reader thread: the building block of a fan-out that serves many waiters from
-    /// memory (the daemon). `f` must be quick and must not call back into the store. Dropping
-    /// the returned [`Subscription`] removes it.
+    /// Calls `f` with every event appended from now on (by any process), in id order, once
+    /// each, from the store's tail-reader thread (or, for an append through this store, from
+    /// the appending thread, after the commit and before the append returns): the building
+    /// block of a fan-out that serves many waiters from memory (the daemon). Calls never
+    /// overlap. `f` must be quick and must not call back into the store. Dropping the returned
+    /// [`Subscription`] removes it.
     ///
     /// Pair it with [`assemble`](Self::assemble) to build batches from the events received.
     pub fn subscribe(

@@ -24,7 +24,7 @@ use super::conn::{self, Durability, map_sqlite_error};
 use super::warm::WalWarmer;
 use super::writer_lock::WriterLock;
 use crate::error::{Error, Result};
-use crate::event::{NewEvent, Priority};
+use crate::event::{Event, NewEvent, Priority};
 
 /// A validated event with its computed fields.
 #[derive(Debug)]
@@ -33,6 +33,56 @@ pub(crate) struct Row {
     pub(crate) priority: Priority,
     pub(crate) timestamp: i64,
     pub(crate) expires_at: i64,
+}
+
+impl Row {
+    /// The event as stored under `id` (what reading the row back would give: its data was
+    /// checked when it was validated).
+    fn to_event(&self, id: i64) -> Event {
+        let e = &self.event;
+        Event {
+            id,
+            event_type: e.event_type.clone(),
+            priority: self.priority,
+            channel_id: e.channel_id,
+            message_id: e.message_id,
+            thread_id: e.thread_id,
+            user_id: e.user_id,
+            data: e.data.clone(),
+            timestamp: self.timestamp,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// What one transaction added, handed to `on_commit`: every event with an id in
+/// `(after, head]`, none other (the writer lock kept every other writer out meanwhile).
+#[derive(Debug)]
+pub(crate) struct Committed<'a> {
+    /// The head (the id sequence) when the transaction began.
+    pub(crate) after: i64,
+    /// The last id the transaction gave (`after` when every row was an idempotent repeat).
+    pub(crate) head: i64,
+    group: &'a [(Arc<Caller>, Vec<Row>)],
+    results: &'a [Result<Vec<i64>>],
+}
+
+impl Committed<'_> {
+    /// The new events, ascending by id (rows that repeated an idempotency key get an older
+    /// id and are not new).
+    pub(crate) fn events(&self) -> Vec<Event> {
+        let mut out = Vec::new();
+        for ((_, rows), r) in self.group.iter().zip(self.results) {
+            if let Ok(ids) = r {
+                for (row, &id) in rows.iter().zip(ids) {
+                    if id > self.after {
+                        out.push(row.to_event(id));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Where a queued caller stands.
@@ -170,12 +220,17 @@ impl Writer {
     }
 
     /// Commits `rows` (with whatever else is queued) and returns their ids. `on_commit` runs
-    /// once per transaction, after it commits and before any of its callers is acknowledged.
+    /// once per transaction that committed rows, after it commits and before any of its
+    /// callers is acknowledged, with what it added.
     ///
     /// Each caller waits on its own slot (watching it for a moment, then sleeping on its own
     /// condition variable), and a finishing leader promotes exactly one successor: no
     /// thundering herd when many threads append at once.
-    pub(crate) fn submit(&self, rows: Vec<Row>, on_commit: &dyn Fn()) -> Result<Vec<i64>> {
+    pub(crate) fn submit(
+        &self,
+        rows: Vec<Row>,
+        on_commit: &dyn Fn(&Committed<'_>),
+    ) -> Result<Vec<i64>> {
         let me;
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,12 +248,16 @@ impl Writer {
     }
 
     /// Commits everything queued, promotes the next leader, acknowledges the group.
-    fn lead(&self, me: &Arc<Caller>, on_commit: &dyn Fn()) -> Result<Vec<i64>> {
+    fn lead(&self, me: &Arc<Caller>, on_commit: &dyn Fn(&Committed<'_>)) -> Result<Vec<i64>> {
         // If committing panics, the next caller must still be promoted, or every later
         // append would queue forever.
         let promote = Promote(self);
         let mut group: Vec<(Arc<Caller>, Vec<Row>)> = Vec::new();
+        let mut after = 0;
         let outcome = self.with_write_tx(|tx| {
+            // Read under the writer lock: the rows inserted below are exactly the events
+            // with ids in (after, the sequence at commit].
+            after = super::fetch::head_id(tx)?;
             // The callers just acknowledged are about to append again; a leader that committed
             // at once would mostly commit alone while they are still being scheduled. When the
             // last group was shared, keep taking callers as they queue (inserting their rows
@@ -244,7 +303,17 @@ impl Writer {
             }
         };
         if results.iter().any(|r| r.is_ok()) {
-            on_commit();
+            let head = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .flatten()
+                .fold(after, |h, &id| h.max(id));
+            on_commit(&Committed {
+                after,
+                head,
+                group: &group,
+                results: &results,
+            });
         }
         drop(promote);
         let mut mine = None;
