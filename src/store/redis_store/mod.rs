@@ -75,13 +75,14 @@ struct Stored<'a> {
 impl RedisStore {
     /// Opens the store at `url` (`config` is checked), creating its epoch if it has none.
     pub(crate) fn open(url: &str, config: Config) -> Result<RedisStore> {
+        let shown = PathBuf::from(without_password(url));
         let (url, name) = split_store_name(url)?;
         let client = Client::open(url.as_str())
             .map_err(|e| Error::InvalidArgument(format!("redis URL: {e}")))?;
         let keys = Keys::new(&name)?;
         let store = RedisStore {
             client,
-            shown: PathBuf::from(without_password(&url)),
+            shown,
             keys: keys.clone(),
             config,
             epoch: AtomicU32::new(0),
@@ -194,7 +195,13 @@ impl RedisStore {
                         .unwrap_or_default(),
                 );
         }
-        let reply: Value = self.with_conn(|c| inv.invoke(c))?;
+        // Running it twice is harmless only when every event has a key (the second run
+        // finds them all and writes nothing).
+        let reply: Value = if rows.iter().all(|r| r.event.idempotency_key.is_some()) {
+            self.with_conn(|c| inv.invoke(c))?
+        } else {
+            self.with_conn_once(|c| inv.invoke(c))?
+        };
         match reply {
             Value::Array(ids) if ids.len() == rows.len() => ids.iter().map(as_i64).collect(),
             Value::BulkString(b) if b.starts_with(b"IDEM") => Err(Error::IdempotencyConflict(
@@ -292,32 +299,55 @@ impl RedisStore {
     /// Runs `f` on a pooled connection (a new one when none is idle). A connection that failed
     /// is dropped, with every idle one: they are most likely all dead (Redis restarted), and
     /// the next call connects anew, so a Redis that comes back is used without reopening.
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T> {
+    ///
+    /// Only for calls that must not run twice (an append without idempotency keys): a pooled
+    /// connection that fails fails the call. Everything else uses [`with_conn`](Self::with_conn).
+    fn with_conn_once<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T> {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match pooled {
+        let conn = match pooled {
             Some(c) => c,
             None => connect(&self.client).map_err(storage)?,
         };
-        match f(&mut conn) {
-            Ok(v) => {
-                let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-                if pool.len() < MAX_IDLE && !self.is_closed() {
-                    pool.push(conn);
-                }
-                Ok(v)
+        self.run_on(conn, f).map_err(|(e, _)| storage(e))
+    }
+
+    /// Like [`with_conn_once`](Self::with_conn_once), but when a pooled connection turns out
+    /// dead (the first call after Redis restarted), `f` runs again once on a new connection.
+    /// For calls that may run twice: reads, and writes whose repetition changes nothing.
+    fn with_conn<T>(&self, mut f: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(conn) = pooled else {
+            let conn = connect(&self.client).map_err(storage)?;
+            return self.run_on(conn, f).map_err(|(e, _)| storage(e));
+        };
+        match self.run_on(conn, &mut f) {
+            Err((_, true)) => {
+                let conn = connect(&self.client).map_err(storage)?;
+                self.run_on(conn, f).map_err(|(e, _)| storage(e))
             }
-            Err(e) => {
-                if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
-                    self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                } else if !self.is_closed() {
-                    self.pool
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(conn);
-                }
-                Err(storage(e))
-            }
+            other => other.map_err(|(e, _)| storage(e)),
         }
+    }
+
+    /// Runs `f` on `conn` and pools `conn` again unless it failed; the error says whether the
+    /// connection is broken.
+    fn run_on<T>(
+        &self,
+        mut conn: Connection,
+        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> std::result::Result<T, (::redis::RedisError, bool)> {
+        let r = f(&mut conn);
+        let broken = match &r {
+            Ok(_) => false,
+            Err(e) => e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout(),
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if broken {
+            pool.clear();
+        } else if pool.len() < MAX_IDLE && !self.is_closed() {
+            pool.push(conn);
+        }
+        r.map_err(|e| (e, broken))
     }
 
     fn start_purger(&self, every: Duration) -> Result<()> {
