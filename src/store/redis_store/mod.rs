@@ -29,6 +29,9 @@ use crate::event::{Event, Priority};
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per store.
 const MAX_IDLE: usize = 16;
+/// Purge records kept (about 100 bytes of Redis memory each); older ones are folded into
+/// one bound, which answers `gap` coarsely (see `scripts::PURGE`).
+const PURGE_RECORDS: usize = 100_000;
 /// Highest id a Redis store hands out: Lua numbers are doubles, exact up to 2^53.
 pub(crate) const MAX_ID: i64 = (1 << 53) - 1;
 
@@ -45,6 +48,8 @@ pub(crate) struct RedisStore {
     closed: Arc<AtomicBool>,
     wake: Arc<wake::Wake>,
     purger: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// [`PURGE_RECORDS`], smaller in tests.
+    purge_records: usize,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -90,6 +95,7 @@ impl RedisStore {
             closed: Arc::new(AtomicBool::new(false)),
             wake: Arc::new(wake::Wake::new(keys.wake())),
             purger: Mutex::new(None),
+            purge_records: PURGE_RECORDS,
         };
         store.refresh_epoch()?;
         if let Some(every) = store.config.purge_interval {
@@ -373,6 +379,7 @@ impl RedisStore {
                     closed: Arc::new(AtomicBool::new(false)),
                     wake: Arc::new(wake::Wake::new(keys.wake())),
                     purger: Mutex::new(None),
+                    purge_records: PURGE_RECORDS,
                 };
                 let mut next = Instant::now() + every;
                 while !closed.load(Ordering::SeqCst) {
@@ -411,9 +418,11 @@ fn purge(store: &RedisStore, config: &Config, max_rows: usize, stop: &AtomicBool
                 .key(store.keys.expiry())
                 .key(store.keys.idem())
                 .key(store.keys.purged())
+                .key(store.keys.meta())
                 .arg(config.clock.now_ms())
                 .arg(chunk)
                 .arg(store.keys.lane_prefix())
+                .arg(store.purge_records)
                 .invoke(c)
         })?;
         total += n;
@@ -529,7 +538,10 @@ fn without_password(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod url_tests {
     use super::*;
 
     #[test]

@@ -23,6 +23,9 @@ use crate::store::{Batch, FetchRequest};
 /// Entries read per arm and page beyond the first (which is `n + 1`).
 const PAGE: usize = 256;
 
+/// The snapshot's `(epoch, folded)`, head and first pages.
+type Snapshot = ((Option<String>, Option<i64>), Option<i64>, Vec<Vec<String>>);
+
 /// One lane entry: `id|expires_at|thread|type`.
 struct Entry<'a> {
     id: i64,
@@ -74,7 +77,7 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
     let mut cursor = req.cursor;
     // Step 1, one snapshot. A cursor of another epoch is read from the start, so the lanes
     // asked for are the cursor's only when its epoch is right (or it has none).
-    let (epoch, head, pages) = loop {
+    let (epoch, folded, head, pages) = loop {
         let known = store.epoch();
         let from = |l: usize| {
             if cursor.epoch.is_some_and(|e| e != known) {
@@ -84,7 +87,12 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
             }
         };
         let mut p = ::redis::pipe();
-        p.atomic().hget(keys.meta(), "epoch").get(keys.seq());
+        p.atomic()
+            .cmd("HMGET")
+            .arg(keys.meta())
+            .arg("epoch")
+            .arg("folded")
+            .get(keys.seq());
         for (ch, l) in &arms {
             p.cmd("ZRANGE")
                 .arg(keys.lane(*ch, *l))
@@ -95,17 +103,16 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
                 .arg(0)
                 .arg(per_arm);
         }
-        let (epoch, head, pages): (Option<String>, Option<i64>, Vec<Vec<String>>) = store
-            .with_conn(|c| {
-                let v: Vec<::redis::Value> = p.query(c)?;
-                let mut it = v.into_iter();
-                let epoch = ::redis::from_redis_value(it.next().unwrap_or_default())?;
-                let head = ::redis::from_redis_value(it.next().unwrap_or_default())?;
-                let pages = it
-                    .map(::redis::from_redis_value)
-                    .collect::<std::result::Result<Vec<Vec<String>>, _>>()?;
-                Ok((epoch, head, pages))
-            })?;
+        let ((epoch, folded), head, pages): Snapshot = store.with_conn(|c| {
+            let v: Vec<::redis::Value> = p.query(c)?;
+            let mut it = v.into_iter();
+            let epoch = ::redis::from_redis_value(it.next().unwrap_or_default())?;
+            let head = ::redis::from_redis_value(it.next().unwrap_or_default())?;
+            let pages = it
+                .map(::redis::from_redis_value)
+                .collect::<std::result::Result<Vec<Vec<String>>, _>>()?;
+            Ok((epoch, head, pages))
+        })?;
         let epoch = match epoch {
             Some(e) => parse_epoch(&e)?,
             // Redis lost everything (or was flushed): a new epoch, then read again.
@@ -122,7 +129,7 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
             // The epoch changed under us, so the lanes were read from the wrong start.
             continue;
         }
-        break (epoch, head.unwrap_or(0), pages);
+        break (epoch, folded.unwrap_or(0), head.unwrap_or(0), pages);
     };
     let mut gap = false;
     if cursor.epoch.is_some_and(|e| e != epoch) {
@@ -189,6 +196,8 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
         }
     }
     gap |= purged.iter().any(|m| purge_record_owed(req, m, &old, &new));
+    // Records folded away: a lane that moves across them may have been owed one.
+    gap |= moved.iter().any(|l| old[*l] < folded);
     out.sort_by_key(|e: &Event| (e.priority, e.id));
     Ok(Batch {
         events: out,

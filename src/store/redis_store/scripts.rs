@@ -55,9 +55,12 @@ if head then redis.call('PUBLISH', ARGV[2], head) end
 return ids
 "#;
 
-/// Purges up to ARGV[2] events expired at ARGV[1] (ms). KEYS: ev, exp, idem, purged. ARGV[3]:
-/// the lane key prefix (lane keys are derived from the expiry entries; they share the
-/// store's hash tag, so they are in the slot of the declared keys). Returns how many.
+/// Purges up to ARGV[2] events expired at ARGV[1] (ms). KEYS: ev, exp, idem, purged, meta.
+/// ARGV[3]: the lane key prefix (lane keys are derived from the expiry entries; they share the
+/// store's hash tag, so they are in the slot of the declared keys). ARGV[4]: how many purge
+/// records to keep; the oldest beyond that are folded into meta's `folded` (the highest id
+/// folded away), which fetches treat as a gap for any lane that moves across it. Returns how
+/// many events were purged.
 const PURGE: &str = r#"
 local entries = redis.call('ZRANGE', KEYS[2], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
 for _, m in ipairs(entries) do
@@ -73,6 +76,15 @@ for _, m in ipairs(entries) do
     redis.call('ZADD', KEYS[4], id, id .. '|' .. ch .. '|' .. lane .. '|' .. thread .. '|' .. ty)
   end
   redis.call('ZREM', KEYS[2], m)
+end
+local over = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[4])
+if over > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[4], over)
+  local hi = string.match(popped[#popped - 1], '^(%d+)|')
+  local cur = redis.call('HGET', KEYS[5], 'folded')
+  if cur == false or tonumber(hi) > tonumber(cur) then
+    redis.call('HSET', KEYS[5], 'folded', hi)
+  end
 end
 return #entries
 "#;
