@@ -317,3 +317,43 @@ fn consumer_cursors_are_kept_across_reopening_and_advance_ids_works() {
         ErrorCode::InvalidArgument
     );
 }
+
+#[test]
+fn the_largest_batch_is_one_append_with_consecutive_ids() {
+    let server = RedisServer::start();
+    let s = EventStore::open_url(&server.url(), Config::default()).unwrap();
+    let n = lms_realtime::store::MAX_BATCH;
+    let batch = (0..n)
+        .map(|i| {
+            if i % 10 == 0 {
+                // The same event under k0 or k10, every 20 events.
+                NewEvent::new("message_create", 1).idempotency_key(format!("k{}", i % 20))
+            } else {
+                let ty = ["message_create", "reaction_add", "badge_update"][i % 3];
+                NewEvent::new(ty, 1 + (i % 7) as i64)
+            }
+        })
+        .collect();
+    let ids = s.append_batch(batch).unwrap();
+    // Keys k0 and k10 repeat every 20 events: only their first events are new.
+    assert_eq!(ids[20], ids[0]);
+    assert_eq!(ids[30], ids[10]);
+    let mut distinct = ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), n - (n / 10 - 2));
+    assert_eq!(distinct, (1..=distinct.len() as i64).collect::<Vec<_>>());
+    let mut got = 0;
+    let mut cursor = lms_realtime::Cursor::START;
+    loop {
+        let b = s
+            .fetch(&FetchRequest::new(1..=7).cursor(cursor).limit(1000))
+            .unwrap();
+        got += b.events.len();
+        cursor = b.cursor;
+        if !b.has_more {
+            break;
+        }
+    }
+    assert_eq!(got, distinct.len());
+}

@@ -14,44 +14,80 @@ use ::redis::Script;
 const APPEND: &str = r#"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local n = (#ARGV - 2) / 8
-local pending = {}
-for i = 0, n - 1 do
-  local b = 3 + i * 8
-  local key = ARGV[b + 6]
+-- Plan: per event, a stored id (a string: its key names an event already there), or the
+-- ordinal of a new event in this batch (a number); `owner` marks the event that writes it.
+-- A key seen twice takes the first one's plan. Nothing is written before the plan is whole,
+-- so a conflict leaves everything as it was.
+local seen, plan, owner, count = {}, {}, {}, 0
+for i = 1, n do
+  local b = 3 + (i - 1) * 8
+  local key, fp = ARGV[b + 6], ARGV[b + 7]
+  local s = nil
   if key ~= '' then
-    local fp = ARGV[b + 7]
-    local prior = pending[key]
-    if prior == nil then
+    s = seen[key]
+    if s == nil then
       local v = redis.call('HGET', KEYS[5], key)
-      if v then prior = string.match(v, '^%d+|(.*)$') end
+      if v then
+        local id, prior = string.match(v, '^(%d+)|(.*)$')
+        s = {id, prior}
+        seen[key] = s
+      end
     end
-    if prior ~= nil and prior ~= fp then return 'IDEM' .. key end
-    pending[key] = fp
+    if s ~= nil and s[2] ~= fp then return 'IDEM' .. key end
+  end
+  if s == nil then
+    count = count + 1
+    owner[i] = true
+    s = {count, fp}
+    if key ~= '' then seen[key] = s end
+  end
+  plan[i] = s[1]
+end
+-- One command per key for the whole batch (in chunks: Lua's unpack has a stack limit).
+local function bulk(cmd, key, args)
+  for j = 1, #args, 1000 do
+    redis.call(cmd, key, unpack(args, j, math.min(j + 999, #args)))
   end
 end
 local ids = {}
-local head = nil
-for i = 0, n - 1 do
-  local b = 3 + i * 8
-  local key = ARGV[b + 6]
-  local id = nil
-  if key ~= '' then
-    local v = redis.call('HGET', KEYS[5], key)
-    if v then id = string.match(v, '^(%d+)|') end
-  end
-  if id == nil then
-    id = string.format('%d', redis.call('INCR', KEYS[2]))
-    head = id
-    local lane, ch, thread, ty, exp = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-    redis.call('HSET', KEYS[3], id, ARGV[b])
-    redis.call('ZADD', KEYS[6 + i], id, id .. '|' .. exp .. '|' .. thread .. '|' .. ty)
-    redis.call('ZADD', KEYS[4], exp,
-      id .. '|' .. exp .. '|' .. ch .. '|' .. lane .. '|' .. thread .. '|' .. ty .. '|' .. key)
-    if key ~= '' then redis.call('HSET', KEYS[5], key, id .. '|' .. ARGV[b + 7]) end
-  end
-  ids[i + 1] = id
+if count == 0 then
+  for i = 1, n do ids[i] = plan[i] end
+  return ids
 end
-if head then redis.call('PUBLISH', ARGV[2], head) end
+local last = redis.call('INCRBY', KEYS[2], count)
+local base = last - count
+local ev, exp, idem, lanes = {}, {}, {}, {}
+for i = 1, n do
+  local p = plan[i]
+  if type(p) == 'number' then
+    local id = string.format('%d', base + p)
+    ids[i] = id
+    if owner[i] then
+      local b = 3 + (i - 1) * 8
+      local lane, ch, thread, ty, x, key = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]
+      ev[#ev + 1] = id
+      ev[#ev + 1] = ARGV[b]
+      local lk = KEYS[5 + i]
+      local l = lanes[lk]
+      if l == nil then l = {}; lanes[lk] = l end
+      l[#l + 1] = id
+      l[#l + 1] = id .. '|' .. x .. '|' .. thread .. '|' .. ty
+      exp[#exp + 1] = x
+      exp[#exp + 1] = id .. '|' .. x .. '|' .. ch .. '|' .. lane .. '|' .. thread .. '|' .. ty .. '|' .. key
+      if key ~= '' then
+        idem[#idem + 1] = key
+        idem[#idem + 1] = id .. '|' .. ARGV[b + 7]
+      end
+    end
+  else
+    ids[i] = p
+  end
+end
+bulk('HSET', KEYS[3], ev)
+bulk('ZADD', KEYS[4], exp)
+for lk, l in pairs(lanes) do bulk('ZADD', lk, l) end
+if #idem > 0 then bulk('HSET', KEYS[5], idem) end
+redis.call('PUBLISH', ARGV[2], string.format('%d', last))
 return ids
 "#;
 
