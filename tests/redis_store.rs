@@ -357,3 +357,79 @@ fn the_largest_batch_is_one_append_with_consecutive_ids() {
     }
     assert_eq!(got, distinct.len());
 }
+
+/// Writers on four stores (four processes, as far as Redis can tell) append while a reader on a
+/// fifth waits and fetches: every event arrives exactly once, in order within its lane.
+#[test]
+fn concurrent_writers_and_a_waiting_reader_lose_and_repeat_nothing() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let per_writer = 150;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = EventStore::open_url(&url, Config::default()).unwrap();
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for i in 0..per_writer {
+                    let ty = [
+                        "message_create",
+                        "reaction_add",
+                        "badge_update",
+                        "stats_update",
+                    ][(i + w) % 4];
+                    if i % 5 == 0 {
+                        let batch = (0..3)
+                            .map(|_| NewEvent::new(ty, 1 + (i % 2) as i64))
+                            .collect();
+                        ids.extend(store.append_batch(batch).unwrap());
+                    } else {
+                        ids.push(store.append(NewEvent::new(ty, 1 + (i % 2) as i64)).unwrap());
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let reader = EventStore::open_url(&url, Config::default()).unwrap();
+    let mut cursor = lms_realtime::Cursor::START;
+    let mut seen = std::collections::HashSet::new();
+    let mut last_in_lane = [0i64; 4];
+    let total = 4 * (per_writer + 2 * per_writer / 5);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < total {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} events arrived within 60 s",
+            seen.len()
+        );
+        let b = reader
+            .wait(
+                &FetchRequest::new([1, 2]).cursor(cursor).limit(7),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert!(!b.gap, "nothing expired or was purged");
+        for e in &b.events {
+            assert!(seen.insert(e.id), "event {} delivered twice", e.id);
+            let l = e.priority.lane();
+            assert!(e.id > last_in_lane[l], "lane {l} out of order at {}", e.id);
+            last_in_lane[l] = e.id;
+        }
+        cursor = b.cursor;
+    }
+    let mut appended: Vec<i64> = writers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    appended.sort_unstable();
+    let mut got: Vec<i64> = seen.into_iter().collect();
+    got.sort_unstable();
+    assert_eq!(got, appended);
+}
+
+#[test]
+fn a_tls_url_without_tls_support_is_refused_clearly() {
+    let e = EventStore::open_url("rediss://127.0.0.1:1/0", Config::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    assert!(e.to_string().to_lowercase().contains("tls"), "{e}");
+}
