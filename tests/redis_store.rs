@@ -433,3 +433,31 @@ fn a_tls_url_without_tls_support_is_refused_clearly() {
     assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
     assert!(e.to_string().to_lowercase().contains("tls"), "{e}");
 }
+
+#[test]
+fn the_background_purger_removes_expired_events() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let clock = ManualClock::new(1_000_000);
+    let cfg = Config {
+        clock: Arc::new(clock.clone()),
+        purge_interval: Some(Duration::from_millis(10)),
+        ..Config::default()
+    };
+    let s = EventStore::open_url(&url, cfg).unwrap();
+    s.append(NewEvent::new("message_create", 1).ttl(Duration::from_secs(1)))
+        .unwrap();
+    let events = format!("lmsrt:{{{}}}:ev", url.rsplit("store=").next().unwrap());
+    assert_eq!(server.command(&["HLEN", &events]).as_deref(), Some(":1"));
+    clock.advance_ms(1_000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.command(&["HLEN", &events]).as_deref() != Some(":0") {
+        assert!(
+            Instant::now() < deadline,
+            "the purger did not remove the expired event within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Closing stops the purger (the store's drop joins it).
+    s.close();
+}

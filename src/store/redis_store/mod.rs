@@ -81,27 +81,31 @@ impl RedisStore {
     /// Opens the store at `url` (`config` is checked), creating its epoch if it has none.
     pub(crate) fn open(url: &str, config: Config) -> Result<RedisStore> {
         let shown = PathBuf::from(without_password(url));
-        let (url, name) = split_store_name(url)?;
+        let (url, name) = split_store_name(url);
         let client = Client::open(url.as_str())
             .map_err(|e| Error::InvalidArgument(format!("redis URL: {e}")))?;
-        let keys = Keys::new(&name)?;
-        let store = RedisStore {
-            client,
-            shown,
-            keys: keys.clone(),
-            config,
-            epoch: AtomicU32::new(0),
-            pool: Mutex::new(Vec::new()),
-            closed: Arc::new(AtomicBool::new(false)),
-            wake: Arc::new(wake::Wake::new(keys.wake())),
-            purger: Mutex::new(None),
-            purge_records: PURGE_RECORDS,
-        };
+        let store = RedisStore::new(client, Keys::new(&name)?, config, shown);
         store.refresh_epoch()?;
         if let Some(every) = store.config.purge_interval {
             store.start_purger(every)?;
         }
         Ok(store)
+    }
+
+    /// A store on `client` with no connection yet and no purger.
+    fn new(client: Client, keys: Keys, config: Config, shown: PathBuf) -> RedisStore {
+        RedisStore {
+            client,
+            shown,
+            wake: Arc::new(wake::Wake::new(keys.wake())),
+            keys,
+            config,
+            epoch: AtomicU32::new(0),
+            pool: Mutex::new(Vec::new()),
+            closed: Arc::new(AtomicBool::new(false)),
+            purger: Mutex::new(None),
+            purge_records: PURGE_RECORDS,
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -364,23 +368,17 @@ impl RedisStore {
         let handle = std::thread::Builder::new()
             .name("lmsrt-redis-purger".into())
             .spawn(move || {
-                // A store of its own (one connection, no purger): the purge runs as it does
-                // for a caller of purge_expired.
-                let store = RedisStore {
+                // A store of its own (its own connection, no purger): the purge runs as it
+                // does for a caller of purge_expired.
+                let store = RedisStore::new(
                     client,
-                    keys: keys.clone(),
-                    config: Config {
+                    keys,
+                    Config {
                         purge_interval: None,
                         ..config
                     },
-                    shown: PathBuf::new(),
-                    epoch: AtomicU32::new(0),
-                    pool: Mutex::new(Vec::new()),
-                    closed: Arc::new(AtomicBool::new(false)),
-                    wake: Arc::new(wake::Wake::new(keys.wake())),
-                    purger: Mutex::new(None),
-                    purge_records: PURGE_RECORDS,
-                };
+                    PathBuf::new(),
+                );
                 let mut next = Instant::now() + every;
                 while !closed.load(Ordering::SeqCst) {
                     let now = Instant::now();
@@ -509,9 +507,9 @@ fn some_bytes(v: i64) -> [u8; 9] {
 
 /// Takes `?store=NAME` out of the URL (the `redis` crate would not know it); the rest is the
 /// crate's. Default name `lmsrt`.
-fn split_store_name(url: &str) -> Result<(String, String)> {
+fn split_store_name(url: &str) -> (String, String) {
     let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), "lmsrt".to_owned()));
+        return (url.to_owned(), "lmsrt".to_owned());
     };
     let mut name = None;
     let mut rest = Vec::new();
@@ -526,7 +524,7 @@ fn split_store_name(url: &str) -> Result<(String, String)> {
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    Ok((url, name.unwrap_or_else(|| "lmsrt".to_owned())))
+    (url, name.unwrap_or_else(|| "lmsrt".to_owned()))
 }
 
 /// The URL with any `user:password@` taken out, for messages and [`RedisStore::path`].
@@ -546,12 +544,12 @@ mod url_tests {
 
     #[test]
     fn store_name_and_password_are_taken_out_of_the_url() {
-        let (u, n) = split_store_name("redis://h:1/0?store=site-2&protocol=resp3").unwrap();
+        let (u, n) = split_store_name("redis://h:1/0?store=site-2&protocol=resp3");
         assert_eq!(
             (u.as_str(), n.as_str()),
             ("redis://h:1/0?protocol=resp3", "site-2")
         );
-        let (u, n) = split_store_name("redis://h:1").unwrap();
+        let (u, n) = split_store_name("redis://h:1");
         assert_eq!((u.as_str(), n.as_str()), ("redis://h:1", "lmsrt"));
         assert_eq!(without_password("redis://u:secret@h:1/0"), "redis://h:1/0");
         assert_eq!(without_password("redis://h:1/0"), "redis://h:1/0");
