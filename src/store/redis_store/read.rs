@@ -15,11 +15,13 @@ use ::redis::{Connection, RedisResult};
 
 use super::{RedisStore, decode, parse_epoch};
 use crate::cursor::Cursor;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::store::fetch::{Lane, select};
 use crate::store::{Batch, FetchRequest};
 
+/// Snapshots a fetch takes at most while the epoch changes under it.
+const MAX_EPOCH_RETRIES: u32 = 4;
 /// Entries read per arm and page beyond the first (which is `n + 1`).
 const PAGE: usize = 256;
 
@@ -77,7 +79,16 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
     let mut cursor = req.cursor;
     // Step 1, one snapshot. A cursor of another epoch is read from the start, so the lanes
     // asked for are the cursor's only when its epoch is right (or it has none).
+    let mut attempts = 0;
     let (epoch, folded, head, pages) = loop {
+        // Each retry follows a change of epoch; one that keeps changing (a Redis flushed
+        // again and again) is a fault, not something to spin on.
+        attempts += 1;
+        if attempts > MAX_EPOCH_RETRIES {
+            return Err(Error::Storage(
+                "the store's epoch in Redis keeps changing (flushed repeatedly?)".into(),
+            ));
+        }
         let known = store.epoch();
         let from = |l: usize| {
             if cursor.epoch.is_some_and(|e| e != known) {
