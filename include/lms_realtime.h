@@ -710,6 +710,12 @@ size_t lmsrt_last_error_message(char *buf, size_t len, size_t *out_n);
 // the store keeps `<path>-wal`, `<path>-shm`, `<path>-lmsrt-writer` and `<path>-lmsrt-signal`.
 // Any number of processes and threads may open the same file at once.
 //
+// `path` may instead be a Redis URL, `redis://[user:password@]host[:port][/db][?store=NAME]`
+// (or `rediss://`): the store then lives in that Redis, shared by every host that opens it
+// (a library built with the `redis` feature; otherwise `LMSRT_STATUS_INVALID_ARGUMENT`).
+// Any other `scheme://` is refused with `LMSRT_STATUS_INVALID_ARGUMENT`; Redis unreachable:
+// `LMSRT_STATUS_STORAGE`.
+//
 // `options` (`options_len` bytes) is NULL (with length 0), empty, or a JSON object whose
 // fields are all optional: `durability` (`"process_crash"`, the default, or `"power_loss"`:
 // an fsync per commit), `max_data_bytes` (1 to 16777216, default 65536), `default_ttl_ms`

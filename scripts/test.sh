@@ -15,6 +15,11 @@ if ! command -v php >/dev/null 2>&1; then
 fi
 export LMSRT_REQUIRE_PHP=1
 
+# redis-server: the Redis engine's tests (feature `redis`) start their own servers on loopback.
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+
 echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests,"
 echo "   and the load generator (tools/loadgen)"
 cargo test --workspace --locked --all-features

@@ -16,6 +16,12 @@
 //!
 //! Finally every client drains, and every matching event still live has been delivered exactly
 //! once.
+//!
+//! The same properties run on both engines: a SQLite file always, and with the `redis` feature
+//! a store on a `redis-server` the test starts (see [`Engine`]).
+
+#[cfg(feature = "redis")]
+mod redis_common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -139,6 +145,18 @@ impl Client {
     }
 }
 
+/// Where a run's stores live: a new SQLite file, or a new store (a name of its own) on a test
+/// Redis. Either way three `EventStore`s share it, as three processes would.
+#[derive(Clone, Copy)]
+enum Engine<'a> {
+    Sqlite,
+    #[cfg(feature = "redis")]
+    Redis(&'a redis_common::RedisServer),
+    #[cfg(not(feature = "redis"))]
+    #[allow(dead_code)]
+    Unused(std::marker::PhantomData<&'a ()>),
+}
+
 struct World {
     clock: ManualClock,
     stores: Vec<EventStore>,
@@ -148,7 +166,7 @@ struct World {
 }
 
 impl World {
-    fn new(clients: Vec<ClientSpec>, live_tail_window: i64) -> World {
+    fn new(clients: Vec<ClientSpec>, live_tail_window: i64, engine: Engine<'_>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(1_000_000);
         let cfg = Config {
@@ -157,9 +175,20 @@ impl World {
             live_tail_window,
             ..Config::default()
         };
-        let stores = (0..3)
-            .map(|_| EventStore::open(dir.path().join("p.db"), cfg.clone()).unwrap())
-            .collect();
+        let stores = match engine {
+            Engine::Sqlite => (0..3)
+                .map(|_| EventStore::open(dir.path().join("p.db"), cfg.clone()).unwrap())
+                .collect(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(server) => {
+                let url = server.url();
+                (0..3)
+                    .map(|_| EventStore::open_url(&url, cfg.clone()).unwrap())
+                    .collect()
+            }
+            #[cfg(not(feature = "redis"))]
+            Engine::Unused(_) => unreachable!(),
+        };
         World {
             clock,
             stores,
@@ -299,8 +328,8 @@ impl NowPub for ManualClock {
     }
 }
 
-fn run(clients: Vec<ClientSpec>, ops: Vec<Op>, live_tail_window: i64) {
-    let mut w = World::new(clients, live_tail_window);
+fn run(clients: Vec<ClientSpec>, ops: Vec<Op>, live_tail_window: i64, engine: Engine<'_>) {
+    let mut w = World::new(clients, live_tail_window, engine);
     for (i, op) in ops.into_iter().enumerate() {
         for c in 0..w.clients.len() {
             if w.clients[c].cursor.is_none() && w.clients[c].spec.start_at_op <= i {
@@ -416,27 +445,67 @@ fn lane_client() -> impl Strategy<Value = ClientSpec> {
         })
 }
 
+const CASES: u32 = 96;
+
+fn lane_program() -> impl Strategy<Value = (Vec<ClientSpec>, Vec<Op>, i64)> {
+    (
+        prop::collection::vec(lane_client(), 1..=4),
+        prop::collection::vec(lane_op(), 1..120),
+        prop_oneof![Just(0i64), Just(8), Just(256)],
+    )
+}
+
+fn program() -> impl Strategy<Value = (Vec<ClientSpec>, Vec<Op>, i64)> {
+    (
+        prop::collection::vec(client(), 1..=4),
+        prop::collection::vec(op(), 1..120),
+        // 0 forces SQLite's catch-up path on every fetch; 8 mixes both; 256 is the default.
+        prop_oneof![Just(0i64), Just(8), Just(256)],
+    )
+}
+
+/// The properties on Redis: one `redis-server` for all cases (each case a store of its own),
+/// so the runner is driven by hand rather than by `proptest!`, which could not stop it.
+#[cfg(feature = "redis")]
+fn run_on_redis(program: impl Strategy<Value = (Vec<ClientSpec>, Vec<Op>, i64)>) {
+    let server = redis_common::RedisServer::start();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: CASES,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&program, |(clients, ops, window)| {
+        run(clients, ops, window, Engine::Redis(&server));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn gap_is_exact_after_purges_on_redis() {
+    run_on_redis(lane_program());
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn delivery_contract_holds_on_redis() {
+    run_on_redis(program());
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
 
     /// Purges interleaved with fetches, mixed TTLs in one lane: `gap` is the model's answer.
     #[test]
-    fn gap_is_exact_after_purges(
-        clients in prop::collection::vec(lane_client(), 1..=4),
-        ops in prop::collection::vec(lane_op(), 1..120),
-        window in prop_oneof![Just(0i64), Just(8), Just(256)],
-    ) {
-        run(clients, ops, window);
+    fn gap_is_exact_after_purges((clients, ops, window) in lane_program()) {
+        run(clients, ops, window, Engine::Sqlite);
     }
 
     #[test]
-    fn delivery_contract_holds(
-        clients in prop::collection::vec(client(), 1..=4),
-        ops in prop::collection::vec(op(), 1..120),
-        // 0 forces the catch-up path on every fetch; 8 mixes both; 256 is the default.
-        window in prop_oneof![Just(0i64), Just(8), Just(256)],
-    ) {
-        run(clients, ops, window);
+    fn delivery_contract_holds((clients, ops, window) in program()) {
+        run(clients, ops, window, Engine::Sqlite);
     }
 }
 

@@ -28,7 +28,7 @@ use super::call::{Out, OutParams, with_outs};
 use super::handle::{self, lmsrt_store};
 use super::panic::ffi_boundary;
 use super::status::{FfiResult, lmsrt_status};
-use crate::store::EventStore;
+use crate::store::{EventStore, StoreLocation};
 
 pub use append::{lmsrt_store_append, lmsrt_store_append_batch};
 pub use consumers::{lmsrt_store_commit_cursor, lmsrt_store_load_cursor};
@@ -61,6 +61,12 @@ unsafe fn call<O: OutParams>(
 /// `path` (`path_len` bytes, UTF-8, at most 4096, no NUL) names the SQLite database. Beside it
 /// the store keeps `<path>-wal`, `<path>-shm`, `<path>-lmsrt-writer` and `<path>-lmsrt-signal`.
 /// Any number of processes and threads may open the same file at once.
+///
+/// `path` may instead be a Redis URL, `redis://[user:password@]host[:port][/db][?store=NAME]`
+/// (or `rediss://`): the store then lives in that Redis, shared by every host that opens it
+/// (a library built with the `redis` feature; otherwise `LMSRT_STATUS_INVALID_ARGUMENT`).
+/// Any other `scheme://` is refused with `LMSRT_STATUS_INVALID_ARGUMENT`; Redis unreachable:
+/// `LMSRT_STATUS_STORAGE`.
 ///
 /// `options` (`options_len` bytes) is NULL (with length 0), empty, or a JSON object whose
 /// fields are all optional: `durability` (`"process_crash"`, the default, or `"power_loss"`:
@@ -105,7 +111,8 @@ pub unsafe extern "C" fn lmsrt_store_open(
                 too_long("options", MAX_CONFIG_BYTES),
             )
         }?;
-        let store = EventStore::open(path, args::parse_config(options)?)?;
+        let location = StoreLocation::parse(path)?;
+        let store = EventStore::open_location(&location, args::parse_config(options)?)?;
         Ok(handle::register(store))
     };
     // SAFETY: the caller guarantees `out_store` writable.
@@ -171,6 +178,26 @@ pub(super) mod tests {
         // SAFETY: as above.
         unsafe { crate::ffi::buf::lmsrt_buf_free(&mut b) };
         text
+    }
+
+    #[test]
+    fn open_takes_a_redis_url_and_refuses_other_schemes() {
+        let open = |path: &str| {
+            let mut h = std::ptr::null_mut();
+            // SAFETY: live strings and out-pointer.
+            let st = unsafe { lmsrt_store_open(s(path).0, s(path).1, std::ptr::null(), 0, &mut h) };
+            assert!(h.is_null(), "no handle on failure");
+            st
+        };
+        assert_eq!(open("ftp://host/e.db"), lmsrt_status::InvalidArgument);
+        // Port 1 on loopback: nothing listens. A build with Redis tries and fails to connect;
+        // one without refuses the URL.
+        let expected = if cfg!(feature = "redis") {
+            lmsrt_status::Storage
+        } else {
+            lmsrt_status::InvalidArgument
+        };
+        assert_eq!(open("redis://127.0.0.1:1/0"), expected);
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl<E: std::borrow::Borrow<Event>> Window<E> {
     }
 }
 
-fn select(
+pub(crate) fn select(
     order: Order,
     lanes: &[Lane; 4],
     old: &[i64; 4],

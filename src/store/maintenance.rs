@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::writer_lock::WriterLock;
-use super::{EventStore, Shared, conn, writer};
+use super::{Shared, SqliteStore, conn, writer};
 use crate::error::{Error, Result};
 
 impl Shared {
@@ -44,7 +44,7 @@ impl Shared {
     }
 }
 
-impl EventStore {
+impl SqliteStore {
     /// Every [`conn::CHECKPOINT_EVERY`] commits on the host, and whenever the WAL has grown by
     /// [`conn::CHECKPOINT_FRAMES`] (bulk appends, purges), the committing process copies the
     /// WAL back into the database in a background thread, so no append waits for it.

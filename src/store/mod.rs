@@ -1,6 +1,9 @@
-//! [`EventStore`]: the event log over one SQLite file, shared by threads and processes.
+//! [`EventStore`]: the event log, over one SQLite file shared by threads and processes (the
+//! embedded default) or, with the `redis` feature, over Redis shared by hosts (`redis_store`;
+//! design in `docs/redis.md`). This file holds the public type, the checks both engines share
+//! and the dispatch to the engine (a plain enum: one predictable branch per call).
 //!
-//! The store's parts, beside this file: `config` (settings and their ranges), `request` (what a
+//! The SQLite engine's parts, beside this file: `sqlite` (the engine itself), `config` (settings and their ranges), `request` (what a
 //! fetch asks for and answers), `conn` (connection setup, error mapping), `writer_lock` (the
 //! cross-process writer queue), `writer` (group commit, purge transactions), `warm` (WAL pages
 //! read back before the lock), `fetch` (batch assembly), `tail` (waiters and subscribers),
@@ -10,26 +13,27 @@
 mod config;
 mod conn;
 mod fetch;
+mod location;
 mod maintenance;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod repair;
 mod request;
 mod schema;
+mod sqlite;
 mod tail;
 mod warm;
 mod writer;
 mod writer_lock;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-use rusqlite::{Connection, OptionalExtension, params};
 
 pub use config::{
     Config, MAX_DATA_BYTES_LIMIT, MAX_PURGE_CHUNK, MAX_TTL_MS_LIMIT, PURGE_INTERVAL_MS_RANGE,
 };
 pub use conn::Durability;
+pub use location::StoreLocation;
 pub use repair::{CheckReport, MAX_PROBLEMS, SalvageReport, check_file, salvage_file};
 pub use request::{Batch, FetchRequest, MAX_CHANNELS, MAX_LIMIT, MAX_TYPES, Order};
 pub use schema::SCHEMA_VERSION;
@@ -39,7 +43,8 @@ use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::event::{Event, NewEvent, validate_data, validate_event_type};
 use crate::metrics::{Counter, Histogram};
-use crate::shm::ChangeSignal;
+pub(crate) use sqlite::Shared;
+use sqlite::SqliteStore;
 
 /// Longest consumer name for [`EventStore::commit_cursor`].
 pub const MAX_CONSUMER_LEN: usize = 255;
@@ -47,8 +52,6 @@ pub const MAX_CONSUMER_LEN: usize = 255;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Most events in one [`EventStore::append_batch`].
 pub const MAX_BATCH: usize = 10_000;
-/// Idle read connections kept per store.
-const MAX_IDLE_READERS: usize = 16;
 
 /// How many times this process has met a stored event that cannot be delivered and skipped it
 /// as if it had expired (the batch that moves past it says `gap: true`).
@@ -89,34 +92,31 @@ impl Op {
     }
 }
 
-/// State shared with the background threads (tail watcher, purger).
+/// The engine a store runs on.
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) path: PathBuf,
-    pub(crate) durability: Durability,
-    pub(crate) signal: ChangeSignal,
-    pub(crate) closed: AtomicBool,
-    /// A background checkpoint is running.
-    pub(crate) checkpointing: AtomicBool,
-    /// Frames in the WAL after the last commit by one of this process's writer connections
-    /// (SQLite's WAL hook reports the count for the whole file, whoever wrote the frames).
-    wal_frames: AtomicI64,
-    /// `wal_frames` when the WAL's length last started a checkpoint.
-    checkpoint_mark: AtomicI64,
+enum Engine {
+    Sqlite(SqliteStore),
+    #[cfg(feature = "redis")]
+    Redis(redis_store::RedisStore),
+}
+
+/// Runs `$body` with `$e` bound to whichever engine the store runs on. Both engines have the
+/// same internal methods, so one body serves both.
+macro_rules! on_engine {
+    ($self:expr, $e:ident => $body:expr) => {
+        match &$self.engine {
+            Engine::Sqlite($e) => $body,
+            #[cfg(feature = "redis")]
+            Engine::Redis($e) => $body,
+        }
+    };
 }
 
 /// The event log: append, fetch, wait, purge. `Send + Sync`; share it between threads with an
-/// `Arc`. Any number of processes may open the same file at once.
+/// `Arc`. Any number of processes may open the same file (or Redis) at once.
 #[derive(Debug)]
 pub struct EventStore {
-    shared: Arc<Shared>,
-    config: Config,
-    epoch: u32,
-    writer: writer::Writer,
-    readers: Mutex<Vec<Connection>>,
-    tail: tail::Tail,
-    purger: Mutex<Option<std::thread::JoinHandle<()>>>,
-    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    engine: Engine,
 }
 
 impl EventStore {
@@ -133,58 +133,54 @@ impl EventStore {
     /// assert!(store.head_cursor().unwrap().lanes().iter().all(|p| *p == 0));
     /// ```
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<EventStore> {
-        let path = path.as_ref().to_path_buf();
         config.validate()?;
-        let lock = writer_lock::WriterLock::open(&path)?;
-        let signal = ChangeSignal::open(&path)?;
-        let mut wconn = conn::open_connection(&path, config.durability)?;
-        let epoch = {
-            let _g = lock.lock()?;
-            if schema::version(&wconn)? == SCHEMA_VERSION {
-                schema::read_epoch(&wconn)?
-            } else {
-                let tx = wconn
-                    .unchecked_transaction()
-                    .map_err(conn::map_sqlite_error)?;
-                let epoch = schema::migrate(&tx)?;
-                tx.commit().map_err(conn::map_sqlite_error)?;
-                epoch
-            }
-        };
-        let shared = Arc::new(Shared {
-            path,
-            durability: config.durability,
-            signal,
-            closed: AtomicBool::new(false),
-            checkpointing: AtomicBool::new(false),
-            wal_frames: AtomicI64::new(0),
-            checkpoint_mark: AtomicI64::new(0),
-        });
-        shared.watch_wal(&mut wconn)?;
-        let store = EventStore {
-            writer: writer::Writer::new(wconn, lock, &shared.path),
-            readers: Mutex::new(Vec::new()),
-            tail: tail::Tail::new(shared.clone()),
-            shared,
-            config,
-            epoch,
-            purger: Mutex::new(None),
-            checkpointer: Mutex::new(None),
-        };
-        if let Some(every) = store.config.purge_interval {
-            store.start_purger(every)?;
-        }
-        Ok(store)
+        Ok(EventStore {
+            engine: Engine::Sqlite(SqliteStore::open(path.as_ref(), config)?),
+        })
     }
 
-    /// The database file.
+    /// Opens the store at a `redis://` or `rediss://` URL (see [`StoreLocation`] for its form),
+    /// creating its keys on first use. Needs the `redis` feature; without it, or for anything
+    /// that is not such a URL, [`Error::InvalidArgument`]. Redis unreachable:
+    /// [`Error::Storage`].
+    pub fn open_url(url: &str, config: Config) -> Result<EventStore> {
+        match StoreLocation::parse(url)? {
+            StoreLocation::Redis(url) => {
+                EventStore::open_location(&StoreLocation::Redis(url), config)
+            }
+            StoreLocation::Path(_) => Err(Error::InvalidArgument(
+                "expected a redis:// or rediss:// URL".into(),
+            )),
+        }
+    }
+
+    /// Opens the store at `location`: a file path ([`open`](Self::open)) or a Redis URL
+    /// ([`open_url`](Self::open_url)).
+    pub fn open_location(location: &StoreLocation, config: Config) -> Result<EventStore> {
+        match location {
+            StoreLocation::Path(p) => EventStore::open(p, config),
+            #[cfg(feature = "redis")]
+            StoreLocation::Redis(url) => {
+                config.validate()?;
+                Ok(EventStore {
+                    engine: Engine::Redis(redis_store::RedisStore::open(url, config)?),
+                })
+            }
+            #[cfg(not(feature = "redis"))]
+            StoreLocation::Redis(_) => Err(Error::InvalidArgument(
+                "this build has no Redis support (cargo feature `redis`)".into(),
+            )),
+        }
+    }
+
+    /// The database file; for a store on Redis, its URL without the password.
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        on_engine!(self, e => e.path())
     }
 
     /// The configuration the store was opened with.
     pub fn config(&self) -> &Config {
-        &self.config
+        on_engine!(self, e => e.config())
     }
 
     /// Appends one event and returns its id once it is committed.
@@ -225,7 +221,7 @@ impl EventStore {
 
     /// Runs `f`, recording it into [`Config::metrics`] when set.
     fn observed<T>(&self, op: Op, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let Some(m) = &self.config.metrics else {
+        let Some(m) = &self.config().metrics else {
             return f();
         };
         let (count, errors, latency) = op.metrics();
@@ -256,68 +252,22 @@ impl EventStore {
                 events.len()
             )));
         }
-        let now = self.config.clock.now_ms();
+        let config = self.config();
+        let now = config.clock.now_ms();
         let rows = events
             .into_iter()
-            .map(|e| self.validate(e, now))
+            .map(|e| validate(config, e, now))
             .collect::<Result<Vec<_>>>()?;
-        self.writer.submit(rows, &|c| {
-            // Before the bump: this process's tail reader, woken by it, then finds them
-            // routed and need not read them back.
-            self.tail.hand_off(c.after, c.head, || c.events());
-            self.announce_commit();
-        })
-    }
-
-    /// After a commit that moved the head: wakes the tail readers of every process, and starts
-    /// a checkpoint when one is due.
-    fn announce_commit(&self) {
-        let commits = self.shared.signal.bump();
-        if commits.is_multiple_of(conn::CHECKPOINT_EVERY) || self.shared.wal_grew() {
-            self.start_checkpoint();
-        }
-    }
-
-    fn validate(&self, e: NewEvent, now: i64) -> Result<writer::Row> {
-        validate_event_type(&e.event_type)?;
-        if e.channel_id <= 0 {
-            return Err(Error::InvalidChannel(e.channel_id));
-        }
-        validate_data(&e.data, self.config.max_data_bytes)?;
-        let ttl = e.ttl.unwrap_or(self.config.default_ttl);
-        if ttl < self.config.min_ttl || ttl > self.config.max_ttl {
-            return Err(Error::InvalidTtl {
-                ttl_ms: ttl.as_millis().min(i64::MAX as u128) as i64,
-                min_ms: self.config.min_ttl.as_millis() as i64,
-                max_ms: self.config.max_ttl.as_millis() as i64,
-            });
-        }
-        if let Some(k) = &e.idempotency_key
-            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
-        {
-            return Err(Error::InvalidArgument(format!(
-                "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"
-            )));
-        }
-        let priority = e.effective_priority();
-        Ok(writer::Row {
-            expires_at: now.saturating_add(ttl.as_millis() as i64),
-            timestamp: now,
-            priority,
-            event: e,
-        })
+        on_engine!(self, e => e.append_rows(rows))
     }
 
     /// Fetches the next batch for `request` without waiting.
     pub fn fetch(&self, request: &FetchRequest) -> Result<Batch> {
-        self.observed(Op::Fetch, || self.fetch_inner(request))
-    }
-
-    fn fetch_inner(&self, request: &FetchRequest) -> Result<Batch> {
-        self.check_open()?;
-        let req = request.normalized()?;
-        let now = self.config.clock.now_ms();
-        self.with_reader(|c| fetch::fetch(c, &req, self.epoch, now, self.config.live_tail_window))
+        self.observed(Op::Fetch, || {
+            self.check_open()?;
+            let req = request.normalized()?;
+            on_engine!(self, e => e.fetch(&req))
+        })
     }
 
     /// Like [`fetch`](Self::fetch), but when nothing is pending, blocks until a matching event
@@ -325,10 +275,14 @@ impl EventStore {
     /// whose cursor is still valid.
     ///
     /// Blocking costs no CPU: waiters sleep on a condition variable, woken by one tail reader
-    /// per store, which a futex in shared memory wakes on every commit on the host.
+    /// per store, which a futex in shared memory wakes on every commit on the host (on Redis:
+    /// by a wake-up every append publishes, which reaches every host).
     pub fn wait(&self, request: &FetchRequest, timeout: Duration) -> Result<Batch> {
-        let r = self.observed(Op::Wait, || self.wait_inner(request, timeout));
-        if let (Some(m), Ok(b)) = (&self.config.metrics, &r)
+        let r = self.observed(Op::Wait, || {
+            let req = request.normalized()?;
+            on_engine!(self, e => e.wait(req, timeout))
+        });
+        if let (Some(m), Ok(b)) = (&self.config().metrics, &r)
             && b.events.is_empty()
             && !b.gap
             && !b.has_more
@@ -336,29 +290,6 @@ impl EventStore {
             m.incr(Counter::WaitTimeouts);
         }
         r
-    }
-
-    fn wait_inner(&self, request: &FetchRequest, timeout: Duration) -> Result<Batch> {
-        let deadline = Instant::now() + timeout;
-        let mut req = request.normalized()?;
-        self.check_open()?;
-        let registration = self.tail.register(&req, || self.head_id())?;
-        loop {
-            let now = self.config.clock.now_ms();
-            let batch = self.with_reader(|c| {
-                fetch::fetch(c, &req, self.epoch, now, self.config.live_tail_window)
-            })?;
-            if !batch.events.is_empty() || batch.gap || batch.has_more {
-                return Ok(batch);
-            }
-            registration.set_lanes(batch.cursor.lanes());
-            req.cursor = batch.cursor;
-            if !registration.sleep_until(deadline) {
-                self.check_open()?;
-                return Ok(batch);
-            }
-            self.check_open()?;
-        }
     }
 
     /// Calls `f` with every event appended from now on (by any process), in id order, once
@@ -369,12 +300,20 @@ impl EventStore {
     /// [`Subscription`] removes it.
     ///
     /// Pair it with [`assemble`](Self::assemble) to build batches from the events received.
+    ///
+    /// Not yet available on Redis ([`Error::InvalidArgument`]): the daemon's cross-host
+    /// subscription comes with issue #21's next part.
     pub fn subscribe(
         &self,
         f: impl Fn(&TailBatch<'_>) + Send + Sync + 'static,
     ) -> Result<Subscription> {
-        self.check_open()?;
-        self.tail.subscribe(Arc::new(f), || self.head_id())
+        match &self.engine {
+            Engine::Sqlite(e) => e.subscribe(f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(_) => Err(Error::InvalidArgument(
+                "subscribe is not available on a Redis store yet".into(),
+            )),
+        }
     }
 
     /// Builds the batch a [`fetch`](Self::fetch) of `request` would return, from events held in
@@ -396,29 +335,30 @@ impl EventStore {
             &req,
             events,
             head,
-            self.epoch,
-            self.config.clock.now_ms(),
+            self.epoch(),
+            self.config().clock.now_ms(),
         ))
     }
 
-    /// This database file's epoch (a random number chosen at creation, carried in cursors).
+    /// This store's epoch (a random number chosen at creation, carried in cursors). On Redis
+    /// it is the one last seen: a Redis that lost its data gets a new one.
     pub fn epoch(&self) -> u32 {
-        self.epoch
+        on_engine!(self, e => e.epoch())
     }
 
     /// A cursor at the current end of the log: a page that renders state and then starts
     /// polling from here misses nothing committed after the render.
     pub fn head_cursor(&self) -> Result<Cursor> {
         self.check_open()?;
-        let head = self.head_id()?;
+        let (epoch, head) = match &self.engine {
+            Engine::Sqlite(e) => (e.epoch(), e.head_id()?),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.epoch_and_head()?,
+        };
         Ok(Cursor {
-            epoch: Some(self.epoch),
+            epoch: Some(epoch),
             lanes: [head; 4],
         })
-    }
-
-    fn head_id(&self) -> Result<i64> {
-        self.with_reader(fetch::head_id)
     }
 
     /// Makes every event appended from now on, by any process, get an id greater than `past`;
@@ -438,9 +378,10 @@ impl EventStore {
     /// call still returns the earlier event's (smaller) id: that is the same event, not a new
     /// one.
     ///
-    /// It runs in one write transaction under the writer lock that appends take, so it is
-    /// atomic and ordered with every concurrent append of every process: an append that
-    /// commits before it keeps its id, one that commits after it gets an id above `past`.
+    /// It runs in one write transaction under the writer lock that appends take (on Redis, in
+    /// one script), so it is atomic and ordered with every concurrent append of every process:
+    /// an append that commits before it keeps its id, one that commits after it gets an id
+    /// above `past`.
     ///
     /// `past` must be 0 to `i64::MAX - 1` ([`Error::InvalidArgument`] otherwise, and nothing
     /// changes): at `i64::MAX` there would be no id left for the next event.
@@ -464,89 +405,40 @@ impl EventStore {
                 i64::MAX - 1
             )));
         }
-        let (head, raised) = self.writer.advance_ids(past)?;
-        if raised {
-            // The head moved without an event: tail readers (the daemon's fan-out) learn the
-            // new head now rather than at their next safety-net look.
-            self.announce_commit();
-        }
-        Ok(head)
+        on_engine!(self, e => e.advance_ids(past))
     }
 
     /// Deletes up to `max_rows` expired events, in transactions of at most
     /// [`Config::purge_chunk`] rows so the write lock is never held for long. Returns how many
     /// were deleted. Clients whose cursors had not passed a purged event get `gap: true`.
     pub fn purge_expired(&self, max_rows: usize) -> Result<usize> {
-        self.check_open()?;
-        let mut total = 0;
-        while total < max_rows {
-            let chunk = self.config.purge_chunk.min(max_rows - total);
-            let now = self.config.clock.now_ms();
-            let started = Instant::now();
-            let n = self.writer.purge_chunk(now, chunk)?;
-            if self.shared.wal_grew() {
-                self.start_checkpoint();
-            }
-            total += n;
-            if n < chunk || total >= max_rows {
-                break;
-            }
-            maintenance::pause_after_chunk(started.elapsed());
-        }
-        Ok(total)
+        on_engine!(self, e => e.purge_expired(max_rows))
     }
 
     /// Stores `cursor` as the position of `consumer`, durably (the plan's `processed_by`).
     pub fn commit_cursor(&self, consumer: &str, cursor: &Cursor) -> Result<()> {
         self.check_open()?;
         check_consumer(consumer)?;
-        let now = self.config.clock.now_ms();
-        let text = cursor.to_string();
-        self.writer.with_write_tx(|tx| {
-            tx.execute(
-                "INSERT INTO lmsrt_cursors (consumer, cursor, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (consumer) DO UPDATE SET cursor = excluded.cursor,
-                                                      updated_at = excluded.updated_at",
-                params![consumer, text, now],
-            )
-            .map(|_| ())
-            .map_err(conn::map_sqlite_error)
-        })
+        on_engine!(self, e => e.commit_cursor(consumer, cursor))
     }
 
     /// The cursor last committed by `consumer`, if any.
     pub fn load_cursor(&self, consumer: &str) -> Result<Option<Cursor>> {
         self.check_open()?;
         check_consumer(consumer)?;
-        let text: Option<String> = self.with_reader(|c| {
-            c.prepare_cached("SELECT cursor FROM lmsrt_cursors WHERE consumer = ?1")
-                .and_then(|mut s| s.query_row([consumer], |r| r.get(0)).optional())
-                .map_err(conn::map_sqlite_error)
-        })?;
+        let text: Option<String> = on_engine!(self, e => e.load_cursor(consumer))?;
         text.map(|t| Cursor::parse(&t)).transpose()
     }
 
     /// Closes the store: waiters return [`Error::Closed`] at once, background threads stop, and
     /// every later call fails with [`Error::Closed`]. Idempotent; dropping the store closes it.
     pub fn close(&self) {
-        if self.shared.closed.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.tail.shutdown();
-        for t in [&self.purger, &self.checkpointer] {
-            if let Some(h) = t.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = h.join();
-            }
-        }
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        on_engine!(self, e => e.close())
     }
 
     /// Whether [`close`](Self::close) has been called.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::SeqCst)
+        on_engine!(self, e => e.is_closed())
     }
 
     fn check_open(&self) -> Result<()> {
@@ -557,31 +449,47 @@ impl EventStore {
         }
     }
 
-    /// Runs `f` on a pooled read connection. Connections are created on demand, so concurrent
-    /// fetches from many threads never queue behind one another.
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => conn::open_connection(&self.shared.path, self.config.durability)?,
-        };
-        let out = f(&conn);
-        if !self.is_closed() {
-            let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-            // A burst of concurrent fetches (hundreds of waiters starting at once) must not
-            // leave hundreds of idle connections behind.
-            if pool.len() < MAX_IDLE_READERS {
-                pool.push(conn);
-            }
+    /// The SQLite engine, for tests of its internals.
+    #[cfg(test)]
+    fn sqlite(&self) -> &SqliteStore {
+        match &self.engine {
+            Engine::Sqlite(e) => e,
+            #[cfg(feature = "redis")]
+            Engine::Redis(_) => panic!("not a SQLite store"),
         }
-        out
     }
 }
 
-impl Drop for EventStore {
-    fn drop(&mut self) {
-        self.close();
+/// Checks one event against `config` and stamps it with its times and priority: what both
+/// engines store.
+fn validate(config: &Config, e: NewEvent, now: i64) -> Result<writer::Row> {
+    validate_event_type(&e.event_type)?;
+    if e.channel_id <= 0 {
+        return Err(Error::InvalidChannel(e.channel_id));
     }
+    validate_data(&e.data, config.max_data_bytes)?;
+    let ttl = e.ttl.unwrap_or(config.default_ttl);
+    if ttl < config.min_ttl || ttl > config.max_ttl {
+        return Err(Error::InvalidTtl {
+            ttl_ms: ttl.as_millis().min(i64::MAX as u128) as i64,
+            min_ms: config.min_ttl.as_millis() as i64,
+            max_ms: config.max_ttl.as_millis() as i64,
+        });
+    }
+    if let Some(k) = &e.idempotency_key
+        && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes"
+        )));
+    }
+    let priority = e.effective_priority();
+    Ok(writer::Row {
+        expires_at: now.saturating_add(ttl.as_millis() as i64),
+        timestamp: now,
+        priority,
+        event: e,
+    })
 }
 
 fn check_consumer(consumer: &str) -> Result<()> {

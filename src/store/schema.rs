@@ -143,7 +143,7 @@ pub(crate) fn read_epoch(conn: &Connection) -> Result<u32> {
         .ok_or_else(|| Error::Storage("the store's epoch is missing or corrupt".into()))
 }
 
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS's randomness; mixing in the time and pid only guards
     // against a platform where it is not.

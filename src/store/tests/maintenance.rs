@@ -52,7 +52,7 @@ fn a_long_wal_is_checkpointed_before_the_commit_count_comes_round() {
             .collect();
         s.append_batch(batch).unwrap();
     }
-    assert!(s.shared.wal_frames.load(Ordering::Relaxed) >= conn::CHECKPOINT_FRAMES);
+    assert!(s.sqlite().shared.wal_frames.load(Ordering::Relaxed) >= conn::CHECKPOINT_FRAMES);
     // Until a checkpoint copies pages back, the database file holds only the schema.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let copied = loop {

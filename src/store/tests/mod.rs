@@ -9,6 +9,7 @@ mod read;
 mod wait;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;

@@ -1,0 +1,557 @@
+//! The Redis engine behind [`EventStore`](super::EventStore) (cargo feature `redis`): the log
+//! in one Redis (one hash slot per store), shared by every host. Design and the reasons for it:
+//! `docs/redis.md`. The public methods, and what they promise, are documented on `EventStore`;
+//! this file holds the engine's state, its connections and its writes; `read` the fetch,
+//! `wake` the waits, `scripts` the Lua, `keys` the key names.
+
+mod keys;
+mod read;
+mod scripts;
+mod wake;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::redis::{Client, Connection, RedisResult, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use self::keys::Keys;
+use super::{Batch, Config, FetchRequest, maintenance, schema, writer};
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::event::{Event, Priority};
+
+/// Connect, read and write timeout of every Redis call: a Redis that stopped answering fails
+/// the call with [`Error::Storage`] after this (a refused connection fails at once).
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept per store.
+const MAX_IDLE: usize = 16;
+/// Purge records kept (about 100 bytes of Redis memory each); older ones are folded into
+/// one bound, which answers `gap` coarsely (see `scripts::PURGE`).
+const PURGE_RECORDS: usize = 100_000;
+/// Highest id a Redis store hands out: Lua numbers are doubles, exact up to 2^53.
+pub(crate) const MAX_ID: i64 = (1 << 53) - 1;
+
+/// The event log on Redis.
+pub(crate) struct RedisStore {
+    client: Client,
+    keys: Keys,
+    config: Config,
+    /// The URL without its password, for [`path`](Self::path).
+    shown: PathBuf,
+    /// The epoch last read from Redis.
+    epoch: AtomicU32,
+    pool: Mutex<Vec<Connection>>,
+    closed: Arc<AtomicBool>,
+    wake: Arc<wake::Wake>,
+    purger: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// [`PURGE_RECORDS`], smaller in tests.
+    purge_records: usize,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.shown)
+            .field("epoch", &self.epoch())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An event as stored in the events hash (its id is the hash field).
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    t: &'a str,
+    p: u8,
+    c: i64,
+    m: Option<i64>,
+    th: Option<i64>,
+    u: i64,
+    #[serde(borrow)]
+    d: &'a RawValue,
+    ts: i64,
+    x: i64,
+}
+
+impl RedisStore {
+    /// Opens the store at `url` (`config` is checked), creating its epoch if it has none.
+    pub(crate) fn open(url: &str, config: Config) -> Result<RedisStore> {
+        let shown = PathBuf::from(without_password(url));
+        let (url, name) = split_store_name(url);
+        let client = Client::open(url.as_str())
+            .map_err(|e| Error::InvalidArgument(format!("redis URL: {e}")))?;
+        let store = RedisStore::new(client, Keys::new(&name)?, config, shown);
+        store.refresh_epoch()?;
+        if let Some(every) = store.config.purge_interval {
+            store.start_purger(every)?;
+        }
+        Ok(store)
+    }
+
+    /// A store on `client` with no connection yet and no purger.
+    fn new(client: Client, keys: Keys, config: Config, shown: PathBuf) -> RedisStore {
+        RedisStore {
+            client,
+            shown,
+            wake: Arc::new(wake::Wake::new(keys.wake())),
+            keys,
+            config,
+            epoch: AtomicU32::new(0),
+            pool: Mutex::new(Vec::new()),
+            closed: Arc::new(AtomicBool::new(false)),
+            purger: Mutex::new(None),
+            purge_records: PURGE_RECORDS,
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.shown
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Reads the epoch, creating it when Redis has none (first open, or Redis lost its data).
+    fn refresh_epoch(&self) -> Result<u32> {
+        let meta = self.keys.meta();
+        let epoch: String = self.with_conn(|c| {
+            ::redis::pipe()
+                .atomic()
+                .cmd("HSETNX")
+                .arg(&meta)
+                .arg("epoch")
+                .arg(schema::random_u32())
+                .ignore()
+                .cmd("HGET")
+                .arg(&meta)
+                .arg("epoch")
+                .query::<(String,)>(c)
+                .map(|(e,)| e)
+        })?;
+        let epoch = parse_epoch(&epoch)?;
+        self.epoch.store(epoch, Ordering::Relaxed);
+        Ok(epoch)
+    }
+
+    /// The epoch and the head, read together.
+    pub(crate) fn epoch_and_head(&self) -> Result<(u32, i64)> {
+        self.check_open()?;
+        let (epoch, head): (Option<String>, Option<i64>) = self.with_conn(|c| {
+            ::redis::pipe()
+                .atomic()
+                .hget(self.keys.meta(), "epoch")
+                .get(self.keys.seq())
+                .query(c)
+        })?;
+        let epoch = match epoch {
+            Some(e) => {
+                let e = parse_epoch(&e)?;
+                self.epoch.store(e, Ordering::Relaxed);
+                e
+            }
+            None => self.refresh_epoch()?,
+        };
+        Ok((epoch, head.unwrap_or(0)))
+    }
+
+    pub(crate) fn append_rows(&self, rows: Vec<writer::Row>) -> Result<Vec<i64>> {
+        self.check_open()?;
+        let script = scripts::append();
+        let mut inv = script.prepare_invoke();
+        inv.key(self.keys.meta())
+            .key(self.keys.seq())
+            .key(self.keys.events())
+            .key(self.keys.expiry())
+            .key(self.keys.idem())
+            .arg(schema::random_u32())
+            .arg(self.keys.wake());
+        for row in &rows {
+            let e = &row.event;
+            let data: &RawValue = serde_json::from_str(&e.data)
+                .map_err(|err| Error::Internal(format!("validated data: {err}")))?;
+            let payload = serde_json::to_string(&Stored {
+                t: &e.event_type,
+                p: row.priority.as_u8(),
+                c: e.channel_id,
+                m: e.message_id,
+                th: e.thread_id,
+                u: e.user_id,
+                d: data,
+                ts: row.timestamp,
+                x: row.expires_at,
+            })
+            .map_err(|err| Error::Internal(format!("event encoding: {err}")))?;
+            inv.key(self.keys.lane(e.channel_id, row.priority.lane()))
+                .arg(payload)
+                .arg(row.priority.lane())
+                .arg(e.channel_id)
+                .arg(e.thread_id.map(|t| t.to_string()).unwrap_or_default())
+                .arg(&e.event_type)
+                .arg(row.expires_at)
+                .arg(e.idempotency_key.as_deref().unwrap_or(""))
+                .arg(
+                    e.idempotency_key
+                        .as_ref()
+                        .map(|_| fingerprint(row))
+                        .unwrap_or_default(),
+                );
+        }
+        // Running it twice is harmless only when every event has a key (the second run
+        // finds them all and writes nothing).
+        let reply: Value = if rows.iter().all(|r| r.event.idempotency_key.is_some()) {
+            self.with_conn(|c| inv.invoke(c))?
+        } else {
+            self.with_conn_once(|c| inv.invoke(c))?
+        };
+        match reply {
+            Value::Array(ids) if ids.len() == rows.len() => ids.iter().map(as_i64).collect(),
+            Value::BulkString(b) if b.starts_with(b"IDEM") => Err(Error::IdempotencyConflict(
+                String::from_utf8_lossy(&b[4..]).into_owned(),
+            )),
+            other => Err(Error::Internal(format!(
+                "unexpected reply to an append: {other:?}"
+            ))),
+        }
+    }
+
+    /// `req` is normalized.
+    pub(crate) fn fetch(&self, req: &FetchRequest) -> Result<Batch> {
+        self.check_open()?;
+        read::fetch(self, req, self.config.clock.now_ms())
+    }
+
+    /// `req` is normalized.
+    pub(crate) fn wait(&self, req: FetchRequest, timeout: Duration) -> Result<Batch> {
+        wake::wait(self, req, Instant::now() + timeout)
+    }
+
+    /// `past` is checked against the store's range; here also against [`MAX_ID`].
+    pub(crate) fn advance_ids(&self, past: i64) -> Result<i64> {
+        self.check_open()?;
+        if past > MAX_ID - 1 {
+            return Err(Error::InvalidArgument(format!(
+                "advance_ids: past must be 0 to {} on a Redis store, not {past}",
+                MAX_ID - 1
+            )));
+        }
+        let (head, _moved): (i64, i64) = self.with_conn(|c| {
+            scripts::advance()
+                .key(self.keys.seq())
+                .key(self.keys.meta())
+                .arg(past)
+                .arg(schema::random_u32())
+                .arg(self.keys.wake())
+                .invoke(c)
+        })?;
+        Ok(head)
+    }
+
+    pub(crate) fn purge_expired(&self, max_rows: usize) -> Result<usize> {
+        self.check_open()?;
+        purge(self, &self.config, max_rows, &self.closed)
+    }
+
+    /// `consumer` is checked.
+    pub(crate) fn commit_cursor(&self, consumer: &str, cursor: &Cursor) -> Result<()> {
+        self.check_open()?;
+        self.with_conn(|c| {
+            ::redis::cmd("HSET")
+                .arg(self.keys.cursors())
+                .arg(consumer)
+                .arg(cursor.to_string())
+                .exec(c)
+        })
+    }
+
+    /// `consumer` is checked.
+    pub(crate) fn load_cursor(&self, consumer: &str) -> Result<Option<String>> {
+        self.check_open()?;
+        self.with_conn(|c| {
+            ::redis::cmd("HGET")
+                .arg(self.keys.cursors())
+                .arg(consumer)
+                .query(c)
+        })
+    }
+
+    pub(crate) fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.wake.shutdown();
+        if let Some(h) = self.purger.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` on a pooled connection (a new one when none is idle). A connection that failed
+    /// is dropped, with every idle one: they are most likely all dead (Redis restarted), and
+    /// the next call connects anew, so a Redis that comes back is used without reopening.
+    ///
+    /// Only for calls that must not run twice (an append without idempotency keys): a pooled
+    /// connection that fails fails the call. Everything else uses [`with_conn`](Self::with_conn).
+    fn with_conn_once<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.client).map_err(storage)?,
+        };
+        self.run_on(conn, f).map_err(|(e, _)| storage(e))
+    }
+
+    /// Like [`with_conn_once`](Self::with_conn_once), but when a pooled connection turns out
+    /// dead (the first call after Redis restarted), `f` runs again once on a new connection.
+    /// For calls that may run twice: reads, and writes whose repetition changes nothing.
+    fn with_conn<T>(&self, mut f: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(conn) = pooled else {
+            let conn = connect(&self.client).map_err(storage)?;
+            return self.run_on(conn, f).map_err(|(e, _)| storage(e));
+        };
+        match self.run_on(conn, &mut f) {
+            Err((_, true)) => {
+                let conn = connect(&self.client).map_err(storage)?;
+                self.run_on(conn, f).map_err(|(e, _)| storage(e))
+            }
+            other => other.map_err(|(e, _)| storage(e)),
+        }
+    }
+
+    /// Runs `f` on `conn` and pools `conn` again unless it failed; the error says whether the
+    /// connection is broken.
+    fn run_on<T>(
+        &self,
+        mut conn: Connection,
+        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> std::result::Result<T, (::redis::RedisError, bool)> {
+        let r = f(&mut conn);
+        let broken = match &r {
+            Ok(_) => false,
+            Err(e) => e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout(),
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if broken {
+            pool.clear();
+        } else if pool.len() < MAX_IDLE && !self.is_closed() {
+            pool.push(conn);
+        }
+        r.map_err(|e| (e, broken))
+    }
+
+    fn start_purger(&self, every: Duration) -> Result<()> {
+        let client = self.client.clone();
+        let keys = self.keys.clone();
+        let config = self.config.clone();
+        let closed = self.closed.clone();
+        let handle = std::thread::Builder::new()
+            .name("lmsrt-redis-purger".into())
+            .spawn(move || {
+                // A store of its own (its own connection, no purger): the purge runs as it
+                // does for a caller of purge_expired.
+                let store = RedisStore::new(
+                    client,
+                    keys,
+                    Config {
+                        purge_interval: None,
+                        ..config
+                    },
+                    PathBuf::new(),
+                );
+                let mut next = Instant::now() + every;
+                while !closed.load(Ordering::SeqCst) {
+                    let now = Instant::now();
+                    if now < next {
+                        // Short naps so close() does not wait a whole interval.
+                        std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                    next = now + every;
+                    let _ = purge(&store, &store.config, usize::MAX, &closed);
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the purger thread: {e}")))?;
+        *self.purger.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(())
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Purges expired events in chunks of [`Config::purge_chunk`] until `max_rows` are gone, none
+/// is left, or `stop` is set.
+fn purge(store: &RedisStore, config: &Config, max_rows: usize, stop: &AtomicBool) -> Result<usize> {
+    let mut total = 0;
+    while total < max_rows && !stop.load(Ordering::SeqCst) {
+        let chunk = config.purge_chunk.min(max_rows - total);
+        let started = Instant::now();
+        let n: usize = store.with_conn(|c| {
+            scripts::purge()
+                .key(store.keys.events())
+                .key(store.keys.expiry())
+                .key(store.keys.idem())
+                .key(store.keys.purged())
+                .key(store.keys.meta())
+                .arg(config.clock.now_ms())
+                .arg(chunk)
+                .arg(store.keys.lane_prefix())
+                .arg(store.purge_records)
+                .invoke(c)
+        })?;
+        total += n;
+        if n < chunk {
+            break;
+        }
+        maintenance::pause_after_chunk(started.elapsed());
+    }
+    Ok(total)
+}
+
+fn connect(client: &Client) -> RedisResult<Connection> {
+    let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    c.set_read_timeout(Some(IO_TIMEOUT))?;
+    c.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(c)
+}
+
+/// Every Redis failure is a storage fault: the daemon answers 503 and the client retries.
+fn storage(e: ::redis::RedisError) -> Error {
+    Error::Storage(format!("redis: {e}"))
+}
+
+fn parse_epoch(s: &str) -> Result<u32> {
+    s.parse()
+        .map_err(|_| Error::Storage(format!("the store's epoch in Redis is not a number: {s:?}")))
+}
+
+fn as_i64(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Internal(format!("not an id: {b:?}"))),
+        other => Err(Error::Internal(format!("not an id: {other:?}"))),
+    }
+}
+
+/// Decodes an event read back from the events hash.
+fn decode(id: i64, json: &[u8]) -> Result<Event> {
+    let s: Stored<'_> = serde_json::from_slice(json)
+        .map_err(|e| Error::Storage(format!("event {id} in Redis is not readable: {e}")))?;
+    Ok(Event {
+        id,
+        event_type: s.t.to_owned(),
+        priority: Priority::from_i64(i64::from(s.p))?,
+        channel_id: s.c,
+        message_id: s.m,
+        thread_id: s.th,
+        user_id: s.u,
+        data: s.d.get().to_owned(),
+        timestamp: s.ts,
+        expires_at: s.x,
+    })
+}
+
+/// What two appends under one idempotency key must share to be the same event (the fields
+/// SQLite compares), hashed so the key's entry stays small.
+fn fingerprint(row: &writer::Row) -> String {
+    use sha2::{Digest, Sha256};
+    let e = &row.event;
+    let mut h = Sha256::new();
+    for part in [
+        e.event_type.as_bytes(),
+        &[row.priority.as_u8()],
+        &e.channel_id.to_le_bytes(),
+        &e.message_id.map_or([0xff; 9], some_bytes),
+        &e.thread_id.map_or([0xff; 9], some_bytes),
+        &e.user_id.to_le_bytes(),
+        e.data.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn some_bytes(v: i64) -> [u8; 9] {
+    let mut b = [0u8; 9];
+    b[1..].copy_from_slice(&v.to_le_bytes());
+    b
+}
+
+/// Takes `?store=NAME` out of the URL (the `redis` crate would not know it); the rest is the
+/// crate's. Default name `lmsrt`.
+fn split_store_name(url: &str) -> (String, String) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), "lmsrt".to_owned());
+    };
+    let mut name = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("store=") {
+            Some(n) => name = Some(n.to_owned()),
+            None => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, name.unwrap_or_else(|| "lmsrt".to_owned()))
+}
+
+/// The URL with any `user:password@` taken out, for messages and [`RedisStore::path`].
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn store_name_and_password_are_taken_out_of_the_url() {
+        let (u, n) = split_store_name("redis://h:1/0?store=site-2&protocol=resp3");
+        assert_eq!(
+            (u.as_str(), n.as_str()),
+            ("redis://h:1/0?protocol=resp3", "site-2")
+        );
+        let (u, n) = split_store_name("redis://h:1");
+        assert_eq!((u.as_str(), n.as_str()), ("redis://h:1", "lmsrt"));
+        assert_eq!(without_password("redis://u:secret@h:1/0"), "redis://h:1/0");
+        assert_eq!(without_password("redis://h:1/0"), "redis://h:1/0");
+    }
+}
