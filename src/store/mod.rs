@@ -436,6 +436,15 @@ impl EventStore {
         on_engine!(self, e => e.close())
     }
 
+    /// The engine the store runs on: `"sqlite"` or `"redis"`.
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Sqlite(_) => "sqlite",
+            #[cfg(feature = "redis")]
+            Engine::Redis(_) => "redis",
+        }
+    }
+
     /// Whether [`close`](Self::close) has been called.
     pub fn is_closed(&self) -> bool {
         on_engine!(self, e => e.is_closed())
