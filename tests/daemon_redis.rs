@@ -3,7 +3,8 @@
 //! its own (PHP's path) wakes waiters on both; with Redis killed mid-traffic, publishes answer
 //! 503 `storage` and no poll hangs; with Redis back empty, every event acknowledged after the
 //! restart reaches the reader exactly once, one acknowledged before it either reached it once
-//! or the reader was told `gap: true`, and the daemons were never restarted.
+//! or the reader was told `gap: true`, and the daemons were never restarted. And the binary:
+//! `--db redis://…` serves, `--check` refuses a URL.
 //!
 //! The daemons run in this process (as in `daemon_http.rs`), each over its own `EventStore`
 //! opened from the URL: nothing is shared between them but Redis.
@@ -390,4 +391,59 @@ async fn waiters_parked_when_redis_dies_are_answered_and_see_a_gap_after_it_rest
     assert_eq!((ns(&v), v["gap"].clone()), (vec![4], json!(false)));
     a.stop().await;
     b.stop().await;
+}
+
+/// The binary: `--db redis://…` serves (healthz says redis, the metrics file goes to
+/// `--state-dir`), and `--check` refuses a URL with exit 2 without echoing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_a_redis_url_and_check_refuses_one() {
+    use std::process::{Command, Stdio};
+    let server = RedisServer::start();
+    let url = server.url().replace("127.0.0.1", "user:hunter2@127.0.0.1");
+    let out = Command::new(env!("CARGO_BIN_EXE_lms-longpolld"))
+        .env_clear()
+        .args(["--check", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("Redis URL") && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    let state = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lms-longpolld"))
+        .env_clear()
+        .env("LMSRT_LISTEN", addr.to_string())
+        .env("LMSRT_DB", server.url())
+        .env("LMSRT_STATE_DIR", state.path())
+        .env("LMSRT_TOKEN_KEY", format!("k1:{SECRET}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("the daemon exited: {s}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not listen on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let h = wait_for_health(addr, "health", |_| true).await;
+    let metrics_files = std::fs::read_dir(state.path()).unwrap().count();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(h["store"]["engine"], "redis", "{h}");
+    assert_eq!(metrics_files, 1, "the metrics file is in --state-dir");
 }
