@@ -39,6 +39,9 @@ const CHUNK: i64 = 1024;
 /// The longest the thread goes without reading, while wake-ups keep coming whose heads it
 /// has read (a flushed Redis reusing ids under a new epoch shows up in a read, not in them).
 const SAFETY_NET: Duration = Duration::from_millis(250);
+/// Epoch changes one catch-up follows before it gives up until the next wake-up (a Redis
+/// flushed again and again must not keep the thread spinning).
+const MAX_RESTARTS: u32 = 4;
 /// Empty chunks in a row after which the thread asks Redis where the next event is instead
 /// of reading on: ids skipped by `advance_ids` leave a range with no event at all.
 const EMPTY_CHUNKS_BEFORE_SKIP: i64 = 4;
@@ -138,6 +141,7 @@ impl Feed {
     /// Hands over everything appended past the routed id, chunk by chunk.
     fn catch_up(&self, reader: &RedisStore) -> Result<()> {
         let mut empty_chunks = 0;
+        let mut restarts = 0;
         loop {
             let (from, epoch) = {
                 let s = self.state();
@@ -164,6 +168,12 @@ impl Feed {
             reader.epoch.store(now_epoch, Ordering::Relaxed);
             if now_epoch != epoch {
                 self.restart(now_epoch, 0);
+                restarts += 1;
+                if restarts >= MAX_RESTARTS {
+                    return Err(Error::Storage(
+                        "the store's epoch in Redis keeps changing".into(),
+                    ));
+                }
                 continue;
             }
             if head < from {
