@@ -5,7 +5,8 @@
 //! waiters look again every [`UNSUBSCRIBED_POLL`]; while it is, every [`SAFETY_NET`] as well (a
 //! wake-up lost with a dropped connection costs at most that). Each wake re-runs the waiters'
 //! fetches, whatever channel the append was on: simple, and cheap for a process with a few
-//! waiters (a PHP worker); the daemon's fan-out, which holds thousands, comes with #21's next part.
+//! waiters (a PHP worker). The daemon's fan-out, which holds thousands, is fed by `feed` instead
+//! (`EventStore::subscribe`), and shares this file's listening loop ([`keep_listening`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
