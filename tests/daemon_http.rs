@@ -524,6 +524,7 @@ async fn cors_security_headers_gzip_health_and_metrics() {
     let h = r.json();
     assert_eq!(h["status"], "ok");
     assert_eq!(h["store"]["breaker"], "closed");
+    assert_eq!(h["store"]["engine"], "sqlite");
     let r = c.get("/metrics", &[]).await;
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let m = r.text();

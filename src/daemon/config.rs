@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::error::{Error, Result};
+use crate::store::{EventStore, StoreLocation};
 use crate::token::TokenKey;
 
 /// `lms-longpolld`: holds thousands of waiting browsers so that PHP workers never wait.
 ///
 /// Serves `GET /v1/poll` (long-poll), `GET /v1/stream` (server-sent events), `POST /v1/events` (signed publishing), `GET /healthz` and
-/// `GET /metrics` over one SQLite event store shared with PHP. Every flag can also be set by the
+/// `GET /metrics` over one event store shared with PHP (a SQLite file, or Redis shared by several
+/// hosts). Every flag can also be set by the
 /// environment variable shown.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "lms-longpolld", version, about, long_about)]
@@ -21,9 +23,17 @@ pub struct Config {
     #[arg(long, env = "LMSRT_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
 
-    /// The SQLite event store, shared with PHP (created if missing).
+    /// The event store, shared with PHP: a SQLite file (created if missing), or a Redis URL
+    /// (`redis://host:port/db?store=NAME`, with a build that has the `redis` feature) shared by
+    /// every host's daemons and PHP.
     #[arg(long, env = "LMSRT_DB", default_value = "lms-realtime.db")]
     pub db: PathBuf,
+
+    /// Where this host's shared files go when the store is not a file (Redis): the metrics
+    /// file the host's daemons and PHP workers share (named after the store's URL). Default:
+    /// the system temp dir. With a SQLite store they sit beside the database file instead.
+    #[arg(long, env = "LMSRT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// What an acknowledged append survives: `process-crash` (WAL, no fsync per commit) or
     /// `power-loss` (an fsync per commit).
@@ -201,7 +211,8 @@ pub struct Config {
 
     /// Check the store instead of serving: `--check <db>` (or `--check` with `--db`) runs
     /// SQLite's integrity check, prints a JSON report and exits 0 when the file is intact, 1
-    /// when it is damaged. Safe while the daemon runs elsewhere on the file.
+    /// when it is damaged. Safe while the daemon runs elsewhere on the file. A SQLite file
+    /// only: a Redis URL is refused (exit 2); Redis has its own tools (`redis-check-aof`).
     #[arg(long, value_name = "DB", num_args = 0..=1)]
     pub check: Option<Option<PathBuf>>,
 
@@ -220,6 +231,33 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where `--db` points: a file or a Redis URL.
+    pub fn store_location(&self) -> Result<StoreLocation> {
+        let s = self.db.to_str().ok_or_else(|| {
+            Error::InvalidArgument("--db is not UTF-8 text (a path or a redis:// URL)".into())
+        })?;
+        StoreLocation::parse(s)
+    }
+
+    /// The name this host's shared files for `store` are made from (the metrics file is
+    /// `<name>-lmsrt-metrics`): the database file itself for SQLite, as PHP uses; for a store
+    /// that is not a file, `redis-<its URL, made a file name>` in `--state-dir` (default: the
+    /// temp dir), so the daemons and PHP workers of one host on one store share it.
+    pub fn local_files_base(&self, store: &EventStore) -> PathBuf {
+        if store.engine_name() == "sqlite" {
+            return store.path().to_path_buf();
+        }
+        let url = store.path().to_string_lossy();
+        let name: String = url
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        self.state_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join(format!("redis-{name}"))
+    }
+
     /// The file `--check` examines: its argument, or `--db` when it has none.
     pub fn check_path(&self) -> Option<&std::path::Path> {
         self.check

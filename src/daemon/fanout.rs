@@ -207,11 +207,18 @@ impl Hub {
         {
             let mut r = self.ring.write().unwrap_or_else(|p| p.into_inner());
             if !r.ready || batch.after != r.head {
-                // First batch, or a discontinuity: the ring restarts here.
+                // First batch, or a discontinuity (a Redis store that lost data: ids may start
+                // again below the old head): the ring restarts here, no response rendered
+                // before is reused, and every waiter is woken to rebuild its batch (the store's
+                // epoch has moved, so an old cursor is answered by a fetch, with its gap).
                 r.events.clear();
                 r.start = 0;
                 r.floor = batch.after;
                 r.ready = true;
+                *lock(&self.responses) = Responses::default();
+                for sh in &self.shards {
+                    *lock(&sh.dispatched) = i64::MIN;
+                }
             }
             r.events.extend_from_slice(batch.events);
             r.head = batch.head;

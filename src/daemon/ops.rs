@@ -47,6 +47,7 @@ pub(crate) fn health(state: &State) -> Resp {
         "reasons": h.reasons,
         "corrupt": corrupt,
         "store": {
+            "engine": state.store.engine_name(),
             "breaker": b.map(|b| b.state.as_str()),
             "mode": b.map_or("long", |b| b.mode.as_str()),
             "retry_ms": b.map_or(0, |b| b.retry_after_ms),

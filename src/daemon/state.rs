@@ -139,7 +139,7 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         keys.push(TokenKey::new("demo", secret.into_bytes())?);
     }
     let metrics = Arc::new(
-        Metrics::open(store.path(), MetricsConfig::default())
+        Metrics::open(config.local_files_base(&store), MetricsConfig::default())
             .unwrap_or_else(|_| Metrics::in_process(MetricsConfig::default())),
     );
     let limiter = RateLimiter::in_process(LimiterConfig {

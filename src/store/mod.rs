@@ -292,17 +292,19 @@ impl EventStore {
         r
     }
 
-    /// Calls `f` with every event appended from now on (by any process), in id order, once
-    /// each, from the store's tail-reader thread (or, for an append through this store, from
-    /// the appending thread, after the commit and before the append returns): the building
-    /// block of a fan-out that serves many waiters from memory (the daemon). Calls never
-    /// overlap. `f` must be quick and must not call back into the store. Dropping the returned
-    /// [`Subscription`] removes it.
+    /// Calls `f` with every event appended from now on (by any process; on Redis, by any
+    /// host), in id order, once each, from the store's tail-reader thread (or, on SQLite, for
+    /// an append through this store, from the appending thread, after the commit and before
+    /// the append returns): the building block of a fan-out that serves many waiters from
+    /// memory (the daemon). Calls never overlap. `f` must be quick and must not call back into
+    /// the store. Dropping the returned [`Subscription`] removes it.
+    ///
+    /// A batch whose [`after`](TailBatch::after) is not the previous batch's head is a
+    /// discontinuity: on Redis, the engine lost data (a new epoch, or a head gone back), and
+    /// events the subscriber holds are stale (see [`TailBatch`]).
     ///
     /// Pair it with [`assemble`](Self::assemble) to build batches from the events received.
-    ///
-    /// Not yet available on Redis ([`Error::InvalidArgument`]): the daemon's cross-host
-    /// subscription comes with issue #21's next part.
+    /// Redis unreachable when the first subscriber comes: [`Error::Storage`].
     pub fn subscribe(
         &self,
         f: impl Fn(&TailBatch<'_>) + Send + Sync + 'static,
@@ -310,9 +312,7 @@ impl EventStore {
         match &self.engine {
             Engine::Sqlite(e) => e.subscribe(f),
             #[cfg(feature = "redis")]
-            Engine::Redis(_) => Err(Error::InvalidArgument(
-                "subscribe is not available on a Redis store yet".into(),
-            )),
+            Engine::Redis(e) => e.subscribe(std::sync::Arc::new(f)),
         }
     }
 
@@ -434,6 +434,15 @@ impl EventStore {
     /// every later call fails with [`Error::Closed`]. Idempotent; dropping the store closes it.
     pub fn close(&self) {
         on_engine!(self, e => e.close())
+    }
+
+    /// The engine the store runs on: `"sqlite"` or `"redis"`.
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Sqlite(_) => "sqlite",
+            #[cfg(feature = "redis")]
+            Engine::Redis(_) => "redis",
+        }
     }
 
     /// Whether [`close`](Self::close) has been called.

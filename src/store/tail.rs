@@ -65,6 +65,10 @@ pub struct TailBatch<'a> {
     /// The events, ascending by id.
     pub events: &'a [Event],
     /// The head of the previous batch handed to this subscriber (or the subscription's start).
+    /// When it is not (only on Redis, after the engine lost data: a new epoch, whose ids start
+    /// again at 0, or a head gone back), the batch is a discontinuity: what the subscriber holds
+    /// is stale, and events continue from here. The store's [`epoch`](super::EventStore::epoch)
+    /// has been updated before such a batch.
     pub after: i64,
     /// Every event with an id at or below this has now been handed over (or had been purged).
     pub head: i64,
@@ -107,15 +111,36 @@ pub(crate) struct Tail {
     order: Arc<Mutex<()>>,
 }
 
+/// Where an engine keeps its subscribers: a [`Subscription`] removes its callback from it.
+pub(crate) trait Subscribers: Send + Sync {
+    /// Removes subscriber `id`.
+    fn remove(&self, id: u64);
+}
+
+impl Subscribers for Mutex<Registry> {
+    fn remove(&self, id: u64) {
+        lock(self).subscribers.retain(|(i, _)| *i != id);
+    }
+}
+
 /// A tail subscription (see [`EventStore::subscribe`](super::EventStore::subscribe)); the
 /// callback is removed when this is dropped.
 pub struct Subscription {
-    registry: Arc<Mutex<Registry>>,
+    registry: Arc<dyn Subscribers>,
     id: u64,
     start: i64,
 }
 
 impl Subscription {
+    /// Subscriber `id` of `registry`, handed every event with an id above `start`.
+    pub(crate) fn new(registry: Arc<dyn Subscribers>, id: u64, start: i64) -> Subscription {
+        Subscription {
+            registry,
+            id,
+            start,
+        }
+    }
+
     /// The subscription hands over every event with an id above this.
     pub fn start(&self) -> i64 {
         self.start
@@ -133,9 +158,7 @@ impl std::fmt::Debug for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        lock(&self.registry)
-            .subscribers
-            .retain(|(i, _)| *i != self.id);
+        self.registry.remove(self.id);
     }
 }
 
@@ -224,11 +247,11 @@ impl Tail {
         reg.next_id += 1;
         let id = reg.next_id;
         reg.subscribers.push((id, f));
-        Ok(Subscription {
-            registry: self.registry.clone(),
+        Ok(Subscription::new(
+            self.registry.clone(),
             id,
-            start: reg.routed_head,
-        })
+            reg.routed_head,
+        ))
     }
 
     /// Hands over what a commit of this process added: `events()` gives every event with an id

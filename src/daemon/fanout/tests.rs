@@ -222,3 +222,41 @@ fn only_matching_waiters_are_notified() {
     assert_eq!(hub.waiter_count(), 0);
     assert!(lock(&hub.shards[0].waiters).is_empty());
 }
+
+/// A store that lost data restarts its ids below the ring's head (a Redis restarted empty):
+/// every waiter is woken, whatever its lanes, and no response rendered before is reused.
+#[test]
+fn a_discontinuity_below_the_head_wakes_every_waiter() {
+    let hub = Arc::new(Hub::new(16));
+    hub.start_at(0);
+    feed(&hub, &[ev(1, 1), ev(2, 1), ev(3, 1)], 0, 3);
+    hub.dispatch();
+    let at_head = FetchRequest::new([1])
+        .cursor(crate::Cursor::from_last_event_id(3))
+        .normalized()
+        .unwrap();
+    let reg = hub.register(&at_head);
+    lock(&hub.responses).put(3, 7, &at_head, style(ClientMode::Long), &{
+        Arc::new(Rendered::new(
+            Bytes::from_static(b"old"),
+            Vec::new(),
+            ClientMode::Long,
+            crate::Cursor::from_last_event_id(3),
+        ))
+    });
+    // The new epoch starts at 0; its event 1 is below the waiter's lanes.
+    feed(&hub, &[], 0, 0);
+    feed(&hub, &[ev(1, 1)], 0, 1);
+    assert_eq!(hub.ring_stats(), (1, 0, 1));
+    hub.dispatch();
+    assert!(
+        reg.waiter.fired.load(Ordering::Acquire),
+        "woken to rebuild its batch"
+    );
+    assert!(
+        lock(&hub.responses)
+            .get(3, &at_head, style(ClientMode::Long))
+            .is_err(),
+        "nothing rendered before the discontinuity is reused"
+    );
+}

@@ -4,6 +4,7 @@
 //! this file holds the engine's state, its connections and its writes; `read` the fetch,
 //! `wake` the waits, `scripts` the Lua, `keys` the key names.
 
+mod feed;
 mod keys;
 mod read;
 mod scripts;
@@ -19,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use self::keys::Keys;
-use super::{Batch, Config, FetchRequest, maintenance, schema, writer};
+use super::tail::TailCallback;
+use super::{Batch, Config, FetchRequest, Subscription, maintenance, schema, writer};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::event::{Event, Priority};
@@ -42,11 +44,12 @@ pub(crate) struct RedisStore {
     config: Config,
     /// The URL without its password, for [`path`](Self::path).
     shown: PathBuf,
-    /// The epoch last read from Redis.
-    epoch: AtomicU32,
+    /// The epoch last read from Redis (shared with the tail thread's [`companion`](Self::companion)).
+    epoch: Arc<AtomicU32>,
     pool: Mutex<Vec<Connection>>,
     closed: Arc<AtomicBool>,
     wake: Arc<wake::Wake>,
+    feed: Arc<feed::Feed>,
     purger: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// [`PURGE_RECORDS`], smaller in tests.
     purge_records: usize,
@@ -98,9 +101,10 @@ impl RedisStore {
             client,
             shown,
             wake: Arc::new(wake::Wake::new(keys.wake())),
+            feed: Arc::default(),
             keys,
             config,
-            epoch: AtomicU32::new(0),
+            epoch: Arc::new(AtomicU32::new(0)),
             pool: Mutex::new(Vec::new()),
             closed: Arc::new(AtomicBool::new(false)),
             purger: Mutex::new(None),
@@ -114,6 +118,29 @@ impl RedisStore {
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A store on the same Redis, keys, settings and epoch, with connections of its own and no
+    /// purger: what a background thread of this store works through.
+    fn companion(&self) -> RedisStore {
+        let mut s = RedisStore::new(
+            self.client.clone(),
+            self.keys.clone(),
+            Config {
+                purge_interval: None,
+                ..self.config.clone()
+            },
+            PathBuf::new(),
+        );
+        s.epoch = self.epoch.clone();
+        s
+    }
+
+    /// See [`EventStore::subscribe`](crate::EventStore::subscribe); the thread that feeds
+    /// subscribers is in `feed`.
+    pub(crate) fn subscribe(&self, f: TailCallback) -> Result<Subscription> {
+        self.check_open()?;
+        self.feed.subscribe(self, f)
     }
 
     pub(crate) fn epoch(&self) -> u32 {
@@ -288,6 +315,7 @@ impl RedisStore {
             return;
         }
         self.wake.shutdown();
+        self.feed.shutdown();
         if let Some(h) = self.purger.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
         }
@@ -361,24 +389,12 @@ impl RedisStore {
     }
 
     fn start_purger(&self, every: Duration) -> Result<()> {
-        let client = self.client.clone();
-        let keys = self.keys.clone();
-        let config = self.config.clone();
         let closed = self.closed.clone();
+        // A store of its own: the purge runs as it does for a caller of purge_expired.
+        let store = self.companion();
         let handle = std::thread::Builder::new()
             .name("lmsrt-redis-purger".into())
             .spawn(move || {
-                // A store of its own (its own connection, no purger): the purge runs as it
-                // does for a caller of purge_expired.
-                let store = RedisStore::new(
-                    client,
-                    keys,
-                    Config {
-                        purge_interval: None,
-                        ..config
-                    },
-                    PathBuf::new(),
-                );
                 let mut next = Instant::now() + every;
                 while !closed.load(Ordering::SeqCst) {
                     let now = Instant::now();

@@ -5,7 +5,8 @@
 //! waiters look again every [`UNSUBSCRIBED_POLL`]; while it is, every [`SAFETY_NET`] as well (a
 //! wake-up lost with a dropped connection costs at most that). Each wake re-runs the waiters'
 //! fetches, whatever channel the append was on: simple, and cheap for a process with a few
-//! waiters (a PHP worker); the daemon's fan-out, which holds thousands, comes with #21's next part.
+//! waiters (a PHP worker). The daemon's fan-out, which holds thousands, is fed by `feed` instead
+//! (`EventStore::subscribe`), and shares this file's listening loop ([`keep_listening`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,8 +22,8 @@ use crate::store::{Batch, FetchRequest};
 const SAFETY_NET: Duration = Duration::from_secs(1);
 /// How often a waiter looks while no subscription is up.
 const UNSUBSCRIBED_POLL: Duration = Duration::from_millis(50);
-/// How long the subscriber blocks on a read before it checks whether the store closed.
-const READ_SLICE: Duration = Duration::from_millis(250);
+/// How long a listener blocks on a read before it checks whether the store closed.
+pub(super) const READ_SLICE: Duration = Duration::from_millis(250);
 /// Pause before the subscriber reconnects.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -121,33 +122,70 @@ impl Wake {
     }
 
     fn run(&self, client: &Client) {
-        while !self.stop.load(Ordering::SeqCst) {
-            let _ = self.listen(client);
-            self.bump(Some(false));
-            let resume = Instant::now() + RECONNECT_PAUSE;
-            while Instant::now() < resume && !self.stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        keep_listening(client, &self.channel, &self.stop, |heard| match heard {
+            // Subscribed: waiters look again, for what was appended while nobody listened.
+            Heard::Subscribed => self.bump(Some(true)),
+            Heard::Message(_) => self.bump(None),
+            Heard::Quiet => {}
+            Heard::Down => self.bump(Some(false)),
+        });
     }
+}
 
-    /// Subscribes and relays wake-ups until the connection fails or the store closes.
-    fn listen(&self, client: &Client) -> RedisResult<()> {
-        let mut con = connect(client)?;
-        let mut ps = con.as_pubsub();
-        ps.subscribe(&self.channel)?;
-        ps.set_read_timeout(Some(READ_SLICE))?;
-        // Subscribed: waiters look again, for what was appended while nobody listened.
-        self.bump(Some(true));
-        while !self.stop.load(Ordering::SeqCst) {
-            match ps.get_message() {
-                Ok(_) => self.bump(None),
-                Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(e),
-            }
+/// What a listener on a wake-up channel is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// The subscription is up (first, or again after a reconnect): anything may have been
+    /// appended while nobody listened.
+    Subscribed,
+    /// A wake-up: the head it carries (every append publishes its new head).
+    Message(Option<i64>),
+    /// [`READ_SLICE`] passed without a message.
+    Quiet,
+    /// The connection failed; a reconnect follows after [`RECONNECT_PAUSE`].
+    Down,
+}
+
+/// Holds a subscription to `channel` until `stop` is set, reconnecting whenever it fails, and
+/// tells `on` what it hears. Runs on the caller's thread.
+pub(super) fn keep_listening(
+    client: &Client,
+    channel: &str,
+    stop: &AtomicBool,
+    mut on: impl FnMut(Heard),
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let _ = listen(client, channel, stop, &mut on);
+        on(Heard::Down);
+        let resume = Instant::now() + RECONNECT_PAUSE;
+        while Instant::now() < resume && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(())
     }
+}
+
+/// Subscribes and relays what it hears until the connection fails or `stop` is set.
+fn listen(
+    client: &Client,
+    channel: &str,
+    stop: &AtomicBool,
+    on: &mut impl FnMut(Heard),
+) -> RedisResult<()> {
+    let mut con = connect(client)?;
+    let mut ps = con.as_pubsub();
+    ps.subscribe(channel)?;
+    ps.set_read_timeout(Some(READ_SLICE))?;
+    on(Heard::Subscribed);
+    while !stop.load(Ordering::SeqCst) {
+        match ps.get_message() {
+            Ok(m) => on(Heard::Message(
+                m.get_payload::<String>().ok().and_then(|h| h.parse().ok()),
+            )),
+            Err(e) if e.is_timeout() => on(Heard::Quiet),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A wait: fetch; when nothing is there, sleep until a wake-up, the safety net or `deadline`,
