@@ -10,7 +10,7 @@
 //! with `allowed` (or `acquired`) false. Only bad input, a closed handle and I/O failures are
 //! error statuses.
 //!
-//! Every call on a handle goes through [`call`], which does what they all share (panic
+//! Every call on a handle goes through `call` (the module), which does what they all share (panic
 //! boundary, out-parameters, handle, names) in one place.
 
 // In the header's order: cbindgen takes a module's items, then its submodules as declared (the

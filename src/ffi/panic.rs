@@ -46,8 +46,8 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 }
 
 /// Wraps the body of an exported function: `ffi_boundary! { ...; Ok(()) }` evaluates to an
-/// [`lmsrt_status`](super::status::lmsrt_status). The body may use `?` on
-/// [`FfiResult`](super::status::FfiResult) and on the core's `Result`.
+/// [`lmsrt_status`]. The body may use `?` on
+/// [`FfiResult`] and on the core's `Result`.
 macro_rules! ffi_boundary {
     ($($body:tt)*) => {
         $crate::ffi::panic::boundary(move || -> $crate::ffi::status::FfiResult<()> { $($body)* })

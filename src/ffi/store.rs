@@ -7,7 +7,7 @@
 //! `LMSRT_STATUS_OK`; strings are `(const char *ptr, size_t len)` pairs, checked as UTF-8 and
 //! bounded in size, and never kept after the call returns; results that are documents come back
 //! as `lmsrt_buf`s the caller frees with `lmsrt_buf_free`. Every call on a handle goes through
-//! [`call`].
+//! `call` (the module).
 
 // In the header's order: cbindgen takes a module's items, then its submodules as declared (the
 // blank lines keep rustfmt from sorting them).

@@ -91,9 +91,9 @@ redis.call('PUBLISH', ARGV[2], string.format('%d', last))
 return ids
 "#;
 
-/// Purges up to ARGV[2] events expired at ARGV[1] (ms). KEYS: ev, exp, idem, purged, meta.
-/// ARGV[3]: the lane key prefix (lane keys are derived from the expiry entries; they share the
-/// store's hash tag, so they are in the slot of the declared keys). ARGV[4]: how many purge
+/// Purges up to `ARGV[2]` events expired at `ARGV[1]` (ms). KEYS: ev, exp, idem, purged, meta.
+/// `ARGV[3]`: the lane key prefix (lane keys are derived from the expiry entries; they share the
+/// store's hash tag, so they are in the slot of the declared keys). `ARGV[4]`: how many purge
 /// records to keep; the oldest beyond that are folded into meta's `folded` (the highest id
 /// folded away), which fetches treat as a gap for any lane that moves across it. Returns how
 /// many events were purged.
@@ -125,8 +125,8 @@ end
 return #entries
 "#;
 
-/// Raises the sequence to at least ARGV[1]. KEYS: seq, meta; ARGV[2]: an epoch for a store that
-/// has none, ARGV[3] the wake-up channel. Returns the head (as a string) and 1 when it moved.
+/// Raises the sequence to at least `ARGV[1]`. KEYS: seq, meta; `ARGV[2]`: an epoch for a store that
+/// has none, `ARGV[3]` the wake-up channel. Returns the head (as a string) and 1 when it moved.
 const ADVANCE: &str = r#"
 redis.call('HSETNX', KEYS[2], 'epoch', ARGV[2])
 local head = redis.call('GET', KEYS[1]) or '0'
