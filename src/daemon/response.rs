@@ -34,16 +34,18 @@ pub(crate) type Body = http_body_util::Either<Full<Bytes>, Streamed>;
 /// The response hyper writes: [`Resp`] once [`Meta::respond`] has finished it, or a stream.
 pub(crate) type Reply = Response<Body>;
 
-/// A response body written by a task of its own, one chunk at a time: it ends when the task
-/// drops its sender, and the task learns that the client left when its sender is closed.
-pub(crate) struct Streamed(tokio::sync::mpsc::Receiver<Bytes>);
+/// A response body written chunk by chunk (`GET /v1/stream`), whatever drives it: boxed once
+/// per response, so that [`Body`] names one type.
+pub(crate) struct Streamed(
+    std::pin::Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = Infallible> + Send>>,
+);
 
 impl Streamed {
-    /// A body and the sender that writes it, with room for `chunks` unsent chunks: past them,
-    /// the writer waits for the client to read.
-    pub(crate) fn channel(chunks: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Streamed) {
-        let (tx, rx) = tokio::sync::mpsc::channel(chunks.max(1));
-        (tx, Streamed(rx))
+    /// `body`, boxed.
+    pub(crate) fn new(
+        body: impl hyper::body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+    ) -> Streamed {
+        Streamed(Box::pin(body))
     }
 }
 
@@ -55,9 +57,7 @@ impl hyper::body::Body for Streamed {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(hyper::body::Frame::data(c))))
+        self.0.as_mut().poll_frame(cx)
     }
 }
 

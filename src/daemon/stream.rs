@@ -12,18 +12,20 @@
 //! when the token expires (the client reconnects with a fresh one), on graceful shutdown, or
 //! when its slot is lost; it ends with an `event: error` frame when a wait fails.
 
+use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Request, Response};
-use tokio::sync::mpsc::Sender;
 
 use super::addresses::AddressSlot;
 use super::error::ApiError;
@@ -40,12 +42,8 @@ use crate::store::Batch;
 /// `X-Accel-Buffering: no`: nginx passes each frame on at once instead of buffering them.
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-/// Writes a stream may have queued that the client has not read yet; past them, the stream
-/// waits (and a client that stops reading is cut off by the connection's write timeout).
-const QUEUED_WRITES: usize = 8;
-
-/// Serves a `GET /v1/stream`: checked now (limits, token, query, slot), then written by a task
-/// of its own for as long as the stream lasts.
+/// Serves a `GET /v1/stream`: checked now (limits, token, query, slot), then written by its
+/// body ([`Stream`]), which hyper polls for each frame for as long as the stream lasts.
 pub(crate) fn serve(
     state: Arc<State>,
     mut meta: Meta,
@@ -57,13 +55,12 @@ pub(crate) fn serve(
         Ok(o) => o,
         Err(e) => return Box::pin(std::future::ready(meta.respond(&state, Err(e)))),
     };
-    let (tx, body) = Streamed::channel(QUEUED_WRITES);
     // Behind a proxy, the client address's count is held by the stream, not by the response
     // head (which is finished at once).
     let address = meta.address.take();
     let (mode, _) = state.advertised();
     let head = meta.respond(&state, Ok(head(mode)));
-    tokio::spawn(run(state, job, expires_s, tx, address));
+    let body = Streamed::new(Stream::new(state, job, expires_s, address, wait));
     Box::pin(std::future::ready(
         head.map(|r| r.map(|_| Either::Right(body))),
     ))
@@ -131,59 +128,168 @@ fn head(mode: ClientMode) -> Resp {
     r
 }
 
-/// Writes the stream until it ends (see the module doc). The slot, and the client address's
-/// count, are held until this returns.
-async fn run(
+/// What a wait gives back: the job it held, and the frames or the error.
+type Waited = (PollJob, Result<Arc<Rendered>, ApiError>);
+
+/// One wait of a stream on the fan-out hub, at most `timeout` long: the waits of a poll. It
+/// owns the job while it waits, so the body holds no borrow of itself.
+async fn wait(state: Arc<State>, mut job: PollJob, timeout: Duration) -> Waited {
+    job.params.timeout = timeout;
+    let r = counted_wait(&state, &mut job.params, Format::Stream, render).await;
+    (job, r)
+}
+
+/// Where a stream is: its first write (`retry:`) still to make, writing, or ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Opening,
+    Live,
+    Ended,
+}
+
+/// The body of a stream, which writes it (see the module doc): each `poll_frame` runs the
+/// stream's next wait, in place, and returns what it got. hyper polls the body only when it
+/// can write, so a client that stops reading stops the stream's waits (and is cut off by the
+/// connection's write timeout); when the client leaves, hyper drops the body, which gives the
+/// slot, the client address's count and the open-streams gauge back at once.
+///
+/// No task and no channel of its own: the connection's task runs the waits, and the wait's
+/// future lives in the body itself (`F`, the future of [`wait`]: generic because an `async
+/// fn`'s future has no name), made again in the same place for each wait.
+struct Stream<F> {
+    /// The running wait. Pinned with the body (see `poll_frame`).
+    wait: Option<F>,
+    start: fn(Arc<State>, PollJob, Duration) -> F,
+    run: Run,
+}
+
+/// A stream's state between writes: the fields of [`Stream`] that are not pinned.
+struct Run {
     state: Arc<State>,
-    mut job: PollJob,
+    /// The job between waits; a wait owns it while it runs.
+    job: Option<PollJob>,
+    step: Step,
+    /// The token's expiry (Unix seconds): the stream ends then.
     expires_s: i64,
-    tx: Sender<Bytes>,
+    /// The longest wait: `--stream-heartbeat`, and never more than a third of the slot's
+    /// lease, so the lease is renewed in time.
+    heartbeat: Duration,
+    renewed: Instant,
+    _open: OpenStream,
+    /// The client address's count, held for the stream's life.
     _address: Option<AddressSlot>,
-) {
-    let _open = OpenStream::count(&state);
-    // A wait never outlasts a third of the slot's lease, so the lease is renewed in time.
-    let heartbeat = Duration::from_secs(state.config.stream_heartbeat)
-        .min(slot_lease(&state.config) / 3)
-        .max(Duration::from_secs(1));
-    let mut renewed = Instant::now();
-    let mut first = Vec::new();
-    retry_field(&mut first, state.advertised().1);
-    first.push(b'\n');
-    if tx.send(Bytes::from(first)).await.is_err() {
-        return;
-    }
-    loop {
-        let left_ms = expires_s.saturating_mul(1000) - SystemClock.now_ms();
-        if left_ms <= 0 {
-            break;
+}
+
+impl<F: Future<Output = Waited>> Stream<F> {
+    fn new(
+        state: Arc<State>,
+        job: PollJob,
+        expires_s: i64,
+        address: Option<AddressSlot>,
+        start: fn(Arc<State>, PollJob, Duration) -> F,
+    ) -> Stream<F> {
+        let heartbeat = Duration::from_secs(state.config.stream_heartbeat)
+            .min(slot_lease(&state.config) / 3)
+            .max(Duration::from_secs(1));
+        Stream {
+            wait: None,
+            start,
+            run: Run {
+                _open: OpenStream::count(&state),
+                state,
+                job: Some(job),
+                step: Step::Opening,
+                expires_s,
+                heartbeat,
+                renewed: Instant::now(),
+                _address: address,
+            },
         }
-        job.params.timeout = heartbeat.min(Duration::from_millis(left_ms as u64));
-        let waited = tokio::select! {
-            r = counted_wait(&state, &mut job.params, Format::Stream, render) => r,
-            // The client left: the slot is given back now, not at the next write.
-            _ = tx.closed() => break,
+    }
+}
+
+impl Run {
+    /// The stream's next write, `None` once it has ended. `wait` is the body's running wait,
+    /// pinned with it, and `start` makes the next one.
+    fn next<F: Future<Output = Waited>>(
+        &mut self,
+        start: fn(Arc<State>, PollJob, Duration) -> F,
+        mut wait: Pin<&mut Option<F>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Bytes>> {
+        match self.step {
+            Step::Ended => return Poll::Ready(None),
+            Step::Opening => {
+                self.step = Step::Live;
+                let mut first = Vec::with_capacity(16);
+                retry_field(&mut first, self.state.advertised().1);
+                first.push(b'\n');
+                return Poll::Ready(Some(Bytes::from(first)));
+            }
+            Step::Live => {}
+        }
+        if wait.is_none() {
+            let left_ms = self.expires_s.saturating_mul(1000) - SystemClock.now_ms();
+            let Some(job) = self.job.take().filter(|_| left_ms > 0) else {
+                return self.end(None);
+            };
+            let timeout = self.heartbeat.min(Duration::from_millis(left_ms as u64));
+            wait.set(Some(start(Arc::clone(&self.state), job, timeout)));
+        }
+        let Some(running) = wait.as_mut().as_pin_mut() else {
+            return self.end(None);
         };
+        let (mut job, waited) = std::task::ready!(running.poll(cx));
+        // Dropped in place now: a finished future must not be polled again.
+        wait.set(None);
         let rendered = match waited {
             Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(error_frame(&e)).await;
-                break;
-            }
+            Err(e) => return self.end(Some(error_frame(&e))),
         };
         job.params.req.cursor = rendered.cursor;
-        if tx.send(rendered.body.clone()).await.is_err() {
-            break;
+        rendered.count_delivered(&self.state.metrics);
+        let body = rendered.body.clone();
+        if *self.state.shutdown.borrow() {
+            return self.end(Some(body));
         }
-        rendered.count_delivered(&state.metrics);
-        if *state.shutdown.borrow() {
-            break;
-        }
-        if renewed.elapsed() >= heartbeat {
+        if self.renewed.elapsed() >= self.heartbeat {
             if !job.renew_slot() {
-                break;
+                return self.end(Some(body));
             }
-            renewed = Instant::now();
+            self.renewed = Instant::now();
         }
+        self.job = Some(job);
+        Poll::Ready(Some(body))
+    }
+
+    /// Ends the stream after `last` (if any) is written; the slot is given back now.
+    fn end(&mut self, last: Option<Bytes>) -> Poll<Option<Bytes>> {
+        self.step = Step::Ended;
+        self.job = None;
+        Poll::Ready(last)
+    }
+}
+
+impl<F: Future<Output = Waited>> hyper::body::Body for Stream<F> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        // SAFETY: `wait` is the only field that is pinned with the body (structural pinning):
+        // it is reached only through the `Pin` made here, which `next` uses to replace it
+        // with `Pin::set` (dropping the old future in place) and to poll it, never to move it;
+        // `Stream` has no `Drop` of its own that could move it, and no `Unpin` impl (an
+        // `async fn`'s future is not `Unpin`, so neither is the body). The other fields are
+        // not pinned and may be moved freely.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let wait = unsafe { Pin::new_unchecked(&mut this.wait) };
+        this.run
+            .next(this.start, wait, cx)
+            .map(|frame| frame.map(|b| Ok(Frame::data(b))))
     }
 }
 
