@@ -318,6 +318,42 @@ async fn redis_killed_and_restarted_empty_mid_traffic_loses_nothing_unreported()
          503s seen: {})",
         read.unavailable
     );
+    // Each daemon's fan-out saw the new epoch; B's refused publishes were engine errors; the
+    // engine's figures are in /healthz and /metrics.
+    for (node, on) in [(&a, "A"), (&b, "B")] {
+        let h = wait_for_health(node.addr, "the fan-out's epoch change", |h| {
+            h["store"]["epoch_changes"].as_u64() >= Some(1)
+        })
+        .await;
+        assert_eq!(h["store"]["engine"], "redis", "{on}: {h}");
+        assert!(
+            h["store"]["latency_us"].as_u64() > Some(0)
+                && h["store"]["latency_max_us"].as_u64() >= h["store"]["latency_us"].as_u64(),
+            "{on} measured its round trips: {h}"
+        );
+        if on == "B" {
+            assert!(
+                h["store"]["errors"].as_u64() > Some(0),
+                "B's publishes failed while Redis was down: {h}"
+            );
+        }
+        let m = Client::connect(node.addr).await.get("/metrics", &[]).await.text();
+        let value = |name: &str| -> u64 {
+            m.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{on}: no {name} in\n{m}"))
+        };
+        assert!(value("lmsrt_daemon_store_epoch_changes_total") >= 1, "{on}\n{m}");
+        assert!(
+            value("lmsrt_daemon_store_errors_total") >= h["store"]["errors"].as_u64().unwrap(),
+            "{on}: the counter /healthz showed, or more\n{m}"
+        );
+        assert!(value("lmsrt_daemon_store_latency_us") > 0, "{on}\n{m}");
+        assert!(
+            m.contains("lmsrt_daemon_store_info{engine=\"redis\"} 1"),
+            "{on}\n{m}"
+        );
+    }
     a.stop().await;
     b.stop().await;
 }

@@ -1,6 +1,7 @@
 //! `GET /healthz` and `GET /metrics`: what an orchestrator and a scraper see. Both are also
 //! answered on the ops reserve when the daemon is at its connection capacity.
 
+use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -42,6 +43,7 @@ pub(crate) fn health(state: &State) -> Resp {
         h.status.as_str()
     };
     let (ring_events, ring_floor, ring_head) = state.hub.ring_stats();
+    let engine = state.store.engine_stats();
     let body = serde_json::json!({
         "status": status,
         "reasons": h.reasons,
@@ -51,6 +53,10 @@ pub(crate) fn health(state: &State) -> Resp {
             "breaker": b.map(|b| b.state.as_str()),
             "mode": b.map_or("long", |b| b.mode.as_str()),
             "retry_ms": b.map_or(0, |b| b.retry_after_ms),
+            "errors": engine.errors,
+            "epoch_changes": engine.epoch_changes,
+            "latency_us": engine.latency_us,
+            "latency_max_us": engine.latency_max_us,
         },
         "connections": state.connections.load(Ordering::Relaxed),
         "connection_capacity": state.capacity,
@@ -72,9 +78,9 @@ pub(crate) fn health(state: &State) -> Resp {
     json(code, serde_json::to_vec(&body).unwrap_or_default())
 }
 
-/// `/metrics`: the store's metrics in Prometheus text, and this daemon's own gauges.
+/// `/metrics`: the store's metrics in Prometheus text, and this daemon's own gauges and
+/// counters. The engine's latencies are left out until measured (never, on SQLite).
 pub(crate) fn metrics(state: &State) -> Resp {
-    use std::fmt::Write as _;
     let mut text = state.metrics.snapshot().to_prometheus();
     let (ring_events, _, ring_head) = state.hub.ring_stats();
     let open = state.store_breaker().is_some_and(|b| !b.allowed);
@@ -115,22 +121,63 @@ pub(crate) fn metrics(state: &State) -> Resp {
             i64::from(open),
         ),
     ] {
-        let _ = writeln!(text, "# HELP {name} {help}");
-        let _ = writeln!(text, "# TYPE {name} gauge");
-        let _ = writeln!(text, "{name} {value}");
+        write_metric(&mut text, name, help, "gauge", value);
     }
-    let name = "lmsrt_daemon_undeliverable_events_total";
+    let engine = state.store.engine_stats();
     let _ = writeln!(
         text,
-        "# HELP {name} Times a stored event whose data no reader can decode was met and skipped \
-         (rows left by an older version or damage)."
+        "# HELP lmsrt_daemon_store_info The engine the store runs on.\n\
+         # TYPE lmsrt_daemon_store_info gauge\n\
+         lmsrt_daemon_store_info{{engine=\"{}\"}} 1",
+        state.store.engine_name()
     );
-    let _ = writeln!(text, "# TYPE {name} counter");
-    let _ = writeln!(text, "{name} {}", crate::store::undeliverable_events_seen());
+    for (name, help, value) in [
+        (
+            "lmsrt_daemon_undeliverable_events_total",
+            "Times a stored event whose data no reader can decode was met and skipped (rows \
+             left by an older version or damage).",
+            crate::store::undeliverable_events_seen(),
+        ),
+        (
+            "lmsrt_daemon_store_errors_total",
+            "Engine calls (Redis round trips) that failed with a storage error; 0 on SQLite, \
+             whose faults are counted per operation.",
+            engine.errors,
+        ),
+        (
+            "lmsrt_daemon_store_epoch_changes_total",
+            "New epochs the fan-out met: Redis restarted empty, was flushed or failed over \
+             without the data (0 on SQLite).",
+            engine.epoch_changes,
+        ),
+    ] {
+        write_metric(&mut text, name, help, "counter", value);
+    }
+    for (name, help, value) in [
+        (
+            "lmsrt_daemon_store_latency_us",
+            "Moving average of an engine round trip, in microseconds.",
+            engine.latency_us,
+        ),
+        (
+            "lmsrt_daemon_store_latency_max_us",
+            "Slowest engine round trip since the store was opened, in microseconds.",
+            engine.latency_max_us,
+        ),
+    ] {
+        if let Some(value) = value {
+            write_metric(&mut text, name, help, "gauge", value);
+        }
+    }
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// Appends one metric, with its help and type lines, to `text`.
+fn write_metric(text: &mut String, name: &str, help: &str, kind: &str, value: impl Display) {
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
 }

@@ -74,6 +74,24 @@ pub fn corruption_seen() -> (u64, Option<String>) {
     conn::corruption_seen()
 }
 
+/// What this process saw of the engine under a store, since it opened the store
+/// ([`EventStore::engine_stats`]). SQLite has no epoch changes and counts its faults per
+/// operation in [`Config::metrics`], so for it the counters are 0 and the latencies `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Calls to the engine (Redis round trips, by callers and by background threads) that
+    /// failed with [`Error::Storage`].
+    pub errors: u64,
+    /// Times the tail reader found a new epoch: Redis restarted empty, was flushed, or failed
+    /// over to a replica without the store's data. Counted when a subscriber (the daemon's
+    /// fan-out) keeps the tail reader running.
+    pub epoch_changes: u64,
+    /// Moving average of a successful round trip, in microseconds (`None`: none yet).
+    pub latency_us: Option<u64>,
+    /// The slowest successful round trip, in microseconds.
+    pub latency_max_us: Option<u64>,
+}
+
 /// The store operations [`Config::metrics`] observes.
 #[derive(Clone, Copy)]
 enum Op {
@@ -442,6 +460,15 @@ impl EventStore {
             Engine::Sqlite(_) => "sqlite",
             #[cfg(feature = "redis")]
             Engine::Redis(_) => "redis",
+        }
+    }
+
+    /// The engine's figures seen by this process (see [`EngineStats`]).
+    pub fn engine_stats(&self) -> EngineStats {
+        match &self.engine {
+            Engine::Sqlite(_) => EngineStats::default(),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => e.engine_stats(),
         }
     }
 

@@ -167,6 +167,7 @@ impl Feed {
             let head = head.unwrap_or(0);
             reader.epoch.store(now_epoch, Ordering::Relaxed);
             if now_epoch != epoch {
+                reader.stats.epoch_change();
                 self.restart(now_epoch, 0);
                 restarts += 1;
                 if restarts >= MAX_RESTARTS {

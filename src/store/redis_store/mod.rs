@@ -8,6 +8,7 @@ mod feed;
 mod keys;
 mod read;
 mod scripts;
+mod stats;
 mod wake;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ pub(crate) struct RedisStore {
     purger: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// [`PURGE_RECORDS`], smaller in tests.
     purge_records: usize,
+    /// Shared with companions, like `epoch`.
+    stats: Arc<stats::Stats>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -109,6 +112,7 @@ impl RedisStore {
             closed: Arc::new(AtomicBool::new(false)),
             purger: Mutex::new(None),
             purge_records: PURGE_RECORDS,
+            stats: Arc::default(),
         }
     }
 
@@ -133,6 +137,7 @@ impl RedisStore {
             PathBuf::new(),
         );
         s.epoch = self.epoch.clone();
+        s.stats = self.stats.clone();
         s
     }
 
@@ -141,6 +146,10 @@ impl RedisStore {
     pub(crate) fn subscribe(&self, f: TailCallback) -> Result<Subscription> {
         self.check_open()?;
         self.feed.subscribe(self, f)
+    }
+
+    pub(crate) fn engine_stats(&self) -> super::EngineStats {
+        self.stats.snapshot()
     }
 
     pub(crate) fn epoch(&self) -> u32 {
@@ -344,9 +353,9 @@ impl RedisStore {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => connect(&self.client).map_err(storage)?,
+            None => connect(&self.client).map_err(|e| self.failed(e))?,
         };
-        self.run_on(conn, f).map_err(|(e, _)| storage(e))
+        self.run_on(conn, f).map_err(|(e, _)| self.failed(e))
     }
 
     /// Like [`with_conn_once`](Self::with_conn_once), but when a pooled connection turns out
@@ -355,16 +364,23 @@ impl RedisStore {
     fn with_conn<T>(&self, mut f: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let Some(conn) = pooled else {
-            let conn = connect(&self.client).map_err(storage)?;
-            return self.run_on(conn, f).map_err(|(e, _)| storage(e));
+            let conn = connect(&self.client).map_err(|e| self.failed(e))?;
+            return self.run_on(conn, f).map_err(|(e, _)| self.failed(e));
         };
         match self.run_on(conn, &mut f) {
+            // Not counted: the retry on a new connection is what the caller gets.
             Err((_, true)) => {
-                let conn = connect(&self.client).map_err(storage)?;
-                self.run_on(conn, f).map_err(|(e, _)| storage(e))
+                let conn = connect(&self.client).map_err(|e| self.failed(e))?;
+                self.run_on(conn, f).map_err(|(e, _)| self.failed(e))
             }
-            other => other.map_err(|(e, _)| storage(e)),
+            other => other.map_err(|(e, _)| self.failed(e)),
         }
+    }
+
+    /// A call's final failure: counted, and told as [`Error::Storage`].
+    fn failed(&self, e: ::redis::RedisError) -> Error {
+        self.stats.error();
+        storage(e)
     }
 
     /// Runs `f` on `conn` and pools `conn` again unless it failed; the error says whether the
@@ -374,7 +390,11 @@ impl RedisStore {
         mut conn: Connection,
         f: impl FnOnce(&mut Connection) -> RedisResult<T>,
     ) -> std::result::Result<T, (::redis::RedisError, bool)> {
+        let started = Instant::now();
         let r = f(&mut conn);
+        if r.is_ok() {
+            self.stats.round_trip(started.elapsed());
+        }
         let broken = match &r {
             Ok(_) => false,
             Err(e) => e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout(),
