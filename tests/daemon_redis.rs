@@ -337,13 +337,20 @@ async fn redis_killed_and_restarted_empty_mid_traffic_loses_nothing_unreported()
                 "B's publishes failed while Redis was down: {h}"
             );
         }
-        let m = Client::connect(node.addr).await.get("/metrics", &[]).await.text();
+        let m = Client::connect(node.addr)
+            .await
+            .get("/metrics", &[])
+            .await
+            .text();
         let value = |name: &str| -> u64 {
             m.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
                 .unwrap_or_else(|| panic!("{on}: no {name} in\n{m}"))
         };
-        assert!(value("lmsrt_daemon_store_epoch_changes_total") >= 1, "{on}\n{m}");
+        assert!(
+            value("lmsrt_daemon_store_epoch_changes_total") >= 1,
+            "{on}\n{m}"
+        );
         assert!(
             value("lmsrt_daemon_store_errors_total") >= h["store"]["errors"].as_u64().unwrap(),
             "{on}: the counter /healthz showed, or more\n{m}"

@@ -179,5 +179,8 @@ pub(crate) fn metrics(state: &State) -> Resp {
 
 /// Appends one metric, with its help and type lines, to `text`.
 fn write_metric(text: &mut String, name: &str, help: &str, kind: &str, value: impl Display) {
-    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        text,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
