@@ -6,7 +6,8 @@
 # per-address connection cap raised (one loopback client publishes far more than 100,000 times).
 # usage: [ONLY=pub1|pub8|steady|sat4] benches/daemon-cpu.sh BEFORE_BIN_DIR AFTER_BIN_DIR [ROUNDS] > results.txt
 #        (each dir holds lms-longpolld; lms-loadgen is taken from AFTER_BIN_DIR; a dir may be "-"
-#        to skip it; Nchan runs when nginx and its module are installed)
+#        to skip it; Nchan runs when nginx and its module are installed; with BARE=<path to
+#        examples/bare_hyper> the publish rows also run against tokio + hyper alone, the bound)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 before="$1"; after="$2"; rounds="${3:-2}"
@@ -50,6 +51,20 @@ daemon() { # label, bin dir, loadgen args...
     rm -rf "$dir"
 }
 
+bare() { # label, loadgen args...: the HTTP layer's bound (examples/bare_hyper.rs), when $BARE is set
+    local label="$1"; shift
+    [ -n "${BARE:-}" ] || return 0
+    local port pid t0 out
+    port="$(free_port)"
+    "$BARE" "127.0.0.1:$port" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+    t0="$(ticks "$pid")"
+    out="$("$lg" "$@" --url "127.0.0.1:$port" --pid "$pid" --json 2>&1)"
+    report "$label" $(($(ticks "$pid") - t0)) "$out"
+    kill "$pid"; wait "$pid" 2>/dev/null
+}
+
 nchan() { # label, loadgen args...
     local label="$1"; shift
     command -v nginx >/dev/null && [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] || return 0
@@ -74,5 +89,6 @@ for r in $(seq 1 "$rounds"); do
         daemon "R$r-before-$name" "$before" "${args[@]}"
         daemon "R$r-after-$name" "$after" "${args[@]}"
         nchan "R$r-nchan-$name" "${args[@]}"
+        [[ "$name" == pub* ]] && bare "R$r-bare-hyper-$name" "${args[@]}"
     done
 done

@@ -525,6 +525,11 @@ async fn cors_security_headers_gzip_health_and_metrics() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["store"]["breaker"], "closed");
     assert_eq!(h["store"]["engine"], "sqlite");
+    // The engine figures are Redis's: on SQLite the counters stay 0 and there is no latency
+    // (its faults and timings are the per-operation counters and summaries).
+    assert_eq!(h["store"]["errors"], 0);
+    assert_eq!(h["store"]["epoch_changes"], 0);
+    assert!(h["store"]["latency_us"].is_null(), "{h}");
     let r = c.get("/metrics", &[]).await;
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
     let m = r.text();
@@ -533,6 +538,9 @@ async fn cors_security_headers_gzip_health_and_metrics() {
         "lmsrt_healthy 1",
         "lmsrt_daemon_connections ",
         "lmsrt_waits_total ",
+        "lmsrt_daemon_store_info{engine=\"sqlite\"} 1",
+        "lmsrt_daemon_store_errors_total 0",
+        "lmsrt_daemon_store_epoch_changes_total 0",
     ] {
         assert!(m.contains(line), "missing {line:?} in\n{m}");
     }
