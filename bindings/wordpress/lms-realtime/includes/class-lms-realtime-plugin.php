@@ -205,7 +205,7 @@ final class LMS_Realtime_Plugin {
 	 * Builds the service: the store path when the requirements are met, else the legacy path.
 	 */
 	public static function create(): LMSRT_Realtime {
-		$metrics = new LMS_Realtime_Metrics( dirname( LMSRT_Unified_Long_Poll::db_path() ) . '/metrics.json' );
+		$metrics = new LMS_Realtime_Metrics( LMSRT_Unified_Long_Poll::files_dir() . '/metrics.json' );
 		if ( LMS_Realtime_Requirements::met() ) {
 			$path = LMSRT_Unified_Long_Poll::db_path();
 			/**
@@ -249,7 +249,7 @@ final class LMS_Realtime_Plugin {
 			}
 		}
 		update_option( 'lmsrt_owned_options', array_values( array_unique( $owned ) ), false );
-		$dir = dirname( LMSRT_Unified_Long_Poll::db_path() );
+		$dir = LMSRT_Unified_Long_Poll::files_dir();
 		if ( ! is_dir( $dir ) ) {
 			wp_mkdir_p( $dir );
 		}

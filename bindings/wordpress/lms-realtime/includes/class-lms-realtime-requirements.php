@@ -72,6 +72,9 @@ final class LMS_Realtime_Requirements {
 		if ( defined( 'LMSRT_DISABLED' ) && LMSRT_DISABLED ) {
 			return array( __( 'The constant LMSRT_DISABLED is set (kill switch).', 'lms-realtime' ) );
 		}
+		if ( LMSRT_Unified_Long_Poll::store_is_url() ) {
+			return array( __( 'LMSRT_DB_PATH (or the lms_realtime_db_path filter) names a URL, a Redis store: this version of the plugin opens a store file only.', 'lms-realtime' ) );
+		}
 		if ( ! extension_loaded( 'ffi' ) ) {
 			return array( __( 'The PHP FFI extension (ext-ffi) is not loaded.', 'lms-realtime' ) );
 		}

@@ -84,6 +84,24 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 	}
 
 	/**
+	 * Whether the store is named by a URL (`redis://…`: a Redis store, for the daemon and Rust),
+	 * which this plugin cannot open yet: it appends to, guards beside and uninstalls a file.
+	 *
+	 * @param string|null $path the store (null: the configured one).
+	 */
+	public static function store_is_url( ?string $path = null ): bool {
+		return 1 === preg_match( '#^[a-z][a-z0-9+.\-]*://#i', $path ?? self::db_path() );
+	}
+
+	/**
+	 * The directory of the plugin's files (the store, its metrics): the store file's, or the
+	 * default one when the store is a URL (whose "directory" is no place for files).
+	 */
+	public static function files_dir(): string {
+		return self::store_is_url() ? WP_CONTENT_DIR . '/lms-realtime' : dirname( self::db_path() );
+	}
+
+	/**
 	 * This store's file.
 	 */
 	public function path(): string {
