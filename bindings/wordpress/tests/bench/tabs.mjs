@@ -8,18 +8,15 @@
 //   source /tmp/site.env && node bindings/wordpress/tests/bench/tabs.mjs [1 5 20]
 //
 // BENCH_QUIET_S (60): the quiet window in which requests are counted.
-import { site, launch, login, openChat, waitTransport, setOption, Daemon, daemonSecret, daemonKeyId, waitHealth, daemonHealth } from '../e2e/lib.mjs';
+import { site, launch, login, openChat, waitTransport, Daemon, useDaemon, dropDaemon, waitHealth, daemonHealth } from '../e2e/lib.mjs';
 
 const counts = process.argv.slice(2).map(Number).filter((n) => n > 0);
 const sweep = counts.length ? counts : [1, 5, 20];
 const QUIET_MS = Number(process.env.BENCH_QUIET_S || 60) * 1000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-setOption('lms_realtime_daemon_url', '/lmsrt');
-setOption('lms_realtime_daemon_secret', daemonSecret);
-setOption('lms_realtime_daemon_key_id', daemonKeyId);
 const daemon = new Daemon();
-await daemon.start();
+await useDaemon(daemon);
 const browser = await launch();
 const rows = [];
 try {
@@ -74,8 +71,7 @@ try {
   }
 } finally {
   await browser.close();
-  await daemon.stop();
-  setOption('lms_realtime_daemon_url', '');
+  await dropDaemon(daemon);
 }
 console.log('\n| tabs of one user | streams held | waiting polls | daemon requests / min (all tabs) | append → first / last tab |');
 console.log('|---:|---:|---:|---:|---:|');

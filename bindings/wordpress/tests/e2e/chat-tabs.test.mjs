@@ -7,29 +7,21 @@
 // the daemon is never faked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { site, launch, login, openChat, post, waitForMessage, waitTransport, pageState, checkExactlyOnce, setOption, Daemon, daemonSecret, daemonKeyId, daemonHealth, waitHealth } from './lib.mjs';
+import { site, launch, login, openChat, post, waitForMessage, waitTransport, pageState, checkExactlyOnce, Daemon, daemonSkip, useDaemon, dropDaemon, daemonHealth, waitHealth } from './lib.mjs';
 
 const TABS = 4;
 const daemon = new Daemon();
-const skip = !daemon.available
-  ? `no daemon binary (${daemon.argv[0] || 'LMSRT_DAEMON_CMD unset'})`
-  : !site.token_class
-    ? 'the PHP binding has no LmsRealtime\\Token yet, so the plugin cannot issue daemon tokens'
-    : false;
+const skip = daemonSkip(daemon);
 
 let browser;
 before(async () => {
   if (skip) return;
-  setOption('lms_realtime_daemon_url', '/lmsrt');
-  setOption('lms_realtime_daemon_secret', daemonSecret);
-  setOption('lms_realtime_daemon_key_id', daemonKeyId);
-  await daemon.start();
+  await useDaemon(daemon);
   browser = await launch();
 });
 after(async () => {
   await browser?.close();
-  await daemon.stop();
-  if (!skip) setOption('lms_realtime_daemon_url', '');
+  if (!skip) await dropDaemon(daemon);
 });
 
 /** Which of `pages` lead (their client polls or streams for all the tabs). */

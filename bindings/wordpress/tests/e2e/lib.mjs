@@ -149,6 +149,30 @@ export function percentile(values, q) {
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
 }
 
+/**
+ * Why a scenario through the daemon cannot run here (false: it can): the daemon is never faked,
+ * so without its binary, or without the binding's token issuer, the scenario is skipped.
+ */
+export function daemonSkip(daemon) {
+  if (!daemon.available) return `no daemon binary (${daemon.argv[0] || 'LMSRT_DAEMON_CMD unset'})`;
+  if (!site.token_class) return 'the PHP binding has no LmsRealtime\\Token yet, so the plugin cannot issue daemon tokens';
+  return false;
+}
+
+/** Points the plugin at the daemon (through nginx at /lmsrt, with its key) and starts it. */
+export async function useDaemon(daemon) {
+  setOption('lms_realtime_daemon_url', '/lmsrt');
+  setOption('lms_realtime_daemon_secret', daemonSecret);
+  setOption('lms_realtime_daemon_key_id', daemonKeyId);
+  await daemon.start();
+}
+
+/** Stops the daemon and points the plugin away from it. */
+export async function dropDaemon(daemon) {
+  await daemon.stop();
+  setOption('lms_realtime_daemon_url', '');
+}
+
 /** The daemon's `/healthz` body (asked directly, not through nginx). */
 export async function daemonHealth() {
   const r = await fetch(`http://127.0.0.1:${daemonPort}/healthz`);

@@ -12,7 +12,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { Daemon, setOption, daemonSecret, daemonKeyId } from './lib.mjs';
+import { Daemon, useDaemon, dropDaemon } from './lib.mjs';
 import { base, skip as lmsSkip, pathLabel, latencyOut, LIMIT_MS, cast, launch, close, login, act, waitShown, state } from './lms-lib.mjs';
 
 const daemon = new Daemon();
@@ -20,16 +20,12 @@ const skip = lmsSkip || (pathLabel !== 'store' ? `runs once, on the store path (
 
 before(async () => {
   if (skip) return;
-  setOption('lms_realtime_daemon_url', '/lmsrt');
-  setOption('lms_realtime_daemon_secret', daemonSecret);
-  setOption('lms_realtime_daemon_key_id', daemonKeyId);
-  await daemon.start();
+  await useDaemon(daemon);
   await launch();
 });
 after(async () => {
   await close();
-  await daemon.stop();
-  if (!skip) setOption('lms_realtime_daemon_url', '');
+  if (!skip) await dropDaemon(daemon);
 });
 
 const bridgeStats = (who) => who.page.evaluate(() => window.lmsRealtimeThemeBridge && { ...window.lmsRealtimeThemeBridge.stats });
