@@ -1,7 +1,7 @@
 //! Gap detection: whether the ranges a cursor moved over held an event the client would have
 //! received that expired or was purged.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Statement};
 
 use super::Filter;
 use crate::error::Result;
@@ -39,10 +39,7 @@ pub(super) fn expired_gap(
             .and_then(|_| s.raw_bind_parameter(5, now))
             .and_then(|_| f.bind_extra(&mut s))
             .map_err(map_sqlite_error)?;
-        let mut q = s.raw_query();
-        if let Some(r) = q.next().map_err(map_sqlite_error)?
-            && r.get::<_, bool>(0).map_err(map_sqlite_error)?
-        {
+        if exists(&mut s)? {
             return Ok(true);
         }
     }
@@ -88,14 +85,19 @@ pub(super) fn purged_gap(
         })
         .and_then(|_| f.bind_extra(&mut s))
         .map_err(map_sqlite_error)?;
-    let mut q = s.raw_query();
-    if let Some(r) = q.next().map_err(map_sqlite_error)?
-        && r.get::<_, bool>(0).map_err(map_sqlite_error)?
-    {
+    if exists(&mut s)? {
         return Ok(true);
     }
-    drop(q);
     folded_gap(c, f, old, new, moved)
+}
+
+/// The answer of a bound `SELECT EXISTS (…)` statement.
+fn exists(s: &mut Statement<'_>) -> Result<bool> {
+    let mut q = s.raw_query();
+    match q.next().map_err(map_sqlite_error)? {
+        Some(r) => r.get::<_, bool>(0).map_err(map_sqlite_error),
+        None => Ok(false),
+    }
 }
 
 /// Whether the part of a requested (channel, lane)'s purge interval that has no exact records
