@@ -260,6 +260,15 @@ uint32_t lmsrt_abi_version(void);
 // Infallible and thread-safe.
 const char *lmsrt_version(void);
 
+// The store engines this library can open, as a static NUL-terminated string of names
+// separated by spaces: `"sqlite"`, or `"sqlite redis"` when it was built with the cargo
+// feature `redis` (then `lmsrt_store_open` also takes a `redis://` URL). A binding asks it to
+// tell "this library cannot open a Redis store" from a bad URL before opening one. The caller
+// must not free it.
+//
+// Infallible and thread-safe.
+const char *lmsrt_engines(void);
+
 // Frees the bytes of `*buf` and resets it to `{NULL, 0}`, so freeing the same variable twice
 // is harmless. NULL, or a buffer whose `ptr` is NULL, is a no-op.
 //

@@ -84,6 +84,14 @@ fn abi_version_in_the_header_is_the_librarys() {
     // SAFETY: lmsrt_version returns a static NUL-terminated string.
     let v = unsafe { std::ffi::CStr::from_ptr(lms_realtime::ffi::lmsrt_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    // SAFETY: lmsrt_engines returns a static NUL-terminated string.
+    let e = unsafe { std::ffi::CStr::from_ptr(lms_realtime::ffi::lmsrt_engines()) };
+    let want = if cfg!(feature = "redis") {
+        "sqlite redis"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(e.to_str().unwrap(), want);
 }
 
 #[test]

@@ -96,6 +96,8 @@ uint32_t lmsrt_abi_version(void);
 
 const char *lmsrt_version(void);
 
+const char *lmsrt_engines(void);
+
 void lmsrt_buf_free(struct lmsrt_buf *buf);
 
 enum lmsrt_status lmsrt_guards_open(const char *path,

@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace LmsRealtime;
 
+use LmsRealtime\Exception\EngineUnavailableException;
 use LmsRealtime\Exception\InvalidArgumentException;
 use LmsRealtime\Exception\InvalidDataException;
 use LmsRealtime\Exception\InvalidUtf8Exception;
@@ -11,7 +12,8 @@ use LmsRealtime\Exception\LmsRealtimeException;
 use LmsRealtime\Exception\StoreClosedException;
 
 /**
- * The event log over one SQLite file, shared by every PHP worker (and the daemon) on the host.
+ * The event log over one SQLite file, shared by every PHP worker (and the daemon) on the host,
+ * or in a Redis server shared by every host (`EventStore::open('redis://…')`).
  *
  * ```php
  * $store = EventStore::open('/var/lib/lms/events.db');
@@ -44,7 +46,12 @@ final class EventStore
     }
 
     /**
-     * Opens (creating if needed) the store at `$path`.
+     * Opens (creating if needed) the store at `$path`: a SQLite file, or a Redis URL,
+     * `redis://[user:password@]host[:port][/db][?store=NAME]` (or `rediss://` for TLS), whose
+     * store every host that opens the same URL shares (`?store=` keeps several apart on one
+     * server). A Redis store needs a library built with the cargo feature `redis`
+     * (`Library::engines()`); with another one, `EngineUnavailableException`. Redis
+     * unreachable: `StorageException` (each call waits at most about 2 s for an answer).
      *
      * `$options` (all optional): `durability` ('process_crash' default, or 'power_loss'),
      * `max_data_bytes` (65536), `default_ttl_ms` (3600000), `min_ttl_ms` (1000),
@@ -71,6 +78,15 @@ final class EventStore
     public static function openWith(Native $native, string $path, array $options = []): self
     {
         $json = $options === [] ? null : self::encode($options, 'options');
+        $engines = StoreLocation::isRedis($path) ? explode(' ', $native->engines()) : [];
+        if ($engines !== [] && !in_array(StoreLocation::ENGINE_REDIS, $engines, true)) {
+            throw new EngineUnavailableException(
+                'this lms-realtime library cannot open a Redis store (' . StoreLocation::redacted($path)
+                . '): it was built without the cargo feature `redis`; build it with '
+                . '`cargo build --release --lib --features redis`',
+                Status::INVALID_ARGUMENT
+            );
+        }
         $handle = null;
         self::ensureOk($native, $native->open($path, $json, $handle));
         return new self($native, $path, $handle);
@@ -323,6 +339,7 @@ final class EventStore
      */
     public static function checkWith(Native $native, string $path): array
     {
+        self::refuseUrl($path, 'check()');
         $json = '';
         self::ensureOk($native, $native->storeCheck($path, $json));
         return self::report($json);
@@ -356,9 +373,22 @@ final class EventStore
      */
     public static function salvageWith(Native $native, string $path, string $dest): array
     {
+        self::refuseUrl($path, 'salvage()');
+        self::refuseUrl($dest, 'salvage()');
         $json = '';
         self::ensureOk($native, $native->storeSalvage($path, $dest, $json));
         return self::report($json);
+    }
+
+    /** `check()` and `salvage()` read a SQLite file: a Redis store has none to repair. */
+    private static function refuseUrl(string $path, string $what): void
+    {
+        if (StoreLocation::isRedis($path)) {
+            throw new InvalidArgumentException(
+                "$what works on a store file, not a Redis store (" . StoreLocation::redacted($path) . ')',
+                Status::INVALID_ARGUMENT
+            );
+        }
     }
 
     /** @return array<string, mixed> */
@@ -411,10 +441,16 @@ final class EventStore
         return $this->handle === null;
     }
 
-    /** The database file this store was opened on. */
+    /** The database file or the Redis URL this store was opened on, as given. */
     public function path(): string
     {
         return $this->path;
+    }
+
+    /** The engine the store runs on: `StoreLocation::ENGINE_SQLITE` or `ENGINE_REDIS`. */
+    public function engine(): string
+    {
+        return StoreLocation::engine($this->path);
     }
 
     public function __destruct()

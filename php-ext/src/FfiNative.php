@@ -263,6 +263,11 @@ final class FfiNative implements Native
         return FFI::string($big, $this->errLen->cdata);
     }
 
+    public function engines(): string
+    {
+        return (string) $this->ffi->lmsrt_engines();
+    }
+
     // ---- guards ----------------------------------------------------------------------------
 
     public function guardsOpen(string $path, ?string $configJson, mixed &$handle): int

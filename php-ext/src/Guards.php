@@ -10,7 +10,9 @@ use LmsRealtime\Exception\StoreClosedException;
 /**
  * The guards shared by every PHP worker (and the daemon) using one database: rate limiter,
  * circuit breakers, connection slots and metrics, kept in small shared files beside the
- * database (`<db>-lmsrt-limits`, `-lmsrt-breakers`, `-lmsrt-slots`, `-lmsrt-metrics`).
+ * database (`<db>-lmsrt-limits`, `-lmsrt-breakers`, `-lmsrt-slots`, `-lmsrt-metrics`), or, for a
+ * store on Redis, in a host-local state directory (`StoreLocation::localFilesBase()`): they
+ * are per host, as for a store file.
  *
  * ```php
  * $guards = Guards::open('/var/lib/lms/events.db', ['limits' => ['post' => ['rate' => 20]]]);
@@ -32,14 +34,23 @@ final class Guards
 {
     private mixed $handle;
 
-    private function __construct(private readonly Native $native, private readonly string $path, mixed $handle)
-    {
+    private function __construct(
+        private readonly Native $native,
+        private readonly string $path,
+        private readonly string $filesBase,
+        mixed $handle
+    ) {
         $this->handle = $handle;
     }
 
     /**
      * Opens the guards of the database at `$path` (the database itself is not opened; the
-     * files beside it are created if missing).
+     * files beside it are created if missing). For a Redis URL the files are
+     * `<$stateDir>/redis-<the URL made a file name>-lmsrt-*` (`StoreLocation::localFilesBase()`;
+     * `$stateDir` defaults to `LMSRT_STATE_DIR` in the environment, else `sys_get_temp_dir()`,
+     * and must exist): give the daemon of the
+     * host the same directory (`--state-dir`) so that its metrics are these. `$stateDir` is
+     * not used for a store file.
      *
      * `$config` mirrors the library's settings; every key is optional, unknown keys are refused:
      * `limits` (per action: `rate`, `period_ms` (60000), `burst` (= rate), `adaptive` (true,
@@ -55,9 +66,13 @@ final class Guards
      * @param array<string, mixed> $config
      * @throws LmsRealtimeException
      */
-    public static function open(string $path, array $config = [], ?string $library = null): self
-    {
-        return self::openWith(new FfiNative(Library::ffi($library)), $path, $config);
+    public static function open(
+        string $path,
+        array $config = [],
+        ?string $library = null,
+        ?string $stateDir = null
+    ): self {
+        return self::openWith(new FfiNative(Library::ffi($library)), $path, $config, $stateDir);
     }
 
     /**
@@ -66,16 +81,17 @@ final class Guards
      * @internal
      * @param array<string, mixed> $config
      */
-    public static function openWith(Native $native, string $path, array $config = []): self
+    public static function openWith(Native $native, string $path, array $config = [], ?string $stateDir = null): self
     {
         // The settings hold no lists, and PHP's [] must reach the library as {}.
         $json = $config === [] ? null : Json::encode($config, 'guards config', JSON_FORCE_OBJECT);
+        $base = StoreLocation::localFilesBase($path, $stateDir);
         $handle = null;
-        $status = $native->guardsOpen($path, $json, $handle);
+        $status = $native->guardsOpen($base, $json, $handle);
         if ($status !== Status::OK) {
             throw Status::toException($status, $native->lastError());
         }
-        return new self($native, $path, $handle);
+        return new self($native, $path, $base, $handle);
     }
 
     /** The rate limiter (a new facade on this handle; keep it for repeated calls). */
@@ -123,10 +139,16 @@ final class Guards
         return $this->handle === null;
     }
 
-    /** The database path the guards belong to. */
+    /** The database path (or Redis URL) the guards belong to. */
     public function path(): string
     {
         return $this->path;
+    }
+
+    /** What the guards' files are named after: `<this>-lmsrt-limits` and so on. */
+    public function filesBase(): string
+    {
+        return $this->filesBase;
     }
 
     /**

@@ -114,6 +114,17 @@ final class Library
     }
 
     /**
+     * The store engines the library can open: `['sqlite']`, or `['sqlite', 'redis']` when it
+     * was built with the cargo feature `redis` (then `EventStore::open()` takes a Redis URL).
+     *
+     * @return list<string>
+     */
+    public static function engines(?string $libraryPath = null): array
+    {
+        return explode(' ', (string) self::ffi($libraryPath)->lmsrt_engines());
+    }
+
+    /**
      * Forgets the cached instance, as a new PHP-FPM request starts without one. For tests and
      * benchmarks.
      *

@@ -92,6 +92,9 @@ interface Native
     /** The calling thread's last error message. */
     public function lastError(): string;
 
+    /** The engines the library can open, separated by spaces (`lmsrt_engines`). */
+    public function engines(): string;
+
     // ---- guards (one `lmsrt_guards` handle per `Guards`) ------------------------------------
 
     /** @param-out mixed $handle */

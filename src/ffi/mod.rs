@@ -64,3 +64,19 @@ pub extern "C" fn lmsrt_abi_version() -> u32 {
 pub extern "C" fn lmsrt_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
+
+/// The store engines this library can open, as a static NUL-terminated string of names
+/// separated by spaces: `"sqlite"`, or `"sqlite redis"` when it was built with the cargo
+/// feature `redis` (then `lmsrt_store_open` also takes a `redis://` URL). A binding asks it to
+/// tell "this library cannot open a Redis store" from a bad URL before opening one. The caller
+/// must not free it.
+///
+/// Infallible and thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn lmsrt_engines() -> *const c_char {
+    if cfg!(feature = "redis") {
+        c"sqlite redis".as_ptr()
+    } else {
+        c"sqlite".as_ptr()
+    }
+}

@@ -10,6 +10,10 @@
  * The event store is removed only from the default place (wp-content/lms-realtime/); a store
  * at LMSRT_DB_PATH is left alone (the daemon or another site may use it).
  *
+ * A store in Redis (LMSRT_DB_PATH is a redis:// URL) is left alone too, and the log says how
+ * to remove its keys; this host's files of it go from the default directory (see
+ * LMS_Realtime_Uninstall).
+ *
  * @package LMS_Realtime
  */
 
@@ -68,14 +72,16 @@ if ( is_multisite() ) {
 	lmsrt_uninstall_site();
 }
 
-if ( ! defined( 'LMSRT_DB_PATH' ) ) {
-	$lmsrt_dir = WP_CONTENT_DIR . '/lms-realtime';
-	if ( is_dir( $lmsrt_dir ) ) {
-		foreach ( array_merge( glob( $lmsrt_dir . '/events*.db*' ) ?: array(), array( $lmsrt_dir . '/metrics.json', $lmsrt_dir . '/index.php', $lmsrt_dir . '/.htaccess' ) ) as $lmsrt_file ) {
-			if ( is_file( $lmsrt_file ) ) {
-				wp_delete_file( $lmsrt_file );
-			}
-		}
-		@rmdir( $lmsrt_dir ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged,WordPress.WP.AlternativeFunctions.file_system_operations_rmdir -- only if empty.
-	}
+require_once __DIR__ . '/includes/autoload.php';
+$lmsrt_db_path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : null;
+$lmsrt_left    = LMS_Realtime_Uninstall::left_in_redis( $lmsrt_db_path );
+if ( null !== $lmsrt_left ) {
+	error_log( $lmsrt_left ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log -- the site owner's record of what stays.
+}
+$lmsrt_dir = WP_CONTENT_DIR . '/lms-realtime';
+foreach ( LMS_Realtime_Uninstall::files( $lmsrt_dir, $lmsrt_db_path, defined( 'LMSRT_STATE_DIR' ) ) as $lmsrt_file ) {
+	wp_delete_file( $lmsrt_file );
+}
+if ( is_dir( $lmsrt_dir ) && ( null === $lmsrt_db_path || null !== $lmsrt_left ) ) {
+	@rmdir( $lmsrt_dir ); // phpcs:ignore WordPress.PHP.NoSilencedErrors.Discouraged,WordPress.WP.AlternativeFunctions.file_system_operations_rmdir -- only if empty.
 }

@@ -49,9 +49,57 @@ abstract class IntegrationTestCase extends TestCase
     /** @param array<string, int|string> $options */
     protected function open(array $options = [], string $name = 'events.db'): EventStore
     {
-        $s = EventStore::open($this->dir . '/' . $name, $options);
+        return $this->openAt($this->dir . '/' . $name, $options);
+    }
+
+    /**
+     * The store at `$location` (a file or a Redis URL), closed after the test.
+     *
+     * @param array<string, int|string> $options
+     */
+    protected function openAt(string $location, array $options = []): EventStore
+    {
+        $s = EventStore::open($location, $options);
         $this->stores[] = $s;
         return $s;
+    }
+
+    /**
+     * The engines the store tests run against, for data providers.
+     *
+     * @return array<string, array{0: string}>
+     */
+    public static function engines(): array
+    {
+        return ['sqlite' => ['sqlite'], 'redis' => ['redis']];
+    }
+
+    /**
+     * A fresh store's location on `$engine`: a file in the test's directory, or a store of its
+     * own on the tests' shared Redis server.
+     */
+    protected function location(string $engine, string $name = 'events.db'): string
+    {
+        return $engine === 'redis' ? self::redis()->url() : $this->dir . '/' . $name;
+    }
+
+    /**
+     * The redis-server the tests of this process share (started on first use, killed when
+     * PHP exits). Fails, not skips, when the library cannot open a Redis store.
+     */
+    protected static function redis(): RedisServer
+    {
+        static $server = null;
+        if ($server === null) {
+            self::assertContains(
+                'redis',
+                \LmsRealtime\Library::engines(),
+                'the library was built without the cargo feature `redis`: build it with --features redis '
+                . '(php-ext/run-tests.sh does)'
+            );
+            $server = new RedisServer();
+        }
+        return $server;
     }
 
     /** @param array<string, mixed> $config */

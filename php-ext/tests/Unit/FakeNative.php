@@ -18,6 +18,8 @@ final class FakeNative implements Native
     /** @var list<array{0: int, 1: mixed}> */
     public array $answers = [];
     public string $error = '';
+    /** What `engines()` answers (`lmsrt_engines`). */
+    public string $engines = 'sqlite redis';
 
     /** Queues the next answer: a status and the value written to the out-parameter. */
     public function answer(int $status, mixed $out = null, string $error = ''): self
@@ -136,6 +138,11 @@ final class FakeNative implements Native
     public function lastError(): string
     {
         return $this->error;
+    }
+
+    public function engines(): string
+    {
+        return $this->engines;
     }
 
     public function tokenIssue(

@@ -35,6 +35,7 @@ spl_autoload_register(
 			'LMS_Realtime_Ajax_Error'          => 'class-lms-realtime-ajax-error.php',
 			'LMS_Realtime_Doctor'              => 'class-lms-realtime-doctor.php',
 			'LMS_Realtime_Theme_Bridge'        => 'class-lms-realtime-theme-bridge.php',
+			'LMS_Realtime_Uninstall'           => 'class-lms-realtime-uninstall.php',
 		);
 		if ( isset( $map[ $class_name ] ) ) {
 			require_once __DIR__ . '/' . $map[ $class_name ];

@@ -173,11 +173,13 @@ final class LMS_Realtime_Ids {
 	}
 
 	/**
-	 * The store's head id read without FFI (pdo_sqlite, read-only), or -1 when PHP cannot.
+	 * The store's head id read without FFI (pdo_sqlite, read-only), or -1 when PHP cannot (or
+	 * the store is in Redis).
 	 */
 	private static function store_head(): int {
 		$path = LMSRT_Unified_Long_Poll::db_path();
-		if ( ! class_exists( 'PDO' ) || ! in_array( 'sqlite', \PDO::getAvailableDrivers(), true ) || ! is_file( $path ) ) {
+		// A store in Redis has no file to read (and is_file() would warn about the scheme).
+		if ( LMSRT_Unified_Long_Poll::store_is_url( $path ) || ! class_exists( 'PDO' ) || ! in_array( 'sqlite', \PDO::getAvailableDrivers(), true ) || ! is_file( $path ) ) {
 			return -1;
 		}
 		try {

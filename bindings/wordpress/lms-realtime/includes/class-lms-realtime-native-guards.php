@@ -37,7 +37,7 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	/**
 	 * Settings.
 	 *
-	 * @param string                     $db_path  the event store's file.
+	 * @param string                     $db_path  the event store's file or Redis URL.
 	 * @param array<string, mixed>       $config   `LmsRealtime\Guards::open()` settings (see `config()`).
 	 * @param LMS_Realtime_Guard_Backend $fallback used when a native call fails.
 	 */
@@ -105,11 +105,14 @@ final class LMS_Realtime_Native_Guards implements LMS_Realtime_Guard_Backend {
 	 */
 	private function guards(): \LmsRealtime\Guards {
 		if ( null === $this->guards || $this->guards->isClosed() ) {
-			$dir = dirname( $this->db_path );
+			// A store in Redis keeps this host's files in the state directory, not beside a URL.
+			$url = LMSRT_Unified_Long_Poll::store_is_url( $this->db_path );
+			$dir = $url ? LMSRT_Unified_Long_Poll::state_dir() : dirname( $this->db_path );
 			if ( ! is_dir( $dir ) ) {
 				wp_mkdir_p( $dir );
+				LMSRT_Unified_Long_Poll::protect_directory( $dir );
 			}
-			$this->guards  = \LmsRealtime\Guards::open( $this->db_path, $this->config, LMS_Realtime_Requirements::library_path() );
+			$this->guards  = \LmsRealtime\Guards::open( $this->db_path, $this->config, LMS_Realtime_Requirements::library_path(), $url ? $dir : null );
 			$this->facades = array();
 		}
 		return $this->guards;

@@ -9,7 +9,8 @@ defined( 'ABSPATH' ) || exit;
 
 /**
  * Decides, once per request, whether the event store can be used: the kill switch, ext-ffi,
- * `ffi.enable`, the PHP binding, the native library and its ABI version. Any failure is kept
+ * `ffi.enable`, the PHP binding, the native library and its ABI version, and, for a store in
+ * Redis, whether the library has that engine. Any failure is kept
  * as a reason for the admin notice; the plugin then serves the legacy AJAX path from its own
  * table, so the site keeps working.
  */
@@ -72,9 +73,6 @@ final class LMS_Realtime_Requirements {
 		if ( defined( 'LMSRT_DISABLED' ) && LMSRT_DISABLED ) {
 			return array( __( 'The constant LMSRT_DISABLED is set (kill switch).', 'lms-realtime' ) );
 		}
-		if ( LMSRT_Unified_Long_Poll::store_is_url() ) {
-			return array( __( 'LMSRT_DB_PATH (or the lms_realtime_db_path filter) names a URL, a Redis store: this version of the plugin opens a store file only.', 'lms-realtime' ) );
-		}
 		if ( ! extension_loaded( 'ffi' ) ) {
 			return array( __( 'The PHP FFI extension (ext-ffi) is not loaded.', 'lms-realtime' ) );
 		}
@@ -112,6 +110,27 @@ final class LMS_Realtime_Requirements {
 					$e->getMessage()
 				),
 			);
+		}
+		return self::engine_problems( LMSRT_Unified_Long_Poll::db_path() );
+	}
+
+	/**
+	 * Whether the loaded library can open the store at `$store`: a Redis URL needs one built
+	 * with the cargo feature `redis` (`Library::engines()`); a file, any.
+	 *
+	 * @param string $store the store's file or URL.
+	 * @return string[]
+	 */
+	public static function engine_problems( string $store ): array {
+		if ( ! LMSRT_Unified_Long_Poll::store_is_url( $store ) ) {
+			return array();
+		}
+		if ( ! \LmsRealtime\StoreLocation::isRedis( $store ) ) {
+			return array( __( 'LMSRT_DB_PATH (or the lms_realtime_db_path filter) names a URL that is not redis:// or rediss://: the event store is a file or a Redis server.', 'lms-realtime' ) );
+		}
+		$engines = \LmsRealtime\Library::engines( self::library_path() );
+		if ( ! in_array( 'redis', $engines, true ) ) {
+			return array( __( 'LMSRT_DB_PATH (or the lms_realtime_db_path filter) names a Redis store, and the lms-realtime library was built without Redis support: build it with cargo build --release --lib --features redis.', 'lms-realtime' ) );
 		}
 		return array();
 	}

@@ -356,7 +356,7 @@ final class LMS_Realtime_Settings {
 		printf(
 			/* translators: %s: the event store's file. */
 			esc_html__( 'Start the daemon on the same event store: %s', 'lms-realtime' ),
-			'<code>' . esc_html( LMSRT_Unified_Long_Poll::db_path() ) . '</code>'
+			'<code>' . esc_html( LMSRT_Unified_Long_Poll::shown_store() ) . '</code>'
 		);
 		echo '</p>';
 	}
@@ -502,10 +502,17 @@ final class LMS_Realtime_Settings {
 				'source'  => \LmsRealtime\Library::source(),
 				'abi'     => \LmsRealtime\Library::ABI_VERSION,
 			);
+			$engine            = LMSRT_Unified_Long_Poll::engine( $rt->path() );
 			$status['store']   = array(
-				'path'  => $rt->path(),
-				'bytes' => is_file( $rt->path() ) ? (int) filesize( $rt->path() ) : 0,
+				// A Redis URL's password stays out of the page.
+				'path'   => LMSRT_Unified_Long_Poll::shown_store( $rt->path() ),
+				'engine' => $engine,
 			);
+			if ( 'redis' === $engine ) {
+				$status['store']['state_dir'] = LMSRT_Unified_Long_Poll::state_dir();
+			} else {
+				$status['store']['bytes'] = is_file( $rt->path() ) ? (int) filesize( $rt->path() ) : 0;
+			}
 			try {
 				$status['store']['head'] = $rt->render_head_cursor();
 			} catch ( \Throwable $e ) {
@@ -559,7 +566,7 @@ final class LMS_Realtime_Settings {
 			__( 'Path', 'lms-realtime' )            => 'store' === $s['backend'] ? __( 'event store (lms-realtime)', 'lms-realtime' ) : __( 'legacy table (short polling)', 'lms-realtime' ),
 			__( 'Problems', 'lms-realtime' )        => implode( ' ', $s['problems'] ),
 			__( 'Library', 'lms-realtime' )         => isset( $s['library'] ) ? sprintf( /* translators: 1: version, 2: ABI version, 3: where it was loaded from. */ __( '%1$s (ABI %2$d, %3$s)', 'lms-realtime' ), $s['library']['version'], $s['library']['abi'], $s['library']['source'] ) : '—',
-			__( 'Event store', 'lms-realtime' )     => isset( $s['store'] ) ? sprintf( /* translators: 1: file, 2: size, 3: head cursor. */ __( '%1$s, %2$s, head %3$s', 'lms-realtime' ), $s['store']['path'], size_format( $s['store']['bytes'] ), $s['store']['head'] ?? ( $s['store']['error'] ?? '' ) ) : '—',
+			__( 'Event store', 'lms-realtime' )     => isset( $s['store'] ) ? self::store_line( $s['store'] ) : '—',
 			__( 'Guards', 'lms-realtime' )          => implode( ', ', array_map( static fn ( $k, $v ) => "$k: $v", array_keys( $s['guards'] ), $s['guards'] ) ),
 			__( 'Circuit breaker', 'lms-realtime' ) => sprintf( /* translators: 1: breaker state, 2: consecutive failures. */ __( '%1$s (%2$d failures)', 'lms-realtime' ), $s['breaker']['state'], $s['breaker']['failures'] ),
 			__( 'Advertised mode', 'lms-realtime' ) => $s['mode'],
@@ -597,6 +604,21 @@ final class LMS_Realtime_Settings {
 			echo '</form>';
 		}
 		LMS_Realtime_Doctor::render( $s['doctor'] );
+	}
+
+	/**
+	 * The status panel's store line: the engine, where the store is, and its head.
+	 *
+	 * @param array<string, mixed> $store `status()['store']`.
+	 */
+	private static function store_line( array $store ): string {
+		$head = $store['head'] ?? ( $store['error'] ?? '' );
+		if ( 'redis' === $store['engine'] ) {
+			/* translators: 1: the Redis URL without its password, 2: head cursor, 3: this host's directory for the store's files. */
+			return sprintf( __( 'Redis: %1$s, head %2$s (this host\'s files in %3$s)', 'lms-realtime' ), $store['path'], $head, $store['state_dir'] );
+		}
+		/* translators: 1: file, 2: size, 3: head cursor. */
+		return sprintf( __( 'SQLite: %1$s, %2$s, head %3$s', 'lms-realtime' ), $store['path'], size_format( $store['bytes'] ), $head );
 	}
 
 	/**

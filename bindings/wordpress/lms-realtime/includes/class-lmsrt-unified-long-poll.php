@@ -84,8 +84,9 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 	}
 
 	/**
-	 * Whether the store is named by a URL (`redis://…`: a Redis store, for the daemon and Rust),
-	 * which this plugin cannot open yet: it appends to, guards beside and uninstalls a file.
+	 * Whether the store is named by a URL (`redis://…` or `rediss://…`: a store in Redis,
+	 * shared by every web host and daemon that opens the same URL) rather than a file. Any
+	 * `scheme://` counts, so a URL the library refuses is never taken for a file either.
 	 *
 	 * @param string|null $path the store (null: the configured one).
 	 */
@@ -94,15 +95,53 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 	}
 
 	/**
-	 * The directory of the plugin's files (the store, its metrics): the store file's, or the
-	 * default one when the store is a URL (whose "directory" is no place for files).
+	 * The store as pages may show it: a URL without its `user:password@`. The plugin's own
+	 * rule, not the binding's `StoreLocation::redacted()`: the settings page shows the store
+	 * also when the binding could not be loaded.
+	 *
+	 * @param string|null $path the store (null: the configured one).
 	 */
-	public static function files_dir(): string {
-		return self::store_is_url() ? WP_CONTENT_DIR . '/lms-realtime' : dirname( self::db_path() );
+	public static function shown_store( ?string $path = null ): string {
+		$path = $path ?? self::db_path();
+		return self::store_is_url( $path ) ? (string) preg_replace( '#^([a-z][a-z0-9+.\-]*://)[^/]*@#i', '$1', $path ) : $path;
 	}
 
 	/**
-	 * This store's file.
+	 * The engine of the store: `redis` for a URL, `sqlite` for a file.
+	 *
+	 * @param string|null $path the store (null: the configured one).
+	 */
+	public static function engine( ?string $path = null ): string {
+		return self::store_is_url( $path ) ? 'redis' : 'sqlite';
+	}
+
+	/**
+	 * Where this host keeps the files of a store in Redis (the guards' shared files, the
+	 * metrics): the constant `LMSRT_STATE_DIR`, else `wp-content/lms-realtime`; filter
+	 * `lms_realtime_state_dir`. A host-local directory: give this host's daemon the same one
+	 * (`--state-dir`) so that they share the guards' metrics. Unused for a store file, whose
+	 * files stay beside it.
+	 */
+	public static function state_dir(): string {
+		$dir = defined( 'LMSRT_STATE_DIR' ) && '' !== (string) LMSRT_STATE_DIR ? (string) LMSRT_STATE_DIR : WP_CONTENT_DIR . '/lms-realtime';
+		/**
+		 * Filters the host-local directory of a Redis store's files.
+		 *
+		 * @param string $dir The directory.
+		 */
+		return untrailingslashit( (string) apply_filters( 'lms_realtime_state_dir', $dir ) );
+	}
+
+	/**
+	 * The directory of the plugin's files (the store, its metrics): the store file's, or the
+	 * state directory when the store is a URL (whose "directory" is no place for files).
+	 */
+	public static function files_dir(): string {
+		return self::store_is_url() ? self::state_dir() : dirname( self::db_path() );
+	}
+
+	/**
+	 * This store's file, or its Redis URL.
 	 */
 	public function path(): string {
 		return $this->db_path;
@@ -116,7 +155,7 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 	public function store(): EventStore {
 		if ( null === $this->store || $this->store->isClosed() ) {
 			$dir = dirname( $this->db_path );
-			if ( ! is_dir( $dir ) ) {
+			if ( ! self::store_is_url( $this->db_path ) && ! is_dir( $dir ) ) {
 				wp_mkdir_p( $dir );
 				self::protect_directory( $dir );
 			}

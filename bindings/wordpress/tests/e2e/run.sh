@@ -4,7 +4,8 @@
 #   bash bindings/wordpress/tests/e2e/run.sh
 #
 # 1. installs what is missing (apt): wordpress, mariadb, php-fpm, nginx-light, chromium, ...;
-# 2. builds the library (cargo build --release --lib) and, if the package has it, the daemon;
+# 2. builds the library (cargo build --release --lib --features redis: a site owner's library
+#    opens a Redis store too) and, if the package has it, the daemon;
 # 3. builds the plugin (build.sh), starts a private MariaDB in a temporary directory, writes
 #    /etc/wordpress/config-<its loopback address>.php, installs WordPress from PHP CLI, activates the plugin,
 #    creates the users and a channel;
@@ -54,15 +55,20 @@ command -v node >/dev/null || die "node (20+) is required; it is preinstalled on
 
 # -- 2. builds ------------------------------------------------------------------------------
 target="${CARGO_TARGET_DIR:-$root/target}"
-log "cargo build --release --lib"
-(cd "$root" && cargo build --release --lib --locked) || die "cargo build failed"
+lib_features=""
+grep -qE '^\s*redis\s*=' "$root/Cargo.toml" && lib_features="--features redis"
+log "cargo build --release --lib $lib_features"
+# shellcheck disable=SC2086
+(cd "$root" && cargo build --release --lib --locked $lib_features) || die "cargo build failed"
 lib="$target/release/liblms_realtime.so"
 [ -f "$lib" ] || die "no $lib"
 daemon_bin="$target/release/lms-longpolld"
 if grep -q 'lms-longpolld' "$root/Cargo.toml" 2>/dev/null; then
     log "cargo build --release (daemon)"
     features=""
-    grep -qE '^\s*daemon\s*=' "$root/Cargo.toml" && features="--features daemon"
+    # With the library's features too: the daemon serves a Redis store, and the library this
+    # build leaves in target/ stays one that opens it.
+    grep -qE '^\s*daemon\s*=' "$root/Cargo.toml" && features="--features daemon${lib_features:+,redis}"
     # shellcheck disable=SC2086
     (cd "$root" && cargo build --release --locked $features --bin lms-longpolld) || die "daemon build failed"
 fi

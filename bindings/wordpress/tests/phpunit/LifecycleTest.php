@@ -33,29 +33,6 @@ final class LifecycleTest extends LMSRT_TestCase {
 		$this->assertSame( LMSRT_LIBRARY, LMS_Realtime_Requirements::library_path() );
 	}
 
-	public function test_a_redis_url_for_the_store_runs_legacy_polling_and_creates_no_directory(): void {
-		$url    = 'redis://127.0.0.1:6379/0?store=lms';
-		$filter = static fn() => $url;
-		add_filter( 'lms_realtime_db_path', $filter );
-		LMS_Realtime_Requirements::reset();
-		LMS_Realtime_Plugin::set_realtime( null );
-		$cwd = getcwd();
-		try {
-			$this->assertTrue( LMSRT_Unified_Long_Poll::store_is_url() );
-			$this->assertFalse( LMSRT_Unified_Long_Poll::store_is_url( '/var/lib/lms/events.db' ) );
-			$this->assertFalse( LMS_Realtime_Requirements::met() );
-			$this->assertStringContainsString( 'URL', implode( ' ', LMS_Realtime_Requirements::problems() ) );
-			$this->assertSame( LMSRT_Realtime::class, get_class( LMS_Realtime_Plugin::realtime() ) );
-			$this->assertSame( WP_CONTENT_DIR . '/lms-realtime', LMSRT_Unified_Long_Poll::files_dir() );
-			LMS_Realtime_Plugin::activate();
-			$this->assertDirectoryDoesNotExist( $cwd . '/redis:' );
-			$this->assertDirectoryDoesNotExist( ABSPATH . 'redis:' );
-		} finally {
-			remove_filter( 'lms_realtime_db_path', $filter );
-			LMS_Realtime_Plugin::set_realtime( null );
-		}
-	}
-
 	public function test_without_ffi_or_library_the_site_runs_legacy_polling_with_a_notice(): void {
 		$this->fail_requirements( array( 'The PHP FFI extension (ext-ffi) is not loaded.' ) );
 		LMS_Realtime_Plugin::set_realtime( null );
