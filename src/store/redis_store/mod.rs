@@ -1,8 +1,8 @@
 //! The Redis engine behind [`EventStore`](super::EventStore) (cargo feature `redis`): the log
 //! in one Redis (one hash slot per store), shared by every host. Design and the reasons for it:
 //! `docs/redis.md`. The public methods, and what they promise, are documented on `EventStore`;
-//! this file holds the engine's state and its writes; `connect` its connections (URL forms,
-//! Cluster, TLS, `WAIT`), `read` the fetch, `wake` the waits, `scripts` the Lua, `keys` the key
+//! this file holds the engine's state and its writes; `url` the location's forms, `connect`
+//! its connections (Cluster redirects, pool, `WAIT`), `read` the fetch, `wake` the waits, `scripts` the Lua, `keys` the key
 //! names.
 
 mod connect;
@@ -11,6 +11,7 @@ mod keys;
 mod read;
 mod scripts;
 mod stats;
+mod url;
 mod wake;
 
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ use ::redis::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use self::connect::{Endpoint, Pooled, Replicas};
+use self::connect::{Endpoint, Pooled};
 use self::keys::Keys;
+use self::url::Replicas;
 use super::tail::TailCallback;
 use super::{Batch, Config, FetchRequest, Subscription, maintenance, schema, writer};
 use crate::cursor::Cursor;
@@ -86,9 +88,9 @@ struct Stored<'a> {
 impl RedisStore {
     /// Opens the store at `url` (`config` is checked), creating its epoch if it has none.
     pub(crate) fn open(url: &str, config: Config) -> Result<RedisStore> {
-        let location = connect::parse(url)?;
+        let location = url::parse(url)?;
         let mut store = RedisStore::new(
-            Arc::new(location.endpoint),
+            Arc::new(Endpoint::new(location.target)),
             Keys::new(&location.name)?,
             config,
             PathBuf::from(location.shown),
