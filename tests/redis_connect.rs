@@ -9,14 +9,13 @@
 
 mod redis_common;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lms_realtime::clock::ManualClock;
 use lms_realtime::{Config, ErrorCode, EventStore, FetchRequest, NewEvent, Priority};
-use redis_common::{RedisCluster, RedisServer};
+use redis_common::{RedisCluster, RedisServer, make_ca, make_cert};
 
 fn ids(b: &lms_realtime::Batch) -> Vec<i64> {
     b.events.iter().map(|e| e.id).collect()
@@ -256,101 +255,6 @@ fn a_live_store_follows_its_slot_to_another_master_through_ask_and_moved() {
 
 // ---- TLS ----
 
-/// `openssl` with `args`, in `dir`; panics with its output when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`NAME.pem`, `NAME.key`) in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
-/// A certificate `NAME.pem` (key `NAME.key`) for 127.0.0.1, signed by the CA `ca`.
-fn make_cert(dir: &Path, ca: &str, name: &str) {
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
-fn tls_server(dir: &Path, auth_clients: bool) -> RedisServer {
-    let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
-    let (cert, key, ca) = (f("server.pem"), f("server.key"), f("ca.pem"));
-    RedisServer::start_tls(&[
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-ca-cert-file",
-        &ca,
-        "--tls-auth-clients",
-        if auth_clients { "yes" } else { "no" },
-    ])
-}
-
 #[test]
 fn rediss_with_a_private_ca_works_and_a_wrong_or_missing_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,7 +262,7 @@ fn rediss_with_a_private_ca_works_and_a_wrong_or_missing_ca_is_refused() {
     make_ca(d, "ca");
     make_ca(d, "other-ca");
     make_cert(d, "ca", "server");
-    let server = tls_server(d, false);
+    let server = RedisServer::start_tls_in(d, false);
     let base = format!("rediss://127.0.0.1:{}/0", server.port());
     let ca = d.join("ca.pem").to_string_lossy().into_owned();
 
@@ -399,7 +303,7 @@ fn a_server_that_asks_for_a_client_certificate_gets_one_from_the_url() {
     make_ca(d, "ca");
     make_cert(d, "ca", "server");
     make_cert(d, "ca", "client");
-    let server = tls_server(d, true);
+    let server = RedisServer::start_tls_in(d, true);
     let f = |n: &str| d.join(n).to_string_lossy().into_owned();
     let base = format!(
         "rediss://127.0.0.1:{}/0?store=mtls&tls_ca={}",

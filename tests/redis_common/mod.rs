@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -289,4 +290,64 @@ fn serves(line: &str, slot: u16) -> bool {
         let (a, b) = r.split_once('-').unwrap_or((r, r));
         matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
     })
+}
+
+/// `openssl` with `args` (split at spaces), in `dir`; panics with its output when it fails.
+fn openssl(dir: &Path, args: &str) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args.split(' '))
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// EC P-256 keys: quick to make.
+const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+
+/// A self-signed CA (`NAME.pem`, `NAME.key`) in `dir`.
+pub fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &format!("req -x509 {NEW_KEY} -days 2 -subj /CN={name} -keyout {name}.key -out {name}.pem"),
+    );
+}
+
+/// A certificate `NAME.pem` (key `NAME.key`) for 127.0.0.1, signed by the CA `ca` in `dir`.
+pub fn make_cert(dir: &Path, ca: &str, name: &str) {
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &format!("req {NEW_KEY} -subj /CN=127.0.0.1 -keyout {name}.key -out {name}.csr"),
+    );
+    openssl(
+        dir,
+        &format!(
+            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -days 2 \
+             -extfile san.ext -out {name}.pem"
+        ),
+    );
+}
+
+impl RedisServer {
+    /// A TLS server with the certificates [`make_ca`] (`ca`) and [`make_cert`] (`server`) made
+    /// in `dir`; `auth_clients`: it asks for a client certificate signed by `ca`.
+    pub fn start_tls_in(dir: &Path, auth_clients: bool) -> RedisServer {
+        let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
+        let (cert, key, ca) = (f("server.pem"), f("server.key"), f("ca.pem"));
+        RedisServer::start_tls(&[
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            if auth_clients { "yes" } else { "no" },
+        ])
+    }
 }
