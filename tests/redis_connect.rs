@@ -9,7 +9,6 @@
 
 mod redis_common;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
