@@ -252,6 +252,70 @@ fn a_live_store_follows_its_slot_to_another_master_through_ask_and_moved() {
     });
 }
 
+#[test]
+fn a_master_failover_keeps_every_append_acknowledged_with_wait_replicas() {
+    let mut cluster = RedisCluster::start_with_replicas();
+    let url = format!("{}&wait_replicas=1&wait_timeout_ms=2000", cluster.url());
+    let name = store_name(&url).split('&').next().unwrap().to_owned();
+    let slot: u16 = cluster.nodes[0]
+        .cli(&["CLUSTER", "KEYSLOT", &format!("{{{name}}}")])
+        .parse()
+        .unwrap();
+    let s = EventStore::open_url(&url, Config::default()).unwrap();
+    let other_host = EventStore::open_url(&url, Config::default()).unwrap();
+    let (seen, _sub) = subscribe(&other_host);
+    let acked: Vec<i64> = (0..20)
+        .map(|i| s.append(msg(1).idempotency_key(format!("a{i}"))).unwrap())
+        .collect();
+
+    let old = cluster.owner(slot);
+    cluster.nodes[old].kill();
+    let started = Instant::now();
+    let new = loop {
+        match cluster.serving(slot) {
+            Some(n) => break n,
+            None => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no replica took the slot over within 30 s"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(new, old);
+    // The new master has no replica yet: an append is written there but not acknowledged.
+    let e = s.append(msg(1).idempotency_key("after")).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Storage, "{e}");
+    // The old master comes back as the new one's replica; the same key is retried, as a
+    // caller would: the first attempt's event, acknowledged now, once.
+    cluster.nodes[old].run();
+    let started = Instant::now();
+    let after = loop {
+        match s.append(msg(1).idempotency_key("after")) {
+            Ok(id) => break id,
+            Err(e) => assert_eq!(e.code(), ErrorCode::Storage, "{e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the append was not acknowledged within 30 s of the replica's return"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(after, acked[acked.len() - 1] + 1);
+    let b = other_host.fetch(&FetchRequest::new([1])).unwrap();
+    let mut want = acked.clone();
+    want.push(after);
+    assert_eq!(
+        ids(&b),
+        want,
+        "every acknowledged append survived the failover"
+    );
+    assert!(!b.gap);
+    eventually(
+        "the subscriber got every event, across the failover",
+        || *seen.lock().unwrap() == want,
+    );
+}
+
 // ---- TLS ----
 
 #[test]

@@ -205,7 +205,26 @@ impl RedisCluster {
     /// Starts three `--cluster-enabled` servers, joins them, and waits (up to 30 s) until every
     /// node says `cluster_state:ok`.
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3)
+        RedisCluster::start_with(0, "5000")
+    }
+
+    /// Three masters with one replica each (`nodes[3..]`, every one in sync), and a node
+    /// timeout of 1 s: a master killed fails over within seconds.
+    pub fn start_with_replicas() -> RedisCluster {
+        let c = RedisCluster::start_with(1, "1000");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in &c.nodes {
+            let info = || n.cli(&["INFO", "replication"]);
+            while info().contains("role:slave") && !info().contains("master_link_status:up") {
+                assert!(Instant::now() < deadline, "a replica did not sync in 30 s");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        c
+    }
+
+    fn start_with(replicas: usize, node_timeout_ms: &str) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with_args(&[
                     "--cluster-enabled",
@@ -213,7 +232,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "5000",
+                    node_timeout_ms,
                 ])
             })
             .collect();
@@ -225,7 +244,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli comes with redis-server");
         assert!(
@@ -262,14 +281,17 @@ impl RedisCluster {
 
     /// The node that holds `slot` now, by its index in [`nodes`](Self::nodes).
     pub fn owner(&self, slot: u16) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| {
-                n.cli(&["CLUSTER", "NODES"])
+        self.serving(slot).expect("some node serves every slot")
+    }
+
+    /// The running node that says it holds `slot`, if one does.
+    pub fn serving(&self, slot: u16) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.is_running()
+                && n.cli(&["CLUSTER", "NODES"])
                     .lines()
                     .any(|l| l.contains("myself") && serves(l, slot))
-            })
-            .expect("some node serves every slot")
+        })
     }
 
     /// The node id of `nodes[i]`.
