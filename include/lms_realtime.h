@@ -720,8 +720,10 @@ size_t lmsrt_last_error_message(char *buf, size_t len, size_t *out_n);
 // Any number of processes and threads may open the same file at once.
 //
 // `path` may instead be a Redis URL, `redis://[user:password@]host[:port][/db][?store=NAME]`
-// (or `rediss://`): the store then lives in that Redis, shared by every host that opens it
-// (a library built with the `redis` feature; otherwise `LMSRT_STATUS_INVALID_ARGUMENT`).
+// (or `rediss://` for TLS, `redis+cluster://host1:port1,host2:port2/?store=NAME` for a Redis
+// Cluster, `rediss+cluster://`; parameters in the README): the store then lives in that Redis,
+// shared by every host that opens it (a library built with the `redis` feature; otherwise
+// `LMSRT_STATUS_INVALID_ARGUMENT`).
 // Any other `scheme://` is refused with `LMSRT_STATUS_INVALID_ARGUMENT`; Redis unreachable:
 // `LMSRT_STATUS_STORAGE`.
 //

@@ -15,9 +15,10 @@ if ! command -v php >/dev/null 2>&1; then
 fi
 export LMSRT_REQUIRE_PHP=1
 
-# redis-server: the Redis engine's tests (feature `redis`) start their own servers on loopback.
-if ! command -v redis-server >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+# redis-server: the Redis engine's tests (feature `redis`) start their own servers on loopback;
+# openssl: tests/redis_connect.rs makes the TLS certificates of its rediss:// server with it.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server redis-tools openssl >/dev/null
 fi
 
 echo "== Rust: unit, property, multi-process, integration, daemon (feature daemon) and doc tests,"

@@ -150,8 +150,9 @@ impl Client {
 #[derive(Clone, Copy)]
 enum Engine<'a> {
     Sqlite,
+    /// A Redis node or a Redis Cluster.
     #[cfg(feature = "redis")]
-    Redis(&'a redis_common::RedisServer),
+    Redis(&'a dyn redis_common::RedisUrls),
     #[cfg(not(feature = "redis"))]
     #[allow(dead_code)]
     Unused(std::marker::PhantomData<&'a ()>),
@@ -468,13 +469,21 @@ fn program() -> impl Strategy<Value = (Vec<ClientSpec>, Vec<Op>, i64)> {
 /// so the runner is driven by hand rather than by `proptest!`, which could not stop it.
 #[cfg(feature = "redis")]
 fn run_on_redis(program: impl Strategy<Value = (Vec<ClientSpec>, Vec<Op>, i64)>) {
-    let server = redis_common::RedisServer::start();
+    run_on(&redis_common::RedisServer::start(), program);
+}
+
+/// The properties on the stores of `server` (a Redis node or a cluster).
+#[cfg(feature = "redis")]
+fn run_on(
+    server: &dyn redis_common::RedisUrls,
+    program: impl Strategy<Value = (Vec<ClientSpec>, Vec<Op>, i64)>,
+) {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: CASES,
         ..ProptestConfig::default()
     });
     let result = runner.run(&program, |(clients, ops, window)| {
-        run(clients, ops, window, Engine::Redis(&server));
+        run(clients, ops, window, Engine::Redis(server));
         Ok(())
     });
     if let Err(e) = result {
@@ -492,6 +501,16 @@ fn gap_is_exact_after_purges_on_redis() {
 #[test]
 fn delivery_contract_holds_on_redis() {
     run_on_redis(program());
+}
+
+/// The same on a 3-master Redis Cluster (`redis+cluster://`, every case a store of its own, so
+/// the stores' slots spread over the masters).
+#[cfg(feature = "redis")]
+#[test]
+fn delivery_contract_holds_on_a_redis_cluster() {
+    let cluster = redis_common::RedisCluster::start();
+    run_on(&cluster, program());
+    run_on(&cluster, lane_program());
 }
 
 proptest! {

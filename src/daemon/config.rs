@@ -24,8 +24,9 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// The event store, shared with PHP: a SQLite file (created if missing), or a Redis URL
-    /// (`redis://host:port/db?store=NAME`, with a build that has the `redis` feature) shared by
-    /// every host's daemons and PHP.
+    /// (`redis://host:port/db?store=NAME`, `rediss://` for TLS, `redis+cluster://h1:p1,h2:p2/`
+    /// for a Redis Cluster; with a build that has the `redis` feature) shared by every host's
+    /// daemons and PHP.
     #[arg(long, env = "LMSRT_DB", default_value = "lms-realtime.db")]
     pub db: PathBuf,
 

@@ -111,6 +111,9 @@ impl Op {
 }
 
 /// The engine a store runs on.
+// One per open store, moved rarely: the size of the larger variant costs nothing worth a box
+// (which would add a pointer hop to every SQLite call).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Engine {
     Sqlite(SqliteStore),
@@ -157,7 +160,8 @@ impl EventStore {
         })
     }
 
-    /// Opens the store at a `redis://` or `rediss://` URL (see [`StoreLocation`] for its form),
+    /// Opens the store at a Redis URL (`redis://`, `rediss://`, `redis+cluster://`,
+    /// `rediss+cluster://`; see [`StoreLocation`] for their form and parameters),
     /// creating its keys on first use. Needs the `redis` feature; without it, or for anything
     /// that is not such a URL, [`Error::InvalidArgument`]. Redis unreachable:
     /// [`Error::Storage`].
@@ -167,7 +171,7 @@ impl EventStore {
                 EventStore::open_location(&StoreLocation::Redis(url), config)
             }
             StoreLocation::Path(_) => Err(Error::InvalidArgument(
-                "expected a redis:// or rediss:// URL".into(),
+                "expected a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL".into(),
             )),
         }
     }

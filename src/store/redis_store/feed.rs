@@ -123,7 +123,7 @@ impl Feed {
 
     fn run(&self, reader: &RedisStore, channel: &str) {
         let mut last_read: Option<Instant> = None;
-        keep_listening(&reader.client, channel, &self.stop, |heard| {
+        keep_listening(&reader.endpoint, channel, &self.stop, |heard| {
             let read_recently = last_read.is_some_and(|t| t.elapsed() < SAFETY_NET);
             let needed = match heard {
                 Heard::Subscribed => true,

@@ -1,14 +1,17 @@
 //! The Redis engine behind [`EventStore`](super::EventStore) (cargo feature `redis`): the log
 //! in one Redis (one hash slot per store), shared by every host. Design and the reasons for it:
 //! `docs/redis.md`. The public methods, and what they promise, are documented on `EventStore`;
-//! this file holds the engine's state, its connections and its writes; `read` the fetch,
-//! `wake` the waits, `scripts` the Lua, `keys` the key names.
+//! this file holds the engine's state and its writes; `url` the location's forms, `connect`
+//! its connections (Cluster redirects, pool, `WAIT`), `read` the fetch, `wake` the waits, `scripts` the Lua, `keys` the key
+//! names.
 
+mod connect;
 mod feed;
 mod keys;
 mod read;
 mod scripts;
 mod stats;
+mod url;
 mod wake;
 
 use std::path::{Path, PathBuf};
@@ -16,22 +19,19 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::redis::{Client, Connection, RedisResult, Value};
+use ::redis::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use self::connect::{Endpoint, Pooled};
 use self::keys::Keys;
+use self::url::Replicas;
 use super::tail::TailCallback;
 use super::{Batch, Config, FetchRequest, Subscription, maintenance, schema, writer};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::event::{Event, Priority};
 
-/// Connect, read and write timeout of every Redis call: a Redis that stopped answering fails
-/// the call with [`Error::Storage`] after this (a refused connection fails at once).
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// Idle connections kept per store.
-const MAX_IDLE: usize = 16;
 /// Purge records kept (about 100 bytes of Redis memory each); older ones are folded into
 /// one bound, which answers `gap` coarsely (see `scripts::PURGE`).
 const PURGE_RECORDS: usize = 100_000;
@@ -40,14 +40,16 @@ pub(crate) const MAX_ID: i64 = (1 << 53) - 1;
 
 /// The event log on Redis.
 pub(crate) struct RedisStore {
-    client: Client,
+    endpoint: Arc<Endpoint>,
     keys: Keys,
+    /// `WAIT` after every acknowledged write (`?wait_replicas=`).
+    replicas: Option<Replicas>,
     config: Config,
     /// The URL without its password, for [`path`](Self::path).
     shown: PathBuf,
     /// The epoch last read from Redis (shared with the tail thread's [`companion`](Self::companion)).
     epoch: Arc<AtomicU32>,
-    pool: Mutex<Vec<Connection>>,
+    pool: Mutex<Vec<Pooled>>,
     closed: Arc<AtomicBool>,
     wake: Arc<wake::Wake>,
     feed: Arc<feed::Feed>,
@@ -86,11 +88,14 @@ struct Stored<'a> {
 impl RedisStore {
     /// Opens the store at `url` (`config` is checked), creating its epoch if it has none.
     pub(crate) fn open(url: &str, config: Config) -> Result<RedisStore> {
-        let shown = PathBuf::from(without_password(url));
-        let (url, name) = split_store_name(url);
-        let client = Client::open(url.as_str())
-            .map_err(|e| Error::InvalidArgument(format!("redis URL: {e}")))?;
-        let store = RedisStore::new(client, Keys::new(&name)?, config, shown);
+        let location = url::parse(url)?;
+        let mut store = RedisStore::new(
+            Arc::new(Endpoint::new(location.target)),
+            Keys::new(&location.name)?,
+            config,
+            PathBuf::from(location.shown),
+        );
+        store.replicas = location.replicas;
         store.refresh_epoch()?;
         if let Some(every) = store.config.purge_interval {
             store.start_purger(every)?;
@@ -98,10 +103,11 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// A store on `client` with no connection yet and no purger.
-    fn new(client: Client, keys: Keys, config: Config, shown: PathBuf) -> RedisStore {
+    /// A store on `endpoint` with no connection yet and no purger.
+    fn new(endpoint: Arc<Endpoint>, keys: Keys, config: Config, shown: PathBuf) -> RedisStore {
         RedisStore {
-            client,
+            endpoint,
+            replicas: None,
             shown,
             wake: Arc::new(wake::Wake::new(keys.wake())),
             feed: Arc::default(),
@@ -128,7 +134,7 @@ impl RedisStore {
     /// purger: what a background thread of this store works through.
     fn companion(&self) -> RedisStore {
         let mut s = RedisStore::new(
-            self.client.clone(),
+            self.endpoint.clone(),
             self.keys.clone(),
             Config {
                 purge_interval: None,
@@ -137,6 +143,7 @@ impl RedisStore {
             PathBuf::new(),
         );
         s.epoch = self.epoch.clone();
+        s.replicas = self.replicas;
         s.stats = self.stats.clone();
         s
     }
@@ -243,11 +250,8 @@ impl RedisStore {
         }
         // Running it twice is harmless only when every event has a key (the second run
         // finds them all and writes nothing).
-        let reply: Value = if rows.iter().all(|r| r.event.idempotency_key.is_some()) {
-            self.with_conn(|c| inv.invoke(c))?
-        } else {
-            self.with_conn_once(|c| inv.invoke(c))?
-        };
+        let may_repeat = rows.iter().all(|r| r.event.idempotency_key.is_some());
+        let reply: Value = self.with_conn_replicated(may_repeat, |c| inv.invoke(c))?;
         match reply {
             Value::Array(ids) if ids.len() == rows.len() => ids.iter().map(as_i64).collect(),
             Value::BulkString(b) if b.starts_with(b"IDEM") => Err(Error::IdempotencyConflict(
@@ -279,7 +283,7 @@ impl RedisStore {
                 MAX_ID - 1
             )));
         }
-        let (head, _moved): (i64, i64) = self.with_conn(|c| {
+        let (head, _moved): (i64, i64) = self.with_conn_replicated(true, |c| {
             scripts::advance()
                 .key(self.keys.seq())
                 .key(self.keys.meta())
@@ -299,7 +303,7 @@ impl RedisStore {
     /// `consumer` is checked.
     pub(crate) fn commit_cursor(&self, consumer: &str, cursor: &Cursor) -> Result<()> {
         self.check_open()?;
-        self.with_conn(|c| {
+        self.with_conn_replicated(true, |c| {
             ::redis::cmd("HSET")
                 .arg(self.keys.cursors())
                 .arg(consumer)
@@ -341,71 +345,6 @@ impl RedisStore {
         } else {
             Ok(())
         }
-    }
-
-    /// Runs `f` on a pooled connection (a new one when none is idle). A connection that failed
-    /// is dropped, with every idle one: they are most likely all dead (Redis restarted), and
-    /// the next call connects anew, so a Redis that comes back is used without reopening.
-    ///
-    /// Only for calls that must not run twice (an append without idempotency keys): a pooled
-    /// connection that fails fails the call. Everything else uses [`with_conn`](Self::with_conn).
-    fn with_conn_once<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> Result<T> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => connect(&self.client).map_err(|e| self.failed(e))?,
-        };
-        self.run_on(conn, f).map_err(|(e, _)| self.failed(e))
-    }
-
-    /// Like [`with_conn_once`](Self::with_conn_once), but when a pooled connection turns out
-    /// dead (the first call after Redis restarted), `f` runs again once on a new connection.
-    /// For calls that may run twice: reads, and writes whose repetition changes nothing.
-    fn with_conn<T>(&self, mut f: impl FnMut(&mut Connection) -> RedisResult<T>) -> Result<T> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let Some(conn) = pooled else {
-            let conn = connect(&self.client).map_err(|e| self.failed(e))?;
-            return self.run_on(conn, f).map_err(|(e, _)| self.failed(e));
-        };
-        match self.run_on(conn, &mut f) {
-            // Not counted: the retry on a new connection is what the caller gets.
-            Err((_, true)) => {
-                let conn = connect(&self.client).map_err(|e| self.failed(e))?;
-                self.run_on(conn, f).map_err(|(e, _)| self.failed(e))
-            }
-            other => other.map_err(|(e, _)| self.failed(e)),
-        }
-    }
-
-    /// A call's final failure: counted, and told as [`Error::Storage`].
-    fn failed(&self, e: ::redis::RedisError) -> Error {
-        self.stats.error();
-        storage(e)
-    }
-
-    /// Runs `f` on `conn` and pools `conn` again unless it failed; the error says whether the
-    /// connection is broken.
-    fn run_on<T>(
-        &self,
-        mut conn: Connection,
-        f: impl FnOnce(&mut Connection) -> RedisResult<T>,
-    ) -> std::result::Result<T, (::redis::RedisError, bool)> {
-        let started = Instant::now();
-        let r = f(&mut conn);
-        if r.is_ok() {
-            self.stats.round_trip(started.elapsed());
-        }
-        let broken = match &r {
-            Ok(_) => false,
-            Err(e) => e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout(),
-        };
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if broken {
-            pool.clear();
-        } else if pool.len() < MAX_IDLE && !self.is_closed() {
-            pool.push(conn);
-        }
-        r.map_err(|e| (e, broken))
     }
 
     fn start_purger(&self, every: Duration) -> Result<()> {
@@ -466,18 +405,6 @@ fn purge(store: &RedisStore, config: &Config, max_rows: usize, stop: &AtomicBool
         maintenance::pause_after_chunk(started.elapsed());
     }
     Ok(total)
-}
-
-fn connect(client: &Client) -> RedisResult<Connection> {
-    let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
-    c.set_read_timeout(Some(IO_TIMEOUT))?;
-    c.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(c)
-}
-
-/// Every Redis failure is a storage fault: the daemon answers 503 and the client retries.
-fn storage(e: ::redis::RedisError) -> Error {
-    Error::Storage(format!("redis: {e}"))
 }
 
 fn parse_epoch(s: &str) -> Result<u32> {
@@ -541,53 +468,5 @@ fn some_bytes(v: i64) -> [u8; 9] {
     b
 }
 
-/// Takes `?store=NAME` out of the URL (the `redis` crate would not know it); the rest is the
-/// crate's. Default name `lmsrt`.
-fn split_store_name(url: &str) -> (String, String) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), "lmsrt".to_owned());
-    };
-    let mut name = None;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.strip_prefix("store=") {
-            Some(n) => name = Some(n.to_owned()),
-            None => rest.push(pair),
-        }
-    }
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    (url, name.unwrap_or_else(|| "lmsrt".to_owned()))
-}
-
-/// The URL with any `user:password@` taken out, for messages and [`RedisStore::path`].
-fn without_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod url_tests {
-    use super::*;
-
-    #[test]
-    fn store_name_and_password_are_taken_out_of_the_url() {
-        let (u, n) = split_store_name("redis://h:1/0?store=site-2&protocol=resp3");
-        assert_eq!(
-            (u.as_str(), n.as_str()),
-            ("redis://h:1/0?protocol=resp3", "site-2")
-        );
-        let (u, n) = split_store_name("redis://h:1");
-        assert_eq!((u.as_str(), n.as_str()), ("redis://h:1", "lmsrt"));
-        assert_eq!(without_password("redis://u:secret@h:1/0"), "redis://h:1/0");
-        assert_eq!(without_password("redis://h:1/0"), "redis://h:1/0");
-    }
-}

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ::redis::{Client, RedisResult};
+use ::redis::RedisResult;
 
-use super::{RedisStore, connect};
+use super::RedisStore;
+use super::connect::Endpoint;
 use crate::error::Result;
 use crate::store::{Batch, FetchRequest};
 
@@ -61,7 +62,7 @@ impl Wake {
     }
 
     /// Starts the subscriber thread, once.
-    fn ensure_started(self: &Arc<Self>, client: &Client) {
+    fn ensure_started(self: &Arc<Self>, endpoint: &Arc<Endpoint>) {
         {
             let mut s = self.state();
             if s.started || self.stop.load(Ordering::SeqCst) {
@@ -70,10 +71,10 @@ impl Wake {
             s.started = true;
         }
         let me = self.clone();
-        let client = client.clone();
+        let endpoint = endpoint.clone();
         let spawned = std::thread::Builder::new()
             .name("lmsrt-redis-wake".into())
-            .spawn(move || me.run(&client));
+            .spawn(move || me.run(&endpoint));
         match spawned {
             Ok(h) => *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h),
             // No thread: waiters poll (they see `subscribed` false), and the next wait retries.
@@ -121,8 +122,8 @@ impl Wake {
         }
     }
 
-    fn run(&self, client: &Client) {
-        keep_listening(client, &self.channel, &self.stop, |heard| match heard {
+    fn run(&self, endpoint: &Endpoint) {
+        keep_listening(endpoint, &self.channel, &self.stop, |heard| match heard {
             // Subscribed: waiters look again, for what was appended while nobody listened.
             Heard::Subscribed => self.bump(Some(true)),
             Heard::Message(_) => self.bump(None),
@@ -148,14 +149,18 @@ pub(super) enum Heard {
 
 /// Holds a subscription to `channel` until `stop` is set, reconnecting whenever it fails, and
 /// tells `on` what it hears. Runs on the caller's thread.
+///
+/// On a Redis Cluster it subscribes on the node the store is on when it connects, and stays
+/// there: `PUBLISH` reaches every node of a cluster (the cluster bus broadcasts it), so a slot
+/// that moves away does not silence it. A node that fails sends the reconnect to the seeds.
 pub(super) fn keep_listening(
-    client: &Client,
+    endpoint: &Endpoint,
     channel: &str,
     stop: &AtomicBool,
     mut on: impl FnMut(Heard),
 ) {
     while !stop.load(Ordering::SeqCst) {
-        let _ = listen(client, channel, stop, &mut on);
+        let _ = listen(endpoint, channel, stop, &mut on);
         on(Heard::Down);
         let resume = Instant::now() + RECONNECT_PAUSE;
         while Instant::now() < resume && !stop.load(Ordering::SeqCst) {
@@ -166,12 +171,12 @@ pub(super) fn keep_listening(
 
 /// Subscribes and relays what it hears until the connection fails or `stop` is set.
 fn listen(
-    client: &Client,
+    endpoint: &Endpoint,
     channel: &str,
     stop: &AtomicBool,
     on: &mut impl FnMut(Heard),
 ) -> RedisResult<()> {
-    let mut con = connect(client)?;
+    let (_, mut con) = endpoint.connect()?;
     let mut ps = con.as_pubsub();
     ps.subscribe(channel)?;
     ps.set_read_timeout(Some(READ_SLICE))?;
@@ -193,7 +198,7 @@ fn listen(
 /// down.
 pub(super) fn wait(store: &RedisStore, mut req: FetchRequest, deadline: Instant) -> Result<Batch> {
     store.check_open()?;
-    store.wake.ensure_started(&store.client);
+    store.wake.ensure_started(&store.endpoint);
     loop {
         let (seen, subscribed) = store.wake.snapshot();
         let batch = store.fetch(&req)?;
