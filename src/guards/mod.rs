@@ -35,11 +35,15 @@
 
 pub mod breaker;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod rollout;
 pub mod slots;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStatus, Breakers, ClientMode};
 pub use rate_limit::{ActionLimit, Decision, LimiterConfig, RateLimiter};
+#[cfg(feature = "redis")]
+pub use redis::{RedisGuards, RedisTime};
 pub use rollout::{Cohort, Rollout};
 pub use slots::{Lease, OnFull, Slots, SlotsConfig};
 

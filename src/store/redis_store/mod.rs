@@ -542,8 +542,8 @@ fn some_bytes(v: i64) -> [u8; 9] {
 }
 
 /// Takes `?store=NAME` out of the URL (the `redis` crate would not know it); the rest is the
-/// crate's. Default name `lmsrt`.
-fn split_store_name(url: &str) -> (String, String) {
+/// crate's. Default name `lmsrt`. (The shared guards name their keys after it too.)
+pub(crate) fn split_store_name(url: &str) -> (String, String) {
     let Some((base, query)) = url.split_once('?') else {
         return (url.to_owned(), "lmsrt".to_owned());
     };
