@@ -4,7 +4,8 @@
 //! whose state must agree across them lives in a small file mapped shared next to the database
 //! (never in the database itself: a decision must not compete with appends for SQLite's write
 //! lock). Each guard also has an in-process backend with the same code and semantics, for the
-//! daemon's hot path and for tests.
+//! daemon's hot path and for tests, and (feature `redis`) a backend in Redis shared by every
+//! host of a site, one Lua script per decision (`guards::redis` says how, and how it fails).
 //!
 //! | guard | file beside `<db>` | what a record holds |
 //! | --- | --- | --- |
