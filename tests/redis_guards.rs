@@ -384,13 +384,45 @@ fn with_redis_down_limits_and_breakers_go_local_and_slots_fail_closed() {
     assert!(g.errors() >= 1);
 
     redis.run();
-    wait_for(Duration::from_secs(5), "slots work again", || {
+    wait_for(Duration::from_secs(20), "slots work again", || {
         slots.acquire("user-2").is_ok()
     });
     // Back on Redis (empty after the restart): the shared state is fresh again.
     assert!(breakers.check("store").unwrap().allowed);
     assert!(limiter.check("post", "user-3").unwrap().allowed);
     assert!(g.is_up());
+}
+
+#[test]
+fn the_back_off_doubles_while_redis_stays_down() {
+    // Nothing listens on port 1: every connection is refused at once.
+    let g = Arc::new(RedisGuards::open("redis://127.0.0.1:1/0").unwrap());
+    let limiter = RateLimiter::on_redis(g.clone(), LimiterConfig::default()).unwrap();
+    assert!(g.is_up());
+    assert!(
+        limiter.check("post", "u").unwrap().allowed,
+        "decided locally"
+    );
+    assert_eq!(g.errors(), 1);
+    assert!(!g.is_up());
+    // Calls during the back-off do not try Redis.
+    assert!(limiter.check("post", "u").unwrap().allowed);
+    assert_eq!(g.errors(), 1);
+    wait_for(
+        Duration::from_secs(3),
+        "the first back-off (1 s) ends",
+        || g.is_up(),
+    );
+    assert!(limiter.check("post", "u").unwrap().allowed);
+    assert_eq!(g.errors(), 2);
+    // The second is 2 s: still backing off after 1.2 s.
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert!(!g.is_up());
+    wait_for(
+        Duration::from_secs(3),
+        "the second back-off (2 s) ends",
+        || g.is_up(),
+    );
 }
 
 #[test]

@@ -26,8 +26,10 @@
 //!
 //! ## Redis down
 //!
-//! A failed call marks Redis down for [`BACKOFF`]; meanwhile no call is tried (a decision must
-//! not wait on a dead server). Rate limits and breakers then decide on a host-local table of
+//! A failed call marks Redis down for [`BACKOFF`], doubling with each failure in a row up to
+//! [`MAX_BACKOFF`]; meanwhile no call is tried. The daemon decides on its serving threads, so a
+//! Redis that stops answering (rather than refusing) may stall one call for [`IO_TIMEOUT`], and
+//! then only one probe per back-off period. Rate limits and breakers then decide on a host-local table of
 //! their own (a limit per host instead of per site; the store breaker still opens on a store
 //! that fails, which on Redis is the same outage), and slots fail closed as a full table does.
 
@@ -44,10 +46,13 @@ use ::redis::{Client, Connection, RedisError, Script};
 use crate::error::{Error, Result};
 
 /// Connect, read and write timeout of a guard's call: a decision gives up on a Redis that
-/// stopped answering after this (much shorter than the store's, since a guard has a fallback).
-const IO_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long Redis is left alone after a failed call.
+/// stopped answering after this (much shorter than the store's 2 s, since a guard has a
+/// fallback and runs where a stall holds up other requests).
+pub const IO_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long Redis is left alone after a failed call...
 pub const BACKOFF: Duration = Duration::from_secs(1);
+/// ...doubling on each failure in a row, up to this.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(16);
 /// Idle connections kept.
 const MAX_IDLE: usize = 16;
 
@@ -74,6 +79,8 @@ pub struct RedisGuards {
     origin: Instant,
     /// Ms since `origin` until which Redis is not tried (0: try).
     down_until: AtomicU64,
+    /// Failed calls since the last success (the back-off's exponent).
+    in_a_row: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -116,6 +123,7 @@ impl RedisGuards {
             pool: Mutex::new(Vec::new()),
             origin: Instant::now(),
             down_until: AtomicU64::new(0),
+            in_a_row: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         })
     }
@@ -164,9 +172,10 @@ impl RedisGuards {
         }
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let r = match pooled {
-            // A pooled connection may be dead since Redis restarted: one more try on a new one.
+            // A pooled connection may be dead since Redis restarted: one more try on a new one
+            // (not after a timeout: Redis is slow, and a second wait would double the stall).
             Some(c) => match self.run_on(c, |c| inv.invoke(c)) {
-                Err(e) if broken(&e) => self
+                Err(e) if broken(&e) && !e.is_timeout() => self
                     .connect()
                     .and_then(|c| self.run_on(c, |c| inv.invoke(c))),
                 other => other,
@@ -175,14 +184,22 @@ impl RedisGuards {
                 .connect()
                 .and_then(|c| self.run_on(c, |c| inv.invoke(c))),
         };
-        r.map_err(|e| {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            self.down_until.store(
-                self.elapsed_ms() + BACKOFF.as_millis() as u64,
-                Ordering::Relaxed,
-            );
-            Error::Storage(format!("redis (guards): {e}"))
-        })
+        match r {
+            Ok(v) => {
+                self.in_a_row.store(0, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                let n = self.in_a_row.fetch_add(1, Ordering::Relaxed).min(16) as u32;
+                let wait = BACKOFF.saturating_mul(1 << n).min(MAX_BACKOFF);
+                self.down_until.store(
+                    self.elapsed_ms() + wait.as_millis() as u64,
+                    Ordering::Relaxed,
+                );
+                Err(Error::Storage(format!("redis (guards): {e}")))
+            }
+        }
     }
 
     fn connect(&self) -> std::result::Result<Connection, RedisError> {
