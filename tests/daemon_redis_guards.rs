@@ -1,7 +1,8 @@
 //! `--guards redis` (features `daemon` and `redis`): two daemons on one Redis share a user's
 //! connection slots and poll rate, as two hosts behind a load balancer would; with `--guards
-//! local` (the default) each daemon counts alone; and `--guards redis` with a SQLite `--db`
-//! is refused at start-up.
+//! local` (the default) each daemon counts alone; with Redis down the store breaker still
+//! opens (on the daemon's own table) and polls are refused their slot, and both resume when
+//! Redis is back; and `--guards redis` with a SQLite `--db` is refused at start-up.
 //!
 //! The daemons run in this process (as in `daemon_redis.rs`), each over its own `EventStore`
 //! and its own guards handle: nothing is shared between them but Redis.
@@ -20,10 +21,14 @@ use hyper::StatusCode;
 use lms_realtime::daemon::{self, GuardsArg, Spawned};
 use lms_realtime::{EventStore, store};
 use redis_common::RedisServer;
+use serde_json::json;
 
 /// One daemon over its own store handle on `url`.
 struct Node {
     store: Arc<EventStore>,
+    /// The head when the node started: where its polls start (read once, so a poll needs no
+    /// store call of the test's own while Redis is down).
+    start: String,
     addr: SocketAddr,
     spawned: Option<Spawned>,
 }
@@ -38,10 +43,13 @@ impl Node {
             // Eight polls per user, refilled at one a minute: nothing refills during the test.
             poll_rate: 1,
             poll_burst: 8,
+            // Short open spells, so traffic resumes within the test once Redis is back.
+            breaker_open_ms: 200,
             ..config()
         };
         let spawned = daemon::spawn(store.clone(), cfg).await.unwrap();
         Node {
+            start: store.head_cursor().unwrap().to_string(),
             store,
             addr: spawned.addr,
             spawned: Some(spawned),
@@ -56,9 +64,9 @@ impl Node {
         self.store.close();
     }
 
-    /// A poll by user `uid` on channel 1 from the head, waiting up to `wait_s`.
+    /// A poll by user `uid` on channel 1 from `start`, waiting up to `wait_s`.
     async fn poll(&self, uid: i64, wait_s: u64) -> Reply {
-        let cursor = self.store.head_cursor().unwrap().to_string();
+        let cursor = &self.start;
         let mut c = Client::connect(self.addr).await;
         c.poll(
             &token(uid, &[1]),
@@ -69,7 +77,7 @@ impl Node {
 
     /// The same poll, from a task of its own (it parks).
     fn park(&self, uid: i64) -> tokio::task::JoinHandle<Reply> {
-        let (addr, cursor) = (self.addr, self.store.head_cursor().unwrap().to_string());
+        let (addr, cursor) = (self.addr, self.start.clone());
         tokio::spawn(async move {
             let mut c = Client::connect(addr).await;
             c.poll(
@@ -166,6 +174,53 @@ async fn with_local_guards_each_daemon_counts_alone() {
             .expect("a parked poll is answered at shutdown")
             .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_breaker_still_opens_and_everything_resumes() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Node::start(&server.url(), GuardsArg::Redis, dir.path()).await;
+    let mut c = Client::connect(a.addr).await;
+    // Each publish its own body: a signed body sent again is answered from the replay window.
+    let msg = |n: i64| json!({"event_type": "message_create", "channel_id": 1, "data": {"n": n}});
+    assert_eq!(c.publish(&msg(0)).await.status, StatusCode::OK);
+
+    server.kill();
+    let mut codes = Vec::new();
+    for n in 1..=10 {
+        let r = c.publish(&msg(n)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        codes.push(r.code());
+    }
+    assert_eq!(codes[0], "storage", "{codes:?}");
+    assert!(
+        codes.iter().any(|c| c == "circuit_open"),
+        "the store breaker opened although its shared state is unreachable: {codes:?}"
+    );
+    let r = a.poll(7, 0).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(
+        r.code(),
+        "slots_exhausted",
+        "slots fail closed: {}",
+        r.text()
+    );
+
+    server.run();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for n in 11.. {
+        let published = c.publish(&msg(n)).await.status == StatusCode::OK;
+        if published && a.poll(7, 0).await.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publishes and polls did not resume within 30 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,8 @@ pub(crate) struct State {
     pub(crate) limiter: RateLimiter,
     pub(crate) slots: Slots,
     pub(crate) breakers: Breakers,
+    /// The store breaker's latest status, with `--guards redis` (see `gate::BreakerView`).
+    pub(crate) breaker_view: Option<super::gate::BreakerView>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) appender: appender::Appender,
     /// Signed publishes seen within the skew window (see `replay.rs`).
@@ -192,6 +194,7 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         hub,
         limiter,
         slots,
+        breaker_view: (config.guards == GuardsArg::Redis).then(Default::default),
         breakers,
         metrics,
         shutdown: shutdown_rx,
