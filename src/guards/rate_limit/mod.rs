@@ -279,7 +279,7 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Counts about the table.
+    /// Counts about the table (for a limiter on Redis: its host-local fallback table).
     pub fn stats(&self) -> LimiterStats {
         let used = (0..self.table.capacity())
             .filter(|&i| self.table.record(i)[TAG_WORD].load(Ordering::Relaxed) != 0)
@@ -291,7 +291,7 @@ impl RateLimiter {
         }
     }
 
-    /// The shared table's file (`None` for an in-process limiter).
+    /// The shared table's file (`None` for an in-process limiter or one on Redis).
     pub fn path(&self) -> Option<&Path> {
         self.table.path()
     }
