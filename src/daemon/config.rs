@@ -168,6 +168,12 @@ pub struct Config {
     #[arg(long, env = "LMSRT_BREAKER_OPEN_MS", default_value_t = 5_000)]
     pub breaker_open_ms: u64,
 
+    /// Where the guards (poll rate limits, connection slots, the store breaker) keep their
+    /// state: `local` to this daemon, or `redis`, shared by every daemon on the same Redis
+    /// store (needs --db to be a Redis URL), so a user's slots and rate hold across hosts.
+    #[arg(long, env = "LMSRT_GUARDS", value_enum, default_value_t = GuardsArg::Local)]
+    pub guards: GuardsArg,
+
     /// Seconds a publisher signature's timestamp may differ from the daemon's clock.
     #[arg(long, env = "LMSRT_PUBLISH_SKEW", default_value_t = 300)]
     pub publish_skew: u64,
@@ -319,6 +325,14 @@ impl Config {
         if self.max_connections_per_ip == 0 {
             return bad("--max-connections-per-ip must be positive");
         }
+        if self.guards == GuardsArg::Redis
+            && !matches!(self.store_location(), Ok(StoreLocation::Redis(_)))
+        {
+            return bad(
+                "--guards redis keeps the guards in the store's Redis: it needs --db to be a \
+                 redis:// or rediss:// URL (with a SQLite store, use --guards local)",
+            );
+        }
         if self.publish_replay_capacity == 0 {
             return bad("--publish-replay-capacity must be positive");
         }
@@ -333,6 +347,15 @@ impl Config {
         }
         self.token_keys().map(|_| ())
     }
+}
+
+/// `--guards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuardsArg {
+    /// In this daemon's memory: limits and slots per daemon (the default; enough for one host).
+    Local,
+    /// In the Redis of the store (`--db redis://…`): shared by every daemon on it.
+    Redis,
 }
 
 /// `--durability`.

@@ -3,7 +3,8 @@
 //! bounded number of blocking threads, with the outcome booked with the breaker and the
 //! metrics. Also what the breaker tells clients ([`State::advertised`]).
 
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -17,6 +18,17 @@ use crate::metrics::{Counter, Histogram};
 use crate::store::EventStore;
 
 const STORE_BREAKER: &str = "store";
+
+/// How long a status read from a breaker in Redis (`--guards redis`) serves later responses.
+const VIEW_TTL: Duration = Duration::from_millis(10);
+
+/// The store breaker's status as last seen, for breakers in Redis: every response advertises
+/// the breaker's mode, and a fan-out answering 10,000 polls at once would otherwise make 10,000
+/// round trips to read one value. Admission ([`State::admit`]) and outcomes still go to Redis
+/// every time; this only spares the reads, which are at most [`VIEW_TTL`] old (their retry
+/// hint is aged accordingly) and refreshed by every outcome booked.
+#[derive(Debug, Default)]
+pub(crate) struct BreakerView(Mutex<Option<(Instant, BreakerStatus)>>);
 
 impl State {
     /// Whether the store's circuit breaker lets a call through now (a 503 telling the client
@@ -38,9 +50,30 @@ impl State {
         }
     }
 
-    /// The store breaker's status now (`None` if it cannot be read).
+    /// The store breaker's status now (`None` if it cannot be read); for breakers in Redis,
+    /// possibly as seen up to [`VIEW_TTL`] ago.
     pub(crate) fn store_breaker(&self) -> Option<BreakerStatus> {
-        self.breakers.status(STORE_BREAKER).ok()
+        let Some(view) = &self.breaker_view else {
+            return self.breakers.status(STORE_BREAKER).ok();
+        };
+        let seen = *view.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, mut s)) = seen {
+            let age = at.elapsed();
+            if age < VIEW_TTL {
+                s.retry_after_ms = s.retry_after_ms.saturating_sub(age.as_millis() as u64);
+                return Some(s);
+            }
+        }
+        let s = self.breakers.status(STORE_BREAKER).ok();
+        self.remember(s);
+        s
+    }
+
+    /// Keeps `status` (just read or returned by an outcome) as the latest view, if there is one.
+    fn remember(&self, status: Option<BreakerStatus>) {
+        if let (Some(view), Some(s)) = (&self.breaker_view, status) {
+            *view.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s));
+        }
     }
 
     /// The mode and `retry_ms` to advertise now.
@@ -72,7 +105,7 @@ impl State {
     fn outcome<T>(&self, r: crate::Result<T>, counter: Counter) -> Result<T, ApiError> {
         match r {
             Ok(v) => {
-                let _ = self.breakers.record_success(STORE_BREAKER);
+                self.remember(self.breakers.record_success(STORE_BREAKER).ok());
                 Ok(v)
             }
             Err(e) => {
@@ -91,6 +124,7 @@ impl State {
                     // The store answered (the request was bad): that is not a store failure.
                     self.breakers.record_success(STORE_BREAKER).ok()
                 };
+                self.remember(after);
                 let mode = after.map_or(ClientMode::Medium, |s| s.mode.max(ClientMode::Medium));
                 let retry = after.map_or(1000, |s| s.retry_after_ms.max(1000));
                 Err(ApiError::from_store(e, mode, retry))

@@ -92,7 +92,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-pub use config::Config;
+pub use config::{Config, GuardsArg};
 pub use state::raise_nofile_limit;
 
 use crate::error::{Error, Result};

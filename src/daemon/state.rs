@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
-use super::config::Config;
+use super::config::{Config, GuardsArg};
 use super::{addresses, appender, auth, fanout, replay};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guards::{
     ActionLimit, BreakerConfig, Breakers, LimiterConfig, RateLimiter, Slots, SlotsConfig,
 };
@@ -29,6 +29,8 @@ pub(crate) struct State {
     pub(crate) limiter: RateLimiter,
     pub(crate) slots: Slots,
     pub(crate) breakers: Breakers,
+    /// The store breaker's latest status, with `--guards redis` (see `gate::BreakerView`).
+    pub(crate) breaker_view: Option<super::gate::BreakerView>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) appender: appender::Appender,
     /// Signed publishes seen within the skew window (see `replay.rs`).
@@ -142,50 +144,20 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         Metrics::open(config.local_files_base(&store), MetricsConfig::default())
             .unwrap_or_else(|_| Metrics::in_process(MetricsConfig::default())),
     );
-    let limiter = RateLimiter::in_process(LimiterConfig {
-        actions: vec![
-            (
-                "poll".into(),
-                ActionLimit::per_minute(config.poll_rate).burst(config.poll_burst),
-            ),
-            (
-                "ip".into(),
-                ActionLimit::per_minute(config.ip_rate)
-                    .burst(config.ip_burst)
-                    .block(
-                        Duration::from_secs(60),
-                        Duration::from_secs(3600),
-                        Duration::from_secs(86_400),
-                    ),
-            ),
-        ],
-        ..LimiterConfig::default()
-    })?
-    .with_metrics(metrics.clone());
     let fd_soft = nofile_soft_limit();
     let capacity = config
         .max_connections
         .min(fd_soft.saturating_sub(FD_RESERVE).max(1) as usize);
-    // The slot table fails closed when a user finds no free record near its hash: keep it at
-    // most two-thirds full even when every connection is a different user.
-    let slot_records = capacity
-        .saturating_add(capacity / 2)
-        .clamp(16_384, crate::guards::MAX_CAPACITY);
-    let slots = Slots::in_process(SlotsConfig {
-        capacity: slot_records,
-        max_per_key: config.slots_per_user,
-        lease_ms: slot_lease(&config).as_millis() as u64,
-        check_pid: false,
-        ..SlotsConfig::default()
-    })?
-    .with_metrics(metrics.clone());
-    let breakers = Breakers::in_process(BreakerConfig {
-        failure_threshold: config.breaker_failures.clamp(1, 127),
-        open_ms: config.breaker_open_ms.max(1),
-        max_open_ms: config.breaker_open_ms.max(1).max(120_000),
-        ..BreakerConfig::default()
-    })?
-    .with_metrics(metrics.clone());
+    let Guards {
+        limiter,
+        slots,
+        breakers,
+    } = guards(&config, capacity)?;
+    let (limiter, slots, breakers) = (
+        limiter.with_metrics(metrics.clone()),
+        slots.with_metrics(metrics.clone()),
+        breakers.with_metrics(metrics.clone()),
+    );
 
     let shards = config.shard_count();
     let hub = Arc::new(fanout::Hub::with_shards(config.ring_events, shards));
@@ -222,6 +194,7 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         hub,
         limiter,
         slots,
+        breaker_view: (config.guards == GuardsArg::Redis).then(Default::default),
         breakers,
         metrics,
         shutdown: shutdown_rx,
@@ -248,6 +221,81 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
 /// How long a user's slot is leased. A poll holds its slot for at most its wait plus a slow
 /// response; the lease outlives that, and a poll releases it as soon as it ends. A stream holds
 /// its slot longer and renews the lease well within this.
+/// The three guards, as `--guards` says.
+struct Guards {
+    limiter: RateLimiter,
+    slots: Slots,
+    breakers: Breakers,
+}
+
+/// Builds the guards: in this process (`--guards local`), or shared through the store's Redis
+/// (`--guards redis`, checked by `Config::validate` to come with a Redis `--db`).
+fn guards(config: &Config, capacity: usize) -> Result<Guards> {
+    let limits = LimiterConfig {
+        actions: vec![
+            (
+                "poll".into(),
+                ActionLimit::per_minute(config.poll_rate).burst(config.poll_burst),
+            ),
+            (
+                "ip".into(),
+                ActionLimit::per_minute(config.ip_rate)
+                    .burst(config.ip_burst)
+                    .block(
+                        Duration::from_secs(60),
+                        Duration::from_secs(3600),
+                        Duration::from_secs(86_400),
+                    ),
+            ),
+        ],
+        ..LimiterConfig::default()
+    };
+    // The slot table fails closed when a user finds no free record near its hash: keep it at
+    // most two-thirds full even when every connection is a different user.
+    let slot_records = capacity
+        .saturating_add(capacity / 2)
+        .clamp(16_384, crate::guards::MAX_CAPACITY);
+    let slots = SlotsConfig {
+        capacity: slot_records,
+        max_per_key: config.slots_per_user,
+        lease_ms: slot_lease(config).as_millis() as u64,
+        check_pid: false,
+        ..SlotsConfig::default()
+    };
+    let breakers = BreakerConfig {
+        failure_threshold: config.breaker_failures.clamp(1, 127),
+        open_ms: config.breaker_open_ms.max(1),
+        max_open_ms: config.breaker_open_ms.max(1).max(120_000),
+        ..BreakerConfig::default()
+    };
+    match config.guards {
+        GuardsArg::Local => Ok(Guards {
+            limiter: RateLimiter::in_process(limits)?,
+            slots: Slots::in_process(slots)?,
+            breakers: Breakers::in_process(breakers)?,
+        }),
+        #[cfg(feature = "redis")]
+        GuardsArg::Redis => {
+            let crate::store::StoreLocation::Redis(url) = config.store_location()? else {
+                return Err(Error::InvalidArgument(
+                    "--guards redis needs --db to be a Redis URL".into(),
+                ));
+            };
+            let shared = Arc::new(crate::guards::RedisGuards::open(&url)?);
+            tracing::info!(store = %config.db.display(), "guards shared through Redis");
+            Ok(Guards {
+                limiter: RateLimiter::on_redis(shared.clone(), limits)?,
+                slots: Slots::on_redis(shared.clone(), slots)?,
+                breakers: Breakers::on_redis(shared, breakers)?,
+            })
+        }
+        #[cfg(not(feature = "redis"))]
+        GuardsArg::Redis => Err(Error::InvalidArgument(
+            "--guards redis: this build has no Redis support (cargo feature `redis`)".into(),
+        )),
+    }
+}
+
 pub(crate) fn slot_lease(config: &Config) -> Duration {
     Duration::from_secs(config.poll_timeout + config.idle_timeout + 5)
 }

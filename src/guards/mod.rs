@@ -4,7 +4,8 @@
 //! whose state must agree across them lives in a small file mapped shared next to the database
 //! (never in the database itself: a decision must not compete with appends for SQLite's write
 //! lock). Each guard also has an in-process backend with the same code and semantics, for the
-//! daemon's hot path and for tests.
+//! daemon's hot path and for tests, and (feature `redis`) a backend in Redis shared by every
+//! host of a site, one Lua script per decision (`guards::redis` says how, and how it fails).
 //!
 //! | guard | file beside `<db>` | what a record holds |
 //! | --- | --- | --- |
@@ -35,11 +36,15 @@
 
 pub mod breaker;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod rollout;
 pub mod slots;
 
 pub use breaker::{BreakerConfig, BreakerState, BreakerStatus, Breakers, ClientMode};
 pub use rate_limit::{ActionLimit, Decision, LimiterConfig, RateLimiter};
+#[cfg(feature = "redis")]
+pub use redis::{RedisGuards, RedisTime};
 pub use rollout::{Cohort, Rollout};
 pub use slots::{Lease, OnFull, Slots, SlotsConfig};
 

@@ -17,6 +17,8 @@ mod location;
 mod maintenance;
 #[cfg(feature = "redis")]
 mod redis_store;
+#[cfg(feature = "redis")]
+pub(crate) use redis_store::single_node as redis_single_node;
 mod repair;
 mod request;
 mod schema;

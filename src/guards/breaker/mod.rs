@@ -52,6 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 mod config;
 mod record;
+mod redis;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -101,6 +102,9 @@ pub struct Breakers {
     config: BreakerConfig,
     bucket_ms: u64,
     metrics: Option<Arc<Metrics>>,
+    /// The Redis backend, when shared through Redis; `table` is then its host-local fallback.
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::guards::RedisGuards>>,
 }
 
 impl Breakers {
@@ -126,7 +130,23 @@ impl Breakers {
             bucket_ms: config.window_ms / NBUCKETS,
             config,
             metrics: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
+    }
+
+    /// Breakers shared through Redis by every host of a site (see `guards::redis`): one script
+    /// call per check or outcome. While Redis is unreachable they run on a table local to this
+    /// process, so the store breaker still opens on a store that fails (on Redis, the same
+    /// outage) instead of failing open.
+    #[cfg(feature = "redis")]
+    pub fn on_redis(
+        guards: Arc<crate::guards::RedisGuards>,
+        config: BreakerConfig,
+    ) -> Result<Breakers> {
+        let mut b = Self::in_process(config)?;
+        b.redis = Some(guards);
+        Ok(b)
     }
 
     /// Counts checks and openings into `metrics` (`breaker_allowed`, `breaker_rejected`,
@@ -145,7 +165,11 @@ impl Breakers {
     /// probe (if a place is free): the caller must then report the outcome with
     /// [`record_success`](Self::record_success) or [`record_failure`](Self::record_failure).
     pub fn check(&self, name: &str) -> Result<BreakerStatus> {
-        let s = self.with_record(name, |rec, tag, now| self.check_in(rec, tag, now, true))?;
+        let s = self.remote(name, redis::Op::Check);
+        let s = match s {
+            Some(s) => s,
+            None => self.with_record(name, |rec, tag, now| self.check_in(rec, tag, now, true))?,
+        };
         if let Some(m) = &self.metrics {
             m.incr(if s.allowed {
                 Counter::BreakerAllowed
@@ -158,6 +182,9 @@ impl Breakers {
 
     /// The breaker's status without admitting anything.
     pub fn status(&self, name: &str) -> Result<BreakerStatus> {
+        if let Some(s) = self.remote(name, redis::Op::Status) {
+            return Ok(s);
+        }
         self.with_record(name, |rec, tag, now| self.check_in(rec, tag, now, false))
     }
 
@@ -173,6 +200,9 @@ impl Breakers {
 
     /// Closes the breaker and forgets its failures and backoff.
     pub fn reset(&self, name: &str) -> Result<BreakerStatus> {
+        if let Some(s) = self.remote(name, redis::Op::Reset) {
+            return Ok(s);
+        }
         self.with_record(name, |rec, tag, now| {
             let check = check_of(tag);
             let w = Word {
@@ -187,6 +217,9 @@ impl Breakers {
     /// Opens the breaker for `duration_ms` (an operator's switch), keeping its backoff.
     pub fn force_open(&self, name: &str, duration_ms: u64) -> Result<BreakerStatus> {
         let duration_ms = duration_ms.min(TIME_MASK / 2);
+        if let Some(s) = self.remote(name, redis::Op::ForceOpen(duration_ms)) {
+            return Ok(s);
+        }
         self.with_record(name, |rec, tag, now| {
             let check = check_of(tag);
             loop {
@@ -245,53 +278,58 @@ impl Breakers {
             .min(self.config.max_open_ms)
     }
 
+    /// What a breaker in state `w` answers at `now`, with `requests` and `failures` in its
+    /// window, before any probe is admitted (shared by every backend).
+    fn status_of(&self, w: &Word, now: u64, requests: u64, failures: u64) -> BreakerStatus {
+        let mut s = BreakerStatus {
+            state: w.state,
+            allowed: true,
+            probe: false,
+            mode: ClientMode::Long,
+            retry_after_ms: 0,
+            consecutive_failures: 0,
+            window_requests: requests,
+            window_failures: failures,
+            open_period_ms: self.open_period(w.exp),
+            tracked: true,
+        };
+        match w.state {
+            BreakerState::Closed => {
+                s.consecutive_failures = w.n as u32;
+                if self.stressed(w, requests, failures) {
+                    s.mode = ClientMode::Medium;
+                }
+                return s;
+            }
+            BreakerState::Open if now < w.time => {
+                s.allowed = false;
+                s.mode = ClientMode::Emergency;
+                s.retry_after_ms = w.time - now;
+                return s;
+            }
+            _ => {}
+        }
+        // Half-open (or open with its period over, which is half-open with no probes).
+        s.state = BreakerState::HalfOpen;
+        s.mode = ClientMode::Short;
+        if probes_taken(w, now).1 >= self.config.half_open_probes as u64 {
+            s.allowed = false;
+            s.retry_after_ms = w.time - now;
+        }
+        s
+    }
+
     fn check_in(&self, rec: &[AtomicU64], tag: u64, now: u64, admit: bool) -> BreakerStatus {
         let check = check_of(tag);
         loop {
             let cur = rec[W_STATE].load(Ordering::Acquire);
             let w = Word::decode(cur, check);
             let (requests, failures) = self.window(rec, check, now, &w);
-            let mut s = BreakerStatus {
-                state: w.state,
-                allowed: true,
-                probe: false,
-                mode: ClientMode::Long,
-                retry_after_ms: 0,
-                consecutive_failures: 0,
-                window_requests: requests,
-                window_failures: failures,
-                open_period_ms: self.open_period(w.exp),
-                tracked: true,
-            };
-            match w.state {
-                BreakerState::Closed => {
-                    s.consecutive_failures = w.n as u32;
-                    if self.stressed(&w, requests, failures) {
-                        s.mode = ClientMode::Medium;
-                    }
-                    return s;
-                }
-                BreakerState::Open if now < w.time => {
-                    s.allowed = false;
-                    s.mode = ClientMode::Emergency;
-                    s.retry_after_ms = w.time - now;
-                    return s;
-                }
-                _ => {}
-            }
-            // Half-open (or open with its period over, which is half-open with no probes).
-            s.state = BreakerState::HalfOpen;
-            s.mode = ClientMode::Short;
-            let expired = w.state == BreakerState::Open || now >= w.time;
-            let taken = if expired { 0 } else { w.n };
-            if taken >= self.config.half_open_probes as u64 {
-                s.allowed = false;
-                s.retry_after_ms = w.time - now;
+            let mut s = self.status_of(&w, now, requests, failures);
+            if !admit || s.state != BreakerState::HalfOpen || !s.allowed {
                 return s;
             }
-            if !admit {
-                return s;
-            }
+            let (expired, taken) = probes_taken(&w, now);
             let next = Word {
                 state: BreakerState::HalfOpen,
                 exp: w.exp,
@@ -321,6 +359,14 @@ impl Breakers {
     }
 
     fn record(&self, name: &str, failed: bool) -> Result<BreakerStatus> {
+        let op = if failed {
+            redis::Op::Failure
+        } else {
+            redis::Op::Success
+        };
+        if let Some(s) = self.remote(name, op) {
+            return Ok(s);
+        }
         self.with_record(name, |rec, tag, now| {
             let check = check_of(tag);
             self.add_to_window(rec, check, now, failed);
@@ -380,4 +426,11 @@ impl Breakers {
             self.check_in(rec, tag, now, false)
         })
     }
+}
+
+/// For a breaker past its open period: whether the probes' deadline has passed (or none were
+/// admitted yet), and the probes admitted that still count.
+fn probes_taken(w: &Word, now: u64) -> (bool, u64) {
+    let expired = w.state == BreakerState::Open || now >= w.time;
+    (expired, if expired { 0 } else { w.n })
 }

@@ -62,7 +62,10 @@ use serde::Serialize;
 
 mod adaptive;
 mod config;
+mod outcome;
 mod record;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +73,7 @@ pub use config::{ActionLimit, LimiterConfig};
 
 use adaptive::decayed;
 use config::Action;
+use outcome::Outcome;
 use record::{
     FULL, H_UNTRACKED, MAGIC, PAYLOAD_MASK, PROBE, RECORD_WORDS, UNITS_PER_MS, W_BLOCK, W_REP,
     W_TAT, unpack_small,
@@ -162,6 +166,9 @@ pub struct RateLimiter {
     max_recovery_ms: u64,
     max_forget_ms: u64,
     metrics: Option<Arc<Metrics>>,
+    /// The Redis backend, when shared through Redis; `table` is then its host-local fallback.
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::guards::RedisGuards>>,
 }
 
 impl RateLimiter {
@@ -180,6 +187,19 @@ impl RateLimiter {
         let actions = config.compile()?;
         let table = Table::in_process(MAGIC, RECORD_WORDS, config.capacity)?;
         Ok(Self::new(table, actions, config))
+    }
+
+    /// A limiter shared through Redis by every host of a site (see `guards::redis`): one
+    /// script call per decision. While Redis is unreachable it decides on a table local to this
+    /// process (limits per host instead of per site, never an outage of their own).
+    #[cfg(feature = "redis")]
+    pub fn on_redis(
+        guards: Arc<crate::guards::RedisGuards>,
+        config: LimiterConfig,
+    ) -> Result<RateLimiter> {
+        let mut l = Self::in_process(config)?;
+        l.redis = Some(guards);
+        Ok(l)
     }
 
     /// Counts decisions into `metrics` (`limiter_allowed`, `limiter_denied`, `limiter_blocked`).
@@ -206,6 +226,8 @@ impl RateLimiter {
             max_recovery_ms,
             max_forget_ms,
             metrics: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -242,6 +264,10 @@ impl RateLimiter {
     /// unblocks it.
     pub fn reset(&self, action: &str, key: &str) -> Result<()> {
         let a = self.action(action, key, 1)?;
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            self.run_on_redis(r, a, key, 1, redis::RESET);
+        }
         let tag = self.tag(a, key);
         if let Some(idx) = self.table.find(tag, PROBE.window) {
             let rec = self.table.record(idx);
@@ -253,7 +279,7 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Counts about the table.
+    /// Counts about the table (for a limiter on Redis: its host-local fallback table).
     pub fn stats(&self) -> LimiterStats {
         let used = (0..self.table.capacity())
             .filter(|&i| self.table.record(i)[TAG_WORD].load(Ordering::Relaxed) != 0)
@@ -265,7 +291,7 @@ impl RateLimiter {
         }
     }
 
-    /// The shared table's file (`None` for an in-process limiter).
+    /// The shared table's file (`None` for an in-process limiter or one on Redis).
     pub fn path(&self) -> Option<&Path> {
         self.table.path()
     }
@@ -305,6 +331,13 @@ impl RateLimiter {
     }
 
     fn decide(&self, a: &Action, key: &str, cost: u32, consume: bool) -> Decision {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            let mode = if consume { redis::CONSUME } else { redis::PEEK };
+            if let Some(o) = self.run_on_redis(r, a, key, cost, mode) {
+                return a.decision(&o);
+            }
+        }
         let now = self.clock.now_ms().max(0) as u64;
         let tag = self.tag(a, key);
         for _ in 0..4 {
@@ -352,27 +385,18 @@ impl RateLimiter {
             now,
             a.limit.recovery_ms,
         );
-        let factor = a.factor(penalty);
-        let one = a.unit_cost(factor);
-        let limit = (a.tau / one) as u32;
-        let reputation_permille = (FULL - penalty) as u32;
+        let mut o = Outcome::read(now, penalty);
         if until > now {
-            return Some(Decision {
-                allowed: false,
-                limit,
-                remaining: 0,
-                retry_after_ms: until - now,
-                reset_after_ms: until - now,
-                reputation_permille,
-                blocked: true,
-                tracked: true,
-            });
+            o.block_until = until;
+            o.pre_blocked = true;
+            return Some(a.decision(&o));
         }
+        let one = a.unit_cost(a.factor(penalty));
 
         // GCRA: the linearisation point is the compare-and-swap of the TAT word.
         let now_u = now * UNITS_PER_MS;
         let c = (one * cost as u64).min(a.tau);
-        let (allowed, tat_after, retry_units) = loop {
+        (o.allowed, o.tat_after, o.retry_units) = loop {
             let w = rec[W_TAT].load(Ordering::Acquire);
             let tat = if w >> 56 == check {
                 w & PAYLOAD_MASK
@@ -398,36 +422,23 @@ impl RateLimiter {
             }
         };
 
-        let mut decision = Decision {
-            allowed,
-            limit,
-            remaining: ((now_u + a.tau).saturating_sub(tat_after) / one) as u32,
-            retry_after_ms: retry_units.div_ceil(UNITS_PER_MS),
-            reset_after_ms: (tat_after - now_u).div_ceil(UNITS_PER_MS),
-            reputation_permille,
-            blocked: false,
-            tracked: true,
-        };
-        if !allowed && consume && a.limit.penalty_permille > 0 {
+        if !o.allowed && consume && a.limit.penalty_permille > 0 {
             let Some(was_zero) = self.penalise(rec, tag, now, a) else {
-                return Some(decision);
+                return Some(a.decision(&o));
             };
-            decision.reputation_permille = (FULL
-                - decayed(
-                    rec[W_REP].load(Ordering::Acquire),
-                    check,
-                    now,
-                    a.limit.recovery_ms,
-                )) as u32;
+            o.penalty_after = decayed(
+                rec[W_REP].load(Ordering::Acquire),
+                check,
+                now,
+                a.limit.recovery_ms,
+            );
             if was_zero
                 && a.limit.block_base_ms > 0
                 && let Some(until) = self.block(rec, tag, now, a)
             {
-                decision.blocked = true;
-                decision.retry_after_ms = until - now;
-                decision.reset_after_ms = decision.reset_after_ms.max(until - now);
+                o.block_until = until;
             }
         }
-        Some(decision)
+        Some(a.decision(&o))
     }
 }

@@ -48,6 +48,8 @@ use serde::Serialize;
 
 mod lease;
 mod record;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(test)]
 mod tests;
 
@@ -167,6 +169,9 @@ pub struct Slots {
     config: SlotsConfig,
     pid: u64,
     metrics: Option<Arc<Metrics>>,
+    /// The Redis backend, when shared through Redis (the table is then unused).
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::guards::RedisGuards>>,
 }
 
 impl Slots {
@@ -184,6 +189,20 @@ impl Slots {
         Self::validate(&config)?;
         let table = Table::in_process(MAGIC, RECORD_WORDS, config.capacity)?;
         Ok(Self::new(table, config))
+    }
+
+    /// Slots shared through Redis by every host of a site (see `guards::redis`): a user's
+    /// leases are one sorted set, each operation one script call. Leases free themselves by
+    /// expiring (`check_pid` does not apply across hosts); while Redis is unreachable nothing
+    /// can be acquired, as with a full table.
+    #[cfg(feature = "redis")]
+    pub fn on_redis(guards: Arc<crate::guards::RedisGuards>, config: SlotsConfig) -> Result<Slots> {
+        Self::validate(&config)?;
+        // The smallest table: it is never used.
+        let table = Table::in_process(MAGIC, RECORD_WORDS, 64)?;
+        let mut s = Self::new(table, config);
+        s.redis = Some(guards);
+        Ok(s)
     }
 
     fn validate(config: &SlotsConfig) -> Result<()> {
@@ -208,6 +227,8 @@ impl Slots {
             config,
             pid: std::process::id() as u64 & PID_MASK,
             metrics: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -244,6 +265,10 @@ impl Slots {
     }
 
     fn acquire_inner(&self, key: &str) -> Result<Lease> {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return self.acquire_redis(r, key);
+        }
         let tag = Self::tag(key)?;
         let n = self.config.max_per_key as usize;
         // Retries only follow lost races (another process took the word first) or words
@@ -318,6 +343,10 @@ impl Slots {
     /// Gives a slot back. Returns whether the lease was still held (false if it had expired and
     /// been reused, or was evicted).
     pub fn release(&self, lease: &Lease) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return self.release_redis(r, lease);
+        }
         let Some(word) = self.word(lease) else {
             return false;
         };
@@ -328,6 +357,10 @@ impl Slots {
     /// Extends a held lease by `lease_ms` from now, updating `lease`. Returns false (and leaves
     /// `lease` unchanged) if the lease was lost: expired and reused, or evicted.
     pub fn renew(&self, lease: &mut Lease) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return self.renew_redis(r, lease);
+        }
         let Some(word) = self.word(lease) else {
             return false;
         };
@@ -350,6 +383,10 @@ impl Slots {
 
     /// Whether the lease is still held (not released, expired or evicted).
     pub fn is_held(&self, lease: &Lease) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return self.is_held_redis(r, lease);
+        }
         self.word(lease).is_some_and(|w| {
             w.load(Ordering::SeqCst) == lease.token && is_live(lease.token, self.now())
         })
@@ -357,6 +394,10 @@ impl Slots {
 
     /// Leases of `key` held now (by any process).
     pub fn count(&self, key: &str) -> Result<u32> {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return self.count_redis(r, key);
+        }
         let tag = Self::tag(key)?;
         let now = self.now();
         let Some(idx) = self.table.find(tag, PROBE.window) else {

@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use self::connect::{Endpoint, Pooled};
 use self::keys::Keys;
 use self::url::Replicas;
+pub(crate) use self::url::single_node;
 use super::tail::TailCallback;
 use super::{Batch, Config, FetchRequest, Subscription, maintenance, schema, writer};
 use crate::cursor::Cursor;

@@ -122,6 +122,24 @@ pub(super) fn parse(url: &str) -> Result<Location> {
     })
 }
 
+/// A client for the one node at `url`, the store's name and the URL without its password: for
+/// what shares a store's Redis beside the store itself (the shared guards, whose keys are spread
+/// over slots on purpose and so cannot ride the store's slot lookup). TLS parameters apply as
+/// for the store; a bad store name or a cluster URL is [`Error::InvalidArgument`] (the guards do not follow a
+/// cluster's redirects).
+pub(crate) fn single_node(url: &str) -> Result<(Client, String, String)> {
+    let location = parse(url)?;
+    // The store's own rule for its name, so the guards' keys are named after a valid store.
+    super::keys::Keys::new(&location.name)?;
+    match location.target {
+        Target::Node(client) => Ok((client, location.name, location.shown)),
+        Target::Cluster { .. } => Err(Error::InvalidArgument(
+            "guards shared through Redis need one Redis node (redis:// or rediss://), not a cluster"
+                .into(),
+        )),
+    }
+}
+
 /// This library's query parameters; the rest is the `redis` crate's.
 #[derive(Debug, Default)]
 struct Params {
@@ -318,6 +336,25 @@ impl NodeUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guards_take_one_node_with_a_valid_store_name() {
+        let (_, name, shown) = single_node("redis://u:pw@h:1/2?store=site-2").unwrap();
+        assert_eq!(
+            (name.as_str(), shown.as_str()),
+            ("site-2", "redis://h:1/2?store=site-2")
+        );
+        for bad in [
+            "redis+cluster://h:1,h:2/?store=x",
+            "redis://h:1/0?store=no%20spaces",
+            "redis://h:1/0?store=",
+        ] {
+            assert!(
+                matches!(single_node(bad), Err(Error::InvalidArgument(_))),
+                "{bad} must be refused"
+            );
+        }
+    }
 
     #[test]
     fn store_name_password_and_our_parameters_are_taken_out_of_the_url() {

@@ -1,0 +1,248 @@
+//! `--guards redis` (features `daemon` and `redis`): two daemons on one Redis share a user's
+//! connection slots and poll rate, as two hosts behind a load balancer would; with `--guards
+//! local` (the default) each daemon counts alone; with Redis down the store breaker still
+//! opens (on the daemon's own table) and polls are refused their slot, and both resume when
+//! Redis is back; and `--guards redis` with a SQLite `--db` is refused at start-up.
+//!
+//! The daemons run in this process (as in `daemon_redis.rs`), each over its own `EventStore`
+//! and its own guards handle: nothing is shared between them but Redis.
+
+#![cfg(all(feature = "daemon", feature = "redis"))]
+
+mod daemon_common;
+mod redis_common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use daemon_common::*;
+use hyper::StatusCode;
+use lms_realtime::daemon::{self, GuardsArg, Spawned};
+use lms_realtime::{EventStore, store};
+use redis_common::RedisServer;
+use serde_json::json;
+
+/// One daemon over its own store handle on `url`.
+struct Node {
+    store: Arc<EventStore>,
+    /// The head when the node started: where its polls start (read once, so a poll needs no
+    /// store call of the test's own while Redis is down).
+    start: String,
+    addr: SocketAddr,
+    spawned: Option<Spawned>,
+}
+
+impl Node {
+    async fn start(url: &str, guards: GuardsArg, state_dir: &std::path::Path) -> Node {
+        let store = Arc::new(EventStore::open_url(url, store::Config::default()).unwrap());
+        let cfg = daemon::Config {
+            db: url.into(),
+            guards,
+            state_dir: Some(state_dir.to_path_buf()),
+            // Eight polls per user, refilled at one a minute: nothing refills during the test.
+            poll_rate: 1,
+            poll_burst: 8,
+            // Short open spells, so traffic resumes within the test once Redis is back.
+            breaker_open_ms: 200,
+            ..config()
+        };
+        let spawned = daemon::spawn(store.clone(), cfg).await.unwrap();
+        Node {
+            start: store.head_cursor().unwrap().to_string(),
+            store,
+            addr: spawned.addr,
+            spawned: Some(spawned),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(s) = self.spawned.take() {
+            let _ = s.shutdown.send(());
+            s.task.await.unwrap().unwrap();
+        }
+        self.store.close();
+    }
+
+    /// A poll by user `uid` on channel 1 from `start`, waiting up to `wait_s`.
+    async fn poll(&self, uid: i64, wait_s: u64) -> Reply {
+        let cursor = &self.start;
+        let mut c = Client::connect(self.addr).await;
+        c.poll(
+            &token(uid, &[1]),
+            &format!("channels=1&cursor={cursor}&timeout={wait_s}"),
+        )
+        .await
+    }
+
+    /// The same poll, from a task of its own (it parks).
+    fn park(&self, uid: i64) -> tokio::task::JoinHandle<Reply> {
+        let (addr, cursor) = (self.addr, self.start.clone());
+        tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            c.poll(
+                &token(uid, &[1]),
+                &format!("channels=1&cursor={cursor}&timeout=20"),
+            )
+            .await
+        })
+    }
+}
+
+/// Two daemons on one fresh store on `server`.
+async fn two_daemons(
+    server: &RedisServer,
+    guards: GuardsArg,
+    dir: &std::path::Path,
+) -> (Node, Node) {
+    let url = server.url();
+    (
+        Node::start(&url, guards, dir).await,
+        Node::start(&url, guards, dir).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_redis_guards_share_a_users_slots_and_rate() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = two_daemons(&server, GuardsArg::Redis, dir.path()).await;
+
+    // User 7 holds 2 polls on A and 1 on B: the 3 slots of --slots-per-user.
+    let parked = vec![a.park(7), a.park(7)];
+    wait_for_waiters(a.addr, 2).await;
+    let mut parked = parked;
+    parked.push(b.park(7));
+    wait_for_waiters(b.addr, 1).await;
+    for node in [&b, &a] {
+        let r = node.poll(7, 1).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+        assert_eq!(r.code(), "slots_exhausted", "{}", r.text());
+    }
+    let r = b.poll(8, 0).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "another user is not affected: {}",
+        r.text()
+    );
+
+    // User 9's 8 polls are counted across both daemons (timeout=0: each returns at once).
+    let mut ok = 0;
+    for i in 0..12 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = node.poll(9, 0).await;
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(r.code(), "rate_limited", "{}", r.text()),
+            s => panic!("poll {i}: {s} {}", r.text()),
+        }
+    }
+    assert_eq!(ok, 8, "the burst is shared, not 8 per daemon");
+
+    a.stop().await;
+    b.stop().await;
+    for p in parked {
+        // Shutdown answers every parked poll.
+        tokio::time::timeout(Duration::from_secs(10), p)
+            .await
+            .expect("a parked poll is answered at shutdown")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_local_guards_each_daemon_counts_alone() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = two_daemons(&server, GuardsArg::Local, dir.path()).await;
+    let mut parked = vec![a.park(7), a.park(7), a.park(7)];
+    wait_for_waiters(a.addr, 3).await;
+    assert_eq!(
+        a.poll(7, 0).await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "A's own cap holds"
+    );
+    parked.push(b.park(7));
+    wait_for_waiters(b.addr, 1).await;
+    // The user now holds 4 polls: the cap is per daemon.
+    a.stop().await;
+    b.stop().await;
+    for p in parked {
+        tokio::time::timeout(Duration::from_secs(10), p)
+            .await
+            .expect("a parked poll is answered at shutdown")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_breaker_still_opens_and_everything_resumes() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Node::start(&server.url(), GuardsArg::Redis, dir.path()).await;
+    let mut c = Client::connect(a.addr).await;
+    // Each publish its own body: a signed body sent again is answered from the replay window.
+    let msg = |n: i64| json!({"event_type": "message_create", "channel_id": 1, "data": {"n": n}});
+    assert_eq!(c.publish(&msg(0)).await.status, StatusCode::OK);
+
+    server.kill();
+    let mut codes = Vec::new();
+    for n in 1..=10 {
+        let r = c.publish(&msg(n)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        codes.push(r.code());
+    }
+    assert_eq!(codes[0], "storage", "{codes:?}");
+    assert!(
+        codes.iter().any(|c| c == "circuit_open"),
+        "the store breaker opened although its shared state is unreachable: {codes:?}"
+    );
+    let r = a.poll(7, 0).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(
+        r.code(),
+        "slots_exhausted",
+        "slots fail closed: {}",
+        r.text()
+    );
+
+    server.run();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for n in 11.. {
+        let published = c.publish(&msg(n)).await.status == StatusCode::OK;
+        if published && a.poll(7, 0).await.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publishes and polls did not resume within 30 s of Redis coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_guards_need_a_redis_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let cfg = daemon::Config {
+        db: db.clone(),
+        guards: GuardsArg::Redis,
+        ..config()
+    };
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("--guards redis") && e.contains("redis://"),
+        "{e}"
+    );
+    let store = Arc::new(EventStore::open(&db, store::Config::default()).unwrap());
+    // The daemon refuses to start (its task ends with the error at once).
+    let spawned = daemon::spawn(store, cfg).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), spawned.task)
+        .await
+        .expect("the daemon stops at once")
+        .unwrap();
+    assert!(r.unwrap_err().to_string().contains("--guards redis"));
+}
