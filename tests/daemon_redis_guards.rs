@@ -139,6 +139,20 @@ async fn two_daemons_on_redis_guards_share_a_users_slots_and_rate() {
         }
     }
     assert_eq!(ok, 8, "the burst is shared, not 8 per daemon");
+    let h = Client::connect(a.addr)
+        .await
+        .get("/healthz", &[])
+        .await
+        .json();
+    assert_eq!(
+        (
+            &h["guards"]["kind"],
+            &h["guards"]["errors"],
+            &h["guards"]["up"]
+        ),
+        (&json!("redis"), &json!(0), &json!(true)),
+        "{h}"
+    );
 
     a.stop().await;
     b.stop().await;
@@ -166,6 +180,16 @@ async fn with_local_guards_each_daemon_counts_alone() {
     parked.push(b.park(7));
     wait_for_waiters(b.addr, 1).await;
     // The user now holds 4 polls: the cap is per daemon.
+    let h = Client::connect(b.addr)
+        .await
+        .get("/healthz", &[])
+        .await
+        .json();
+    assert_eq!(
+        h["guards"],
+        json!({"kind": "local", "errors": null, "up": null}),
+        "{h}"
+    );
     a.stop().await;
     b.stop().await;
     for p in parked {
@@ -206,6 +230,17 @@ async fn with_redis_down_the_breaker_still_opens_and_everything_resumes() {
         "slots fail closed: {}",
         r.text()
     );
+
+    // The operator sees it: failed shared-guard calls in /healthz and /metrics.
+    let h = c.get("/healthz", &[]).await.json();
+    assert_eq!(h["guards"]["kind"], "redis", "{h}");
+    assert!(h["guards"]["errors"].as_u64().unwrap() > 0, "{h}");
+    let m = c.get("/metrics", &[]).await.text();
+    let errors = m
+        .lines()
+        .find_map(|l| l.strip_prefix("lmsrt_daemon_guard_errors_total "))
+        .unwrap_or_else(|| panic!("no guard error counter in /metrics:\n{m}"));
+    assert!(errors.parse::<u64>().unwrap() > 0, "{errors}");
 
     server.run();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -44,6 +44,7 @@ pub(crate) fn health(state: &State) -> Resp {
     };
     let (ring_events, ring_floor, ring_head) = state.hub.ring_stats();
     let engine = state.store.engine_stats();
+    let guards = state.guards_stats();
     let body = serde_json::json!({
         "status": status,
         "reasons": h.reasons,
@@ -57,6 +58,11 @@ pub(crate) fn health(state: &State) -> Resp {
             "epoch_changes": engine.epoch_changes,
             "latency_us": engine.latency_us,
             "latency_max_us": engine.latency_max_us,
+        },
+        "guards": {
+            "kind": guards.kind,
+            "errors": guards.redis.map(|(e, _)| e),
+            "up": guards.redis.map(|(_, up)| up),
         },
         "connections": state.connections.load(Ordering::Relaxed),
         "connection_capacity": state.capacity,
@@ -152,6 +158,23 @@ pub(crate) fn metrics(state: &State) -> Resp {
         ),
     ] {
         write_metric(&mut text, name, help, "counter", value);
+    }
+    if let Some((errors, up)) = state.guards_stats().redis {
+        write_metric(
+            &mut text,
+            "lmsrt_daemon_guard_errors_total",
+            "Calls of the guards shared through Redis that failed (decided on this host's \
+             tables instead; slots refused).",
+            "counter",
+            errors,
+        );
+        write_metric(
+            &mut text,
+            "lmsrt_daemon_guards_up",
+            "1 while the shared guards' decisions go to Redis, 0 while they back off.",
+            "gauge",
+            i64::from(up),
+        );
     }
     for (name, help, value) in [
         (

@@ -31,6 +31,9 @@ pub(crate) struct State {
     pub(crate) breakers: Breakers,
     /// The store breaker's latest status, with `--guards redis` (see `gate::BreakerView`).
     pub(crate) breaker_view: Option<super::gate::BreakerView>,
+    /// The guards' Redis handle, with `--guards redis`.
+    #[cfg(feature = "redis")]
+    pub(crate) shared_guards: Option<Arc<crate::guards::RedisGuards>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) appender: appender::Appender,
     /// Signed publishes seen within the skew window (see `replay.rs`).
@@ -50,6 +53,32 @@ pub(crate) struct State {
     pub(crate) request_seq: AtomicU64,
     pub(crate) boot_id: u32,
     pub(crate) started: Instant,
+}
+
+/// Where the guards keep their state, for `/healthz` and `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GuardsStats {
+    /// `"local"` (this process) or `"redis"` (shared through the store's Redis).
+    pub(crate) kind: &'static str,
+    /// Shared guards only: calls to Redis that failed since start (decided locally instead, or
+    /// refused for slots), and whether decisions try Redis now (false while backing off).
+    pub(crate) redis: Option<(u64, bool)>,
+}
+
+impl State {
+    pub(crate) fn guards_stats(&self) -> GuardsStats {
+        #[cfg(feature = "redis")]
+        if let Some(g) = &self.shared_guards {
+            return GuardsStats {
+                kind: "redis",
+                redis: Some((g.errors(), g.is_up())),
+            };
+        }
+        GuardsStats {
+            kind: "local",
+            redis: None,
+        }
+    }
 }
 
 /// Verified tokens remembered (see `auth::TokenCache`): at most about 1.6 MiB.
@@ -152,6 +181,8 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         limiter,
         slots,
         breakers,
+        #[cfg(feature = "redis")]
+            shared: shared_guards,
     } = guards(&config, capacity)?;
     let (limiter, slots, breakers) = (
         limiter.with_metrics(metrics.clone()),
@@ -196,6 +227,8 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         slots,
         breaker_view: (config.guards == GuardsArg::Redis).then(Default::default),
         breakers,
+        #[cfg(feature = "redis")]
+        shared_guards,
         metrics,
         shutdown: shutdown_rx,
         connections: AtomicUsize::new(0),
@@ -226,6 +259,9 @@ struct Guards {
     limiter: RateLimiter,
     slots: Slots,
     breakers: Breakers,
+    /// Their Redis handle, with `--guards redis` (for `/healthz` and `/metrics`).
+    #[cfg(feature = "redis")]
+    shared: Option<Arc<crate::guards::RedisGuards>>,
 }
 
 /// Builds the guards: in this process (`--guards local`), or shared through the store's Redis
@@ -273,6 +309,8 @@ fn guards(config: &Config, capacity: usize) -> Result<Guards> {
             limiter: RateLimiter::in_process(limits)?,
             slots: Slots::in_process(slots)?,
             breakers: Breakers::in_process(breakers)?,
+            #[cfg(feature = "redis")]
+            shared: None,
         }),
         #[cfg(feature = "redis")]
         GuardsArg::Redis => {
@@ -286,7 +324,8 @@ fn guards(config: &Config, capacity: usize) -> Result<Guards> {
             Ok(Guards {
                 limiter: RateLimiter::on_redis(shared.clone(), limits)?,
                 slots: Slots::on_redis(shared.clone(), slots)?,
-                breakers: Breakers::on_redis(shared, breakers)?,
+                breakers: Breakers::on_redis(shared.clone(), breakers)?,
+                shared: Some(shared),
             })
         }
         #[cfg(not(feature = "redis"))]
