@@ -18,7 +18,6 @@ use ::redis::Script;
 /// built per event but the id. Per lane and call it adds one `…:lanes` score and one expiry
 /// range. Measured in `benches/journal/2026-12-07-redis-batch.md`.
 const APPEND: &str = r#"
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local n = (#ARGV - 3) / 6
 -- Plan (only when a key is given): per event, a stored id (a string: its key names an event
 -- already there), or the ordinal of a new event in this batch (a number); `owner` marks the
@@ -63,6 +62,9 @@ end
 -- edited while the lanes were kept, e.g. evicted) fails here, before anything is written.
 local last = redis.call('INCRBY', KEYS[2], count)
 local base = last - count
+-- A store with no event yet (new, or Redis lost everything) gets its epoch here; one whose
+-- epoch alone went missing gets it from the next reader (every read creates one it lacks).
+if base == 0 then redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) end
 local top = redis.call('ZRANGE', KEYS[3], 0, 0, 'REV', 'WITHSCORES')[2]
 if top and tonumber(top) > base then
   redis.call('DECRBY', KEYS[2], count)
