@@ -113,14 +113,19 @@ fn a_redis_that_lost_its_newest_writes_answers_gap_not_wrong_positions() {
     // (message_create is critical: lane 0.)
     let lane = key("l:1:0");
     assert_eq!(
-        server
-            .command(&["ZREMRANGEBYSCORE", &lane, "3", "+inf"])
-            .as_deref(),
+        server.command(&["XDEL", &lane, "3", "4"]).as_deref(),
         Some(":2")
     );
+    // The stream's top id goes back too, as on a replica that never got 3 and 4.
     assert_eq!(
-        server.command(&["HDEL", &key("ev"), "3", "4"]).as_deref(),
-        Some(":2")
+        server.command(&["XSETID", &lane, "2"]).as_deref(),
+        Some("+OK")
+    );
+    assert_eq!(
+        server
+            .command(&["ZADD", &key("lanes"), "2", &lane])
+            .as_deref(),
+        Some(":0")
     );
     let b = s
         .fetch(&FetchRequest::new([1]).cursor(seen.cursor))
@@ -446,11 +451,13 @@ fn the_background_purger_removes_expired_events() {
     let s = EventStore::open_url(&url, cfg).unwrap();
     s.append(NewEvent::new("message_create", 1).ttl(Duration::from_secs(1)))
         .unwrap();
-    let events = format!("lmsrt:{{{}}}:ev", url.rsplit("store=").next().unwrap());
-    assert_eq!(server.command(&["HLEN", &events]).as_deref(), Some(":1"));
+    // (message_create is critical: lane 0.)
+    let lane = format!("lmsrt:{{{}}}:l:1:0", url.rsplit("store=").next().unwrap());
+    assert_eq!(server.command(&["XLEN", &lane]).as_deref(), Some(":1"));
     clock.advance_ms(1_000);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.command(&["HLEN", &events]).as_deref() != Some(":0") {
+    // The lane left empty is deleted.
+    while server.command(&["EXISTS", &lane]).as_deref() != Some(":0") {
         assert!(
             Instant::now() < deadline,
             "the purger did not remove the expired event within 20 s"
@@ -459,4 +466,86 @@ fn the_background_purger_removes_expired_events() {
     }
     // Closing stops the purger (the store's drop joins it).
     s.close();
+}
+
+#[test]
+fn one_batch_of_mixed_expiries_is_purged_event_by_event_and_in_chunks() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_000_000);
+    let cfg = Config {
+        clock: Arc::new(clock.clone()),
+        ..Config::default()
+    };
+    let url = server.url();
+    let s = EventStore::open_url(&url, cfg).unwrap();
+    let start = s.head_cursor().unwrap();
+    let ttl = |i: usize, secs| {
+        NewEvent::new("message_create", 1)
+            .ttl(Duration::from_secs(secs))
+            .idempotency_key(format!("k{i}"))
+    };
+    // One append, one lane: its expiry is one range, whose events fall due at different times.
+    let got = s
+        .append_batch(vec![
+            ttl(0, 1),
+            ttl(1, 3600),
+            ttl(2, 1),
+            ttl(3, 1),
+            ttl(4, 7200),
+        ])
+        .unwrap();
+    let lane = format!("{}:l:1:0", key_prefix(&url));
+    assert_eq!(server.command(&["XLEN", &lane]).as_deref(), Some(":5"));
+    clock.advance_ms(1_000);
+    // A purge takes at most what it is asked for, also inside one append's range.
+    assert_eq!(s.purge_expired(2).unwrap(), 2);
+    assert_eq!(s.purge_expired(2).unwrap(), 1);
+    assert_eq!(s.purge_expired(2).unwrap(), 0);
+    let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
+    assert!(b.gap, "three purged events were owed");
+    assert_eq!(ids(&b), vec![got[1], got[4]]);
+    clock.advance_ms(3_600_000);
+    assert_eq!(s.purge_expired(usize::MAX).unwrap(), 1);
+    let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
+    assert_eq!(ids(&b), vec![got[4]]);
+    clock.advance_ms(3_600_000);
+    assert_eq!(s.purge_expired(usize::MAX).unwrap(), 1);
+    assert_eq!(s.purge_expired(usize::MAX).unwrap(), 0);
+    let b = s.fetch(&FetchRequest::new([1]).cursor(start)).unwrap();
+    assert!(b.events.is_empty() && b.gap);
+    // The lane left empty is gone; a new append opens it again.
+    assert_eq!(server.command(&["EXISTS", &lane]).as_deref(), Some(":0"));
+    let next = s.append(NewEvent::new("message_create", 1)).unwrap();
+    assert_eq!(next, got[4] + 1);
+    let b = s.fetch(&FetchRequest::new([1]).cursor(b.cursor)).unwrap();
+    assert_eq!(ids(&b), vec![next]);
+}
+
+#[test]
+fn a_sequence_below_the_lanes_top_refuses_the_append_and_writes_nothing() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let s = EventStore::open_url(&url, Config::default()).unwrap();
+    append_n(&s, 1, 3);
+    // The sequence key lost (evicted, or edited) while the lanes were kept.
+    let seq = format!("{}:seq", key_prefix(&url));
+    assert_eq!(server.command(&["DEL", &seq]).as_deref(), Some(":1"));
+    let e = s
+        .append_batch(vec![
+            NewEvent::new("message_create", 2),
+            NewEvent::new("message_create", 1),
+        ])
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Storage, "{e}");
+    assert!(e.to_string().contains("sequence"), "{e}");
+    // Put back: nothing of the refused append is there, and appends go on after it.
+    assert_eq!(server.command(&["SET", &seq, "3"]).as_deref(), Some("+OK"));
+    let all = s.fetch(&FetchRequest::new([1, 2])).unwrap();
+    assert_eq!(ids(&all), vec![1, 2, 3]);
+    assert_eq!(append_n(&s, 2, 1), vec![4]);
+}
+
+/// `lmsrt:{NAME}` of the store at `url`.
+fn key_prefix(url: &str) -> String {
+    format!("lmsrt:{{{}}}", url.rsplit("store=").next().unwrap())
 }

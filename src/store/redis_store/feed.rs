@@ -2,10 +2,9 @@
 //! daemon's fan-out): every event appended by any host, in id order, once each.
 //!
 //! One thread per store holds a subscription to the wake-up channel every append publishes its
-//! new head on, and reads the events past the last id it routed. Ids are one dense `INCR`'d
-//! sequence, so it reads them by id from the events hash (`HMGET` of the next ids), in one
-//! atomic pipeline with the epoch and the head: what it hands over is a snapshot, never half of
-//! a batch append. A missed message costs nothing lasting: any read reads up to the head, the
+//! new head on, and reads the events past the last id it routed: one script (`scripts::TAIL`)
+//! reads, atomically with the epoch and the head, the lane streams that `…:lanes` says hold
+//! ids past it: what it hands over is a snapshot, never half of a batch append. A missed message costs nothing lasting: any read reads up to the head, the
 //! subscription coming up (first, or after a reconnect) reads, and so does a wake-up after
 //! [`SAFETY_NET`] without a read (a message whose head was already read is skipped otherwise).
 //!
@@ -25,8 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use ::redis::Value;
-
 use super::wake::{Heard, keep_listening};
 use super::{RedisStore, decode, parse_epoch};
 use crate::error::{Error, Result};
@@ -34,7 +31,7 @@ use crate::event::Event;
 use crate::store::tail::{Subscribers, TailCallback};
 use crate::store::{Subscription, TailBatch};
 
-/// Ids read per round trip.
+/// Events read per lane and round trip.
 const CHUNK: i64 = 1024;
 /// The longest the thread goes without reading, while wake-ups keep coming whose heads it
 /// has read (a flushed Redis reusing ids under a new epoch shows up in a read, not in them).
@@ -42,9 +39,6 @@ const SAFETY_NET: Duration = Duration::from_millis(250);
 /// Epoch changes one catch-up follows before it gives up until the next wake-up (a Redis
 /// flushed again and again must not keep the thread spinning).
 const MAX_RESTARTS: u32 = 4;
-/// Empty chunks in a row after which the thread asks Redis where the next event is instead
-/// of reading on: ids skipped by `advance_ids` leave a range with no event at all.
-const EMPTY_CHUNKS_BEFORE_SKIP: i64 = 4;
 
 #[derive(Default)]
 struct State {
@@ -140,31 +134,18 @@ impl Feed {
 
     /// Hands over everything appended past the routed id, chunk by chunk.
     fn catch_up(&self, reader: &RedisStore) -> Result<()> {
-        let mut empty_chunks = 0;
         let mut restarts = 0;
         loop {
             let (from, epoch) = {
                 let s = self.state();
                 (s.routed, s.epoch)
             };
-            let ids: Vec<i64> = (from + 1..=from.saturating_add(CHUNK)).collect();
-            let (now_epoch, head, found): (Option<String>, Option<i64>, Vec<Option<Vec<u8>>>) =
-                reader.with_conn(|c| {
-                    ::redis::pipe()
-                        .atomic()
-                        .hget(reader.keys.meta(), "epoch")
-                        .get(reader.keys.seq())
-                        .cmd("HMGET")
-                        .arg(reader.keys.events())
-                        .arg(&ids)
-                        .query(c)
-                })?;
+            let (now_epoch, head, upto, found) = read_tail(reader, from)?;
             let now_epoch = match now_epoch {
                 Some(e) => parse_epoch(&e)?,
                 // Redis lost everything and nobody has appended yet: the epoch starts now.
                 None => reader.refresh_epoch()?,
             };
-            let head = head.unwrap_or(0);
             reader.epoch.store(now_epoch, Ordering::Relaxed);
             if now_epoch != epoch {
                 reader.stats.epoch_change();
@@ -184,25 +165,13 @@ impl Feed {
             if head == from {
                 return Ok(());
             }
-            let mut events = Vec::new();
-            for (id, json) in ids.iter().zip(found) {
-                // An event that does not decode is left out, as if purged: a fetch that
-                // reaches it fails with Storage and says why.
-                if let Some(e) = json.and_then(|j| decode(*id, &j).ok()) {
-                    events.push(e);
-                }
-            }
-            let mut upto = head.min(from.saturating_add(CHUNK));
-            if events.is_empty() {
-                empty_chunks += 1;
-                if empty_chunks >= EMPTY_CHUNKS_BEFORE_SKIP && head - upto > CHUNK {
-                    upto = next_event_after(reader, upto)?
-                        .map_or(head, |n| n - 1)
-                        .min(head);
-                }
-            } else {
-                empty_chunks = 0;
-            }
+            // An event that does not decode is left out, as if purged: a fetch that reaches
+            // it fails with Storage and says why.
+            let mut events: Vec<Event> = found
+                .iter()
+                .filter_map(|(id, json)| decode(*id, json).ok())
+                .collect();
+            events.sort_unstable_by_key(|e| e.id);
             self.deliver(from, upto, &events);
         }
     }
@@ -234,18 +203,31 @@ impl Feed {
     }
 }
 
-/// The smallest event id above `after` still in the events hash, if any. Scans the hash's
-/// fields: only for a range of ids with no event at all (skipped by `advance_ids`), which
-/// reading id by id would take a round trip per [`CHUNK`] ids to cross.
-fn next_event_after(reader: &RedisStore, after: i64) -> Result<Option<i64>> {
-    let fields: Vec<Value> =
-        reader.with_conn(|c| ::redis::cmd("HKEYS").arg(reader.keys.events()).query(c))?;
-    Ok(fields
-        .iter()
-        .filter_map(|v| match v {
-            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse::<i64>().ok(),
-            _ => None,
-        })
-        .filter(|id| *id > after)
-        .min())
+/// What the tail script answers: epoch, head, `upto`, and the events in `(from, upto]`.
+type Tail = (Option<String>, i64, i64, Vec<(i64, Vec<u8>)>);
+
+/// Reads, in one atomic step, the epoch, the head and the events after `from` (up to
+/// [`CHUNK`] per lane: `upto` says how far the answer is complete).
+fn read_tail(reader: &RedisStore, from: i64) -> Result<Tail> {
+    reader.with_conn(|c| {
+        let v: Vec<::redis::Value> = super::scripts::tail()
+            .key(reader.keys.meta())
+            .key(reader.keys.seq())
+            .key(reader.keys.lanes())
+            .arg(from)
+            .arg(CHUNK)
+            .invoke(c)?;
+        let mut it = v.into_iter();
+        let epoch = ::redis::from_redis_value(it.next().unwrap_or_default())?;
+        let head = ::redis::from_redis_value(it.next().unwrap_or_default())?;
+        let upto = ::redis::from_redis_value(it.next().unwrap_or_default())?;
+        let mut events = Vec::new();
+        while let (Some(id), Some(json)) = (it.next(), it.next()) {
+            events.push((
+                ::redis::from_redis_value(id)?,
+                ::redis::from_redis_value(json)?,
+            ));
+        }
+        Ok((epoch, head, upto, events))
+    })
 }

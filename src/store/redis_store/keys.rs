@@ -44,12 +44,13 @@ impl Keys {
         self.key("seq")
     }
 
-    /// Hash: id → event JSON.
-    pub(super) fn events(&self) -> String {
-        self.key("ev")
+    /// Sorted set: every lane key, scored by the highest id appended to it (what the tail reads
+    /// from: the lanes holding events past an id).
+    pub(super) fn lanes(&self) -> String {
+        self.key("lanes")
     }
 
-    /// Sorted set: expiry entries.
+    /// Sorted set: expiry ranges (`LANEKEY|FIRST|LAST`, scored by their lowest expiry).
     pub(super) fn expiry(&self) -> String {
         self.key("exp")
     }
@@ -74,12 +75,8 @@ impl Keys {
         self.key("wake")
     }
 
-    /// What a lane key starts with (the purge script appends `CHANNEL:LANE`).
-    pub(super) fn lane_prefix(&self) -> String {
-        self.key("l:")
-    }
-
-    /// Sorted set: one channel's lane (0–3).
+    /// Stream: one channel's lane (0–3), one entry per event, its stream id the event's id.
+    /// The purge script reads channel and lane back from the name's end (`l:CHANNEL:LANE`).
     pub(super) fn lane(&self, channel: i64, lane: usize) -> String {
         format!("{}l:{channel}:{lane}", self.prefix)
     }
@@ -95,7 +92,7 @@ mod tests {
         for key in [
             k.meta(),
             k.seq(),
-            k.events(),
+            k.lanes(),
             k.expiry(),
             k.idem(),
             k.purged(),

@@ -71,7 +71,7 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// An event as stored in the events hash (its id is the hash field).
+/// An event as stored in its lane entry's `d` field (its id is the entry's id).
 #[derive(Serialize, Deserialize)]
 struct Stored<'a> {
     t: &'a str,
@@ -211,13 +211,15 @@ impl RedisStore {
         self.check_open()?;
         let script = scripts::append();
         let mut inv = script.prepare_invoke();
+        let keyed = rows.iter().any(|r| r.event.idempotency_key.is_some());
         inv.key(self.keys.meta())
             .key(self.keys.seq())
-            .key(self.keys.events())
+            .key(self.keys.lanes())
             .key(self.keys.expiry())
             .key(self.keys.idem())
             .arg(schema::random_u32())
-            .arg(self.keys.wake());
+            .arg(self.keys.wake())
+            .arg(if keyed { "1" } else { "0" });
         for row in &rows {
             let e = &row.event;
             let data: &RawValue = serde_json::from_str(&e.data)
@@ -236,8 +238,6 @@ impl RedisStore {
             .map_err(|err| Error::Internal(format!("event encoding: {err}")))?;
             inv.key(self.keys.lane(e.channel_id, row.priority.lane()))
                 .arg(payload)
-                .arg(row.priority.lane())
-                .arg(e.channel_id)
                 .arg(e.thread_id.map(|t| t.to_string()).unwrap_or_default())
                 .arg(&e.event_type)
                 .arg(row.expires_at)
@@ -388,14 +388,13 @@ fn purge(store: &RedisStore, config: &Config, max_rows: usize, stop: &AtomicBool
         let started = Instant::now();
         let n: usize = store.with_conn(|c| {
             scripts::purge()
-                .key(store.keys.events())
                 .key(store.keys.expiry())
                 .key(store.keys.idem())
                 .key(store.keys.purged())
                 .key(store.keys.meta())
+                .key(store.keys.lanes())
                 .arg(config.clock.now_ms())
                 .arg(chunk)
-                .arg(store.keys.lane_prefix())
                 .arg(store.purge_records)
                 .invoke(c)
         })?;
@@ -424,7 +423,7 @@ fn as_i64(v: &Value) -> Result<i64> {
     }
 }
 
-/// Decodes an event read back from the events hash.
+/// Decodes an event read back from a lane entry.
 fn decode(id: i64, json: &[u8]) -> Result<Event> {
     let s: Stored<'_> = serde_json::from_slice(json)
         .map_err(|e| Error::Storage(format!("event {id} in Redis is not readable: {e}")))?;

@@ -1,15 +1,17 @@
 //! A fetch on Redis: the same selection as SQLite's (`fetch::select`), over candidates read
-//! from the lane sorted sets.
+//! from the lane streams.
 //!
 //! 1. One `MULTI` (a snapshot): the epoch, the head, and per requested channel and lane the
-//!    first entries after the lane's position. Each entry carries id, expiry, thread and type,
-//!    so filters and expiry are applied without reading events. An arm (channel and lane) whose
-//!    page ran out before it gave `n + 1` live matching ids reads on, page by page (rare: it
-//!    takes a page of expired or filtered-out entries).
+//!    first entries after the lane's position (`XRANGE`). Each entry is a whole event (id,
+//!    expiry, thread, type, payload), so filters and expiry are applied and the events taken
+//!    from this one read. An arm (channel and lane) whose page ran out before it gave `n + 1`
+//!    live matching ids reads on, page by page (rare: it takes a page of expired or
+//!    filtered-out entries).
 //! 2. Selection, exactly as SQLite's catch-up path: per lane the merged live ids, complete
 //!    when every arm was read to the head, else cut at `n + 1`.
-//! 3. One pipeline: the chosen events (`HMGET`) and the purge records in the ids the cursor
-//!    moved over.
+//! 3. When the cursor moves: the purge records in the ids it moved over.
+
+use std::collections::HashMap;
 
 use ::redis::{Connection, RedisResult};
 
@@ -25,31 +27,46 @@ const MAX_EPOCH_RETRIES: u32 = 4;
 /// Entries read per arm and page beyond the first (which is `n + 1`).
 const PAGE: usize = 256;
 
-/// The snapshot's `(epoch, folded)`, head and first pages.
-type Snapshot = ((Option<String>, Option<i64>), Option<i64>, Vec<Vec<String>>);
+/// One lane entry as `XRANGE` answers it: `(stream id, [field, value, …])`.
+type RawEntry = (String, Vec<Vec<u8>>);
 
-/// One lane entry: `id|expires_at|thread|type`.
-struct Entry<'a> {
+/// The snapshot's `(epoch, folded)`, head and first pages.
+type Snapshot = (
+    (Option<String>, Option<i64>),
+    Option<i64>,
+    Vec<Vec<RawEntry>>,
+);
+
+/// One lane entry: the event's id (the stream id `ID-0`), and its fields `x` (expires_at),
+/// `h` (thread, empty for none), `t` (type), `d` (the event, for `decode`).
+struct Entry {
     id: i64,
     expires_at: i64,
     thread: Option<i64>,
-    event_type: &'a str,
+    event_type: String,
+    data: Vec<u8>,
 }
 
-fn parse_entry(m: &str) -> Option<Entry<'_>> {
-    let mut p = m.splitn(4, '|');
-    let id = p.next()?.parse().ok()?;
-    let expires_at = p.next()?.parse().ok()?;
-    let thread = match p.next()? {
-        "" => None,
-        t => Some(t.parse().ok()?),
+fn parse_entry((sid, fields): RawEntry) -> Option<Entry> {
+    let number = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<i64>().ok();
+    let mut e = Entry {
+        id: sid.split('-').next()?.parse().ok()?,
+        expires_at: 0,
+        thread: None,
+        event_type: String::new(),
+        data: Vec::new(),
     };
-    Some(Entry {
-        id,
-        expires_at,
-        thread,
-        event_type: p.next()?,
-    })
+    let mut it = fields.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        match k.as_slice() {
+            b"x" => e.expires_at = number(&v)?,
+            b"h" if !v.is_empty() => e.thread = Some(number(&v)?),
+            b"t" => e.event_type = String::from_utf8(v).ok()?,
+            b"d" => e.data = v,
+            _ => {}
+        }
+    }
+    Some(e)
 }
 
 /// What one arm read: live matching ids (ascending), and whether it reached the head.
@@ -105,14 +122,7 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
             .arg("folded")
             .get(keys.seq());
         for (ch, l) in &arms {
-            p.cmd("ZRANGE")
-                .arg(keys.lane(*ch, *l))
-                .arg(format!("({}", from(*l)))
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(per_arm);
+            xrange_after(&mut p, &keys.lane(*ch, *l), from(*l), per_arm);
         }
         let ((epoch, folded), head, pages): Snapshot = store.with_conn(|c| {
             let v: Vec<::redis::Value> = p.query(c)?;
@@ -121,7 +131,7 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
             let head = ::redis::from_redis_value(it.next().unwrap_or_default())?;
             let pages = it
                 .map(::redis::from_redis_value)
-                .collect::<std::result::Result<Vec<Vec<String>>, _>>()?;
+                .collect::<std::result::Result<Vec<Vec<RawEntry>>, _>>()?;
             Ok((epoch, head, pages))
         })?;
         let epoch = match epoch {
@@ -163,16 +173,16 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
         lane.complete = true;
     }
     let mut expired: Vec<(usize, i64)> = Vec::new();
-    for (i, (ch, l)) in arms.iter().enumerate() {
+    let mut payloads: HashMap<i64, Vec<u8>> = HashMap::new();
+    for ((ch, l), page) in arms.iter().zip(pages) {
         let arm = read_arm(
             store,
             req,
             (*ch, *l),
-            &pages[i],
-            old[*l],
-            head,
-            now,
+            page,
+            (old[*l], head, now),
             &mut expired,
+            &mut payloads,
         )?;
         let lane = &mut lanes[*l];
         lane.ids.extend(arm.live);
@@ -195,16 +205,13 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
         .iter()
         .any(|(l, id)| *id > old[*l] && *id <= new[*l]);
 
-    // Step 3: the events, and the purge records the cursor moved over.
+    // Step 3: the purge records the cursor moved over.
     let moved: Vec<usize> = (0..4).filter(|l| new[*l] > old[*l]).collect();
-    let (events, purged) = read_events_and_purges(store, &ids, &old, &new, &moved)?;
+    let purged = read_purges(store, &old, &new, &moved)?;
     let mut out = Vec::with_capacity(ids.len());
-    for (id, json) in ids.iter().zip(events) {
-        match json {
-            Some(j) => out.push(decode(*id, &j)?),
-            // Purged since step 1: recorded as purged, so it is a gap like any other.
-            None => gap = true,
-        }
+    for id in &ids {
+        let json = payloads.get(id).map(Vec::as_slice).unwrap_or_default();
+        out.push(decode(*id, json)?);
     }
     gap |= purged.iter().any(|m| purge_record_owed(req, m, &old, &new));
     // Records folded away: a lane that moves across them may have been owed one.
@@ -223,45 +230,45 @@ pub(super) fn fetch(store: &RedisStore, req: &FetchRequest, now: i64) -> Result<
 
 /// Reads one arm's live matching ids after `from`, up to the head: the first page is given,
 /// later ones are read while the arm has fewer than `limit + 1` and its last page was full.
-/// Expired matching entries go to `expired`.
-#[allow(clippy::too_many_arguments)] // one arm's reading; grouping these would only rename them
+/// Expired matching entries go to `expired`, the live ones' events to `payloads`.
 fn read_arm(
     store: &RedisStore,
     req: &FetchRequest,
     (ch, l): (i64, usize),
-    first: &[String],
-    from: i64,
-    head: i64,
-    now: i64,
+    first: Vec<RawEntry>,
+    (from, head, now): (i64, i64, i64),
     expired: &mut Vec<(usize, i64)>,
+    payloads: &mut HashMap<i64, Vec<u8>>,
 ) -> Result<Arm> {
     let per_arm = req.limit + 1;
     let mut arm = Arm {
         live: Vec::new(),
         complete: false,
     };
-    let mut page: Vec<String> = first.to_vec();
+    let mut page = first;
     let mut page_size = per_arm;
     loop {
         let mut last = from;
-        for m in &page {
-            let Some(e) = parse_entry(m) else { continue };
+        let read = page.len();
+        for raw in page {
+            let Some(e) = parse_entry(raw) else { continue };
             last = e.id;
             if e.id > head {
                 // Appended after the snapshot: the next fetch sees it.
                 arm.complete = true;
                 return Ok(arm);
             }
-            if !matches(req, e.thread, e.event_type) {
+            if !matches(req, e.thread, &e.event_type) {
                 continue;
             }
             if e.expires_at <= now {
                 expired.push((l, e.id));
             } else {
                 arm.live.push(e.id);
+                payloads.insert(e.id, e.data);
             }
         }
-        if page.len() < page_size || last >= head {
+        if read < page_size || last >= head {
             arm.complete = true;
             return Ok(arm);
         }
@@ -269,61 +276,47 @@ fn read_arm(
             return Ok(arm);
         }
         page_size = PAGE;
-        page = store.with_conn(|c| zrange_after(c, &store.keys.lane(ch, l), last, PAGE))?;
+        let key = store.keys.lane(ch, l);
+        page = store.with_conn(|c| next_page(c, &key, last))?;
     }
 }
 
-fn zrange_after(c: &mut Connection, key: &str, after: i64, n: usize) -> RedisResult<Vec<String>> {
-    ::redis::cmd("ZRANGE")
+/// Adds to `p` the read of up to `n` entries of the lane stream `key` after id `after`.
+fn xrange_after(p: &mut ::redis::Pipeline, key: &str, after: i64, n: usize) {
+    p.cmd("XRANGE")
         .arg(key)
         .arg(format!("({after}"))
-        .arg("+inf")
-        .arg("BYSCORE")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(n)
-        .query(c)
+        .arg("+")
+        .arg("COUNT")
+        .arg(n);
 }
 
-type EventsAndPurges = (Vec<Option<Vec<u8>>>, Vec<String>);
+fn next_page(c: &mut Connection, key: &str, after: i64) -> RedisResult<Vec<RawEntry>> {
+    let mut p = ::redis::pipe();
+    xrange_after(&mut p, key, after, PAGE);
+    let (page,): (Vec<RawEntry>,) = p.query(c)?;
+    Ok(page)
+}
 
-fn read_events_and_purges(
+/// The purge records in the ids the moved lanes moved over.
+fn read_purges(
     store: &RedisStore,
-    ids: &[i64],
     old: &[i64; 4],
     new: &[i64; 4],
     moved: &[usize],
-) -> Result<EventsAndPurges> {
-    if ids.is_empty() && moved.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+) -> Result<Vec<String>> {
+    if moved.is_empty() {
+        return Ok(Vec::new());
     }
     let lo = moved.iter().map(|l| old[*l]).min().unwrap_or(0);
     let hi = moved.iter().map(|l| new[*l]).max().unwrap_or(0);
     store.with_conn(|c| {
-        let mut p = ::redis::pipe();
-        if !ids.is_empty() {
-            p.cmd("HMGET").arg(store.keys.events()).arg(ids);
-        }
-        if !moved.is_empty() {
-            p.cmd("ZRANGE")
-                .arg(store.keys.purged())
-                .arg(format!("({lo}"))
-                .arg(hi)
-                .arg("BYSCORE");
-        }
-        let v: Vec<::redis::Value> = p.query(c)?;
-        let mut it = v.into_iter();
-        let events = if ids.is_empty() {
-            Vec::new()
-        } else {
-            ::redis::from_redis_value(it.next().unwrap_or_default())?
-        };
-        let purged = if moved.is_empty() {
-            Vec::new()
-        } else {
-            ::redis::from_redis_value(it.next().unwrap_or_default())?
-        };
-        Ok((events, purged))
+        ::redis::cmd("ZRANGE")
+            .arg(store.keys.purged())
+            .arg(format!("({lo}"))
+            .arg(hi)
+            .arg("BYSCORE")
+            .query(c)
     })
 }
 

@@ -130,6 +130,10 @@ pub(crate) async fn spawn_clients(
     let mut clients = Vec::new();
     for i in 0..n {
         let (a, cursor, shared) = (a.clone(), start_cursor.to_owned(), shared.clone());
+        let addr = match a.also_url {
+            Some(second) if i % 2 == 1 => second,
+            _ => addr,
+        };
         clients.push(match a.transport {
             Transport::Poll => tokio::spawn(client(i, a, addr, cursor, shared)),
             Transport::Stream => tokio::spawn(stream_client(i, a, addr, cursor, shared)),
@@ -274,22 +278,35 @@ pub(crate) async fn connect(addr: SocketAddr, shared: &Shared) -> Option<Conn> {
 }
 
 /// Waits until `n` clients have sent their first poll and, for the daemon, until it reports
-/// that many parked waiters (at most 120 s).
-pub(crate) async fn wait_registered(server: &Server, shared: &Shared, n: usize, target: Target) {
+/// that many parked waiters (at most 120 s), with those of `also` (a second daemon) if given.
+pub(crate) async fn wait_registered(
+    server: &Server,
+    also: Option<SocketAddr>,
+    shared: &Shared,
+    n: usize,
+    target: Target,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while shared.registered.load(Ordering::Relaxed) < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if target == Target::Daemon {
-        // The daemon reports its waiters: wait until every poll is parked.
-        let mut c = Conn::open(server.addr).await.expect("health connection");
+        // The daemons report their waiters: wait until every poll is parked.
+        let mut conns = Vec::new();
+        for addr in std::iter::once(server.addr).chain(also) {
+            conns.push(Conn::open(addr).await.expect("health connection"));
+        }
         while Instant::now() < deadline {
-            let req = request("GET", "/healthz", &[], b"");
-            if let Ok((_, _, body)) = c.send(&req).await {
-                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                if v["waiters"].as_u64().unwrap_or(0) >= n as u64 {
-                    return;
+            let mut parked = 0;
+            for c in &mut conns {
+                let req = request("GET", "/healthz", &[], b"");
+                if let Ok((_, _, body)) = c.send(&req).await {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    parked += v["waiters"].as_u64().unwrap_or(0);
                 }
+            }
+            if parked >= n as u64 {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -155,6 +155,11 @@ pub(crate) struct Args {
     /// use `--token-key k1:<the loadgen secret>` and `--db` must name its store.
     #[arg(long)]
     pub(crate) url: Option<SocketAddr>,
+    /// A second running daemon on the same store (with --url): every other client goes to it,
+    /// and its parked waiters count too; events are still published through --url. For the
+    /// fan-out across daemons sharing one Redis (`--db redis://…`, a build with the feature).
+    #[arg(long, requires = "url")]
+    pub(crate) also_url: Option<SocketAddr>,
     /// The running server's pids (for memory and CPU, summed), with --url: e.g. nginx's
     /// master and workers.
     #[arg(long, value_delimiter = ',')]

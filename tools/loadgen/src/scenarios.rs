@@ -20,7 +20,12 @@ pub(crate) async fn run(a: Arc<Args>) {
     let server = start_server(&a).await;
     let store = if a.target == Target::Daemon {
         Some(Arc::new(
-            EventStore::open(&server.db, store::Config::default()).expect("opening the store"),
+            EventStore::open_location(
+                &store::StoreLocation::parse(&server.db.to_string_lossy())
+                    .expect("--db: a path or a store URL"),
+                store::Config::default(),
+            )
+            .expect("opening the store"),
         ))
     } else {
         None
@@ -66,7 +71,7 @@ pub(crate) async fn run(a: Arc<Args>) {
     let clients = spawn_clients(n_clients, &a, server.addr, &start_cursor, &shared).await;
     let t_connect = Instant::now();
     if n_clients > 0 {
-        wait_registered(&server, &shared, n_clients, a.target).await;
+        wait_registered(&server, a.also_url, &shared, n_clients, a.target).await;
         println!(
             "{} clients waiting after {:.1} s",
             n_clients,
@@ -197,7 +202,7 @@ async fn fanout(
         lasts.push(last_ms);
         arrivals.push(arrival_ms);
         // Let every client re-poll before the next round.
-        wait_registered(server, shared, n_clients, a.target).await;
+        wait_registered(server, a.also_url, shared, n_clients, a.target).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let median = |v: &[f64]| {
