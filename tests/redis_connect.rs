@@ -408,11 +408,19 @@ fn wait_in_sync(replica: &RedisServer) {
 fn wait_replicas_acknowledges_what_the_replica_has_and_fails_typed_without_it() {
     let (master, mut replica) = master_and_replica();
     let base = format!("redis://127.0.0.1:{}/0", master.port());
+    // What must be acknowledged gets a timeout no busy host reaches; what must fail, a short one.
+    exercise(&format!(
+        "{base}?store=w0&wait_replicas=1&wait_timeout_ms=10000"
+    ));
     let url = format!("{base}?store=w1&wait_replicas=1&wait_timeout_ms=300");
-    exercise(&url);
+    let patient = EventStore::open_url(
+        &format!("{base}?store=w1&wait_replicas=1&wait_timeout_ms=10000"),
+        Config::default(),
+    )
+    .unwrap();
 
     let s = EventStore::open_url(&url, Config::default()).unwrap();
-    let id = s.append(msg(3)).unwrap();
+    let id = patient.append(msg(3)).unwrap();
     // Acknowledged: the replica has it already, not eventually.
     assert_eq!(replica.cli(&["GET", "lmsrt:{w1}:seq"]), id.to_string());
     let cursor = s.head_cursor().unwrap();
@@ -444,7 +452,9 @@ fn wait_replicas_acknowledges_what_the_replica_has_and_fails_typed_without_it() 
     assert_eq!(two.append(msg(3)).unwrap_err().code(), ErrorCode::Storage);
     // The retry with the same key writes nothing new and is acknowledged now that the replica
     // is back: its WAIT covers the first attempt's write.
-    let again = s.append(msg(3).idempotency_key("after-kill")).unwrap();
+    let again = patient
+        .append(msg(3).idempotency_key("after-kill"))
+        .unwrap();
     assert_eq!(again, id + 1);
     // The idempotency record (`id|fingerprint`) travels in the same script as the event.
     assert!(

@@ -51,6 +51,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free port for a cluster node: its cluster bus listens 10,000 higher, which must be a port
+/// too (Redis refuses to start above 55535) and free. The kernel's ephemeral range reaches
+/// 60999, so about one port in five from [`free_port`] would not do.
+fn free_cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p <= 55_535 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
 impl RedisServer {
     /// A server that keeps nothing on disk: a restart starts it empty.
     pub fn start() -> RedisServer {
@@ -78,9 +90,14 @@ impl RedisServer {
     }
 
     fn start_configured(persistent: bool, extra: &[&str], tls: bool) -> RedisServer {
+        let cluster = extra.contains(&"--cluster-enabled");
         let mut s = RedisServer {
             child: None,
-            port: free_port(),
+            port: if cluster {
+                free_cluster_port()
+            } else {
+                free_port()
+            },
             dir: tempfile::tempdir().unwrap(),
             persistent,
             extra: extra.iter().map(|a| a.to_string()).collect(),
