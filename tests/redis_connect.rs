@@ -360,6 +360,23 @@ fn rediss_with_a_private_ca_works_and_a_wrong_or_missing_ca_is_refused() {
 }
 
 #[test]
+fn a_store_on_a_tls_cluster_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path(), "ca");
+    make_cert(dir.path(), "ca", "server");
+    let cluster = RedisCluster::start_tls_in(dir.path());
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    // The seeds answer CLUSTER SLOTS with their TLS ports; every node is reached over TLS.
+    exercise(&url);
+    // A plain-text cluster URL gets no answer from TLS-only nodes: refused, not hung.
+    let plain = url.replacen("rediss+cluster://", "redis+cluster://", 1);
+    let plain = plain.split("&tls_ca=").next().unwrap();
+    let e = EventStore::open_url(plain, Config::default()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Storage, "{e}");
+}
+
+#[test]
 fn a_server_that_asks_for_a_client_certificate_gets_one_from_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -179,10 +179,24 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(self.cli_tls())
             .args(args)
             .output()
             .expect("redis-cli comes with redis-server");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `redis-cli`'s TLS flags for this server: the CA it was started with.
+    fn cli_tls(&self) -> Vec<String> {
+        let ca = self
+            .extra
+            .iter()
+            .skip_while(|a| *a != "--tls-ca-cert-file")
+            .nth(1);
+        match (self.tls, ca) {
+            (true, Some(ca)) => vec!["--tls".into(), "--cacert".into(), ca.clone()],
+            _ => Vec::new(),
+        }
     }
 
     /// Sends one command (inline form, no spaces inside arguments) and returns the first line
@@ -216,19 +230,27 @@ impl Drop for RedisServer {
 /// `redis-cli --cluster create`; every node is killed when it is dropped.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// TLS clusters: the CA file their certificates are signed by.
+    tls_ca: Option<String>,
 }
 
 impl RedisCluster {
     /// Starts three `--cluster-enabled` servers, joins them, and waits (up to 30 s) until every
     /// node says `cluster_state:ok`.
     pub fn start() -> RedisCluster {
-        RedisCluster::start_with(0, "5000")
+        RedisCluster::start_with(0, "5000", None)
+    }
+
+    /// The same over TLS only (clients, the cluster bus and replication), with the certificates
+    /// [`make_ca`] (`ca`) and [`make_cert`] (`server`) made in `dir`.
+    pub fn start_tls_in(dir: &Path) -> RedisCluster {
+        RedisCluster::start_with(0, "5000", Some(dir))
     }
 
     /// Three masters with one replica each (`nodes[3..]`, every one in sync), and a node
     /// timeout of 1 s: a master killed fails over within seconds.
     pub fn start_with_replicas() -> RedisCluster {
-        let c = RedisCluster::start_with(1, "1000");
+        let c = RedisCluster::start_with(1, "1000", None);
         let deadline = Instant::now() + Duration::from_secs(30);
         for n in &c.nodes {
             let info = || n.cli(&["INFO", "replication"]);
@@ -240,17 +262,39 @@ impl RedisCluster {
         c
     }
 
-    fn start_with(replicas: usize, node_timeout_ms: &str) -> RedisCluster {
+    fn start_with(replicas: usize, node_timeout_ms: &str, tls: Option<&Path>) -> RedisCluster {
+        let cluster_args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            node_timeout_ms,
+        ];
+        let f = |n: &str| tls.map(|d| d.join(n).to_string_lossy().into_owned());
+        let tls_ca = f("ca.pem");
         let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
-            .map(|_| {
-                RedisServer::start_with_args(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    node_timeout_ms,
-                ])
+            .map(|_| match tls {
+                None => RedisServer::start_with_args(&cluster_args),
+                Some(_) => {
+                    let (cert, key) = (f("server.pem").unwrap(), f("server.key").unwrap());
+                    let mut args = vec![
+                        "--tls-cert-file",
+                        &cert,
+                        "--tls-key-file",
+                        &key,
+                        "--tls-ca-cert-file",
+                        tls_ca.as_deref().unwrap(),
+                        "--tls-auth-clients",
+                        "no",
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-replication",
+                        "yes",
+                    ];
+                    args.extend(cluster_args);
+                    RedisServer::start_tls(&args)
+                }
             })
             .collect();
         let addrs: Vec<String> = nodes
@@ -258,6 +302,7 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
         let out = Command::new("redis-cli")
+            .args(nodes[0].cli_tls())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -279,7 +324,7 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        RedisCluster { nodes }
+        RedisCluster { nodes, tls_ca }
     }
 
     /// `redis+cluster://` with every node as a seed, for a new store name.
@@ -289,11 +334,18 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        format!(
-            "redis+cluster://{}/?store={}",
-            seeds.join(","),
-            unique_store()
-        )
+        match &self.tls_ca {
+            None => format!(
+                "redis+cluster://{}/?store={}",
+                seeds.join(","),
+                unique_store()
+            ),
+            Some(ca) => format!(
+                "rediss+cluster://{}/?store={}&tls_ca={ca}",
+                seeds.join(","),
+                unique_store()
+            ),
+        }
     }
 
     /// The node that holds `slot` now, by its index in [`nodes`](Self::nodes).
