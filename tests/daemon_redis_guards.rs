@@ -102,11 +102,23 @@ async fn two_daemons(
     )
 }
 
+/// Stops both daemons; shutdown must answer every parked poll.
+async fn stop_both(mut a: Node, mut b: Node, parked: Vec<tokio::task::JoinHandle<Reply>>) {
+    a.stop().await;
+    b.stop().await;
+    for p in parked {
+        tokio::time::timeout(Duration::from_secs(10), p)
+            .await
+            .expect("a parked poll is answered at shutdown")
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_redis_guards_share_a_users_slots_and_rate() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (mut a, mut b) = two_daemons(&server, GuardsArg::Redis, dir.path()).await;
+    let (a, b) = two_daemons(&server, GuardsArg::Redis, dir.path()).await;
 
     // User 7 holds 2 polls on A and 1 on B: the 3 slots of --slots-per-user.
     let parked = vec![a.park(7), a.park(7)];
@@ -154,22 +166,14 @@ async fn two_daemons_on_redis_guards_share_a_users_slots_and_rate() {
         "{h}"
     );
 
-    a.stop().await;
-    b.stop().await;
-    for p in parked {
-        // Shutdown answers every parked poll.
-        tokio::time::timeout(Duration::from_secs(10), p)
-            .await
-            .expect("a parked poll is answered at shutdown")
-            .unwrap();
-    }
+    stop_both(a, b, parked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_local_guards_each_daemon_counts_alone() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (mut a, mut b) = two_daemons(&server, GuardsArg::Local, dir.path()).await;
+    let (a, b) = two_daemons(&server, GuardsArg::Local, dir.path()).await;
     let mut parked = vec![a.park(7), a.park(7), a.park(7)];
     wait_for_waiters(a.addr, 3).await;
     assert_eq!(
@@ -190,14 +194,7 @@ async fn with_local_guards_each_daemon_counts_alone() {
         json!({"kind": "local", "errors": null, "up": null}),
         "{h}"
     );
-    a.stop().await;
-    b.stop().await;
-    for p in parked {
-        tokio::time::timeout(Duration::from_secs(10), p)
-            .await
-            .expect("a parked poll is answered at shutdown")
-            .unwrap();
-    }
+    stop_both(a, b, parked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
