@@ -67,6 +67,8 @@ mod demo;
 pub mod error;
 pub(crate) mod fanout;
 mod gate;
+pub(crate) mod head;
+mod lean;
 mod limits;
 mod lms;
 mod ops;
@@ -137,7 +139,7 @@ pub async fn run(
         background.push(tokio::spawn(demo::bot(state.clone())));
     }
 
-    let builder = http_builder(&state.config);
+    let builder = Arc::new(http_builder(&state.config));
     let ops_builder = ops_builder(&state.config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
@@ -290,27 +292,39 @@ fn connection_closed(state: &State) {
 }
 
 /// Serves one accepted connection (already counted; `slot` is its address's, released when
-/// it closes) on the current runtime.
+/// it closes) on the current runtime: a first request that is a stream on the lean path
+/// (`lean.rs`), anything else with hyper. Both are watched by `graceful`.
 fn serve(
     state: &Arc<State>,
-    builder: &http1::Builder,
+    builder: &Arc<http1::Builder>,
     graceful: &hyper_util::server::graceful::GracefulShutdown,
     tcp: TcpStream,
     peer: SocketAddr,
     slot: Option<addresses::AddressSlot>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let io = TokioIo::new(TimedIo::new(
-        tcp,
-        Duration::from_secs(state.config.idle_timeout),
-    ));
     let st = state.clone();
-    let svc = service_fn(move |req| router::handle(st.clone(), peer, req));
-    let conn = graceful.watch(builder.serve_connection(io, svc));
-    let st = state.clone();
+    let builder = builder.clone();
+    // Taken now: a connection accepted before the shutdown is one it waits for.
+    let watcher = graceful.watcher();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::trace!(%peer, error = %e, "connection ended with an error");
+        match lean::first_request(&st, tcp).await {
+            lean::Opened::Stream(io, req) => {
+                lean::serve(st.clone(), io, peer, req).await;
+                // Held until now: the graceful shutdown waits for the stream's connection.
+                drop(watcher);
+            }
+            lean::Opened::Hyper(io) => {
+                let svc = {
+                    let st = st.clone();
+                    service_fn(move |req| router::handle(st.clone(), peer, req))
+                };
+                let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+                if let Err(e) = conn.await {
+                    tracing::trace!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+            lean::Opened::Closed => drop(watcher),
         }
         drop(slot);
         connection_closed(&st);
@@ -381,7 +395,7 @@ fn shard_thread(
 }
 
 async fn shard_serve(state: Arc<State>, shard: usize, mut feed: Feed) {
-    let builder = http_builder(&state.config);
+    let builder = Arc::new(http_builder(&state.config));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let dispatch = tokio::spawn(state.hub.clone().dispatch_loop(shard));
     let mut shutdown = state.shutdown.clone();
