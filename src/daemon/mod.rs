@@ -37,6 +37,7 @@
 //!
 //! ```text
 //! mod.rs (run: accept loop, shards, shutdown)   timed_io.rs
+//!   lean.rs · head.rs (a connection's first bytes; a first GET /v1/stream without hyper)
 //!   router.rs (routing, the proxy's per-address count)
 //!     lms.rs · stream.rs                        (endpoints built on poll.rs's parts)
 //!     poll.rs · publish.rs · ops.rs · demo.rs   (the endpoints; none imports another)
@@ -49,7 +50,9 @@
 //!
 //! `GET /v1/stream` (server-sent events, `stream.rs`) and `/v1/lms/poll` (`lms.rs`) are
 //! siblings of `poll.rs` built from its parts (its checks, waits and rendering), routed by
-//! `router.rs`.
+//! `router.rs`. A connection whose first request is a stream is served without hyper
+//! (`lean.rs`: no per-connection buffers held while the stream is idle); every other
+//! connection goes to hyper with the bytes read to tell.
 //!
 //! ## Shutdown
 //!
