@@ -294,9 +294,26 @@ fn connection_closed(state: &State) {
     state.metrics.set_gauge(Gauge::Connections, n as i64);
 }
 
+/// A connection counted in `state.connections`, with its address's slot: both given back
+/// when it is dropped, however the connection ends.
+struct Counted {
+    state: Arc<State>,
+    _slot: Option<addresses::AddressSlot>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        connection_closed(&self.state);
+    }
+}
+
 /// Serves one accepted connection (already counted; `slot` is its address's, released when
 /// it closes) on the current runtime: a first request that is a stream on the lean path
 /// (`lean.rs`), anything else with hyper. Both are watched by `graceful`.
+///
+/// The first bytes are read by a task of their own, which then spawns the connection's task:
+/// each task is as large as its future, so a lean stream's holds no room for hyper's
+/// connection, and a long-poll's none for the reading of its first bytes.
 fn serve(
     state: &Arc<State>,
     builder: &Arc<http1::Builder>,
@@ -306,32 +323,46 @@ fn serve(
     slot: Option<addresses::AddressSlot>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let st = state.clone();
+    let counted = Counted {
+        state: state.clone(),
+        _slot: slot,
+    };
     let builder = builder.clone();
     // Taken now: a connection accepted before the shutdown is one it waits for.
     let watcher = graceful.watcher();
     tokio::spawn(async move {
-        match lean::first_request(&st, tcp).await {
+        match lean::first_request(&counted.state, tcp).await {
             lean::Opened::Stream(io, req) => {
-                lean::serve(st.clone(), io, peer, req).await;
-                // Held until now: the graceful shutdown waits for the stream's connection.
-                drop(watcher);
+                tokio::spawn(async move {
+                    lean::serve(counted.state.clone(), io, peer, req).await;
+                    // Held until now: the graceful shutdown waits for the stream's connection.
+                    drop((watcher, counted));
+                });
             }
             lean::Opened::Hyper(io) => {
-                let svc = {
-                    let st = st.clone();
-                    service_fn(move |req| router::handle(st.clone(), peer, req))
-                };
-                let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
-                if let Err(e) = conn.await {
-                    tracing::trace!(%peer, error = %e, "connection ended with an error");
-                }
+                tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
             }
-            lean::Opened::Closed => drop(watcher),
+            lean::Opened::Closed => {}
         }
-        drop(slot);
-        connection_closed(&st);
     });
+}
+
+/// Serves a connection with hyper, watched by the graceful shutdown.
+async fn serve_hyper(
+    builder: Arc<http1::Builder>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: TimedIo,
+    peer: SocketAddr,
+    counted: Counted,
+) {
+    let st = counted.state.clone();
+    let svc = service_fn(move |req| router::handle(st.clone(), peer, req));
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+    drop(builder);
+    if let Err(e) = conn.await {
+        tracing::trace!(%peer, error = %e, "connection ended with an error");
+    }
+    drop(counted);
 }
 
 /// Serves a connection of the ops reserve (counted in `ops_connections`): `/healthz` and
