@@ -317,3 +317,41 @@ async fn a_lean_stream_reads_until_its_client_leaves() {
     wait_for_health(d.addr, "the stream to end", |h| h["streams"] == 0).await;
     wait_for_waiters(d.addr, 0).await;
 }
+
+/// Behind a proxy, a lean stream holds its client address's count (the router's own check) for
+/// as long as it lasts, as a stream through hyper does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_a_lean_stream_holds_its_client_addresss_count() {
+    let mut cfg = config();
+    cfg.trust_proxy = true;
+    cfg.max_connections_per_ip = 1;
+    let d = Daemon::start(cfg).await;
+    let from = |uid: i64, xff: &str| {
+        let mut head = stream_head(&token(uid, &[1]), "channels=1");
+        head.insert_str(head.len() - 2, &format!("x-forwarded-for: {xff}\r\n"));
+        head
+    };
+    let mut first = Raw::connect(&d).await;
+    first.send(from(20, "203.0.113.7").as_bytes()).await;
+    let h = first.head().await;
+    assert_eq!((h.status, h.get("connection")), (200, Some("close")));
+    let mut second = Raw::connect(&d).await;
+    second.send(from(21, "203.0.113.7").as_bytes()).await;
+    let h = second.head().await;
+    assert_eq!(h.status, 429);
+    assert!(
+        second
+            .body(&h)
+            .await
+            .contains("too_many_connections_from_address")
+    );
+    let mut other = Raw::connect(&d).await;
+    other.send(from(22, "198.51.100.9").as_bytes()).await;
+    assert_eq!(other.head().await.status, 200);
+    // The first stream's end gives the address's count back.
+    drop(first);
+    wait_for_health(d.addr, "one stream fewer", |h| h["streams"] == 1).await;
+    let mut again = Raw::connect(&d).await;
+    again.send(from(20, "203.0.113.7").as_bytes()).await;
+    assert_eq!(again.head().await.status, 200);
+}
