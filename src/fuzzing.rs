@@ -1,16 +1,15 @@
 //! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, which implies `daemon`).
 //!
 //! **Not a stable API**: hidden from the docs, changed or removed with the daemon's internals,
-//! and of no use outside the fuzz targets. It exposes the daemon's two parsers of untrusted
-//! input, the poll request (query and the headers a poll reads) and the publish body, as the
-//! daemon calls them.
+//! and of no use outside the fuzz targets. It exposes the daemon's parsers of untrusted
+//! input, the poll request (query and the headers a poll reads), the publish body and the
+//! first request head of a connection (the lean stream path's), as the daemon calls them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-
 pub use crate::daemon::error::ApiError;
+use crate::daemon::head::{self, Head, Sniffed};
 use crate::daemon::{auth, poll, publish};
 use crate::event::NewEvent;
 use crate::store::FetchRequest;
@@ -41,37 +40,47 @@ pub struct Poll {
 
 /// Reads a request head (request line and headers, as on the wire) the way the daemon reads a
 /// poll: `None` when it is not a complete HTTP/1.x head that hyper would pass on (httparse, the
-/// parser hyper uses, then its URI and header types), or not a `GET /v1/poll`.
+/// parser hyper uses, then its URI and header types: the daemon's own head reader), or not a
+/// `GET /v1/poll`.
 pub fn poll_request(
     head: &[u8],
     peer: SocketAddr,
     trust_proxy: bool,
     limits: PollLimits,
 ) -> Option<Poll> {
-    let mut raw = [httparse::EMPTY_HEADER; 100];
-    let mut req = httparse::Request::new(&mut raw);
-    if !req.parse(head).ok()?.is_complete() {
+    let Head::Complete(req, _) = head::parse(head) else {
+        return None;
+    };
+    if req.method() != hyper::Method::GET || req.uri().path() != "/v1/poll" {
         return None;
     }
-    if req.method? != "GET" {
-        return None;
-    }
-    let uri: hyper::Uri = req.path?.parse().ok()?;
-    if uri.path() != "/v1/poll" {
-        return None;
-    }
-    let mut headers = HeaderMap::new();
-    for h in req.headers.iter() {
-        headers.append(
-            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-            HeaderValue::from_bytes(h.value).ok()?,
-        );
-    }
+    let headers = req.headers();
     Some(Poll {
-        ip: auth::client_ip(&headers, peer, trust_proxy),
-        token: auth::bearer_token(&headers).map(str::to_owned),
-        params: parse_poll(uri.query(), limits),
+        ip: auth::client_ip(headers, peer, trust_proxy),
+        token: auth::bearer_token(headers).map(str::to_owned),
+        params: parse_poll(req.uri().query(), limits),
     })
+}
+
+/// What the daemon makes of a connection's first bytes (`buf`), with `--max-header-bytes`
+/// `max_head`: whether its lean path serves the stream they ask for.
+#[derive(Debug)]
+pub enum FirstBytes {
+    /// More bytes are needed to tell.
+    Partial,
+    /// hyper serves the connection, these bytes first.
+    Hyper,
+    /// A `GET /v1/stream` head, exactly these bytes, served by the lean path as this request.
+    Stream(Box<hyper::Request<()>>),
+}
+
+/// Reads a connection's first bytes as the daemon does before hyper sees them.
+pub fn first_bytes(buf: &[u8], max_head: usize) -> FirstBytes {
+    match head::sniff(buf, max_head) {
+        Sniffed::Partial => FirstBytes::Partial,
+        Sniffed::Hyper => FirstBytes::Hyper,
+        Sniffed::Stream(req) => FirstBytes::Stream(req),
+    }
 }
 
 /// The poll query parser alone.

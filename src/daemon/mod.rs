@@ -37,6 +37,7 @@
 //!
 //! ```text
 //! mod.rs (run: accept loop, shards, shutdown)   timed_io.rs
+//!   lean.rs · head.rs (a connection's first bytes; a first GET /v1/stream without hyper)
 //!   router.rs (routing, the proxy's per-address count)
 //!     lms.rs · stream.rs                        (endpoints built on poll.rs's parts)
 //!     poll.rs · publish.rs · ops.rs · demo.rs   (the endpoints; none imports another)
@@ -49,7 +50,9 @@
 //!
 //! `GET /v1/stream` (server-sent events, `stream.rs`) and `/v1/lms/poll` (`lms.rs`) are
 //! siblings of `poll.rs` built from its parts (its checks, waits and rendering), routed by
-//! `router.rs`.
+//! `router.rs`. A connection whose first request is a stream is served without hyper
+//! (`lean.rs`: no per-connection buffers held while the stream is idle); every other
+//! connection goes to hyper with the bytes read to tell.
 //!
 //! ## Shutdown
 //!
@@ -67,6 +70,8 @@ mod demo;
 pub mod error;
 pub(crate) mod fanout;
 mod gate;
+pub(crate) mod head;
+mod lean;
 mod limits;
 mod lms;
 mod ops;
@@ -137,7 +142,7 @@ pub async fn run(
         background.push(tokio::spawn(demo::bot(state.clone())));
     }
 
-    let builder = http_builder(&state.config);
+    let builder = Arc::new(http_builder(&state.config));
     let ops_builder = ops_builder(&state.config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
 
@@ -289,32 +294,75 @@ fn connection_closed(state: &State) {
     state.metrics.set_gauge(Gauge::Connections, n as i64);
 }
 
+/// A connection counted in `state.connections`, with its address's slot: both given back
+/// when it is dropped, however the connection ends.
+struct Counted {
+    state: Arc<State>,
+    _slot: Option<addresses::AddressSlot>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        connection_closed(&self.state);
+    }
+}
+
 /// Serves one accepted connection (already counted; `slot` is its address's, released when
-/// it closes) on the current runtime.
+/// it closes) on the current runtime: a first request that is a stream on the lean path
+/// (`lean.rs`), anything else with hyper. Both are watched by `graceful`.
+///
+/// The first bytes are read by a task of their own, which then spawns the connection's task:
+/// each task is as large as its future, so a lean stream's holds no room for hyper's
+/// connection, and a long-poll's none for the reading of its first bytes.
 fn serve(
     state: &Arc<State>,
-    builder: &http1::Builder,
+    builder: &Arc<http1::Builder>,
     graceful: &hyper_util::server::graceful::GracefulShutdown,
     tcp: TcpStream,
     peer: SocketAddr,
     slot: Option<addresses::AddressSlot>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let io = TokioIo::new(TimedIo::new(
-        tcp,
-        Duration::from_secs(state.config.idle_timeout),
-    ));
-    let st = state.clone();
-    let svc = service_fn(move |req| router::handle(st.clone(), peer, req));
-    let conn = graceful.watch(builder.serve_connection(io, svc));
-    let st = state.clone();
+    let counted = Counted {
+        state: state.clone(),
+        _slot: slot,
+    };
+    let builder = builder.clone();
+    // Taken now: a connection accepted before the shutdown is one it waits for.
+    let watcher = graceful.watcher();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::trace!(%peer, error = %e, "connection ended with an error");
+        match lean::first_request(&counted.state, tcp).await {
+            lean::Opened::Stream(io, req) => {
+                tokio::spawn(async move {
+                    lean::serve(counted.state.clone(), io, peer, req).await;
+                    // Held until now: the graceful shutdown waits for the stream's connection.
+                    drop((watcher, counted));
+                });
+            }
+            lean::Opened::Hyper(io) => {
+                tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
+            }
+            lean::Opened::Closed => {}
         }
-        drop(slot);
-        connection_closed(&st);
     });
+}
+
+/// Serves a connection with hyper, watched by the graceful shutdown.
+async fn serve_hyper(
+    builder: Arc<http1::Builder>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: TimedIo,
+    peer: SocketAddr,
+    counted: Counted,
+) {
+    let st = counted.state.clone();
+    let svc = service_fn(move |req| router::handle(st.clone(), peer, req));
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc));
+    drop(builder);
+    if let Err(e) = conn.await {
+        tracing::trace!(%peer, error = %e, "connection ended with an error");
+    }
+    drop(counted);
 }
 
 /// Serves a connection of the ops reserve (counted in `ops_connections`): `/healthz` and
@@ -381,7 +429,7 @@ fn shard_thread(
 }
 
 async fn shard_serve(state: Arc<State>, shard: usize, mut feed: Feed) {
-    let builder = http_builder(&state.config);
+    let builder = Arc::new(http_builder(&state.config));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let dispatch = tokio::spawn(state.hub.clone().dispatch_loop(shard));
     let mut shutdown = state.shutdown.clone();

@@ -128,7 +128,9 @@ fn path_of(p: &str) -> Cow<'static, str> {
 }
 
 impl Meta {
-    pub(crate) fn new(state: &State, peer: SocketAddr, req: &Request<Incoming>) -> Meta {
+    /// What `req` (whatever its body: hyper's, or none on the lean stream path) tells the
+    /// response.
+    pub(crate) fn new<B>(state: &State, peer: SocketAddr, req: &Request<B>) -> Meta {
         Meta {
             started: Instant::now(),
             rid: request_id(state, req.headers()),

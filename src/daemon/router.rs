@@ -21,12 +21,53 @@ use super::{demo, lms, ops, poll, publish, stream};
 use crate::guards::ClientMode;
 use crate::metrics::Counter;
 
-/// Entry point of every request.
+/// Entry point of every request hyper reads.
 ///
 /// A poll's future is built by `poll::serve` (kept compact: thousands of them wait at once);
 /// everything else runs in [`route`].
 pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>) -> HandlerFuture {
-    let mut meta = Meta::new(&state, peer, &req);
+    let meta = match enter(&state, peer, &req) {
+        Ok(meta) => meta,
+        Err(refused) => return refused,
+    };
+    if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
+        return poll::serve(state, meta, peer, req);
+    }
+    if req.uri().path() == "/v1/lms/poll" && matches!(*req.method(), Method::GET | Method::POST) {
+        return lms::serve(state, meta, peer, req);
+    }
+    if is_stream(req.method(), req.uri().path()) {
+        return stream::serve(state, meta, peer, req);
+    }
+    Box::pin(async move {
+        let r = route(&state, peer, req).await;
+        meta.respond(&state, r)
+    })
+}
+
+/// Entry point of a `GET /v1/stream` read by the lean path (`lean.rs`, the connection's first
+/// request, [`is_stream`]): what [`handle`] does with it, without a body type of hyper's.
+pub(crate) fn handle_stream(
+    state: Arc<State>,
+    peer: SocketAddr,
+    req: Request<()>,
+) -> HandlerFuture {
+    debug_assert!(is_stream(req.method(), req.uri().path()));
+    match enter(&state, peer, &req) {
+        Ok(meta) => stream::serve(state, meta, peer, req),
+        Err(refused) => refused,
+    }
+}
+
+/// Whether a request is a `GET /v1/stream`, the route of `stream.rs`.
+pub(crate) fn is_stream(method: &Method, path: &str) -> bool {
+    path == "/v1/stream" && method == Method::GET
+}
+
+/// What every request goes through before its endpoint: its [`Meta`], and behind a proxy the
+/// count of its client address (whose refusal is the `Err`).
+fn enter<B>(state: &Arc<State>, peer: SocketAddr, req: &Request<B>) -> Result<Meta, HandlerFuture> {
+    let mut meta = Meta::new(state, peer, req);
     // Behind a proxy every connection is the proxy's: the client's address, known only now,
     // is counted per request in flight. Health checks and scrapes are not counted.
     if state.config.trust_proxy && !matches!(req.uri().path(), "/healthz" | "/metrics") {
@@ -42,23 +83,11 @@ pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>
                         .into(),
                     retry_after_ms: 1000,
                 };
-                return Box::pin(std::future::ready(meta.respond(&state, Err(e))));
+                return Err(Box::pin(std::future::ready(meta.respond(state, Err(e)))));
             }
         }
     }
-    if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
-        return poll::serve(state, meta, peer, req);
-    }
-    if req.uri().path() == "/v1/lms/poll" && matches!(*req.method(), Method::GET | Method::POST) {
-        return lms::serve(state, meta, peer, req);
-    }
-    if req.uri().path() == "/v1/stream" && req.method() == Method::GET {
-        return stream::serve(state, meta, peer, req);
-    }
-    Box::pin(async move {
-        let r = route(&state, peer, req).await;
-        meta.respond(&state, r)
-    })
+    Ok(meta)
 }
 
 /// Entry point of a connection of the ops reserve (the daemon is at its capacity): `/healthz`

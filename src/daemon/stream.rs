@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Request, Response};
 
@@ -43,12 +43,13 @@ use crate::store::Batch;
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// Serves a `GET /v1/stream`: checked now (limits, token, query, slot), then written by its
-/// body ([`Stream`]), which hyper polls for each frame for as long as the stream lasts.
-pub(crate) fn serve(
+/// body ([`Stream`]), which hyper (or the lean path, `lean.rs`) polls for each frame for as
+/// long as the stream lasts. The request's body is never read.
+pub(crate) fn serve<B>(
     state: Arc<State>,
     mut meta: Meta,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> HandlerFuture {
     let opened = prepare(&state, &mut meta, peer, req);
     let (job, expires_s) = match opened {
@@ -69,11 +70,11 @@ pub(crate) fn serve(
 /// The checks of a stream (those of a poll) and where it starts: the `Last-Event-ID` header,
 /// else the `cursor` parameter, else the start, as a poll without a cursor. Returns the job and
 /// the token's expiry (Unix seconds).
-fn prepare(
+fn prepare<B>(
     state: &Arc<State>,
     meta: &mut Meta,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<(PollJob, i64), ApiError> {
     let claims = authorize(state, meta, peer, req.headers())?;
     let cfg = &state.config;

@@ -1,10 +1,12 @@
-//! [`TimedIo`]: a connection's socket with a deadline on stalled writes.
+//! [`TimedIo`]: a connection's socket with a deadline on stalled writes, and the bytes the
+//! daemon read before hyper took the connection (`lean.rs`) given back to hyper first.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf as _, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -17,6 +19,8 @@ pub(crate) struct TimedIo {
     io: TcpStream,
     timeout: Duration,
     stall: Option<Pin<Box<Sleep>>>,
+    /// Bytes already read from `io` that reads return first (empty: none).
+    replay: Bytes,
 }
 
 impl TimedIo {
@@ -26,7 +30,14 @@ impl TimedIo {
             io,
             timeout,
             stall: None,
+            replay: Bytes::new(),
         }
+    }
+
+    /// This stream, whose reads return `read` (bytes already read from the socket) first.
+    pub(crate) fn replaying(mut self, read: Bytes) -> TimedIo {
+        self.replay = read;
+        self
     }
 
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
@@ -50,6 +61,16 @@ impl AsyncRead for TimedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay[..n]);
+            self.replay.advance(n);
+            if self.replay.is_empty() {
+                // Not kept for the connection's life: an empty view still holds the buffer.
+                self.replay = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
