@@ -9,8 +9,10 @@
 //! and every other writer waiting: traced on 2026-12-02 as 65–163 ms stalls of all 8 processes
 //! of the `procs` benchmark, each starting with a 4 KiB read issued by the lock holder.
 //!
-//! So before taking the lock, a writer looks at the next [`WINDOW`] of the WAL past its last
-//! frame (`mincore` on a mapping that is never read through) and asks the kernel to read back
+//! So before taking the lock, a writer looks at the WAL past its last frame, as far as the next
+//! [`AHEAD_US`] of commits at the rate it grows (at least [`MIN_WINDOW`], at most [`WINDOW`];
+//! all of it just after the WAL started over), with `mincore` on a mapping that is never read
+//! through, and asks the kernel to read back
 //! any page it dropped (`POSIX_FADV_WILLNEED`), without waiting for the disk, so that a slow
 //! read holds up nobody until a write needs that page. One writer on the host looks at a time,
 //! at most once per [`EVERY`]: a word in the writer lock's shared file says when the last look
@@ -37,10 +39,20 @@ use std::time::Duration;
 
 use crate::shm::sidecar;
 
-/// How far past the WAL's last frame to look. The WAL grows about 130 KiB per millisecond under
+/// The most past the WAL's last frame to look. The WAL grows about 130 KiB per millisecond under
 /// 8 saturating processes and about 400 KiB under one process's group commits, so this covers
-/// the next 10–30 ms of commits.
+/// the next 10–30 ms of commits at those rates.
 const WINDOW: u64 = 4 << 20;
+/// The least past the WAL's last frame to look: a look sizes its window by how fast the WAL
+/// grew since this process's previous look ([`span`]), so that a steady chat's look checks
+/// tens of pages, not a thousand. A look costs a page cache lookup per page (measured
+/// 2026-12-07: the full window at 1,000 single-event commits a second was 4.5 % of the daemon's
+/// CPU samples).
+const MIN_WINDOW: u64 = 256 << 10;
+/// How far ahead of the writer, in time at the measured rate, a look reaches: what the full
+/// window gives at the peak rates above, and far more than a page takes to read back (a disk
+/// read is 0.1–10 ms); the next look, at most [`EVERY`] later, reaches further.
+const AHEAD_US: u64 = 30_000;
 /// Least time between two looks on the host: the page cache is shared, so one look serves every
 /// process. A look costs a few system calls and a page cache lookup per page of the window
 /// (measured: a look per commit cost 8 saturating processes 8 % of their throughput, a look
@@ -71,6 +83,17 @@ pub(crate) struct WalWarmer {
 #[derive(Debug, Default)]
 struct State {
     files: Option<Files>,
+    /// This process's previous look: which WAL (inode, salt), its last frame's end, and when.
+    previous: Option<Look>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Look {
+    ino: u64,
+    /// The WAL header's first salt, which SQLite changes each time it starts the WAL over.
+    salt: u32,
+    front: u64,
+    at_us: u64,
 }
 
 /// The WAL as last opened (its inode tells a WAL deleted and created again), its mapping, and
@@ -96,9 +119,10 @@ impl WalWarmer {
     /// began less than [`EVERY`] ago on the host, as `last_look` (microseconds of the system's
     /// monotonic clock, shared by every process) says, or another thread of this process is at it.
     pub(crate) fn warm(&self, last_look: &AtomicU64) -> usize {
-        let Ok(mut st) = self.state.try_lock() else {
+        let Ok(mut guard) = self.state.try_lock() else {
             return 0;
         };
+        let st = &mut *guard;
         let (now, last) = (monotonic_us(), last_look.load(Ordering::Relaxed));
         // A time ahead of the clock is from before a reboot (the file outlives it): stale.
         let recent = last <= now && now - last < EVERY.as_micros() as u64;
@@ -109,11 +133,18 @@ impl WalWarmer {
         {
             return 0;
         }
-        let Some((files, front, meta)) = self.look(&mut st) else {
+        let Some((files, (front, salt), meta)) = self.look(&mut st.files) else {
             return 0;
         };
         allocate_ahead(&files.wal, front, meta.blocks() * 512);
-        let (start, end) = window(front, meta.len());
+        let this = Look {
+            ino: meta.ino(),
+            salt,
+            front,
+            at_us: now,
+        };
+        let (start, end) = window(front, meta.len(), span(st.previous, this));
+        st.previous = Some(this);
         if start >= end {
             return 0;
         }
@@ -148,11 +179,14 @@ impl WalWarmer {
         asked
     }
 
-    /// The open files, where the WAL's last frame ends, and the WAL's metadata.
-    fn look<'a>(&self, st: &'a mut State) -> Option<(&'a Files, u64, std::fs::Metadata)> {
+    /// The open files, where the WAL's last frame ends (and its salt), and the WAL's metadata.
+    fn look<'a>(
+        &self,
+        open: &'a mut Option<Files>,
+    ) -> Option<(&'a Files, (u64, u32), std::fs::Metadata)> {
         let meta = std::fs::metadata(&self.wal_path).ok()?;
-        if st.files.as_ref().is_none_or(|f| f.ino != meta.ino()) {
-            st.files = None;
+        if open.as_ref().is_none_or(|f| f.ino != meta.ino()) {
+            *open = None;
             // Writable to allocate blocks; without write access the look only reads back.
             let wal = std::fs::OpenOptions::new()
                 .read(true)
@@ -166,19 +200,37 @@ impl WalWarmer {
                 .map_raw_read_only(&wal)
                 .ok()?;
             let shm = File::open(&self.shm_path).ok()?;
-            st.files = Some(Files { wal, ino, map, shm });
+            *open = Some(Files { wal, ino, map, shm });
         }
-        let files = st.files.as_ref()?;
+        let files = open.as_ref()?;
         let front = last_frame_end(&files.shm)?;
         Some((files, front, meta))
     }
 }
 
+/// How far past the last frame a look at `now` reaches: the WAL's growth over [`AHEAD_US`] at
+/// its rate since `previous`, within [`MIN_WINDOW`]..=[`WINDOW`]; all of [`WINDOW`] without a
+/// previous look at the same WAL, or when the WAL started over since (a new salt: the moment
+/// old, maybe evicted pages lie ahead).
+fn span(previous: Option<Look>, now: Look) -> u64 {
+    match previous {
+        Some(p)
+            if (p.ino, p.salt) == (now.ino, now.salt)
+                && now.front >= p.front
+                && now.at_us > p.at_us =>
+        {
+            let grown = now.front - p.front;
+            (grown.saturating_mul(AHEAD_US) / (now.at_us - p.at_us)).clamp(MIN_WINDOW, WINDOW)
+        }
+        _ => WINDOW,
+    }
+}
+
 /// The page-aligned byte range of a WAL of `len` bytes to look at, given where its last frame
-/// ends; empty when there is nothing past it.
-fn window(front: u64, len: u64) -> (u64, u64) {
+/// ends and how far past it to reach; empty when there is nothing past it.
+fn window(front: u64, len: u64, span: u64) -> (u64, u64) {
     let page = page_size();
-    let end = (front + WINDOW).min(len).min(MAP_LEN as u64);
+    let end = (front + span).min(len).min(MAP_LEN as u64);
     (front / page * page, end)
 }
 
@@ -205,13 +257,14 @@ fn allocate_ahead(wal: &File, front: u64, allocated: u64) {
     let _ = wal;
 }
 
-/// Where the WAL's last committed frame ends, from the WAL index header; `None` when the index
-/// is not initialised (or not what this code knows).
+/// Where the WAL's last committed frame ends, and the WAL's first salt (a new one each time the
+/// WAL starts over), from the WAL index header; `None` when the index is not initialised (or
+/// not what this code knows).
 ///
 /// Read with `pread`, not through a mapping: SQLite truncates the index file when it rebuilds
 /// it, and a mapping read past the end would raise SIGBUS.
-fn last_frame_end(shm: &File) -> Option<u64> {
-    let mut h = [0u8; 20];
+fn last_frame_end(shm: &File) -> Option<(u64, u32)> {
+    let mut h = [0u8; 36];
     shm.read_exact_at(&mut h, 0).ok()?;
     let word = |at: usize| u32::from_ne_bytes(h[at..at + 4].try_into().expect("4 bytes"));
     let (version, initialised) = (word(0), h[12]);
@@ -222,7 +275,10 @@ fn last_frame_end(shm: &File) -> Option<u64> {
         1 => 65_536,
         n => u64::from(n),
     };
-    Some(WAL_HEADER + u64::from(word(16)) * (page + FRAME_HEADER))
+    Some((
+        WAL_HEADER + u64::from(word(16)) * (page + FRAME_HEADER),
+        word(32),
+    ))
 }
 
 /// For each page of `[start, end)` of the mapped file (`start` page-aligned), whether the
@@ -307,8 +363,8 @@ mod tests {
 
     fn missing_in_window(w: &WalWarmer) -> usize {
         let mut st = w.state.lock().unwrap();
-        let (files, front, meta) = w.look(&mut st).expect("a WAL to look at");
-        let (start, end) = window(front, meta.len());
+        let (files, (front, _), meta) = w.look(&mut st.files).expect("a WAL to look at");
+        let (start, end) = window(front, meta.len(), WINDOW);
         assert!(
             end - start >= WINDOW / 2,
             "the WAL has pages past its last frame"
@@ -337,6 +393,61 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn the_window_follows_the_wals_growth_and_is_whole_after_a_restart() {
+        let look = |ino, front, at_us| Look {
+            ino,
+            salt: 7,
+            front,
+            at_us,
+        };
+        let first = look(1, 1 << 20, 1_000_000);
+        assert_eq!(span(None, first), WINDOW, "no rate yet");
+        // Idle, or a chat's trickle: the floor.
+        assert_eq!(span(Some(first), look(1, 1 << 20, 1_002_000)), MIN_WINDOW);
+        assert_eq!(
+            span(Some(first), look(1, (1 << 20) + 8192, 1_002_000)),
+            MIN_WINDOW
+        );
+        // 20 KiB per millisecond: 30 ms of it; 200 KiB per millisecond would be more than all.
+        let medium = look(1, (1 << 20) + 40 * 1024, 1_002_000);
+        assert_eq!(span(Some(first), medium), 600 * 1024);
+        let fast = look(1, (1 << 20) + 400 * 1024, 1_002_000);
+        assert_eq!(span(Some(first), fast), WINDOW);
+        // The WAL started over (a new salt, even once past the old front), or is another file:
+        // the whole window.
+        let restarted = Look {
+            salt: 8,
+            ..look(1, 2 << 20, 1_002_000)
+        };
+        assert_eq!(span(Some(first), restarted), WINDOW);
+        assert_eq!(span(Some(first), look(1, 4096, 1_002_000)), WINDOW);
+        assert_eq!(span(Some(first), look(2, 2 << 20, 1_002_000)), WINDOW);
+        // A clock that did not move says nothing about the rate.
+        assert_eq!(span(Some(first), look(1, 2 << 20, 1_000_000)), WINDOW);
+    }
+
+    #[test]
+    fn the_salt_read_from_the_index_changes_when_the_wal_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("w.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (b BLOB);")
+            .unwrap();
+        let shm = File::open(WalWarmer::new(&db).shm_path).unwrap();
+        c.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        let (front, salt) = last_frame_end(&shm).unwrap();
+        c.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        let (later, same) = last_frame_end(&shm).unwrap();
+        assert!(later > front);
+        assert_eq!(same, salt, "the same WAL, grown");
+        c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            .unwrap();
+        c.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        let (_, new) = last_frame_end(&shm).unwrap();
+        assert_ne!(new, salt, "the WAL started over");
     }
 
     #[test]
@@ -378,7 +489,7 @@ mod tests {
             "allocated before any look"
         );
         w.warm(&AtomicU64::new(0));
-        let front = last_frame_end(&shm).unwrap();
+        let (front, _) = last_frame_end(&shm).unwrap();
         let after = std::fs::metadata(&w.wal_path).unwrap();
         assert_eq!(
             after.len(),
@@ -389,7 +500,7 @@ mod tests {
         // Past half of it, the next look tops it up.
         grow(ALLOCATE_AHEAD as usize / 2 / 4096 + 100);
         w.warm(&AtomicU64::new(0));
-        let front = last_frame_end(&shm).unwrap();
+        let (front, _) = last_frame_end(&shm).unwrap();
         let topped = std::fs::metadata(&w.wal_path).unwrap();
         assert!(topped.blocks() * 512 >= front + ALLOCATE_AHEAD);
         // SQLite writes over the allocated blocks and reads back what it wrote.
