@@ -10,20 +10,11 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Sleeps while `word` holds `expected`, for at most `timeout`. Returns early when woken by
-/// [`futex_wake`] (from any process mapping the same file) or if the word already differs.
+/// Sleeps while `word` holds `expected`, for at most `timeout`, woken only by the wakes whose
+/// bits meet `bits` (nonzero; `u32::MAX` for every wake): a waker that knows whom it wants to
+/// wake wakes only them, not every sleeper on the word. Returns early when so woken by
+/// [`futex_wake_bits`] (from any process mapping the same file) or if the word already differs.
 /// Spurious returns are possible; callers re-check their condition.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    futex_wait_bits(word, expected, u32::MAX, timeout);
-}
-
-/// Wakes every sleeper in [`futex_wait`] on `word`, in every process.
-pub(crate) fn futex_wake(word: &AtomicU32) {
-    futex_wake_bits(word, u32::MAX);
-}
-
-/// [`futex_wait`] for the wakes whose bits meet `bits` (nonzero): a waker that knows whom it
-/// wants to wake wakes only them, not every sleeper on the word.
 pub(crate) fn futex_wait_bits(word: &AtomicU32, expected: u32, bits: u32, timeout: Duration) {
     #[cfg(target_os = "linux")]
     {

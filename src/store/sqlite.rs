@@ -112,15 +112,15 @@ impl SqliteStore {
         self.writer.submit(rows, &|c| {
             // Before the bump: this process's tail reader, woken by it, then finds them
             // routed and need not read them back.
-            self.tail.hand_off(c.after, c.head, || c.events());
-            self.announce_commit();
+            let handed = self.tail.hand_off(c.after, c.head, || c.events());
+            self.announce_commit(handed);
         })
     }
 
-    /// After a commit that moved the head: wakes the tail readers of every process, and starts
-    /// a checkpoint when one is due.
-    fn announce_commit(&self) {
-        let commits = self.shared.signal.bump();
+    /// After a commit that moved the head: wakes the tail readers of every process (but this
+    /// one's when `handed`: it has the events already), and starts a checkpoint when one is due.
+    fn announce_commit(&self, handed: bool) {
+        let commits = self.shared.signal.bump(handed);
         if commits.is_multiple_of(conn::CHECKPOINT_EVERY) || self.shared.wal_grew() {
             self.start_checkpoint();
         }
@@ -173,7 +173,7 @@ impl SqliteStore {
         if raised {
             // The head moved without an event: tail readers (the daemon's fan-out) learn the
             // new head now rather than at their next safety-net look.
-            self.announce_commit();
+            self.announce_commit(false);
         }
         Ok(head)
     }

@@ -257,28 +257,36 @@ impl Tail {
     /// Hands over what a commit of this process added: `events()` gives every event with an id
     /// in `(after, head]`, ascending. Routed here if the tail has routed exactly up to `after`;
     /// otherwise left to the watcher (see the module docs). Call it before bumping the change
-    /// counter.
-    pub(crate) fn hand_off(&self, after: i64, head: i64, events: impl FnOnce() -> Vec<Event>) {
+    /// counter. Returns whether it was routed here (counted as a hand-off): then the watcher
+    /// has nothing to read for this commit, and the bump need not wake it.
+    pub(crate) fn hand_off(
+        &self,
+        after: i64,
+        head: i64,
+        events: impl FnOnce() -> Vec<Event>,
+    ) -> bool {
         if head <= after {
-            return;
+            return false;
         }
         let _order = lock(&self.order);
         {
             let mut reg = lock(&self.registry);
             if reg.watcher.is_none() || reg.routed_head != after {
-                return;
+                return false;
             }
             if reg.subscribers.is_empty() && reg.by_channel.is_empty() {
                 reg.routed_head = head;
                 reg.handed = reg.handed.wrapping_add(1);
-                return;
+                return true;
             }
         }
         // Nobody else moves the routed head while `order` is held.
         if deliver(&self.registry, after, head, &events()) {
             let mut reg = lock(&self.registry);
             reg.handed = reg.handed.wrapping_add(1);
+            return true;
         }
+        false
     }
 
     /// Stops the watcher and wakes every waiter (they then see the store closed).
