@@ -74,7 +74,7 @@ if ( is_multisite() ) {
 
 require_once __DIR__ . '/includes/autoload.php';
 $lmsrt_db_path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : null;
-$lmsrt_left    = LMS_Realtime_Uninstall::left_in_redis( $lmsrt_db_path );
+$lmsrt_left    = LMS_Realtime_Uninstall::left_in_redis( $lmsrt_db_path, is_multisite() );
 if ( null !== $lmsrt_left ) {
 	error_log( $lmsrt_left ); // phpcs:ignore WordPress.PHP.DevelopmentFunctions.error_log_error_log -- the site owner's record of what stays.
 }

@@ -48,16 +48,22 @@ final class LMS_Realtime_Uninstall {
 	 * What uninstall says it leaves in Redis (for the log), or null for a store file.
 	 *
 	 * @param string|null $db_path `LMSRT_DB_PATH` (null: not defined).
+	 * @param bool        $network a multisite network: its other sites' stores are named
+	 *                             `<name>-site<N>` ({@see LMSRT_Unified_Long_Poll::site_store()}).
 	 */
-	public static function left_in_redis( ?string $db_path ): ?string {
+	public static function left_in_redis( ?string $db_path, bool $network = false ): ?string {
 		if ( null === $db_path || ! LMSRT_Unified_Long_Poll::store_is_url( $db_path ) ) {
 			return null;
 		}
 		$name = preg_match( '/[?&]store=([A-Za-z0-9_\-]+)/', $db_path, $m ) ? $m[1] : 'lmsrt';
-		return sprintf(
+		$left = sprintf(
 			'lms-realtime: uninstalled; the event store in Redis (%1$s) is left as it is, since other hosts and daemons may use it: its events expire by themselves; to remove it all, delete its keys: redis-cli -u <the URL> --scan --pattern \'lmsrt:{%2$s}:*\' | xargs redis-cli -u <the URL> unlink',
 			LMSRT_Unified_Long_Poll::shown_store( $db_path ),
 			$name
 		);
+		if ( $network ) {
+			$left .= sprintf( '; the network\'s other sites have stores of their own, the same way with the pattern \'lmsrt:{%s-site*}:*\'', $name );
+		}
+		return $left;
 	}
 }

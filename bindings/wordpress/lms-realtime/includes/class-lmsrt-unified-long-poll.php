@@ -68,19 +68,64 @@ class LMSRT_Unified_Long_Poll extends LMSRT_Realtime {
 	}
 
 	/**
-	 * The store's file: the constant `LMSRT_DB_PATH`, else `wp-content/lms-realtime/events.db`
-	 * (`events-site<N>.db` for the sites after the first of a multisite network, whose channel
-	 * ids are their own); filter `lms_realtime_db_path`. The daemon must open the same file.
+	 * The store's file: the constant `LMSRT_DB_PATH`, else `wp-content/lms-realtime/events.db`;
+	 * filter `lms_realtime_db_path`. The daemon must open the same file.
+	 *
+	 * On a multisite network each site after the first has a store of its own
+	 * ({@see self::site_store()}: `events-site<N>.db`, or `LMSRT_DB_PATH` with `-site<N>`),
+	 * because the sites' channel ids are their own: in one store, site 2's channel 5 would be
+	 * delivered the messages of site 1's channel 5.
 	 */
 	public static function db_path(): string {
-		$file = is_multisite() && get_current_blog_id() > 1 ? 'events-site' . get_current_blog_id() . '.db' : 'events.db';
-		$path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : WP_CONTENT_DIR . '/lms-realtime/' . $file;
+		$path = defined( 'LMSRT_DB_PATH' ) ? (string) LMSRT_DB_PATH : WP_CONTENT_DIR . '/lms-realtime/events.db';
+		$path = self::site_store( $path, is_multisite() ? get_current_blog_id() : 1 );
 		/**
-		 * Filters the event store's file.
+		 * Filters the event store's file (or Redis URL).
 		 *
 		 * @param string $path The path.
 		 */
 		return (string) apply_filters( 'lms_realtime_db_path', $path );
+	}
+
+	/**
+	 * The store of site `$blog` of a network whose store is `$store`: the first site's is
+	 * `$store`; any other's has `-site<N>` added to the file's name before its extension
+	 * (`events.db` → `events-site2.db`), or for a Redis URL to the store's name (`?store=lms` →
+	 * `?store=lms-site2`; without `store=`, the library's default name `lmsrt`). Give each such
+	 * store its own daemon (`--db` the same file or URL).
+	 *
+	 * @param string $store the network's store (a file or a URL).
+	 * @param int    $blog  the site's id.
+	 */
+	public static function site_store( string $store, int $blog ): string {
+		if ( $blog <= 1 ) {
+			return $store;
+		}
+		$suffix = '-site' . $blog;
+		if ( self::store_is_url( $store ) ) {
+			$hash  = strpos( $store, '#' );
+			$tail  = false === $hash ? '' : substr( $store, $hash );
+			$url   = false === $hash ? $store : substr( $store, 0, $hash );
+			$parts = explode( '?', $url, 2 );
+			$pairs = isset( $parts[1] ) && '' !== $parts[1] ? explode( '&', $parts[1] ) : array();
+			$named = false;
+			foreach ( $pairs as $i => $pair ) {
+				if ( str_starts_with( $pair, 'store=' ) ) {
+					$pairs[ $i ] = $pair . $suffix;
+					$named       = true;
+				}
+			}
+			if ( ! $named ) {
+				$pairs[] = 'store=lmsrt' . $suffix;
+			}
+			return $parts[0] . '?' . implode( '&', $pairs ) . $tail;
+		}
+		$slash = strrpos( $store, '/' );
+		$dir   = false === $slash ? '' : substr( $store, 0, $slash + 1 );
+		$base  = false === $slash ? $store : substr( $store, $slash + 1 );
+		$dot   = strrpos( $base, '.' );
+		$base  = false === $dot || 0 === $dot ? $base . $suffix : substr( $base, 0, $dot ) . $suffix . substr( $base, $dot );
+		return $dir . $base;
 	}
 
 	/**
