@@ -356,6 +356,32 @@ async fn slow_clients_are_cut_off() {
     );
 }
 
+/// A head sent slowly gets one header timeout in all: the time its first bytes took before the
+/// lean path could tell it was not a stream counts against hyper's header timeout too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_gets_one_header_timeout_in_all() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.header_timeout = 4;
+    let d = Daemon::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let connected = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Not a stream, but never finished: hyper gets the connection with 1 s left.
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let took = connected.elapsed();
+    assert!(buf.is_empty(), "closed without an answer");
+    // 4 s after the connect (8 s if hyper started its own timeout when it got the bytes).
+    assert!(
+        took >= Duration::from_millis(3800) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+}
+
 /// A real store failure, not an injected one: another connection to the same SQLite file (as
 /// the sqlite3 shell or a stuck migration would) holds the write lock with `BEGIN EXCLUSIVE`.
 /// It does not take the library's writer lock, so each append waits out SQLite's busy handler

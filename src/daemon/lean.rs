@@ -46,8 +46,9 @@ use super::timed_io::TimedIo;
 pub(crate) enum Opened {
     /// A `GET /v1/stream` head alone (its bytes consumed): [`serve`] it.
     Stream(TimedIo, Box<Request<()>>),
-    /// hyper serves it, the bytes read so far replayed first.
-    Hyper(TimedIo),
+    /// hyper serves it, the bytes read so far replayed first, within what is left of the header
+    /// timeout.
+    Hyper(TimedIo, Duration),
     /// The client left, sent no complete head within the header timeout, or the daemon is
     /// shutting down: closed without an answer, as hyper closes it.
     Closed,
@@ -88,7 +89,10 @@ pub(crate) async fn first_request(state: &State, tcp: TcpStream) -> Opened {
     let io = TimedIo::new(tcp, Duration::from_secs(state.config.idle_timeout));
     match sniffed {
         Sniffed::Stream(req) => Opened::Stream(io, req),
-        _ => Opened::Hyper(io.replaying(Bytes::from(buf))),
+        _ => Opened::Hyper(
+            io.replaying(Bytes::from(buf)),
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        ),
     }
 }
 

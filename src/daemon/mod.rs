@@ -339,12 +339,28 @@ fn serve(
                     drop((watcher, counted));
                 });
             }
-            lean::Opened::Hyper(io) => {
+            lean::Opened::Hyper(io, left) => {
+                let builder = within(builder, &counted.state.config, left);
                 tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
             }
             lean::Opened::Closed => {}
         }
     });
+}
+
+/// hyper's settings for a connection whose first bytes took a while: its header timeout is
+/// what is left of the one the first bytes were read under, so that a head sent slowly gets
+/// one header timeout in all, not one before the lean path tells and another in hyper. A head
+/// that began within the first second (any client but a slow one) keeps the whole timeout, and
+/// so do the later requests of its connection.
+fn within(builder: Arc<http1::Builder>, config: &Config, left: Duration) -> Arc<http1::Builder> {
+    let full = Duration::from_secs(config.header_timeout);
+    if left + Duration::from_secs(1) >= full {
+        return builder;
+    }
+    let mut slow = (*builder).clone();
+    slow.header_read_timeout(left.max(Duration::from_millis(100)));
+    Arc::new(slow)
 }
 
 /// Serves a connection with hyper, watched by the graceful shutdown.
