@@ -45,7 +45,7 @@ const COMMITS_OFFSET: usize = 128;
 /// Byte `CLAIM_BASE + b` of the signal file is locked by the holder of wake bit `b` (1–31; bit
 /// 0 is never claimed, so "every bit but one" always includes it). Past the mapped words, where
 /// nothing is read or written: only the locks matter.
-const CLAIM_BASE: i64 = 1 << 20;
+const CLAIM_BASE: u32 = 1 << 20;
 
 impl ChangeSignal {
     /// Maps the signal file for the database at `db_path`.
@@ -122,7 +122,7 @@ fn claim_bit(path: &Path) -> (u32, Option<File>) {
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as libc::c_short;
         fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = CLAIM_BASE + i64::from(b);
+        fl.l_start = libc::off_t::from(CLAIM_BASE + b);
         fl.l_len = 1;
         // SAFETY: the descriptor belongs to `file`; `fl` is a valid `struct flock`. An
         // open-file-description lock: owned by this open file (not the process, so two
