@@ -148,13 +148,12 @@ impl Cluster {
                     // Left alone while the map is asked for (so it is not the one asked), and
                     // afterwards unless the map names another master for the slot.
                     node.backoff.failed();
-                    self.remap().map_err(|_| Failure::Redis(e))?;
-                    if Arc::ptr_eq(&self.owner(slot)?, &node) {
-                        return Err(Failure::Redis(RedisError::from((
-                            ErrorKind::Io,
-                            "the master of the slot cannot be reached",
-                            format!("{} (slot {slot})", node.addr),
-                        ))));
+                    let elsewhere = self.remap().is_ok()
+                        && self
+                            .known_owner(slot)
+                            .is_some_and(|owner| !Arc::ptr_eq(&owner, &node));
+                    if !elsewhere {
+                        return Err(Failure::Redis(e));
                     }
                 }
                 _ => {
