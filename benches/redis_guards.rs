@@ -12,11 +12,14 @@
 //! * `slots/{redis,shm}/acquire_release`: an acquisition and its release (two calls on
 //!   Redis) over 1,000 rotating users.
 //! * `breaker/{redis,shm}/check_closed` and `breaker/redis/record_success`.
+//! * `{limiter,slots,breaker}/cluster/…`: the same decisions on a 3-master Redis Cluster
+//!   started here too (`redis+cluster://`: each key's decision goes to its slot's master).
 //!
-//! Each Redis bench also times a `PING` after every decision, alternately in the same loop, and
-//! at the end the median ratio decision / `PING` over its samples is printed: robust to a busy
-//! host where absolute figures are not. Then `redis-benchmark -t ping` (one client) on the same
-//! server, for the record.
+//! Each single-node Redis bench also times a `PING` after every decision, alternately in the
+//! same loop, and at the end the median ratio decision / `PING` over its samples is printed:
+//! robust to a busy host where absolute figures are not. Each cluster bench times the same
+//! decision on the single node alternately instead (ratio cluster / one node). Then
+//! `redis-benchmark -t ping` (one client) on the single server, for the record.
 //!
 //! `cargo bench --features redis --bench redis_guards` (needs `redis-server`).
 
@@ -36,7 +39,7 @@ mod run {
         SlotsConfig,
     };
 
-    use super::redis_common::RedisServer;
+    use super::redis_common::{RedisCluster, RedisServer};
 
     const KEYS: usize = 10_000;
     const USERS: usize = 1_000;
@@ -56,31 +59,76 @@ mod run {
     /// Per Redis bench: the decision / PING ratio of each sample.
     type Ratios = RefCell<Vec<(String, Vec<f64>)>>;
 
-    /// Times `iters` runs of `op`, each followed by a `PING` timed apart; records the ratio
-    /// of the two totals under `name` and returns the decisions' total.
-    fn with_ping(
+    /// Times `iters` runs of `op` and as many of `peer` (a `PING`, or the same decision on the
+    /// single node), alternately by `block` runs, each timed apart; records the ratio of the two
+    /// totals under `name` and returns `op`'s total.
+    fn with_peer(
         ratios: &Ratios,
         name: &str,
-        con: &mut redis::Connection,
         iters: u64,
+        block: u64,
         mut op: impl FnMut(),
+        mut peer: impl FnMut(),
     ) -> Duration {
-        let (mut spent, mut pinged) = (Duration::ZERO, Duration::ZERO);
-        for _ in 0..iters {
+        let (mut spent, mut peered) = (Duration::ZERO, Duration::ZERO);
+        let mut done = 0;
+        while done < iters {
+            let k = block.min(iters - done);
             let t = Instant::now();
-            op();
+            (0..k).for_each(|_| op());
             let u = Instant::now();
-            let _: String = redis::cmd("PING").query(con).unwrap();
+            (0..k).for_each(|_| peer());
             spent += u - t;
-            pinged += u.elapsed();
+            peered += u.elapsed();
+            done += k;
         }
         let mut r = ratios.borrow_mut();
-        let ratio = spent.as_secs_f64() / pinged.as_secs_f64();
+        let ratio = spent.as_secs_f64() / peered.as_secs_f64();
         match r.iter_mut().find(|(n, _)| n == name) {
             Some((_, v)) => v.push(ratio),
             None => r.push((name.to_owned(), vec![ratio])),
         }
         spent
+    }
+
+    /// Cluster decisions alternate with the single node's by this many: each side's servers
+    /// stay as warm as in a run of their own (on 2 cores, switching between four redis-server
+    /// processes on every call would measure their wake-ups instead).
+    const BLOCK: u64 = 100;
+
+    /// Commands the servers have processed (`INFO stats`), summed.
+    fn commands(servers: &[RedisServer]) -> u64 {
+        servers
+            .iter()
+            .map(|s| {
+                s.cli(&["INFO", "stats"])
+                    .lines()
+                    .find_map(|l| l.strip_prefix("total_commands_processed:"))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .expect("INFO stats has total_commands_processed")
+            })
+            .sum()
+    }
+
+    /// Redis commands per run of `op` over `n` runs, on `servers`.
+    fn commands_per(servers: &[RedisServer], n: usize, mut op: impl FnMut(usize)) -> f64 {
+        let before = commands(servers);
+        (0..n).for_each(&mut op);
+        // Less the `INFO` of `before` on each server.
+        (commands(servers) - before - servers.len() as u64) as f64 / n as f64
+    }
+
+    /// [`with_peer`] with a `PING` on `con` as the peer.
+    fn with_ping(
+        ratios: &Ratios,
+        name: &str,
+        con: &mut redis::Connection,
+        iters: u64,
+        op: impl FnMut(),
+    ) -> Duration {
+        with_peer(ratios, name, iters, 1, op, || {
+            let _: String = redis::cmd("PING").query(con).unwrap();
+        })
     }
 
     pub fn main() {
@@ -91,6 +139,8 @@ mod run {
         let mut ping_con = client.get_connection().unwrap();
         let mut con = client.get_connection().unwrap();
         let guards = Arc::new(RedisGuards::open(&url).unwrap());
+        let cluster = RedisCluster::start();
+        let on_cluster = Arc::new(RedisGuards::open(&cluster.url()).unwrap());
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("g.db");
 
@@ -104,6 +154,10 @@ mod run {
                 "in_process",
                 RateLimiter::in_process(limiter_config()).unwrap(),
             ),
+            (
+                "cluster",
+                RateLimiter::on_redis(on_cluster.clone(), limiter_config()).unwrap(),
+            ),
         ];
         let slots = [
             (
@@ -111,6 +165,10 @@ mod run {
                 Slots::on_redis(guards.clone(), slots_config()).unwrap(),
             ),
             ("shm", Slots::open(&db, slots_config()).unwrap()),
+            (
+                "cluster",
+                Slots::on_redis(on_cluster.clone(), slots_config()).unwrap(),
+            ),
         ];
         let breakers = [
             (
@@ -120,6 +178,10 @@ mod run {
             (
                 "shm",
                 Breakers::open(&db, BreakerConfig::default()).unwrap(),
+            ),
+            (
+                "cluster",
+                Breakers::on_redis(on_cluster.clone(), BreakerConfig::default()).unwrap(),
             ),
         ];
         let keys: Vec<String> = (0..KEYS).map(|i| format!("user-{i}")).collect();
@@ -145,47 +207,72 @@ mod run {
                 })
             })
         });
+        let limit = |l: &RateLimiter, i: usize| {
+            let d = l.check("bench", &keys[i % KEYS]).unwrap();
+            assert!(d.allowed && d.tracked);
+        };
         for (name, l) in &limiters {
             let id = format!("limiter/{name}/allowed");
             let mut i = 0;
             let mut decide = || {
-                i = (i + 1) % KEYS;
-                let d = l.check("bench", &keys[i]).unwrap();
-                assert!(d.allowed && d.tracked);
+                i += 1;
+                limit(l, i);
             };
-            g.bench_function(&id, |b| {
-                if *name == "redis" {
+            g.bench_function(&id, |b| match *name {
+                "redis" => {
                     b.iter_custom(|n| with_ping(&ratios, &id, &mut ping_con, n, &mut decide))
-                } else {
-                    b.iter(&mut decide)
                 }
+                "cluster" => b.iter_custom(|n| {
+                    let mut j = 0;
+                    let one_node = || {
+                        j += 1;
+                        limit(&limiters[0].1, KEYS / 2 + j);
+                    };
+                    with_peer(&ratios, &id, n, BLOCK, &mut decide, one_node)
+                }),
+                _ => b.iter(&mut decide),
             });
         }
+        let take = |s: &Slots, i: usize| {
+            let l = s.acquire(&keys[i % USERS]).unwrap();
+            assert!(s.release(&l));
+        };
         for (name, s) in &slots {
             let id = format!("slots/{name}/acquire_release");
             let mut i = 0;
             let mut decide = || {
-                i = (i + 1) % USERS;
-                let l = s.acquire(&keys[i]).unwrap();
-                assert!(s.release(&l));
+                i += 1;
+                take(s, i);
             };
-            g.bench_function(&id, |b| {
-                if *name == "redis" {
+            g.bench_function(&id, |b| match *name {
+                "redis" => {
                     b.iter_custom(|n| with_ping(&ratios, &id, &mut ping_con, n, &mut decide))
-                } else {
-                    b.iter(&mut decide)
                 }
+                "cluster" => b.iter_custom(|n| {
+                    let mut j = 0;
+                    let one_node = || {
+                        j += 1;
+                        take(&slots[0].1, j);
+                    };
+                    with_peer(&ratios, &id, n, BLOCK, &mut decide, one_node)
+                }),
+                _ => b.iter(&mut decide),
             });
         }
+        let check = |br: &Breakers| assert!(br.check("store").unwrap().allowed);
         for (name, br) in &breakers {
             let id = format!("breaker/{name}/check_closed");
-            let mut decide = || assert!(br.check("store").unwrap().allowed);
-            g.bench_function(&id, |b| {
-                if *name == "redis" {
+            let mut decide = || check(br);
+            g.bench_function(&id, |b| match *name {
+                "redis" => {
                     b.iter_custom(|n| with_ping(&ratios, &id, &mut ping_con, n, &mut decide))
-                } else {
-                    b.iter(&mut decide)
                 }
+                "cluster" => b.iter_custom(|n| {
+                    with_peer(&ratios, &id, n, BLOCK, &mut decide, || {
+                        check(&breakers[0].1)
+                    })
+                }),
+                _ => b.iter(&mut decide),
             });
         }
         let (_, br) = &breakers[0];
@@ -204,8 +291,39 @@ mod run {
         });
         g.finish();
         assert_eq!(guards.errors(), 0, "a Redis call failed during the bench");
+        assert_eq!(
+            on_cluster.errors(),
+            0,
+            "a cluster call failed during the bench"
+        );
 
-        println!("\nmedian ratio to a PING timed alternately in the same loop:");
+        println!("\nRedis commands per decision (INFO total_commands_processed, 1,000 each):");
+        let one = std::slice::from_ref(&server);
+        let per = [
+            (
+                "limiter check",
+                commands_per(one, 1_000, |i| limit(&limiters[0].1, i)),
+                commands_per(&cluster.nodes, 1_000, |i| limit(&limiters[3].1, i)),
+            ),
+            (
+                "slot acquire + release",
+                commands_per(one, 1_000, |i| take(&slots[0].1, i)),
+                commands_per(&cluster.nodes, 1_000, |i| take(&slots[2].1, i)),
+            ),
+            (
+                "breaker check",
+                commands_per(one, 1_000, |_| check(&breakers[0].1)),
+                commands_per(&cluster.nodes, 1_000, |_| check(&breakers[2].1)),
+            ),
+        ];
+        for (name, one, on_cluster) in per {
+            println!("  {name:<36} one node {one:.3}, cluster {on_cluster:.3}");
+        }
+
+        println!(
+            "\nmedian ratio to a PING (single node, alternately per call) or to the single node's \
+             decision (cluster, alternately by {BLOCK}), in the same loop:"
+        );
         for (name, mut v) in ratios.into_inner() {
             v.sort_by(|a, b| a.total_cmp(b));
             println!("  {name:<36} {:.2} ({} samples)", v[v.len() / 2], v.len());
