@@ -13,13 +13,16 @@
 //!   Redis) over 1,000 rotating users.
 //! * `breaker/{redis,shm}/check_closed` and `breaker/redis/record_success`.
 //! * `{limiter,slots,breaker}/cluster/…`: the same decisions on a 3-master Redis Cluster
-//!   started here too (`redis+cluster://`: each key's decision goes to its slot's master).
+//!   started here too (`redis+cluster://`: each key's decision goes to its slot's master), and
+//!   `ping_round_robin/cluster`, a raw `PING` to each of its masters in turn (the floor of
+//!   calls spread over three servers on this machine).
 //!
 //! Each single-node Redis bench also times a `PING` after every decision, alternately in the
 //! same loop, and at the end the median ratio decision / `PING` over its samples is printed:
 //! robust to a busy host where absolute figures are not. Each cluster bench times the same
-//! decision on the single node alternately instead (ratio cluster / one node). Then
-//! `redis-benchmark -t ping` (one client) on the single server, for the record.
+//! decision on the single node alternately instead, by blocks of 10 (ratio cluster / one node,
+//! median over the blocks), and the Redis commands per decision are counted on both (`INFO`).
+//! Then `redis-benchmark -t ping` (one client) on the single server, for the record.
 //!
 //! `cargo bench --features redis --bench redis_guards` (needs `redis-server`).
 
@@ -59,42 +62,71 @@ mod run {
     /// Per Redis bench: the decision / PING ratio of each sample.
     type Ratios = RefCell<Vec<(String, Vec<f64>)>>;
 
-    /// Times `iters` runs of `op` and as many of `peer` (a `PING`, or the same decision on the
-    /// single node), alternately by `block` runs, each timed apart; records the ratio of the two
-    /// totals under `name` and returns `op`'s total.
-    fn with_peer(
+    /// Records one ratio under `name`.
+    fn record(ratios: &Ratios, name: &str, ratio: f64) {
+        let mut r = ratios.borrow_mut();
+        match r.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => v.push(ratio),
+            None => r.push((name.to_owned(), vec![ratio])),
+        }
+    }
+
+    /// Times `iters` runs of `op`, each followed by a `PING` on `con` timed apart; records the
+    /// ratio of the two totals under `name` and returns the decisions' total.
+    fn with_ping(
+        ratios: &Ratios,
+        name: &str,
+        con: &mut redis::Connection,
+        iters: u64,
+        mut op: impl FnMut(),
+    ) -> Duration {
+        let (mut spent, mut pinged) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..iters {
+            let t = Instant::now();
+            op();
+            let u = Instant::now();
+            let _: String = redis::cmd("PING").query(con).unwrap();
+            spent += u - t;
+            pinged += u.elapsed();
+        }
+        record(ratios, name, spent.as_secs_f64() / pinged.as_secs_f64());
+        spent
+    }
+
+    /// Cluster decisions alternate with the single node's by this many, and each block's ratio
+    /// is one sample: per call, the 2 cores would measure four redis-server processes' wake-ups
+    /// rather than the decisions; over a whole criterion sample, one burst of the other
+    /// helpers' load would land on one side only. The median over the blocks shrugs off both.
+    const BLOCK: u64 = 10;
+
+    /// Times `iters` runs of `op` (on the cluster) and as many of `peer` (the same decision on
+    /// the single node), alternately by [`BLOCK`]; records each block's ratio under `name` and
+    /// returns `op`'s total.
+    fn against_one_node(
         ratios: &Ratios,
         name: &str,
         iters: u64,
-        block: u64,
         mut op: impl FnMut(),
         mut peer: impl FnMut(),
     ) -> Duration {
-        let (mut spent, mut peered) = (Duration::ZERO, Duration::ZERO);
+        let mut spent = Duration::ZERO;
         let mut done = 0;
         while done < iters {
-            let k = block.min(iters - done);
+            let k = BLOCK.min(iters - done);
             let t = Instant::now();
             (0..k).for_each(|_| op());
             let u = Instant::now();
             (0..k).for_each(|_| peer());
             spent += u - t;
-            peered += u.elapsed();
+            record(
+                ratios,
+                name,
+                (u - t).as_secs_f64() / u.elapsed().as_secs_f64(),
+            );
             done += k;
-        }
-        let mut r = ratios.borrow_mut();
-        let ratio = spent.as_secs_f64() / peered.as_secs_f64();
-        match r.iter_mut().find(|(n, _)| n == name) {
-            Some((_, v)) => v.push(ratio),
-            None => r.push((name.to_owned(), vec![ratio])),
         }
         spent
     }
-
-    /// Cluster decisions alternate with the single node's by this many: each side's servers
-    /// stay as warm as in a run of their own (on 2 cores, switching between four redis-server
-    /// processes on every call would measure their wake-ups instead).
-    const BLOCK: u64 = 100;
 
     /// Commands the servers have processed (`INFO stats`), summed.
     fn commands(servers: &[RedisServer]) -> u64 {
@@ -116,19 +148,6 @@ mod run {
         (0..n).for_each(&mut op);
         // Less the `INFO` of `before` on each server.
         (commands(servers) - before - servers.len() as u64) as f64 / n as f64
-    }
-
-    /// [`with_peer`] with a `PING` on `con` as the peer.
-    fn with_ping(
-        ratios: &Ratios,
-        name: &str,
-        con: &mut redis::Connection,
-        iters: u64,
-        op: impl FnMut(),
-    ) -> Duration {
-        with_peer(ratios, name, iters, 1, op, || {
-            let _: String = redis::cmd("PING").query(con).unwrap();
-        })
     }
 
     pub fn main() {
@@ -199,6 +218,35 @@ mod run {
                 let _: String = redis::cmd("PING").query(&mut con).unwrap();
             })
         });
+        // The cluster's floor on this machine: one PING to each of its three masters in turn
+        // (each call wakes another redis-server process), against the single node's PING.
+        let mut masters: Vec<redis::Connection> = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                let url = format!("redis://127.0.0.1:{}/0", n.port());
+                redis::Client::open(url).unwrap().get_connection().unwrap()
+            })
+            .collect();
+        let mut turn = 0;
+        g.bench_function("ping_round_robin/cluster", |b| {
+            b.iter_custom(|n| {
+                let round_robin = || {
+                    turn = (turn + 1) % masters.len();
+                    let _: String = redis::cmd("PING").query(&mut masters[turn]).unwrap();
+                };
+                let one_node = || {
+                    let _: String = redis::cmd("PING").query(&mut con).unwrap();
+                };
+                against_one_node(
+                    &ratios,
+                    "ping_round_robin/cluster",
+                    n,
+                    round_robin,
+                    one_node,
+                )
+            })
+        });
         let noop = redis::Script::new("return 1");
         g.bench_function("evalsha_noop", |b| {
             b.iter_custom(|n| {
@@ -228,7 +276,7 @@ mod run {
                         j += 1;
                         limit(&limiters[0].1, KEYS / 2 + j);
                     };
-                    with_peer(&ratios, &id, n, BLOCK, &mut decide, one_node)
+                    against_one_node(&ratios, &id, n, &mut decide, one_node)
                 }),
                 _ => b.iter(&mut decide),
             });
@@ -254,7 +302,7 @@ mod run {
                         j += 1;
                         take(&slots[0].1, j);
                     };
-                    with_peer(&ratios, &id, n, BLOCK, &mut decide, one_node)
+                    against_one_node(&ratios, &id, n, &mut decide, one_node)
                 }),
                 _ => b.iter(&mut decide),
             });
@@ -268,9 +316,7 @@ mod run {
                     b.iter_custom(|n| with_ping(&ratios, &id, &mut ping_con, n, &mut decide))
                 }
                 "cluster" => b.iter_custom(|n| {
-                    with_peer(&ratios, &id, n, BLOCK, &mut decide, || {
-                        check(&breakers[0].1)
-                    })
+                    against_one_node(&ratios, &id, n, &mut decide, || check(&breakers[0].1))
                 }),
                 _ => b.iter(&mut decide),
             });
@@ -321,8 +367,9 @@ mod run {
         }
 
         println!(
-            "\nmedian ratio to a PING (single node, alternately per call) or to the single node's \
-             decision (cluster, alternately by {BLOCK}), in the same loop:"
+            "\nmedian ratio to a PING (single node, alternately per call, one sample per criterion \
+             sample) or to the single node's decision (cluster, alternately by {BLOCK}, one \
+             sample per block), in the same loop:"
         );
         for (name, mut v) in ratios.into_inner() {
             v.sort_by(|a, b| a.total_cmp(b));
