@@ -237,7 +237,7 @@ fn slot_master(cl: &Cluster, addr: &str) -> RedisResult<String> {
     let mut c = connect(&cl.node.client(addr)?)?;
     slot_ranges(&mut c, addr)?
         .into_iter()
-        .find(|(start, end, _)| (start..=end).contains(&&cl.slot))
+        .find(|(start, end, _)| (*start..=*end).contains(&cl.slot))
         .map(|(_, _, master)| master)
         .ok_or_else(|| {
             RedisError::from((
