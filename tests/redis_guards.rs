@@ -717,3 +717,39 @@ fn on_a_cluster_a_failed_over_master_is_found_again() {
     );
     assert!(slots.count(&user).unwrap() >= 1);
 }
+
+#[test]
+fn on_a_cluster_a_hung_master_costs_one_bounded_wait_then_none() {
+    let cluster = RedisCluster::start();
+    let g = guards(&cluster, RedisTime::Server);
+    let slots = Slots::on_redis(g.clone(), no_pid_check()).unwrap();
+    let (victim, slot) = user_where(&cluster, &g, |_| true);
+    let hung = cluster.owner(slot);
+    let (other, _) = user_where(&cluster, &g, |m| m != hung);
+    slots.acquire(&victim).unwrap();
+    slots.acquire(&other).unwrap();
+
+    cluster.nodes[hung].pause();
+    // Within the node timeout (5 s) the cluster has not noticed: only this client's timeout
+    // (IO_TIMEOUT, 250 ms) ends the call, and then the node is left alone.
+    let started = Instant::now();
+    assert!(matches!(
+        slots.acquire(&victim),
+        Err(Error::SlotsExhausted { .. })
+    ));
+    let first = started.elapsed();
+    for _ in 0..20 {
+        assert!(slots.acquire(&victim).is_err());
+    }
+    slots.acquire(&other).unwrap();
+    let all = started.elapsed();
+    cluster.nodes[hung].resume();
+    assert!(
+        first < Duration::from_secs(2) && all < Duration::from_secs(3),
+        "a hung master stalls one call for about IO_TIMEOUT, then none ({first:?}, {all:?})"
+    );
+    assert_eq!(g.errors(), 1, "one call tried the hung master");
+    wait_for(Duration::from_secs(30), "the master is used again", || {
+        slots.acquire(&victim).is_ok()
+    });
+}
