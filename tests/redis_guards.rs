@@ -4,8 +4,8 @@
 //! leases expire on Redis's clock and a host that died leaves nothing behind; with Redis down,
 //! rate limits and breakers decide on the host-local table and slots fail closed, and
 //! everything resumes when Redis is back. On a cluster, users' keys land on different masters,
-//! a slot moved to another master is followed, and a master that is down sends only its own
-//! keys' decisions to the fallback.
+//! a slot moved to another master is followed, and a master that is down (or hung) sends only
+//! its own keys' decisions to the fallback.
 //!
 //! Over 600 lines on purpose: the scenarios run on one node and on a cluster from one place,
 //! with the helpers both share (splitting it would mean a shared test module for one file).
