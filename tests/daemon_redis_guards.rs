@@ -1,5 +1,6 @@
-//! `--guards redis` (features `daemon` and `redis`): two daemons on one Redis share a user's
-//! connection slots and poll rate, as two hosts behind a load balancer would; with `--guards
+//! `--guards redis` (features `daemon` and `redis`): two daemons on one Redis, or on one Redis
+//! Cluster, share a user's connection slots and poll rate, as two hosts behind a load balancer
+//! would; with `--guards
 //! local` (the default) each daemon counts alone; with Redis down the store breaker still
 //! opens (on the daemon's own table) and polls are refused their slot, and both resume when
 //! Redis is back; and `--guards redis` with a SQLite `--db` is refused at start-up.
@@ -20,7 +21,7 @@ use daemon_common::*;
 use hyper::StatusCode;
 use lms_realtime::daemon::{self, GuardsArg, Spawned};
 use lms_realtime::{EventStore, store};
-use redis_common::RedisServer;
+use redis_common::{RedisCluster, RedisServer, RedisUrls};
 use serde_json::json;
 
 /// One daemon over its own store handle on `url`.
@@ -91,7 +92,7 @@ impl Node {
 
 /// Two daemons on one fresh store on `server`.
 async fn two_daemons(
-    server: &RedisServer,
+    server: &impl RedisUrls,
     guards: GuardsArg,
     dir: &std::path::Path,
 ) -> (Node, Node) {
@@ -116,9 +117,19 @@ async fn stop_both(mut a: Node, mut b: Node, parked: Vec<tokio::task::JoinHandle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_redis_guards_share_a_users_slots_and_rate() {
-    let server = RedisServer::start();
+    share_a_users_slots_and_rate(&RedisServer::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_a_clusters_guards_share_a_users_slots_and_rate() {
+    share_a_users_slots_and_rate(&RedisCluster::start()).await;
+}
+
+/// Two daemons with `--guards redis` on a fresh store on `server`: user 7's three slots are
+/// held across both, and user 9's poll burst is counted across both.
+async fn share_a_users_slots_and_rate(server: &impl RedisUrls) {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_daemons(&server, GuardsArg::Redis, dir.path()).await;
+    let (a, b) = two_daemons(server, GuardsArg::Redis, dir.path()).await;
 
     // User 7 holds 2 polls on A and 1 on B: the 3 slots of --slots-per-user.
     let parked = vec![a.park(7), a.park(7)];

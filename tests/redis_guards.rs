@@ -1,8 +1,14 @@
-//! The guards' Redis backend (feature `redis`) against a `redis-server` of the test's own:
-//! the same scenario gives the same answers on Redis as in process (one decision arithmetic);
-//! two handles (two hosts) share a user's slots and rate; leases expire on Redis's clock and a
-//! host that died leaves nothing behind; with Redis down, rate limits and breakers decide on
-//! the host-local table and slots fail closed, and everything resumes when Redis is back.
+//! The guards' Redis backend (feature `redis`) against a `redis-server` of the test's own, and
+//! against a 3-master Redis Cluster: the same scenario gives the same answers on Redis as in
+//! process (one decision arithmetic); two handles (two hosts) share a user's slots and rate;
+//! leases expire on Redis's clock and a host that died leaves nothing behind; with Redis down,
+//! rate limits and breakers decide on the host-local table and slots fail closed, and
+//! everything resumes when Redis is back. On a cluster, users' keys land on different masters,
+//! a slot moved to another master is followed, and a master that is down (or hung) sends only
+//! its own keys' decisions to the fallback.
+//!
+//! Over 600 lines on purpose: the scenarios run on one node and on a cluster from one place,
+//! with the helpers both share (splitting it would mean a shared test module for one file).
 
 #![cfg(feature = "redis")]
 
@@ -17,7 +23,7 @@ use lms_realtime::guards::{
     ActionLimit, BreakerConfig, BreakerState, Breakers, LimiterConfig, OnFull, RateLimiter,
     RedisGuards, RedisTime, Slots, SlotsConfig, stable_hash,
 };
-use redis_common::RedisServer;
+use redis_common::{RedisCluster, RedisServer, RedisUrls};
 
 /// A manual clock near the real time (Redis key expiry runs on real time).
 fn clock() -> ManualClock {
@@ -30,12 +36,12 @@ fn clock() -> ManualClock {
 }
 
 /// A guards handle on a store of its own on `redis`, with the given time source.
-fn guards(redis: &RedisServer, time: RedisTime) -> Arc<RedisGuards> {
+fn guards(redis: &impl RedisUrls, time: RedisTime) -> Arc<RedisGuards> {
     Arc::new(RedisGuards::open(&redis.url()).unwrap().time(time))
 }
 
 /// Two handles on the same store name, as two hosts would open them.
-fn two_hosts(redis: &RedisServer) -> (Arc<RedisGuards>, Arc<RedisGuards>) {
+fn two_hosts(redis: &impl RedisUrls) -> (Arc<RedisGuards>, Arc<RedisGuards>) {
     let url = redis.url();
     (
         Arc::new(RedisGuards::open(&url).unwrap()),
@@ -66,8 +72,42 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[test]
-fn rate_limits_decide_as_in_process() {
-    let redis = RedisServer::start();
+fn rate_limits_on_one_node() {
+    rate_limits_decide_as_in_process(&RedisServer::start());
+}
+
+#[test]
+fn breakers_on_one_node() {
+    breakers_decide_as_in_process(&RedisServer::start());
+}
+
+#[test]
+fn slots_on_one_node() {
+    slots_decide_as_in_process(&RedisServer::start());
+}
+
+#[test]
+fn two_hosts_on_one_node() {
+    two_hosts_share_a_users_slots_and_rate(&RedisServer::start());
+}
+
+#[test]
+fn many_threads_on_one_node() {
+    many_threads_on_two_hosts_never_exceed_the_cap(&RedisServer::start());
+}
+
+/// Every scenario of a single node holds on a cluster too (one cluster: it is slow to start).
+#[test]
+fn scenarios_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    rate_limits_decide_as_in_process(&cluster);
+    breakers_decide_as_in_process(&cluster);
+    slots_decide_as_in_process(&cluster);
+    two_hosts_share_a_users_slots_and_rate(&cluster);
+    many_threads_on_two_hosts_never_exceed_the_cap(&cluster);
+}
+
+fn rate_limits_decide_as_in_process(redis: &impl RedisUrls) {
     let tiny = ActionLimit::per_minute(3)
         .adaptive(300, 200, Duration::from_secs(30))
         .block(
@@ -82,7 +122,7 @@ fn rate_limits_decide_as_in_process() {
             .action("tiny", tiny)
             .clock(Arc::new(clock.clone()));
         let remote =
-            RateLimiter::on_redis(guards(&redis, RedisTime::Caller), config.clone()).unwrap();
+            RateLimiter::on_redis(guards(redis, RedisTime::Caller), config.clone()).unwrap();
         let local = RateLimiter::in_process(config).unwrap();
         let mut rng = Lcg(seed);
         for step in 0..300 {
@@ -106,9 +146,7 @@ fn rate_limits_decide_as_in_process() {
     assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
 }
 
-#[test]
-fn breakers_decide_as_in_process() {
-    let redis = RedisServer::start();
+fn breakers_decide_as_in_process(redis: &impl RedisUrls) {
     for seed in 0..8 {
         let clock = clock();
         let config = BreakerConfig {
@@ -122,7 +160,7 @@ fn breakers_decide_as_in_process() {
             ..BreakerConfig::default()
         }
         .clock(Arc::new(clock.clone()));
-        let remote = Breakers::on_redis(guards(&redis, RedisTime::Caller), config.clone()).unwrap();
+        let remote = Breakers::on_redis(guards(redis, RedisTime::Caller), config.clone()).unwrap();
         let local = Breakers::in_process(config).unwrap();
         let mut rng = Lcg(seed);
         for step in 0..300 {
@@ -141,9 +179,7 @@ fn breakers_decide_as_in_process() {
     }
 }
 
-#[test]
-fn slots_decide_as_in_process() {
-    let redis = RedisServer::start();
+fn slots_decide_as_in_process(redis: &impl RedisUrls) {
     for (seed, on_full) in [
         (1, OnFull::Reject),
         (2, OnFull::EvictOldest),
@@ -158,7 +194,7 @@ fn slots_decide_as_in_process() {
             ..SlotsConfig::default()
         }
         .clock(Arc::new(clock.clone()));
-        let remote = Slots::on_redis(guards(&redis, RedisTime::Caller), config.clone()).unwrap();
+        let remote = Slots::on_redis(guards(redis, RedisTime::Caller), config.clone()).unwrap();
         let local = Slots::in_process(config).unwrap();
         // Each backend's leases, in the same order: (remote, local).
         let mut held = Vec::new();
@@ -206,10 +242,8 @@ fn slots_decide_as_in_process() {
     }
 }
 
-#[test]
-fn two_hosts_share_a_users_slots_and_rate() {
-    let redis = RedisServer::start();
-    let (a, b) = two_hosts(&redis);
+fn two_hosts_share_a_users_slots_and_rate(redis: &impl RedisUrls) {
+    let (a, b) = two_hosts(redis);
     let config = SlotsConfig {
         check_pid: false,
         ..SlotsConfig::default()
@@ -256,10 +290,8 @@ fn two_hosts_share_a_users_slots_and_rate() {
     assert_eq!((a.errors(), b.errors()), (0, 0));
 }
 
-#[test]
-fn many_threads_on_two_hosts_never_exceed_the_cap() {
-    let redis = RedisServer::start();
-    let (a, b) = two_hosts(&redis);
+fn many_threads_on_two_hosts_never_exceed_the_cap(redis: &impl RedisUrls) {
+    let (a, b) = two_hosts(redis);
     let hosts: Vec<Arc<Slots>> = [a, b]
         .into_iter()
         .map(|g| Arc::new(Slots::on_redis(g, SlotsConfig::default()).unwrap()))
@@ -306,11 +338,7 @@ fn leases_expire_on_redis_time_and_a_dead_host_leaves_nothing() {
         survivor.acquire("user-9").is_err(),
         "the dead host's leases still count"
     );
-    let key = format!(
-        "lmsrt-guard:{}:sl:{:016x}",
-        store_name(&redis, &g),
-        tag(b"user-9")
-    );
+    let key = slots_key(&g, "user-9");
     assert_eq!(redis.command(&["EXISTS", &key]).as_deref(), Some(":1"));
     wait_for(Duration::from_secs(5), "leases expire", || {
         survivor.count("user-9").unwrap() == 0
@@ -328,7 +356,7 @@ fn leases_expire_on_redis_time_and_a_dead_host_leaves_nothing() {
 }
 
 /// The store name `g` was opened with (its keys' prefix, from its `Debug`).
-fn store_name(_redis: &RedisServer, g: &RedisGuards) -> String {
+fn store_name(g: &RedisGuards) -> String {
     let shown = format!("{g:?}");
     let start = shown.find("lmsrt-guard:").unwrap() + "lmsrt-guard:".len();
     let end = start + shown[start..].find(':').unwrap();
@@ -338,6 +366,15 @@ fn store_name(_redis: &RedisServer, g: &RedisGuards) -> String {
 /// A key's tag, as the guards' tables and Redis keys use it (0 is the tables' empty marker).
 fn tag(key: &[u8]) -> u64 {
     stable_hash(&[key]).max(1)
+}
+
+/// The Redis key of `user`'s leases for the guards `g`.
+fn slots_key(g: &RedisGuards, user: &str) -> String {
+    format!(
+        "lmsrt-guard:{}:sl:{:016x}",
+        store_name(g),
+        tag(user.as_bytes())
+    )
 }
 
 #[test]
@@ -439,4 +476,280 @@ fn bad_urls_and_names_are_refused() {
         ..SlotsConfig::default()
     };
     assert!(Slots::on_redis(g, bad).is_err());
+}
+
+/// The Redis Cluster hash slot of a key without a hash tag (CRC16-XMODEM mod 16384).
+fn slot_of(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in key.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
+}
+
+/// A user whose leases' key lands on a master `pick` accepts (by index in `cluster.nodes`).
+fn user_where(
+    cluster: &RedisCluster,
+    g: &RedisGuards,
+    pick: impl Fn(usize) -> bool,
+) -> (String, u16) {
+    (0..100)
+        .map(|i| format!("user-{i}"))
+        .map(|u| {
+            let slot = slot_of(&slots_key(g, &u));
+            (u, slot)
+        })
+        .find(|(_, slot)| pick(cluster.owner(*slot)))
+        .expect("one of 100 users lands there")
+}
+
+fn no_pid_check() -> SlotsConfig {
+    SlotsConfig {
+        check_pid: false,
+        ..SlotsConfig::default()
+    }
+}
+
+#[test]
+fn on_a_cluster_users_spread_over_the_masters_and_a_moved_slot_is_followed() {
+    let cluster = RedisCluster::start();
+    let (a, b) = two_hosts(&cluster);
+    let on_a = Slots::on_redis(a.clone(), no_pid_check()).unwrap();
+    let on_b = Slots::on_redis(b.clone(), no_pid_check()).unwrap();
+    let users: Vec<String> = (0..30).map(|i| format!("user-{i}")).collect();
+    for u in &users {
+        on_a.acquire(u).unwrap();
+        on_b.acquire(u).unwrap();
+    }
+    // Each master holds the keys of the slots it serves, and every master holds some.
+    let pattern = format!("lmsrt-guard:{}:sl:*", store_name(&a));
+    let held: Vec<Vec<String>> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["KEYS", &pattern])
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    assert!(held.iter().all(|keys| !keys.is_empty()), "{held:?}");
+    assert_eq!(held.iter().map(Vec::len).sum::<usize>(), users.len());
+    for u in &users {
+        let key = slots_key(&a, u);
+        let owner = cluster.owner(slot_of(&key));
+        assert!(
+            held[owner].contains(&key),
+            "{u}'s leases on its slot's master"
+        );
+        assert_eq!(cluster.nodes[owner].cli(&["ZCARD", &key]), "2");
+    }
+    let key = slots_key(&a, &users[0]);
+    assert_eq!(
+        cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", &key]),
+        slot_of(&key).to_string(),
+        "the test's slot is Redis's"
+    );
+
+    // Move users[0]'s slot to the next master. While it migrates, a new key of that slot is
+    // made on the importing master (ASK)...
+    let slot = slot_of(&key);
+    let (src, dst) = (cluster.owner(slot), (cluster.owner(slot) + 1) % 3);
+    let (src_id, dst_id) = (cluster.node_id(src), cluster.node_id(dst));
+    let s = slot.to_string();
+    let newcomer = (0..)
+        .map(|i| format!("newcomer-{i}"))
+        .find(|u| slot_of(&slots_key(&a, u)) == slot)
+        .unwrap();
+    let keys_in = |n: usize| cluster.nodes[n].cli(&["CLUSTER", "COUNTKEYSINSLOT", &s]);
+    assert_eq!(
+        cluster.nodes[dst].cli(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id]),
+        "OK"
+    );
+    assert_eq!(
+        cluster.nodes[src].cli(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id]),
+        "OK"
+    );
+    on_b.acquire(&newcomer).unwrap();
+    assert_eq!((keys_in(src), keys_in(dst)), ("1".into(), "1".into()));
+    assert_eq!(on_a.count(&newcomer).unwrap(), 1);
+    // ...then the old key moves and the slot is the other master's: both hosts' slot maps are
+    // stale, and MOVED is followed.
+    let port = cluster.nodes[dst].port().to_string();
+    let migrate = ["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", &key];
+    assert_eq!(cluster.nodes[src].cli(&migrate), "OK");
+    for n in [dst, src, 3 - src - dst] {
+        assert_eq!(
+            cluster.nodes[n].cli(&["CLUSTER", "SETSLOT", &s, "NODE", &dst_id]),
+            "OK"
+        );
+    }
+    assert_eq!((keys_in(src), keys_in(dst)), ("0".into(), "2".into()));
+    assert_eq!(on_a.count(&users[0]).unwrap(), 2);
+    on_b.acquire(&users[0]).unwrap();
+    assert!(matches!(
+        on_a.acquire(&users[0]),
+        Err(Error::SlotsExhausted { max: 3, .. })
+    ));
+    assert_eq!(on_b.count(&newcomer).unwrap(), 1);
+    assert_eq!((a.errors(), b.errors()), (0, 0));
+}
+
+#[test]
+fn on_a_cluster_a_master_down_sends_only_its_keys_to_the_fallback() {
+    let mut cluster = RedisCluster::start();
+    let g = guards(&cluster, RedisTime::Server);
+    let slots = Slots::on_redis(g.clone(), no_pid_check()).unwrap();
+    let limiter = RateLimiter::on_redis(g.clone(), LimiterConfig::default()).unwrap();
+    let (victim, slot) = user_where(&cluster, &g, |_| true);
+    let dead = cluster.owner(slot);
+    let (other, _) = user_where(&cluster, &g, |m| m != dead);
+    slots.acquire(&victim).unwrap();
+    slots.acquire(&other).unwrap();
+    assert!(g.is_up());
+
+    cluster.nodes[dead].kill();
+    // The cluster marks the node failed only after its node timeout (5 s): until then the
+    // other masters serve their slots, and only the dead one's decisions fall back.
+    let started = Instant::now();
+    assert!(matches!(
+        slots.acquire(&victim),
+        Err(Error::SlotsExhausted { .. })
+    ));
+    assert!(slots.count(&victim).is_err());
+    assert!(!g.is_up());
+    assert_eq!(slots.count(&other).unwrap(), 1, "other masters still serve");
+    slots.acquire(&other).unwrap();
+    let allowed = (0..30)
+        .filter(|_| limiter.check("post", &victim).unwrap().allowed)
+        .count();
+    assert_eq!(allowed, 20, "the limit holds, shared or on this host");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "decisions while a master is down must not wait on it ({:?})",
+        started.elapsed()
+    );
+    assert!(g.errors() >= 1);
+
+    cluster.nodes[dead].run();
+    wait_for(
+        Duration::from_secs(60),
+        "the master's slots work again",
+        || slots.acquire(&victim).is_ok(),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "every master is tried again",
+        || slots.count(&other).is_ok() && g.is_up(),
+    );
+}
+
+#[test]
+fn two_hosts_share_slots_on_a_tls_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    redis_common::make_ca(dir.path(), "ca");
+    redis_common::make_cert(dir.path(), "ca", "server");
+    let cluster = RedisCluster::start_tls_in(dir.path());
+    assert!(cluster.url().starts_with("rediss+cluster://"));
+    two_hosts_share_a_users_slots_and_rate(&cluster);
+}
+
+#[test]
+fn a_cluster_that_cannot_be_reached_falls_back_and_bad_cluster_urls_are_refused() {
+    for bad in [
+        "redis+cluster://127.0.0.1:1,127.0.0.1:x/?store=s",
+        "redis+cluster://127.0.0.1:1/3?store=s",
+        "redis+cluster://127.0.0.1:1/?store=bad{name}",
+        "rediss+cluster://127.0.0.1:1/?store=s&tls_ca=/nonexistent/ca.pem",
+    ] {
+        assert!(
+            matches!(RedisGuards::open(bad), Err(Error::InvalidArgument(_))),
+            "{bad}"
+        );
+    }
+    // Nothing listens on ports 1 and 2: every connection is refused at once.
+    let g =
+        Arc::new(RedisGuards::open("redis+cluster://127.0.0.1:1,127.0.0.1:2/?store=s").unwrap());
+    let limiter = RateLimiter::on_redis(g.clone(), LimiterConfig::default()).unwrap();
+    let slots = Slots::on_redis(g.clone(), SlotsConfig::default()).unwrap();
+    assert!(g.is_up());
+    assert!(
+        limiter.check("post", "u").unwrap().allowed,
+        "decided locally"
+    );
+    assert_eq!(g.errors(), 1);
+    assert!(!g.is_up());
+    assert!(matches!(
+        slots.acquire("u"),
+        Err(Error::SlotsExhausted { .. })
+    ));
+    assert_eq!(g.errors(), 1, "no seed is asked again while backing off");
+}
+
+#[test]
+fn on_a_cluster_a_failed_over_master_is_found_again() {
+    let mut cluster = RedisCluster::start_with_replicas();
+    let g = guards(&cluster, RedisTime::Server);
+    let slots = Slots::on_redis(g.clone(), no_pid_check()).unwrap();
+    let (user, slot) = user_where(&cluster, &g, |_| true);
+    let dead = cluster.owner(slot);
+    slots.acquire(&user).unwrap();
+    cluster.nodes[dead].kill();
+    assert!(
+        slots.acquire(&user).is_err(),
+        "fails closed while no master serves it"
+    );
+    wait_for(Duration::from_secs(30), "a replica takes over", || {
+        cluster.serving(slot).is_some_and(|n| n != dead)
+    });
+    // The guards' map still names the dead master: the next probe asks the others for theirs.
+    wait_for(
+        Duration::from_secs(40),
+        "decisions reach the new master",
+        || slots.acquire(&user).is_ok(),
+    );
+    assert!(slots.count(&user).unwrap() >= 1);
+}
+
+#[test]
+fn on_a_cluster_a_hung_master_costs_one_bounded_wait_then_none() {
+    let cluster = RedisCluster::start();
+    let g = guards(&cluster, RedisTime::Server);
+    let slots = Slots::on_redis(g.clone(), no_pid_check()).unwrap();
+    let (victim, slot) = user_where(&cluster, &g, |_| true);
+    let hung = cluster.owner(slot);
+    let (other, _) = user_where(&cluster, &g, |m| m != hung);
+    slots.acquire(&victim).unwrap();
+    slots.acquire(&other).unwrap();
+
+    cluster.nodes[hung].pause();
+    // Within the node timeout (5 s) the cluster has not noticed: only this client's timeout
+    // (IO_TIMEOUT, 250 ms) ends the call, and then the node is left alone.
+    let started = Instant::now();
+    assert!(matches!(
+        slots.acquire(&victim),
+        Err(Error::SlotsExhausted { .. })
+    ));
+    let first = started.elapsed();
+    for _ in 0..20 {
+        assert!(slots.acquire(&victim).is_err());
+    }
+    slots.acquire(&other).unwrap();
+    let all = started.elapsed();
+    cluster.nodes[hung].resume();
+    assert!(
+        first < Duration::from_secs(2) && all < Duration::from_secs(3),
+        "a hung master stalls one call for about IO_TIMEOUT, then none ({first:?}, {all:?})"
+    );
+    assert_eq!(g.errors(), 1, "one call tried the hung master");
+    wait_for(Duration::from_secs(30), "the master is used again", || {
+        slots.acquire(&victim).is_ok()
+    });
 }

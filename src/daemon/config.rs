@@ -170,7 +170,8 @@ pub struct Config {
 
     /// Where the guards (poll rate limits, connection slots, the store breaker) keep their
     /// state: `local` to this daemon, or `redis`, shared by every daemon on the same Redis
-    /// store (needs --db to be a Redis URL), so a user's slots and rate hold across hosts.
+    /// store (needs --db to be a Redis URL: one node or a Redis Cluster), so a user's slots and
+    /// rate hold across hosts.
     #[arg(long, env = "LMSRT_GUARDS", value_enum, default_value_t = GuardsArg::Local)]
     pub guards: GuardsArg,
 
@@ -330,7 +331,8 @@ impl Config {
         {
             return bad(
                 "--guards redis keeps the guards in the store's Redis: it needs --db to be a \
-                 redis:// or rediss:// URL (with a SQLite store, use --guards local)",
+                 redis:// or rediss:// URL, or a cluster's (redis+cluster://, rediss+cluster://); \
+                 with a SQLite store, use --guards local",
             );
         }
         if self.publish_replay_capacity == 0 {
@@ -354,7 +356,8 @@ impl Config {
 pub enum GuardsArg {
     /// In this daemon's memory: limits and slots per daemon (the default; enough for one host).
     Local,
-    /// In the Redis of the store (`--db redis://…`): shared by every daemon on it.
+    /// In the Redis of the store (`--db redis://…`, or a cluster's `redis+cluster://…`):
+    /// shared by every daemon on it.
     Redis,
 }
 

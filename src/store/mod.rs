@@ -18,7 +18,7 @@ mod maintenance;
 #[cfg(feature = "redis")]
 mod redis_store;
 #[cfg(feature = "redis")]
-pub(crate) use redis_store::single_node as redis_single_node;
+pub(crate) use redis_store::for_guards as redis_for_guards;
 mod repair;
 mod request;
 mod schema;

@@ -164,6 +164,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops the process (SIGSTOP): its port still accepts connections, but nothing is
+    /// answered, as a server that hangs. [`resume`](Self::resume) lets it go on.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("the server is running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
     /// Kills and starts it again (empty unless persistent).
     pub fn restart(&mut self) {
         self.kill();

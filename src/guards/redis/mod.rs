@@ -1,10 +1,11 @@
 //! The guards' third backend (cargo feature `redis`): state in Redis, shared by every host of a
 //! site, so a user's slots and rate hold across daemons (`docs/redis.md`, "Shared guards").
 //!
-//! [`RedisGuards`] is the handle the three guards share: the connection pool, the key prefix,
-//! the time source and the outage back-off. Each guard keeps its decision in one Lua script
-//! (`scripts`), run by `EVALSHA` (loaded on `NOSCRIPT`): one round trip and one atomic step per
-//! decision, where the shared-memory tables use compare-and-swaps.
+//! [`RedisGuards`] is the handle the three guards share: where the calls go (one node, or a
+//! cluster's masters: `node`, `cluster`, each node with its connection pool and outage
+//! back-off), the key prefix and the time source. Each guard keeps its decision in one Lua
+//! script (`scripts`), run by `EVALSHA` (loaded on `NOSCRIPT`): one round trip and one atomic
+//! step per decision, where the shared-memory tables use compare-and-swaps.
 //!
 //! ## Keys
 //!
@@ -24,26 +25,42 @@
 //! [`RedisTime::Caller`] sends the guard's configured clock instead; tests use it to run the
 //! same scenario on every backend with a manual clock.
 //!
+//! ## Redis Cluster
+//!
+//! Opened from a `redis+cluster://` or `rediss+cluster://` URL, the guards send each decision
+//! to the master of its key's slot, asked of the seeds (`CLUSTER SLOTS`) on the first decision
+//! and kept; `MOVED` and `ASK` are followed, and the script is loaded on the node that answers
+//! `NOSCRIPT` (`cluster` says how and why not the `redis` crate's cluster client). A decision
+//! still costs one round trip, to the one master it needs.
+//!
 //! ## Redis down
 //!
-//! A failed call marks Redis down for [`BACKOFF`], doubling with each failure in a row up to
-//! [`MAX_BACKOFF`]; meanwhile no call is tried. The daemon decides on its serving threads, so a
-//! Redis that stops answering (rather than refusing) may stall one call for [`IO_TIMEOUT`], and
-//! then only one probe per back-off period. Rate limits and breakers then decide on a host-local table of
-//! their own (a limit per host instead of per site; the store breaker still opens on a store
-//! that fails, which on Redis is the same outage), and slots fail closed as a full table does.
+//! A failed call marks its node down for [`BACKOFF`], doubling with each failure in a row up
+//! to [`MAX_BACKOFF`]; meanwhile no call is tried there. The daemon decides on its serving
+//! threads, so a Redis that stops answering (rather than refusing) may stall one call for
+//! [`IO_TIMEOUT`], and then only one probe per back-off period. Rate limits and breakers then
+//! decide on a host-local table of their own (a limit per host instead of per site; the store
+//! breaker still opens on a store that fails, which on Redis is the same outage), and slots
+//! fail closed as a full table does. On a cluster the back-off is per node: a master that is
+//! down (or a slot no master serves) sends only the decisions on its own keys to the fallback.
+//! A call takes no new step (a redirect, asking for the slot map) once [`IO_TIMEOUT`] has
+//! passed since it started, and never sleeps.
 
+mod cluster;
+mod node;
 mod scripts;
 
 pub(crate) use scripts::{breaker, limit, slots};
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ::redis::{Client, Connection, RedisError, Script};
+use ::redis::{Connection, RedisResult, Script};
 
+use self::cluster::Cluster;
+use self::node::{Failure, Node};
 use crate::error::{Error, Result};
+use crate::store::redis_for_guards::{Target, shared_location};
 
 /// Connect, read and write timeout of a guard's call: a decision gives up on a Redis that
 /// stopped answering after this (much shorter than the store's 2 s, since a guard has a
@@ -53,8 +70,6 @@ pub const IO_TIMEOUT: Duration = Duration::from_millis(250);
 pub const BACKOFF: Duration = Duration::from_secs(1);
 /// ...doubling on each failure in a row, up to this.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(16);
-/// Idle connections kept.
-const MAX_IDLE: usize = 16;
 
 /// Where a guard's script takes the time from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,17 +86,19 @@ pub enum RedisTime {
 /// `Send + Sync`; share it (in an `Arc`) between a [`RateLimiter`](super::RateLimiter), a
 /// [`Slots`](super::Slots) and a [`Breakers`](super::Breakers).
 pub struct RedisGuards {
-    client: Client,
+    route: Route,
     prefix: String,
     shown: String,
     time: RedisTime,
-    pool: Mutex<Vec<Connection>>,
-    origin: Instant,
-    /// Ms since `origin` until which Redis is not tried (0: try).
-    down_until: AtomicU64,
-    /// Failed calls since the last success (the back-off's exponent).
-    in_a_row: AtomicU64,
     errors: AtomicU64,
+}
+
+/// Where the calls go.
+enum Route {
+    /// One node (`redis://`, `rediss://`).
+    One(Node),
+    /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`): the master of each key's slot.
+    Cluster(Cluster),
 }
 
 impl std::fmt::Debug for RedisGuards {
@@ -95,19 +112,25 @@ impl std::fmt::Debug for RedisGuards {
 }
 
 impl RedisGuards {
-    /// The guards of the store at `url` (`redis://host:port/db?store=NAME`, the store's own
-    /// URL): keys start `lmsrt-guard:NAME:`. Does not connect; the first decision does.
+    /// The guards of the store at `url`, the store's own URL: one node
+    /// (`redis://host:port/db?store=NAME`, `rediss://…`) or a Redis Cluster's seeds
+    /// (`redis+cluster://h1:p1,h2:p2/?store=NAME`, `rediss+cluster://…`), with the store's TLS
+    /// parameters. Keys start `lmsrt-guard:NAME:`. Does not connect; the first decision does. A
+    /// malformed URL or store name is [`Error::InvalidArgument`].
     pub fn open(url: &str) -> Result<RedisGuards> {
-        let (client, name, shown) = crate::store::redis_single_node(url)?;
+        let (target, name, shown) = shared_location(url)?;
+        let bad = |e: ::redis::RedisError| Error::InvalidArgument(format!("redis URL: {e}"));
+        let route = match target {
+            Target::Node(client) => Route::One(Node::new(shown.clone(), client)),
+            Target::Cluster { seeds, node, .. } => {
+                Route::Cluster(Cluster::new(seeds, node).map_err(bad)?)
+            }
+        };
         Ok(RedisGuards {
-            client,
+            route,
             prefix: format!("lmsrt-guard:{name}:"),
             shown,
             time: RedisTime::Server,
-            pool: Mutex::new(Vec::new()),
-            origin: Instant::now(),
-            down_until: AtomicU64::new(0),
-            in_a_row: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         })
     }
@@ -123,9 +146,13 @@ impl RedisGuards {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// Whether a decision would try Redis now (false while backing off after a failure).
+    /// Whether a decision would try Redis now (false while backing off after a failure; on a
+    /// cluster, while any master, or asking for the slot map, is backing off).
     pub fn is_up(&self) -> bool {
-        self.elapsed_ms() >= self.down_until.load(Ordering::Relaxed)
+        match &self.route {
+            Route::One(node) => node.backoff.is_up(),
+            Route::Cluster(cluster) => cluster.is_up(),
+        }
     }
 
     /// A guard key: `kind` is `rl`, `sl` or `br`.
@@ -144,76 +171,32 @@ impl RedisGuards {
     /// Runs `script` on `key` with `args`; its reply is a list of integers. Fails at once with
     /// [`Error::Storage`] while backing off.
     pub(crate) fn eval(&self, script: &Script, key: &str, args: &[i64]) -> Result<Vec<i64>> {
-        if !self.is_up() {
-            return Err(Error::Storage(
-                "redis (guards): backing off after a failure".into(),
-            ));
-        }
         let mut inv = script.prepare_invoke();
         inv.key(key);
         for a in args {
             inv.arg(*a);
         }
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let r = match pooled {
-            // A pooled connection may be dead since Redis restarted: one more try on a new one
-            // (not after a timeout: Redis is slow, and a second wait would double the stall).
-            Some(c) => match self.run_on(c, |c| inv.invoke(c)) {
-                Err(e) if broken(&e) && !e.is_timeout() => self
-                    .connect()
-                    .and_then(|c| self.run_on(c, |c| inv.invoke(c))),
-                other => other,
-            },
-            None => self
-                .connect()
-                .and_then(|c| self.run_on(c, |c| inv.invoke(c))),
-        };
-        match r {
-            Ok(v) => {
-                self.in_a_row.store(0, Ordering::Relaxed);
-                Ok(v)
-            }
-            Err(e) => {
+        match self.call(key, |c| inv.invoke(c)) {
+            Ok(v) => Ok(v),
+            Err(Failure::BackingOff) => Err(Error::Storage(
+                "redis (guards): backing off after a failure".into(),
+            )),
+            Err(Failure::Redis(e)) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                let n = self.in_a_row.fetch_add(1, Ordering::Relaxed).min(16) as u32;
-                let wait = BACKOFF.saturating_mul(1 << n).min(MAX_BACKOFF);
-                self.down_until.store(
-                    self.elapsed_ms() + wait.as_millis() as u64,
-                    Ordering::Relaxed,
-                );
                 Err(Error::Storage(format!("redis (guards): {e}")))
             }
         }
     }
 
-    fn connect(&self) -> std::result::Result<Connection, RedisError> {
-        let c = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
-        c.set_read_timeout(Some(IO_TIMEOUT))?;
-        c.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(c)
-    }
-
-    fn run_on<T>(
+    /// Runs `f` where `key` lives.
+    fn call<T>(
         &self,
-        mut conn: Connection,
-        f: impl FnOnce(&mut Connection) -> std::result::Result<T, RedisError>,
-    ) -> std::result::Result<T, RedisError> {
-        let r = f(&mut conn);
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        match &r {
-            Err(e) if broken(e) => pool.clear(),
-            _ if pool.len() < MAX_IDLE => pool.push(conn),
-            _ => {}
+        key: &str,
+        f: impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> std::result::Result<T, Failure> {
+        match &self.route {
+            Route::One(node) => node.call(f),
+            Route::Cluster(cluster) => cluster.call(key, f),
         }
-        r
     }
-
-    fn elapsed_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64 + 1
-    }
-}
-
-/// The connection cannot be used again.
-fn broken(e: &RedisError) -> bool {
-    e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()
 }

@@ -210,7 +210,7 @@ impl Endpoint {
 /// whose keys are half migrated) reaches us as the crate's "Invalid response when parsing
 /// multi response", the server's reply dropped: it is taken as `TRYAGAIN`, which is safe, as
 /// nothing of a transaction runs when `EXEC` fails.
-fn cluster_reply(e: &RedisError) -> Option<(ServerErrorKind, Option<String>)> {
+pub(crate) fn cluster_reply(e: &RedisError) -> Option<(ServerErrorKind, Option<String>)> {
     if e.kind() == ErrorKind::UnexpectedReturnType && e.to_string().contains("multi response") {
         return Some((ServerErrorKind::TryAgain, None));
     }
@@ -235,19 +235,34 @@ fn cluster_reply(e: &RedisError) -> Option<(ServerErrorKind, Option<String>)> {
 /// The master of the cluster's slot as `addr` sees it (`CLUSTER SLOTS`).
 fn slot_master(cl: &Cluster, addr: &str) -> RedisResult<String> {
     let mut c = connect(&cl.node.client(addr)?)?;
-    let ranges: Vec<Value> = ::redis::cmd("CLUSTER").arg("SLOTS").query(&mut c)?;
+    slot_ranges(&mut c, addr)?
+        .into_iter()
+        .find(|(start, end, _)| (*start..=*end).contains(&cl.slot))
+        .map(|(_, _, master)| master)
+        .ok_or_else(|| {
+            RedisError::from((
+                ErrorKind::ClusterConnectionNotFound,
+                "no master serves the store's slot",
+                format!("slot {} (asked {addr})", cl.slot),
+            ))
+        })
+}
+
+/// The slot ranges of a cluster and each one's master (`host:port`), as the node `asked` (on
+/// connection `c`) sees them: `CLUSTER SLOTS`.
+pub(crate) fn slot_ranges(c: &mut Connection, asked: &str) -> RedisResult<Vec<(u16, u16, String)>> {
+    let ranges: Vec<Value> = ::redis::cmd("CLUSTER").arg("SLOTS").query(c)?;
     let int = |v: &Value| match v {
         Value::Int(i) => Some(*i),
         _ => None,
     };
+    let slot = |v: Option<&Value>| v.and_then(int).and_then(|i| u16::try_from(i).ok());
+    let mut out = Vec::with_capacity(ranges.len());
     for range in &ranges {
         let Value::Array(r) = range else { continue };
-        let (Some(start), Some(end)) = (r.first().and_then(int), r.get(1).and_then(int)) else {
+        let (Some(start), Some(end)) = (slot(r.first()), slot(r.get(1))) else {
             continue;
         };
-        if !(start..=end).contains(&i64::from(cl.slot)) {
-            continue;
-        }
         if let Some(Value::Array(node)) = r.get(2)
             && let (Some(Value::BulkString(host)), Some(port)) =
                 (node.first(), node.get(1).and_then(int))
@@ -255,18 +270,14 @@ fn slot_master(cl: &Cluster, addr: &str) -> RedisResult<String> {
             let host = String::from_utf8_lossy(host);
             // "" or "?": the node does not know its own address; it is the one asked.
             let host = if host.is_empty() || host == "?" {
-                addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_owned()
+                asked.rsplit_once(':').map_or(asked, |(h, _)| h).to_owned()
             } else {
                 host.into_owned()
             };
-            return Ok(format!("{host}:{port}"));
+            out.push((start, end, format!("{host}:{port}")));
         }
     }
-    Err(RedisError::from((
-        ErrorKind::ClusterConnectionNotFound,
-        "no master serves the store's slot",
-        format!("slot {} (asked {addr})", cl.slot),
-    )))
+    Ok(out)
 }
 
 fn connect(client: &Client) -> RedisResult<Connection> {

@@ -26,8 +26,14 @@ use serde_json::value::RawValue;
 use self::connect::{Endpoint, Pooled};
 use self::keys::Keys;
 use self::url::Replicas;
-pub(crate) use self::url::single_node;
 use super::tail::TailCallback;
+
+/// What the shared guards (`guards::redis`) take from the engine: the location's forms, hash
+/// slots and a cluster's map, and which replies are a cluster's redirects.
+pub(crate) mod for_guards {
+    pub(crate) use super::connect::{cluster_reply, slot_ranges};
+    pub(crate) use super::url::{NodeUrl, Target, hash_slot, shared_location};
+}
 use super::{Batch, Config, FetchRequest, Subscription, maintenance, schema, writer};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};

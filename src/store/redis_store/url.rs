@@ -37,7 +37,7 @@ pub(super) struct Location {
 
 /// What the store connects to.
 #[derive(Debug)]
-pub(super) enum Target {
+pub(crate) enum Target {
     /// One node (`redis://`, `rediss://`).
     Node(Client),
     /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`).
@@ -122,22 +122,16 @@ pub(super) fn parse(url: &str) -> Result<Location> {
     })
 }
 
-/// A client for the one node at `url`, the store's name and the URL without its password: for
-/// what shares a store's Redis beside the store itself (the shared guards, whose keys are spread
-/// over slots on purpose and so cannot ride the store's slot lookup). TLS parameters apply as
-/// for the store; a bad store name or a cluster URL is [`Error::InvalidArgument`] (the guards do not follow a
-/// cluster's redirects).
-pub(crate) fn single_node(url: &str) -> Result<(Client, String, String)> {
+/// Where the shared guards (`guards::redis`) go for the store at `url`, the store's name and
+/// the URL without its password: the one node, or the cluster's seeds and how to reach any of
+/// its nodes (the guards' keys are spread over slots on purpose, so they route each call
+/// themselves instead of riding the store's one slot). TLS parameters apply as for the store;
+/// a bad URL or store name is [`Error::InvalidArgument`].
+pub(crate) fn shared_location(url: &str) -> Result<(Target, String, String)> {
     let location = parse(url)?;
     // The store's own rule for its name, so the guards' keys are named after a valid store.
     super::keys::Keys::new(&location.name)?;
-    match location.target {
-        Target::Node(client) => Ok((client, location.name, location.shown)),
-        Target::Cluster { .. } => Err(Error::InvalidArgument(
-            "guards shared through Redis need one Redis node (redis:// or rediss://), not a cluster"
-                .into(),
-        )),
-    }
+    Ok((location.target, location.name, location.shown))
 }
 
 /// This library's query parameters; the rest is the `redis` crate's.
@@ -278,31 +272,45 @@ fn without_password(url: &str) -> String {
 }
 
 /// The Redis Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag (the text between the
-/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
-pub(super) fn hash_slot(key: &[u8]) -> u16 {
+/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16384. By table, a
+/// byte a step: the shared guards compute one for every decision.
+pub(crate) fn hash_slot(key: &[u8]) -> u16 {
     let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
         let inner = &key[open + 1..];
         let close = inner.iter().position(|&b| b == b'}')?;
         (close > 0).then(|| &inner[..close])
     });
-    let mut crc: u16 = 0;
-    for &byte in tagged.unwrap_or(key) {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
+    let crc = tagged.unwrap_or(key).iter().fold(0u16, |crc, &byte| {
+        (crc << 8) ^ CRC16[usize::from((crc >> 8) as u8 ^ byte)]
+    });
+    crc % 16384
+}
+
+/// CRC16-XMODEM (polynomial 0x1021) of each byte value.
+const CRC16: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
+        table[i] = crc;
+        i += 1;
     }
-    crc % 16384
-}
+    table
+};
 
 /// How to reach any node of the deployment: scheme, credentials, the crate's parameters and
 /// the TLS certificates.
 #[derive(Debug)]
-pub(super) struct NodeUrl {
+pub(crate) struct NodeUrl {
     scheme: &'static str,
     userinfo: String,
     query: String,
@@ -311,7 +319,7 @@ pub(super) struct NodeUrl {
 
 impl NodeUrl {
     /// A client for `addr` (`host:port`, as `CLUSTER SLOTS` and `MOVED` give it).
-    pub(super) fn client(&self, addr: &str) -> RedisResult<Client> {
+    pub(crate) fn client(&self, addr: &str) -> RedisResult<Client> {
         let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "6379"));
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
@@ -338,19 +346,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_guards_take_one_node_with_a_valid_store_name() {
-        let (_, name, shown) = single_node("redis://u:pw@h:1/2?store=site-2").unwrap();
+    fn the_guards_take_a_node_or_a_cluster_with_a_valid_store_name() {
+        let (target, name, shown) = shared_location("redis://u:pw@h:1/2?store=site-2").unwrap();
+        assert!(matches!(target, Target::Node(_)));
         assert_eq!(
             (name.as_str(), shown.as_str()),
             ("site-2", "redis://h:1/2?store=site-2")
         );
+        let (target, name, shown) =
+            shared_location("rediss+cluster://u:pw@h:1,h:2/?store=x").unwrap();
+        let Target::Cluster { seeds, .. } = target else {
+            panic!("not a cluster")
+        };
+        assert_eq!(seeds, ["h:1", "h:2"]);
+        assert_eq!(
+            (name.as_str(), shown.as_str()),
+            ("x", "rediss+cluster://h:1,h:2/?store=x")
+        );
         for bad in [
-            "redis+cluster://h:1,h:2/?store=x",
+            "redis+cluster://h:1,h:2/?store=no%20spaces",
+            "redis+cluster://h:1,h:x/?store=x",
             "redis://h:1/0?store=no%20spaces",
             "redis://h:1/0?store=",
         ] {
             assert!(
-                matches!(single_node(bad), Err(Error::InvalidArgument(_))),
+                matches!(shared_location(bad), Err(Error::InvalidArgument(_))),
                 "{bad} must be refused"
             );
         }
