@@ -63,7 +63,7 @@ pub fn poll_request(
 }
 
 /// What the daemon makes of a connection's first bytes (`buf`), with `--max-header-bytes`
-/// `max_head`: whether its lean path serves the stream they ask for.
+/// `max_head`: whether its lean path serves the stream or the poll they ask for.
 #[derive(Debug)]
 pub enum FirstBytes {
     /// More bytes are needed to tell.
@@ -72,6 +72,8 @@ pub enum FirstBytes {
     Hyper,
     /// A `GET /v1/stream` head, exactly these bytes, served by the lean path as this request.
     Stream(Box<hyper::Request<()>>),
+    /// A `GET /v1/poll` head, exactly these bytes, served by the lean path as this request.
+    Poll(Box<hyper::Request<()>>),
 }
 
 /// Reads a connection's first bytes as the daemon does before hyper sees them.
@@ -80,6 +82,7 @@ pub fn first_bytes(buf: &[u8], max_head: usize) -> FirstBytes {
         Sniffed::Partial => FirstBytes::Partial,
         Sniffed::Hyper => FirstBytes::Hyper,
         Sniffed::Stream(req) => FirstBytes::Stream(req),
+        Sniffed::Poll(req) => FirstBytes::Poll(req),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `GET /v1/stream` as the first request of a connection is served by the daemon's lean path
-//! (`src/daemon/lean.rs`), without hyper; anything else still goes to hyper. Raw TCP here, to
+//! (`src/daemon/lean.rs`), without hyper, and so are `GET /v1/poll`s as long as a connection
+//! sends nothing else (kept alive between them); anything else still goes to hyper. Raw TCP here, to
 //! see the bytes: the lean path writes what hyper writes (plus `connection: close`), a stream
 //! on a kept-alive connection is hyper's, heads that are malformed, oversized, pipelined or
 //! slow get hyper's answers and limits, and a client that leaves frees its stream.
@@ -354,4 +355,122 @@ async fn behind_a_proxy_a_lean_stream_holds_its_client_addresss_count() {
     let mut again = Raw::connect(&d).await;
     again.send(from(20, "203.0.113.7").as_bytes()).await;
     assert_eq!(again.head().await.status, 200);
+}
+
+fn poll_head(token: &str, query: &str, extra: &str) -> String {
+    format!(
+        "GET /v1/poll?{query} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n{extra}\r\n"
+    )
+}
+
+/// Long-polls are lean too, on a connection kept alive: poll after poll on one connection,
+/// each answered with a length and no `connection: close`; a later request that is not a poll
+/// goes to hyper with its bytes, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_are_lean_and_kept_alive_until_another_request_goes_to_hyper() {
+    let d = Daemon::start(config()).await;
+    let mut c = d.client().await;
+    let ids = d
+        .publish(
+            &mut c,
+            &json!({"event_type": "message_create", "channel_id": 1}),
+        )
+        .await;
+    let t = token(6, &[1]);
+    let mut r = Raw::connect(&d).await;
+    r.send(poll_head(&t, "channels=1&timeout=0", "").as_bytes())
+        .await;
+    let h = r.head().await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.get("connection"), None, "kept alive");
+    let first: serde_json::Value = serde_json::from_str(&r.body(&h).await).unwrap();
+    assert_eq!(first["events"][0]["id"], ids[0]);
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    // The next poll on the same connection waits, and is answered by a publish.
+    r.send(poll_head(&t, &format!("channels=1&timeout=20&cursor={cursor}"), "").as_bytes())
+        .await;
+    wait_for_waiters(d.addr, 1).await;
+    // Another body: the same one again within the second would be a replay of the first.
+    let ids = d
+        .publish(
+            &mut c,
+            &json!({"event_type": "message_create", "channel_id": 1, "message_id": 2}),
+        )
+        .await;
+    let h = r.head().await;
+    assert_eq!(h.status, 200);
+    let second: serde_json::Value = serde_json::from_str(&r.body(&h).await).unwrap();
+    assert_eq!(
+        second["events"][0]["id"], ids[0],
+        "no loss, no repeat: {second} after {first}"
+    );
+    // Then something else on the same connection: hyper's.
+    r.send(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let h = r.head().await;
+    assert_eq!(h.status, 200);
+    assert!(r.body(&h).await.contains("\"status\""));
+}
+
+/// A client that leaves while its poll waits frees its slot at once (a user's next poll is
+/// admitted), and a request it pipelines behind its poll is answered after the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_poll_frees_its_slot_when_the_client_leaves_and_keeps_pipelined_bytes() {
+    let mut cfg = config();
+    cfg.slots_per_user = 1;
+    let d = Daemon::start(cfg).await;
+    let t = token(8, &[1]);
+    let mut gone = Raw::connect(&d).await;
+    gone.send(poll_head(&t, "channels=1&timeout=20", "").as_bytes())
+        .await;
+    wait_for_waiters(d.addr, 1).await;
+    drop(gone);
+    // The one slot is free again once the daemon sees the close.
+    let began = Instant::now();
+    let mut c = d.client().await;
+    loop {
+        let r = c.poll(&t, "channels=1&timeout=0").await;
+        if r.status == hyper::StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.code(), "slots_exhausted", "{}", r.text());
+        assert!(began.elapsed() < WAIT, "the slot was not freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A /healthz sent behind a waiting poll is answered once the poll is.
+    let mut r = Raw::connect(&d).await;
+    r.send(poll_head(&t, "channels=1&timeout=1", "").as_bytes())
+        .await;
+    wait_for_waiters(d.addr, 1).await;
+    r.send(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await;
+    let h = r.head().await;
+    assert_eq!(h.status, 200, "the poll, at its timeout");
+    assert!(r.body(&h).await.contains("\"events\":[]"));
+    let h = r.head().await;
+    assert_eq!(h.status, 200, "the pipelined /healthz");
+    assert!(r.body(&h).await.contains("\"status\""));
+}
+
+/// A poll that asks to close the connection, or an HTTP/1.0 one, is hyper's as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_closes_its_connection_is_hypers() {
+    let d = Daemon::start(config()).await;
+    let t = token(9, &[1]);
+    let mut r = Raw::connect(&d).await;
+    r.send(poll_head(&t, "channels=1&timeout=0", "connection: close\r\n").as_bytes())
+        .await;
+    let h = r.head().await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.get("connection"), Some("close"));
+    r.body(&h).await;
+    assert!(r.closed().await);
+    let one_o = raw(
+        d.addr,
+        format!("GET /v1/poll?channels=1&timeout=0 HTTP/1.0\r\nauthorization: Bearer {t}\r\n\r\n")
+            .as_bytes(),
+        WAIT,
+    )
+    .await;
+    assert!(one_o.starts_with("HTTP/1.0 200"), "{one_o}");
 }

@@ -16,8 +16,9 @@ use super::router;
 /// it answers 431.
 const MAX_HEADERS: usize = 100;
 
-/// What every head the lean path serves starts with.
+/// What the heads the lean path serves start with.
 const STREAM_PREFIX: &[u8] = b"GET /v1/stream";
+const POLL_PREFIX: &[u8] = b"GET /v1/poll";
 
 /// A head, as far as the bytes go.
 #[derive(Debug)]
@@ -74,6 +75,9 @@ pub(crate) enum Sniffed {
     Hyper,
     /// A `GET /v1/stream` that the lean path serves: the bytes are exactly its head.
     Stream(Box<Request<()>>),
+    /// A `GET /v1/poll` that the lean path serves (the connection kept alive after it): the
+    /// bytes are exactly its head.
+    Poll(Box<Request<()>>),
 }
 
 /// What `buf`, the first bytes of a connection, are: a head of at most `max_head` bytes that
@@ -82,24 +86,43 @@ pub(crate) enum Sniffed {
 /// is hyper's as soon as that is certain. Bytes after the head (a pipelined request) go to
 /// hyper with it, so that nothing sent is dropped or read twice.
 pub(crate) fn sniff(buf: &[u8], max_head: usize) -> Sniffed {
-    let n = buf.len().min(STREAM_PREFIX.len());
-    if buf[..n] != STREAM_PREFIX[..n] {
+    let starts = |prefix: &[u8]| {
+        let n = buf.len().min(prefix.len());
+        buf[..n] == prefix[..n]
+    };
+    if !starts(STREAM_PREFIX) && !starts(POLL_PREFIX) {
         return Sniffed::Hyper;
     }
     match parse(buf) {
         Head::Partial if buf.len() < max_head => Sniffed::Partial,
         Head::Complete(req, len) if len == buf.len() && len <= max_head && lean(&req) => {
-            Sniffed::Stream(req)
+            if router::is_stream(req.method(), req.uri().path()) {
+                Sniffed::Stream(req)
+            } else if router::is_poll(req.method(), req.uri().path()) && !closes(&req) {
+                Sniffed::Poll(req)
+            } else {
+                Sniffed::Hyper
+            }
         }
         _ => Sniffed::Hyper,
     }
 }
 
-/// Whether the lean path answers `req` as hyper would: an HTTP/1.1 `GET /v1/stream` without a
-/// body (no `Transfer-Encoding`, a `Content-Length` of 0 if any), upgrade or `Expect`.
+/// Whether the client asks for the connection to end after this request (hyper's to answer).
+fn closes(req: &Request<()>) -> bool {
+    req.headers().get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().map_or(true, |v| {
+            v.split(',')
+                .any(|t| !t.trim().eq_ignore_ascii_case("keep-alive"))
+        })
+    })
+}
+
+/// Whether the lean path answers `req` as hyper would: an HTTP/1.1 `GET` without a body (no
+/// `Transfer-Encoding`, a `Content-Length` of 0 if any), upgrade or `Expect`.
 fn lean(req: &Request<()>) -> bool {
     let h = req.headers();
-    router::is_stream(req.method(), req.uri().path())
+    req.method() == hyper::Method::GET
         && req.version() == Version::HTTP_11
         && !h.contains_key(header::TRANSFER_ENCODING)
         && !h.contains_key(header::UPGRADE)
@@ -136,7 +159,6 @@ mod tests {
     #[test]
     fn anything_else_is_hyperss() {
         let hyper = |b: &[u8]| matches!(sniff(b, 16 * 1024), Sniffed::Hyper);
-        assert!(hyper(b"GET /v1/poll?channels=1 HTTP/1.1\r\n\r\n"));
         assert!(hyper(b"POST /v1/stream HTTP/1.1\r\n\r\n"));
         assert!(hyper(b"G\x00"));
         assert!(hyper(b"GET /v1/streams HTTP/1.1\r\n\r\n"));

@@ -1,9 +1,20 @@
-//! The lean path of `GET /v1/stream`: a connection whose first request is a stream is served
-//! without hyper, so that an idle stream holds no buffer of its own between writes.
+//! The lean path of `GET /v1/stream` and `GET /v1/poll`: a connection whose first request is
+//! a stream, or whose requests are long-polls, is served without hyper, so that an idle
+//! stream or a waiting poll holds no buffer of its own between writes.
 //!
 //! Why: hyper keeps a connection's read buffer and its write buffer (8 KiB each) for the
-//! connection's life, and a response head touches a page of the write buffer: an idle stream
-//! held two pages more than an idle long-poll (`benches/journal/2026-12-07-sse-lean.md`).
+//! connection's life, and a request or response head touches a page of each: an idle stream
+//! held two pages more than an idle long-poll (`benches/journal/2026-12-07-sse-lean.md`), and a
+//! waiting long-poll the page its head was read into.
+//!
+//! Long-polls ([`serve_polls`]): a `GET /v1/poll` head alone (HTTP/1.1, no body, no
+//! `connection: close`) is answered through the router's own entry (`router::handle_poll`),
+//! whole, with `content-length`, the connection kept alive; the next head is read into a
+//! short-lived buffer again, and while it is another such poll the connection stays lean.
+//! Anything else goes to hyper with its bytes replayed, on the same connection. While a poll
+//! waits the socket is read for EOF (the client left: the poll and its slot go at once); bytes
+//! the client sends meanwhile are kept for after it. During a shutdown the poll's answer says
+//! `connection: close`.
 //!
 //! [`first_request`] reads the connection's first bytes into a short-lived buffer, at most
 //! the header timeout after the accept (a head that never finishes is closed then, as hyper
@@ -46,6 +57,8 @@ use super::timed_io::TimedIo;
 pub(crate) enum Opened {
     /// A `GET /v1/stream` head alone (its bytes consumed): [`serve`] it.
     Stream(TimedIo, Box<Request<()>>),
+    /// A `GET /v1/poll` head alone (its bytes consumed): [`serve_polls`] it.
+    Poll(TimedIo, Box<Request<()>>),
     /// hyper serves it, the bytes read so far replayed first, within what is left of the header
     /// timeout.
     Hyper(TimedIo, Duration),
@@ -60,11 +73,23 @@ const FIRST_READ: usize = 2048;
 /// Reads `tcp`'s first bytes until they tell who serves the connection (see the module doc).
 /// The buffer exists only while bytes are waiting to be told.
 pub(crate) async fn first_request(state: &State, tcp: TcpStream) -> Opened {
+    next_request(state, tcp, Vec::new()).await
+}
+
+/// Reads a request head on `tcp`, after the bytes of it already read (`buf`), until it tells
+/// who serves the connection, within the header timeout.
+async fn next_request(state: &State, tcp: TcpStream, mut buf: Vec<u8>) -> Opened {
     let max = state.config.max_header_bytes;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(state.config.header_timeout);
     let mut shutdown = state.shutdown.clone();
-    let mut buf = Vec::new();
+    let mut told = (!buf.is_empty()).then(|| head::sniff(&buf, max));
     let sniffed = loop {
+        if let Some(s) = told.take() {
+            match s {
+                Sniffed::Partial => {}
+                s => break s,
+            }
+        }
         let readable = tokio::select! {
             r = tokio::time::timeout_at(deadline, tcp.readable()) => r,
             _ = shutdown.wait_for(|s| *s) => return Opened::Closed,
@@ -81,14 +106,12 @@ pub(crate) async fn first_request(state: &State, tcp: TcpStream) -> Opened {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(_) => return Opened::Closed,
         }
-        match head::sniff(&buf, max) {
-            Sniffed::Partial => {}
-            s => break s,
-        }
+        told = Some(head::sniff(&buf, max));
     };
     let io = TimedIo::new(tcp, Duration::from_secs(state.config.idle_timeout));
     match sniffed {
         Sniffed::Stream(req) => Opened::Stream(io, req),
+        Sniffed::Poll(req) => Opened::Poll(io, req),
         _ => Opened::Hyper(
             io.replaying(Bytes::from(buf)),
             deadline.saturating_duration_since(tokio::time::Instant::now()),
@@ -109,20 +132,76 @@ pub(crate) async fn serve(
     }
 }
 
+/// Serves the long-polls of a connection whose first request is `req`, a `GET /v1/poll`
+/// (see the module doc): each answered with `content-length` on a connection kept alive,
+/// while the next head is another poll. Returns the connection when a later request is
+/// hyper's (its bytes to be replayed), `None` when it is done (closed, or the client left).
+pub(crate) async fn serve_polls(
+    state: Arc<State>,
+    mut io: TimedIo,
+    peer: SocketAddr,
+    mut req: Box<Request<()>>,
+) -> Option<TimedIo> {
+    loop {
+        let mut waiting = router::handle_poll(state.clone(), peer, *req);
+        // Bytes the client sends while its poll waits (a pipelined request): kept for after.
+        let mut early = Vec::new();
+        let max = state.config.max_header_bytes;
+        let answered = poll_fn(|cx| {
+            if left_or_sent(Pin::new(&mut io), cx, &mut early, max) {
+                return Poll::Ready(None);
+            }
+            waiting.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        // The poll's future (its slot, its registration) goes before anything is written.
+        drop(waiting);
+        let Some(Ok(reply)) = answered else {
+            return None;
+        };
+        let (parts, body) = reply.into_parts();
+        let Either::Left(whole) = body else {
+            // A poll is answered whole; anything else is written as a stream would be.
+            let _ = write(&mut io, Reply::from_parts(parts, body)).await;
+            return None;
+        };
+        let close = *state.shutdown.borrow();
+        let whole = body_bytes(whole);
+        let head = head(&parts, Some(whole.len()), close);
+        drop(parts);
+        if write_all(&mut io, &[&head, &whole]).await.is_err() || close {
+            let _ = io.shutdown().await;
+            return None;
+        }
+        match next_request(&state, io.into_socket(), early).await {
+            Opened::Poll(next, r) => {
+                io = next;
+                req = r;
+            }
+            Opened::Stream(next, r) => {
+                serve(state, next, peer, r).await;
+                return None;
+            }
+            Opened::Hyper(next, _) => return Some(next),
+            Opened::Closed => return None,
+        }
+    }
+}
+
 /// Writes `reply` on `io`, then closes it.
 async fn write(io: &mut TimedIo, reply: Reply) -> io::Result<()> {
     let (parts, body) = reply.into_parts();
     let streamed = match body {
         Either::Left(whole) => {
             let whole = body_bytes(whole);
-            let mut out = head(&parts, Some(whole.len()));
+            let mut out = head(&parts, Some(whole.len()), true);
             out.extend_from_slice(&whole);
             io.write_all(&out).await?;
             return io.shutdown().await;
         }
         Either::Right(streamed) => streamed,
     };
-    io.write_all(&head(&parts, None)).await?;
+    io.write_all(&head(&parts, None, true)).await?;
     drop(parts);
     let mut body = streamed;
     loop {
@@ -147,8 +226,8 @@ async fn write(io: &mut TimedIo, reply: Reply) -> io::Result<()> {
 }
 
 /// The head of a response as hyper writes it (status line, headers, `date`), framed by
-/// `length` (else chunked), with `connection: close`.
-fn head(parts: &Parts, length: Option<usize>) -> Vec<u8> {
+/// `length` (else chunked), with `connection: close` when `close`.
+fn head(parts: &Parts, length: Option<usize>, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + headers_len(&parts.headers));
     let status = parts.status;
     let _ = write!(
@@ -174,7 +253,10 @@ fn head(parts: &Parts, length: Option<usize>) -> Vec<u8> {
         Some(n) => write!(out, "content-length: {n}\r\n"),
         None => write!(out, "transfer-encoding: chunked\r\n"),
     };
-    out.extend_from_slice(b"connection: close\r\n\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     out
 }
 
@@ -191,11 +273,12 @@ async fn write_chunk(io: &mut TimedIo, data: &[u8]) -> io::Result<()> {
         let _ = write!(w, "{:x}\r\n", data.len());
         18 - w.len()
     };
-    let mut parts = [
-        IoSlice::new(&size[..n]),
-        IoSlice::new(data),
-        IoSlice::new(b"\r\n"),
-    ];
+    write_all(io, &[&size[..n], data, b"\r\n"]).await
+}
+
+/// Writes `bufs` in order, with as few `writev`s as the socket allows.
+async fn write_all(io: &mut TimedIo, bufs: &[&[u8]]) -> io::Result<()> {
+    let mut parts: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
     let mut left = &mut parts[..];
     while !left.is_empty() {
         let written = io.write_vectored(left).await?;
@@ -210,6 +293,34 @@ async fn write_chunk(io: &mut TimedIo, data: &[u8]) -> io::Result<()> {
 /// Reads in most this many times per look for the client's EOF: a client that sends bytes
 /// after its stream's head cannot keep the task reading.
 const READS_PER_LOOK: usize = 8;
+
+/// Whether the client has left (EOF or an error) while its poll waits. What it sends meanwhile
+/// (a pipelined request) is kept in `early`, up to `max` bytes; more than that, and the
+/// connection is given up as a client's that left.
+fn left_or_sent(
+    mut io: Pin<&mut TimedIo>,
+    cx: &mut Context<'_>,
+    early: &mut Vec<u8>,
+    max: usize,
+) -> bool {
+    let mut scratch = [0u8; 512];
+    for _ in 0..READS_PER_LOOK {
+        let mut rb = ReadBuf::new(&mut scratch);
+        match io.as_mut().poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => return true,
+            Poll::Ready(Ok(())) => {
+                if early.len() + rb.filled().len() > max {
+                    return true;
+                }
+                early.extend_from_slice(rb.filled());
+            }
+            Poll::Ready(Err(_)) => return true,
+            Poll::Pending => return false,
+        }
+    }
+    cx.waker().wake_by_ref();
+    false
+}
 
 /// Whether the client has left (EOF or an error), reading what it sent meanwhile. Bytes after a
 /// stream's head are dropped: the response says `connection: close`, so no further request on

@@ -308,8 +308,9 @@ impl Drop for Counted {
 }
 
 /// Serves one accepted connection (already counted; `slot` is its address's, released when
-/// it closes) on the current runtime: a first request that is a stream on the lean path
-/// (`lean.rs`), anything else with hyper. Both are watched by `graceful`.
+/// it closes) on the current runtime: a first request that is a stream, and long-polls while
+/// the connection sends nothing else, on the lean path (`lean.rs`), anything else with hyper.
+/// Both are watched by `graceful`.
 ///
 /// The first bytes are read by a task of their own, which then spawns the connection's task:
 /// each task is as large as its future, so a lean stream's holds no room for hyper's
@@ -337,6 +338,16 @@ fn serve(
                     lean::serve(counted.state.clone(), io, peer, req).await;
                     // Held until now: the graceful shutdown waits for the stream's connection.
                     drop((watcher, counted));
+                });
+            }
+            lean::Opened::Poll(io, req) => {
+                tokio::spawn(async move {
+                    let state = counted.state.clone();
+                    if let Some(io) = lean::serve_polls(state, io, peer, req).await {
+                        // A later request is hyper's: a task of its own, so that this one
+                        // (a lean poll's) holds no room for hyper's connection.
+                        tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
+                    }
                 });
             }
             lean::Opened::Hyper(io, left) => {

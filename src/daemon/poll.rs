@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::HeaderMap;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use serde::Serialize;
@@ -40,11 +39,11 @@ use crate::token::Claims;
 /// Serves a `GET /v1/poll`: checked now (limits, token, query, slot), then only a compact job
 /// is kept for the wait. Thousands of polls wait at once, and each one's future is allocated
 /// for as long as it waits.
-pub(crate) fn serve(
+pub(crate) fn serve<B>(
     state: Arc<State>,
     mut meta: Meta,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> HandlerFuture {
     match prepare_poll(&state, &mut meta, peer, req) {
         Ok(job) => Box::pin(run_poll(Box::new(PollCtx { state, meta, job }))),
@@ -280,11 +279,11 @@ impl PollJob {
 }
 
 /// The checks of a poll, cheapest first: IP limit, token, query, channels, user limit, slot.
-pub(crate) fn prepare_poll(
+pub(crate) fn prepare_poll<B>(
     state: &Arc<State>,
     meta: &mut Meta,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Result<PollJob, ApiError> {
     let claims = authorize(state, meta, peer, req.headers())?;
     let cfg = &state.config;

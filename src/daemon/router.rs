@@ -30,7 +30,7 @@ pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>
         Ok(meta) => meta,
         Err(refused) => return refused,
     };
-    if req.uri().path() == "/v1/poll" && req.method() == Method::GET {
+    if is_poll(req.method(), req.uri().path()) {
         return poll::serve(state, meta, peer, req);
     }
     if req.uri().path() == "/v1/lms/poll" && matches!(*req.method(), Method::GET | Method::POST) {
@@ -57,6 +57,21 @@ pub(crate) fn handle_stream(
         Ok(meta) => stream::serve(state, meta, peer, req),
         Err(refused) => refused,
     }
+}
+
+/// Entry point of a `GET /v1/poll` read by the lean path (`lean.rs`, [`is_poll`]): what
+/// [`handle`] does with it, without a body type of hyper's.
+pub(crate) fn handle_poll(state: Arc<State>, peer: SocketAddr, req: Request<()>) -> HandlerFuture {
+    debug_assert!(is_poll(req.method(), req.uri().path()));
+    match enter(&state, peer, &req) {
+        Ok(meta) => poll::serve(state, meta, peer, req),
+        Err(refused) => refused,
+    }
+}
+
+/// Whether a request is a `GET /v1/poll`, the route of `poll.rs`.
+pub(crate) fn is_poll(method: &Method, path: &str) -> bool {
+    path == "/v1/poll" && method == Method::GET
 }
 
 /// Whether a request is a `GET /v1/stream`, the route of `stream.rs`.

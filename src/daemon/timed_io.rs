@@ -40,6 +40,13 @@ impl TimedIo {
         self
     }
 
+    /// The socket again, to read a connection's next request head (`lean.rs`); nothing of it
+    /// is left to replay then.
+    pub(crate) fn into_socket(self) -> TcpStream {
+        debug_assert!(self.replay.is_empty());
+        self.io
+    }
+
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let timeout = self.timeout;
         let stall = self
