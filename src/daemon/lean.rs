@@ -298,10 +298,33 @@ const READS_PER_LOOK: usize = 8;
 /// (a pipelined request) is kept in `early`, up to `max` bytes; more than that, and the
 /// connection is given up as a client's that left.
 fn left_or_sent(
-    mut io: Pin<&mut TimedIo>,
+    io: Pin<&mut TimedIo>,
     cx: &mut Context<'_>,
     early: &mut Vec<u8>,
     max: usize,
+) -> bool {
+    read_while_waiting(io, cx, |sent| {
+        if early.len() + sent.len() > max {
+            return false;
+        }
+        early.extend_from_slice(sent);
+        true
+    })
+}
+
+/// Whether the client has left (EOF or an error), reading what it sent meanwhile. Bytes after a
+/// stream's head are dropped: the response says `connection: close`, so no further request on
+/// this connection is answered (a client that pipelines one sends it again elsewhere).
+fn client_left(io: Pin<&mut TimedIo>, cx: &mut Context<'_>) -> bool {
+    read_while_waiting(io, cx, |_| true)
+}
+
+/// Whether the client has left (EOF, an error, or `keep` refusing what it sent), handing what
+/// it sends meanwhile to `keep`.
+fn read_while_waiting(
+    mut io: Pin<&mut TimedIo>,
+    cx: &mut Context<'_>,
+    mut keep: impl FnMut(&[u8]) -> bool,
 ) -> bool {
     let mut scratch = [0u8; 512];
     for _ in 0..READS_PER_LOOK {
@@ -309,29 +332,10 @@ fn left_or_sent(
         match io.as_mut().poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) if rb.filled().is_empty() => return true,
             Poll::Ready(Ok(())) => {
-                if early.len() + rb.filled().len() > max {
+                if !keep(rb.filled()) {
                     return true;
                 }
-                early.extend_from_slice(rb.filled());
             }
-            Poll::Ready(Err(_)) => return true,
-            Poll::Pending => return false,
-        }
-    }
-    cx.waker().wake_by_ref();
-    false
-}
-
-/// Whether the client has left (EOF or an error), reading what it sent meanwhile. Bytes after a
-/// stream's head are dropped: the response says `connection: close`, so no further request on
-/// this connection is answered (a client that pipelines one sends it again elsewhere).
-fn client_left(mut io: Pin<&mut TimedIo>, cx: &mut Context<'_>) -> bool {
-    let mut scratch = [0u8; 512];
-    for _ in 0..READS_PER_LOOK {
-        let mut rb = ReadBuf::new(&mut scratch);
-        match io.as_mut().poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => return true,
-            Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(_)) => return true,
             Poll::Pending => return false,
         }
