@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,12 +39,25 @@ use crate::token::Claims;
 /// Serves a `GET /v1/poll`: checked now (limits, token, query, slot), then only a compact job
 /// is kept for the wait. Thousands of polls wait at once, and each one's future is allocated
 /// for as long as it waits.
-pub(crate) fn serve<B>(
+pub(crate) fn serve<B: Send + 'static>(
     state: Arc<State>,
     mut meta: Meta,
     peer: SocketAddr,
     req: Request<B>,
 ) -> HandlerFuture {
+    if state.remote_guards() {
+        // The checks wait on Redis: off the serving thread, all in one trip there.
+        return Box::pin(async move {
+            let checked = state.decide(move |s| {
+                let r = prepare_poll(s, &mut meta, peer, req);
+                (meta, r)
+            });
+            match checked.await {
+                (meta, Ok(job)) => Box::pin(run_poll(Box::new(PollCtx { state, meta, job }))).await,
+                (meta, Err(e)) => meta.respond(&state, Err(e)),
+            }
+        });
+    }
     match prepare_poll(&state, &mut meta, peer, req) {
         Ok(job) => Box::pin(run_poll(Box::new(PollCtx { state, meta, job }))),
         Err(e) => Box::pin(std::future::ready(meta.respond(&state, Err(e)))),
@@ -243,12 +256,16 @@ struct PollResponse<'a> {
     retry_ms: u64,
 }
 
-/// A slot held for the length of one poll.
-pub(crate) struct SlotGuard(Arc<State>, crate::guards::Lease);
+/// A slot held for the length of one poll (and, with guards in Redis, whether a background
+/// renewal found it lost; nothing is allocated for that with host-local guards).
+pub(crate) struct SlotGuard(Arc<State>, crate::guards::Lease, Option<Arc<AtomicBool>>);
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.0.slots.release(&self.1);
+        let lease = self.1;
+        self.0.decide_later(move |s| {
+            s.slots.release(&lease);
+        });
     }
 }
 
@@ -272,9 +289,24 @@ pub(crate) struct PollJob {
 impl PollJob {
     /// Renews the slot's lease (a stream holds it longer than the lease); false when the slot
     /// is not this job's any more.
+    ///
+    /// With guards in Redis the renewal is made in the background (`decide.rs`): this says
+    /// what the last one found, and a lost slot ends the stream at its next renewal.
     pub(crate) fn renew_slot(&mut self) -> bool {
-        let SlotGuard(state, lease) = &mut self.slot;
-        state.slots.renew(lease)
+        let SlotGuard(state, lease, lost) = &mut self.slot;
+        let Some(lost) = lost else {
+            return state.slots.renew(lease);
+        };
+        if lost.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (mut lease, lost) = (*lease, lost.clone());
+        state.decide_later(move |s| {
+            if !s.slots.renew(&mut lease) {
+                lost.store(true, Ordering::Relaxed);
+            }
+        });
+        true
     }
 }
 
@@ -309,6 +341,16 @@ pub(crate) fn authorize(
     headers: &HeaderMap,
 ) -> Result<Arc<Claims>, ApiError> {
     check_ip(state, peer, headers)?;
+    verify_token(state, meta, headers)
+}
+
+/// The token's check of [`authorize`]: verified (or found in the cache), its user and session
+/// kept in `meta`.
+pub(crate) fn verify_token(
+    state: &State,
+    meta: &mut Meta,
+    headers: &HeaderMap,
+) -> Result<Arc<Claims>, ApiError> {
     let claims = state
         .tokens
         .verify(
@@ -353,7 +395,11 @@ pub(crate) fn admit(
     })?;
     Ok(PollJob {
         params,
-        slot: SlotGuard(state.clone(), lease),
+        slot: SlotGuard(
+            state.clone(),
+            lease,
+            state.remote_guards().then(Default::default),
+        ),
     })
 }
 
@@ -483,7 +529,7 @@ pub(crate) async fn wait_for_batch(
 }
 
 /// The response to a poll that ends with nothing to deliver.
-fn empty(state: &State, cursor: Cursor, render: Render) -> Arc<Rendered> {
+fn empty(state: &Arc<State>, cursor: Cursor, render: Render) -> Arc<Rendered> {
     let (mode, retry_ms) = state.advertised();
     let batch = Batch {
         events: Vec::new(),
