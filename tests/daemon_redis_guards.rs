@@ -302,6 +302,34 @@ async fn redis_guards_need_a_redis_store() {
     assert!(r.unwrap_err().to_string().contains("--guards redis"));
 }
 
+/// A user whose polls hold all their slots gets the last one again with each re-poll made
+/// at once, with guards in Redis (which give a poll's slot back off the serving thread, before
+/// the poll is answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_gives_its_slot_back_before_it_is_answered() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start_with(&server.url(), GuardsArg::Redis, dir.path(), |c| {
+        c.poll_burst = 1000;
+    })
+    .await;
+    let parked = vec![node.park(5), node.park(5)];
+    wait_for_waiters(node.addr, 2).await;
+    let mut c = Client::connect(node.addr).await;
+    let query = format!("channels=1&cursor={}&timeout=0", node.start);
+    for i in 0..200 {
+        let r = c.poll(&token(5, &[1]), &query).await;
+        assert_eq!(r.status, StatusCode::OK, "re-poll {i}: {}", r.text());
+    }
+    node.stop().await;
+    for p in parked {
+        tokio::time::timeout(Duration::from_secs(10), p)
+            .await
+            .expect("a parked poll is answered at shutdown")
+            .unwrap();
+    }
+}
+
 /// The Redis key of a guard decision: `kind` (`rl`, `sl`, `br`) and the parts its tag hashes
 /// (`guards::redis` says how keys are named).
 fn guard_key(store: &str, kind: &str, parts: &[&[u8]]) -> String {

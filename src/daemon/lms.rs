@@ -88,7 +88,9 @@ async fn answer(
     };
     let params = parse_form(&form, cfg.poll_timeout, cfg.batch.min(cfg.max_batch))?;
     let mut job = state.decide(move |s| admit(s, &claims, params)).await?;
-    counted_wait(state, &mut job.params, Format::Lms, render).await
+    let r = counted_wait(state, &mut job.params, Format::Lms, render).await;
+    job.release().await;
+    r
 }
 
 /// Parses the theme's form: `channel_id` (required, positive), `thread_id` (0 or empty: every

@@ -31,7 +31,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::event::Event;
-use crate::guards::ClientMode;
+use crate::guards::{ClientMode, Lease};
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::store::{Batch, FetchRequest, MAX_TYPES, Order};
 use crate::token::Claims;
@@ -257,15 +257,17 @@ struct PollResponse<'a> {
 }
 
 /// A slot held for the length of one poll (and, with guards in Redis, whether a background
-/// renewal found it lost; nothing is allocated for that with host-local guards).
-pub(crate) struct SlotGuard(Arc<State>, crate::guards::Lease, Option<Arc<AtomicBool>>);
+/// renewal found it lost; nothing is allocated for that with host-local guards). Dropped, it
+/// gives the slot back (with guards in Redis, in the background: see [`PollJob::release`]).
+pub(crate) struct SlotGuard(Arc<State>, Option<Lease>, Option<Arc<AtomicBool>>);
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        let lease = self.1;
-        self.0.decide_later(move |s| {
-            s.slots.release(&lease);
-        });
+        if let Some(lease) = self.1.take() {
+            self.0.decide_later(move |s| {
+                s.slots.release(&lease);
+            });
+        }
     }
 }
 
@@ -293,7 +295,9 @@ impl PollJob {
     /// With guards in Redis the renewal is made in the background (`decide.rs`): this says
     /// what the last one found, and a lost slot ends the stream at its next renewal.
     pub(crate) fn renew_slot(&mut self) -> bool {
-        let SlotGuard(state, lease, lost) = &mut self.slot;
+        let SlotGuard(state, Some(lease), lost) = &mut self.slot else {
+            return false;
+        };
         let Some(lost) = lost else {
             return state.slots.renew(lease);
         };
@@ -307,6 +311,18 @@ impl PollJob {
             }
         });
         true
+    }
+}
+
+impl PollJob {
+    /// Gives the slot back before the response goes out, so that the client's next poll finds
+    /// it free (a user whose polls hold all their slots re-polls at once). Guards in Redis do
+    /// it off the serving thread, and the response waits for it.
+    pub(crate) async fn release(mut self) {
+        let SlotGuard(state, lease, _) = &mut self.slot;
+        if let Some(lease) = lease.take() {
+            state.decide(move |s| s.slots.release(&lease)).await;
+        }
     }
 }
 
@@ -397,7 +413,7 @@ pub(crate) fn admit(
         params,
         slot: SlotGuard(
             state.clone(),
-            lease,
+            Some(lease),
             state.remote_guards().then(Default::default),
         ),
     })
@@ -417,7 +433,12 @@ async fn run_poll(mut ctx: Box<PollCtx>) -> Result<Reply, Infallible> {
         counted_wait(state, &mut job.params, Format::Poll, render).await
     };
     let PollCtx { state, meta, job } = *ctx;
-    drop(job);
+    if state.remote_guards() {
+        // Boxed: a waiting poll's future is as large as its largest state.
+        Box::pin(job.release()).await;
+    } else {
+        drop(job); // gives the slot back in line
+    }
     let r = result.map(|batch| poll_response(&state, &batch, meta.gzip));
     meta.respond(&state, r)
 }
