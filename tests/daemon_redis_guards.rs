@@ -20,9 +20,8 @@ use std::time::Duration;
 use daemon_common::*;
 use hyper::StatusCode;
 use lms_realtime::daemon::{self, GuardsArg, Spawned};
-use lms_realtime::guards::stable_hash;
 use lms_realtime::{EventStore, store};
-use redis_common::{RedisCluster, RedisServer, RedisUrls, slot_of};
+use redis_common::{RedisCluster, RedisServer, RedisUrls};
 use serde_json::json;
 
 /// One daemon over its own store handle on `url`.
@@ -303,8 +302,7 @@ async fn redis_guards_need_a_redis_store() {
 }
 
 /// A user whose polls hold all their slots gets the last one again with each re-poll made
-/// at once, with guards in Redis (which give a poll's slot back off the serving thread, before
-/// the poll is answered).
+/// at once, with guards in Redis: a poll gives its slot back before it is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poll_gives_its_slot_back_before_it_is_answered() {
     let server = RedisServer::start();
@@ -328,133 +326,4 @@ async fn a_poll_gives_its_slot_back_before_it_is_answered() {
             .expect("a parked poll is answered at shutdown")
             .unwrap();
     }
-}
-
-/// The Redis key of a guard decision: `kind` (`rl`, `sl`, `br`) and the parts its tag hashes
-/// (`guards::redis` says how keys are named).
-fn guard_key(store: &str, kind: &str, parts: &[&[u8]]) -> String {
-    format!(
-        "lmsrt-guard:{store}:{kind}:{:016x}",
-        stable_hash(parts).max(1)
-    )
-}
-
-/// Guard decisions leave the serving thread: on a cluster whose master M hangs (SIGSTOP), a
-/// poll whose user's rate key lives on M waits out the guards' I/O timeout, while another
-/// user's poll, every key of which lives elsewhere, is answered meanwhile. (Decided on the
-/// serving thread, the second poll would wait behind the first.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_guard_master_holds_up_only_the_polls_whose_keys_it_holds() {
-    let cluster = RedisCluster::start();
-    let master = |key: &str| cluster.owner(slot_of(key));
-    // A store name whose own slot, whose breaker and whose one client address (127.0.0.1)
-    // leave a master free of them: that one hangs.
-    let (store, hung) = (0..200)
-        .map(|i| format!("hung{i}"))
-        .find_map(|name| {
-            let used = [
-                master(&name),
-                master(&guard_key(&name, "br", &[b"store"])),
-                master(&guard_key(&name, "rl", &[b"ip", b"127.0.0.1"])),
-            ];
-            (0..3).find(|m| !used.contains(m)).map(|m| (name, m))
-        })
-        .expect("some store name leaves a master free");
-    let rate = |uid: i64| guard_key(&store, "rl", &[b"poll", uid.to_string().as_bytes()]);
-    let slots = |uid: i64| guard_key(&store, "sl", &[uid.to_string().as_bytes()]);
-    let stuck = (1..1000)
-        .find(|u| master(&rate(*u)) == hung)
-        .expect("a user's rate key on the hung master");
-    let free = (1..1000)
-        .find(|u| master(&rate(*u)) != hung && master(&slots(*u)) != hung)
-        .expect("a user with no key on the hung master");
-
-    let url = cluster.url();
-    let url = format!("{}store={store}", &url[..url.find("store=").unwrap()]);
-    // The daemon as it runs in production: one shard, its serving thread a single-threaded
-    // runtime of its own (not one of this test's workers).
-    let (started_tx, started) = tokio::sync::oneshot::channel();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let dir = tempfile::tempdir().unwrap();
-            let mut node =
-                Node::start_with(&url, GuardsArg::Redis, dir.path(), |c| c.shards = 1).await;
-            let _ = started_tx.send((node.addr, node.start.clone()));
-            let _ = stop_rx.await;
-            node.stop().await;
-        });
-    });
-    let (addr, start) = started.await.expect("the daemon started");
-    let query = format!("channels=1&cursor={start}&timeout=0");
-    let poll = |uid: i64| {
-        let query = query.clone();
-        async move {
-            Client::connect(addr)
-                .await
-                .poll(&token(uid, &[1]), &query)
-                .await
-        }
-    };
-    assert_eq!(poll(free).await.status, StatusCode::OK, "warm-up");
-
-    cluster.nodes[hung].pause();
-    let waiting = tokio::spawn(poll(stuck));
-    // Its decision has reached M (which cannot read it): the serving thread, had it made the
-    // call itself, would be stuck in it now.
-    let port = cluster.nodes[hung].port();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !unread_bytes_at(port) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stuck poll's decision never reached the hung master"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let r = poll(free).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(
-        !waiting.is_finished(),
-        "the other user's poll waited for this one's decision, hung on M"
-    );
-    let stuck_reply = tokio::time::timeout(Duration::from_secs(10), waiting)
-        .await
-        .expect("the hung decision gives up after the guards' I/O timeout")
-        .unwrap();
-    // Its rate decided on the daemon's own table; its slot (elsewhere) was taken as usual.
-    assert_eq!(stuck_reply.status, StatusCode::OK, "{}", stuck_reply.text());
-    cluster.nodes[hung].resume();
-    let h = Client::connect(addr)
-        .await
-        .get("/healthz", &[])
-        .await
-        .json();
-    assert!(
-        h["guards"]["errors"].as_u64().unwrap_or(0) >= 1,
-        "the stuck poll's decision did go to the hung master: {h}"
-    );
-    let _ = stop.send(());
-    daemon.join().unwrap();
-}
-
-/// Whether a connection to the loopback `port` holds bytes its server has not read (from
-/// `/proc/net/tcp`: an established socket whose receive queue is not empty).
-fn unread_bytes_at(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table.lines().skip(1).any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let local_port = f
-            .get(1)
-            .and_then(|a| a.rsplit_once(':'))
-            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-        let rx_queue = f
-            .get(4)
-            .and_then(|q| q.split_once(':'))
-            .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok());
-        local_port == Some(port) && f.get(3) == Some(&"01") && rx_queue.is_some_and(|n| n > 0)
-    })
 }

@@ -481,3 +481,39 @@ fn wait_replicas_acknowledges_what_the_replica_has_and_fails_typed_without_it() 
         "the replica lacks the acknowledged append {again}"
     );
 }
+
+/// The store's and the guards' connections open without `CLIENT SETINFO`: a connection's
+/// set-up waits for each of its replies, so against a node that stopped answering every extra
+/// reply was another I/O timeout before the call itself (a guard's first call to a hung master
+/// took twice its 250 ms). Redis 7.2 and later show a connection's `lib-name` in `CLIENT LIST`
+/// once set; older ones refuse the command, which `INFO errorstats` counts as an `ERR`.
+#[test]
+fn connections_open_without_client_setinfo() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let store = EventStore::open_url(&url, Config::default()).unwrap();
+    store.append(msg(1)).unwrap();
+    let guards = Arc::new(lms_realtime::guards::RedisGuards::open(&url).unwrap());
+    let slots = lms_realtime::guards::Slots::on_redis(
+        guards,
+        lms_realtime::guards::SlotsConfig {
+            check_pid: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    slots.acquire("u1").unwrap();
+    let list = redis.cli(&["CLIENT", "LIST"]);
+    // This process's connections and redis-cli's own (which names itself neither).
+    assert!(list.lines().count() >= 3, "{list}");
+    assert!(
+        !list.contains("lib-name=redis-rs"),
+        "a connection sent CLIENT SETINFO:\n{list}"
+    );
+    let errors = redis.cli(&["INFO", "errorstats"]);
+    assert!(
+        !errors.contains("errorstat_ERR:"),
+        "a command was refused (CLIENT SETINFO, before Redis 7.2):\n{errors}"
+    );
+    store.close();
+}

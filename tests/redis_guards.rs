@@ -23,7 +23,7 @@ use lms_realtime::guards::{
     ActionLimit, BreakerConfig, BreakerState, Breakers, LimiterConfig, OnFull, RateLimiter,
     RedisGuards, RedisTime, Slots, SlotsConfig, stable_hash,
 };
-use redis_common::{RedisCluster, RedisServer, RedisUrls, slot_of};
+use redis_common::{RedisCluster, RedisServer, RedisUrls};
 
 /// A manual clock near the real time (Redis key expiry runs on real time).
 fn clock() -> ManualClock {
@@ -476,6 +476,22 @@ fn bad_urls_and_names_are_refused() {
         ..SlotsConfig::default()
     };
     assert!(Slots::on_redis(g, bad).is_err());
+}
+
+/// The Redis Cluster hash slot of a key without a hash tag (CRC16-XMODEM mod 16384).
+fn slot_of(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in key.as_bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
 }
 
 /// A user whose leases' key lands on a master `pick` accepts (by index in `cluster.nodes`).

@@ -3,8 +3,7 @@
 //! bounded number of blocking threads, with the outcome booked with the breaker and the
 //! metrics. Also what the breaker tells clients ([`State::advertised`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -28,23 +27,16 @@ const VIEW_TTL: Duration = Duration::from_millis(10);
 /// round trips to read one value. Admission ([`State::admit`]) and outcomes still go to Redis
 /// every time; this only spares the reads, which are at most [`VIEW_TTL`] old (their retry
 /// hint is aged accordingly) and refreshed by every outcome booked.
-///
-/// A view older than that is refreshed in the background (`decide.rs`), and meanwhile the old
-/// one still serves: a response never waits on Redis for the mode it advertises.
 #[derive(Debug, Default)]
-pub(crate) struct BreakerView {
-    seen: Mutex<Option<(Instant, BreakerStatus)>>,
-    /// A refresh is on its way.
-    refreshing: AtomicBool,
-}
+pub(crate) struct BreakerView(Mutex<Option<(Instant, BreakerStatus)>>);
 
 impl State {
     /// Whether the store's circuit breaker lets a call through now (a 503 telling the client
     /// to back off if not).
-    async fn admit(self: &Arc<Self>) -> Result<(), ApiError> {
+    fn admit(&self) -> Result<(), ApiError> {
         let status = self
-            .decide(|s| s.breakers.check(STORE_BREAKER))
-            .await
+            .breakers
+            .check(STORE_BREAKER)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         if !status.allowed {
             Err(ApiError::Unavailable {
@@ -60,41 +52,32 @@ impl State {
 
     /// The store breaker's status now (`None` if it cannot be read); for breakers in Redis,
     /// possibly as seen up to [`VIEW_TTL`] ago.
-    pub(crate) fn store_breaker(self: &Arc<Self>) -> Option<BreakerStatus> {
+    pub(crate) fn store_breaker(&self) -> Option<BreakerStatus> {
         let Some(view) = &self.breaker_view else {
             return self.breakers.status(STORE_BREAKER).ok();
         };
-        let seen = *view.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let aged = seen.map(|(at, mut s)| {
+        let seen = *view.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, mut s)) = seen {
             let age = at.elapsed();
-            s.retry_after_ms = s.retry_after_ms.saturating_sub(age.as_millis() as u64);
-            (age, s)
-        });
-        if let Some((age, s)) = aged
-            && age < VIEW_TTL
-        {
-            return Some(s);
+            if age < VIEW_TTL {
+                s.retry_after_ms = s.retry_after_ms.saturating_sub(age.as_millis() as u64);
+                return Some(s);
+            }
         }
-        if !view.refreshing.swap(true, Ordering::AcqRel) {
-            self.decide_later(|s| {
-                s.remember(s.breakers.status(STORE_BREAKER).ok());
-                if let Some(view) = &s.breaker_view {
-                    view.refreshing.store(false, Ordering::Release);
-                }
-            });
-        }
-        aged.map(|(_, s)| s)
+        let s = self.breakers.status(STORE_BREAKER).ok();
+        self.remember(s);
+        s
     }
 
     /// Keeps `status` (just read or returned by an outcome) as the latest view, if there is one.
     fn remember(&self, status: Option<BreakerStatus>) {
         if let (Some(view), Some(s)) = (&self.breaker_view, status) {
-            *view.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s));
+            *view.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s));
         }
     }
 
     /// The mode and `retry_ms` to advertise now.
-    pub(crate) fn advertised(self: &Arc<Self>) -> (ClientMode, u64) {
+    pub(crate) fn advertised(&self) -> (ClientMode, u64) {
         let status = self.store_breaker();
         let mode = status.map_or(ClientMode::Long, |s| s.mode);
         let retry_ms = if *self.shutdown.borrow() {
@@ -108,26 +91,21 @@ impl State {
     /// Appends through the appender thread (commits shared with concurrent requests), behind
     /// the store's circuit breaker; `ticket` records the outcome in the replay window.
     pub(crate) async fn append(
-        self: &Arc<Self>,
+        &self,
         events: Vec<NewEvent>,
         ticket: Ticket,
     ) -> Result<Vec<i64>, ApiError> {
-        self.admit().await?;
+        self.admit()?;
         self.metrics.incr(Counter::Appends);
         let r = self.appender.append(events, Some(ticket)).await;
-        self.outcome(r, Counter::Appends).await
+        self.outcome(r, Counter::Appends)
     }
 
-    /// Books a store call's outcome with the breaker and the metrics, and maps its error. A
-    /// success is booked without waiting for it (nothing in the response depends on it).
-    async fn outcome<T>(
-        self: &Arc<Self>,
-        r: crate::Result<T>,
-        counter: Counter,
-    ) -> Result<T, ApiError> {
+    /// Books a store call's outcome with the breaker and the metrics, and maps its error.
+    fn outcome<T>(&self, r: crate::Result<T>, counter: Counter) -> Result<T, ApiError> {
         match r {
             Ok(v) => {
-                self.decide_later(|s| s.remember(s.breakers.record_success(STORE_BREAKER).ok()));
+                self.remember(self.breakers.record_success(STORE_BREAKER).ok());
                 Ok(v)
             }
             Err(e) => {
@@ -141,12 +119,10 @@ impl State {
                         self.metrics.incr(Counter::CorruptReads);
                     }
                     tracing::warn!(error = %e, "store call failed");
-                    self.decide(|s| s.breakers.record_failure(STORE_BREAKER).ok())
-                        .await
+                    self.breakers.record_failure(STORE_BREAKER).ok()
                 } else {
                     // The store answered (the request was bad): that is not a store failure.
-                    self.decide(|s| s.breakers.record_success(STORE_BREAKER).ok())
-                        .await
+                    self.breakers.record_success(STORE_BREAKER).ok()
                 };
                 self.remember(after);
                 let mode = after.map_or(ClientMode::Medium, |s| s.mode.max(ClientMode::Medium));
@@ -159,12 +135,12 @@ impl State {
     /// Runs `f` on a blocking thread (at most as many at once as `sem` allows), behind the
     /// store's circuit breaker, counting the call in `counter` (and its `_errors` twin).
     pub(crate) async fn store_call<T: Send + 'static>(
-        self: &Arc<Self>,
+        &self,
         sem: &Semaphore,
         counter: Counter,
         f: impl FnOnce(&EventStore) -> crate::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.admit().await?;
+        self.admit()?;
         self.metrics.incr(counter);
         let _permit = sem
             .acquire()
@@ -178,6 +154,6 @@ impl State {
         if counter == Counter::Fetches {
             self.metrics.record(Histogram::Fetch, started.elapsed());
         }
-        self.outcome(r, counter).await
+        self.outcome(r, counter)
     }
 }

@@ -2,8 +2,7 @@
 //! the limiter's and the slot table's keys.
 
 use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 use hyper::header::HeaderMap;
 
@@ -18,24 +17,7 @@ pub(crate) fn check_ip(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    check_addr(
-        state,
-        auth::client_ip(headers, peer, state.config.trust_proxy),
-    )
-}
-
-/// [`check_ip`] where the request's headers are not at hand any more: off the serving thread,
-/// with guards in Redis (`decide.rs`).
-pub(crate) async fn await_ip_check(
-    state: &Arc<State>,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
     let ip = auth::client_ip(headers, peer, state.config.trust_proxy);
-    state.decide(move |s| check_addr(s, ip)).await
-}
-
-fn check_addr(state: &State, ip: IpAddr) -> Result<(), ApiError> {
     let mut buf = itoa_buf();
     let d = state
         .limiter

@@ -29,8 +29,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::fanout::{Format, Rendered};
-use super::limits::await_ip_check;
-use super::poll::{PollParams, admit, counted_wait, known_fields, poll_response, verify_token};
+use super::poll::{PollParams, admit, authorize, counted_wait, known_fields, poll_response};
 use super::response::{HandlerFuture, Meta, Resp, error_response, read_body};
 use super::state::State;
 use crate::clock::{Clock, SystemClock};
@@ -69,8 +68,7 @@ async fn answer(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Arc<Rendered>, ApiError> {
-    await_ip_check(state, peer, req.headers()).await?;
-    let claims = verify_token(state, meta, req.headers())?;
+    let claims = authorize(state, meta, peer, req.headers())?;
     let cfg = &state.config;
     let form = if req.method() == Method::POST {
         let (_, body) = read_body(
@@ -87,10 +85,8 @@ async fn answer(
         req.uri().query().unwrap_or("").to_owned()
     };
     let params = parse_form(&form, cfg.poll_timeout, cfg.batch.min(cfg.max_batch))?;
-    let mut job = state.decide(move |s| admit(s, &claims, params)).await?;
-    let r = counted_wait(state, &mut job.params, Format::Lms, render).await;
-    job.release().await;
-    r
+    let mut job = admit(state, &claims, params)?;
+    counted_wait(state, &mut job.params, Format::Lms, render).await
 }
 
 /// Parses the theme's form: `channel_id` (required, positive), `thread_id` (0 or empty: every

@@ -66,7 +66,6 @@ mod addresses;
 mod appender;
 pub mod auth;
 pub mod config;
-mod decide;
 mod demo;
 pub mod error;
 pub(crate) mod fanout;
@@ -437,16 +436,7 @@ fn shard_thread(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .event_interval(RUNTIME_EVENT_INTERVAL)
-        .max_blocking_threads(
-            state.config.store_readers
-                + state.config.store_writers
-                + 8
-                + if state.remote_guards() {
-                    decide::GUARD_CALLS
-                } else {
-                    0
-                },
-        )
+        .max_blocking_threads(state.config.store_readers + state.config.store_writers + 8)
         .build();
     match rt {
         Ok(rt) => {

@@ -2,7 +2,6 @@
 //! answered on the ops reserve when the daemon is at its connection capacity.
 
 use std::fmt::{Display, Write as _};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use crate::metrics::HealthStatus;
 
 /// `/healthz`: 200 with the status, or 503 while shutting down, with the store's breaker open
 /// or the store corrupt; the body says why, and counts connections, waiters and the ring.
-pub(crate) fn health(state: &Arc<State>) -> Resp {
+pub(crate) fn health(state: &State) -> Resp {
     let mut h = state.metrics.health();
     let b = state.store_breaker();
     let shutting_down = *state.shutdown.borrow();
@@ -87,7 +86,7 @@ pub(crate) fn health(state: &Arc<State>) -> Resp {
 
 /// `/metrics`: the store's metrics in Prometheus text, and this daemon's own gauges and
 /// counters. The engine's latencies are left out until measured (never, on SQLite).
-pub(crate) fn metrics(state: &Arc<State>) -> Resp {
+pub(crate) fn metrics(state: &State) -> Resp {
     let mut text = state.metrics.snapshot().to_prometheus();
     let (ring_events, _, ring_head) = state.hub.ring_stats();
     let open = state.store_breaker().is_some_and(|b| !b.allowed);

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cursor::Cursor;
 use crate::error::{Error, ErrorCode};
 use crate::event::Event;
-use crate::guards::{ClientMode, Lease};
+use crate::guards::ClientMode;
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::store::{Batch, FetchRequest, MAX_TYPES, Order};
 use crate::token::Claims;
@@ -39,25 +39,12 @@ use crate::token::Claims;
 /// Serves a `GET /v1/poll`: checked now (limits, token, query, slot), then only a compact job
 /// is kept for the wait. Thousands of polls wait at once, and each one's future is allocated
 /// for as long as it waits.
-pub(crate) fn serve<B: Send + 'static>(
+pub(crate) fn serve<B>(
     state: Arc<State>,
     mut meta: Meta,
     peer: SocketAddr,
     req: Request<B>,
 ) -> HandlerFuture {
-    if state.remote_guards() {
-        // The checks wait on Redis: off the serving thread, all in one trip there.
-        return Box::pin(async move {
-            let checked = state.decide(move |s| {
-                let r = prepare_poll(s, &mut meta, peer, req);
-                (meta, r)
-            });
-            match checked.await {
-                (meta, Ok(job)) => Box::pin(run_poll(Box::new(PollCtx { state, meta, job }))).await,
-                (meta, Err(e)) => meta.respond(&state, Err(e)),
-            }
-        });
-    }
     match prepare_poll(&state, &mut meta, peer, req) {
         Ok(job) => Box::pin(run_poll(Box::new(PollCtx { state, meta, job }))),
         Err(e) => Box::pin(std::future::ready(meta.respond(&state, Err(e)))),
@@ -256,18 +243,12 @@ struct PollResponse<'a> {
     retry_ms: u64,
 }
 
-/// A slot held for the length of one poll (and, with guards in Redis, whether a background
-/// renewal found it lost; nothing is allocated for that with host-local guards). Dropped, it
-/// gives the slot back (with guards in Redis, in the background: see [`PollJob::release`]).
-pub(crate) struct SlotGuard(Arc<State>, Option<Lease>, Option<Arc<AtomicBool>>);
+/// A slot held for the length of one poll.
+pub(crate) struct SlotGuard(Arc<State>, crate::guards::Lease);
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        if let Some(lease) = self.1.take() {
-            self.0.decide_later(move |s| {
-                s.slots.release(&lease);
-            });
-        }
+        self.0.slots.release(&self.1);
     }
 }
 
@@ -291,38 +272,9 @@ pub(crate) struct PollJob {
 impl PollJob {
     /// Renews the slot's lease (a stream holds it longer than the lease); false when the slot
     /// is not this job's any more.
-    ///
-    /// With guards in Redis the renewal is made in the background (`decide.rs`): this says
-    /// what the last one found, and a lost slot ends the stream at its next renewal.
     pub(crate) fn renew_slot(&mut self) -> bool {
-        let SlotGuard(state, Some(lease), lost) = &mut self.slot else {
-            return false;
-        };
-        let Some(lost) = lost else {
-            return state.slots.renew(lease);
-        };
-        if lost.load(Ordering::Relaxed) {
-            return false;
-        }
-        let (mut lease, lost) = (*lease, lost.clone());
-        state.decide_later(move |s| {
-            if !s.slots.renew(&mut lease) {
-                lost.store(true, Ordering::Relaxed);
-            }
-        });
-        true
-    }
-}
-
-impl PollJob {
-    /// Gives the slot back before the response goes out, so that the client's next poll finds
-    /// it free (a user whose polls hold all their slots re-polls at once). Guards in Redis do
-    /// it off the serving thread, and the response waits for it.
-    pub(crate) async fn release(mut self) {
-        let SlotGuard(state, lease, _) = &mut self.slot;
-        if let Some(lease) = lease.take() {
-            state.decide(move |s| s.slots.release(&lease)).await;
-        }
+        let SlotGuard(state, lease) = &mut self.slot;
+        state.slots.renew(lease)
     }
 }
 
@@ -357,16 +309,6 @@ pub(crate) fn authorize(
     headers: &HeaderMap,
 ) -> Result<Arc<Claims>, ApiError> {
     check_ip(state, peer, headers)?;
-    verify_token(state, meta, headers)
-}
-
-/// The token's check of [`authorize`]: verified (or found in the cache), its user and session
-/// kept in `meta`.
-pub(crate) fn verify_token(
-    state: &State,
-    meta: &mut Meta,
-    headers: &HeaderMap,
-) -> Result<Arc<Claims>, ApiError> {
     let claims = state
         .tokens
         .verify(
@@ -411,11 +353,7 @@ pub(crate) fn admit(
     })?;
     Ok(PollJob {
         params,
-        slot: SlotGuard(
-            state.clone(),
-            Some(lease),
-            state.remote_guards().then(Default::default),
-        ),
+        slot: SlotGuard(state.clone(), lease),
     })
 }
 
@@ -433,12 +371,7 @@ async fn run_poll(mut ctx: Box<PollCtx>) -> Result<Reply, Infallible> {
         counted_wait(state, &mut job.params, Format::Poll, render).await
     };
     let PollCtx { state, meta, job } = *ctx;
-    if state.remote_guards() {
-        // Boxed: a waiting poll's future is as large as its largest state.
-        Box::pin(job.release()).await;
-    } else {
-        drop(job); // gives the slot back in line
-    }
+    drop(job);
     let r = result.map(|batch| poll_response(&state, &batch, meta.gzip));
     meta.respond(&state, r)
 }
@@ -550,7 +483,7 @@ pub(crate) async fn wait_for_batch(
 }
 
 /// The response to a poll that ends with nothing to deliver.
-fn empty(state: &Arc<State>, cursor: Cursor, render: Render) -> Arc<Rendered> {
+fn empty(state: &State, cursor: Cursor, render: Render) -> Arc<Rendered> {
     let (mode, retry_ms) = state.advertised();
     let batch = Batch {
         events: Vec::new(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::auth;
 use super::error::ApiError;
-use super::limits::await_ip_check;
+use super::limits::check_ip;
 use super::replay::{self, Begin};
 use super::response::{Resp, json, read_body};
 use super::state::State;
@@ -116,7 +116,7 @@ pub(crate) async fn publish(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    await_ip_check(state, peer, req.headers()).await?;
+    check_ip(state, peer, req.headers())?;
     let (parts, body) = read_body(
         req,
         state.config.max_body_bytes,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
 use super::config::{Config, GuardsArg};
-use super::{addresses, appender, auth, decide, fanout, replay};
+use super::{addresses, appender, auth, fanout, replay};
 use crate::error::{Error, Result};
 use crate::guards::{
     ActionLimit, BreakerConfig, Breakers, LimiterConfig, RateLimiter, Slots, SlotsConfig,
@@ -31,9 +31,6 @@ pub(crate) struct State {
     pub(crate) breakers: Breakers,
     /// The store breaker's latest status, with `--guards redis` (see `gate::BreakerView`).
     pub(crate) breaker_view: Option<super::gate::BreakerView>,
-    /// With `--guards redis`, the permits of the decisions made off the serving threads
-    /// (`decide.rs`).
-    pub(crate) guard_calls: Option<Semaphore>,
     /// The guards' Redis handle, with `--guards redis`.
     #[cfg(feature = "redis")]
     pub(crate) shared_guards: Option<Arc<crate::guards::RedisGuards>>,
@@ -229,7 +226,6 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         limiter,
         slots,
         breaker_view: (config.guards == GuardsArg::Redis).then(Default::default),
-        guard_calls: decide::guard_calls(config.guards == GuardsArg::Redis),
         breakers,
         #[cfg(feature = "redis")]
         shared_guards,

@@ -45,33 +45,13 @@ const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering
 /// Serves a `GET /v1/stream`: checked now (limits, token, query, slot), then written by its
 /// body ([`Stream`]), which hyper (or the lean path, `lean.rs`) polls for each frame for as
 /// long as the stream lasts. The request's body is never read.
-pub(crate) fn serve<B: Send + 'static>(
+pub(crate) fn serve<B>(
     state: Arc<State>,
     mut meta: Meta,
     peer: SocketAddr,
     req: Request<B>,
 ) -> HandlerFuture {
-    if state.remote_guards() {
-        // The checks wait on Redis: off the serving thread, all in one trip there.
-        return Box::pin(async move {
-            let checked = state.decide(move |s| {
-                let r = prepare(s, &mut meta, peer, req);
-                (meta, r)
-            });
-            let (meta, opened) = checked.await;
-            open(state, meta, opened).await
-        });
-    }
     let opened = prepare(&state, &mut meta, peer, req);
-    open(state, meta, opened)
-}
-
-/// The response to a checked stream request: its head, and the body that writes the stream.
-fn open(
-    state: Arc<State>,
-    mut meta: Meta,
-    opened: Result<(PollJob, i64), ApiError>,
-) -> HandlerFuture {
     let (job, expires_s) = match opened {
         Ok(o) => o,
         Err(e) => return Box::pin(std::future::ready(meta.respond(&state, Err(e)))),

@@ -43,22 +43,6 @@ fn unique_store() -> String {
     format!("t{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The Redis Cluster hash slot of a key without a hash tag (CRC16-XMODEM mod 16384).
-pub fn slot_of(key: &str) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in key.as_bytes() {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16_384
-}
-
 /// A free loopback port (free when asked: the server binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -36,9 +36,9 @@
 //! ## Redis down
 //!
 //! A failed call marks its node down for [`BACKOFF`], doubling with each failure in a row up
-//! to [`MAX_BACKOFF`]; meanwhile no call is tried there. A Redis that stops answering
-//! (rather than refusing) holds a call for [`IO_TIMEOUT`], and then only one probe per back-off
-//! period (the daemon makes these calls off its serving threads, `daemon::decide`). Rate limits and breakers then
+//! to [`MAX_BACKOFF`]; meanwhile no call is tried there. The daemon decides on its serving
+//! threads, so a Redis that stops answering (rather than refusing) may stall one call for
+//! [`IO_TIMEOUT`], and then only one probe per back-off period. Rate limits and breakers then
 //! decide on a host-local table of their own (a limit per host instead of per site; the store
 //! breaker still opens on a store that fails, which on Redis is the same outage), and slots
 //! fail closed as a full table does. On a cluster the back-off is per node: a master that is
