@@ -11,8 +11,9 @@
 //! `connection: close`) is answered through the router's own entry (`router::handle_poll`),
 //! whole, with `content-length`, the connection kept alive; the next head is read into a
 //! short-lived buffer again, and while it is another such poll the connection stays lean.
-//! Anything else goes to hyper with its bytes replayed, on the same connection. While a poll
-//! waits the socket is read for EOF (the client left: the poll and its slot go at once); bytes
+//! A stream head alone is served as a first one is ([`serve`]); anything else goes to hyper
+//! with its bytes replayed, on the same connection; either in a task of its own
+//! (`daemon::serve`), so a waiting poll's task holds no room for them. While a poll waits the socket is read for EOF (the client left: the poll and its slot go at once); bytes
 //! the client sends meanwhile are kept for after it. During a shutdown the poll's answer says
 //! `connection: close`.
 //!
@@ -134,58 +135,75 @@ pub(crate) async fn serve(
 
 /// Serves the long-polls of a connection whose first request is `req`, a `GET /v1/poll`
 /// (see the module doc): each answered with `content-length` on a connection kept alive,
-/// while the next head is another poll. Returns the connection when a later request is
-/// hyper's (its bytes to be replayed), `None` when it is done (closed, or the client left).
+/// while the next head is another poll. Returns how the connection goes on: a stream
+/// ([`Opened::Stream`]) or hyper ([`Opened::Hyper`], its bytes to be replayed), which the
+/// caller serves in a task of its own, or [`Opened::Closed`] when it is done (closed, or the
+/// client left); never [`Opened::Poll`].
+///
+/// Thousands of these wait at once, each in a task as large as this future's largest state:
+/// the reading of the next head (a timer, the readiness, the shutdown watch) is boxed, so the
+/// state kept while a poll waits is the largest.
 pub(crate) async fn serve_polls(
     state: Arc<State>,
     mut io: TimedIo,
     peer: SocketAddr,
     mut req: Box<Request<()>>,
-) -> Option<TimedIo> {
+) -> Opened {
     loop {
-        let mut waiting = router::handle_poll(state.clone(), peer, *req);
-        // Bytes the client sends while its poll waits (a pipelined request): kept for after.
-        let mut early = Vec::new();
-        let max = state.config.max_header_bytes;
-        let answered = poll_fn(|cx| {
-            if left_or_sent(Pin::new(&mut io), cx, &mut early, max) {
-                return Poll::Ready(None);
-            }
-            waiting.as_mut().poll(cx).map(Some)
-        })
-        .await;
-        // The poll's future (its slot, its registration) goes before anything is written.
-        drop(waiting);
-        let Some(Ok(reply)) = answered else {
-            return None;
+        let Some((tcp, early)) = serve_poll(&state, io, peer, req).await else {
+            return Opened::Closed;
         };
-        let (parts, body) = reply.into_parts();
-        let Either::Left(whole) = body else {
-            // A poll is answered whole; anything else is written as a stream would be.
-            let _ = write(&mut io, Reply::from_parts(parts, body)).await;
-            return None;
-        };
-        let close = *state.shutdown.borrow();
-        let whole = body_bytes(whole);
-        let head = head(&parts, Some(whole.len()), close);
-        drop(parts);
-        if write_all(&mut io, &[&head, &whole]).await.is_err() || close {
-            let _ = io.shutdown().await;
-            return None;
-        }
-        match next_request(&state, io.into_socket(), early).await {
+        match Box::pin(next_request(&state, tcp, early)).await {
             Opened::Poll(next, r) => {
                 io = next;
                 req = r;
             }
-            Opened::Stream(next, r) => {
-                serve(state, next, peer, r).await;
-                return None;
-            }
-            Opened::Hyper(next, _) => return Some(next),
-            Opened::Closed => return None,
+            other => return other,
         }
     }
+}
+
+/// Answers the poll `req` on `io`. Returns the socket and the bytes the client sent while the
+/// poll waited (the start of its next request) when the connection stays open, `None` when it
+/// is done.
+async fn serve_poll(
+    state: &Arc<State>,
+    mut io: TimedIo,
+    peer: SocketAddr,
+    req: Box<Request<()>>,
+) -> Option<(TcpStream, Vec<u8>)> {
+    let mut waiting = router::handle_poll(state.clone(), peer, *req);
+    // Bytes the client sends while its poll waits (a pipelined request): kept for after.
+    let mut early = Vec::new();
+    let max = state.config.max_header_bytes;
+    let answered = poll_fn(|cx| {
+        if left_or_sent(Pin::new(&mut io), cx, &mut early, max) {
+            return Poll::Ready(None);
+        }
+        waiting.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    // The poll's future (its slot, its registration) goes before anything is written.
+    drop(waiting);
+    let Some(Ok(reply)) = answered else {
+        return None;
+    };
+    let (parts, body) = reply.into_parts();
+    let Either::Left(whole) = body else {
+        // A poll is answered whole; anything else is written as a stream would be (boxed:
+        // never taken, and its state would make every waiting poll's task larger).
+        let _ = Box::pin(write(&mut io, Reply::from_parts(parts, body))).await;
+        return None;
+    };
+    let close = *state.shutdown.borrow();
+    let whole = body_bytes(whole);
+    let head = head(&parts, Some(whole.len()), close);
+    drop(parts);
+    if write_all(&mut io, &[&head, &whole]).await.is_err() || close {
+        let _ = io.shutdown().await;
+        return None;
+    }
+    Some((io.into_socket(), early))
 }
 
 /// Writes `reply` on `io`, then closes it.

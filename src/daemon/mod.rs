@@ -334,19 +334,23 @@ fn serve(
     tokio::spawn(async move {
         match lean::first_request(&counted.state, tcp).await {
             lean::Opened::Stream(io, req) => {
-                tokio::spawn(async move {
-                    lean::serve(counted.state.clone(), io, peer, req).await;
-                    // Held until now: the graceful shutdown waits for the stream's connection.
-                    drop((watcher, counted));
-                });
+                tokio::spawn(serve_stream(watcher, io, peer, req, counted));
             }
             lean::Opened::Poll(io, req) => {
                 tokio::spawn(async move {
                     let state = counted.state.clone();
-                    if let Some(io) = lean::serve_polls(state, io, peer, req).await {
-                        // A later request is hyper's: a task of its own, so that this one
-                        // (a lean poll's) holds no room for hyper's connection.
-                        tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
+                    // A later request that is not a poll gets a task of its own, so that this
+                    // one (a waiting poll's) holds no room for a stream's or hyper's state.
+                    match lean::serve_polls(state, io, peer, req).await {
+                        lean::Opened::Stream(io, req) => {
+                            tokio::spawn(serve_stream(watcher, io, peer, req, counted));
+                        }
+                        // The head came on a kept-alive connection: hyper's whole header
+                        // timeout for it and the requests after it.
+                        lean::Opened::Hyper(io, _) => {
+                            tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
+                        }
+                        lean::Opened::Poll(..) | lean::Opened::Closed => {}
                     }
                 });
             }
@@ -357,6 +361,19 @@ fn serve(
             lean::Opened::Closed => {}
         }
     });
+}
+
+/// Serves a stream on the lean path, watched by the graceful shutdown.
+async fn serve_stream(
+    watcher: hyper_util::server::graceful::Watcher,
+    io: TimedIo,
+    peer: SocketAddr,
+    req: Box<hyper::Request<()>>,
+    counted: Counted,
+) {
+    lean::serve(counted.state.clone(), io, peer, req).await;
+    // Held until now: the graceful shutdown waits for the stream's connection.
+    drop((watcher, counted));
 }
 
 /// hyper's settings for a connection whose first bytes took a while: its header timeout is
