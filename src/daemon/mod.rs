@@ -337,22 +337,7 @@ fn serve(
                 tokio::spawn(serve_stream(watcher, io, peer, req, counted));
             }
             lean::Opened::Poll(io, req) => {
-                tokio::spawn(async move {
-                    let state = counted.state.clone();
-                    // A later request that is not a poll gets a task of its own, so that this
-                    // one (a waiting poll's) holds no room for a stream's or hyper's state.
-                    match lean::serve_polls(state, io, peer, req).await {
-                        lean::Opened::Stream(io, req) => {
-                            tokio::spawn(serve_stream(watcher, io, peer, req, counted));
-                        }
-                        // The head came on a kept-alive connection: hyper's whole header
-                        // timeout for it and the requests after it.
-                        lean::Opened::Hyper(io, _) => {
-                            tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
-                        }
-                        lean::Opened::Poll(..) | lean::Opened::Closed => {}
-                    }
-                });
+                tokio::spawn(serve_polls(builder, watcher, io, peer, req, counted));
             }
             lean::Opened::Hyper(io, left) => {
                 let builder = within(builder, &counted.state.config, left);
@@ -361,6 +346,37 @@ fn serve(
             lean::Opened::Closed => {}
         }
     });
+}
+
+/// Serves a connection's long-polls on the lean path (`lean::serve_polls`), then, in a task of
+/// its own, a stream or hyper's requests after them: this task, a waiting poll's, holds no
+/// room for their state. Watched by the graceful shutdown.
+///
+/// Not an `async fn`: one would keep its arguments twice (as given, and moved into its body),
+/// and `io` is held for as long as the connection's polls wait.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn serve_polls(
+    builder: Arc<http1::Builder>,
+    watcher: hyper_util::server::graceful::Watcher,
+    mut io: TimedIo,
+    peer: SocketAddr,
+    req: Box<hyper::Request<()>>,
+    counted: Counted,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        match lean::serve_polls(&counted.state, &mut io, &peer, req).await {
+            lean::AfterPolls::Stream(req) => {
+                tokio::spawn(serve_stream(watcher, io, peer, req, counted));
+            }
+            lean::AfterPolls::Hyper => {
+                tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
+            }
+            lean::AfterPolls::Closed => {}
+        }
+    }
 }
 
 /// Serves a stream on the lean path, watched by the graceful shutdown.
