@@ -1,8 +1,8 @@
 //! `GET /v1/stream` as the first request of a connection is served by the daemon's lean path
 //! (`src/daemon/lean.rs`), without hyper, and so are `GET /v1/poll`s as long as a connection
-//! sends nothing else (kept alive between them); anything else still goes to hyper. Raw TCP here, to
-//! see the bytes: the lean path writes what hyper writes (plus `connection: close`), a stream
-//! on a kept-alive connection is hyper's, heads that are malformed, oversized, pipelined or
+//! sends nothing else (kept alive between them), and a stream after them; anything else still goes
+//! to hyper. Raw TCP here, to see the bytes: the lean path writes what hyper writes (plus
+//! `connection: close`), a stream on a connection kept alive by hyper is hyper's, heads that are malformed, oversized, pipelined or
 //! slow get hyper's answers and limits, and a client that leaves frees its stream.
 
 #![cfg(feature = "daemon")]
