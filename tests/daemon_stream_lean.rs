@@ -1,8 +1,8 @@
 //! `GET /v1/stream` as the first request of a connection is served by the daemon's lean path
 //! (`src/daemon/lean.rs`), without hyper, and so are `GET /v1/poll`s as long as a connection
-//! sends nothing else (kept alive between them); anything else still goes to hyper. Raw TCP here, to
-//! see the bytes: the lean path writes what hyper writes (plus `connection: close`), a stream
-//! on a kept-alive connection is hyper's, heads that are malformed, oversized, pipelined or
+//! sends nothing else (kept alive between them), and a stream after them; anything else still goes
+//! to hyper. Raw TCP here, to see the bytes: the lean path writes what hyper writes (plus
+//! `connection: close`), a stream on a connection kept alive by hyper is hyper's, heads that are malformed, oversized, pipelined or
 //! slow get hyper's answers and limits, and a client that leaves frees its stream.
 
 #![cfg(feature = "daemon")]
@@ -473,4 +473,36 @@ async fn a_poll_that_closes_its_connection_is_hypers() {
     )
     .await;
     assert!(one_o.starts_with("HTTP/1.0 200"), "{one_o}");
+}
+
+/// A stream after polls on one kept-alive connection is lean too (in a task of its own, not
+/// the polls'): `connection: close`, its frames, and its slot and count given back when the
+/// client leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_after_polls_on_one_connection_is_lean() {
+    let d = Daemon::start(config()).await;
+    let t = token(10, &[1]);
+    let mut r = Raw::connect(&d).await;
+    for _ in 0..2 {
+        r.send(poll_head(&t, "channels=1&timeout=0", "").as_bytes())
+            .await;
+        let h = r.head().await;
+        assert_eq!(h.status, 200);
+        assert_eq!(h.get("connection"), None, "kept alive");
+        assert!(r.body(&h).await.contains("\"events\":[]"));
+    }
+    r.send(stream_head(&t, "channels=1").as_bytes()).await;
+    let h = r.head().await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.get("connection"), Some("close"), "the lean path's");
+    assert_eq!(h.get("transfer-encoding"), Some("chunked"));
+    assert!(r.chunk().await.starts_with("retry:"));
+    wait_for_waiters(d.addr, 1).await;
+    publish_one(&d, 11).await;
+    let frame = r.chunk().await;
+    assert!(frame.contains("\"message_id\":11"), "{frame}");
+    assert_eq!(open_streams(&d).await, 1);
+    drop(r);
+    wait_for_health(d.addr, "the stream to end", |h| h["streams"] == 0).await;
+    wait_for_waiters(d.addr, 0).await;
 }

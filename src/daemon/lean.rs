@@ -11,15 +11,16 @@
 //! `connection: close`) is answered through the router's own entry (`router::handle_poll`),
 //! whole, with `content-length`, the connection kept alive; the next head is read into a
 //! short-lived buffer again, and while it is another such poll the connection stays lean.
-//! Anything else goes to hyper with its bytes replayed, on the same connection. While a poll
-//! waits the socket is read for EOF (the client left: the poll and its slot go at once); bytes
+//! A stream head alone is served as a first one is ([`serve`]); anything else goes to hyper
+//! with its bytes replayed, on the same connection; either in a task of its own
+//! (`daemon::serve`), so a waiting poll's task holds no room for them. While a poll waits the socket is read for EOF (the client left: the poll and its slot go at once); bytes
 //! the client sends meanwhile are kept for after it. During a shutdown the poll's answer says
 //! `connection: close`.
 //!
 //! [`first_request`] reads the connection's first bytes into a short-lived buffer, at most
 //! the header timeout after the accept (a head that never finishes is closed then, as hyper
 //! closes it), until `head::sniff` can tell. Anything but a `GET /v1/stream` head alone goes to
-//! hyper with those bytes replayed first ([`TimedIo::replaying`]), so hyper sees the
+//! hyper with those bytes replayed first ([`TimedIo::replay`]), so hyper sees the
 //! connection as it always did: other routes, streams on reused kept-alive connections,
 //! pipelined requests, malformed or oversized heads. A stream head is served by [`serve`]:
 //! the router's own entry (`router::handle_stream`: the per-address count behind a proxy,
@@ -30,7 +31,7 @@
 //! read for EOF, as hyper does, so a client that leaves frees its slot at once; stalled writes
 //! fail after `--idle-timeout` ([`TimedIo`]).
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -44,7 +45,7 @@ use hyper::Request;
 use hyper::body::Body as _;
 use hyper::header::{self, HeaderMap};
 use hyper::http::response::Parts;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::head::{self, Sniffed};
@@ -73,12 +74,35 @@ const FIRST_READ: usize = 2048;
 /// Reads `tcp`'s first bytes until they tell who serves the connection (see the module doc).
 /// The buffer exists only while bytes are waiting to be told.
 pub(crate) async fn first_request(state: &State, tcp: TcpStream) -> Opened {
-    next_request(state, tcp, Vec::new()).await
+    let told = next_request(state, &tcp, Vec::new()).await;
+    let mut io = TimedIo::new(tcp, Duration::from_secs(state.config.idle_timeout));
+    match told {
+        Told::Stream(req) => Opened::Stream(io, req),
+        Told::Poll(req) => Opened::Poll(io, req),
+        Told::Hyper(read, left) => {
+            io.replay(read);
+            Opened::Hyper(io, left)
+        }
+        Told::Closed => Opened::Closed,
+    }
+}
+
+/// What a request head read by [`next_request`] tells.
+enum Told {
+    /// A `GET /v1/stream` head alone (its bytes consumed).
+    Stream(Box<Request<()>>),
+    /// A `GET /v1/poll` head alone (its bytes consumed).
+    Poll(Box<Request<()>>),
+    /// hyper's: the bytes read, to be replayed, and what is left of the header timeout.
+    Hyper(Bytes, Duration),
+    /// The client left, sent no complete head within the header timeout, or the daemon is
+    /// shutting down.
+    Closed,
 }
 
 /// Reads a request head on `tcp`, after the bytes of it already read (`buf`), until it tells
 /// who serves the connection, within the header timeout.
-async fn next_request(state: &State, tcp: TcpStream, mut buf: Vec<u8>) -> Opened {
+async fn next_request(state: &State, tcp: &TcpStream, mut buf: Vec<u8>) -> Told {
     let max = state.config.max_header_bytes;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(state.config.header_timeout);
     let mut shutdown = state.shutdown.clone();
@@ -92,28 +116,27 @@ async fn next_request(state: &State, tcp: TcpStream, mut buf: Vec<u8>) -> Opened
         }
         let readable = tokio::select! {
             r = tokio::time::timeout_at(deadline, tcp.readable()) => r,
-            _ = shutdown.wait_for(|s| *s) => return Opened::Closed,
+            _ = shutdown.wait_for(|s| *s) => return Told::Closed,
         };
         if !matches!(readable, Ok(Ok(()))) {
-            return Opened::Closed;
+            return Told::Closed;
         }
         if buf.len() == buf.capacity() {
             buf.reserve(buf.len().max(FIRST_READ));
         }
         match tcp.try_read_buf(&mut buf) {
-            Ok(0) => return Opened::Closed,
+            Ok(0) => return Told::Closed,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => return Opened::Closed,
+            Err(_) => return Told::Closed,
         }
         told = Some(head::sniff(&buf, max));
     };
-    let io = TimedIo::new(tcp, Duration::from_secs(state.config.idle_timeout));
     match sniffed {
-        Sniffed::Stream(req) => Opened::Stream(io, req),
-        Sniffed::Poll(req) => Opened::Poll(io, req),
-        _ => Opened::Hyper(
-            io.replaying(Bytes::from(buf)),
+        Sniffed::Stream(req) => Told::Stream(req),
+        Sniffed::Poll(req) => Told::Poll(req),
+        _ => Told::Hyper(
+            Bytes::from(buf),
             deadline.saturating_duration_since(tokio::time::Instant::now()),
         ),
     }
@@ -132,60 +155,129 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves the long-polls of a connection whose first request is `req`, a `GET /v1/poll`
-/// (see the module doc): each answered with `content-length` on a connection kept alive,
-/// while the next head is another poll. Returns the connection when a later request is
-/// hyper's (its bytes to be replayed), `None` when it is done (closed, or the client left).
-pub(crate) async fn serve_polls(
-    state: Arc<State>,
-    mut io: TimedIo,
-    peer: SocketAddr,
+/// How a connection goes on after its long-polls ([`serve_polls`]).
+pub(crate) enum AfterPolls {
+    /// A `GET /v1/stream` head alone (its bytes consumed): [`serve`] it.
+    Stream(Box<Request<()>>),
+    /// hyper serves it, the bytes read so far replayed first, with its whole header timeout
+    /// (the head came on a kept-alive connection).
+    Hyper,
+    /// Done: closed, or the client left.
+    Closed,
+}
+
+/// Serves the long-polls of `io`, whose first request is `req`, a `GET /v1/poll` (see the
+/// module doc): each answered with `content-length` on a connection kept alive, while the next
+/// head is another poll. Returns how the connection goes on, which the caller serves in a task
+/// of its own.
+///
+/// Thousands of these wait at once, each in a task as large as its largest state: `io` is
+/// borrowed (held once, by the caller), the reading of the next head (a timer, the readiness,
+/// the shutdown watch) is boxed, and a poll's answer is made into bytes as soon as it comes
+/// ([`wait_poll`]), so that the waiting poll's state is the largest, and small.
+///
+/// Not an `async fn`: one keeps its arguments twice (as given, and moved into its body).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+pub(crate) fn serve_polls(
+    state: &Arc<State>,
+    io: &mut TimedIo,
+    peer: &SocketAddr,
     mut req: Box<Request<()>>,
-) -> Option<TimedIo> {
-    loop {
-        let mut waiting = router::handle_poll(state.clone(), peer, *req);
+) -> impl Future<Output = AfterPolls> + Send {
+    async move {
         // Bytes the client sends while its poll waits (a pipelined request): kept for after.
         let mut early = Vec::new();
-        let max = state.config.max_header_bytes;
-        let answered = poll_fn(|cx| {
-            if left_or_sent(Pin::new(&mut io), cx, &mut early, max) {
-                return Poll::Ready(None);
+        loop {
+            let whole = match wait_poll(state, io, peer, req, &mut early).await {
+                Waited::Whole(whole) => whole,
+                Waited::Other(reply) => {
+                    // Boxed: never taken, and its state would be every waiting poll's.
+                    let _ = Box::pin(write(io, *reply)).await;
+                    return AfterPolls::Closed;
+                }
+                Waited::Left => return AfterPolls::Closed,
+            };
+            if write_all(io, [&whole.head, &whole.body]).await.is_err() || whole.close {
+                let _ = io.shutdown().await;
+                return AfterPolls::Closed;
             }
-            waiting.as_mut().poll(cx).map(Some)
-        })
-        .await;
-        // The poll's future (its slot, its registration) goes before anything is written.
-        drop(waiting);
-        let Some(Ok(reply)) = answered else {
-            return None;
-        };
-        let (parts, body) = reply.into_parts();
-        let Either::Left(whole) = body else {
-            // A poll is answered whole; anything else is written as a stream would be.
-            let _ = write(&mut io, Reply::from_parts(parts, body)).await;
-            return None;
-        };
-        let close = *state.shutdown.borrow();
-        let whole = body_bytes(whole);
-        let head = head(&parts, Some(whole.len()), close);
-        drop(parts);
-        if write_all(&mut io, &[&head, &whole]).await.is_err() || close {
-            let _ = io.shutdown().await;
-            return None;
-        }
-        match next_request(&state, io.into_socket(), early).await {
-            Opened::Poll(next, r) => {
-                io = next;
-                req = r;
+            drop(whole);
+            match Box::pin(next_request(state, io.socket(), std::mem::take(&mut early))).await {
+                Told::Poll(r) => req = r,
+                Told::Stream(r) => return AfterPolls::Stream(r),
+                Told::Hyper(read, _) => {
+                    io.replay(read);
+                    return AfterPolls::Hyper;
+                }
+                Told::Closed => return AfterPolls::Closed,
             }
-            Opened::Stream(next, r) => {
-                serve(state, next, peer, r).await;
-                return None;
-            }
-            Opened::Hyper(next, _) => return Some(next),
-            Opened::Closed => return None,
         }
     }
+}
+
+/// How a poll's wait ended ([`wait_poll`]).
+enum Waited {
+    /// Answered whole, as a poll is.
+    Whole(Whole),
+    /// Answered otherwise: written as a stream would be.
+    Other(Box<Reply>),
+    /// The client left (or sent more than a head's worth meanwhile).
+    Left,
+}
+
+/// A whole answer, ready to write: the head, the body, and whether the connection closes after
+/// it (a shutdown).
+struct Whole {
+    head: Vec<u8>,
+    body: Bytes,
+    close: bool,
+}
+
+impl Waited {
+    fn answered(state: &State, reply: Reply) -> Waited {
+        let (parts, body) = reply.into_parts();
+        let Either::Left(whole) = body else {
+            return Waited::Other(Box::new(Reply::from_parts(parts, body)));
+        };
+        let close = *state.shutdown.borrow();
+        let body = body_bytes(whole);
+        Waited::Whole(Whole {
+            head: head(&parts, Some(body.len()), close),
+            body,
+            close,
+        })
+    }
+}
+
+/// Waits for the poll `req`'s answer, reading `io` meanwhile for the client leaving (bytes it
+/// sends are kept in `early`). The answer is made into bytes as it comes, and the poll's
+/// future (its slot, its registration) dropped before anything is written.
+fn wait_poll(
+    state: &Arc<State>,
+    io: &mut TimedIo,
+    peer: &SocketAddr,
+    req: Box<Request<()>>,
+    early: &mut Vec<u8>,
+) -> impl Future<Output = Waited> + Send {
+    let mut waiting = Some(router::handle_poll(state.clone(), *peer, *req));
+    poll_fn(move |cx| {
+        let Some(poll) = waiting.as_mut() else {
+            return Poll::Ready(Waited::Left);
+        };
+        let max = state.config.max_header_bytes;
+        if left_or_sent(Pin::new(&mut *io), cx, early, max) {
+            waiting = None;
+            return Poll::Ready(Waited::Left);
+        }
+        let Poll::Ready(Ok(reply)) = poll.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        waiting = None;
+        Poll::Ready(Waited::answered(state, reply))
+    })
 }
 
 /// Writes `reply` on `io`, then closes it.
@@ -273,21 +365,42 @@ async fn write_chunk(io: &mut TimedIo, data: &[u8]) -> io::Result<()> {
         let _ = write!(w, "{:x}\r\n", data.len());
         18 - w.len()
     };
-    write_all(io, &[&size[..n], data, b"\r\n"]).await
+    write_all(io, [&size[..n], data, b"\r\n"]).await
 }
 
-/// Writes `bufs` in order, with as few `writev`s as the socket allows.
-async fn write_all(io: &mut TimedIo, bufs: &[&[u8]]) -> io::Result<()> {
-    let mut parts: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-    let mut left = &mut parts[..];
-    while !left.is_empty() {
-        let written = io.write_vectored(left).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+/// Writes `bufs` in order, with as few `writev`s as the socket allows. Not an `async fn`: its
+/// state (the slices and how much is written) is part of every poll's task, and an `async fn`
+/// would keep its arguments twice.
+fn write_all<'a, const N: usize>(
+    io: &'a mut TimedIo,
+    bufs: [&'a [u8]; N],
+) -> impl Future<Output = io::Result<()>> + 'a {
+    let mut written = 0;
+    poll_fn(move |cx| {
+        loop {
+            // What is left of `bufs`, as slices for one `writev`.
+            let mut left = [IoSlice::new(&[]); N];
+            let (mut n, mut skip) = (0, written);
+            for b in bufs {
+                if skip >= b.len() {
+                    skip -= b.len();
+                    continue;
+                }
+                left[n] = IoSlice::new(&b[skip..]);
+                skip = 0;
+                n += 1;
+            }
+            if n == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut *io).poll_write_vectored(cx, &left[..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(k)) => written += k,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        IoSlice::advance_slices(&mut left, written);
-    }
-    Ok(())
+    })
 }
 
 /// Reads in most this many times per look for the client's EOF: a client that sends bytes
@@ -344,3 +457,6 @@ fn read_while_waiting(
     cx.waker().wake_by_ref();
     false
 }
+
+#[cfg(test)]
+mod tests;

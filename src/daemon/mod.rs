@@ -334,21 +334,10 @@ fn serve(
     tokio::spawn(async move {
         match lean::first_request(&counted.state, tcp).await {
             lean::Opened::Stream(io, req) => {
-                tokio::spawn(async move {
-                    lean::serve(counted.state.clone(), io, peer, req).await;
-                    // Held until now: the graceful shutdown waits for the stream's connection.
-                    drop((watcher, counted));
-                });
+                tokio::spawn(serve_stream(watcher, io, peer, req, counted));
             }
             lean::Opened::Poll(io, req) => {
-                tokio::spawn(async move {
-                    let state = counted.state.clone();
-                    if let Some(io) = lean::serve_polls(state, io, peer, req).await {
-                        // A later request is hyper's: a task of its own, so that this one
-                        // (a lean poll's) holds no room for hyper's connection.
-                        tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
-                    }
-                });
+                tokio::spawn(serve_polls(builder, watcher, io, peer, req, counted));
             }
             lean::Opened::Hyper(io, left) => {
                 let builder = within(builder, &counted.state.config, left);
@@ -357,6 +346,50 @@ fn serve(
             lean::Opened::Closed => {}
         }
     });
+}
+
+/// Serves a connection's long-polls on the lean path (`lean::serve_polls`), then, in a task of
+/// its own, a stream or hyper's requests after them: this task, a waiting poll's, holds no
+/// room for their state. Watched by the graceful shutdown.
+///
+/// Not an `async fn`: one would keep its arguments twice (as given, and moved into its body),
+/// and `io` is held for as long as the connection's polls wait.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn serve_polls(
+    builder: Arc<http1::Builder>,
+    watcher: hyper_util::server::graceful::Watcher,
+    mut io: TimedIo,
+    peer: SocketAddr,
+    req: Box<hyper::Request<()>>,
+    counted: Counted,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        match lean::serve_polls(&counted.state, &mut io, &peer, req).await {
+            lean::AfterPolls::Stream(req) => {
+                tokio::spawn(serve_stream(watcher, io, peer, req, counted));
+            }
+            lean::AfterPolls::Hyper => {
+                tokio::spawn(serve_hyper(builder, watcher, io, peer, counted));
+            }
+            lean::AfterPolls::Closed => {}
+        }
+    }
+}
+
+/// Serves a stream on the lean path, watched by the graceful shutdown.
+async fn serve_stream(
+    watcher: hyper_util::server::graceful::Watcher,
+    io: TimedIo,
+    peer: SocketAddr,
+    req: Box<hyper::Request<()>>,
+    counted: Counted,
+) {
+    lean::serve(counted.state.clone(), io, peer, req).await;
+    // Held until now: the graceful shutdown waits for the stream's connection.
+    drop((watcher, counted));
 }
 
 /// hyper's settings for a connection whose first bytes took a while: its header timeout is

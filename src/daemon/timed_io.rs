@@ -19,8 +19,9 @@ pub(crate) struct TimedIo {
     io: TcpStream,
     timeout: Duration,
     stall: Option<Pin<Box<Sleep>>>,
-    /// Bytes already read from `io` that reads return first (empty: none).
-    replay: Bytes,
+    /// Bytes already read from `io` that reads return first. Boxed: a waiting long-poll's task
+    /// holds its connection's `TimedIo`, and this is rarely there.
+    replay: Option<Box<Bytes>>,
 }
 
 impl TimedIo {
@@ -30,21 +31,19 @@ impl TimedIo {
             io,
             timeout,
             stall: None,
-            replay: Bytes::new(),
+            replay: None,
         }
     }
 
-    /// This stream, whose reads return `read` (bytes already read from the socket) first.
-    pub(crate) fn replaying(mut self, read: Bytes) -> TimedIo {
-        self.replay = read;
-        self
+    /// Makes reads return `read` (bytes already read from the socket) first.
+    pub(crate) fn replay(&mut self, read: Bytes) {
+        debug_assert!(self.replay.is_none());
+        self.replay = (!read.is_empty()).then(|| Box::new(read));
     }
 
-    /// The socket again, to read a connection's next request head (`lean.rs`); nothing of it
-    /// is left to replay then.
-    pub(crate) fn into_socket(self) -> TcpStream {
-        debug_assert!(self.replay.is_empty());
-        self.io
+    /// The socket, to read a connection's next request head on it (`lean.rs`).
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.io
     }
 
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
@@ -68,13 +67,13 @@ impl AsyncRead for TimedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.replay.is_empty() {
-            let n = self.replay.len().min(buf.remaining());
-            buf.put_slice(&self.replay[..n]);
-            self.replay.advance(n);
-            if self.replay.is_empty() {
+        if let Some(replay) = self.replay.as_mut() {
+            let n = replay.len().min(buf.remaining());
+            buf.put_slice(&replay[..n]);
+            replay.advance(n);
+            if replay.is_empty() {
                 // Not kept for the connection's life: an empty view still holds the buffer.
-                self.replay = Bytes::new();
+                self.replay = None;
             }
             return Poll::Ready(Ok(()));
         }
