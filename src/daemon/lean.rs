@@ -13,8 +13,9 @@
 //! short-lived buffer again, and while it is another such poll the connection stays lean.
 //! A stream head alone is served as a first one is ([`serve`]); anything else goes to hyper
 //! with its bytes replayed, on the same connection; either in a task of its own
-//! (`daemon::serve`), so a waiting poll's task holds no room for them. While a poll waits the socket is read for EOF (the client left: the poll and its slot go at once); bytes
-//! the client sends meanwhile are kept for after it. During a shutdown the poll's answer says
+//! (`daemon::serve`), so a waiting poll's task holds no room for them. While a poll waits the
+//! socket is read for EOF (the client left: the poll and its slot go at once); bytes the
+//! client sends meanwhile are kept for after it. During a shutdown the poll's answer says
 //! `connection: close`.
 //!
 //! [`first_request`] reads the connection's first bytes into a short-lived buffer, at most
