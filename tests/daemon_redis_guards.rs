@@ -1,9 +1,9 @@
 //! `--guards redis` (features `daemon` and `redis`): two daemons on one Redis, or on one Redis
 //! Cluster, share a user's connection slots and poll rate, as two hosts behind a load balancer
-//! would; with `--guards
-//! local` (the default) each daemon counts alone; with Redis down the store breaker still
-//! opens (on the daemon's own table) and polls are refused their slot, and both resume when
-//! Redis is back; and `--guards redis` with a SQLite `--db` is refused at start-up.
+//! would; with `--guards local` (the default) each daemon counts alone; with Redis down the
+//! store breaker still opens (on the daemon's own table) and polls are refused their slot, and
+//! both resume when Redis is back; a user at the slot cap re-polls at once; and `--guards
+//! redis` with a SQLite `--db` is refused at start-up.
 //!
 //! The daemons run in this process (as in `daemon_redis.rs`), each over its own `EventStore`
 //! and its own guards handle: nothing is shared between them but Redis.
@@ -301,10 +301,11 @@ async fn redis_guards_need_a_redis_store() {
     assert!(r.unwrap_err().to_string().contains("--guards redis"));
 }
 
-/// A user whose polls hold all their slots gets the last one again with each re-poll made
-/// at once, with guards in Redis: a poll gives its slot back before it is answered.
+/// With guards in Redis, a user whose polls hold all their slots gets the last one again with
+/// each re-poll made at once: the slot of a poll that ended is free by then (a poll gives it
+/// back before it is answered), and no release is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poll_gives_its_slot_back_before_it_is_answered() {
+async fn a_user_at_the_slot_cap_re_polls_at_once() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start_with(&server.url(), GuardsArg::Redis, dir.path(), |c| {
