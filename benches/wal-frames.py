@@ -3,12 +3,9 @@
 # src/store/schema.rs), 4 events per commit on 100 random channels as the daemon's appender
 # groups them with 8 HTTP publishers; `auto` with AUTOINCREMENT (the store), `plain` without.
 # usage: python3 benches/wal-frames.py auto|plain [CHANNELS, 100]   (benches/journal/2026-12-07-publish-cpu.md)
-import sqlite3, os, random, sys
-import tempfile
-p=tempfile.mkdtemp() + '/f.db'
-for s in ['','-wal','-shm']:
-    try: os.remove(p+s)
-    except FileNotFoundError: pass
+import os, random, shutil, sqlite3, sys, tempfile
+d=tempfile.mkdtemp()
+p=d + '/f.db'
 c=sqlite3.connect(p, isolation_level=None)
 c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA synchronous=NORMAL'); c.execute('PRAGMA wal_autocheckpoint=0')
 auto = sys.argv[1] == 'auto'
@@ -38,3 +35,5 @@ for i in range(N):
           ('message',2,random.randint(1,CH),1,'{"x":"'+'a'*120+'"}',3000+i,200000+i))
     c.execute('COMMIT')
 print(sys.argv[1], CH, 'channels: frames per commit', (os.path.getsize(p+'-wal')-w0)/4120/N)
+c.close()
+shutil.rmtree(d)
