@@ -128,17 +128,18 @@ async fn stop_both(mut a: Node, mut b: Node, parked: Vec<tokio::task::JoinHandle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_redis_guards_share_a_users_slots_and_rate() {
-    share_a_users_slots_and_rate(&RedisServer::start()).await;
+    share_a_users_slots_and_rate(&RedisServer::start(), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_a_clusters_guards_share_a_users_slots_and_rate() {
-    share_a_users_slots_and_rate(&RedisCluster::start()).await;
+    share_a_users_slots_and_rate(&RedisCluster::start(), 3).await;
 }
 
 /// Two daemons with `--guards redis` on a fresh store on `server`: user 7's three slots are
-/// held across both, and user 9's poll burst is counted across both.
-async fn share_a_users_slots_and_rate(server: &impl RedisUrls) {
+/// held across both, and user 9's poll burst is counted across both. `masters`: how many the
+/// guards' decisions go to.
+async fn share_a_users_slots_and_rate(server: &impl RedisUrls, masters: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_daemons(server, GuardsArg::Redis, dir.path()).await;
 
@@ -179,12 +180,8 @@ async fn share_a_users_slots_and_rate(server: &impl RedisUrls) {
         .await
         .json();
     assert_eq!(
-        (
-            &h["guards"]["kind"],
-            &h["guards"]["errors"],
-            &h["guards"]["up"]
-        ),
-        (&json!("redis"), &json!(0), &json!(true)),
+        h["guards"],
+        json!({"kind": "redis", "errors": 0, "up": true, "masters": masters, "masters_down": 0}),
         "{h}"
     );
 
@@ -213,7 +210,7 @@ async fn with_local_guards_each_daemon_counts_alone() {
         .json();
     assert_eq!(
         h["guards"],
-        json!({"kind": "local", "errors": null, "up": null}),
+        json!({"kind": "local", "errors": null, "up": null, "masters": null, "masters_down": null}),
         "{h}"
     );
     stop_both(a, b, parked).await;
@@ -254,7 +251,20 @@ async fn with_redis_down_the_breaker_still_opens_and_everything_resumes() {
     let h = c.get("/healthz", &[]).await.json();
     assert_eq!(h["guards"]["kind"], "redis", "{h}");
     assert!(h["guards"]["errors"].as_u64().unwrap() > 0, "{h}");
+    assert_eq!(
+        (
+            &h["guards"]["up"],
+            &h["guards"]["masters"],
+            &h["guards"]["masters_down"]
+        ),
+        (&json!(false), &json!(1), &json!(1)),
+        "{h}"
+    );
     let m = c.get("/metrics", &[]).await.text();
+    assert!(
+        m.lines().any(|l| l == "lmsrt_daemon_guards_masters_down 1"),
+        "{m}"
+    );
     let errors = m
         .lines()
         .find_map(|l| l.strip_prefix("lmsrt_daemon_guard_errors_total "))

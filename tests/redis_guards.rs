@@ -651,6 +651,63 @@ fn on_a_cluster_a_master_down_sends_only_its_keys_to_the_fallback() {
     );
 }
 
+/// With `cluster-require-full-coverage no` (the set-up `docs/redis.md` advises for shared
+/// guards), a master the cluster has marked failed, with no replica to take over, costs only
+/// its own keys' decisions: the other masters keep serving theirs, where by default every node
+/// answers `CLUSTERDOWN` for every key and all decisions fall back.
+#[test]
+fn on_a_cluster_without_full_coverage_a_failed_master_costs_only_its_keys() {
+    let mut cluster = RedisCluster::start_partial_coverage();
+    let g = guards(&cluster, RedisTime::Server);
+    let slots = Slots::on_redis(g.clone(), no_pid_check()).unwrap();
+    let (victim, slot) = user_where(&cluster, &g, |_| true);
+    let dead = cluster.owner(slot);
+    let (other, _) = user_where(&cluster, &g, |m| m != dead);
+    slots.acquire(&other).unwrap();
+    assert_eq!(g.masters_backing_off(), (0, 3));
+
+    let dead_id = cluster.node_id(dead);
+    cluster.nodes[dead].kill();
+    let live = (0..3).find(|&i| i != dead).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the cluster marks the master failed",
+        || {
+            cluster.nodes[live]
+                .cli(&["CLUSTER", "NODES"])
+                .lines()
+                .filter(|l| l.starts_with(&dead_id))
+                .any(|l| {
+                    l.split_whitespace()
+                        .nth(2)
+                        .is_some_and(|flags| flags.split(',').any(|f| f == "fail"))
+                })
+        },
+    );
+    assert!(
+        cluster.nodes[live]
+            .cli(&["CLUSTER", "INFO"])
+            .contains("cluster_state:ok"),
+        "the live masters still serve"
+    );
+
+    assert!(
+        matches!(slots.acquire(&victim), Err(Error::SlotsExhausted { .. })),
+        "the failed master's keys fall back (slots fail closed)"
+    );
+    let errors = g.errors();
+    assert_eq!(slots.count(&other).unwrap(), 1, "shared, as before");
+    slots.acquire(&other).unwrap();
+    assert_eq!(slots.count(&other).unwrap(), 2);
+    assert_eq!(g.errors(), errors, "no call to the live masters failed");
+    assert!(!g.is_up());
+    assert_eq!(
+        g.masters_backing_off(),
+        (1, 3),
+        "one master of three is down"
+    );
+}
+
 #[test]
 fn two_hosts_share_slots_on_a_tls_cluster() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,8 +61,10 @@ pub(crate) fn health(state: &State) -> Resp {
         },
         "guards": {
             "kind": guards.kind,
-            "errors": guards.redis.map(|(e, _)| e),
-            "up": guards.redis.map(|(_, up)| up),
+            "errors": guards.redis.map(|r| r.errors),
+            "up": guards.redis.map(|r| r.up),
+            "masters": guards.redis.map(|r| r.masters),
+            "masters_down": guards.redis.map(|r| r.masters_down),
         },
         "connections": state.connections.load(Ordering::Relaxed),
         "connection_capacity": state.capacity,
@@ -159,21 +161,29 @@ pub(crate) fn metrics(state: &State) -> Resp {
     ] {
         write_metric(&mut text, name, help, "counter", value);
     }
-    if let Some((errors, up)) = state.guards_stats().redis {
+    if let Some(r) = state.guards_stats().redis {
         write_metric(
             &mut text,
             "lmsrt_daemon_guard_errors_total",
             "Calls of the guards shared through Redis that failed (decided on this host's \
              tables instead; slots refused).",
             "counter",
-            errors,
+            r.errors,
         );
         write_metric(
             &mut text,
             "lmsrt_daemon_guards_up",
-            "1 while the shared guards' decisions go to Redis, 0 while they back off.",
+            "1 while the shared guards' decisions go to Redis, 0 while any master backs off.",
             "gauge",
-            i64::from(up),
+            i64::from(r.up),
+        );
+        write_metric(
+            &mut text,
+            "lmsrt_daemon_guards_masters_down",
+            "Masters of the shared guards' Redis backing off after a failure: their keys' \
+             decisions are made on this host meanwhile.",
+            "gauge",
+            r.masters_down,
         );
     }
     for (name, help, value) in [

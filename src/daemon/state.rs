@@ -60,18 +60,35 @@ pub(crate) struct State {
 pub(crate) struct GuardsStats {
     /// `"local"` (this process) or `"redis"` (shared through the store's Redis).
     pub(crate) kind: &'static str,
-    /// Shared guards only: calls to Redis that failed since start (decided locally instead, or
-    /// refused for slots), and whether decisions try Redis now (false while backing off).
-    pub(crate) redis: Option<(u64, bool)>,
+    /// Shared guards only.
+    pub(crate) redis: Option<SharedGuardsStats>,
+}
+
+/// The shared guards' calls to Redis.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedGuardsStats {
+    /// Calls that failed since start (decided locally instead, or refused for slots).
+    pub(crate) errors: u64,
+    /// Whether every decision tries Redis now (false while any master backs off).
+    pub(crate) up: bool,
+    /// Masters the decisions go to (one node, or the cluster's), and how many back off.
+    pub(crate) masters: usize,
+    pub(crate) masters_down: usize,
 }
 
 impl State {
     pub(crate) fn guards_stats(&self) -> GuardsStats {
         #[cfg(feature = "redis")]
         if let Some(g) = &self.shared_guards {
+            let (masters_down, masters) = g.masters_backing_off();
             return GuardsStats {
                 kind: "redis",
-                redis: Some((g.errors(), g.is_up())),
+                redis: Some(SharedGuardsStats {
+                    errors: g.errors(),
+                    up: g.is_up(),
+                    masters,
+                    masters_down,
+                }),
             };
         }
         GuardsStats {

@@ -259,19 +259,27 @@ impl RedisCluster {
     /// Starts three `--cluster-enabled` servers, joins them, and waits (up to 30 s) until every
     /// node says `cluster_state:ok`.
     pub fn start() -> RedisCluster {
-        RedisCluster::start_with(0, "5000", None)
+        RedisCluster::start_with(0, "5000", None, &[])
+    }
+
+    /// Three masters without replicas, with `cluster-require-full-coverage no` (the set-up
+    /// `docs/redis.md` advises for shared guards) and a node timeout of 1 s: once a master is
+    /// marked failed, the others keep serving their own slots instead of answering
+    /// `CLUSTERDOWN` for every key.
+    pub fn start_partial_coverage() -> RedisCluster {
+        RedisCluster::start_with(0, "1000", None, &["--cluster-require-full-coverage", "no"])
     }
 
     /// The same over TLS only (clients, the cluster bus and replication), with the certificates
     /// [`make_ca`] (`ca`) and [`make_cert`] (`server`) made in `dir`.
     pub fn start_tls_in(dir: &Path) -> RedisCluster {
-        RedisCluster::start_with(0, "5000", Some(dir))
+        RedisCluster::start_with(0, "5000", Some(dir), &[])
     }
 
     /// Three masters with one replica each (`nodes[3..]`, every one in sync), and a node
     /// timeout of 1 s: a master killed fails over within seconds.
     pub fn start_with_replicas() -> RedisCluster {
-        let c = RedisCluster::start_with(1, "1000", None);
+        let c = RedisCluster::start_with(1, "1000", None, &[]);
         let deadline = Instant::now() + Duration::from_secs(30);
         for n in &c.nodes {
             let info = || n.cli(&["INFO", "replication"]);
@@ -283,8 +291,13 @@ impl RedisCluster {
         c
     }
 
-    fn start_with(replicas: usize, node_timeout_ms: &str, tls: Option<&Path>) -> RedisCluster {
-        let cluster_args = [
+    fn start_with(
+        replicas: usize,
+        node_timeout_ms: &str,
+        tls: Option<&Path>,
+        extra: &[&str],
+    ) -> RedisCluster {
+        let mut cluster_args = vec![
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -292,6 +305,7 @@ impl RedisCluster {
             "--cluster-node-timeout",
             node_timeout_ms,
         ];
+        cluster_args.extend_from_slice(extra);
         let f = |n: &str| tls.map(|d| d.join(n).to_string_lossy().into_owned());
         let tls_ca = f("ca.pem");
         let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
@@ -313,7 +327,7 @@ impl RedisCluster {
                         "--tls-replication",
                         "yes",
                     ];
-                    args.extend(cluster_args);
+                    args.extend(&cluster_args);
                     RedisServer::start_tls(&args)
                 }
             })

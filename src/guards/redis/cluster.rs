@@ -95,6 +95,20 @@ impl Cluster {
                 .all(|&i| i == NONE || map.nodes[usize::from(i)].backoff.is_up())
     }
 
+    /// How many of the masters the slot map names are backing off, and how many it names (none
+    /// before the first decision asked for the map).
+    pub(super) fn masters(&self) -> (usize, usize) {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut named = vec![false; map.nodes.len()];
+        for &i in map.owner.iter().filter(|&&i| i != NONE) {
+            named[usize::from(i)] = true;
+        }
+        let down = (named.iter().zip(&map.nodes))
+            .filter(|(named, node)| **named && !node.backoff.is_up())
+            .count();
+        (down, named.iter().filter(|n| **n).count())
+    }
+
     /// Runs `f` on the master of `key`'s slot, following the cluster's redirects.
     pub(super) fn call<T>(
         &self,

@@ -155,6 +155,17 @@ impl RedisGuards {
         }
     }
 
+    /// How many of the masters decisions go to are backing off, and how many there are: the one
+    /// node, or the masters a cluster's slot map names (none before the first decision). On a
+    /// cluster, [`is_up`](Self::is_up) is false while any is down; this says how much of the
+    /// key space that is.
+    pub fn masters_backing_off(&self) -> (usize, usize) {
+        match &self.route {
+            Route::One(node) => (usize::from(!node.backoff.is_up()), 1),
+            Route::Cluster(cluster) => cluster.masters(),
+        }
+    }
+
     /// A guard key: `kind` is `rl`, `sl` or `br`.
     pub(crate) fn key(&self, kind: &str, tag: u64) -> String {
         format!("{}{kind}:{tag:016x}", self.prefix)
