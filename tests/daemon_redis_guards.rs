@@ -338,3 +338,113 @@ async fn a_user_at_the_slot_cap_re_polls_at_once() {
             .unwrap();
     }
 }
+
+/// With guards in Redis, a Redis that stops answering holds up only the requests waiting on
+/// it: the serving thread (one, as each shard's is in production) answers the others
+/// meanwhile, and the waiting poll is answered once the guards' I/O timeout has passed (its
+/// slot refused, as a full table would). With the calls made in line, the thread waited with
+/// the poll and `/healthz` was answered after it.
+#[test]
+fn a_redis_that_stops_answering_holds_up_only_the_requests_waiting_on_it() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, state_dir) = (server.url(), dir.path().to_path_buf());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut node = Node::start(&url, GuardsArg::Redis, &state_dir).await;
+            tx.send((node.addr, node.start.clone())).unwrap();
+            let _ = stop_rx.await;
+            node.stop().await;
+        });
+    });
+    let (addr, start) = rx.recv().unwrap();
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    clients.block_on(async {
+        let query = format!("channels=1&cursor={start}&timeout=0");
+        // The guards' connection is open and every script loaded.
+        let mut c = Client::connect(addr).await;
+        assert_eq!(c.poll(&token(1, &[1]), &query).await.status, StatusCode::OK);
+
+        server.pause();
+        let hung = tokio::spawn(async move {
+            let r = Client::connect(addr)
+                .await
+                .poll(&token(2, &[1]), &query)
+                .await;
+            (r, std::time::Instant::now())
+        });
+        // Let the poll reach its first guard call.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut h = Client::connect(addr).await;
+        let health = h.get("/healthz", &[]).await;
+        let health_at = std::time::Instant::now();
+        let (poll, poll_at) = hung.await.unwrap();
+        server.resume();
+        assert!(
+            health_at < poll_at,
+            "/healthz waited for the poll's guard call: {}",
+            health.text()
+        );
+        assert_eq!(
+            poll.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            poll.text()
+        );
+        assert_eq!(poll.code(), "slots_exhausted", "{}", poll.text());
+    });
+    stop_tx.send(()).unwrap();
+    serving.join().unwrap();
+}
+
+/// A poll whose client goes away while it waits gives its slot back (from a task of its own,
+/// with the guards in Redis): the user's next poll gets it long before the lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_whose_client_left_gives_its_slot_back() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start_with(&server.url(), GuardsArg::Redis, dir.path(), |c| {
+        c.poll_burst = 1000;
+        // A lease of more than a minute: far beyond the wait below.
+        c.poll_timeout = 60;
+    })
+    .await;
+    let mut parked = vec![node.park(7), node.park(7), node.park(7)];
+    wait_for_waiters(node.addr, 3).await;
+    let r = node.poll(7, 0).await;
+    assert_eq!(r.code(), "slots_exhausted", "{}", r.text());
+    // One client hangs up (its task, and with it the connection, dropped).
+    let left = parked.pop().unwrap();
+    left.abort();
+    let _ = left.await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = node.poll(7, 0).await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.code(), "slots_exhausted", "{}", r.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot of the poll whose client left was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await;
+    for p in parked {
+        tokio::time::timeout(Duration::from_secs(10), p)
+            .await
+            .expect("a parked poll is answered at shutdown")
+            .unwrap();
+    }
+}

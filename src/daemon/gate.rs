@@ -4,6 +4,8 @@
 //! metrics. Also what the breaker tells clients ([`State::advertised`]).
 
 use std::sync::Mutex;
+#[cfg(feature = "redis")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -27,17 +29,39 @@ const VIEW_TTL: Duration = Duration::from_millis(10);
 /// round trips to read one value. Admission ([`State::admit`]) and outcomes still go to Redis
 /// every time; this only spares the reads, which are at most [`VIEW_TTL`] old (their retry
 /// hint is aged accordingly) and refreshed by every outcome booked.
+///
+/// A view older than that is refreshed in the background (awaited on the serving thread's
+/// multiplexed connection), and meanwhile the old one still serves: a response never waits on
+/// Redis for the mode it advertises.
 #[derive(Debug, Default)]
-pub(crate) struct BreakerView(Mutex<Option<(Instant, BreakerStatus)>>);
+pub(crate) struct BreakerView {
+    seen: Mutex<Option<(Instant, BreakerStatus)>>,
+    /// A refresh is on its way.
+    #[cfg(feature = "redis")]
+    refreshing: AtomicBool,
+}
+
+impl BreakerView {
+    fn remember(&self, s: BreakerStatus) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s));
+    }
+}
 
 impl State {
     /// Whether the store's circuit breaker lets a call through now (a 503 telling the client
     /// to back off if not).
-    fn admit(&self) -> Result<(), ApiError> {
-        let status = self
-            .breakers
-            .check(STORE_BREAKER)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    async fn admit(&self) -> Result<(), ApiError> {
+        #[cfg(feature = "redis")]
+        let status = if self.shared_guards.is_some() {
+            // Boxed, as the other calls to Redis here: a waiting poll's future keeps room for
+            // its largest state, and these would be it.
+            Box::pin(self.breakers.check_async(STORE_BREAKER)).await
+        } else {
+            self.breakers.check(STORE_BREAKER)
+        };
+        #[cfg(not(feature = "redis"))]
+        let status = self.breakers.check(STORE_BREAKER);
+        let status = status.map_err(|e| ApiError::Internal(e.to_string()))?;
         if !status.allowed {
             Err(ApiError::Unavailable {
                 code: ErrorCode::CircuitOpen.name(),
@@ -56,14 +80,31 @@ impl State {
         let Some(view) = &self.breaker_view else {
             return self.breakers.status(STORE_BREAKER).ok();
         };
-        let seen = *view.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, mut s)) = seen {
+        let seen = *view.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let aged = seen.map(|(at, mut s)| {
             let age = at.elapsed();
-            if age < VIEW_TTL {
-                s.retry_after_ms = s.retry_after_ms.saturating_sub(age.as_millis() as u64);
-                return Some(s);
-            }
+            s.retry_after_ms = s.retry_after_ms.saturating_sub(age.as_millis() as u64);
+            (age, s)
+        });
+        if let Some((age, s)) = aged
+            && age < VIEW_TTL
+        {
+            return Some(s);
         }
+        #[cfg(feature = "redis")]
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if !view.refreshing.swap(true, Ordering::AcqRel) {
+                let (breakers, view) = (self.breakers.clone(), view.clone());
+                rt.spawn(async move {
+                    if let Ok(s) = breakers.status_async(STORE_BREAKER).await {
+                        view.remember(s);
+                    }
+                    view.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return aged.map(|(_, s)| s);
+        }
+        // Outside a runtime (nothing else to serve): read it now.
         let s = self.breakers.status(STORE_BREAKER).ok();
         self.remember(s);
         s
@@ -72,7 +113,7 @@ impl State {
     /// Keeps `status` (just read or returned by an outcome) as the latest view, if there is one.
     fn remember(&self, status: Option<BreakerStatus>) {
         if let (Some(view), Some(s)) = (&self.breaker_view, status) {
-            *view.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s));
+            view.remember(s);
         }
     }
 
@@ -95,22 +136,37 @@ impl State {
         events: Vec<NewEvent>,
         ticket: Ticket,
     ) -> Result<Vec<i64>, ApiError> {
-        self.admit()?;
+        self.admit().await?;
         self.metrics.incr(Counter::Appends);
         let r = self.appender.append(events, Some(ticket)).await;
-        self.outcome(r, Counter::Appends)
+        self.outcome(r, Counter::Appends).await
+    }
+
+    /// Books an outcome with the store breaker: a store failure, or a call the store answered.
+    async fn book(&self, failed: bool) -> Option<BreakerStatus> {
+        #[cfg(feature = "redis")]
+        if self.shared_guards.is_some() {
+            return Box::pin(self.breakers.record_async(STORE_BREAKER, failed))
+                .await
+                .ok();
+        }
+        if failed {
+            self.breakers.record_failure(STORE_BREAKER).ok()
+        } else {
+            self.breakers.record_success(STORE_BREAKER).ok()
+        }
     }
 
     /// Books a store call's outcome with the breaker and the metrics, and maps its error.
-    fn outcome<T>(&self, r: crate::Result<T>, counter: Counter) -> Result<T, ApiError> {
+    async fn outcome<T>(&self, r: crate::Result<T>, counter: Counter) -> Result<T, ApiError> {
         match r {
             Ok(v) => {
-                self.remember(self.breakers.record_success(STORE_BREAKER).ok());
+                self.remember(self.book(false).await);
                 Ok(v)
             }
             Err(e) => {
                 let fault = e.is_fault();
-                let after = if fault {
+                if fault {
                     self.metrics.incr(match counter {
                         Counter::Appends => Counter::AppendErrors,
                         _ => Counter::FetchErrors,
@@ -119,11 +175,9 @@ impl State {
                         self.metrics.incr(Counter::CorruptReads);
                     }
                     tracing::warn!(error = %e, "store call failed");
-                    self.breakers.record_failure(STORE_BREAKER).ok()
-                } else {
-                    // The store answered (the request was bad): that is not a store failure.
-                    self.breakers.record_success(STORE_BREAKER).ok()
-                };
+                }
+                // A call the store answered (the request was bad) is not a store failure.
+                let after = self.book(fault).await;
                 self.remember(after);
                 let mode = after.map_or(ClientMode::Medium, |s| s.mode.max(ClientMode::Medium));
                 let retry = after.map_or(1000, |s| s.retry_after_ms.max(1000));
@@ -140,7 +194,7 @@ impl State {
         counter: Counter,
         f: impl FnOnce(&EventStore) -> crate::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.admit()?;
+        self.admit().await?;
         self.metrics.incr(counter);
         let _permit = sem
             .acquire()
@@ -154,6 +208,23 @@ impl State {
         if counter == Counter::Fetches {
             self.metrics.record(Histogram::Fetch, started.elapsed());
         }
-        self.outcome(r, counter)
+        self.outcome(r, counter).await
+    }
+
+    /// Gives `lease` back from a task of its own (its request went away before its answer). In
+    /// line once the daemon shuts down or outside a runtime: a runtime that stops drops the tasks
+    /// it has not run, and a slot given back in one of them would stay taken on every host until
+    /// its lease ran out.
+    #[cfg(feature = "redis")]
+    pub(crate) fn release_later(self: &std::sync::Arc<Self>, lease: crate::guards::Lease) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if !*self.shutdown.borrow() => {
+                let state = self.clone();
+                rt.spawn(async move { state.slots.release_async(&lease).await });
+            }
+            _ => {
+                self.slots.release(&lease);
+            }
+        }
     }
 }

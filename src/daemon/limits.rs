@@ -9,7 +9,7 @@ use hyper::header::HeaderMap;
 use super::auth;
 use super::error::ApiError;
 use super::state::State;
-use crate::error::ErrorCode;
+use crate::error::{Error, ErrorCode};
 
 /// The per-address limit (with its DDoS block): the first check of a poll or a publish.
 pub(crate) fn check_ip(
@@ -23,6 +23,11 @@ pub(crate) fn check_ip(
         .limiter
         .check("ip", fmt_into(&mut buf, format_args!("{ip}")))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    address_allowed(&d)
+}
+
+/// A request refused by its address's limit.
+pub(crate) fn address_allowed(d: &crate::guards::Decision) -> Result<(), ApiError> {
     if d.allowed {
         Ok(())
     } else {
@@ -35,6 +40,27 @@ pub(crate) fn check_ip(
             },
             retry_after_ms: d.retry_after_ms.max(1),
         })
+    }
+}
+
+/// A poll refused by the user's rate limit.
+pub(crate) fn user_allowed(d: &crate::guards::Decision) -> Result<(), ApiError> {
+    if d.allowed {
+        return Ok(());
+    }
+    Err(ApiError::TooMany {
+        code: ErrorCode::RateLimited.name(),
+        message: "too many polls for this user".into(),
+        retry_after_ms: d.retry_after_ms.max(1),
+    })
+}
+
+/// A poll refused a slot.
+pub(crate) fn no_slot(e: Error) -> ApiError {
+    ApiError::TooMany {
+        code: ErrorCode::SlotsExhausted.name(),
+        message: e.to_string(),
+        retry_after_ms: 1000,
     }
 }
 

@@ -68,7 +68,16 @@ async fn answer(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Arc<Rendered>, ApiError> {
-    let claims = authorize(state, meta, peer, req.headers())?;
+    // With the guards in Redis the address's limit is awaited with the other checks (below).
+    #[cfg(feature = "redis")]
+    let ip = (state.shared_guards.is_some())
+        .then(|| super::auth::client_ip(req.headers(), peer, state.config.trust_proxy));
+    #[cfg(not(feature = "redis"))]
+    let ip: Option<std::net::IpAddr> = None;
+    let claims = match ip {
+        Some(_) => super::poll::verify(state, meta, req.headers())?,
+        None => authorize(state, meta, peer, req.headers())?,
+    };
     let cfg = &state.config;
     let form = if req.method() == Method::POST {
         let (_, body) = read_body(
@@ -85,6 +94,13 @@ async fn answer(
         req.uri().query().unwrap_or("").to_owned()
     };
     let params = parse_form(&form, cfg.poll_timeout, cfg.batch.min(cfg.max_batch))?;
+    #[cfg(feature = "redis")]
+    if let Some(ip) = ip {
+        let mut job = Box::pin(super::shared::admit(state, ip, &claims, params)).await?;
+        let r = Box::pin(counted_wait(state, &mut job.params, Format::Lms, render)).await;
+        Box::pin(super::shared::release(job)).await;
+        return r;
+    }
     let mut job = admit(state, &claims, params)?;
     counted_wait(state, &mut job.params, Format::Lms, render).await
 }

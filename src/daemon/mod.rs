@@ -16,20 +16,19 @@
 //! 3. With nothing to deliver it sleeps until the hub notifies it (an append by any process on
 //!    the host), its deadline, or shutdown; then it builds its batch again and answers.
 //!
-//! SQLite is never called on the async worker threads: store calls run through
-//! `spawn_blocking`, at most `--store-readers` reads and `--store-writers` appends at once.
-//! `std::sync` locks are used throughout because none is held across an `.await`.
+//! SQLite is never called on the async worker threads: store calls run through `spawn_blocking`,
+//! at most `--store-readers` reads and `--store-writers` appends at once. No `std::sync` lock
+//! is held across an `.await`.
 //!
 //! ## Shards
 //!
 //! With `--shards N` (N > 1) the runtime [`run`] is called on is shard 0, and N − 1 threads
 //! each run a single-threaded runtime of their own. The acceptor (shard 0) hands connections
 //! round-robin, as std sockets that each shard registers with its own reactor. The fan-out hub
-//! keeps one ring and one cache of rendered responses, but the waiters per shard, each shard
-//! with its own dispatcher task: one event's responses are written by every shard at once, and
-//! each wake-up stays on the waiter's own runtime. The rate limiter, slot table, token cache,
-//! connection count and cap, metrics and the shutdown signal are shared (they are `Sync`
-//! in-process structures). Background tasks (appender answers, purge, demo bot) run on shard 0.
+//! keeps one ring and one cache of rendered responses, but the waiters per shard, each shard with
+//! its own dispatcher task: one event's responses are written by every shard at once, and each
+//! wake-up stays on the waiter's own runtime. Limiter, slots, token cache, connection cap,
+//! metrics and shutdown are shared; background tasks (appender answers, purge) run on shard 0.
 //!
 //! ## Modules
 //!
@@ -39,7 +38,7 @@
 //! mod.rs (run: accept loop, shards, shutdown)   timed_io.rs
 //!   lean.rs · head.rs (a connection's first bytes; a first GET /v1/stream without hyper)
 //!   router.rs (routing, the proxy's per-address count)
-//!     lms.rs · stream.rs                        (endpoints built on poll.rs's parts)
+//!     lms.rs · stream.rs · shared.rs            (endpoints built on poll.rs's parts)
 //!     poll.rs · publish.rs · ops.rs · demo.rs   (the endpoints; none imports another)
 //!       response.rs (Resp, JSON, errors, CORS, gzip, security headers, Meta, read_body)
 //!       limits.rs (per-address rate limit)       gate.rs (impl State: store calls, breaker)
@@ -48,11 +47,10 @@
 //!           config · error · shutdown
 //! ```
 //!
-//! `GET /v1/stream` (server-sent events, `stream.rs`) and `/v1/lms/poll` (`lms.rs`) are
-//! siblings of `poll.rs` built from its parts (its checks, waits and rendering), routed by
-//! `router.rs`. A connection whose first request is a stream is served without hyper
-//! (`lean.rs`: no per-connection buffers held while the stream is idle); every other
-//! connection goes to hyper with the bytes read to tell.
+//! `GET /v1/stream` (`stream.rs`), `/v1/lms/poll` (`lms.rs`) and, with the guards in Redis,
+//! `/v1/poll` (`shared.rs`: their calls awaited) are built from `poll.rs`'s parts. A connection
+//! whose first request is a stream is served without hyper (`lean.rs`: no buffers held while
+//! it idles); every other connection goes to hyper with the bytes read to tell.
 //!
 //! ## Shutdown
 //!
@@ -80,6 +78,8 @@ pub(crate) mod publish;
 mod replay;
 mod response;
 mod router;
+#[cfg(feature = "redis")]
+mod shared;
 pub mod shutdown;
 mod state;
 mod stream;

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::auth;
 use super::error::ApiError;
 use super::fanout::{Answer, Format, Rendered, Style};
-use super::limits::{check_ip, fmt_into, itoa_buf};
+use super::limits::{check_ip, fmt_into, itoa_buf, no_slot, user_allowed};
 use super::response::{
     HandlerFuture, Meta, POLL_HEADERS, Reply, Resp, Who, X_LMS_MODE, gzip_bytes,
 };
@@ -243,11 +243,16 @@ struct PollResponse<'a> {
     retry_ms: u64,
 }
 
-/// A slot held for the length of one poll.
-pub(crate) struct SlotGuard(Arc<State>, crate::guards::Lease);
+/// A slot held for the length of one poll; given back when dropped (with the guards in Redis,
+/// from a task of its own: a poll answered gives it back before, awaited, in `shared.rs`).
+pub(crate) struct SlotGuard(pub(crate) Arc<State>, pub(crate) crate::guards::Lease);
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
+        #[cfg(feature = "redis")]
+        if self.0.shared_guards.is_some() && self.1.token != 0 {
+            return self.0.release_later(self.1);
+        }
         self.0.slots.release(&self.1);
     }
 }
@@ -266,7 +271,7 @@ impl Drop for WaitGuard<'_> {
 pub(crate) struct PollJob {
     pub(crate) params: PollParams,
     /// Held for the length of the poll; released when the job is dropped.
-    slot: SlotGuard,
+    pub(crate) slot: SlotGuard,
 }
 
 impl PollJob {
@@ -309,6 +314,15 @@ pub(crate) fn authorize(
     headers: &HeaderMap,
 ) -> Result<Arc<Claims>, ApiError> {
     check_ip(state, peer, headers)?;
+    verify(state, meta, headers)
+}
+
+/// The token's check (its user and session go into `meta` for the logs).
+pub(crate) fn verify(
+    state: &State,
+    meta: &mut Meta,
+    headers: &HeaderMap,
+) -> Result<Arc<Claims>, ApiError> {
     let claims = state
         .tokens
         .verify(
@@ -339,18 +353,8 @@ pub(crate) fn admit(
         .limiter
         .check("poll", user)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if !d.allowed {
-        return Err(ApiError::TooMany {
-            code: ErrorCode::RateLimited.name(),
-            message: "too many polls for this user".into(),
-            retry_after_ms: d.retry_after_ms.max(1),
-        });
-    }
-    let lease = state.slots.acquire(user).map_err(|e| ApiError::TooMany {
-        code: ErrorCode::SlotsExhausted.name(),
-        message: e.to_string(),
-        retry_after_ms: 1000,
-    })?;
+    user_allowed(&d)?;
+    let lease = state.slots.acquire(user).map_err(no_slot)?;
     Ok(PollJob {
         params,
         slot: SlotGuard(state.clone(), lease),

@@ -116,6 +116,14 @@ pub(crate) async fn publish(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
+    #[cfg(feature = "redis")]
+    if state.shared_guards.is_some() {
+        let ip = auth::client_ip(req.headers(), peer, state.config.trust_proxy);
+        Box::pin(super::shared::check_ip(state, ip)).await?;
+    } else {
+        check_ip(state, peer, req.headers())?;
+    }
+    #[cfg(not(feature = "redis"))]
     check_ip(state, peer, req.headers())?;
     let (parts, body) = read_body(
         req,

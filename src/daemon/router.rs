@@ -31,7 +31,7 @@ pub(crate) fn handle(state: Arc<State>, peer: SocketAddr, req: Request<Incoming>
         Err(refused) => return refused,
     };
     if is_poll(req.method(), req.uri().path()) {
-        return poll::serve(state, meta, peer, req);
+        return serve_poll(state, meta, peer, req);
     }
     if req.uri().path() == "/v1/lms/poll" && matches!(*req.method(), Method::GET | Method::POST) {
         return lms::serve(state, meta, peer, req);
@@ -64,9 +64,23 @@ pub(crate) fn handle_stream(
 pub(crate) fn handle_poll(state: Arc<State>, peer: SocketAddr, req: Request<()>) -> HandlerFuture {
     debug_assert!(is_poll(req.method(), req.uri().path()));
     match enter(&state, peer, &req) {
-        Ok(meta) => poll::serve(state, meta, peer, req),
+        Ok(meta) => serve_poll(state, meta, peer, req),
         Err(refused) => refused,
     }
+}
+
+/// A `GET /v1/poll`: `shared.rs` with the guards in Redis (their calls awaited), else `poll.rs`.
+fn serve_poll<B>(
+    state: Arc<State>,
+    meta: Meta,
+    peer: SocketAddr,
+    req: Request<B>,
+) -> HandlerFuture {
+    #[cfg(feature = "redis")]
+    if state.shared_guards.is_some() {
+        return super::shared::serve_poll(state, meta, peer, req);
+    }
+    poll::serve(state, meta, peer, req)
 }
 
 /// Whether a request is a `GET /v1/poll`, the route of `poll.rs`.

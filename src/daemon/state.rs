@@ -28,9 +28,9 @@ pub(crate) struct State {
     pub(crate) hub: Arc<fanout::Hub>,
     pub(crate) limiter: RateLimiter,
     pub(crate) slots: Slots,
-    pub(crate) breakers: Breakers,
+    pub(crate) breakers: Arc<Breakers>,
     /// The store breaker's latest status, with `--guards redis` (see `gate::BreakerView`).
-    pub(crate) breaker_view: Option<super::gate::BreakerView>,
+    pub(crate) breaker_view: Option<Arc<super::gate::BreakerView>>,
     /// The guards' Redis handle, with `--guards redis`.
     #[cfg(feature = "redis")]
     pub(crate) shared_guards: Option<Arc<crate::guards::RedisGuards>>,
@@ -243,7 +243,7 @@ pub(crate) fn build(store: Arc<EventStore>, config: Config) -> Result<Built> {
         limiter,
         slots,
         breaker_view: (config.guards == GuardsArg::Redis).then(Default::default),
-        breakers,
+        breakers: Arc::new(breakers),
         #[cfg(feature = "redis")]
         shared_guards,
         metrics,

@@ -166,6 +166,11 @@ impl Breakers {
     /// [`record_success`](Self::record_success) or [`record_failure`](Self::record_failure).
     pub fn check(&self, name: &str) -> Result<BreakerStatus> {
         let s = self.remote(name, redis::Op::Check);
+        self.checked(name, s)
+    }
+
+    /// [`check`](Self::check) once Redis answered `s` (`None`: not on Redis, or it failed).
+    fn checked(&self, name: &str, s: Option<BreakerStatus>) -> Result<BreakerStatus> {
         let s = match s {
             Some(s) => s,
             None => self.with_record(name, |rec, tag, now| self.check_in(rec, tag, now, true))?,
@@ -359,12 +364,18 @@ impl Breakers {
     }
 
     fn record(&self, name: &str, failed: bool) -> Result<BreakerStatus> {
-        let op = if failed {
-            redis::Op::Failure
-        } else {
-            redis::Op::Success
-        };
-        if let Some(s) = self.remote(name, op) {
+        let s = self.remote(name, redis::Op::outcome(failed));
+        self.recorded(name, failed, s)
+    }
+
+    /// [`record`](Self::record) once Redis answered `s` (`None`: not on Redis, or it failed).
+    fn recorded(
+        &self,
+        name: &str,
+        failed: bool,
+        s: Option<BreakerStatus>,
+    ) -> Result<BreakerStatus> {
+        if let Some(s) = s {
             return Ok(s);
         }
         self.with_record(name, |rec, tag, now| {

@@ -18,7 +18,51 @@ pub(super) enum Op {
     ForceOpen(u64),
 }
 
+impl Op {
+    /// A call's outcome.
+    pub(super) fn outcome(failed: bool) -> Op {
+        if failed { Op::Failure } else { Op::Success }
+    }
+}
+
 impl Breakers {
+    /// [`check`](Self::check), awaited when the breakers are in Redis.
+    #[cfg(all(feature = "redis", feature = "daemon"))]
+    pub(crate) async fn check_async(&self, name: &str) -> crate::Result<BreakerStatus> {
+        let s = match self.redis.as_deref() {
+            Some(r) => on_redis::run_async(self, r, name, Op::Check).await,
+            None => None,
+        };
+        self.checked(name, s)
+    }
+
+    /// [`record_success`](Self::record_success) or [`record_failure`](Self::record_failure),
+    /// awaited when the breakers are in Redis.
+    #[cfg(all(feature = "redis", feature = "daemon"))]
+    pub(crate) async fn record_async(
+        &self,
+        name: &str,
+        failed: bool,
+    ) -> crate::Result<BreakerStatus> {
+        let s = match self.redis.as_deref() {
+            Some(r) => on_redis::run_async(self, r, name, Op::outcome(failed)).await,
+            None => None,
+        };
+        self.recorded(name, failed, s)
+    }
+
+    /// [`status`](Self::status), awaited when the breakers are in Redis.
+    #[cfg(all(feature = "redis", feature = "daemon"))]
+    pub(crate) async fn status_async(&self, name: &str) -> crate::Result<BreakerStatus> {
+        if let Some(r) = self.redis.as_deref()
+            && let Some(s) = on_redis::run_async(self, r, name, Op::Status).await
+        {
+            return Ok(s);
+        }
+        // Redis failed (and now backs off): this host's table decides, as `status` would.
+        self.with_record(name, |rec, tag, now| self.check_in(rec, tag, now, false))
+    }
+
     /// The answer from Redis; `None` when the breakers are not on Redis, the name is empty
     /// (the table's path reports that), or Redis failed (the local table decides).
     pub(super) fn remote(&self, name: &str, op: Op) -> Option<BreakerStatus> {
@@ -48,6 +92,29 @@ mod on_redis {
         if name.is_empty() {
             return None;
         }
+        let (key, args) = call(b, r, name, op);
+        let v = r.eval(breaker(), &key, &args).ok()?;
+        status(b, v)
+    }
+
+    /// [`run`], awaited.
+    #[cfg(feature = "daemon")]
+    pub(super) async fn run_async(
+        b: &Breakers,
+        r: &RedisGuards,
+        name: &str,
+        op: Op,
+    ) -> Option<BreakerStatus> {
+        if name.is_empty() {
+            return None;
+        }
+        let (key, args) = call(b, r, name, op);
+        let v = r.eval_async(breaker(), &key, &args).await.ok()?;
+        status(b, v)
+    }
+
+    /// The key and the arguments of `op` on breaker `name`.
+    fn call(b: &Breakers, r: &RedisGuards, name: &str, op: Op) -> (String, [i64; 11]) {
         let c = &b.config;
         let (code, force_ms) = match op {
             Op::Check => (1, 0),
@@ -71,7 +138,11 @@ mod on_redis {
             force_ms,
         ];
         let key = r.key("br", tag_of(stable_hash(&[name.as_bytes()])));
-        let v = r.eval(breaker(), &key, &args).ok()?;
+        (key, args)
+    }
+
+    /// The script's reply as a status; `None` when it is not one.
+    fn status(b: &Breakers, v: Vec<i64>) -> Option<BreakerStatus> {
         let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
         let [now, state, exp, n, time, requests, failures, probe, opened] = v[..] else {
             return None;

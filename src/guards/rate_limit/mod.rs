@@ -241,6 +241,28 @@ impl RateLimiter {
     pub fn check_cost(&self, action: &str, key: &str, cost: u32) -> Result<Decision> {
         let a = self.action(action, key, cost)?;
         let d = self.decide(a, key, cost, true);
+        self.count(&d);
+        Ok(d)
+    }
+
+    /// [`check`](Self::check), awaited: with the limits in Redis the call does not hold the
+    /// caller's thread (the daemon's serving threads).
+    #[cfg(all(feature = "redis", feature = "daemon"))]
+    pub(crate) async fn check_async(&self, action: &str, key: &str) -> Result<Decision> {
+        let a = self.action(action, key, 1)?;
+        let shared = match &self.redis {
+            Some(r) => self.run_on_redis_async(r, a, key, 1, redis::CONSUME).await,
+            None => None,
+        };
+        let d = match shared {
+            Some(o) => a.decision(&o),
+            None => self.decide_local(a, key, 1, true),
+        };
+        self.count(&d);
+        Ok(d)
+    }
+
+    fn count(&self, d: &Decision) {
         if let Some(m) = &self.metrics {
             m.incr(if d.allowed {
                 Counter::LimiterAllowed
@@ -250,7 +272,6 @@ impl RateLimiter {
                 Counter::LimiterDenied
             });
         }
-        Ok(d)
     }
 
     /// What [`check`](Self::check) would answer now, without consuming anything or counting a
@@ -338,6 +359,11 @@ impl RateLimiter {
                 return a.decision(&o);
             }
         }
+        self.decide_local(a, key, cost, consume)
+    }
+
+    /// A decision on this host's table.
+    fn decide_local(&self, a: &Action, key: &str, cost: u32, consume: bool) -> Decision {
         let now = self.clock.now_ms().max(0) as u64;
         let tag = self.tag(a, key);
         for _ in 0..4 {

@@ -25,9 +25,35 @@ impl RateLimiter {
         cost: u32,
         mode: i64,
     ) -> Option<Outcome> {
+        let args = self.redis_args(r, a, cost, mode);
+        let v = r
+            .eval(limit(), &r.key("rl", self.tag(a, key)), &args)
+            .ok()?;
+        outcome(v, mode)
+    }
+
+    /// [`run_on_redis`](Self::run_on_redis), awaited.
+    #[cfg(feature = "daemon")]
+    pub(super) async fn run_on_redis_async(
+        &self,
+        r: &RedisGuards,
+        a: &Action,
+        key: &str,
+        cost: u32,
+        mode: i64,
+    ) -> Option<Outcome> {
+        let args = self.redis_args(r, a, cost, mode);
+        let v = r
+            .eval_async(limit(), &r.key("rl", self.tag(a, key)), &args)
+            .await
+            .ok()?;
+        outcome(v, mode)
+    }
+
+    fn redis_args(&self, r: &RedisGuards, a: &Action, cost: u32, mode: i64) -> [i64; 11] {
         let l = &a.limit;
         let n = |v: u64| v.min(LUA_MAX) as i64;
-        let args = [
+        [
             r.now_arg(&*self.clock),
             cost as i64,
             mode,
@@ -39,25 +65,26 @@ impl RateLimiter {
             n(l.block_base_ms),
             n(l.block_max_ms),
             n(l.block_forget_ms),
-        ];
-        let v = r
-            .eval(limit(), &r.key("rl", self.tag(a, key)), &args)
-            .ok()?;
-        let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
-        match v[..] {
-            [now] if mode == RESET => Some(Outcome::read(now, 0)),
-            [now, allowed, tat, retry, p_read, p_after, until, pre] => Some(Outcome {
-                now,
-                allowed: allowed == 1,
-                tat_after: tat,
-                retry_units: retry,
-                penalty_read: p_read,
-                penalty_after: p_after,
-                block_until: until,
-                pre_blocked: pre == 1,
-            }),
-            // Not the script's reply (cannot happen unless the script changed under us).
-            _ => None,
-        }
+        ]
+    }
+}
+
+/// The script's reply as an outcome; `None` when it is not one.
+fn outcome(v: Vec<i64>, mode: i64) -> Option<Outcome> {
+    let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
+    match v[..] {
+        [now] if mode == RESET => Some(Outcome::read(now, 0)),
+        [now, allowed, tat, retry, p_read, p_after, until, pre] => Some(Outcome {
+            now,
+            allowed: allowed == 1,
+            tat_after: tat,
+            retry_units: retry,
+            penalty_read: p_read,
+            penalty_after: p_after,
+            block_until: until,
+            pre_blocked: pre == 1,
+        }),
+        // Not the script's reply (cannot happen unless the script changed under us).
+        _ => None,
     }
 }

@@ -36,9 +36,12 @@
 //! ## Redis down
 //!
 //! A failed call marks its node down for [`BACKOFF`], doubling with each failure in a row up
-//! to [`MAX_BACKOFF`]; meanwhile no call is tried there. The daemon decides on its serving
-//! threads, so a Redis that stops answering (rather than refusing) may stall one call for
-//! [`IO_TIMEOUT`], and then only one probe per back-off period. Rate limits and breakers then
+//! to [`MAX_BACKOFF`]; meanwhile no call is tried there. The daemon awaits its calls on one
+//! multiplexed connection per node and serving thread (`eval_async`), so a Redis that stops
+//! answering (rather than refusing) holds only the requests waiting on it, each for at most
+//! [`IO_TIMEOUT`]; on a cluster its calls are still made in line (the redirects and the slot
+//! map have no awaited twin yet), stalling the thread for one call, then one probe per
+//! back-off period. Rate limits and breakers then
 //! decide on a host-local table of their own (a limit per host instead of per site; the store
 //! breaker still opens on a store that fails, which on Redis is the same outage), and slots
 //! fail closed as a full table does. On a cluster the back-off is per node: a master that is
@@ -188,6 +191,35 @@ impl RedisGuards {
             inv.arg(*a);
         }
         match self.call(key, |c| inv.invoke(c)) {
+            Ok(v) => Ok(v),
+            Err(Failure::BackingOff) => Err(Error::Storage(
+                "redis (guards): backing off after a failure".into(),
+            )),
+            Err(Failure::Redis(e)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Storage(format!("redis (guards): {e}")))
+            }
+        }
+    }
+
+    /// [`eval`](Self::eval), awaited on a multiplexed connection (the daemon's serving
+    /// threads). On a cluster it still decides in line (prototype).
+    #[cfg(feature = "daemon")]
+    pub(crate) async fn eval_async(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[i64],
+    ) -> Result<Vec<i64>> {
+        let Route::One(node) = &self.route else {
+            return self.eval(script, key, args);
+        };
+        let mut inv = script.prepare_invoke();
+        inv.key(key);
+        for a in args {
+            inv.arg(*a);
+        }
+        match node.call_async(async |c| inv.invoke_async(c).await).await {
             Ok(v) => Ok(v),
             Err(Failure::BackingOff) => Err(Error::Storage(
                 "redis (guards): backing off after a failure".into(),

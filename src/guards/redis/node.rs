@@ -28,6 +28,11 @@ pub(super) struct Node {
     pub(super) addr: String,
     client: Client,
     pool: Mutex<Vec<Connection>>,
+    /// The daemon's connections: one per serving thread (each shard's runtime runs on one),
+    /// multiplexed by every call made there. Keyed by thread so that a connection's driver
+    /// task runs on the runtime whose requests use it: no wake-up crosses threads.
+    #[cfg(feature = "daemon")]
+    aio: Mutex<Vec<(std::thread::ThreadId, ::redis::aio::MultiplexedConnection)>>,
     pub(super) backoff: Backoff,
 }
 
@@ -37,6 +42,8 @@ impl Node {
             addr,
             client,
             pool: Mutex::new(Vec::new()),
+            #[cfg(feature = "daemon")]
+            aio: Mutex::new(Vec::new()),
             backoff: Backoff::new(),
         }
     }
@@ -102,6 +109,72 @@ impl Node {
             _ => {}
         }
         r
+    }
+}
+
+#[cfg(feature = "daemon")]
+impl Node {
+    /// [`call`](Self::call) on the node's multiplexed connection, awaited: the caller's
+    /// thread serves other requests meanwhile, and the calls of many requests share the
+    /// connection's writes and reads.
+    pub(super) async fn call_async<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut ::redis::aio::MultiplexedConnection) -> RedisResult<T>,
+    ) -> Result<T, Failure> {
+        if !self.backoff.is_up() {
+            return Err(Failure::BackingOff);
+        }
+        let r = match tokio::time::timeout(IO_TIMEOUT, self.run_async(f)).await {
+            Ok(r) => r,
+            Err(_) => Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "redis (guards): no answer in time",
+            ))),
+        };
+        match r {
+            Ok(v) => {
+                self.backoff.succeeded();
+                Ok(v)
+            }
+            Err(e) => {
+                if broken(&e) {
+                    let me = std::thread::current().id();
+                    self.aio
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|(t, _)| *t != me);
+                }
+                self.backoff.failed();
+                Err(Failure::Redis(e))
+            }
+        }
+    }
+
+    async fn run_async<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut ::redis::aio::MultiplexedConnection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let me = std::thread::current().id();
+        let held = (self.aio.lock().unwrap_or_else(|p| p.into_inner()).iter())
+            .find(|(t, _)| *t == me)
+            .map(|(_, c)| c.clone());
+        let mut c = match held {
+            Some(c) => c,
+            None => {
+                let config = ::redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(IO_TIMEOUT))
+                    .set_response_timeout(Some(IO_TIMEOUT));
+                let c = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                let mut conns = self.aio.lock().unwrap_or_else(|p| p.into_inner());
+                conns.retain(|(t, _)| *t != me);
+                conns.push((me, c.clone()));
+                c
+            }
+        };
+        f(&mut c).await
     }
 }
 

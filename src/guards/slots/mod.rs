@@ -264,6 +264,36 @@ impl Slots {
         r
     }
 
+    /// [`acquire`](Self::acquire), awaited when the slots are in Redis.
+    #[cfg(all(feature = "redis", feature = "daemon"))]
+    pub(crate) async fn acquire_async(&self, key: &str) -> Result<Lease> {
+        let r = match &self.redis {
+            Some(r) => self.acquire_redis_async(r, key).await,
+            None => self.acquire_inner(key),
+        };
+        if let Some(m) = &self.metrics {
+            match &r {
+                Ok(l) => {
+                    m.incr(Counter::SlotsAcquired);
+                    if l.reclaimed {
+                        m.incr(Counter::SlotsReclaimed);
+                    }
+                }
+                Err(_) => m.incr(Counter::SlotsRejected),
+            }
+        }
+        r
+    }
+
+    /// [`release`](Self::release), awaited when the slots are in Redis.
+    #[cfg(all(feature = "redis", feature = "daemon"))]
+    pub(crate) async fn release_async(&self, lease: &Lease) -> bool {
+        match &self.redis {
+            Some(r) => self.release_redis_async(r, lease).await,
+            None => self.release(lease),
+        }
+    }
+
     fn acquire_inner(&self, key: &str) -> Result<Lease> {
         #[cfg(feature = "redis")]
         if let Some(r) = &self.redis {

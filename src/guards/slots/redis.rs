@@ -23,15 +23,7 @@ const COUNT: i64 = 5;
 impl Slots {
     /// Runs one operation on the lease set of key `tag`; the reply after the time.
     fn call(&self, r: &RedisGuards, op: i64, tag: u64, token: u64) -> Result<Vec<i64>> {
-        let c = &self.config;
-        let args = [
-            r.now_arg(&*c.clock),
-            op,
-            token as i64,
-            c.max_per_key as i64,
-            c.lease_ms as i64,
-            (c.on_full == OnFull::EvictOldest) as i64,
-        ];
+        let args = self.args(r, op, token);
         let v = r.eval(slots(), &r.key("sl", tag), &args)?;
         if v.len() < 2 {
             return Err(Error::Internal(format!("slots script replied {v:?}")));
@@ -39,14 +31,63 @@ impl Slots {
         Ok(v[1..].to_vec())
     }
 
+    fn args(&self, r: &RedisGuards, op: i64, token: u64) -> [i64; 6] {
+        let c = &self.config;
+        [
+            r.now_arg(&*c.clock),
+            op,
+            token as i64,
+            c.max_per_key as i64,
+            c.lease_ms as i64,
+            (c.on_full == OnFull::EvictOldest) as i64,
+        ]
+    }
+
+    /// [`call`](Self::call), awaited.
+    #[cfg(feature = "daemon")]
+    async fn call_async(&self, r: &RedisGuards, op: i64, tag: u64, token: u64) -> Result<Vec<i64>> {
+        let args = self.args(r, op, token);
+        let v = r.eval_async(slots(), &r.key("sl", tag), &args).await?;
+        if v.len() < 2 {
+            return Err(Error::Internal(format!("slots script replied {v:?}")));
+        }
+        Ok(v[1..].to_vec())
+    }
+
+    /// [`acquire_redis`](Self::acquire_redis), awaited.
+    #[cfg(feature = "daemon")]
+    pub(super) async fn acquire_redis_async(&self, r: &RedisGuards, key: &str) -> Result<Lease> {
+        let tag = Self::tag(key)?;
+        let token = new_token();
+        let reply = self.call_async(r, ACQUIRE, tag, token).await;
+        self.leased(key, tag, token, reply)
+    }
+
+    /// [`release_redis`](Self::release_redis), awaited.
+    #[cfg(feature = "daemon")]
+    pub(super) async fn release_redis_async(&self, r: &RedisGuards, lease: &Lease) -> bool {
+        lease.token != 0
+            && matches!(
+                self.call_async(r, RELEASE, lease.key_hash, lease.token)
+                    .await
+                    .as_deref(),
+                Ok([1])
+            )
+    }
+
     pub(super) fn acquire_redis(&self, r: &RedisGuards, key: &str) -> Result<Lease> {
         let tag = Self::tag(key)?;
         let token = new_token();
+        let reply = self.call(r, ACQUIRE, tag, token);
+        self.leased(key, tag, token, reply)
+    }
+
+    fn leased(&self, key: &str, tag: u64, token: u64, reply: Result<Vec<i64>>) -> Result<Lease> {
         let exhausted = || Error::SlotsExhausted {
             key: key.to_owned(),
             max: self.config.max_per_key,
         };
-        match self.call(r, ACQUIRE, tag, token).map_err(|_| exhausted())?[..] {
+        match reply.map_err(|_| exhausted())?[..] {
             [expires, evicted] if expires > 0 => Ok(Lease {
                 key_hash: tag,
                 record: 0,
