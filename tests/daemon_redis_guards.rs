@@ -114,16 +114,21 @@ async fn two_daemons(
     )
 }
 
-/// Stops both daemons; shutdown must answer every parked poll.
-async fn stop_both(mut a: Node, mut b: Node, parked: Vec<tokio::task::JoinHandle<Reply>>) {
-    a.stop().await;
-    b.stop().await;
+/// Every parked poll is answered (its daemon stopped).
+async fn answered_at_shutdown(parked: Vec<tokio::task::JoinHandle<Reply>>) {
     for p in parked {
         tokio::time::timeout(Duration::from_secs(10), p)
             .await
             .expect("a parked poll is answered at shutdown")
             .unwrap();
     }
+}
+
+/// Stops both daemons; shutdown must answer every parked poll.
+async fn stop_both(mut a: Node, mut b: Node, parked: Vec<tokio::task::JoinHandle<Reply>>) {
+    a.stop().await;
+    b.stop().await;
+    answered_at_shutdown(parked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,12 +336,7 @@ async fn a_user_at_the_slot_cap_re_polls_at_once() {
         assert_eq!(r.status, StatusCode::OK, "re-poll {i}: {}", r.text());
     }
     node.stop().await;
-    for p in parked {
-        tokio::time::timeout(Duration::from_secs(10), p)
-            .await
-            .expect("a parked poll is answered at shutdown")
-            .unwrap();
-    }
+    answered_at_shutdown(parked).await;
 }
 
 /// With guards in Redis, a Redis that stops answering holds up only the requests waiting on
@@ -441,10 +441,5 @@ async fn a_poll_whose_client_left_gives_its_slot_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     node.stop().await;
-    for p in parked {
-        tokio::time::timeout(Duration::from_secs(10), p)
-            .await
-            .expect("a parked poll is answered at shutdown")
-            .unwrap();
-    }
+    answered_at_shutdown(parked).await;
 }

@@ -51,6 +51,18 @@ pub(crate) fn serve<B>(
     }
 }
 
+/// [`parse_poll`] with the daemon's limits.
+pub(crate) fn parse_query(state: &State, query: Option<&str>) -> Result<PollParams, ApiError> {
+    let cfg = &state.config;
+    parse_poll(
+        query,
+        cfg.poll_timeout,
+        cfg.batch,
+        cfg.max_batch,
+        cfg.max_channels,
+    )
+}
+
 /// A parsed `GET /v1/poll`.
 #[derive(Debug, PartialEq)]
 pub(crate) struct PollParams {
@@ -291,16 +303,8 @@ pub(crate) fn prepare_poll<B>(
     req: Request<B>,
 ) -> Result<PollJob, ApiError> {
     let claims = authorize(state, meta, peer, req.headers())?;
-    let cfg = &state.config;
-    let params = parse_poll(
-        req.uri().query(),
-        cfg.poll_timeout,
-        cfg.batch,
-        cfg.max_batch,
-        cfg.max_channels,
-    )?;
-    // The request (its head shares hyper's read buffer) is not needed any more: dropping it
-    // now lets hyper reuse that buffer while the poll waits.
+    let params = parse_query(state, req.uri().query())?;
+    // Dropped now: its head shares hyper's read buffer, which hyper reuses while the poll waits.
     drop(req);
     admit(state, &claims, params)
 }

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::fanout::Format;
 use super::limits::{address_allowed, no_slot, user_allowed};
 use super::poll::{
-    PollJob, PollParams, SlotGuard, counted_wait, parse_poll, poll_response, render, verify,
+    PollJob, PollParams, SlotGuard, counted_wait, parse_query, poll_response, render, verify,
 };
 use super::response::{HandlerFuture, Meta};
 use super::state::State;
@@ -35,17 +35,8 @@ pub(crate) fn serve_poll<B>(
     req: Request<B>,
 ) -> HandlerFuture {
     let ip = super::auth::client_ip(req.headers(), peer, state.config.trust_proxy);
-    let checked = verify(&state, &mut meta, req.headers()).and_then(|claims| {
-        let cfg = &state.config;
-        let params = parse_poll(
-            req.uri().query(),
-            cfg.poll_timeout,
-            cfg.batch,
-            cfg.max_batch,
-            cfg.max_channels,
-        )?;
-        Ok((claims, params))
-    });
+    let checked = verify(&state, &mut meta, req.headers())
+        .and_then(|claims| Ok((claims, parse_query(&state, req.uri().query())?)));
     drop(req);
     Box::pin(async move {
         let (claims, params) = match checked {

@@ -30,7 +30,7 @@ use hyper::{HeaderMap, Request, Response};
 use super::addresses::AddressSlot;
 use super::error::ApiError;
 use super::fanout::{Format, Rendered};
-use super::poll::{PollJob, admit, authorize, counted_wait, parse_poll};
+use super::poll::{PollJob, admit, authorize, counted_wait, parse_query};
 use super::response::{HandlerFuture, Meta, Resp, Streamed, X_LMS_MODE};
 use super::state::{State, slot_lease};
 use crate::clock::{Clock, SystemClock};
@@ -77,14 +77,7 @@ fn prepare<B>(
     req: Request<B>,
 ) -> Result<(PollJob, i64), ApiError> {
     let claims = authorize(state, meta, peer, req.headers())?;
-    let cfg = &state.config;
-    let mut params = parse_poll(
-        req.uri().query(),
-        cfg.poll_timeout,
-        cfg.batch,
-        cfg.max_batch,
-        cfg.max_channels,
-    )?;
+    let mut params = parse_query(state, req.uri().query())?;
     if let Some(c) = last_event_id(req.headers())? {
         params.req.cursor = c;
     }

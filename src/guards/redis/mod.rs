@@ -190,20 +190,12 @@ impl RedisGuards {
         for a in args {
             inv.arg(*a);
         }
-        match self.call(key, |c| inv.invoke(c)) {
-            Ok(v) => Ok(v),
-            Err(Failure::BackingOff) => Err(Error::Storage(
-                "redis (guards): backing off after a failure".into(),
-            )),
-            Err(Failure::Redis(e)) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                Err(Error::Storage(format!("redis (guards): {e}")))
-            }
-        }
+        self.answer(self.call(key, |c| inv.invoke(c)))
     }
 
-    /// [`eval`](Self::eval), awaited on a multiplexed connection (the daemon's serving
-    /// threads). On a cluster it still decides in line (prototype).
+    /// [`eval`](Self::eval), awaited on the node's multiplexed connection of the calling thread
+    /// (the daemon's serving threads). On a cluster it is `eval`, in line: the redirects and
+    /// the slot map have no awaited twin yet.
     #[cfg(feature = "daemon")]
     pub(crate) async fn eval_async(
         &self,
@@ -219,7 +211,12 @@ impl RedisGuards {
         for a in args {
             inv.arg(*a);
         }
-        match node.call_async(async |c| inv.invoke_async(c).await).await {
+        self.answer(node.call_async(async |c| inv.invoke_async(c).await).await)
+    }
+
+    /// A call's outcome as the guards see it: a failure counted, and a storage error.
+    fn answer(&self, r: std::result::Result<Vec<i64>, Failure>) -> Result<Vec<i64>> {
+        match r {
             Ok(v) => Ok(v),
             Err(Failure::BackingOff) => Err(Error::Storage(
                 "redis (guards): backing off after a failure".into(),

@@ -250,18 +250,7 @@ impl Slots {
     /// [`OnFull::Reject`]) or when the table has no room for a new key.
     pub fn acquire(&self, key: &str) -> Result<Lease> {
         let r = self.acquire_inner(key);
-        if let Some(m) = &self.metrics {
-            match &r {
-                Ok(l) => {
-                    m.incr(Counter::SlotsAcquired);
-                    if l.reclaimed {
-                        m.incr(Counter::SlotsReclaimed);
-                    }
-                }
-                Err(_) => m.incr(Counter::SlotsRejected),
-            }
-        }
-        r
+        self.counted(r)
     }
 
     /// [`acquire`](Self::acquire), awaited when the slots are in Redis.
@@ -271,6 +260,11 @@ impl Slots {
             Some(r) => self.acquire_redis_async(r, key).await,
             None => self.acquire_inner(key),
         };
+        self.counted(r)
+    }
+
+    /// Counts an acquisition's outcome in the metrics.
+    fn counted(&self, r: Result<Lease>) -> Result<Lease> {
         if let Some(m) = &self.metrics {
             match &r {
                 Ok(l) => {
