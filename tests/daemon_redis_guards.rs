@@ -443,3 +443,28 @@ async fn a_poll_whose_client_left_gives_its_slot_back() {
     node.stop().await;
     answered_at_shutdown(parked).await;
 }
+
+/// With the guards in Redis the address's limit still comes first: requests with a bad token
+/// count against it, so a flood of them is refused before any token is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_limit_comes_before_the_token() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start_with(&server.url(), GuardsArg::Redis, dir.path(), |c| {
+        c.ip_burst = 3;
+        c.ip_rate = 1;
+    })
+    .await;
+    let mut c = Client::connect(node.addr).await;
+    let query = format!("channels=1&cursor={}&timeout=0", node.start);
+    let codes: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(c.poll("not-a-token", &query).await.code());
+        }
+        v
+    };
+    assert_eq!(&codes[..3], ["token_malformed"; 3], "{codes:?}");
+    assert_eq!(&codes[3..], ["rate_limited"; 2], "{codes:?}");
+    node.stop().await;
+}

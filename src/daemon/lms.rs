@@ -74,6 +74,10 @@ async fn answer(
         .then(|| super::auth::client_ip(req.headers(), peer, state.config.trust_proxy));
     #[cfg(not(feature = "redis"))]
     let ip: Option<std::net::IpAddr> = None;
+    #[cfg(feature = "redis")]
+    if let Some(ip) = ip {
+        Box::pin(super::shared::check_ip(state, ip)).await?;
+    }
     let claims = match ip {
         Some(_) => super::poll::verify(state, meta, req.headers())?,
         None => authorize(state, meta, peer, req.headers())?,
@@ -95,8 +99,8 @@ async fn answer(
     };
     let params = parse_form(&form, cfg.poll_timeout, cfg.batch.min(cfg.max_batch))?;
     #[cfg(feature = "redis")]
-    if let Some(ip) = ip {
-        let mut job = Box::pin(super::shared::admit(state, ip, &claims, params)).await?;
+    if ip.is_some() {
+        let mut job = Box::pin(super::shared::admit(state, &claims, params)).await?;
         let r = Box::pin(counted_wait(state, &mut job.params, Format::Lms, render)).await;
         Box::pin(super::shared::release(job)).await;
         return r;

@@ -7,13 +7,14 @@
 //! calls made in line: `benches/journal/2026-12-07-redis-guards.md`, "Awaited on the serving
 //! thread".
 //!
-//! Streams still take their slot in line (once per stream), and so do a publish's address
-//! limit and the store breaker's bookings; on a Redis Cluster the calls are still made in line.
+//! Streams still take their slot (once per stream) and renew its lease in line, and on a Redis
+//! Cluster every call is still made in line (`guards::redis::RedisGuards::eval_async`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hyper::Request;
+use hyper::http::request::Parts;
 
 use super::error::ApiError;
 use super::fanout::Format;
@@ -26,8 +27,8 @@ use super::state::State;
 use crate::guards::Lease;
 use crate::token::Claims;
 
-/// Serves a `GET /v1/poll`: the token and the query are checked now, the guards' calls are
-/// awaited.
+/// Serves a `GET /v1/poll`: its checks in the order `poll.rs` makes them (the address's limit
+/// first), the guards' calls awaited.
 pub(crate) fn serve_poll<B>(
     state: Arc<State>,
     mut meta: Meta,
@@ -35,21 +36,15 @@ pub(crate) fn serve_poll<B>(
     req: Request<B>,
 ) -> HandlerFuture {
     let ip = super::auth::client_ip(req.headers(), peer, state.config.trust_proxy);
-    let checked = verify(&state, &mut meta, req.headers())
-        .and_then(|claims| Ok((claims, parse_query(&state, req.uri().query())?)));
-    drop(req);
+    // Boxed, and dropped once checked: the head shares hyper's read buffer, which hyper reuses
+    // while the poll waits, and the future of a waiting poll keeps no room for it.
+    let head = Box::new(req.into_parts().0);
     Box::pin(async move {
-        let (claims, params) = match checked {
-            Ok(v) => v,
-            Err(e) => return meta.respond(&state, Err(e)),
-        };
         // Each step boxed: the future of a waiting poll keeps room for its largest state.
-        let mut job = match Box::pin(admit(&state, ip, &claims, params)).await {
+        let mut job = match Box::pin(checks(&state, &mut meta, ip, head)).await {
             Ok(job) => job,
             Err(e) => return meta.respond(&state, Err(e)),
         };
-        drop(claims);
-        // Boxed: the wait's state is not kept beside the admission's.
         let result = Box::pin(counted_wait(&state, &mut job.params, Format::Poll, render)).await;
         Box::pin(release(job)).await;
         let r = result.map(|batch| poll_response(&state, &batch, meta.gzip));
@@ -57,15 +52,28 @@ pub(crate) fn serve_poll<B>(
     })
 }
 
-/// The address's limit, the poll's channels against the token, the user's limit, then one of
-/// the user's slots, held by the job.
+/// Every check of a poll, cheapest first: the address's limit, the token, the query, then
+/// [`admit`].
+async fn checks(
+    state: &Arc<State>,
+    meta: &mut Meta,
+    ip: IpAddr,
+    head: Box<Parts>,
+) -> Result<PollJob, ApiError> {
+    check_ip(state, ip).await?;
+    let claims = verify(state, meta, &head.headers)?;
+    let params = parse_query(state, head.uri.query())?;
+    drop(head);
+    admit(state, &claims, params).await
+}
+
+/// The last checks of a parsed poll: its channels against the token, the user's limit, then
+/// one of the user's slots, held by the job.
 pub(crate) async fn admit(
     state: &Arc<State>,
-    ip: IpAddr,
     claims: &Claims,
     params: PollParams,
 ) -> Result<PollJob, ApiError> {
-    check_ip(state, ip).await?;
     if let Some(c) = params.req.channels.iter().find(|c| !claims.allows(**c)) {
         return Err(ApiError::Forbidden(format!(
             "the token does not allow channel {c}"
