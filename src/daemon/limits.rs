@@ -10,6 +10,7 @@ use super::auth;
 use super::error::ApiError;
 use super::state::State;
 use crate::error::{Error, ErrorCode};
+use crate::token::Claims;
 
 /// The per-address limit (with its DDoS block): the first check of a poll or a publish.
 pub(crate) fn check_ip(
@@ -61,6 +62,16 @@ pub(crate) fn no_slot(e: Error) -> ApiError {
         code: ErrorCode::SlotsExhausted.name(),
         message: e.to_string(),
         retry_after_ms: 1000,
+    }
+}
+
+/// A poll refused a channel its token does not allow.
+pub(crate) fn channels_allowed(claims: &Claims, channels: &[i64]) -> Result<(), ApiError> {
+    match channels.iter().find(|c| !claims.allows(**c)) {
+        Some(c) => Err(ApiError::Forbidden(format!(
+            "the token does not allow channel {c}"
+        ))),
+        None => Ok(()),
     }
 }
 

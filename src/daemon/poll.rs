@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::auth;
 use super::error::ApiError;
 use super::fanout::{Answer, Format, Rendered, Style};
-use super::limits::{check_ip, fmt_into, itoa_buf, no_slot, user_allowed};
+use super::limits::{channels_allowed, check_ip, fmt_into, itoa_buf, no_slot, user_allowed};
 use super::response::{
     HandlerFuture, Meta, POLL_HEADERS, Reply, Resp, Who, X_LMS_MODE, gzip_bytes,
 };
@@ -346,11 +346,7 @@ pub(crate) fn admit(
     claims: &Claims,
     params: PollParams,
 ) -> Result<PollJob, ApiError> {
-    if let Some(c) = params.req.channels.iter().find(|c| !claims.allows(**c)) {
-        return Err(ApiError::Forbidden(format!(
-            "the token does not allow channel {c}"
-        )));
-    }
+    channels_allowed(claims, &params.req.channels)?;
     let mut buf = itoa_buf();
     let user = fmt_into(&mut buf, format_args!("{}", claims.uid));
     let d = state

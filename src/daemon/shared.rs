@@ -18,7 +18,7 @@ use hyper::http::request::Parts;
 
 use super::error::ApiError;
 use super::fanout::Format;
-use super::limits::{address_allowed, no_slot, user_allowed};
+use super::limits::{address_allowed, channels_allowed, no_slot, user_allowed};
 use super::poll::{
     PollJob, PollParams, SlotGuard, counted_wait, parse_query, poll_response, render, verify,
 };
@@ -74,11 +74,7 @@ pub(crate) async fn admit(
     claims: &Claims,
     params: PollParams,
 ) -> Result<PollJob, ApiError> {
-    if let Some(c) = params.req.channels.iter().find(|c| !claims.allows(**c)) {
-        return Err(ApiError::Forbidden(format!(
-            "the token does not allow channel {c}"
-        )));
-    }
+    channels_allowed(claims, &params.req.channels)?;
     let user = claims.uid.to_string();
     let d = state
         .limiter
