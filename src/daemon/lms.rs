@@ -68,7 +68,7 @@ async fn answer(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Arc<Rendered>, ApiError> {
-    // With the guards in Redis the address's limit is awaited with the other checks (below).
+    // With the guards in Redis the address's limit is awaited here, before the token, as in line.
     #[cfg(feature = "redis")]
     let ip = (state.shared_guards.is_some())
         .then(|| super::auth::client_ip(req.headers(), peer, state.config.trust_proxy));
